@@ -8,6 +8,26 @@
 
 extern crate alloc;
 
+mod base64;
+mod crc32;
+pub mod module;
+pub mod password;
 pub mod schema;
+#[cfg(feature = "std")]
+pub mod toml_front;
+#[cfg(feature = "std")]
+pub mod tool;
+pub mod validate;
 
+pub use module::{DecodeError, decode, encode};
+pub use password::{
+    DEFAULT_PBKDF2_ITERATIONS, PasswordHash, PasswordHashError, hash_password, verify_password,
+};
+#[cfg(feature = "std")]
+pub use password::{RandomnessUnavailable, hash_password_random};
 pub use schema::{HostConfig, IpMode, Management, StaticIpv4};
+#[cfg(feature = "std")]
+pub use toml_front::{ConfigError, parse_toml};
+#[cfg(feature = "std")]
+pub use tool::{compile_file, describe, load_file, summary};
+pub use validate::{Field, ValidationError};

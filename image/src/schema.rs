@@ -52,7 +52,10 @@ impl Default for HostConfig {
         HostConfig {
             hostname: String::from("keel"),
             root_password_hash: None,
-            management: Management { interface: String::from("eth0"), ip: IpMode::Dhcp },
+            management: Management {
+                interface: String::from("eth0"),
+                ip: IpMode::Dhcp,
+            },
         }
     }
 }

@@ -1,0 +1,364 @@
+//! The boot module: a compiled host configuration as the loader hands it to
+//! the appliance.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic "KEELHCFG"
+//! 8       2     format version, u16 LE (1)
+//! 10      4     payload length N, u32 LE
+//! 14      N     HostConfig, postcard
+//! 14+N    4     CRC-32 (IEEE) of bytes 0..14+N, u32 LE
+//! ```
+//!
+//! The checksum catches a module damaged on the way (USB stick, PXE); the
+//! version lets a later image refuse a module it would misread, since
+//! postcard is positional and carries no field names.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::crc32::crc32;
+use crate::schema::HostConfig;
+use crate::validate::ValidationError;
+
+/// First bytes of every module.
+pub const MAGIC: [u8; 8] = *b"KEELHCFG";
+
+/// The layout and payload schema this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
+const TRAILER_LEN: usize = 4;
+
+/// Why a byte string is not a usable boot module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    BadMagic,
+    UnsupportedVersion(u16),
+    /// The module ends before its declared length.
+    Truncated {
+        expected: usize,
+        actual: usize,
+    },
+    /// Bytes follow the checksum.
+    TrailingBytes(usize),
+    ChecksumMismatch {
+        stored: u32,
+        computed: u32,
+    },
+    /// The checksum holds but postcard cannot read a `HostConfig` from the payload.
+    InvalidPayload(postcard::Error),
+    /// The payload has bytes left over after the `HostConfig`.
+    PayloadTrailingBytes(usize),
+    /// The module is intact but a setting is not acceptable.
+    Invalid(ValidationError),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const RECOMPILE: &str = "recompile it with `host-config compile` and copy it again";
+        match self {
+            Self::BadMagic => write!(
+                f,
+                "not a host-config module (it does not start with \"KEELHCFG\"); \
+                 check that the right file was installed as the config module"
+            ),
+            Self::UnsupportedVersion(v) => write!(
+                f,
+                "host-config module format version {v} is not supported by this image \
+                 (it reads version {FORMAT_VERSION}); compile it with the host-config tool \
+                 of the same release as the image"
+            ),
+            Self::Truncated { expected, actual } => write!(
+                f,
+                "host-config module is truncated: {actual} bytes present, {expected} needed; \
+                 {RECOMPILE}"
+            ),
+            Self::TrailingBytes(n) => write!(
+                f,
+                "host-config module has {n} unexpected bytes after its checksum; {RECOMPILE}"
+            ),
+            Self::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "host-config module checksum mismatch (stored {stored:#010x}, computed \
+                 {computed:#010x}): the module is corrupt; {RECOMPILE}"
+            ),
+            Self::InvalidPayload(e) => write!(
+                f,
+                "host-config module payload cannot be read ({e}); it was probably written by \
+                 an incompatible tool: {RECOMPILE}"
+            ),
+            Self::PayloadTrailingBytes(n) => write!(
+                f,
+                "host-config module payload has {n} unread bytes; it was probably written by \
+                 an incompatible tool: {RECOMPILE}"
+            ),
+            Self::Invalid(e) => write!(f, "host-config module holds an invalid setting: {e}"),
+        }
+    }
+}
+
+/// Serialises `cfg` into a boot module. The caller validates first: the
+/// appliance will refuse a module whose settings do not validate.
+pub fn encode(cfg: &HostConfig) -> Vec<u8> {
+    // Cannot fail: every schema type is one postcard supports, sequences
+    // have known lengths, and the output is a growable Vec.
+    #[allow(clippy::expect_used)]
+    let payload = postcard::to_allocvec(cfg).expect("postcard encodes HostConfig into a Vec");
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // A HostConfig is a few hundred bytes, far below u32::MAX.
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Reads and validates a boot module. Never panics, whatever `bytes` hold.
+pub fn decode(bytes: &[u8]) -> Result<HostConfig, DecodeError> {
+    let magic_seen = &bytes[..bytes.len().min(MAGIC.len())];
+    if magic_seen != &MAGIC[..magic_seen.len()] {
+        return Err(DecodeError::BadMagic);
+    }
+    let (Some(version), Some(declared)) = (read_u16(bytes, 8), read_u32(bytes, 10)) else {
+        return Err(DecodeError::Truncated {
+            expected: HEADER_LEN,
+            actual: bytes.len(),
+        });
+    };
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    // Saturating: a huge declared length on a 32-bit target is "truncated",
+    // not an overflow.
+    let payload_end = HEADER_LEN.saturating_add(declared as usize);
+    let expected = payload_end.saturating_add(TRAILER_LEN);
+    if bytes.len() < expected {
+        return Err(DecodeError::Truncated {
+            expected,
+            actual: bytes.len(),
+        });
+    }
+    if bytes.len() > expected {
+        return Err(DecodeError::TrailingBytes(bytes.len() - expected));
+    }
+    let (covered, _) = bytes.split_at(payload_end);
+    let stored = read_u32(bytes, payload_end).ok_or(DecodeError::Truncated {
+        expected,
+        actual: bytes.len(),
+    })?;
+    let computed = crc32(covered);
+    if stored != computed {
+        return Err(DecodeError::ChecksumMismatch { stored, computed });
+    }
+    let payload = &covered[HEADER_LEN..];
+    let (cfg, rest) =
+        postcard::take_from_bytes::<HostConfig>(payload).map_err(DecodeError::InvalidPayload)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::PayloadTrailingBytes(rest.len()));
+    }
+    cfg.validate().map_err(DecodeError::Invalid)?;
+    Ok(cfg)
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
+    let b = bytes.get(at..at.checked_add(2)?)?;
+    Some(u16::from_le_bytes([b[0], b[1]]))
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::password::hash_password;
+    use crate::schema::{IpMode, Management, StaticIpv4};
+    use alloc::vec;
+
+    fn sample() -> HostConfig {
+        HostConfig {
+            hostname: "xen1".into(),
+            root_password_hash: Some(hash_password("secret-pw", [9; 16], 1_000)),
+            management: Management {
+                interface: "eth1".into(),
+                ip: IpMode::Static(StaticIpv4 {
+                    address: [192, 0, 2, 10],
+                    prefix_len: 24,
+                    gateway: Some([192, 0, 2, 1]),
+                    dns: vec![[192, 0, 2, 53], [198, 51, 100, 53]],
+                }),
+            },
+        }
+    }
+
+    /// Rebuilds a module around `payload` with a correct checksum, so tests
+    /// reach the checks behind the CRC.
+    fn with_payload(version: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&version.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(payload);
+        let crc = crc32(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn byte_layout_of_the_default_config() {
+        let bytes = encode(&HostConfig::default());
+        #[rustfmt::skip]
+        let payload = [
+            4, b'k', b'e', b'e', b'l', // hostname
+            0,                         // root_password_hash: None
+            4, b'e', b't', b'h', b'0', // interface
+            0,                         // IpMode::Dhcp
+        ];
+        assert_eq!(bytes, with_payload(1, &payload));
+        assert_eq!(&bytes[..14], b"KEELHCFG\x01\x00\x0c\x00\x00\x00");
+        assert_eq!(decode(&bytes), Ok(HostConfig::default()));
+    }
+
+    #[test]
+    fn round_trip() {
+        for cfg in [HostConfig::default(), sample()] {
+            assert_eq!(decode(&encode(&cfg)), Ok(cfg));
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let bytes = encode(&sample());
+        for len in 0..bytes.len() {
+            let e = decode(&bytes[..len]).expect_err("truncated module accepted");
+            assert!(
+                matches!(e, DecodeError::Truncated { .. }),
+                "len {len}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_rejected() {
+        let bytes = encode(&sample());
+        for at in 0..bytes.len() {
+            for mask in [0x01, 0x80, 0xFF] {
+                let mut bad = bytes.clone();
+                bad[at] ^= mask;
+                assert!(decode(&bad).is_err(), "flip {mask:#x} at {at} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn random_corruptions_never_panic() {
+        // xorshift: deterministic, no dependency, good enough to scatter flips.
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let good = encode(&sample());
+        for _ in 0..20_000 {
+            let mut bad = good.clone();
+            for _ in 0..=(next() % 4) {
+                let at = (next() % bad.len() as u64) as usize;
+                bad[at] = next() as u8;
+            }
+            let len = if next() % 4 == 0 {
+                (next() % bad.len() as u64) as usize
+            } else {
+                bad.len()
+            };
+            let _ = decode(&bad[..len]);
+        }
+        // Random payloads behind a valid header and CRC reach postcard itself.
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = decode(&with_payload(1, &payload));
+        }
+    }
+
+    #[test]
+    fn each_corruption_has_its_error() {
+        let good = encode(&sample());
+
+        let mut bad = good.clone();
+        bad[0] = b'X';
+        assert_eq!(decode(&bad), Err(DecodeError::BadMagic));
+        assert_eq!(decode(b"ELF"), Err(DecodeError::BadMagic));
+
+        assert_eq!(
+            decode(&with_payload(2, &good[14..good.len() - 4])),
+            Err(DecodeError::UnsupportedVersion(2))
+        );
+
+        let mut bad = good.clone();
+        bad.push(0);
+        assert_eq!(decode(&bad), Err(DecodeError::TrailingBytes(1)));
+
+        let mut bad = good.clone();
+        bad[20] ^= 0x40;
+        assert!(matches!(
+            decode(&bad),
+            Err(DecodeError::ChecksumMismatch { .. })
+        ));
+
+        let mut huge = good[..14].to_vec();
+        huge[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&huge), Err(DecodeError::Truncated { .. })));
+
+        // IpMode variant 7 does not exist.
+        let mut payload = postcard::to_allocvec(&HostConfig::default()).expect("encode");
+        *payload.last_mut().expect("non-empty") = 7;
+        assert!(matches!(
+            decode(&with_payload(1, &payload)),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+
+        let mut payload = postcard::to_allocvec(&HostConfig::default()).expect("encode");
+        payload.push(0);
+        assert_eq!(
+            decode(&with_payload(1, &payload)),
+            Err(DecodeError::PayloadTrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn checksum_valid_but_invalid_settings_are_rejected() {
+        let mut cfg = sample();
+        cfg.hostname = "bad_name".into();
+        let payload = postcard::to_allocvec(&cfg).expect("encode");
+        assert_eq!(
+            decode(&with_payload(1, &payload)),
+            Err(DecodeError::Invalid(ValidationError::HostnameBadChar('_')))
+        );
+        // encode() itself does not validate; decode() always does.
+        assert!(matches!(
+            decode(&encode(&cfg)),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let e = DecodeError::ChecksumMismatch {
+            stored: 1,
+            computed: 2,
+        };
+        assert!(e.to_string().contains("recompile"), "{e}");
+        assert!(
+            DecodeError::UnsupportedVersion(9)
+                .to_string()
+                .contains("version 9")
+        );
+    }
+}

@@ -1,0 +1,237 @@
+use super::*;
+use crate::password::{hash_password, verify_password};
+
+/// The error for `text`, which must be rejected.
+fn error(text: &str) -> ConfigError {
+    parse_toml(text).expect_err("should be rejected")
+}
+
+/// Asserts the error is on `line` and its message contains `needle`.
+#[track_caller]
+fn assert_error(text: &str, line: usize, needle: &str) -> ConfigError {
+    let e = error(text);
+    assert_eq!(e.line, line, "{e}");
+    assert!(
+        e.message.contains(needle),
+        "{e:?} does not mention {needle:?}"
+    );
+    e
+}
+
+const STATIC: &str = r#"hostname = "xen1"
+
+[management]
+interface = "eth1"
+mode = "static"
+address = "192.0.2.10/24"
+gateway = "192.0.2.1"
+dns = ["192.0.2.53", "198.51.100.53"]
+"#;
+
+#[test]
+fn empty_file_is_the_default() {
+    assert_eq!(parse_toml(""), Ok(HostConfig::default()));
+    assert_eq!(parse_toml("# nothing\n"), Ok(HostConfig::default()));
+}
+
+#[test]
+fn static_configuration() {
+    let cfg = parse_toml(STATIC).expect("valid");
+    assert_eq!(cfg.hostname, "xen1");
+    assert_eq!(cfg.root_password_hash, None);
+    assert_eq!(cfg.management.interface, "eth1");
+    assert_eq!(
+        cfg.management.ip,
+        IpMode::Static(StaticIpv4 {
+            address: [192, 0, 2, 10],
+            prefix_len: 24,
+            gateway: Some([192, 0, 2, 1]),
+            dns: vec![[192, 0, 2, 53], [198, 51, 100, 53]],
+        })
+    );
+}
+
+#[test]
+fn dhcp_and_defaults() {
+    let cfg = parse_toml("[management]\nmode = \"dhcp\"\n").expect("valid");
+    assert_eq!(cfg, HostConfig::default());
+    let cfg = parse_toml("management = { mode = \"dhcp\", interface = \"eth2\" }").expect("valid");
+    assert_eq!(cfg.management.interface, "eth2");
+    assert_eq!(cfg.hostname, "keel");
+}
+
+#[test]
+fn plain_password_is_hashed() {
+    let cfg = parse_toml("root_password = \"correct horse\"\n").expect("valid");
+    let hash = cfg.root_password_hash.expect("hashed");
+    assert!(hash.starts_with("$pbkdf2-sha256$i=100000,l=32$"), "{hash}");
+    assert_eq!(verify_password(&hash, "correct horse"), Ok(true));
+}
+
+#[test]
+fn given_hash_is_kept() {
+    let hash = hash_password("pw", [5; 16], 1_000);
+    let cfg = parse_toml(&format!("root_password_hash = \"{hash}\"")).expect("valid");
+    assert_eq!(cfg.root_password_hash, Some(hash));
+}
+
+#[test]
+fn syntax_errors() {
+    assert_error("hostname = \"xen1\"\n\nhostname \"xen2\"\n", 3, "expected");
+    assert_error("hostname = \"xen1\n", 1, "");
+    assert_error("hostname = \"a\"\nhostname = \"b\"\n", 2, "duplicate");
+    assert_error("[management]\nmode = \"dhcp\"\n[management]\n", 3, "");
+}
+
+#[test]
+fn unknown_keys() {
+    let e = assert_error(
+        "hostname = \"x\"\nhostnme = \"y\"\n",
+        2,
+        "unknown key `hostnme`",
+    );
+    assert_eq!(e.column, 1);
+    let e = assert_error(
+        "[management]\nmode = \"dhcp\"\n  adress = \"192.0.2.1/24\"\n",
+        3,
+        "unknown key `adress` in [management]",
+    );
+    assert_eq!(e.column, 3);
+    assert_error("[network]\nmode = \"dhcp\"\n", 1, "unknown key `network`");
+}
+
+#[test]
+fn missing_keys() {
+    assert_error(
+        "hostname = \"x\"\n[management]\ninterface = \"eth0\"\n",
+        2,
+        "missing `mode`",
+    );
+    let e = assert_error(
+        "[management]\ninterface = \"eth0\"\nmode = \"static\"\n",
+        3,
+        "needs `address",
+    );
+    assert_eq!(e.column, 8, "points at the mode value");
+}
+
+#[test]
+fn wrong_types() {
+    let e = assert_error(
+        "\nhostname = 5\n",
+        2,
+        "`hostname` must be a string, found integer",
+    );
+    assert_eq!(e.column, 12);
+    assert_error("management = \"dhcp\"\n", 1, "`management` must be a table");
+    assert_error("[management]\nmode = true\n", 2, "`mode` must be a string");
+    assert_error(
+        "[management]\nmode = \"static\"\naddress = \"192.0.2.10/24\"\ndns = \"192.0.2.53\"\n",
+        4,
+        "array",
+    );
+    assert_error(
+        "[management]\nmode = \"static\"\naddress = \"192.0.2.10/24\"\ndns = [\n  \"192.0.2.53\",\n  53,\n]\n",
+        6,
+        "entries must be strings",
+    );
+    assert_error("root_password = [\"a\"]\n", 1, "must be a string");
+}
+
+#[test]
+fn bad_values_point_at_the_value() {
+    // Replace one line of STATIC at a time with a bad one, keeping numbering.
+    let cases = [
+        (1, "hostname = \"xen_1\"", "only letters"),
+        (1, "hostname = \"\"", "empty"),
+        (4, "interface = \"em1\"", "eth<N>"),
+        (5, "mode = \"manual\"", "unknown mode"),
+        (6, "address = \"10.0.0.300/24\"", "not an IPv4 address"),
+        (6, "address = \"192.0.2.10\"", "needs a prefix length"),
+        (6, "address = \"192.0.2.10/33\"", "outside 1..=32"),
+        (6, "address = \"192.0.2.10/x\"", "not a number"),
+        (6, "address = \"127.0.0.1/8\"", "loopback"),
+        (6, "address = \"192.0.2.0/24\"", "network address"),
+        (7, "gateway = \"198.51.100.1\"", "not inside 192.0.2.10/24"),
+        (7, "gateway = \"192.0.2\"", "not an IPv4 address"),
+        (
+            8,
+            "dns = [\"192.0.2.53\", \"1.1.1.1\", \"8.8.8.8\", \"9.9.9.9\"]",
+            "at most 3",
+        ),
+        (8, "dns = [\"192.0.2.53\", \"224.0.0.251\"]", "multicast"),
+    ];
+    for (line, replacement, needle) in cases {
+        let mut lines: Vec<&str> = STATIC.lines().collect();
+        lines[line - 1] = replacement;
+        let text = lines.join("\n");
+        let e = assert_error(&text, line, needle);
+        let value_column = replacement.find(" = ").map(|i| i + 4).unwrap_or(0);
+        let column = if replacement.starts_with("dns") {
+            // Entry errors point at the entry itself.
+            let nth = if needle == "at most 3" { 3 } else { 1 };
+            let quotes: Vec<usize> = replacement.match_indices('"').map(|(i, _)| i).collect();
+            quotes[nth * 2] + 1
+        } else {
+            value_column
+        };
+        assert_eq!(e.column, column, "{replacement}: {e}");
+    }
+}
+
+#[test]
+fn static_keys_in_dhcp_mode() {
+    assert_error(
+        "[management]\nmode = \"dhcp\"\ninterface = \"eth0\"\ngateway = \"192.0.2.1\"\n",
+        4,
+        "`gateway` only applies to mode = \"static\"",
+    );
+    assert_error(
+        "[management]\ndns = []\nmode = \"dhcp\"\naddress = \"192.0.2.9/24\"\n",
+        2,
+        "`dns` only applies",
+    );
+}
+
+#[test]
+fn passwords() {
+    assert_error(
+        "\n\nroot_password = \"short\"\n",
+        3,
+        "at least 8 characters",
+    );
+    assert_error(
+        "root_password_hash = \"hunter22\"\n",
+        1,
+        "not a PBKDF2-SHA256 PHC string",
+    );
+    let hash = hash_password("pw", [5; 16], 999);
+    assert_error(
+        &format!("root_password_hash = \"{hash}\"\n"),
+        1,
+        "iteration count 999",
+    );
+    let hash = hash_password("pw", [5; 16], 1_000);
+    assert_error(
+        &format!("root_password = \"long enough\"\n\nroot_password_hash = \"{hash}\"\n"),
+        3,
+        "conflicts with `root_password`",
+    );
+}
+
+#[test]
+fn display_format() {
+    let e = error("\n  bogus = 1\n");
+    assert_eq!(e.to_string(), format!("line 2, column 3: {}", e.message));
+}
+
+#[test]
+fn line_columns_count_characters() {
+    assert_eq!(line_column("", 0), (1, 1));
+    assert_eq!(line_column("ab\ncd", 3), (2, 1));
+    assert_eq!(line_column("ab\ncd", 4), (2, 2));
+    // "é" is two bytes but one column.
+    assert_eq!(line_column("é = 1", 2), (1, 2));
+    assert_eq!(line_column("é = 1", 3), (1, 3));
+    assert_eq!(line_column("ab", 99), (1, 3));
+}
