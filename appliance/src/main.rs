@@ -1,0 +1,98 @@
+//! The `keel` host image: the kernel brings the machine up, then hands the
+//! devices it found to the appliance. This file is the thin platform module
+//! between the two: it adapts the kernel's services to `appliance::Platform`.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::fmt::Write as _;
+use core::time::Duration;
+
+use appliance::platform::{Platform, SystemInfo};
+use appliance::Appliance;
+use host_config::HostConfig;
+use kernel::Boot;
+use storage::BlockDevice;
+
+kernel::entry_point!(main);
+
+/// The appliance's view of the machine, backed by the kernel.
+struct Machine;
+
+impl Platform for Machine {
+    fn now(&self) -> Duration {
+        kernel::now()
+    }
+
+    fn system_info(&self) -> SystemInfo {
+        let m = kernel::memory();
+        SystemInfo {
+            cpus: kernel::cpus_online(),
+            memory_total: m.total_bytes,
+            memory_free: m.free_frame_bytes + m.heap_free_bytes,
+        }
+    }
+
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        kernel::fill_random(buf)
+    }
+
+    fn idle(&mut self, deadline: Option<Duration>) {
+        kernel::idle(deadline)
+    }
+}
+
+/// The host config from the first boot module that is one; defaults otherwise.
+fn host_config(boot: &Boot) -> HostConfig {
+    for module in &boot.modules {
+        match host_config::decode(module) {
+            Ok(cfg) => {
+                log::info!("config: host config module loaded (hostname {})", cfg.hostname);
+                return cfg;
+            }
+            Err(e) => log::error!("config: ignoring boot module of {} bytes: {e}", module.len()),
+        }
+    }
+    log::info!("config: no host config module, using defaults (DHCP on eth0, no root password)");
+    HostConfig::default()
+}
+
+/// Reports each disk and proves it readable by reading its first block.
+fn report_disks(boot: &mut Boot) {
+    for (i, disk) in boot.disks.iter_mut().enumerate() {
+        let mut block = alloc::vec![0u8; disk.block_size() as usize];
+        match disk.read_blocks(0, &mut block) {
+            Ok(()) => {
+                let mut hex = heapless::String::<32>::new();
+                for b in &block[..16] {
+                    let _ = write!(hex, "{b:02x}");
+                }
+                log::info!(
+                    "disk blk{i}: {} blocks of {} bytes; lba0[0..16]={hex}",
+                    disk.num_blocks(),
+                    disk.block_size()
+                );
+            }
+            Err(e) => log::error!("disk blk{i}: reading block 0 failed: {e}"),
+        }
+    }
+}
+
+fn main(mut boot: Boot) -> ! {
+    let config = host_config(&boot);
+    report_disks(&mut boot);
+    let wanted = config.management.interface.clone();
+    let index = wanted.strip_prefix("eth").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    if index >= boot.nics.len() {
+        log::error!(
+            "net: management interface {wanted} does not exist ({} NICs found); the host is unreachable",
+            boot.nics.len()
+        );
+        loop {
+            kernel::idle(None);
+        }
+    }
+    let nic = boot.nics.swap_remove(index);
+    Appliance::new(Machine, nic, config).run()
+}

@@ -1,0 +1,3 @@
+//! Architecture support behind one façade.
+
+pub mod x86_64;

@@ -1,0 +1,221 @@
+//! Thin, documented wrappers over the x86 instructions the kernel uses.
+
+use core::arch::asm;
+
+/// Model-specific registers the kernel touches, named in one place.
+pub mod msr {
+    pub const IA32_APIC_BASE: u32 = 0x1b;
+    pub const IA32_EFER: u32 = 0xc000_0080;
+    pub const IA32_GS_BASE: u32 = 0xc000_0101;
+    pub const IA32_X2APIC_BASE: u32 = 0x800;
+}
+
+/// Writes a byte to an I/O port.
+///
+/// # Safety
+/// The port must belong to a device whose state the caller is allowed to change.
+pub unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller owns the device behind `port`.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Writes a 16-bit word to an I/O port.
+///
+/// # Safety
+/// As [`outb`].
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: the caller owns the device behind `port`.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Writes a 32-bit word to an I/O port.
+///
+/// # Safety
+/// As [`outb`].
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: the caller owns the device behind `port`.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Reads a byte from an I/O port.
+///
+/// # Safety
+/// Reading some ports has side effects; the caller must own the device.
+pub unsafe fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: the caller owns the device behind `port`.
+    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Reads a 16-bit word from an I/O port.
+///
+/// # Safety
+/// As [`inb`].
+pub unsafe fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: the caller owns the device behind `port`.
+    unsafe { asm!("in ax, dx", out("ax") v, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Reads a 32-bit word from an I/O port.
+///
+/// # Safety
+/// As [`inb`].
+pub unsafe fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: the caller owns the device behind `port`.
+    unsafe { asm!("in eax, dx", out("eax") v, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Reads an MSR.
+///
+/// # Safety
+/// The MSR must exist on this CPU (else #GP).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+/// The MSR must exist and the value must keep the system consistent.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the MSR and value are valid.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    }
+}
+
+/// CPUID leaf/subleaf → (eax, ebx, ecx, edx).
+pub fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// Time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC is unprivileged-safe here (ring 0) and has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// A hardware random number, if the CPU has RDRAND and it delivered one.
+pub fn rdrand() -> Option<u64> {
+    let (_, _, ecx, _) = cpuid(1, 0);
+    if ecx & (1 << 30) == 0 {
+        return None;
+    }
+    for _ in 0..10 {
+        let v: u64;
+        let ok: u8;
+        // SAFETY: CPUID reported RDRAND; it only writes the output registers and CF.
+        unsafe { asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) }
+        if ok != 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+pub fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+/// Reloads CR3, flushing non-global TLB entries.
+///
+/// # Safety
+/// `pml4` must be the physical address of a valid PML4 that maps the running code and stack.
+pub unsafe fn write_cr3(pml4: u64) {
+    // SAFETY: the caller guarantees the new tables map everything in use.
+    unsafe { asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) }
+}
+
+/// Invalidates the TLB entry of one page.
+pub fn invlpg(addr: u64) {
+    // SAFETY: INVLPG only drops a cached translation.
+    unsafe { asm!("invlpg [{}]", in(reg) addr, options(nostack, preserves_flags)) }
+}
+
+pub fn read_rbp() -> u64 {
+    let v: u64;
+    // SAFETY: reading RBP has no side effects.
+    unsafe { asm!("mov {}, rbp", out(reg) v, options(nomem, nostack, preserves_flags)) }
+    v
+}
+
+pub fn read_rflags() -> u64 {
+    let v: u64;
+    // SAFETY: PUSHFQ/POP only touch the stack slot they use.
+    unsafe { asm!("pushfq", "pop {}", out(reg) v, options(nomem, preserves_flags)) }
+    v
+}
+
+/// Disables maskable interrupts on this CPU.
+pub fn cli() {
+    // SAFETY: masking interrupts cannot break memory safety.
+    unsafe { asm!("cli", options(nomem, nostack)) }
+}
+
+/// Enables interrupts and halts until one arrives, atomically (the STI
+/// shadow covers HLT, so no interrupt is lost between them), then masks them again.
+pub fn sti_hlt_cli() {
+    // SAFETY: the IDT is loaded before any CPU idles; handlers preserve all state.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) }
+}
+
+/// Halts this CPU for good with interrupts masked (NMIs still wake it; the NMI
+/// handler returns here).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: masking interrupts and halting cannot break memory safety.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
+    }
+}
+
+/// Hint to the CPU in spin loops.
+pub fn pause() {
+    core::hint::spin_loop();
+}
+
+/// Whether the CPU has the x2APIC.
+pub fn has_x2apic() -> bool {
+    cpuid(1, 0).2 & (1 << 21) != 0
+}
+
+/// Whether the CPU reports AMD SVM (CPUID 8000_0001h ECX bit 2).
+pub fn has_svm() -> bool {
+    cpuid(0x8000_0001, 0).2 & (1 << 2) != 0
+}
+
+/// Whether the CPU reports Intel VMX (CPUID 1 ECX bit 5).
+pub fn has_vmx() -> bool {
+    cpuid(1, 0).2 & (1 << 5) != 0
+}
+
+/// The CPU's brand string (CPUID 8000_0002h..4h).
+pub fn brand_string(out: &mut [u8; 48]) -> &str {
+    for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+        let (a, b, c, d) = cpuid(leaf, 0);
+        for (j, reg) in [a, b, c, d].iter().enumerate() {
+            let at = i * 16 + j * 4;
+            out[at..at + 4].copy_from_slice(&reg.to_le_bytes());
+        }
+    }
+    let end = out.iter().position(|&b| b == 0).unwrap_or(out.len());
+    core::str::from_utf8(&out[..end]).unwrap_or("?").trim()
+}

@@ -1,0 +1,98 @@
+//! I/O APICs: every input starts masked; `route` steers one global system
+//! interrupt (GSI) to a vector on a CPU.
+
+use spin::Mutex;
+
+const IOREGSEL: u64 = 0x00;
+const IOWIN: u64 = 0x10;
+const REG_VERSION: u32 = 0x01;
+const REG_REDIRECTION: u32 = 0x10;
+const MASKED: u64 = 1 << 16;
+const LEVEL: u64 = 1 << 15;
+const ACTIVE_LOW: u64 = 1 << 13;
+
+/// One I/O APIC: its mapped registers and the GSIs it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct IoApic {
+    base: u64,
+    pub gsi_base: u32,
+    pub inputs: u32,
+}
+
+static IOAPICS: Mutex<heapless::Vec<IoApic, 8>> = Mutex::new(heapless::Vec::new());
+
+impl IoApic {
+    fn read(&self, reg: u32) -> u32 {
+        // SAFETY: `base` maps this I/O APIC's register window (checked in `add`);
+        // IOREGSEL/IOWIN are its two 32-bit registers.
+        unsafe {
+            core::ptr::write_volatile((self.base + IOREGSEL) as *mut u32, reg);
+            core::ptr::read_volatile((self.base + IOWIN) as *const u32)
+        }
+    }
+
+    fn write(&self, reg: u32, v: u32) {
+        // SAFETY: as in `read`.
+        unsafe {
+            core::ptr::write_volatile((self.base + IOREGSEL) as *mut u32, reg);
+            core::ptr::write_volatile((self.base + IOWIN) as *mut u32, v);
+        }
+    }
+
+    fn write_entry(&self, input: u32, entry: u64) {
+        self.write(REG_REDIRECTION + input * 2, entry as u32);
+        self.write(REG_REDIRECTION + input * 2 + 1, (entry >> 32) as u32);
+    }
+}
+
+/// Registers an I/O APIC found in the MADT (`base` is its mapped virtual
+/// address) and masks all its inputs.
+pub fn add(base: u64, gsi_base: u32) -> IoApic {
+    let probe = IoApic { base, gsi_base, inputs: 0 };
+    let inputs = ((probe.read(REG_VERSION) >> 16) & 0xff) + 1;
+    let apic = IoApic { base, gsi_base, inputs };
+    for i in 0..inputs {
+        apic.write_entry(i, MASKED);
+    }
+    if IOAPICS.lock().push(apic).is_err() {
+        log::warn!("ioapic: more than 8 I/O APICs, ignoring the one at GSI {gsi_base}");
+    }
+    apic
+}
+
+/// Trigger and polarity of an interrupt line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trigger {
+    pub level: bool,
+    pub active_low: bool,
+}
+
+/// Routes `gsi` to `vector` on the CPU with APIC ID `dest` (physical mode, fixed delivery).
+pub fn route(gsi: u32, vector: u8, dest: u32, trigger: Trigger) -> bool {
+    let apics = IOAPICS.lock();
+    let Some(apic) = apics.iter().find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.inputs) else {
+        return false;
+    };
+    let mut entry = u64::from(vector) | (u64::from(dest & 0xff) << 56);
+    if trigger.level {
+        entry |= LEVEL;
+    }
+    if trigger.active_low {
+        entry |= ACTIVE_LOW;
+    }
+    apic.write_entry(gsi - apic.gsi_base, entry);
+    true
+}
+
+/// Masks `gsi` again.
+pub fn mask(gsi: u32) {
+    let apics = IOAPICS.lock();
+    if let Some(apic) = apics.iter().find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.inputs) {
+        apic.write_entry(gsi - apic.gsi_base, MASKED);
+    }
+}
+
+/// Total inputs over all registered I/O APICs.
+pub fn total_inputs() -> u32 {
+    IOAPICS.lock().iter().map(|a| a.inputs).sum()
+}

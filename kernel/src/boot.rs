@@ -1,0 +1,223 @@
+//! The BSP's boot sequence, and the services the image's main function uses.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use crate::arch::x86_64::boot::{boot_stack_bottom, boot_stack_top, PROTO_MULTIBOOT2, PROTO_PVH};
+use crate::arch::x86_64::gdt::CpuTables;
+use crate::arch::x86_64::{apic, cpu, idt, ioapic, pic};
+use crate::bootinfo::{self, BootInfo, PhysRead};
+use crate::drivers::virtio::{self, VirtioDisk, VirtioNic};
+use crate::percpu::PerCpu;
+use crate::{acpi, cmdline, mem, pci, percpu, power, smp, time};
+
+/// What the kernel hands to the image's main function.
+#[derive(Debug)]
+pub struct Boot {
+    /// NICs in PCI order: `eth0` is the first.
+    pub nics: Vec<VirtioNic>,
+    /// Disks in PCI order: `blk0` is the first.
+    pub disks: Vec<VirtioDisk>,
+    /// Boot modules (the host config), copied out of loader memory.
+    pub modules: Vec<Vec<u8>>,
+    /// The kernel command line.
+    pub cmdline: String,
+}
+
+unsafe extern "Rust" {
+    /// Defined by the image binary through [`crate::entry_point!`].
+    fn keel_main(boot: Boot) -> !;
+}
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// Reads loader memory below 4 GiB through the boot direct map.
+struct LowMemory;
+
+impl PhysRead for LowMemory {
+    fn read(&self, phys: u64, buf: &mut [u8]) -> bool {
+        let Some(end) = phys.checked_add(buf.len() as u64) else { return false };
+        if end > 1 << 32 {
+            return false;
+        }
+        // SAFETY: [phys, end) is below 4 GiB, hence mapped by the boot tables
+        // in the direct map (page 0 included); boot data is plain bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(mem::phys_to_virt(phys) as *const u8, buf.as_mut_ptr(), buf.len())
+        };
+        true
+    }
+}
+
+static mut BSP_TABLES: CpuTables = CpuTables::new();
+static mut BSP_PERCPU: PerCpu = PerCpu::new(0, 0, 0, 0);
+
+fn fatal(what: core::fmt::Arguments<'_>) -> ! {
+    panic!("boot: {what}");
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
+    time::mark_boot();
+    crate::serial::init();
+    // SAFETY: runs once on the BSP before any other CPU exists; these statics
+    // are never touched again except through the references made here.
+    let (tables, bsp) =
+        unsafe { (&mut *core::ptr::addr_of_mut!(BSP_TABLES), &mut *core::ptr::addr_of_mut!(BSP_PERCPU)) };
+    let (stack_bottom, stack_top) =
+        (core::ptr::addr_of!(boot_stack_bottom) as u64, core::ptr::addr_of!(boot_stack_top) as u64);
+    bsp.stack_bottom = stack_bottom;
+    bsp.stack_top = stack_top;
+    percpu::install(bsp);
+    tables.load();
+    idt::init();
+    idt::load();
+
+    let parsed = match protocol {
+        PROTO_PVH => bootinfo::parse_pvh(&LowMemory, u64::from(info)),
+        PROTO_MULTIBOOT2 => bootinfo::parse_multiboot2(&LowMemory, u64::from(info)),
+        _ => Err(bootinfo::BootInfoError::Malformed("unknown boot protocol")),
+    };
+    let bi = parsed.unwrap_or_else(|e| fatal(format_args!("unusable boot information: {e:?}")));
+    crate::logger::init(cmdline::get(&bi.cmdline, "loglevel"));
+    log::info!(
+        "keel {} ({}) booting via {:?}",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("KEEL_BUILD_ID").unwrap_or("dev"),
+        bi.protocol
+    );
+    let mut brand = [0u8; 48];
+    log::info!(
+        "cpu: {}; svm={} vmx={} x2apic={}",
+        cpu::brand_string(&mut brand),
+        cpu::has_svm(),
+        cpu::has_vmx(),
+        cpu::has_x2apic()
+    );
+
+    let modules = init_memory(&bi);
+
+    let platform = acpi::discover(bi.rsdp).unwrap_or_else(|e| fatal(format_args!("ACPI tables: {e:?}")));
+    let hz = time::calibrate_tsc(platform.pm_timer.map(|t| t.0), platform.pm_timer.is_some_and(|t| t.1))
+        .unwrap_or_else(|e| fatal(format_args!("cannot calibrate the clock: {e:?}")));
+    log::info!("time: TSC at {} MHz", hz / 1_000_000);
+
+    if platform.has_8259 {
+        pic::disable();
+    }
+    let x2 = apic::init_bsp(mem::phys_to_virt);
+    // SAFETY: the BSP block was installed above and is only read from here on.
+    let bsp: &'static PerCpu = unsafe { &*core::ptr::addr_of!(BSP_PERCPU) };
+    // The APIC ID is only known now; the block is otherwise immutable.
+    // SAFETY: no other CPU runs yet and nothing holds a reference to `apic_id`.
+    unsafe { (*core::ptr::addr_of_mut!(BSP_PERCPU)).apic_id = apic::id() };
+    let per_ms = time::calibrate_apic_timer();
+    log::info!("apic: {} mode, id {}, timer {} ticks/ms", if x2 { "x2APIC" } else { "xAPIC" }, bsp.apic_id, per_ms);
+    for &(phys, gsi_base) in &platform.io_apics {
+        let a = ioapic::add(mem::paging::map_mmio(phys, 0x20), gsi_base);
+        log::info!("ioapic: at {phys:#x}, GSIs {}..{}, all masked", a.gsi_base, a.gsi_base + a.inputs);
+    }
+
+    smp::start_aps(bsp, &platform.cpus);
+    let answered = smp::ipi_check();
+    log::info!("smp: IPI round trip to {answered} CPUs ok");
+
+    pci::init(platform.ecam);
+    let mut root = virtio_drivers::transport::pci::bus::PciRoot::new(pci::cam());
+    let last_bus = platform.ecam.map_or(0, |e| e.2);
+    let functions = pci::enumerate(&root, last_bus);
+    let (nics, disks) = virtio::probe(&mut root, &functions);
+
+    power::set_platform(platform);
+    if let Some(test) = cmdline::get(&bi.cmdline, "keel.selftest") {
+        selftest(test);
+    }
+
+    let boot = Boot { nics, disks, modules, cmdline: String::from(bi.cmdline.as_str()) };
+    // SAFETY: `keel_main` is defined by the image through `entry_point!`, which
+    // fixes its signature to `extern "Rust" fn(Boot) -> !`.
+    unsafe { keel_main(boot) }
+}
+
+/// Frame allocator, direct map and heap; then copies the boot modules out of
+/// loader memory (which is not reserved afterwards... it stays reserved, cheap).
+fn init_memory(bi: &BootInfo) -> Vec<Vec<u8>> {
+    let (k_start, k_end) = (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__kernel_end) as u64);
+    let mut reserved: heapless::Vec<(u64, u64), 16> = heapless::Vec::new();
+    let _ = reserved.push((k_start, k_end - k_start));
+    let _ = reserved.push(bi.info_range);
+    for m in &bi.modules {
+        let _ = reserved.push((m.start, m.len));
+    }
+    if let Err(e) = mem::init(bi, &reserved) {
+        fatal(format_args!("memory: {e:?}"));
+    }
+    bi.modules
+        .iter()
+        .filter_map(|m| {
+            let mut v = alloc::vec![0u8; m.len as usize];
+            if LowMemory.read(m.start, &mut v) {
+                Some(v)
+            } else {
+                log::warn!("boot module at {:#x} ({} bytes) is unreadable, skipped", m.start, m.len);
+                None
+            }
+        })
+        .collect()
+}
+
+/// Boot-time self-tests requested with `keel.selftest=` (used by the image tests).
+fn selftest(which: &str) {
+    log::info!("selftest: {which}");
+    match which {
+        "panic" => panic!("selftest: deliberate panic requested on the kernel command line"),
+        "pagefault" => {
+            // SAFETY: deliberately reads an unmapped address (page 0 is never
+            // mapped) to exercise the page-fault report; the handler does not return.
+            unsafe { core::arch::asm!("mov rax, qword ptr [0x8]", out("rax") _, options(nostack, readonly)) };
+        }
+        "poweroff" => power::poweroff(),
+        "reboot" => power::reboot(),
+        other => log::warn!("selftest: unknown test {other:?}"),
+    }
+}
+
+/// Time since boot.
+pub fn now() -> Duration {
+    time::now()
+}
+
+/// CPUs running.
+pub fn cpus_online() -> u32 {
+    smp::online()
+}
+
+/// Memory figures.
+pub fn memory() -> mem::MemoryStats {
+    mem::stats()
+}
+
+/// Random bytes.
+pub fn fill_random(buf: &mut [u8]) {
+    crate::entropy::fill(buf)
+}
+
+/// Longest the BSP sleeps: NICs are polled (no device interrupts yet), so
+/// this bounds how late a received frame is noticed.
+const MAX_IDLE: Duration = Duration::from_millis(5);
+
+/// Halts the calling CPU until an interrupt or `deadline` (time since boot).
+pub fn idle(deadline: Option<Duration>) {
+    let now = time::now();
+    let until = deadline.unwrap_or(now + MAX_IDLE).min(now + MAX_IDLE);
+    if until <= now {
+        return;
+    }
+    time::arm_timer(until);
+    cpu::sti_hlt_cli();
+    apic::timer_stop();
+}

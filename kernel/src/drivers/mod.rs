@@ -1,0 +1,3 @@
+//! Device drivers behind the traits the upper layers own.
+
+pub mod virtio;

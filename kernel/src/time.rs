@@ -1,0 +1,101 @@
+//! Monotonic time from the TSC, calibrated against the ACPI PM timer; and the
+//! local APIC timer rate, calibrated against the TSC.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+
+use crate::arch::x86_64::{apic, cpu};
+
+/// ACPI PM timer frequency (fixed by the ACPI specification).
+const PM_TIMER_HZ: u64 = 3_579_545;
+
+static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// APIC timer ticks (bus clock / 16) per millisecond.
+static APIC_TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Marks time zero. First thing at boot.
+pub fn mark_boot() {
+    TSC_AT_BOOT.store(cpu::rdtsc(), Ordering::Relaxed);
+}
+
+/// Time since boot; zero until the TSC is calibrated.
+pub fn now() -> Duration {
+    let hz = TSC_HZ.load(Ordering::Relaxed);
+    if hz == 0 {
+        return Duration::ZERO;
+    }
+    let ticks = cpu::rdtsc().wrapping_sub(TSC_AT_BOOT.load(Ordering::Relaxed));
+    Duration::from_nanos((u128::from(ticks) * 1_000_000_000 / u128::from(hz)) as u64)
+}
+
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
+/// Spins for `d` (needs a calibrated TSC).
+pub fn spin_for(d: Duration) {
+    let hz = TSC_HZ.load(Ordering::Relaxed).max(1);
+    let ticks = (d.as_nanos() * u128::from(hz) / 1_000_000_000) as u64;
+    let start = cpu::rdtsc();
+    while cpu::rdtsc().wrapping_sub(start) < ticks {
+        cpu::pause();
+    }
+}
+
+/// Why the clocks could not be calibrated.
+#[derive(Debug, Clone, Copy)]
+pub enum ClockError {
+    NoPmTimer,
+    TscNotRunning,
+}
+
+/// Measures the TSC rate over ~50 ms of the ACPI PM timer at I/O `port`.
+pub fn calibrate_tsc(pm_port: Option<u16>, pm_32bit: bool) -> Result<u64, ClockError> {
+    let port = pm_port.ok_or(ClockError::NoPmTimer)?;
+    let mask: u32 = if pm_32bit { u32::MAX } else { 0x00ff_ffff };
+    // SAFETY: the PM timer is a read-only counter at the port the FADT names.
+    let read = || unsafe { cpu::inl(port) } & mask;
+    let target = PM_TIMER_HZ / 20; // 50 ms
+    let start_pm = read();
+    let start_tsc = cpu::rdtsc();
+    let mut elapsed: u64 = 0;
+    let mut last = start_pm;
+    // Bounded by iterations as well, in case the PM timer is stuck.
+    for _ in 0..200_000_000u64 {
+        let v = read();
+        elapsed += u64::from(v.wrapping_sub(last) & mask);
+        last = v;
+        if elapsed >= target {
+            break;
+        }
+    }
+    let tsc = cpu::rdtsc().wrapping_sub(start_tsc);
+    if elapsed < target || tsc == 0 {
+        return Err(ClockError::TscNotRunning);
+    }
+    let hz = tsc * PM_TIMER_HZ / elapsed;
+    TSC_HZ.store(hz, Ordering::Relaxed);
+    Ok(hz)
+}
+
+/// Measures the local APIC timer against the TSC (calling CPU; all CPUs share the bus clock).
+pub fn calibrate_apic_timer() -> u64 {
+    apic::timer_start_masked();
+    let start = apic::timer_current();
+    spin_for(Duration::from_millis(10));
+    let end = apic::timer_current();
+    apic::timer_stop();
+    let per_ms = u64::from(start.wrapping_sub(end)) / 10;
+    APIC_TICKS_PER_MS.store(per_ms.max(1), Ordering::Relaxed);
+    per_ms
+}
+
+/// Arms the calling CPU's APIC timer to fire at `deadline` (time since boot),
+/// or after `max_wait` if that is sooner.
+pub fn arm_timer(deadline: Duration) {
+    let per_ms = APIC_TICKS_PER_MS.load(Ordering::Relaxed).max(1);
+    let wait = deadline.saturating_sub(now());
+    let ticks = (wait.as_micros() * u128::from(per_ms) / 1000).clamp(1, u128::from(u32::MAX));
+    apic::timer_oneshot(ticks as u32);
+}
