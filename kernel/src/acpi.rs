@@ -95,7 +95,8 @@ pub fn discover(rsdp: Option<u64>) -> Result<Platform, AcpiError> {
     let rsdp = rsdp.ok_or(AcpiError::NoRsdp)?;
     // SAFETY: the boot loader handed us this RSDP address; the crate validates
     // its signature and checksum before following it.
-    let tables = unsafe { AcpiTables::from_rsdp(Mapper, rsdp as usize) }.map_err(AcpiError::Tables)?;
+    let tables =
+        unsafe { AcpiTables::from_rsdp(Mapper, rsdp as usize) }.map_err(AcpiError::Tables)?;
     let mut p = Platform::default();
 
     if let Ok(madt) = tables.find_table::<Madt>() {
@@ -110,11 +111,12 @@ pub fn discover(rsdp: Option<u64>) -> Result<Platform, AcpiError> {
                         p.cpus.push(id);
                     }
                 }
-                MadtEntry::IoApic(e) => {
-                    p.io_apics.push((u64::from(e.io_apic_address), e.global_system_interrupt_base))
-                }
+                MadtEntry::IoApic(e) => p
+                    .io_apics
+                    .push((u64::from(e.io_apic_address), e.global_system_interrupt_base)),
                 MadtEntry::InterruptSourceOverride(e) if e.bus == 0 => {
-                    p.isa_overrides.push((e.irq, e.global_system_interrupt, e.flags))
+                    p.isa_overrides
+                        .push((e.irq, e.global_system_interrupt, e.flags))
                 }
                 MadtEntry::LocalApicAddressOverride(e) => p.local_apic_phys = e.local_apic_address,
                 _ => {}
@@ -131,19 +133,24 @@ pub fn discover(rsdp: Option<u64>) -> Result<Platform, AcpiError> {
     }
 
     if let Ok(fadt) = tables.find_table::<Fadt>() {
-        if let Ok(Some(t)) = fadt.pm_timer_block() {
-            if let Some(Register::Io(port)) = register(&t) {
-                p.pm_timer = Some((port, { fadt.flags }.pm_timer_is_32_bit()));
-            }
+        if let Ok(Some(t)) = fadt.pm_timer_block()
+            && let Some(Register::Io(port)) = register(&t)
+        {
+            p.pm_timer = Some((port, { fadt.flags }.pm_timer_is_32_bit()));
         }
         p.pm1a_control = fadt.pm1a_control_block().ok().as_ref().and_then(register);
-        p.pm1b_control = fadt.pm1b_control_block().ok().flatten().as_ref().and_then(register);
+        p.pm1b_control = fadt
+            .pm1b_control_block()
+            .ok()
+            .flatten()
+            .as_ref()
+            .and_then(register);
         p.smi_command = fadt.smi_cmd_port;
         p.acpi_enable = fadt.acpi_enable;
-        if { fadt.flags }.supports_system_reset_via_fadt() {
-            if let Ok(r) = fadt.reset_register() {
-                p.reset = register(&r).map(|reg| (reg, fadt.reset_value));
-            }
+        if { fadt.flags }.supports_system_reset_via_fadt()
+            && let Ok(r) = fadt.reset_register()
+        {
+            p.reset = register(&r).map(|reg| (reg, fadt.reset_value));
         }
         if let Ok(dsdt) = fadt.dsdt_address() {
             p.s5_sleep_type = read_s5(dsdt as u64);

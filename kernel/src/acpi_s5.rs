@@ -52,14 +52,18 @@ mod tests {
     #[test]
     fn qemu_style_zero_package() {
         // Name (_S5, Package (0x04) { Zero, Zero, Zero, Zero })
-        let aml = [0x10, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00];
+        let aml = [
+            0x10, 0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
+        ];
         assert_eq!(find_s5(&aml), Some((0, 0)));
     }
 
     #[test]
     fn byte_prefixed_values_and_root_prefix() {
         // Name (\_S5, Package (0x02) { 0x07, 0x05 })
-        let aml = [0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x07, 0x02, 0x0a, 0x07, 0x0a, 0x05];
+        let aml = [
+            0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x07, 0x02, 0x0a, 0x07, 0x0a, 0x05,
+        ];
         assert_eq!(find_s5(&aml), Some((7, 5)));
     }
 
@@ -67,7 +71,9 @@ mod tests {
     fn ignores_references_and_truncation() {
         // a method that references _S5_ without NameOp, then the real one
         let mut aml = vec![0x70, b'_', b'S', b'5', b'_', 0x60];
-        aml.extend_from_slice(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x05, 0x02, 0x01, 0x0a, 0x03]);
+        aml.extend_from_slice(&[
+            0x08, b'_', b'S', b'5', b'_', 0x12, 0x05, 0x02, 0x01, 0x0a, 0x03,
+        ]);
         assert_eq!(find_s5(&aml), Some((1, 3)));
         assert_eq!(find_s5(&aml[..aml.len() - 3]), None);
         assert_eq!(find_s5(b""), None);

@@ -14,12 +14,17 @@ pub fn print(out: &mut impl Write, mut rbp: u64) {
     let _ = writeln!(out, "backtrace:");
     for i in 0..MAX_FRAMES {
         let in_stack = rbp >= bottom && rbp.saturating_add(16) <= top;
-        if rbp == 0 || rbp % 8 != 0 || !in_stack {
+        if rbp == 0 || !rbp.is_multiple_of(8) || !in_stack {
             break;
         }
         // SAFETY: `rbp` is 8-aligned and [rbp, rbp + 16) lies inside this
         // CPU's stack, which is mapped; the values read are plain integers.
-        let (next, ret) = unsafe { (core::ptr::read(rbp as *const u64), core::ptr::read((rbp + 8) as *const u64)) };
+        let (next, ret) = unsafe {
+            (
+                core::ptr::read(rbp as *const u64),
+                core::ptr::read((rbp + 8) as *const u64),
+            )
+        };
         if ret == 0 {
             break;
         }

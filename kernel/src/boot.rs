@@ -4,7 +4,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use crate::arch::x86_64::boot::{boot_stack_bottom, boot_stack_top, PROTO_MULTIBOOT2, PROTO_PVH};
+use crate::arch::x86_64::boot::{PROTO_MULTIBOOT2, PROTO_PVH, boot_stack_bottom, boot_stack_top};
 use crate::arch::x86_64::gdt::CpuTables;
 use crate::arch::x86_64::{apic, cpu, idt, ioapic, pic};
 use crate::bootinfo::{self, BootInfo, PhysRead};
@@ -40,14 +40,20 @@ struct LowMemory;
 
 impl PhysRead for LowMemory {
     fn read(&self, phys: u64, buf: &mut [u8]) -> bool {
-        let Some(end) = phys.checked_add(buf.len() as u64) else { return false };
+        let Some(end) = phys.checked_add(buf.len() as u64) else {
+            return false;
+        };
         if end > 1 << 32 {
             return false;
         }
         // SAFETY: [phys, end) is below 4 GiB, hence mapped by the boot tables
         // in the direct map (page 0 included); boot data is plain bytes.
         unsafe {
-            core::ptr::copy_nonoverlapping(mem::phys_to_virt(phys) as *const u8, buf.as_mut_ptr(), buf.len())
+            core::ptr::copy_nonoverlapping(
+                mem::phys_to_virt(phys) as *const u8,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
         };
         true
     }
@@ -66,10 +72,16 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
     crate::serial::init();
     // SAFETY: runs once on the BSP before any other CPU exists; these statics
     // are never touched again except through the references made here.
-    let (tables, bsp) =
-        unsafe { (&mut *core::ptr::addr_of_mut!(BSP_TABLES), &mut *core::ptr::addr_of_mut!(BSP_PERCPU)) };
-    let (stack_bottom, stack_top) =
-        (core::ptr::addr_of!(boot_stack_bottom) as u64, core::ptr::addr_of!(boot_stack_top) as u64);
+    let (tables, bsp) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(BSP_TABLES),
+            &mut *core::ptr::addr_of_mut!(BSP_PERCPU),
+        )
+    };
+    let (stack_bottom, stack_top) = (
+        core::ptr::addr_of!(boot_stack_bottom) as u64,
+        core::ptr::addr_of!(boot_stack_top) as u64,
+    );
     bsp.stack_bottom = stack_bottom;
     bsp.stack_top = stack_top;
     percpu::install(bsp);
@@ -101,9 +113,13 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
 
     let modules = init_memory(&bi);
 
-    let platform = acpi::discover(bi.rsdp).unwrap_or_else(|e| fatal(format_args!("ACPI tables: {e:?}")));
-    let hz = time::calibrate_tsc(platform.pm_timer.map(|t| t.0), platform.pm_timer.is_some_and(|t| t.1))
-        .unwrap_or_else(|e| fatal(format_args!("cannot calibrate the clock: {e:?}")));
+    let platform =
+        acpi::discover(bi.rsdp).unwrap_or_else(|e| fatal(format_args!("ACPI tables: {e:?}")));
+    let hz = time::calibrate_tsc(
+        platform.pm_timer.map(|t| t.0),
+        platform.pm_timer.is_some_and(|t| t.1),
+    )
+    .unwrap_or_else(|e| fatal(format_args!("cannot calibrate the clock: {e:?}")));
     log::info!("time: TSC at {} MHz", hz / 1_000_000);
 
     if platform.has_8259 {
@@ -116,10 +132,19 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
     // SAFETY: no other CPU runs yet and nothing holds a reference to `apic_id`.
     unsafe { (*core::ptr::addr_of_mut!(BSP_PERCPU)).apic_id = apic::id() };
     let per_ms = time::calibrate_apic_timer();
-    log::info!("apic: {} mode, id {}, timer {} ticks/ms", if x2 { "x2APIC" } else { "xAPIC" }, bsp.apic_id, per_ms);
+    log::info!(
+        "apic: {} mode, id {}, timer {} ticks/ms",
+        if x2 { "x2APIC" } else { "xAPIC" },
+        bsp.apic_id,
+        per_ms
+    );
     for &(phys, gsi_base) in &platform.io_apics {
         let a = ioapic::add(mem::paging::map_mmio(phys, 0x20), gsi_base);
-        log::info!("ioapic: at {phys:#x}, GSIs {}..{}, all masked", a.gsi_base, a.gsi_base + a.inputs);
+        log::info!(
+            "ioapic: at {phys:#x}, GSIs {}..{}, all masked",
+            a.gsi_base,
+            a.gsi_base + a.inputs
+        );
     }
 
     smp::start_aps(bsp, &platform.cpus);
@@ -137,7 +162,12 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
         selftest(test);
     }
 
-    let boot = Boot { nics, disks, modules, cmdline: String::from(bi.cmdline.as_str()) };
+    let boot = Boot {
+        nics,
+        disks,
+        modules,
+        cmdline: String::from(bi.cmdline.as_str()),
+    };
     // SAFETY: `keel_main` is defined by the image through `entry_point!`, which
     // fixes its signature to `extern "Rust" fn(Boot) -> !`.
     unsafe { keel_main(boot) }
@@ -146,7 +176,10 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
 /// Frame allocator, direct map and heap; then copies the boot modules out of
 /// loader memory (which is not reserved afterwards... it stays reserved, cheap).
 fn init_memory(bi: &BootInfo) -> Vec<Vec<u8>> {
-    let (k_start, k_end) = (core::ptr::addr_of!(__kernel_start) as u64, core::ptr::addr_of!(__kernel_end) as u64);
+    let (k_start, k_end) = (
+        core::ptr::addr_of!(__kernel_start) as u64,
+        core::ptr::addr_of!(__kernel_end) as u64,
+    );
     let mut reserved: heapless::Vec<(u64, u64), 16> = heapless::Vec::new();
     let _ = reserved.push((k_start, k_end - k_start));
     let _ = reserved.push(bi.info_range);
@@ -163,7 +196,11 @@ fn init_memory(bi: &BootInfo) -> Vec<Vec<u8>> {
             if LowMemory.read(m.start, &mut v) {
                 Some(v)
             } else {
-                log::warn!("boot module at {:#x} ({} bytes) is unreadable, skipped", m.start, m.len);
+                log::warn!(
+                    "boot module at {:#x} ({} bytes) is unreadable, skipped",
+                    m.start,
+                    m.len
+                );
                 None
             }
         })
@@ -178,7 +215,9 @@ fn selftest(which: &str) {
         "pagefault" => {
             // SAFETY: deliberately reads an unmapped address (page 0 is never
             // mapped) to exercise the page-fault report; the handler does not return.
-            unsafe { core::arch::asm!("mov rax, qword ptr [0x8]", out("rax") _, options(nostack, readonly)) };
+            unsafe {
+                core::arch::asm!("mov rax, qword ptr [0x8]", out("rax") _, options(nostack, readonly))
+            };
         }
         "poweroff" => power::poweroff(),
         "reboot" => power::reboot(),

@@ -86,16 +86,23 @@ pub trait PhysRead {
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes)
+    b.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
 }
 
 fn read_array<const N: usize>(mem: &impl PhysRead, phys: u64) -> Result<[u8; N], BootInfoError> {
     let mut b = [0u8; N];
-    if mem.read(phys, &mut b) { Ok(b) } else { Err(BootInfoError::Unreadable(phys)) }
+    if mem.read(phys, &mut b) {
+        Ok(b)
+    } else {
+        Err(BootInfoError::Unreadable(phys))
+    }
 }
 
 /// Reads a NUL-terminated string of at most `MAX_CMDLINE - 1` bytes; invalid
@@ -112,7 +119,11 @@ fn read_cstr(mem: &impl PhysRead, phys: u64) -> String<MAX_CMDLINE> {
         if c == 0 {
             break;
         }
-        let ch = if c.is_ascii() && !c.is_ascii_control() { c as char } else { ' ' };
+        let ch = if c.is_ascii() && !c.is_ascii_control() {
+            c as char
+        } else {
+            ' '
+        };
         if out.push(ch).is_err() {
             break;
         }
@@ -158,7 +169,10 @@ pub fn parse_pvh(mem: &impl PhysRead, info: u64) -> Result<BootInfo, BootInfoErr
     }
     for i in 0..u64::from(nr_modules).min(MAX_MODULES as u64) {
         let e: [u8; 32] = read_array(mem, modlist + i * 32)?;
-        let module = Module { start: u64_at(&e, 0).unwrap_or(0), len: u64_at(&e, 8).unwrap_or(0) };
+        let module = Module {
+            start: u64_at(&e, 0).unwrap_or(0),
+            len: u64_at(&e, 8).unwrap_or(0),
+        };
         if module.len > 0 {
             let _ = bi.modules.push(module);
         }
@@ -183,7 +197,9 @@ pub fn parse_multiboot2(mem: &impl PhysRead, info: u64) -> Result<BootInfo, Boot
     let head: [u8; 8] = read_array(mem, info)?;
     let total = u64::from(u32_at(&head, 0).unwrap_or(0));
     if !(16..=1 << 20).contains(&total) {
-        return Err(BootInfoError::Malformed("multiboot2 total_size out of range"));
+        return Err(BootInfoError::Malformed(
+            "multiboot2 total_size out of range",
+        ));
     }
     let mut bi = BootInfo {
         protocol: Protocol::Multiboot2,
@@ -203,7 +219,9 @@ pub fn parse_multiboot2(mem: &impl PhysRead, info: u64) -> Result<BootInfo, Boot
             break;
         }
         if size < 8 || at + size > end {
-            return Err(BootInfoError::Malformed("multiboot2 tag overruns the structure"));
+            return Err(BootInfoError::Malformed(
+                "multiboot2 tag overruns the structure",
+            ));
         }
         match ty {
             mb2::CMDLINE => bi.cmdline = read_cstr(mem, at + 8),
@@ -212,7 +230,10 @@ pub fn parse_multiboot2(mem: &impl PhysRead, info: u64) -> Result<BootInfo, Boot
                 let s = u64::from(u32_at(&m, 8).unwrap_or(0));
                 let e = u64::from(u32_at(&m, 12).unwrap_or(0));
                 if e > s {
-                    let _ = bi.modules.push(Module { start: s, len: e - s });
+                    let _ = bi.modules.push(Module {
+                        start: s,
+                        len: e - s,
+                    });
                 }
             }
             mb2::MMAP if size >= 16 => {
@@ -249,7 +270,11 @@ pub fn parse_multiboot2(mem: &impl PhysRead, info: u64) -> Result<BootInfo, Boot
 impl BootInfo {
     /// Bytes of usable RAM.
     pub fn usable_bytes(&self) -> u64 {
-        self.memory.iter().filter(|r| r.kind == MemKind::Usable).map(|r| r.len).sum()
+        self.memory
+            .iter()
+            .filter(|r| r.kind == MemKind::Usable)
+            .map(|r| r.len)
+            .sum()
     }
 
     /// One past the highest usable physical address.
@@ -319,7 +344,13 @@ mod tests {
         assert_eq!(bi.memory[1].start, 0x10_0000);
         assert_eq!(bi.usable_bytes(), 0x9fc00 + 0x7ff0_0000);
         assert_eq!(bi.max_usable(), 0x8000_0000);
-        assert_eq!(bi.modules.as_slice(), &[Module { start: 0x1000_0000, len: 123 }]);
+        assert_eq!(
+            bi.modules.as_slice(),
+            &[Module {
+                start: 0x1000_0000,
+                len: 123
+            }]
+        );
         assert_eq!(bi.cmdline.as_str(), "keel.selftest=panic loglevel=debug");
         assert_eq!(bi.rsdp, Some(0xe0000));
     }
@@ -328,9 +359,15 @@ mod tests {
     fn pvh_rejects_bad_magic_and_truncation() {
         let mut m = pvh_image();
         m.0[0x100] ^= 1;
-        assert!(matches!(parse_pvh(&m, 0x100), Err(BootInfoError::BadMagic(_))));
+        assert!(matches!(
+            parse_pvh(&m, 0x100),
+            Err(BootInfoError::BadMagic(_))
+        ));
         let m = pvh_image();
-        assert!(matches!(parse_pvh(&m, 0x1ff0), Err(BootInfoError::Unreadable(_))));
+        assert!(matches!(
+            parse_pvh(&m, 0x1ff0),
+            Err(BootInfoError::Unreadable(_))
+        ));
         // memory map pointing outside memory
         let mut m = pvh_image();
         put(&mut m.0, 0x128, &0xffff_0000u64.to_le_bytes());
@@ -382,7 +419,13 @@ mod tests {
         let bi = parse_multiboot2(&m, 0x800).unwrap();
         assert_eq!(bi.protocol, Protocol::Multiboot2);
         assert_eq!(bi.cmdline.as_str(), "loglevel=info");
-        assert_eq!(bi.modules.as_slice(), &[Module { start: 0x20_0000, len: 0x100 }]);
+        assert_eq!(
+            bi.modules.as_slice(),
+            &[Module {
+                start: 0x20_0000,
+                len: 0x100
+            }]
+        );
         assert_eq!(bi.memory.len(), 1);
         assert_eq!(bi.usable_bytes(), 0x100_0000);
         assert_eq!(bi.rsdp, Some(rsdp_tag + 8));

@@ -6,6 +6,7 @@
 //! host, where their unit tests run.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(target_os = "none")]
 extern crate alloc;
 
 pub mod acpi_s5;
@@ -43,7 +44,7 @@ pub mod time;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
-pub use boot::{cpus_online, fill_random, idle, memory, now, Boot};
+pub use boot::{Boot, cpus_online, fill_random, idle, memory, now};
 
 /// Declares the image's main function, which the kernel calls on the BSP once
 /// the machine is up: `kernel::entry_point!(main); fn main(boot: kernel::Boot) -> !`.

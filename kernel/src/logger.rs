@@ -13,9 +13,16 @@ static LOGGER: SerialLogger = SerialLogger;
 impl Log for SerialLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         // Third-party crates (virtio-drivers, smoltcp) only get to say warnings and errors.
-        let ours = ["kernel", "appliance", "netstack", "storage", "keel", "host_config"]
-            .iter()
-            .any(|c| metadata.target().starts_with(c));
+        let ours = [
+            "kernel",
+            "appliance",
+            "netstack",
+            "storage",
+            "keel",
+            "host_config",
+        ]
+        .iter()
+        .any(|c| metadata.target().starts_with(c));
         metadata.level() <= log::max_level() && (ours || metadata.level() <= log::Level::Warn)
     }
 

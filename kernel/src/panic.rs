@@ -20,7 +20,9 @@ pub fn is_halting() -> bool {
 pub fn begin_fatal() {
     cpu::cli();
     let me = percpu::index();
-    if FATAL_CPU.compare_exchange(u32::MAX, me, Ordering::AcqRel, Ordering::Acquire).is_err()
+    if FATAL_CPU
+        .compare_exchange(u32::MAX, me, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
         && FATAL_CPU.load(Ordering::Acquire) != me
     {
         cpu::halt_forever();
@@ -42,7 +44,12 @@ pub fn finish_fatal() -> ! {
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     begin_fatal();
     serial::with_console_forced(|c| {
-        let _ = writeln!(c, "\nKERNEL PANIC on cpu{}: {}", percpu::index(), info.message());
+        let _ = writeln!(
+            c,
+            "\nKERNEL PANIC on cpu{}: {}",
+            percpu::index(),
+            info.message()
+        );
         if let Some(loc) = info.location() {
             let _ = writeln!(c, "  at {}:{}:{}", loc.file(), loc.line(), loc.column());
         }

@@ -5,7 +5,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
-use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, PciRoot};
+use virtio_drivers::transport::pci::bus::{
+    ConfigurationAccess, DeviceFunction, DeviceFunctionInfo, PciRoot,
+};
 
 use crate::arch::x86_64::cpu;
 use crate::mem::paging;
@@ -33,7 +35,10 @@ fn port_address(bus: u8, dev: u8, func: u8, offset: u16) -> u32 {
 }
 
 fn ecam_offset(bus: u8, dev: u8, func: u8, offset: u16) -> u64 {
-    (u64::from(bus) << 20) | (u64::from(dev & 0x1f) << 15) | (u64::from(func & 0x7) << 12) | u64::from(offset & 0xffc)
+    (u64::from(bus) << 20)
+        | (u64::from(dev & 0x1f) << 15)
+        | (u64::from(func & 0x7) << 12)
+        | u64::from(offset & 0xffc)
 }
 
 impl Cam {
@@ -41,7 +46,11 @@ impl Cam {
         if self.ecam != 0 {
             // SAFETY: `ecam` maps the 256 MiB ECAM window from the MCFG and the
             // offset stays inside it (bus/dev/func/register are masked).
-            unsafe { core::ptr::read_volatile((self.ecam + ecam_offset(bus, dev, func, offset)) as *const u32) }
+            unsafe {
+                core::ptr::read_volatile(
+                    (self.ecam + ecam_offset(bus, dev, func, offset)) as *const u32,
+                )
+            }
         } else {
             let _g = PORT_LOCK.lock();
             // SAFETY: 0xcf8/0xcfc are the PCI configuration mechanism #1 ports.
@@ -56,7 +65,10 @@ impl Cam {
         if self.ecam != 0 {
             // SAFETY: as in `read`.
             unsafe {
-                core::ptr::write_volatile((self.ecam + ecam_offset(bus, dev, func, offset)) as *mut u32, value)
+                core::ptr::write_volatile(
+                    (self.ecam + ecam_offset(bus, dev, func, offset)) as *mut u32,
+                    value,
+                )
             }
         } else {
             let _g = PORT_LOCK.lock();
@@ -75,7 +87,13 @@ impl ConfigurationAccess for Cam {
     }
 
     fn write_word(&mut self, df: DeviceFunction, register_offset: u8, data: u32) {
-        self.write(df.bus, df.device, df.function, u16::from(register_offset), data)
+        self.write(
+            df.bus,
+            df.device,
+            df.function,
+            u16::from(register_offset),
+            data,
+        )
     }
 
     unsafe fn unsafe_clone(&self) -> Self {
@@ -94,7 +112,9 @@ pub fn init(ecam: Option<(u64, u8, u8)>) {
 }
 
 pub fn cam() -> Cam {
-    Cam { ecam: ECAM.load(Ordering::Relaxed) }
+    Cam {
+        ecam: ECAM.load(Ordering::Relaxed),
+    }
 }
 
 /// Writes one byte of configuration space (read-modify-write of the dword).
@@ -102,7 +122,13 @@ pub fn write_config_byte(bus: u8, dev: u8, func: u8, offset: u16, value: u8) {
     let c = cam();
     let shift = u32::from(offset & 3) * 8;
     let old = c.read(bus, dev, func, offset & !3);
-    c.write(bus, dev, func, offset & !3, (old & !(0xff << shift)) | (u32::from(value) << shift));
+    c.write(
+        bus,
+        dev,
+        func,
+        offset & !3,
+        (old & !(0xff << shift)) | (u32::from(value) << shift),
+    );
 }
 
 /// One function found on the bus.

@@ -58,7 +58,9 @@ pub fn current() -> Option<&'static PerCpu> {
     let p: *const PerCpu;
     // SAFETY: once any CPU installed its block, every CPU running kernel code
     // has done so too (APs install before logging); gs:[0] holds `self_ptr`.
-    unsafe { core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags))
+    };
     // SAFETY: `self_ptr` points to a 'static PerCpu.
     unsafe { p.as_ref() }
 }

@@ -42,7 +42,9 @@ fn write(r: Register, value: u16) {
             // SAFETY: as above, a memory-mapped fixed-hardware register.
             unsafe { core::ptr::write_volatile(v as *mut u16, value) }
         }
-        Register::PciConfig(dev, func, off) => crate::pci::write_config_byte(0, dev, func, off, value as u8),
+        Register::PciConfig(dev, func, off) => {
+            crate::pci::write_config_byte(0, dev, func, off, value as u8)
+        }
     }
 }
 

@@ -18,6 +18,7 @@ const LSR_THR_EMPTY: u8 = 1 << 5;
 const LCR_DLAB: u8 = 1 << 7;
 const LCR_8N1: u8 = 0x03;
 
+#[derive(Debug)]
 pub struct Serial {
     base: u16,
 }

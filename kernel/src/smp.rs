@@ -47,7 +47,9 @@ fn new_cpu_tables() -> Option<&'static mut CpuTables> {
 }
 
 extern "C" fn ap_entry(me: &'static mut PerCpu) -> ! {
-    let Some(tables) = new_cpu_tables() else { cpu::halt_forever() };
+    let Some(tables) = new_cpu_tables() else {
+        cpu::halt_forever()
+    };
     tables.load();
     idt::load();
     let me: &'static PerCpu = {
@@ -92,9 +94,15 @@ pub fn start_aps(bsp: &'static PerCpu, apic_ids: &[u32]) {
     };
     // SAFETY: IA32_EFER exists on every x86_64 CPU.
     let efer = unsafe { cpu::rdmsr(cpu::msr::IA32_EFER) } as u32;
-    write_mailbox(core::ptr::addr_of!(trampoline::ap_mailbox_cr3), mem::paging::root() as u32);
+    write_mailbox(
+        core::ptr::addr_of!(trampoline::ap_mailbox_cr3),
+        mem::paging::root() as u32,
+    );
     write_mailbox(core::ptr::addr_of!(trampoline::ap_mailbox_efer), efer);
-    write_mailbox(core::ptr::addr_of!(trampoline::ap_mailbox_entry), ap_entry as usize as u64);
+    write_mailbox(
+        core::ptr::addr_of!(trampoline::ap_mailbox_entry),
+        ap_entry as *const () as u64,
+    );
     STARTED.store(true, Ordering::Release);
 
     let page = (TRAMPOLINE_BASE >> 12) as u8;
@@ -109,7 +117,10 @@ pub fn start_aps(bsp: &'static PerCpu, apic_ids: &[u32]) {
         let me: &'static mut PerCpu = Box::leak(Box::new(PerCpu::new(index, id, bottom, top)));
         let me_ptr = me as *mut PerCpu;
         write_mailbox(core::ptr::addr_of!(trampoline::ap_mailbox_stack), top);
-        write_mailbox(core::ptr::addr_of!(trampoline::ap_mailbox_arg), me_ptr as u64);
+        write_mailbox(
+            core::ptr::addr_of!(trampoline::ap_mailbox_arg),
+            me_ptr as u64,
+        );
 
         apic::send_init(id);
         time::spin_for(Duration::from_millis(10));

@@ -64,7 +64,7 @@ pub fn check_request(
     len: usize,
 ) -> Result<u64, BlockError> {
     let block_size = dev.block_size();
-    if len == 0 || len % block_size as usize != 0 {
+    if len == 0 || !len.is_multiple_of(block_size as usize) {
         return Err(BlockError::Misaligned { len, block_size });
     }
     let blocks = (len / block_size as usize) as u64;

@@ -9,9 +9,9 @@ use storage::block::check_request;
 use storage::{BlockDevice, BlockError};
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::device::net::VirtIONet;
-use virtio_drivers::transport::pci::bus::{Command, PciRoot};
-use virtio_drivers::transport::pci::{virtio_device_type, PciTransport};
 use virtio_drivers::transport::DeviceType;
+use virtio_drivers::transport::pci::bus::{Command, PciRoot};
+use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 use crate::mem::{self, paging};
@@ -98,7 +98,9 @@ impl Nic for VirtioNic {
             }
             None => Err(NicError::BufferTooSmall { needed: len }),
         };
-        self.dev.recycle_rx_buffer(rx).map_err(|_| NicError::Device)?;
+        self.dev
+            .recycle_rx_buffer(rx)
+            .map_err(|_| NicError::Device)?;
         result
     }
 
@@ -108,7 +110,10 @@ impl Nic for VirtioNic {
 
     fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError> {
         if frame.len() < 14 || frame.len() > MTU + 14 {
-            return Err(NicError::BadLength { len: frame.len(), max: MTU + 14 });
+            return Err(NicError::BadLength {
+                len: frame.len(),
+                max: MTU + 14,
+            });
         }
         if !self.dev.can_send() {
             return Err(NicError::QueueFull);
@@ -128,7 +133,9 @@ pub struct VirtioDisk {
 
 impl core::fmt::Debug for VirtioDisk {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("VirtioDisk").field("blocks", &self.blocks).finish()
+        f.debug_struct("VirtioDisk")
+            .field("blocks", &self.blocks)
+            .finish()
     }
 }
 
@@ -149,7 +156,9 @@ impl BlockDevice for VirtioDisk {
 
     fn read_blocks(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         check_request(self, lba, buf.len())?;
-        self.dev.read_blocks(lba as usize, buf).map_err(|_| BlockError::Io)
+        self.dev
+            .read_blocks(lba as usize, buf)
+            .map_err(|_| BlockError::Io)
     }
 
     fn write_blocks(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
@@ -157,7 +166,9 @@ impl BlockDevice for VirtioDisk {
         if self.read_only {
             return Err(BlockError::ReadOnly);
         }
-        self.dev.write_blocks(lba as usize, buf).map_err(|_| BlockError::Io)
+        self.dev
+            .write_blocks(lba as usize, buf)
+            .map_err(|_| BlockError::Io)
     }
 
     fn flush(&mut self) -> Result<(), BlockError> {
@@ -170,11 +181,16 @@ pub fn probe(root: &mut PciRoot<Cam>, functions: &[Function]) -> (Vec<VirtioNic>
     let mut nics = Vec::new();
     let mut disks = Vec::new();
     for f in functions {
-        let Some(kind) = virtio_device_type(&f.info) else { continue };
+        let Some(kind) = virtio_device_type(&f.info) else {
+            continue;
+        };
         if !matches!(kind, DeviceType::Network | DeviceType::Block) {
             continue;
         }
-        root.set_command(f.address, Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER);
+        root.set_command(
+            f.address,
+            Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER,
+        );
         let transport = match PciTransport::new::<KernelHal, _>(root, f.address) {
             Ok(t) => t,
             Err(e) => {
@@ -195,8 +211,17 @@ pub fn probe(root: &mut PciRoot<Cam>, functions: &[Function]) -> (Vec<VirtioNic>
                 Ok(dev) => {
                     let blocks = dev.capacity();
                     let read_only = dev.readonly();
-                    log::info!("blk{}: virtio-blk {} MiB{}", disks.len(), blocks / 2048, if read_only { " (read-only)" } else { "" });
-                    disks.push(VirtioDisk { dev, blocks, read_only });
+                    log::info!(
+                        "blk{}: virtio-blk {} MiB{}",
+                        disks.len(),
+                        blocks / 2048,
+                        if read_only { " (read-only)" } else { "" }
+                    );
+                    disks.push(VirtioDisk {
+                        dev,
+                        blocks,
+                        read_only,
+                    });
                 }
                 Err(e) => log::warn!("virtio-blk {:?}: init failed: {e:?}", f.address),
             },

@@ -23,7 +23,12 @@ impl<'a> FrameBitmap<'a> {
     pub fn new(bits: &'a mut [u64], frames: u64) -> FrameBitmap<'a> {
         let frames = frames.min(bits.len() as u64 * 64);
         bits.fill(u64::MAX);
-        FrameBitmap { bits, frames, free: 0, next: 0 }
+        FrameBitmap {
+            bits,
+            frames,
+            free: 0,
+            next: 0,
+        }
     }
 
     fn is_used(&self, f: u64) -> bool {
@@ -58,7 +63,10 @@ impl<'a> FrameBitmap<'a> {
             return;
         }
         let first = start / FRAME_SIZE;
-        let end = start.saturating_add(len).div_ceil(FRAME_SIZE).min(self.frames);
+        let end = start
+            .saturating_add(len)
+            .div_ceil(FRAME_SIZE)
+            .min(self.frames);
         for f in first..end {
             self.set(f, true);
         }
@@ -74,7 +82,14 @@ impl<'a> FrameBitmap<'a> {
         let align = align.max(1);
         let start = self.next;
         self.search(start, self.frames, count, align)
-            .or_else(|| self.search(0, start.saturating_add(count).min(self.frames), count, align))
+            .or_else(|| {
+                self.search(
+                    0,
+                    start.saturating_add(count).min(self.frames),
+                    count,
+                    align,
+                )
+            })
             .map(|f| {
                 for i in f..f + count {
                     self.set(i, true);

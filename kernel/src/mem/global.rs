@@ -5,9 +5,9 @@ use core::ptr::NonNull;
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
 
-use super::frames::{FrameBitmap, FRAME_SIZE};
-use super::layout::find_free_range;
 use super::PHYS_OFFSET;
+use super::frames::{FRAME_SIZE, FrameBitmap};
+use super::layout::find_free_range;
 use crate::bootinfo::BootInfo;
 
 #[global_allocator]
@@ -54,7 +54,13 @@ pub fn alloc_frames(count: u64, align: u64) -> Option<u64> {
     let phys = alloc_frames_uninit(count, align)?;
     // SAFETY: the frames were just allocated to us, are RAM, and are mapped in
     // the direct map; nothing else references them yet.
-    unsafe { core::ptr::write_bytes(phys_to_virt(phys) as *mut u8, 0, (count * FRAME_SIZE) as usize) };
+    unsafe {
+        core::ptr::write_bytes(
+            phys_to_virt(phys) as *mut u8,
+            0,
+            (count * FRAME_SIZE) as usize,
+        )
+    };
     Some(phys)
 }
 
@@ -93,7 +99,11 @@ pub fn init(bi: &BootInfo, reserved: &[(u64, u64)]) -> Result<(), MemInitError> 
     // reserved in the bitmap below, so nothing else will ever use it.
     let bits = unsafe { core::slice::from_raw_parts_mut(phys_to_virt(at) as *mut u64, words) };
     let mut map = FrameBitmap::new(bits, frames);
-    for r in bi.memory.iter().filter(|r| r.kind == crate::bootinfo::MemKind::Usable) {
+    for r in bi
+        .memory
+        .iter()
+        .filter(|r| r.kind == crate::bootinfo::MemKind::Usable)
+    {
         map.release_range(r.start, r.len);
     }
     // Low memory holds firmware data and the AP trampoline.
@@ -109,10 +119,14 @@ pub fn init(bi: &BootInfo, reserved: &[(u64, u64)]) -> Result<(), MemInitError> 
 
     let heap_bytes = (bi.usable_bytes() / 16).clamp(16 << 20, 128 << 20);
     let heap_frames = heap_bytes / FRAME_SIZE;
-    let heap = alloc_frames_uninit(heap_frames, 512).ok_or(MemInitError::NoRoomForHeap(heap_bytes))?;
+    let heap =
+        alloc_frames_uninit(heap_frames, 512).ok_or(MemInitError::NoRoomForHeap(heap_bytes))?;
     // SAFETY: the heap range was just allocated from the frame allocator, is
     // mapped in the direct map, and is handed to the allocator exactly once.
-    unsafe { HEAP.lock().init(phys_to_virt(heap) as *mut u8, heap_bytes as usize) };
+    unsafe {
+        HEAP.lock()
+            .init(phys_to_virt(heap) as *mut u8, heap_bytes as usize)
+    };
     log::info!(
         "mem: {} MiB usable, frame bitmap at {:#x}, heap {} MiB at {:#x}",
         bi.usable_bytes() >> 20,

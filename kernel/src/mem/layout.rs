@@ -19,7 +19,10 @@ pub fn find_free_range(
         let mut a = r.start.max(min).div_ceil(PAGE) * PAGE;
         while a.saturating_add(size) <= r_end {
             let end = a + size;
-            match reserved.iter().find(|&&(s, l)| l > 0 && s < end && a < s.saturating_add(l)) {
+            match reserved
+                .iter()
+                .find(|&&(s, l)| l > 0 && s < end && a < s.saturating_add(l))
+            {
                 Some(&(s, l)) => a = s.saturating_add(l).div_ceil(PAGE) * PAGE,
                 None => {
                     best = Some(best.map_or(a, |b| b.min(a)));
@@ -36,7 +39,11 @@ mod tests {
     use super::*;
 
     fn usable(start: u64, len: u64) -> MemRegion {
-        MemRegion { start, len, kind: MemKind::Usable }
+        MemRegion {
+            start,
+            len,
+            kind: MemKind::Usable,
+        }
     }
 
     #[test]
@@ -48,8 +55,14 @@ mod tests {
         assert_eq!(a, 0x10_0000);
         let a = find_free_range(&regions, &reserved, 0x20_0000, 0x10_0000, u64::MAX).unwrap();
         assert_eq!(a, 0x50_2000);
-        assert_eq!(find_free_range(&regions, &reserved, 0x2000_0000, 0, u64::MAX), None);
+        assert_eq!(
+            find_free_range(&regions, &reserved, 0x2000_0000, 0, u64::MAX),
+            None
+        );
         // respects `max`
-        assert_eq!(find_free_range(&regions, &[], 0x1000, 0x10_0000, 0x10_0800), None);
+        assert_eq!(
+            find_free_range(&regions, &[], 0x1000, 0x10_0000, 0x10_0800),
+            None
+        );
     }
 }

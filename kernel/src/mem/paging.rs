@@ -4,8 +4,8 @@
 
 use spin::Mutex;
 
-use super::global::{alloc_frames, phys_to_virt};
 use super::PHYS_OFFSET;
+use super::global::{alloc_frames, phys_to_virt};
 use crate::arch::x86_64::{boot, cpu};
 use crate::bootinfo::{BootInfo, MemKind};
 
@@ -56,8 +56,12 @@ fn map_2m(virt: u64, phys: u64, flags: u64) -> bool {
     // SAFETY: the boot PML4 is live and we hold the lock; every table on the
     // walk is reached via the direct map.
     unsafe {
-        let Some(pdpt) = next_table(pml4(), i4) else { return false };
-        let Some(pd) = next_table(pdpt, i3) else { return true };
+        let Some(pdpt) = next_table(pml4(), i4) else {
+            return false;
+        };
+        let Some(pd) = next_table(pdpt, i3) else {
+            return true;
+        };
         let e = pd.add(i2);
         if e.read_volatile() & PRESENT == 0 {
             e.write_volatile((phys & !(TWO_MIB - 1)) | PRESENT | WRITABLE | HUGE | flags);

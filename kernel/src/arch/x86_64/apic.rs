@@ -72,7 +72,10 @@ pub fn init_bsp(phys_to_virt: fn(u64) -> u64) -> bool {
     X2APIC.store(x2, Ordering::Relaxed);
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU.
     let base = unsafe { cpu::rdmsr(msr::IA32_APIC_BASE) };
-    XAPIC_BASE.store(phys_to_virt(base & 0x000f_ffff_ffff_f000), Ordering::Relaxed);
+    XAPIC_BASE.store(
+        phys_to_virt(base & 0x000f_ffff_ffff_f000),
+        Ordering::Relaxed,
+    );
     init_this_cpu();
     x2
 }
@@ -107,7 +110,11 @@ pub fn is_x2apic() -> bool {
 /// The calling CPU's APIC ID.
 pub fn id() -> u32 {
     let v = read(reg::ID);
-    if X2APIC.load(Ordering::Relaxed) { v } else { v >> 24 }
+    if X2APIC.load(Ordering::Relaxed) {
+        v
+    } else {
+        v >> 24
+    }
 }
 
 /// Signals end of interrupt.

@@ -12,7 +12,7 @@ const TSS_SEL: u16 = 0x18;
 pub const IST_STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, packed)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Tss {
     reserved0: u32,
     rsp: [u64; 3],
@@ -28,6 +28,7 @@ const _: () = assert!(size_of::<Tss>() == 104);
 /// Everything one CPU's descriptor tables need, kept together so it can live
 /// in a static (BSP) or a leaked heap allocation (APs).
 #[repr(C, align(16))]
+#[derive(Debug)]
 pub struct CpuTables {
     gdt: [u64; 5],
     tss: Tss,

@@ -104,9 +104,9 @@ unsafe extern "C" {
 
 /// Fills the IDT. Called once, on the BSP, before interrupts can occur.
 pub fn init() {
-    for v in 0..256usize {
-        // SAFETY: `isr_table` is an immutable table of 256 stub addresses emitted below.
-        let handler = unsafe { isr_table[v] };
+    // SAFETY: `isr_table` is an immutable table of 256 stub addresses emitted below.
+    let handlers = unsafe { &*core::ptr::addr_of!(isr_table) };
+    for (v, &handler) in handlers.iter().enumerate() {
         let ist = match v as u8 {
             vector::DOUBLE_FAULT => ist::DOUBLE_FAULT,
             vector::NMI => ist::NMI,
@@ -130,7 +130,9 @@ pub fn load() {
         base: core::ptr::addr_of!(IDT) as u64,
     };
     // SAFETY: the IDT is a static that lives forever and `init` filled it with valid gates.
-    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags))
+    };
 }
 
 global_asm!(

@@ -48,9 +48,17 @@ impl IoApic {
 /// Registers an I/O APIC found in the MADT (`base` is its mapped virtual
 /// address) and masks all its inputs.
 pub fn add(base: u64, gsi_base: u32) -> IoApic {
-    let probe = IoApic { base, gsi_base, inputs: 0 };
+    let probe = IoApic {
+        base,
+        gsi_base,
+        inputs: 0,
+    };
     let inputs = ((probe.read(REG_VERSION) >> 16) & 0xff) + 1;
-    let apic = IoApic { base, gsi_base, inputs };
+    let apic = IoApic {
+        base,
+        gsi_base,
+        inputs,
+    };
     for i in 0..inputs {
         apic.write_entry(i, MASKED);
     }
@@ -70,7 +78,10 @@ pub struct Trigger {
 /// Routes `gsi` to `vector` on the CPU with APIC ID `dest` (physical mode, fixed delivery).
 pub fn route(gsi: u32, vector: u8, dest: u32, trigger: Trigger) -> bool {
     let apics = IOAPICS.lock();
-    let Some(apic) = apics.iter().find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.inputs) else {
+    let Some(apic) = apics
+        .iter()
+        .find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.inputs)
+    else {
         return false;
     };
     let mut entry = u64::from(vector) | (u64::from(dest & 0xff) << 56);
@@ -87,7 +98,10 @@ pub fn route(gsi: u32, vector: u8, dest: u32, trigger: Trigger) -> bool {
 /// Masks `gsi` again.
 pub fn mask(gsi: u32) {
     let apics = IOAPICS.lock();
-    if let Some(apic) = apics.iter().find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.inputs) {
+    if let Some(apic) = apics
+        .iter()
+        .find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.inputs)
+    {
         apic.write_entry(gsi - apic.gsi_base, MASKED);
     }
 }

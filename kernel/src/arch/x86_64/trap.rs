@@ -3,7 +3,7 @@
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
-use super::idt::{vector, TrapFrame};
+use super::idt::{TrapFrame, vector};
 use super::{apic, cpu};
 use crate::{backtrace, panic, percpu, serial};
 
@@ -70,18 +70,53 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 
 fn fatal_exception(f: &TrapFrame) -> ! {
     panic::begin_fatal();
-    let name = EXCEPTION_NAMES.get(f.vector as usize).copied().unwrap_or("?");
+    let name = EXCEPTION_NAMES
+        .get(f.vector as usize)
+        .copied()
+        .unwrap_or("?");
     serial::with_console_forced(|c| {
-        let _ = writeln!(c, "\nEXCEPTION {name} on cpu{} (vector {}, error code {:#x})", percpu::index(), f.vector, f.error_code);
+        let _ = writeln!(
+            c,
+            "\nEXCEPTION {name} on cpu{} (vector {}, error code {:#x})",
+            percpu::index(),
+            f.vector,
+            f.error_code
+        );
         if f.vector == 14 {
             let _ = writeln!(c, "  faulting address CR2={:#018x}", cpu::read_cr2());
         }
-        let _ = writeln!(c, "  RIP={:#018x} CS={:#06x} RFLAGS={:#018x}", f.rip, f.cs, f.rflags);
-        let _ = writeln!(c, "  RSP={:#018x} SS={:#06x} CR3={:#018x}", f.rsp, f.ss, cpu::read_cr3());
-        let _ = writeln!(c, "  RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}", f.rax, f.rbx, f.rcx, f.rdx);
-        let _ = writeln!(c, "  RSI={:#018x} RDI={:#018x} RBP={:#018x}", f.rsi, f.rdi, f.rbp);
-        let _ = writeln!(c, "  R8 ={:#018x} R9 ={:#018x} R10={:#018x} R11={:#018x}", f.r8, f.r9, f.r10, f.r11);
-        let _ = writeln!(c, "  R12={:#018x} R13={:#018x} R14={:#018x} R15={:#018x}", f.r12, f.r13, f.r14, f.r15);
+        let _ = writeln!(
+            c,
+            "  RIP={:#018x} CS={:#06x} RFLAGS={:#018x}",
+            f.rip, f.cs, f.rflags
+        );
+        let _ = writeln!(
+            c,
+            "  RSP={:#018x} SS={:#06x} CR3={:#018x}",
+            f.rsp,
+            f.ss,
+            cpu::read_cr3()
+        );
+        let _ = writeln!(
+            c,
+            "  RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}",
+            f.rax, f.rbx, f.rcx, f.rdx
+        );
+        let _ = writeln!(
+            c,
+            "  RSI={:#018x} RDI={:#018x} RBP={:#018x}",
+            f.rsi, f.rdi, f.rbp
+        );
+        let _ = writeln!(
+            c,
+            "  R8 ={:#018x} R9 ={:#018x} R10={:#018x} R11={:#018x}",
+            f.r8, f.r9, f.r10, f.r11
+        );
+        let _ = writeln!(
+            c,
+            "  R12={:#018x} R13={:#018x} R14={:#018x} R15={:#018x}",
+            f.r12, f.r13, f.r14, f.r15
+        );
         let _ = writeln!(c, "  #0  {:#018x} (faulting instruction)", f.rip);
         backtrace::print(c, f.rbp);
     });
