@@ -1,1 +1,81 @@
-fn main() {}
+//! `cargo xtask`: the one entry point for building, running, testing and
+//! benchmarking the keel image.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod cmd;
+mod hostcfg;
+mod image;
+mod peer;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+pub use cmd::{Error, Paths, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  setup                 install the host packages, the Rust target and the boot-bench peer (idempotent)
+  build                 build the image into target/image/keel.elf
+  run [options]         build and boot the image in QEMU, serial on stdout
+      --api-port N      loopback port forwarded to the image's HTTP port 80 (default 8080)
+      --cpus N          virtual CPUs (default 4)
+      --memory MiB      guest RAM (default 2048)
+      --host-config F   host configuration TOML to compile and boot with
+      --root-password P set (or override) the root password
+      --image FILE      boot this ELF instead of building the image
+  test                  fmt, clippy, image build, unit tests, then the QEMU image tests
+  bench [boot]          print `BENCH <name> ours=.. peer=.. ratio=..` lines
+  help                  this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = Paths::discover().and_then(|paths| match command.as_str() {
+        "setup" => no_args("setup", rest)
+            .and_then(|()| setup::setup(&paths))
+            .map(|()| ExitCode::SUCCESS),
+        "build" => no_args("build", rest)
+            .and_then(|()| image::build(&paths))
+            .map(|_| ExitCode::SUCCESS),
+        "run" => run::run(&paths, rest),
+        "test" => no_args("test", rest)
+            .and_then(|()| test::test(&paths))
+            .map(|()| ExitCode::SUCCESS),
+        "bench" => bench::bench(&paths, rest).map(|()| ExitCode::SUCCESS),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(Error::usage(format!("unknown command {other:?}"))),
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask {command}: error: {e}");
+            if e.is_usage() {
+                eprint!("\n{USAGE}");
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn no_args(command: &str, rest: &[String]) -> Result<()> {
+    match rest.first() {
+        None => Ok(()),
+        Some(arg) => Err(Error::usage(format!(
+            "`{command}` takes no arguments, got {arg:?}"
+        ))),
+    }
+}

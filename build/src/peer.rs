@@ -1,0 +1,291 @@
+//! The boot-bench peer: Debian's stock kernel booting a busybox initramfs
+//! whose `/init` prints a marker and powers off. Lives in `target/peer/`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::cmd::{Context, describe, run_output, run_status, stdout_of};
+use crate::setup::Apt;
+use crate::{Error, Paths, Result};
+
+/// What the peer's `/init` prints on the console once it runs.
+pub const MARKER: &str = "KEEL-PEER-INIT-REACHED";
+/// The peer's kernel command line.
+pub const CMDLINE: &str = "console=ttyS0 quiet";
+/// The meta package whose dependency names the current kernel.
+const META_PACKAGE: &str = "linux-image-amd64";
+/// busybox-static's binary.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The peer's `/init`: mounts nothing, says it ran, powers off at once.
+pub const INIT_SCRIPT: &str = "#!/bin/busybox sh
+/bin/busybox echo KEEL-PEER-INIT-REACHED > /dev/console
+/bin/busybox poweroff -f
+";
+
+/// The peer's files.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub version: String,
+}
+
+impl Peer {
+    pub fn locate(paths: &Paths) -> Result<Peer> {
+        let dir = paths.peer();
+        let (kernel, initrd, version_file) = (
+            dir.join("vmlinuz"),
+            dir.join("initrd.gz"),
+            dir.join("VERSION"),
+        );
+        if !kernel.is_file() || !initrd.is_file() || !version_file.is_file() {
+            return Err(Error::new(format!(
+                "the boot-bench peer is missing from {}: run `cargo xtask setup`",
+                paths.show(&dir)
+            )));
+        }
+        let version = fs::read_to_string(&version_file)
+            .context(|| format!("reading {}", version_file.display()))?
+            .trim()
+            .to_string();
+        Ok(Peer {
+            kernel,
+            initrd,
+            version,
+        })
+    }
+}
+
+/// Fetches the kernel and builds the initramfs when they are missing.
+pub fn ensure(paths: &Paths, apt: &mut Apt) -> Result<()> {
+    let dir = paths.peer();
+    fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+    if !dir.join("vmlinuz").is_file() || !dir.join("VERSION").is_file() {
+        fetch_kernel(&dir, apt)?;
+    }
+    let init_copy = dir.join("init");
+    let init_current = fs::read_to_string(&init_copy).is_ok_and(|text| text == INIT_SCRIPT);
+    if !dir.join("initrd.gz").is_file() || !init_current {
+        build_initramfs(&dir)?;
+        fs::write(&init_copy, INIT_SCRIPT)
+            .context(|| format!("writing {}", init_copy.display()))?;
+    }
+    Ok(())
+}
+
+/// `linux-image-<version>-amd64`, from `apt-cache depends linux-image-amd64`.
+fn kernel_package(apt: &mut Apt) -> Result<String> {
+    loop {
+        let listing = stdout_of(Command::new("apt-cache").args(["depends", META_PACKAGE]))
+            .unwrap_or_default();
+        let found = listing.lines().find_map(|line| {
+            let name = line
+                .trim()
+                .strip_prefix("Depends:")?
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>');
+            (name.starts_with("linux-image-") && name.ends_with("-amd64")).then(|| name.to_string())
+        });
+        match found {
+            Some(name) => return Ok(name),
+            // Without package lists apt-cache knows nothing: update once and ask again.
+            None if !apt.updated() => apt.update()?,
+            None => {
+                return Err(Error::new(format!(
+                    "`apt-cache depends {META_PACKAGE}` names no linux-image-<version>-amd64:\n{listing}"
+                )));
+            }
+        }
+    }
+}
+
+fn fetch_kernel(dir: &Path, apt: &mut Apt) -> Result<()> {
+    let package = kernel_package(apt)?;
+    let deb = match find_deb(dir, &package)? {
+        Some(deb) => deb,
+        None => {
+            println!("setup: apt-get download {package}");
+            let mut download = Command::new("apt-get");
+            download.current_dir(dir).args(["download", "-q", &package]);
+            if run_output(&mut download).is_err() {
+                apt.update()?;
+                run_status(&mut download)?;
+            }
+            find_deb(dir, &package)?.ok_or_else(|| {
+                Error::new(format!(
+                    "apt-get download left no {package}_*.deb in {}",
+                    dir.display()
+                ))
+            })?
+        }
+    };
+    let version = stdout_of(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Version"))?;
+    let extract = dir.join("extract");
+    if extract.exists() {
+        fs::remove_dir_all(&extract).context(|| format!("removing {}", extract.display()))?;
+    }
+    println!("setup: dpkg-deb -x {}", deb.display());
+    run_status(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extract))?;
+    let boot = extract.join("boot");
+    let vmlinuz = fs::read_dir(&boot)
+        .context(|| format!("listing {}", boot.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| Error::new(format!("{} holds no boot/vmlinuz-*", deb.display())))?;
+    fs::copy(&vmlinuz, dir.join("vmlinuz")).context(|| format!("copying {}", vmlinuz.display()))?;
+    // The modules are hundreds of MB; the bench needs only the kernel.
+    fs::remove_dir_all(&extract).context(|| format!("removing {}", extract.display()))?;
+    let version = format!("{package} {}\n", version.trim());
+    fs::write(dir.join("VERSION"), &version).context(|| "writing VERSION".into())?;
+    println!("setup: peer kernel {}", version.trim());
+    Ok(())
+}
+
+fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
+    let prefix = format!("{package}_");
+    let mut debs: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(dir)
+        .context(|| format!("listing {}", dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".deb")
+        })
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .collect();
+    debs.sort();
+    Ok(debs.pop().map(|(_, path)| path))
+}
+
+/// Writes `initrd.gz`: a newc cpio archive made here (so `/dev/console` can
+/// be a device node without root), gzipped by `gzip`.
+fn build_initramfs(dir: &Path) -> Result<()> {
+    let busybox =
+        fs::read(BUSYBOX).context(|| format!("reading {BUSYBOX} (install busybox-static)"))?;
+    let mut archive = Cpio::default();
+    archive.directory("bin");
+    archive.file("bin/busybox", 0o755, &busybox);
+    archive.directory("dev");
+    archive.char_device("dev/console", 0o600, 5, 1);
+    archive.file("init", 0o755, INIT_SCRIPT.as_bytes());
+    let cpio = archive.finish();
+
+    let out_path = dir.join("initrd.gz");
+    let tmp_path = dir.join("initrd.gz.tmp");
+    let out = fs::File::create(&tmp_path).context(|| format!("creating {}", tmp_path.display()))?;
+    let mut gzip = Command::new("gzip");
+    gzip.args(["-9", "-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(out);
+    let mut child = gzip
+        .spawn()
+        .context(|| format!("running `{}`", describe(&gzip)))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| Error::new("gzip has no stdin"))?;
+    stdin.write_all(&cpio).context(|| "feeding gzip".into())?;
+    drop(stdin);
+    let status = child.wait().context(|| "waiting for gzip".into())?;
+    if !status.success() {
+        return Err(Error::new(format!("gzip failed ({status})")));
+    }
+    fs::rename(&tmp_path, &out_path).context(|| format!("writing {}", out_path.display()))?;
+    println!(
+        "setup: peer initramfs {} ({} bytes of cpio)",
+        out_path.display(),
+        cpio.len()
+    );
+    Ok(())
+}
+
+/// A writer of the cpio "newc" format the kernel unpacks as initramfs.
+#[derive(Debug, Default)]
+struct Cpio {
+    data: Vec<u8>,
+    next_inode: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), body: &[u8]) {
+        self.next_inode += 1;
+        let name_size = name.len() + 1;
+        let fields = [
+            self.next_inode,
+            mode,
+            0, // uid
+            0, // gid
+            nlink,
+            0, // mtime: reproducible archives
+            u32::try_from(body.len()).unwrap_or(u32::MAX),
+            0, // devmajor
+            0, // devminor
+            rdev.0,
+            rdev.1,
+            u32::try_from(name_size).unwrap_or(u32::MAX),
+            0, // check
+        ];
+        self.data.extend_from_slice(b"070701");
+        for field in fields {
+            self.data
+                .extend_from_slice(format!("{field:08x}").as_bytes());
+        }
+        self.data.extend_from_slice(name.as_bytes());
+        self.data.push(0);
+        self.pad();
+        self.data.extend_from_slice(body);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.data.len().is_multiple_of(4) {
+            self.data.push(0);
+        }
+    }
+
+    fn directory(&mut self, name: &str) {
+        self.entry(name, 0o040_755, 2, (0, 0), &[]);
+    }
+
+    fn file(&mut self, name: &str, permissions: u32, body: &[u8]) {
+        self.entry(name, 0o100_000 | permissions, 1, (0, 0), body);
+    }
+
+    fn char_device(&mut self, name: &str, permissions: u32, major: u32, minor: u32) {
+        self.entry(name, 0o020_000 | permissions, 1, (major, minor), &[]);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, 1, (0, 0), &[]);
+        self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpio_newc_layout() {
+        let mut archive = Cpio::default();
+        archive.file("init", 0o755, b"abc");
+        let data = archive.finish();
+        assert_eq!(&data[..6], b"070701");
+        // ino 1, mode 0o100755, filesize 3, namesize 5.
+        assert_eq!(&data[6..14], b"00000001");
+        assert_eq!(&data[14..22], format!("{:08x}", 0o100_755).as_bytes());
+        assert_eq!(&data[54..62], b"00000003");
+        assert_eq!(&data[94..102], b"00000005");
+        // 110-byte header + "init\0" = 115, padded to 116; then the body padded to 4.
+        assert_eq!(&data[110..115], b"init\0");
+        assert_eq!(&data[116..119], b"abc");
+        assert_eq!(data.len() % 4, 0);
+        assert!(data.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+}

@@ -1,0 +1,212 @@
+//! `cargo xtask run`: boot the image in QEMU with its serial console on stdout.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use qemu_tests::{Machine, QEMU_BIN, http_get_once, is_noise};
+
+use crate::cmd::{Context, describe};
+use crate::{Error, Paths, Result, hostcfg, image, setup};
+
+/// Options of `run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    pub api_port: u16,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub host_config: Option<PathBuf>,
+    pub root_password: Option<String>,
+    /// Boot this ELF instead of building the image.
+    pub image: Option<PathBuf>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            api_port: 8080,
+            cpus: 4,
+            memory_mib: 2048,
+            host_config: None,
+            root_password: None,
+            image: None,
+        }
+    }
+}
+
+impl RunOptions {
+    pub fn parse(args: &[String]) -> Result<RunOptions> {
+        let mut options = RunOptions::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            // Accept both `--flag value` and `--flag=value`.
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
+                _ => (arg.as_str(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next().cloned())
+                    .ok_or_else(|| Error::usage(format!("{flag} needs a value")))
+            };
+            match flag {
+                "--api-port" => options.api_port = number(flag, &value()?)?,
+                "--cpus" => options.cpus = number(flag, &value()?)?,
+                "--memory" => options.memory_mib = number(flag, &value()?)?,
+                "--host-config" => options.host_config = Some(PathBuf::from(value()?)),
+                "--root-password" => options.root_password = Some(value()?),
+                "--image" => options.image = Some(PathBuf::from(value()?)),
+                other => return Err(Error::usage(format!("unknown option {other:?} for `run`"))),
+            }
+        }
+        if options.cpus == 0 || options.memory_mib == 0 || options.api_port == 0 {
+            return Err(Error::usage(
+                "--cpus, --memory and --api-port must be positive",
+            ));
+        }
+        Ok(options)
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| Error::usage(format!("{flag} takes a number, got {text:?}")))
+}
+
+/// How often the run loop checks QEMU, the stop flag and `/health`.
+const POLL: Duration = Duration::from_millis(100);
+
+pub fn run(paths: &Paths, args: &[String]) -> Result<ExitCode> {
+    let options = RunOptions::parse(args)?;
+    setup::setup(paths)?;
+    let config_bin = paths.target.join("run/host-config.bin");
+    let source = hostcfg::Source {
+        file: options.host_config.as_deref(),
+        root_password: options.root_password.as_deref(),
+    };
+    if let Some(password) = hostcfg::compile(source, &config_bin)? {
+        println!("root password: {password}");
+    }
+    let image = match &options.image {
+        Some(image) if image.is_file() => image.clone(),
+        Some(image) => {
+            return Err(Error::new(format!(
+                "--image {}: no such file",
+                image.display()
+            )));
+        }
+        None => image::build(paths)?,
+    };
+    // QEMU would fail later with a terse hostfwd error; say it plainly now.
+    drop(
+        TcpListener::bind(("127.0.0.1", options.api_port)).context(|| {
+            format!(
+                "127.0.0.1:{} is not free (choose another with --api-port)",
+                options.api_port
+            )
+        })?,
+    );
+
+    let machine = Machine {
+        cpus: options.cpus,
+        memory_mib: options.memory_mib,
+        initrd: Some(config_bin),
+        ..Machine::new(image)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context(|| "installing the SIGINT/SIGTERM handler".into())?;
+    }
+    let mut qemu = Command::new(QEMU_BIN);
+    // stdin stays closed: QEMU then leaves the terminal's mode alone, so
+    // killing it can never leave the terminal raw.
+    qemu.args(machine.args(options.api_port, "stdio"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    eprintln!("run: {}", describe(&qemu));
+    let mut child = qemu.spawn().context(|| format!("starting {QEMU_BIN}"))?;
+    if let Some(stderr) = child.stderr.take() {
+        // Pass QEMU's stderr on, minus its per-CPU TCG feature warnings.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr)
+                .lines()
+                .map_while(std::io::Result::ok)
+            {
+                if !is_noise(&line) {
+                    eprintln!("{line}");
+                }
+            }
+        });
+    }
+    let started = Instant::now();
+    let port = options.api_port;
+    let mut up = false;
+    loop {
+        if let Some(status) = child.try_wait().context(|| "polling QEMU".into())? {
+            eprintln!("run: QEMU exited ({status})");
+            let code = status.code().unwrap_or(1);
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        if stop.load(Ordering::SeqCst) {
+            eprintln!("run: stopping QEMU (pid {})", child.id());
+            // Child::kill signals QEMU's own pid.
+            let _ = child.kill();
+            let status = child.wait().context(|| "reaping QEMU".into())?;
+            let code = status.code().unwrap_or(130);
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+        }
+        if !up
+            && http_get_once(port, "/health", Duration::from_secs(1)).is_ok_and(|r| r.status == 200)
+        {
+            up = true;
+            println!(
+                "keel is up: http://127.0.0.1:{port}/  (health: http://127.0.0.1:{port}/health)"
+            );
+            eprintln!(
+                "run: healthy {:.2} s after QEMU started",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunOptions> {
+        RunOptions::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        assert_eq!(parse(&[]).expect("defaults"), RunOptions::default());
+        let options = parse(&[
+            "--api-port",
+            "9000",
+            "--cpus=2",
+            "--memory",
+            "512",
+            "--root-password",
+            "pw",
+        ])
+        .expect("valid flags");
+        assert_eq!(
+            (options.api_port, options.cpus, options.memory_mib),
+            (9000, 2, 512)
+        );
+        assert_eq!(options.root_password.as_deref(), Some("pw"));
+        assert!(parse(&["--cpus"]).is_err());
+        assert!(parse(&["--cpus", "x"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! `cargo xtask test`: everything CI runs, in order, stopping at the first failure.
+
+use std::process::Command;
+use std::time::Instant;
+
+use qemu_tests::{HOST_CONFIG_BIN_ENV, IMAGE_ENV};
+
+use crate::cmd::{cargo, describe, run_status};
+use crate::{Error, Paths, Result, image, setup};
+
+/// One step of the test run.
+enum Step {
+    /// A cargo invocation.
+    Cargo {
+        title: &'static str,
+        args: &'static [&'static str],
+        env: bool,
+    },
+    /// `cargo xtask build`.
+    BuildImage,
+}
+
+const STEPS: &[Step] = &[
+    Step::Cargo {
+        title: "format",
+        args: &["fmt", "--all", "--check"],
+        env: false,
+    },
+    Step::Cargo {
+        title: "clippy (host, all targets)",
+        args: &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        env: false,
+    },
+    Step::Cargo {
+        title: "clippy (image: kernel + appliance for x86_64-unknown-none)",
+        args: &[
+            "clippy",
+            "-p",
+            "kernel",
+            "-p",
+            "appliance",
+            "--features",
+            "appliance/image",
+            "--target",
+            "x86_64-unknown-none",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        env: false,
+    },
+    Step::BuildImage,
+    Step::Cargo {
+        title: "unit and hosted tests",
+        args: &["test", "--workspace", "--exclude", "qemu-tests"],
+        env: false,
+    },
+    Step::Cargo {
+        title: "host-config tool",
+        args: &["build", "-p", "host-config", "--bin", "host-config"],
+        env: false,
+    },
+    Step::Cargo {
+        title: "image tests in QEMU",
+        args: &["test", "-p", "qemu-tests", "--", "--test-threads=2"],
+        env: true,
+    },
+];
+
+pub fn test(paths: &Paths) -> Result<()> {
+    println!("==> xtask test: setup");
+    setup::setup(paths)?;
+    let total = STEPS.len();
+    let start = Instant::now();
+    for (i, step) in STEPS.iter().enumerate() {
+        let n = i + 1;
+        let step_start = Instant::now();
+        let outcome = match step {
+            Step::Cargo { title, args, env } => {
+                let mut command: Command = cargo(paths);
+                command.args(*args);
+                if *env {
+                    command
+                        .env(IMAGE_ENV, paths.image())
+                        .env(HOST_CONFIG_BIN_ENV, paths.host_config_bin());
+                }
+                println!(
+                    "\n==> xtask test [{n}/{total}]: {title}: {}",
+                    describe(&command)
+                );
+                run_status(&mut command).map_err(|e| (*title, e))
+            }
+            Step::BuildImage => {
+                println!("\n==> xtask test [{n}/{total}]: image build");
+                image::build(paths)
+                    .map(|_| ())
+                    .map_err(|e| ("image build", e))
+            }
+        };
+        if let Err((title, e)) = outcome {
+            return Err(Error::new(format!(
+                "step {n}/{total} ({title}) failed: {e}"
+            )));
+        }
+        println!(
+            "==> xtask test [{n}/{total}]: ok ({:.1} s)",
+            step_start.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "\n==> xtask test: {:.0} s in all",
+        start.elapsed().as_secs_f64()
+    );
+    println!("xtask test: all {total} steps passed");
+    Ok(())
+}

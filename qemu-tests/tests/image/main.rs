@@ -1,0 +1,58 @@
+//! Image tests: the real keel image boots in QEMU (TCG) and is driven over
+//! its serial console, its HTTP port (forwarded from loopback) and its exit
+//! status. `cargo xtask test` runs them with `KEEL_IMAGE` and
+//! `KEEL_HOST_CONFIG_BIN` set.
+
+mod boot;
+mod disk;
+mod faults;
+mod host_config;
+mod power;
+
+use std::time::Duration;
+
+use qemu_tests::{HttpResponse, Qemu, QemuBuilder};
+use serde_json::Value;
+
+/// How long a boot may take to reach a given point (TCG on a loaded 2-core machine).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// The watchdog's limit for every image run.
+pub const HARD_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long after a self-test's message QEMU must have exited.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A keel run with `cpus` CPUs and `memory_mib` MiB under the hard timeout.
+pub fn keel(cpus: u32, memory_mib: u32) -> QemuBuilder {
+    Qemu::keel()
+        .expect("the keel image (KEEL_IMAGE)")
+        .cpus(cpus)
+        .memory_mib(memory_mib)
+        .hard_timeout(HARD_TIMEOUT)
+}
+
+/// `GET /health`, asserted to be a 200 JSON answer; returns it and its parsed body.
+pub fn health(qemu: &Qemu) -> (HttpResponse, Value) {
+    let response = qemu
+        .http_get("/health", BOOT_TIMEOUT)
+        .expect("GET /health answers");
+    assert_eq!(response.status, 200, "GET /health: {response:?}");
+    let content_type = response.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "Content-Type {content_type:?}"
+    );
+    let json: Value = serde_json::from_str(&response.body)
+        .unwrap_or_else(|e| panic!("GET /health body is not JSON ({e}): {:?}", response.body));
+    (response, json)
+}
+
+/// The serial log must show `first`, and `then` after it.
+pub fn assert_serial_order(serial: &str, first: &str, then: &str) {
+    let at = serial
+        .find(first)
+        .unwrap_or_else(|| panic!("serial lacks {first:?}"));
+    assert!(
+        serial[at..].contains(then),
+        "serial lacks {then:?} after {first:?}"
+    );
+}
