@@ -4,4 +4,14 @@
 
 extern crate alloc;
 
+pub mod app;
+pub mod health;
+pub mod http;
 pub mod platform;
+pub mod routes;
+pub mod server;
+
+#[cfg(test)]
+mod test_client;
+
+pub use app::Appliance;

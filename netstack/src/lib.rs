@@ -6,6 +6,16 @@
 
 extern crate alloc;
 
+pub mod device;
+pub mod iface;
 pub mod nic;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;
+
+pub use device::{DeviceStats, NicDevice};
+pub use iface::{HostInterface, IpConfig};
 pub use nic::{MacAddress, Nic, NicError};

@@ -120,7 +120,9 @@ mod tests {
         let m = MacAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
         assert_eq!(m.to_string(), "52:54:00:12:34:56");
         assert!(!m.is_multicast());
-        assert!(!m.is_local());
+        // QEMU's 52:54:00 prefix has the locally-administered bit (0x02) set.
+        assert!(m.is_local());
+        assert!(!MacAddress([0x00, 0x1b, 0x21, 0, 0, 1]).is_local());
         assert!(MacAddress::BROADCAST.is_multicast());
         assert!(MacAddress([0x02, 0, 0, 0, 0, 1]).is_local());
     }

@@ -1,0 +1,179 @@
+//! The appliance main loop: the management interface, the HTTP server on it,
+//! and the routes they serve, driven by the platform's clock and idle.
+
+use alloc::string::String;
+use core::fmt;
+use core::time::Duration;
+
+use host_config::{HostConfig, IpMode, StaticIpv4};
+use netstack::{HostInterface, IpConfig, Nic};
+use smoltcp::time::Instant;
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+
+use crate::health::HealthReport;
+use crate::http::Request;
+use crate::platform::Platform;
+use crate::routes;
+use crate::server::HttpServer;
+
+/// Where the management API listens.
+pub const HTTP_PORT: u16 = 80;
+
+/// Longest the run loop sleeps, even with nothing due: a lost interrupt
+/// must never stall the host for longer than this.
+pub const MAX_IDLE: Duration = Duration::from_millis(50);
+
+/// The appliance over platform `P` with management NIC `N`.
+pub struct Appliance<P: Platform, N: Nic> {
+    platform: P,
+    hostname: String,
+    management: HostInterface<N>,
+    http: HttpServer,
+}
+
+impl<P: Platform, N: Nic> Appliance<P, N> {
+    /// Brings up the management interface from `config` and starts serving HTTP on it.
+    pub fn new(mut platform: P, nic: N, config: HostConfig) -> Self {
+        let mut seed = [0u8; 8];
+        platform.fill_random(&mut seed);
+        let now = to_instant(platform.now());
+        let ip = ip_config(&config.management.ip);
+        let mut management = HostInterface::new(
+            &config.management.interface,
+            nic,
+            ip,
+            now,
+            u64::from_le_bytes(seed),
+        );
+        let mut http = HttpServer::new(HTTP_PORT);
+        http.attach(management.sockets_mut());
+        log::info!("http: serving on port {}", http.port());
+        Appliance {
+            platform,
+            hostname: config.hostname,
+            management,
+            http,
+        }
+    }
+
+    /// One round of work: network in, requests answered, network out.
+    /// Returns when the next round is due (time since boot), if anything is scheduled.
+    pub fn poll(&mut self) -> Option<Duration> {
+        let uptime = self.platform.now();
+        let now = to_instant(uptime);
+        let iface_due = self.management.poll(now);
+
+        let Appliance {
+            platform,
+            hostname,
+            management,
+            http,
+        } = self;
+        let ip = management.ipv4_cidr().map(|cidr| cidr.address());
+        let platform = &*platform;
+        let hostname = hostname.as_str();
+        let mut handler = |request: &Request<'_>| {
+            routes::route(request, || {
+                HealthReport::new(hostname, uptime, platform.system_info(), ip)
+            })
+        };
+        let http_due = http.poll(management.sockets_mut(), now, &mut handler);
+
+        // Send the responses just queued now rather than a round later.
+        let flush_due = self.management.poll(now);
+        [iface_due, http_due, flush_due]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(to_duration)
+    }
+
+    /// Serves forever: poll, then idle until the next deadline (at most [`MAX_IDLE`]).
+    pub fn run(mut self) -> ! {
+        loop {
+            let next = self.poll();
+            if let Some(deadline) = idle_until(self.platform.now(), next) {
+                self.platform.idle(Some(deadline));
+            }
+        }
+    }
+
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    pub fn platform_mut(&mut self) -> &mut P {
+        &mut self.platform
+    }
+
+    /// The management interface.
+    pub fn management(&self) -> &HostInterface<N> {
+        &self.management
+    }
+
+    pub fn http(&self) -> &HttpServer {
+        &self.http
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+}
+
+impl<P: Platform, N: Nic> fmt::Debug for Appliance<P, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Appliance")
+            .field("hostname", &self.hostname)
+            .field("management", &self.management)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+/// When to wake up, given the time now and the next deadline: `None` means
+/// work is already due, so poll again without idling.
+fn idle_until(now: Duration, next: Option<Duration>) -> Option<Duration> {
+    let cap = now.saturating_add(MAX_IDLE);
+    let deadline = next.map_or(cap, |next| next.min(cap));
+    (deadline > now).then_some(deadline)
+}
+
+/// The management interface's IP configuration from the host config. An
+/// invalid static prefix (the host tool rejects it, but the boot module is
+/// data) falls back to DHCP: a reachable host beats one that refuses to boot.
+fn ip_config(mode: &IpMode) -> IpConfig {
+    match mode {
+        IpMode::Dhcp => IpConfig::Dhcp,
+        IpMode::Static(StaticIpv4 {
+            address,
+            prefix_len,
+            gateway,
+            dns,
+        }) => {
+            if !(1..=32).contains(prefix_len) {
+                log::error!(
+                    "config: management prefix length {prefix_len} is outside 1..=32; falling back to DHCP (fix the host config)"
+                );
+                return IpConfig::Dhcp;
+            }
+            IpConfig::Static {
+                address: Ipv4Cidr::new(Ipv4Address::from(*address), *prefix_len),
+                gateway: gateway.map(Ipv4Address::from),
+                dns: dns.iter().copied().map(Ipv4Address::from).collect(),
+            }
+        }
+    }
+}
+
+/// Time since boot as a smoltcp instant (saturating: 292 000 years of uptime).
+fn to_instant(since_boot: Duration) -> Instant {
+    Instant::from_micros(i64::try_from(since_boot.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A smoltcp instant as time since boot; "now" (instant zero or earlier) is zero.
+fn to_duration(instant: Instant) -> Duration {
+    Duration::from_micros(u64::try_from(instant.total_micros()).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests;

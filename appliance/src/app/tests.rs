@@ -1,0 +1,218 @@
+//! The whole appliance on one end of an in-memory wire, with a simulated
+//! clock for a platform, fetched by a smoltcp client.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use host_config::Management;
+use netstack::MacAddress;
+use netstack::testing::{SimClock, Wire, WireNic};
+
+use super::*;
+use crate::platform::SystemInfo;
+use crate::test_client::TestClient;
+
+const HOST_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
+const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+
+/// A platform whose clock is the test's and whose idle just lets time pass.
+struct TestPlatform {
+    clock: SimClock,
+    idles: Vec<Option<Duration>>,
+}
+
+impl Platform for TestPlatform {
+    fn now(&self) -> Duration {
+        to_duration(self.clock.now())
+    }
+
+    fn system_info(&self) -> SystemInfo {
+        SystemInfo {
+            cpus: 4,
+            memory_total: 2 << 30,
+            memory_free: 1 << 30,
+        }
+    }
+
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = 0x5a ^ i as u8);
+    }
+
+    fn idle(&mut self, deadline: Option<Duration>) {
+        self.idles.push(deadline);
+        if let Some(deadline) = deadline {
+            self.clock.advance_to(to_instant(deadline));
+        }
+    }
+}
+
+fn static_config() -> HostConfig {
+    HostConfig {
+        hostname: String::from("keel-test"),
+        root_password_hash: None,
+        management: Management {
+            interface: String::from("eth0"),
+            ip: IpMode::Static(StaticIpv4 {
+                address: [10, 0, 2, 15],
+                prefix_len: 24,
+                gateway: Some([10, 0, 2, 2]),
+                dns: vec![[10, 0, 2, 3]],
+            }),
+        },
+    }
+}
+
+fn setup(config: HostConfig) -> (Appliance<TestPlatform, WireNic>, TestClient) {
+    let clock = SimClock::new();
+    clock.advance(smoltcp::time::Duration::from_millis(12_345));
+    let wire = Wire::default();
+    let (host_nic, client_nic) = wire.pair(
+        MacAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+        MacAddress([2, 0, 0, 2, 0, 2]),
+    );
+    let platform = TestPlatform {
+        clock: clock.clone(),
+        idles: Vec::new(),
+    };
+    let appliance = Appliance::new(platform, host_nic, config);
+    let mut client = TestClient::new(client_nic, CLIENT_IP, &clock);
+    client.connect((HOST_IP, HTTP_PORT));
+    (appliance, client)
+}
+
+#[test]
+fn serves_health_over_the_management_interface() {
+    let (mut appliance, mut client) = setup(static_config());
+    assert_eq!(appliance.management().name(), "eth0");
+    assert_eq!(
+        appliance.management().ipv4_cidr(),
+        Some(Ipv4Cidr::new(HOST_IP, 24))
+    );
+    assert_eq!(
+        appliance.management().gateway(),
+        Some(Ipv4Address::new(10, 0, 2, 2))
+    );
+    let mut side = |_| {
+        appliance.poll();
+    };
+
+    let response = client.exchange(
+        b"GET /health HTTP/1.1\r\nHost: 10.0.2.15\r\n\r\n",
+        &mut side,
+    );
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    let health = response.json();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["version"], "0.1.0");
+    assert_eq!(health["hostname"], "keel-test");
+    assert_eq!(health["cpus"], 4);
+    assert_eq!(health["memory"]["total_bytes"], 2u64 << 30);
+    assert_eq!(health["memory"]["free_bytes"], 1u64 << 30);
+    assert_eq!(health["management_ip"], "10.0.2.15");
+    let uptime = health["uptime_seconds"].as_f64().unwrap();
+    assert!((12.345..13.0).contains(&uptime), "{uptime}");
+
+    // Same connection: HEAD, a wrong method and an unknown path.
+    let head = client.exchange(b"HEAD /health HTTP/1.1\r\nHost: h\r\n\r\n", &mut side);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert!(
+        head.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            > 100
+    );
+    let post = client.exchange(
+        b"POST /health HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+        &mut side,
+    );
+    assert_eq!(
+        (post.status, post.header("allow")),
+        (405, Some("GET, HEAD"))
+    );
+    let missing = client.exchange(b"GET /pool HTTP/1.1\r\nHost: h\r\n\r\n", &mut side);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.body, br#"{"error":"not found"}"#);
+}
+
+#[test]
+fn run_loop_idles_with_a_capped_deadline() {
+    let (mut appliance, _client) = setup(static_config());
+    let start = appliance.platform().now();
+    // Nothing is scheduled on an idle static interface with only listening sockets.
+    assert_eq!(appliance.poll(), None);
+    let deadline = idle_until(start, None).unwrap();
+    assert_eq!(deadline, start + MAX_IDLE);
+    appliance.platform_mut().idle(Some(deadline));
+    assert_eq!(appliance.platform().now(), start + MAX_IDLE);
+    assert_eq!(appliance.platform().idles, vec![Some(start + MAX_IDLE)]);
+}
+
+#[test]
+fn idle_deadline_rules() {
+    let now = Duration::from_secs(10);
+    assert_eq!(idle_until(now, None), Some(now + MAX_IDLE));
+    assert_eq!(
+        idle_until(now, Some(now + Duration::from_millis(5))),
+        Some(now + Duration::from_millis(5))
+    );
+    assert_eq!(
+        idle_until(now, Some(now + Duration::from_secs(30))),
+        Some(now + MAX_IDLE)
+    );
+    assert_eq!(
+        idle_until(now, Some(now)),
+        None,
+        "work due now: poll again at once"
+    );
+    assert_eq!(idle_until(now, Some(Duration::ZERO)), None);
+}
+
+#[test]
+fn dhcp_config_starts_without_an_address() {
+    let (appliance, _client) = setup(HostConfig::default());
+    assert_eq!(appliance.management().ipv4_cidr(), None);
+    assert_eq!(appliance.hostname(), "keel");
+}
+
+#[test]
+fn host_config_ip_modes_convert() {
+    assert_eq!(ip_config(&IpMode::Dhcp), IpConfig::Dhcp);
+    let IpMode::Static(ref s) = static_config().management.ip else {
+        unreachable!()
+    };
+    assert_eq!(
+        ip_config(&IpMode::Static(s.clone())),
+        IpConfig::Static {
+            address: Ipv4Cidr::new(HOST_IP, 24),
+            gateway: Some(Ipv4Address::new(10, 0, 2, 2)),
+            dns: vec![Ipv4Address::new(10, 0, 2, 3)],
+        }
+    );
+    for bad in [0, 33, 255] {
+        let invalid = StaticIpv4 {
+            prefix_len: bad,
+            ..s.clone()
+        };
+        assert_eq!(ip_config(&IpMode::Static(invalid)), IpConfig::Dhcp);
+    }
+}
+
+#[test]
+fn clock_conversions_saturate() {
+    assert_eq!(
+        to_instant(Duration::from_millis(1500)),
+        Instant::from_millis(1500)
+    );
+    assert_eq!(to_instant(Duration::MAX), Instant::from_micros(i64::MAX));
+    assert_eq!(to_duration(Instant::from_millis(-5)), Duration::ZERO);
+    assert_eq!(
+        to_duration(Instant::from_millis(2)),
+        Duration::from_millis(2)
+    );
+}

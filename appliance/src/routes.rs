@@ -1,0 +1,85 @@
+//! What the appliance serves over HTTP. For now only `/health`; the XenAPI
+//! endpoints (`/`, `/jsonrpc`) join here.
+
+use crate::health::HealthReport;
+use crate::http::{Method, Request, Response, Status};
+
+/// Answers `request`. `health` builds the report only when it is asked for.
+pub fn route<'h>(request: &Request<'_>, health: impl FnOnce() -> HealthReport<'h>) -> Response {
+    match request.path() {
+        "/health" => match request.method() {
+            // HEAD gets the same response; the server leaves out the body.
+            Method::Get | Method::Head => match health().to_json() {
+                Ok(body) => Response::json(Status::OK, body),
+                Err(e) => {
+                    log::error!("http: cannot serialize the health report: {e}");
+                    Response::json_error(Status::INTERNAL_SERVER_ERROR, "health report unavailable")
+                }
+            },
+            _ => Response::json_error(Status::METHOD_NOT_ALLOWED, "method not allowed")
+                .with_header("Allow", "GET, HEAD"),
+        },
+        _ => Response::json_error(Status::NOT_FOUND, "not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::time::Duration;
+
+    use super::*;
+    use crate::http::{Limits, Parse, parse_request};
+    use crate::platform::SystemInfo;
+
+    fn answer(raw: &[u8]) -> Response {
+        let Ok(Parse::Complete { request, .. }) = parse_request(raw, &Limits::default()) else {
+            panic!("test request must parse");
+        };
+        let system = SystemInfo {
+            cpus: 2,
+            memory_total: 1,
+            memory_free: 1,
+        };
+        route(&request, || {
+            HealthReport::new("h", Duration::ZERO, system, None)
+        })
+    }
+
+    #[test]
+    fn health_get_and_head() {
+        for raw in [
+            &b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"HEAD /health HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            let response = answer(raw);
+            assert_eq!(response.status(), Status::OK);
+            assert_eq!(response.header("content-type"), Some("application/json"));
+            assert!(response.body().starts_with(br#"{"status":"ok""#));
+        }
+        assert_eq!(
+            answer(b"GET /health?x=1 HTTP/1.1\r\nHost: h\r\n\r\n").status(),
+            Status::OK
+        );
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow() {
+        let response = answer(b"POST /health HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(response.status(), Status::METHOD_NOT_ALLOWED);
+        assert_eq!(response.header("allow"), Some("GET, HEAD"));
+        assert_eq!(response.body(), br#"{"error":"method not allowed"}"#);
+    }
+
+    #[test]
+    fn anything_else_is_404() {
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"[..],
+            b"GET /health/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"DELETE /x HTTP/1.1\r\nHost: h\r\n\r\n",
+        ] {
+            let response = answer(raw);
+            assert_eq!(response.status(), Status::NOT_FOUND);
+            assert_eq!(response.body(), br#"{"error":"not found"}"#);
+        }
+    }
+}
