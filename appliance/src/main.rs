@@ -9,8 +9,8 @@ extern crate alloc;
 use core::fmt::Write as _;
 use core::time::Duration;
 
-use appliance::platform::{Platform, SystemInfo};
 use appliance::Appliance;
+use appliance::platform::{Platform, SystemInfo};
 use host_config::HostConfig;
 use kernel::Boot;
 use storage::BlockDevice;
@@ -48,10 +48,16 @@ fn host_config(boot: &Boot) -> HostConfig {
     for module in &boot.modules {
         match host_config::decode(module) {
             Ok(cfg) => {
-                log::info!("config: host config module loaded (hostname {})", cfg.hostname);
+                log::info!(
+                    "config: host config module loaded (hostname {})",
+                    cfg.hostname
+                );
                 return cfg;
             }
-            Err(e) => log::error!("config: ignoring boot module of {} bytes: {e}", module.len()),
+            Err(e) => log::error!(
+                "config: ignoring boot module of {} bytes: {e}",
+                module.len()
+            ),
         }
     }
     log::info!("config: no host config module, using defaults (DHCP on eth0, no root password)");
@@ -83,7 +89,10 @@ fn main(mut boot: Boot) -> ! {
     let config = host_config(&boot);
     report_disks(&mut boot);
     let wanted = config.management.interface.clone();
-    let index = wanted.strip_prefix("eth").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    let index = wanted
+        .strip_prefix("eth")
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
     if index >= boot.nics.len() {
         log::error!(
             "net: management interface {wanted} does not exist ({} NICs found); the host is unreachable",
