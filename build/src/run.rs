@@ -3,13 +3,13 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use qemu_tests::{Machine, QEMU_BIN, http_get_once, is_noise};
+use qemu_tests::{Machine, QEMU_BIN, http_poll_get, is_noise};
 
 use crate::cmd::{Context, describe};
 use crate::{Error, Paths, Result, hostcfg, image, setup};
@@ -148,34 +148,65 @@ pub fn run(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     }
     let started = Instant::now();
     let port = options.api_port;
-    let mut up = false;
-    loop {
-        if let Some(status) = child.try_wait().context(|| "polling QEMU".into())? {
-            eprintln!("run: QEMU exited ({status})");
-            let code = status.code().unwrap_or(1);
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    let mut ended: Option<Ending> = None;
+    // Until /health answers 200: poll it, watching QEMU and the stop flag.
+    while ended.is_none() {
+        let mut watch = || {
+            ended = check(&mut child, &stop);
+            ended.as_ref().map(|_| "stopped".to_string())
+        };
+        match http_poll_get(port, "/health", Duration::from_secs(3600), &mut watch) {
+            Ok(response) if response.status == 200 => {
+                println!(
+                    "keel is up: http://127.0.0.1:{port}/  (health: http://127.0.0.1:{port}/health)"
+                );
+                eprintln!(
+                    "run: healthy {:.2} s after QEMU started",
+                    started.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            _ => thread::sleep(POLL),
         }
-        if stop.load(Ordering::SeqCst) {
+    }
+    // Then until QEMU exits or we are told to stop.
+    let ending = loop {
+        if let Some(ending) = ended.take().or_else(|| check(&mut child, &stop)) {
+            break ending;
+        }
+        thread::sleep(POLL);
+    };
+    let status = match ending {
+        Ending::Exited(status) => {
+            eprintln!("run: QEMU exited ({status})");
+            status
+        }
+        Ending::Stop => {
             eprintln!("run: stopping QEMU (pid {})", child.id());
             // Child::kill signals QEMU's own pid.
             let _ = child.kill();
-            let status = child.wait().context(|| "reaping QEMU".into())?;
-            let code = status.code().unwrap_or(130);
-            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+            child.wait().context(|| "reaping QEMU".into())?
         }
-        if !up
-            && http_get_once(port, "/health", Duration::from_secs(1)).is_ok_and(|r| r.status == 200)
-        {
-            up = true;
-            println!(
-                "keel is up: http://127.0.0.1:{port}/  (health: http://127.0.0.1:{port}/health)"
-            );
-            eprintln!(
-                "run: healthy {:.2} s after QEMU started",
-                started.elapsed().as_secs_f64()
-            );
-        }
-        thread::sleep(POLL);
+    };
+    let code = status.code().unwrap_or(130);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Why the run ends.
+enum Ending {
+    Exited(ExitStatus),
+    Stop,
+}
+
+fn check(child: &mut Child, stop: &AtomicBool) -> Option<Ending> {
+    if stop.load(Ordering::SeqCst) {
+        return Some(Ending::Stop);
+    }
+    match child.try_wait() {
+        Ok(Some(status)) => Some(Ending::Exited(status)),
+        Ok(None) => None,
+        // Cannot poll it: stop it rather than leave it unwatched.
+        Err(_) => Some(Ending::Stop),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +37,7 @@ pub fn get(port: u16, path: &str, timeout: Duration) -> io::Result<HttpResponse>
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: keel-qemu-tests\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes())?;
+    stream.write_all(request(port, path).as_bytes())?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -66,6 +63,133 @@ pub fn get(port: u16, path: &str, timeout: Duration) -> io::Result<HttpResponse>
             ),
         )
     })
+}
+
+/// How often [`poll_get`] opens another attempt while none has answered.
+pub const POLL_ATTEMPT_INTERVAL: Duration = Duration::from_millis(100);
+/// An attempt that has received nothing for this long is given up.
+pub const POLL_ATTEMPT_PATIENCE: Duration = Duration::from_secs(3);
+/// At most this many attempts are in flight at once.
+const POLL_MAX_IN_FLIGHT: usize = 32;
+
+/// One in-flight request of [`poll_get`].
+struct Attempt {
+    stream: TcpStream,
+    raw: Vec<u8>,
+    last_progress: Instant,
+}
+
+/// `GET path` until some attempt gets a complete response (of any status),
+/// `timeout` passes, or `stop` returns a reason to give up.
+///
+/// QEMU's user-mode network accepts the loopback connection at once and only
+/// then tries the guest, retrying its SYN on a timer of seconds while the
+/// guest is not reachable yet. One attempt at a time would therefore see the
+/// guest come up seconds late; instead a fresh attempt starts every
+/// [`POLL_ATTEMPT_INTERVAL`] while older ones stay open, so readiness is seen
+/// within about that interval. GET is idempotent, so duplicates are harmless.
+pub fn poll_get(
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    stop: &mut dyn FnMut() -> Option<String>,
+) -> io::Result<HttpResponse> {
+    let start = Instant::now();
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let request = request(port, path);
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut last_open: Option<Instant> = None;
+    let mut last_error = String::from("no attempt finished");
+    loop {
+        if let Some(reason) = stop() {
+            return Err(io::Error::other(reason));
+        }
+        if start.elapsed() >= timeout {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no HTTP answer within {:.1} s (last error: {last_error})",
+                    timeout.as_secs_f64()
+                ),
+            ));
+        }
+        if last_open.is_none_or(|t| t.elapsed() >= POLL_ATTEMPT_INTERVAL) {
+            if attempts.len() >= POLL_MAX_IN_FLIGHT {
+                attempts.remove(0);
+            }
+            last_open = Some(Instant::now());
+            let opened =
+                TcpStream::connect_timeout(&addr, Duration::from_secs(1)).and_then(|mut stream| {
+                    stream.write_all(request.as_bytes())?;
+                    stream.set_nonblocking(true)?;
+                    Ok(stream)
+                });
+            match opened {
+                Ok(stream) => attempts.push(Attempt {
+                    stream,
+                    raw: Vec::new(),
+                    last_progress: Instant::now(),
+                }),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        let mut i = 0;
+        while i < attempts.len() {
+            match poll_attempt(&mut attempts[i]) {
+                Ok(Some(response)) => return Ok(response),
+                Ok(None) if attempts[i].last_progress.elapsed() < POLL_ATTEMPT_PATIENCE => i += 1,
+                Ok(None) => {
+                    last_error = "an attempt got no answer in time".into();
+                    attempts.remove(i);
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    attempts.remove(i);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads what is there; a complete response, `None` to keep waiting, or an
+/// error when the attempt is over without one.
+fn poll_attempt(attempt: &mut Attempt) -> io::Result<Option<HttpResponse>> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match attempt.stream.read(&mut buf) {
+            Ok(0) => {
+                return parse(&attempt.raw, true)?.map(Some).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "connection closed after {} bytes, before a complete response",
+                            attempt.raw.len()
+                        ),
+                    )
+                });
+            }
+            Ok(n) => {
+                attempt.raw.extend_from_slice(&buf[..n]);
+                attempt.last_progress = Instant::now();
+                if let Some(response) = parse(&attempt.raw, false)? {
+                    return Ok(Some(response));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !attempt.raw.is_empty() => {
+                return parse(&attempt.raw, true);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn request(port: u16, path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: keel-qemu-tests\r\nConnection: close\r\n\r\n"
+    )
 }
 
 /// Parses a response; `Ok(None)` while more bytes are needed. With `at_eof`

@@ -8,7 +8,7 @@
 //! loopback port to the guest's port 80: nothing leaves the machine.
 #![forbid(unsafe_code)]
 
-mod http;
+pub mod http;
 mod testdir;
 
 use std::fmt;
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub use http::{HttpResponse, get as http_get_once};
+pub use http::{HttpResponse, get as http_get_once, poll_get as http_poll_get};
 pub use testdir::{TestDir, workspace_root};
 
 /// Environment variable naming the keel image ELF to boot.
@@ -527,14 +527,6 @@ impl Qemu {
         lock(&self.child).try_wait().map_err(io_err("polling QEMU"))
     }
 
-    /// Checks that QEMU still runs; `what` names what the caller waits for.
-    fn ensure_running(&self, what: &str) -> Result<(), HarnessError> {
-        if let Some(status) = self.try_exit_status()? {
-            return Err(self.exited_error(what, status));
-        }
-        Ok(())
-    }
-
     fn exited_error(&self, what: &str, status: ExitStatus) -> HarnessError {
         if self.watchdog_fired.load(Ordering::SeqCst) {
             HarnessError::HardTimeout {
@@ -582,25 +574,31 @@ impl Qemu {
         }
     }
 
-    /// `GET path` on the forwarded port, retrying connection failures and
-    /// empty answers (the guest is not listening yet) until `timeout`.
+    /// `GET path` on the forwarded port until a complete response arrives
+    /// (of any status), retrying while the guest is not listening yet (see
+    /// [`http::poll_get`]). Fails on timeout or when QEMU exits first.
     pub fn http_get(&self, path: &str, timeout: Duration) -> Result<HttpResponse, HarnessError> {
         let what = format!("an HTTP answer to GET {path} on 127.0.0.1:{}", self.port);
-        let start = Instant::now();
-        let mut last_error = String::new();
-        loop {
-            self.ensure_running(&what)?;
-            let remaining = timeout.saturating_sub(start.elapsed());
-            if remaining.is_zero() {
-                return Err(
-                    self.timeout_error(&format!("{what} (last error: {last_error})"), timeout)
-                );
+        let mut exited = None;
+        let mut stop = || match self.try_exit_status() {
+            Ok(None) => None,
+            Ok(Some(status)) => {
+                exited = Some(status);
+                Some("QEMU exited".to_string())
             }
-            match http::get(self.port, path, remaining.min(Duration::from_secs(10))) {
-                Ok(response) => return Ok(response),
-                Err(e) => last_error = e.to_string(),
+            Err(e) => Some(e.to_string()),
+        };
+        let result = http::poll_get(self.port, path, timeout, &mut stop);
+        match (result, exited) {
+            (Ok(response), _) => Ok(response),
+            (Err(_), Some(status)) => Err(self.exited_error(&what, status)),
+            (Err(e), None) if e.kind() == io::ErrorKind::TimedOut => {
+                Err(self.timeout_error(&format!("{what} ({e})"), timeout))
             }
-            thread::sleep(Duration::from_millis(20));
+            (Err(e), None) => Err(HarnessError::Io {
+                context: what,
+                source: e,
+            }),
         }
     }
 
