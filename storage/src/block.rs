@@ -6,7 +6,11 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockError {
     /// The range `[lba, lba + blocks)` is beyond the device's end.
-    OutOfRange { lba: u64, blocks: u64, capacity: u64 },
+    OutOfRange {
+        lba: u64,
+        blocks: u64,
+        capacity: u64,
+    },
     /// The buffer length is not a non-zero multiple of the block size.
     Misaligned { len: usize, block_size: u32 },
     /// The device is read-only.
@@ -18,13 +22,20 @@ pub enum BlockError {
 impl fmt::Display for BlockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BlockError::OutOfRange { lba, blocks, capacity } => write!(
+            BlockError::OutOfRange {
+                lba,
+                blocks,
+                capacity,
+            } => write!(
                 f,
                 "blocks {lba}..{} are beyond the device end ({capacity} blocks)",
                 lba.saturating_add(*blocks)
             ),
             BlockError::Misaligned { len, block_size } => {
-                write!(f, "buffer of {len} bytes is not a multiple of the {block_size}-byte block")
+                write!(
+                    f,
+                    "buffer of {len} bytes is not a multiple of the {block_size}-byte block"
+                )
             }
             BlockError::ReadOnly => write!(f, "device is read-only"),
             BlockError::Io => write!(f, "I/O error"),
@@ -71,7 +82,11 @@ pub fn check_request(
     let capacity = dev.num_blocks();
     match lba.checked_add(blocks) {
         Some(end) if end <= capacity => Ok(blocks),
-        _ => Err(BlockError::OutOfRange { lba, blocks, capacity }),
+        _ => Err(BlockError::OutOfRange {
+            lba,
+            blocks,
+            capacity,
+        }),
     }
 }
 
