@@ -28,12 +28,31 @@ pub fn build_id(paths: &Paths) -> String {
     format!("{}{}", hash.trim(), if dirty { "-dirty" } else { "" })
 }
 
+/// Path prefixes that would otherwise be baked into panic locations and
+/// debug info: the workspace and the cargo home differ between machines, and
+/// the image must be the same bytes wherever the same commit is built.
+fn remap_flags(paths: &Paths) -> String {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let mut flags = vec![format!(
+        "'--remap-path-prefix={}=/keel'",
+        paths.root.display()
+    )];
+    if let Some(home) = cargo_home {
+        flags.push(format!("'--remap-path-prefix={}=/cargo'", home.display()));
+    }
+    // Merged with (appended to) the rustflags in .cargo/config.toml.
+    format!("target.{IMAGE_TARGET}.rustflags=[{}]", flags.join(", "))
+}
+
 /// Builds the image and copies it to `target/image/keel.elf`; returns that path.
 pub fn build(paths: &Paths) -> Result<PathBuf> {
     let build_id = build_id(paths);
     println!("build: keel image, build id {build_id}");
     run_status(
         cargo(paths)
+            .args(["--config", &remap_flags(paths)])
             .args([
                 "build",
                 "--release",
