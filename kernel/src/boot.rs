@@ -102,6 +102,7 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
         option_env!("KEEL_BUILD_ID").unwrap_or("dev"),
         bi.protocol
     );
+    log::info!("cmdline: {}", bi.cmdline);
     let mut brand = [0u8; 48];
     log::info!(
         "cpu: {}; svm={} vmx={} x2apic={}",

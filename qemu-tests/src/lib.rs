@@ -34,6 +34,8 @@ pub const HOST_CONFIG_BIN_ENV: &str = "KEEL_HOST_CONFIG_BIN";
 pub const QEMU_BIN: &str = "qemu-system-x86_64";
 /// The hard timeout of a QEMU run unless the builder sets another.
 pub const DEFAULT_HARD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Firmware plus GRUB take longer than a direct `-kernel` boot.
+pub const HARD_TIMEOUT_GRUB: Duration = Duration::from_secs(180);
 /// The MAC address of the guest's NIC (the image reports it on its serial log).
 pub const GUEST_MAC: &str = "52:54:00:12:34:56";
 /// The guest port the host forward points at.
@@ -216,6 +218,9 @@ pub struct Machine {
     pub initrd: Option<PathBuf>,
     /// Raw disk images, each a virtio-blk device (`d0`, `d1`, ...).
     pub disks: Vec<PathBuf>,
+    /// Boot this ISO through the firmware (`-cdrom`, `-boot d`) instead of
+    /// `-kernel`; `kernel`, `initrd` and `append` are then unused.
+    pub cdrom: Option<PathBuf>,
 }
 
 impl Machine {
@@ -228,6 +233,7 @@ impl Machine {
             append: None,
             initrd: None,
             disks: Vec::new(),
+            cdrom: None,
         }
     }
 
@@ -254,12 +260,17 @@ impl Machine {
         args.extend(["-smp".into(), self.cpus.to_string()]);
         args.extend(["-m".into(), self.memory_mib.to_string()]);
         args.extend(["-serial".into(), serial.to_string()]);
-        args.extend(["-kernel".into(), self.kernel.display().to_string()]);
-        if let Some(initrd) = &self.initrd {
-            args.extend(["-initrd".into(), initrd.display().to_string()]);
-        }
-        if let Some(append) = &self.append {
-            args.extend(["-append".into(), append.clone()]);
+        if let Some(iso) = &self.cdrom {
+            args.extend(["-cdrom".into(), iso.display().to_string()]);
+            args.extend(["-boot".into(), "d".into()]);
+        } else {
+            args.extend(["-kernel".into(), self.kernel.display().to_string()]);
+            if let Some(initrd) = &self.initrd {
+                args.extend(["-initrd".into(), initrd.display().to_string()]);
+            }
+            if let Some(append) = &self.append {
+                args.extend(["-append".into(), append.clone()]);
+            }
         }
         args.extend([
             "-netdev".into(),
@@ -285,6 +296,7 @@ impl Machine {
         for path in std::iter::once(&self.kernel)
             .chain(&self.initrd)
             .chain(&self.disks)
+            .chain(&self.cdrom)
         {
             if !path.is_file() {
                 return Err(HarnessError::MissingFile {
@@ -339,6 +351,11 @@ impl QemuBuilder {
     }
 
     /// Adds a raw disk image as a virtio-blk device (the first is `d0`).
+    pub fn cdrom(mut self, path: impl Into<PathBuf>) -> Self {
+        self.machine.cdrom = Some(path.into());
+        self
+    }
+
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.machine.disks.push(path.into());
         self

@@ -75,3 +75,8 @@ fn smp_2_cpus() {
 fn smp_4_cpus() {
     smp(4);
 }
+
+#[test]
+fn smp_8_cpus() {
+    smp(8);
+}

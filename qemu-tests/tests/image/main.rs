@@ -6,6 +6,7 @@
 mod boot;
 mod disk;
 mod faults;
+mod grub;
 mod host_config;
 mod power;
 
