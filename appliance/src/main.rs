@@ -43,9 +43,15 @@ impl Platform for Machine {
     }
 }
 
-/// The host config from the first boot module that is one; defaults otherwise.
+/// The host config: the archive file `host-config.bin`, else the first bare
+/// boot module that decodes as one; defaults otherwise.
 fn host_config(boot: &Boot) -> HostConfig {
-    for module in &boot.modules {
+    let from_archive = boot
+        .files
+        .iter()
+        .filter(|(name, _)| name == "host-config.bin")
+        .map(|(_, data)| data);
+    for module in from_archive.chain(boot.modules.iter()) {
         match host_config::decode(module) {
             Ok(cfg) => {
                 log::info!(
@@ -85,9 +91,34 @@ fn report_disks(boot: &mut Boot) {
     }
 }
 
+/// Guest RAM for VMs started from boot files, until per-VM settings come
+/// through the host config and the API.
+const BOOT_GUEST_MEMORY_MIB: u64 = 64;
+
+/// Starts every `guests/<name>.elf` boot file as a VM.
+fn start_boot_guests(boot: &mut Boot) {
+    for (path, image) in boot.files.iter_mut() {
+        let Some(name) = path
+            .strip_prefix("guests/")
+            .and_then(|p| p.strip_suffix(".elf"))
+        else {
+            continue;
+        };
+        let spec = kernel::hv::vm::VmSpec {
+            name: name.into(),
+            image: core::mem::take(image),
+            memory_mib: BOOT_GUEST_MEMORY_MIB,
+        };
+        if let Err(e) = kernel::hv::vm::start(spec) {
+            log::error!("vm {name}: not started: {e}");
+        }
+    }
+}
+
 fn main(mut boot: Boot) -> ! {
     let config = host_config(&boot);
     report_disks(&mut boot);
+    start_boot_guests(&mut boot);
     let wanted = config.management.interface.clone();
     let index = wanted
         .strip_prefix("eth")

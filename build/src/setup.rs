@@ -18,6 +18,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "xorriso",
     "mtools",
     "cpio",
+    "binutils",
     "busybox-static",
     "tgt",
     "libiscsi-bin",

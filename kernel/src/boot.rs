@@ -19,8 +19,10 @@ pub struct Boot {
     pub nics: Vec<VirtioNic>,
     /// Disks in PCI order: `blk0` is the first.
     pub disks: Vec<VirtioDisk>,
-    /// Boot modules (the host config), copied out of loader memory.
+    /// Boot modules that are not archives (a bare host config), copied out of loader memory.
     pub modules: Vec<Vec<u8>>,
+    /// Files of boot modules that are cpio archives: (path, contents).
+    pub files: Vec<(String, Vec<u8>)>,
     /// The kernel command line.
     pub cmdline: String,
 }
@@ -163,10 +165,27 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
         selftest(test);
     }
 
+    let (archives, modules): (Vec<_>, Vec<_>) = modules
+        .into_iter()
+        .partition(|m| crate::cpio::is_archive(m));
+    let mut files = Vec::new();
+    for a in &archives {
+        match crate::cpio::files(a) {
+            Ok(f) => files.extend(f),
+            Err(e) => log::error!(
+                "boot module archive of {} bytes is damaged, ignored: {e:?}",
+                a.len()
+            ),
+        }
+    }
+    for (name, data) in &files {
+        log::info!("boot file {name} ({} bytes)", data.len());
+    }
     let boot = Boot {
         nics,
         disks,
         modules,
+        files,
         cmdline: String::from(bi.cmdline.as_str()),
     };
     // SAFETY: `keel_main` is defined by the image through `entry_point!`, which
@@ -175,7 +194,7 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
 }
 
 /// Frame allocator, direct map and heap; then copies the boot modules out of
-/// loader memory (which is not reserved afterwards... it stays reserved, cheap).
+/// loader memory (whose frames stay reserved).
 fn init_memory(bi: &BootInfo) -> Vec<Vec<u8>> {
     let (k_start, k_end) = (
         core::ptr::addr_of!(__kernel_start) as u64,

@@ -6,12 +6,13 @@
 //! host, where their unit tests run.
 #![cfg_attr(not(test), no_std)]
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
 pub mod acpi_s5;
 pub mod bootinfo;
 pub mod cmdline;
+pub mod cpio;
+pub mod hv;
 pub mod mem;
 
 #[cfg(target_os = "none")]

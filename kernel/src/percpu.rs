@@ -1,13 +1,15 @@
 //! Per-CPU data, found through the GS base register.
 
+use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use spin::Mutex;
 
 use crate::arch::x86_64::cpu::{self, msr};
 
 /// What each CPU knows about itself. `self_ptr` must stay first: `current()`
 /// reads it at `gs:[0]`.
 #[repr(C)]
-#[derive(Debug)]
 pub struct PerCpu {
     self_ptr: *const PerCpu,
     pub index: u32,
@@ -17,10 +19,27 @@ pub struct PerCpu {
     pub online: AtomicBool,
     pub ipis: AtomicU64,
     pub timer_ticks: AtomicU64,
+    /// Work handed to this CPU (a vCPU loop); taken by its idle loop.
+    pub job: Mutex<Option<Job>>,
+    /// Whether the CPU is claimed for a job.
+    pub busy: AtomicBool,
 }
 
+impl core::fmt::Debug for PerCpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PerCpu")
+            .field("index", &self.index)
+            .field("apic_id", &self.apic_id)
+            .field("busy", &self.busy.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Work another CPU runs to completion.
+pub type Job = Box<dyn FnOnce() + Send>;
+
 // SAFETY: `self_ptr` is only a back-pointer to the same immutable-after-setup
-// structure; the mutable fields are atomics.
+// structure; the mutable fields are atomics or behind a lock.
 unsafe impl Sync for PerCpu {}
 // SAFETY: as above.
 unsafe impl Send for PerCpu {}
@@ -36,6 +55,8 @@ impl PerCpu {
             online: AtomicBool::new(false),
             ipis: AtomicU64::new(0),
             timer_ticks: AtomicU64::new(0),
+            job: Mutex::new(None),
+            busy: AtomicBool::new(false),
         }
     }
 }

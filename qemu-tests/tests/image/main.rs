@@ -8,6 +8,7 @@ mod disk;
 mod faults;
 mod grub;
 mod host_config;
+mod hypervisor;
 mod power;
 
 use std::time::Duration;

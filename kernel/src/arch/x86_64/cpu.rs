@@ -194,6 +194,14 @@ pub fn sti_hlt_cli() {
     unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) }
 }
 
+/// Lets interrupts that arrived while they were masked be taken now (after a
+/// VM exit for a physical interrupt), then masks them again.
+pub fn service_pending_interrupts() {
+    // SAFETY: the IDT is loaded; STI takes effect after NOP, so pending
+    // interrupts are delivered between NOP and CLI; handlers preserve state.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) }
+}
+
 /// Halts this CPU for good with interrupts masked (NMIs still wake it; the NMI
 /// handler returns here).
 pub fn halt_forever() -> ! {

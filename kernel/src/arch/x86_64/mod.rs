@@ -6,6 +6,8 @@ pub mod cpu;
 pub mod gdt;
 pub mod idt;
 pub mod ioapic;
+pub mod npt;
 pub mod pic;
+pub mod svm;
 pub mod trampoline;
 pub mod trap;

@@ -1,0 +1,146 @@
+//! A 16550A UART as guests see it at 0x3f8: enough for Linux's 8250 driver
+//! and early console to probe it and write through it. Transmitted bytes go
+//! to a [`ConsoleSink`]; there is no receive path yet (the guest console is
+//! output-only until the API's console class exists).
+
+/// Where transmitted bytes go.
+pub trait ConsoleSink {
+    fn put(&mut self, byte: u8);
+}
+
+mod reg {
+    pub const DATA: u16 = 0; // RBR/THR, DLL with DLAB
+    pub const IER: u16 = 1; // DLM with DLAB
+    pub const IIR_FCR: u16 = 2;
+    pub const LCR: u16 = 3;
+    pub const MCR: u16 = 4;
+    pub const LSR: u16 = 5;
+    pub const MSR: u16 = 6;
+    pub const SCR: u16 = 7;
+}
+
+const LCR_DLAB: u8 = 0x80;
+const LSR_THRE: u8 = 0x20;
+const LSR_TEMT: u8 = 0x40;
+const IIR_NO_INTERRUPT: u8 = 0x01;
+const IIR_FIFO_ENABLED: u8 = 0xc0;
+const MCR_LOOPBACK: u8 = 0x10;
+
+/// Register state, kept plain so it can be saved for migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UartState {
+    pub ier: u8,
+    pub lcr: u8,
+    pub mcr: u8,
+    pub scr: u8,
+    pub dll: u8,
+    pub dlm: u8,
+    pub fifo_enabled: bool,
+    /// Byte held in loopback mode (what a guest reads back when probing).
+    pub loopback: Option<u8>,
+}
+
+#[derive(Debug, Default)]
+pub struct Uart<S: ConsoleSink> {
+    pub state: UartState,
+    pub sink: S,
+}
+
+impl<S: ConsoleSink> Uart<S> {
+    pub fn new(sink: S) -> Uart<S> {
+        Uart {
+            state: UartState {
+                dll: 1,
+                ..UartState::default()
+            },
+            sink,
+        }
+    }
+
+    /// A read of register `offset` (0..8).
+    pub fn read(&mut self, offset: u16) -> u8 {
+        let s = &mut self.state;
+        let dlab = s.lcr & LCR_DLAB != 0;
+        match offset {
+            reg::DATA if dlab => s.dll,
+            reg::DATA => s.loopback.take().unwrap_or(0),
+            reg::IER if dlab => s.dlm,
+            reg::IER => s.ier,
+            reg::IIR_FCR => IIR_NO_INTERRUPT | if s.fifo_enabled { IIR_FIFO_ENABLED } else { 0 },
+            reg::LCR => s.lcr,
+            reg::MCR => s.mcr,
+            reg::LSR => LSR_THRE | LSR_TEMT | u8::from(s.loopback.is_some()),
+            // In loopback, modem outputs appear on the inputs (Linux's probe checks this).
+            // RTS→CTS, DTR→DSR, OUT1→RI, OUT2→DCD.
+            reg::MSR if s.mcr & MCR_LOOPBACK != 0 => {
+                ((s.mcr & 0x02) << 3) | ((s.mcr & 0x01) << 5) | ((s.mcr & 0x0c) << 4)
+            }
+            reg::MSR => 0xb0, // DCD, DSR, CTS asserted: a cable is attached
+            reg::SCR => s.scr,
+            _ => 0xff,
+        }
+    }
+
+    /// A write of `value` to register `offset` (0..8).
+    pub fn write(&mut self, offset: u16, value: u8) {
+        let dlab = self.state.lcr & LCR_DLAB != 0;
+        match offset {
+            reg::DATA if dlab => self.state.dll = value,
+            reg::DATA if self.state.mcr & MCR_LOOPBACK != 0 => self.state.loopback = Some(value),
+            reg::DATA => self.sink.put(value),
+            reg::IER if dlab => self.state.dlm = value,
+            reg::IER => self.state.ier = value & 0x0f,
+            reg::IIR_FCR => self.state.fifo_enabled = value & 1 != 0,
+            reg::LCR => self.state.lcr = value,
+            reg::MCR => self.state.mcr = value & 0x1f,
+            reg::SCR => self.state.scr = value,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Vec<u8>);
+    impl ConsoleSink for Collect {
+        fn put(&mut self, b: u8) {
+            self.0.push(b);
+        }
+    }
+
+    #[test]
+    fn transmits_and_reports_empty_holding_register() {
+        let mut u = Uart::new(Collect::default());
+        assert_ne!(u.read(5) & LSR_THRE, 0);
+        for b in b"hi\n" {
+            u.write(0, *b);
+        }
+        assert_eq!(u.sink.0, b"hi\n");
+    }
+
+    #[test]
+    fn divisor_latch_and_scratch_and_loopback_probe() {
+        let mut u = Uart::new(Collect::default());
+        u.write(3, 0x83); // DLAB + 8N1
+        u.write(0, 0x01);
+        u.write(1, 0x00);
+        assert_eq!((u.read(0), u.read(1)), (1, 0));
+        u.write(3, 0x03);
+        u.write(7, 0x5a);
+        assert_eq!(u.read(7), 0x5a);
+        // Linux's autoconfig: loopback with OUT2|RTS, expects CTS|DCD back in MSR
+        u.write(4, 0x10 | 0x0a);
+        assert_eq!(u.read(6) & 0xf0, 0x90);
+        u.write(0, b'x');
+        assert_eq!(u.read(5) & 1, 1);
+        assert_eq!(u.read(0), b'x');
+        assert!(
+            u.sink.0.is_empty(),
+            "loopback bytes never reach the console"
+        );
+        assert_eq!(u.read(9), 0xff);
+    }
+}

@@ -1,0 +1,14 @@
+//! The hypervisor: what a VM is made of and how its exits are handled,
+//! independent of SVM or VMX (the backends live in `arch::x86_64`).
+
+pub mod cpuid;
+pub mod devices;
+pub mod elf;
+pub mod exit;
+pub mod longmode;
+pub mod memory;
+#[cfg(target_os = "none")]
+pub mod vm;
+
+pub use exit::{Exception, GuestRegs, Vcpu, VmExit};
+pub use memory::{GuestAddress, GuestMemory};

@@ -1,0 +1,8 @@
+/* Hostile guest: writes to guest-physical memory that is not its RAM. */
+    .code64
+    .text
+    .global _start
+_start:
+    mov $0xfec00000, %rdi
+    movl $0xdeadbeef, (%rdi)
+    hlt

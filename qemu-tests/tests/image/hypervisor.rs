@@ -1,0 +1,140 @@
+//! The hypervisor (AMD SVM with nested paging, emulated by QEMU TCG): guests
+//! from `qemu-tests/guests/` are assembled, packed into the boot-module
+//! archive as `guests/<name>.elf`, and started by the image at boot.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::{BOOT_TIMEOUT, health, keel};
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Assembles `qemu-tests/guests/<name>.S` into a static ELF linked at 2 MiB.
+fn assemble(name: &str, out_dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guests")
+        .join(format!("{name}.S"));
+    let obj = out_dir.join(format!("{name}.o"));
+    let elf = out_dir.join(format!("{name}.elf"));
+    run(Command::new("as").arg("--64").arg("-o").arg(&obj).arg(&src));
+    run(Command::new("ld")
+        .args([
+            "-static",
+            "-nostdlib",
+            "-Ttext=0x200000",
+            "-e",
+            "_start",
+            "-o",
+        ])
+        .arg(&elf)
+        .arg(&obj));
+    elf
+}
+
+/// A newc cpio archive (the boot-module format for several files) of `files`:
+/// (path inside the archive, contents).
+fn archive(dir: &Path, files: &[(String, Vec<u8>)]) -> PathBuf {
+    let root = dir.join("archive");
+    for (path, data) in files {
+        let at = root.join(path);
+        fs::create_dir_all(at.parent().expect("archive paths have a folder"))
+            .expect("archive tree");
+        fs::write(at, data).expect("write archive file");
+    }
+    let archive = dir.join("modules.cpio");
+    let list: String = files.iter().map(|(p, _)| format!("{p}\n")).collect();
+    let mut child = Command::new("cpio")
+        .args(["-o", "-H", "newc", "--quiet"])
+        .current_dir(&root)
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&archive).expect("create archive"))
+        .spawn()
+        .expect("run cpio");
+    child
+        .stdin
+        .take()
+        .expect("cpio stdin")
+        .write_all(list.as_bytes())
+        .expect("feed cpio");
+    assert!(child.wait().expect("cpio").success());
+    archive
+}
+
+/// The archive of `guests/<name>.elf` for each assembled guest.
+fn guest_archive(dir: &Path, guests: &[&str]) -> PathBuf {
+    let files: Vec<(String, Vec<u8>)> = guests
+        .iter()
+        .map(|g| {
+            (
+                format!("guests/{g}.elf"),
+                fs::read(assemble(g, dir)).expect("read guest"),
+            )
+        })
+        .collect();
+    archive(dir, &files)
+}
+
+#[test]
+fn guests_run_and_hostile_guests_are_stopped() {
+    let builder = keel(4, 1024);
+    let archive = guest_archive(builder.dir(), &["ports", "mmio", "hello"]);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+
+    // Hostile guests are stopped with a reason...
+    qemu.wait_for_serial("vm ports: crashed: triple fault", BOOT_TIMEOUT)
+        .expect("ports guest stopped");
+    qemu.wait_for_serial(
+        "vm mmio: crashed: write to guest-physical 0xfec00000, which is not the VM's memory",
+        BOOT_TIMEOUT,
+    )
+    .expect("mmio guest stopped");
+    // ...while a well-behaved guest runs to its end after them,
+    for line in [
+        "vm hello: hello from a keel guest",
+        "vm hello: hypervisor KeelKeelKeel",
+        "vm hello: #GP for an unknown MSR",
+        "vm hello: resumed after the #GP",
+        "vm hello: halted after",
+    ] {
+        qemu.wait_for_serial(line, BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    // ...and the host carries on.
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+    assert_eq!(json["cpus"], 4, "{json}");
+    let serial = qemu.serial();
+    assert!(
+        !serial.contains("KERNEL PANIC") && !serial.contains("EXCEPTION"),
+        "the host faulted"
+    );
+}
+
+#[test]
+fn a_bad_guest_image_is_refused_and_the_host_carries_on() {
+    let builder = keel(2, 512);
+    let junk = (
+        String::from("guests/junk.elf"),
+        b"\x7fELF this is not a real executable".to_vec(),
+    );
+    let archive = archive(builder.dir(), &[junk]);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial(
+        "vm junk: not started: the guest image cannot be loaded",
+        BOOT_TIMEOUT,
+    )
+    .expect("junk image refused");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+}
