@@ -9,10 +9,13 @@ extern crate alloc;
 use core::fmt::Write as _;
 use core::time::Duration;
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 use appliance::Appliance;
 use appliance::platform::{Platform, SystemInfo};
 use host_config::HostConfig;
 use kernel::Boot;
+use kernel::hv::vm::{GuestBoot, VmSpec};
 use storage::BlockDevice;
 
 kernel::entry_point!(main);
@@ -91,24 +94,74 @@ fn report_disks(boot: &mut Boot) {
     }
 }
 
-/// Guest RAM for VMs started from boot files, until per-VM settings come
-/// through the host config and the API.
-const BOOT_GUEST_MEMORY_MIB: u64 = 64;
+/// Guest RAM for VMs started from boot files when no `memory_mib` file says
+/// otherwise, until per-VM settings come through the host config and the API.
+const ELF_GUEST_MEMORY_MIB: u64 = 64;
+const LINUX_GUEST_MEMORY_MIB: u64 = 256;
 
-/// Starts every `guests/<name>.elf` boot file as a VM.
+/// The boot file `path`, taken out of `boot` (empty files count as absent).
+fn take_file(boot: &mut Boot, path: &str) -> Option<Vec<u8>> {
+    boot.files
+        .iter_mut()
+        .find(|(p, data)| p == path && !data.is_empty())
+        .map(|(_, data)| core::mem::take(data))
+}
+
+/// Starts the guests carried in boot files: every `guests/<name>.elf` (a
+/// static ELF) and every `guests/<name>/kernel` (a Linux bzImage, with
+/// optional `initrd`, `cmdline` and `memory_mib` files beside it).
 fn start_boot_guests(boot: &mut Boot) {
-    for (path, image) in boot.files.iter_mut() {
-        let Some(name) = path
-            .strip_prefix("guests/")
-            .and_then(|p| p.strip_suffix(".elf"))
-        else {
+    let mut specs = Vec::new();
+    let names: Vec<String> = boot.files.iter().map(|(p, _)| p.clone()).collect();
+    for path in &names {
+        let Some(rest) = path.strip_prefix("guests/") else {
             continue;
         };
-        let spec = kernel::hv::vm::VmSpec {
-            name: name.into(),
-            image: core::mem::take(image),
-            memory_mib: BOOT_GUEST_MEMORY_MIB,
+        let text = |boot: &mut Boot, file: &str| {
+            take_file(
+                boot,
+                &alloc::format!("guests/{}/{file}", rest.trim_end_matches("/kernel")),
+            )
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         };
+        if let Some(name) = rest.strip_suffix(".elf") {
+            let Some(image) = take_file(boot, path) else {
+                continue;
+            };
+            specs.push(VmSpec {
+                name: name.into(),
+                boot: GuestBoot::Elf(image),
+                memory_mib: ELF_GUEST_MEMORY_MIB,
+            });
+        } else if let Some(name) = rest.strip_suffix("/kernel") {
+            let Some(kernel) = take_file(boot, path) else {
+                continue;
+            };
+            let initrd = take_file(boot, &alloc::format!("guests/{name}/initrd"));
+            let cmdline = text(boot, "cmdline").unwrap_or_default();
+            let memory_mib = match text(boot, "memory_mib").map(|t| t.parse::<u64>()) {
+                Some(Ok(mib)) => mib,
+                Some(Err(_)) => {
+                    log::error!(
+                        "vm {name}: memory_mib is not a number of MiB; using {LINUX_GUEST_MEMORY_MIB}"
+                    );
+                    LINUX_GUEST_MEMORY_MIB
+                }
+                None => LINUX_GUEST_MEMORY_MIB,
+            };
+            specs.push(VmSpec {
+                name: name.into(),
+                boot: GuestBoot::Linux {
+                    kernel,
+                    initrd,
+                    cmdline,
+                },
+                memory_mib,
+            });
+        }
+    }
+    for spec in specs {
+        let name = spec.name.clone();
         if let Err(e) = kernel::hv::vm::start(spec) {
             log::error!("vm {name}: not started: {e}");
         }

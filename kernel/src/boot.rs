@@ -123,7 +123,12 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
         platform.pm_timer.is_some_and(|t| t.1),
     )
     .unwrap_or_else(|e| fatal(format_args!("cannot calibrate the clock: {e:?}")));
-    log::info!("time: TSC at {} MHz", hz / 1_000_000);
+    time::read_cmos_clock();
+    log::info!(
+        "time: TSC at {} MHz, wall clock {} s since the epoch",
+        hz / 1_000_000,
+        time::wall_clock()
+    );
 
     if platform.has_8259 {
         pic::disable();

@@ -99,3 +99,69 @@ pub fn arm_timer(deadline: Duration) {
     let ticks = (wait.as_micros() * u128::from(per_ms) / 1000).clamp(1, u128::from(u32::MAX));
     apic::timer_oneshot(ticks as u32);
 }
+
+static WALL_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+
+/// Unix seconds of (year, month, day, hour, minute, second), civil calendar.
+fn unix_seconds(y: u64, m: u64, d: u64, hh: u64, mm: u64, ss: u64) -> u64 {
+    let (y, m) = if m <= 2 {
+        (y as i64 - 1, m + 9)
+    } else {
+        (y as i64, m - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m as i64 + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days.max(0) as u64) * 86_400 + hh * 3600 + mm * 60 + ss
+}
+
+/// Reads the machine's CMOS real-time clock (UTC, as PC firmware and QEMU keep it).
+pub fn read_cmos_clock() {
+    let read = |reg: u8| {
+        // SAFETY: 0x70/0x71 are the CMOS index/data ports; reading clock
+        // registers has no side effects (NMI stays enabled: bit 7 clear).
+        unsafe {
+            cpu::outb(0x70, reg);
+            cpu::inb(0x71)
+        }
+    };
+    for _ in 0..1_000_000 {
+        if read(0x0a) & 0x80 == 0 {
+            break;
+        }
+        cpu::pause();
+    }
+    let binary = read(0x0b) & 0x04 != 0;
+    let val = |reg: u8| {
+        let v = read(reg);
+        u64::from(if binary {
+            v
+        } else {
+            (v >> 4) * 10 + (v & 0x0f)
+        })
+    };
+    let (ss, mm, hh, d, m, y, c) = (
+        val(0),
+        val(2),
+        val(4) & 0x3f,
+        val(7),
+        val(8),
+        val(9),
+        val(0x32),
+    );
+    let year = if (19..=21).contains(&c) {
+        c * 100 + y
+    } else {
+        2000 + y
+    };
+    let t = unix_seconds(year, m.clamp(1, 12), d.clamp(1, 31), hh, mm, ss);
+    WALL_AT_BOOT.store(t.saturating_sub(now().as_secs()), Ordering::Relaxed);
+}
+
+/// Seconds since the Unix epoch (0 until the CMOS clock was read).
+pub fn wall_clock() -> u64 {
+    let base = WALL_AT_BOOT.load(Ordering::Relaxed);
+    if base == 0 { 0 } else { base + now().as_secs() }
+}

@@ -20,7 +20,7 @@ _start:
     lea gp_handler(%rip), %rax
     lea idt(%rip), %rdi
     mov %ax, 13*16+0(%rdi)
-    movw $0x08, 13*16+2(%rdi)
+    movw $0x10, 13*16+2(%rdi)
     movw $0x8e00, 13*16+4(%rdi)
     shr $16, %rax
     mov %ax, 13*16+6(%rdi)

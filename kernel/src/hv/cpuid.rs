@@ -21,8 +21,14 @@ mod bit {
     pub const L1_ECX_X2APIC: u32 = 1 << 21;
     pub const L1_ECX_HYPERVISOR: u32 = 1 << 31;
     pub const L1_EDX_HTT: u32 = 1 << 28;
+    /// Machine-check architecture: its MSR banks are not emulated.
+    pub const L1_EDX_MCE: u32 = 1 << 7;
+    pub const L1_EDX_MCA: u32 = 1 << 14;
     pub const X1_ECX_SVM: u32 = 1 << 2;
     pub const X1_ECX_CMP_LEGACY: u32 = 1 << 1;
+    /// RDTSCP and RDPID read IA32_TSC_AUX, which is not switched per guest yet.
+    pub const X1_EDX_RDTSCP: u32 = 1 << 27;
+    pub const L7_ECX_RDPID: u32 = 1 << 22;
 }
 
 /// The guest's view of `leaf`/`subleaf` given the host's answer.
@@ -39,11 +45,17 @@ pub fn guest_leaf(
             let mut l = host(leaf, subleaf);
             l.ecx &= !(bit::L1_ECX_VMX | bit::L1_ECX_X2APIC | bit::L1_ECX_MONITOR);
             l.ecx |= bit::L1_ECX_HYPERVISOR;
+            l.edx &= !(bit::L1_EDX_MCE | bit::L1_EDX_MCA);
             // EBX[31:24] initial APIC ID, [23:16] logical processors per package.
             l.ebx = (l.ebx & 0x0000_ffff) | ((vcpus.min(255)) << 16) | (vcpu.min(255) << 24);
             if vcpus > 1 {
                 l.edx |= bit::L1_EDX_HTT;
             }
+            l
+        }
+        0x7 if subleaf == 0 => {
+            let mut l = host(leaf, subleaf);
+            l.ecx &= !bit::L7_ECX_RDPID;
             l
         }
         // No monitor/mwait leaf; no topology or power-management leaves to lie about.
@@ -74,6 +86,7 @@ pub fn guest_leaf(
         0x8000_0001 => {
             let mut l = host(leaf, subleaf);
             l.ecx &= !(bit::X1_ECX_SVM | bit::X1_ECX_CMP_LEGACY);
+            l.edx &= !bit::X1_EDX_RDTSCP;
             l
         }
         // SVM feature leaf: nothing to report to a guest without SVM.
@@ -121,6 +134,7 @@ mod tests {
         assert_eq!(l1.ecx & bit::L1_ECX_VMX, 0);
         assert_eq!(l1.ecx & bit::L1_ECX_X2APIC, 0);
         assert_ne!(l1.ecx & bit::L1_ECX_HYPERVISOR, 0);
+        assert_eq!(l1.edx & (bit::L1_EDX_MCE | bit::L1_EDX_MCA), 0);
         assert_eq!(l1.ebx >> 24, 2);
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
         assert_eq!(
@@ -134,6 +148,10 @@ mod tests {
             s.extend_from_slice(&r.to_le_bytes());
         }
         assert_eq!(&s, SIGNATURE);
-        assert_eq!(guest_leaf(0x7, 0, host, 0, 1).eax, 7);
+        assert_eq!(guest_leaf(0x7, 1, host, 0, 1).eax, 7);
+        assert_eq!(
+            guest_leaf(0x8000_0001, 0, host, 0, 1).edx & bit::X1_EDX_RDTSCP,
+            0
+        );
     }
 }

@@ -30,6 +30,9 @@ pub enum VmExit {
     Shutdown,
     /// A physical interrupt arrived for the host.
     Interrupt,
+    /// The guest can take an interrupt now (requested with
+    /// [`Vcpu::request_interrupt_window`]).
+    InterruptWindow,
     Nmi,
     /// The hardware refused the guest state (VMRUN consistency checks).
     InvalidState,
@@ -79,6 +82,16 @@ pub trait Vcpu {
     fn rflags(&self) -> u64;
     /// Delivers `e` to the guest at the next entry.
     fn inject(&mut self, e: Exception);
+    /// Whether an event is already queued for the next entry.
+    fn event_pending(&self) -> bool;
+    /// Whether the guest would take an external interrupt now (IF set, no
+    /// interrupt shadow).
+    fn interruptible(&self) -> bool;
+    /// Delivers external interrupt `vector` at the next entry.
+    fn inject_interrupt(&mut self, vector: u8);
+    /// Asks for a [`VmExit::InterruptWindow`] as soon as the guest can take an
+    /// interrupt (or stops asking).
+    fn request_interrupt_window(&mut self, on: bool);
     /// Reads an MSR whose state the backend keeps (EFER, syscall MSRs, PAT, FS/GS base...).
     fn read_arch_msr(&self, msr: u32) -> Option<u64>;
     /// Writes such an MSR; false when the value is invalid (→ #GP).

@@ -13,8 +13,9 @@ pub const PD: u64 = 0x4000;
 /// Everything below this is the loader's; images load at or above it.
 pub const LOADER_END: u64 = 0x10_0000;
 
-pub const CODE_SELECTOR: u16 = 0x08;
-pub const DATA_SELECTOR: u16 = 0x10;
+/// Linux's boot protocol fixes these (__BOOT_CS, __BOOT_DS); other guests don't care.
+pub const CODE_SELECTOR: u16 = 0x10;
+pub const DATA_SELECTOR: u16 = 0x18;
 
 /// Control-register and entry state for a 64-bit start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +52,8 @@ pub fn prepare(
     entry: u64,
     stack_top: u64,
 ) -> Result<LongModeEntry, OutOfBounds> {
-    // null, 64-bit code, data
-    let gdt: [u64; 3] = [0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+    // null, unused, 64-bit code (0x10), data (0x18)
+    let gdt: [u64; 4] = [0, 0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     for (i, d) in gdt.iter().enumerate() {
         mem.write_u64(GuestAddress(GDT + 8 * i as u64), *d)?;
     }
@@ -97,7 +98,10 @@ mod tests {
         assert_eq!(m.read_u64(GuestAddress(PML4)).unwrap() & !0xfff, PDPT);
         assert_eq!(m.read_u64(GuestAddress(PD + 8)).unwrap(), (1 << 21) | 0x83);
         assert_eq!(
-            m.read_u64(GuestAddress(GDT + 8)).unwrap() >> 53 & 1,
+            m.read_u64(GuestAddress(GDT + u64::from(CODE_SELECTOR)))
+                .unwrap()
+                >> 53
+                & 1,
             1,
             "code segment is 64-bit"
         );

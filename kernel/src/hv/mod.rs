@@ -5,6 +5,7 @@ pub mod cpuid;
 pub mod devices;
 pub mod elf;
 pub mod exit;
+pub mod linux;
 pub mod longmode;
 pub mod memory;
 #[cfg(target_os = "none")]

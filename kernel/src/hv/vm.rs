@@ -7,31 +7,47 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::time::Duration;
 
 use spin::Mutex;
 
 use super::cpuid::{self, Leaf};
 use super::devices::uart::{ConsoleSink, Uart};
-use super::elf;
+use super::devices::{pic, pit, rtc};
 use super::exit::{Exception, Vcpu, VmExit};
 use super::longmode;
 use super::memory::GuestMemory;
+use super::{elf, linux};
 use crate::arch::x86_64::npt::NestedPageTable;
-use crate::arch::x86_64::{cpu, svm};
-use crate::{mem, smp};
+use crate::arch::x86_64::{apic, cpu, svm};
+use crate::{mem, smp, time};
 
 const COM1: u16 = 0x3f8;
 const TWO_MIB: u64 = 2 << 20;
 /// Bytes of console output kept per VM.
 const CONSOLE_RING: usize = 4096;
 const RFLAGS_IF: u64 = 1 << 9;
+/// Longest a vCPU runs before the host looks at it again.
+const MAX_SLICE: Duration = Duration::from_millis(10);
+
+/// What a VM boots.
+#[derive(Debug)]
+pub enum GuestBoot {
+    /// A static x86_64 ELF (a Hermit image, a test guest), entered in 64-bit mode.
+    Elf(Vec<u8>),
+    /// A Linux bzImage through the 64-bit boot protocol.
+    Linux {
+        kernel: Vec<u8>,
+        initrd: Option<Vec<u8>>,
+        cmdline: String,
+    },
+}
 
 /// What to start.
 #[derive(Debug)]
 pub struct VmSpec {
     pub name: String,
-    /// A static x86_64 ELF, entered in 64-bit mode.
-    pub image: Vec<u8>,
+    pub boot: GuestBoot,
     pub memory_mib: u64,
 }
 
@@ -50,6 +66,7 @@ pub enum VmState {
 pub enum VmError {
     NoMemory { mib: u64 },
     BadImage(elf::ElfError),
+    BadKernel(linux::LinuxError),
     Setup(String),
     NoFreeCpu,
 }
@@ -61,6 +78,7 @@ impl core::fmt::Display for VmError {
                 write!(f, "not enough host memory for {mib} MiB of guest RAM")
             }
             VmError::BadImage(e) => write!(f, "the guest image cannot be loaded: {e}"),
+            VmError::BadKernel(e) => write!(f, "the Linux kernel cannot be loaded: {e}"),
             VmError::Setup(e) => write!(f, "{e}"),
             VmError::NoFreeCpu => write!(f, "no host CPU is free to run the vCPU"),
         }
@@ -158,11 +176,22 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
     let mut ram = Ram { phys, bytes };
     let entry = {
         let mut m = ram.memory();
-        let loaded =
-            elf::load(&spec.image, &mut m, longmode::LOADER_END).map_err(VmError::BadImage)?;
-        longmode::prepare(&mut m, loaded.entry, bytes - 16)
-            .map_err(|e| VmError::Setup(format!("{e}")))?
+        match &spec.boot {
+            GuestBoot::Elf(image) => {
+                let loaded =
+                    elf::load(image, &mut m, longmode::LOADER_END).map_err(VmError::BadImage)?;
+                longmode::prepare(&mut m, loaded.entry, bytes - 16)
+                    .map_err(|e| VmError::Setup(format!("{e}")))?
+            }
+            GuestBoot::Linux {
+                kernel,
+                initrd,
+                cmdline,
+            } => linux::load(kernel, initrd.as_deref(), cmdline, &mut m)
+                .map_err(VmError::BadKernel)?,
+        }
     };
+    drop(spec.boot);
     let npt = NestedPageTable::identity_offset(phys, bytes)
         .map_err(|e| VmError::Setup(format!("nested paging: {e:?}")))?;
     let asid = NEXT_ASID.fetch_add(1, Ordering::Relaxed);
@@ -206,14 +235,111 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
     Ok(vm)
 }
 
+/// The legacy PC devices a guest finds on its port bus.
+struct Board {
+    uart: Uart<ConsoleLog>,
+    pic: pic::Pic,
+    pit: pit::Pit,
+    rtc: rtc::Rtc,
+    uart_line: bool,
+    unclaimed_ports: u64,
+}
+
+const IRQ_TIMER: u8 = 0;
+const IRQ_COM1: u8 = 4;
+
+impl Board {
+    /// A port access; returns the value read (for reads).
+    fn io(&mut self, port: u16, size: u8, write: bool, value: u64, now: Duration) -> u64 {
+        let all_ones = if size >= 4 {
+            u64::from(u32::MAX)
+        } else {
+            (1u64 << (size * 8)) - 1
+        };
+        let byte = value as u8;
+        match (port, size) {
+            (COM1..=0x3ff, 1) if write => self.uart.write(port - COM1, byte),
+            (COM1..=0x3ff, 1) => return u64::from(self.uart.read(port - COM1)),
+            (pic::MASTER_CMD | pic::MASTER_DATA | pic::SLAVE_CMD | pic::SLAVE_DATA, 1) if write => {
+                self.pic.write(port, byte)
+            }
+            (pic::MASTER_CMD | pic::MASTER_DATA | pic::SLAVE_CMD | pic::SLAVE_DATA, 1) => {
+                return u64::from(self.pic.read(port));
+            }
+            (pit::CHANNEL0..=pit::COMMAND | pit::PORT_B, 1) if write => {
+                self.pit.write(port, byte, now)
+            }
+            (pit::CHANNEL0..=pit::COMMAND | pit::PORT_B, 1) => {
+                return u64::from(self.pit.read(port, now));
+            }
+            (rtc::INDEX | rtc::DATA, 1) if write => self.rtc.write(port, byte),
+            (rtc::INDEX | rtc::DATA, 1) => {
+                return u64::from(self.rtc.read(port, time::wall_clock()));
+            }
+            _ => {
+                // No device: writes vanish and reads float high, as on a real bus.
+                self.unclaimed_ports += 1;
+                return all_ones;
+            }
+        }
+        0
+    }
+
+    /// Turns device state into interrupt requests; returns the next timer deadline.
+    fn update_interrupts(&mut self, now: Duration) -> Option<Duration> {
+        let (ticks, next) = self.pit.poll_irq0(now);
+        if ticks > 0 {
+            self.pic.raise(IRQ_TIMER);
+        }
+        let line = self.uart.interrupt_line();
+        if line && !self.uart_line {
+            self.pic.raise(IRQ_COM1);
+        }
+        self.uart_line = line;
+        next
+    }
+}
+
+/// Sleeps this host CPU until `deadline` (time since boot); interrupts for
+/// the host are served meanwhile.
+fn sleep_until(deadline: Duration) {
+    while time::now() < deadline {
+        time::arm_timer(deadline);
+        cpu::sti_hlt_cli();
+    }
+    apic::timer_stop();
+}
+
 /// Runs `vcpu` until the VM halts or crashes.
 fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
-    let mut uart = Uart::new(ConsoleLog {
-        vm: Arc::clone(vm),
-        line: heapless::Vec::new(),
-    });
-    let mut unclaimed_ports: u64 = 0;
+    let mut board = Board {
+        uart: Uart::new(ConsoleLog {
+            vm: Arc::clone(vm),
+            line: heapless::Vec::new(),
+        }),
+        pic: pic::Pic::default(),
+        pit: pit::Pit::default(),
+        rtc: rtc::Rtc::default(),
+        uart_line: false,
+        unclaimed_ports: 0,
+    };
     loop {
+        let next_timer = board.update_interrupts(time::now());
+        if !vcpu.event_pending() && board.pic.pending_vector().is_some() {
+            if vcpu.interruptible() {
+                if let Some(v) = board.pic.acknowledge() {
+                    vcpu.inject_interrupt(v);
+                }
+                vcpu.request_interrupt_window(false);
+            } else {
+                vcpu.request_interrupt_window(true);
+            }
+        }
+        // The host CPU's timer bounds how long the guest runs without an
+        // exit, so device timers are delivered on time even to a guest that
+        // spins without touching a device.
+        let now = time::now();
+        time::arm_timer(next_timer.map_or(now + MAX_SLICE, |t| t.min(now + MAX_SLICE)));
         let exit = vcpu.run();
         vm.exits.fetch_add(1, Ordering::Relaxed);
         match exit {
@@ -227,27 +353,17 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
                 next_rip,
                 ..
             } => {
-                let mask = if size >= 4 {
-                    u64::from(u32::MAX)
-                } else {
-                    (1u64 << (size * 8)) - 1
-                };
-                let regs = vcpu.regs();
-                match port {
-                    COM1..=0x3ff if size == 1 => {
-                        if write {
-                            uart.write(port - COM1, regs.rax as u8);
-                        } else {
-                            regs.rax = (regs.rax & !0xff) | u64::from(uart.read(port - COM1));
-                        }
-                    }
-                    _ => {
-                        // No device: writes vanish and reads float high, as on a real bus.
-                        unclaimed_ports += 1;
-                        if !write {
-                            regs.rax = (regs.rax & !mask) | mask;
-                        }
-                    }
+                let rax = vcpu.regs().rax;
+                let read = board.io(port, size, write, rax, time::now());
+                if !write {
+                    let mask = if size >= 4 {
+                        u64::from(u32::MAX)
+                    } else {
+                        (1u64 << (size * 8)) - 1
+                    };
+                    // A 32-bit IN zero-extends into RAX; 8/16-bit ones merge.
+                    let keep = if size >= 4 { 0 } else { rax & !mask };
+                    vcpu.regs().rax = keep | (read & mask);
                 }
                 vcpu.set_rip(next_rip);
             }
@@ -276,7 +392,10 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
                         regs.rdx = v >> 32;
                         skip(vcpu, 2);
                     }
-                    None => vcpu.inject(Exception::GeneralProtection),
+                    None => {
+                        log::debug!("vm {}: #GP for read of MSR {msr:#x}", vm.name);
+                        vcpu.inject(Exception::GeneralProtection)
+                    }
                 }
             }
             VmExit::MsrWrite => {
@@ -287,25 +406,36 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
                     .or_else(|| platform_msr_write(msr, value))
                 {
                     Some(true) => skip(vcpu, 2),
-                    _ => vcpu.inject(Exception::GeneralProtection),
+                    _ => {
+                        log::debug!(
+                            "vm {}: #GP for write of {value:#x} to MSR {msr:#x}",
+                            vm.name
+                        );
+                        vcpu.inject(Exception::GeneralProtection)
+                    }
                 }
             }
             VmExit::Hlt => {
-                // No device can raise an interrupt for this VM yet, so a halted
-                // vCPU can never wake: the VM has stopped itself.
-                let interrupts_on = vcpu.rflags() & RFLAGS_IF != 0;
-                log::debug!(
-                    "vm {}: hlt with interrupts {}",
-                    vm.name,
-                    if interrupts_on { "on" } else { "off" }
-                );
-                if unclaimed_ports > 0 {
-                    log::info!(
-                        "vm {}: {unclaimed_ports} accesses to ports without a device",
-                        vm.name
-                    );
+                skip(vcpu, 1);
+                if vcpu.rflags() & RFLAGS_IF == 0
+                    || next_timer.is_none() && board.pic.pending_vector().is_none()
+                {
+                    // Nothing can ever wake this vCPU: the guest has stopped itself.
+                    if board.unclaimed_ports > 0 {
+                        log::info!(
+                            "vm {}: {} accesses to ports without a device",
+                            vm.name,
+                            board.unclaimed_ports
+                        );
+                    }
+                    return VmState::Halted;
                 }
-                return VmState::Halted;
+                // A halted vCPU costs no host CPU: sleep until its next timer event.
+                if board.pic.pending_vector().is_none()
+                    && let Some(deadline) = next_timer
+                {
+                    sleep_until(deadline);
+                }
             }
             VmExit::Hypercall => vcpu.inject(Exception::InvalidOpcode),
             VmExit::NestedPageFault { gpa, write, fetch } => {
@@ -324,6 +454,7 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
                 return VmState::Crashed(format!("triple fault at rip {:#x}", vcpu.rip()));
             }
             VmExit::Interrupt => cpu::service_pending_interrupts(),
+            VmExit::InterruptWindow => vcpu.request_interrupt_window(false),
             VmExit::Nmi => {}
             VmExit::InvalidState => {
                 return VmState::Crashed("the CPU refused the guest state".into());
@@ -339,8 +470,8 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
 }
 
 /// Steps over an instruction of known length. TCG has no next-RIP save; the
-/// exits that use this (CPUID, RDMSR, WRMSR) come from their two-byte
-/// encodings. Exits that need a real decode (MMIO) will use the decoder.
+/// exits that use this (HLT, CPUID, RDMSR, WRMSR) come from their one- and
+/// two-byte encodings. Exits that need a real decode (MMIO) will use a decoder.
 fn skip(vcpu: &mut impl Vcpu, len: u64) {
     let rip = vcpu.rip();
     vcpu.set_rip(rip.wrapping_add(len));

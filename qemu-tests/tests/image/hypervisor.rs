@@ -138,3 +138,59 @@ fn a_bad_guest_image_is_refused_and_the_host_carries_on() {
     let (_, json) = health(&qemu);
     assert_eq!(json["status"], "ok", "{json}");
 }
+
+/// The stock Debian kernel and busybox initramfs that `cargo xtask setup`
+/// fetches for the boot benchmark.
+fn debian_guest(name: &str, cmdline: &str) -> Vec<(String, Vec<u8>)> {
+    let peer = qemu_tests::workspace_root().join("target/peer");
+    let read = |f: &str| {
+        fs::read(peer.join(f))
+            .unwrap_or_else(|e| panic!("{}/{f}: {e} (run `cargo xtask setup`)", peer.display()))
+    };
+    vec![
+        (format!("guests/{name}/kernel"), read("vmlinuz")),
+        (format!("guests/{name}/initrd"), read("initrd.gz")),
+        (
+            format!("guests/{name}/cmdline"),
+            cmdline.as_bytes().to_vec(),
+        ),
+    ]
+}
+
+/// Until the guest LAPIC, IOAPIC and ACPI tables exist, Linux runs in PIC
+/// mode on one vCPU; `pci=off` because there is no guest PCI bus yet.
+const LINUX_CMDLINE: &str = "console=ttyS0 nolapic noapic acpi=off pci=off";
+
+#[test]
+fn debian_kernel_boots_as_a_guest_beside_another_guest() {
+    let builder = keel(4, 1024).hard_timeout(std::time::Duration::from_secs(240));
+    let mut files = debian_guest("debian", LINUX_CMDLINE);
+    let hello = assemble("hello", builder.dir());
+    files.push((
+        "guests/hello.elf".into(),
+        fs::read(hello).expect("read guest"),
+    ));
+    let archive = archive(builder.dir(), &files);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+
+    let timeout = std::time::Duration::from_secs(200);
+    qemu.wait_for_serial("vm debian: [    0.000000] Linux version", timeout)
+        .expect("Linux starts");
+    qemu.wait_for_serial("vm hello: halted after", timeout)
+        .expect("the other guest runs too");
+    qemu.wait_for_serial("vm debian: KEEL-PEER-INIT-REACHED", timeout)
+        .expect("busybox /init runs");
+    qemu.wait_for_serial("vm debian: halted after", timeout)
+        .expect("poweroff -f halts the VM");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+    let serial = qemu.serial();
+    assert!(
+        serial.contains("vm debian: [    0.000000] Command line: console=ttyS0 nolapic"),
+        "command line reached Linux"
+    );
+    assert!(
+        !serial.contains("Kernel panic"),
+        "the guest kernel panicked"
+    );
+}

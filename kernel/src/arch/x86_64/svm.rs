@@ -29,6 +29,7 @@ mod vmcb {
     pub const GUEST_ASID: usize = 0x058;
     pub const TLB_CONTROL: usize = 0x05c;
     pub const VINTR: usize = 0x060;
+    pub const INTERRUPT_SHADOW: usize = 0x068;
     pub const EXIT_CODE: usize = 0x070;
     pub const EXIT_INFO1: usize = 0x078;
     pub const EXIT_INFO2: usize = 0x080;
@@ -75,6 +76,7 @@ mod vmcb {
 mod intercept {
     pub const INTR: u32 = 1 << 0;
     pub const NMI: u32 = 1 << 1;
+    pub const VINTR: u32 = 1 << 4;
     pub const INIT: u32 = 1 << 3;
     pub const CPUID: u32 = 1 << 18;
     pub const INVD: u32 = 1 << 22;
@@ -98,6 +100,7 @@ mod code {
     pub const EXCP_BASE: u64 = 0x40;
     pub const INTR: u64 = 0x60;
     pub const NMI: u64 = 0x61;
+    pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
     pub const HLT: u64 = 0x78;
     pub const IOIO: u64 = 0x7b;
@@ -114,6 +117,13 @@ const EVENT_VALID: u64 = 1 << 31;
 const EVENT_TYPE_EXCEPTION: u64 = 3 << 8;
 const EVENT_ERROR_VALID: u64 = 1 << 11;
 const TLB_FLUSH_ALL: u8 = 1;
+const EVENT_TYPE_INTR: u64 = 0;
+/// V_INTR_MASKING: the guest's IF masks only virtual interrupts.
+const VINTR_MASKING: u64 = 1 << 24;
+/// A virtual interrupt request used only to learn when the guest opens its
+/// interrupt window: V_IRQ, highest priority, TPR ignored.
+const VINTR_WINDOW: u64 = (1 << 8) | (0xf << 16) | (1 << 20);
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// Why SVM cannot be used on this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,6 +265,12 @@ impl SvmVcpu {
             core::ptr::read_volatile((mem::phys_to_virt(self.vmcb) + off as u64) as *const u64)
         }
     }
+    fn r32(&self, off: usize) -> u32 {
+        // SAFETY: as in `w64` (4-byte aligned offsets).
+        unsafe {
+            core::ptr::read_volatile((mem::phys_to_virt(self.vmcb) + off as u64) as *const u32)
+        }
+    }
     fn w32(&mut self, off: usize, v: u32) {
         // SAFETY: as in `w64`.
         unsafe {
@@ -333,8 +349,7 @@ impl SvmVcpu {
         v.w64(vmcb::MSRPM_BASE, v.msrpm);
         v.w64(vmcb::TSC_OFFSET, 0);
         v.w32(vmcb::GUEST_ASID, asid.max(1));
-        // V_INTR_MASKING: the guest's IF masks only virtual interrupts.
-        v.w64(vmcb::VINTR, 1 << 24);
+        v.w64(vmcb::VINTR, VINTR_MASKING);
         v.w64(vmcb::NP_ENABLE, 1);
         v.w64(vmcb::N_CR3, npt_root);
 
@@ -393,6 +408,7 @@ impl SvmVcpu {
             code::SHUTDOWN => VmExit::Shutdown,
             code::INTR => VmExit::Interrupt,
             code::NMI => VmExit::Nmi,
+            code::VINTR => VmExit::InterruptWindow,
             code::INVALID => VmExit::InvalidState,
             c if (code::EXCP_BASE..code::EXCP_BASE + 32).contains(&c) => VmExit::Unknown(c),
             c => VmExit::Unknown(c),
@@ -402,11 +418,6 @@ impl SvmVcpu {
 
 impl Vcpu for SvmVcpu {
     fn run(&mut self) -> VmExit {
-        // An event that was being delivered when the last exit hit is re-injected.
-        let pending = self.r64(vmcb::EXIT_INT_INFO);
-        if pending & EVENT_VALID != 0 && self.r64(vmcb::EVENT_INJ) & EVENT_VALID == 0 {
-            self.w64(vmcb::EVENT_INJ, pending);
-        }
         self.w64(vmcb::RAX, self.regs.rax);
         self.w8(
             vmcb::TLB_CONTROL,
@@ -422,7 +433,16 @@ impl Vcpu for SvmVcpu {
         unsafe { svm_run(&mut self.regs, self.vmcb, self.host_vmcb) };
         self.flush_tlb = false;
         self.regs.rax = self.r64(vmcb::RAX);
-        self.w64(vmcb::EVENT_INJ, 0);
+        // An event that was being delivered when the exit hit is delivered again.
+        let interrupted = self.r64(vmcb::EXIT_INT_INFO);
+        self.w64(
+            vmcb::EVENT_INJ,
+            if interrupted & EVENT_VALID != 0 {
+                interrupted
+            } else {
+                0
+            },
+        );
         self.decode_exit()
     }
 
@@ -450,6 +470,32 @@ impl Vcpu for SvmVcpu {
             }
         };
         self.w64(vmcb::EVENT_INJ, event);
+    }
+
+    fn event_pending(&self) -> bool {
+        self.r64(vmcb::EVENT_INJ) & EVENT_VALID != 0
+    }
+
+    fn interruptible(&self) -> bool {
+        self.r64(vmcb::RFLAGS) & RFLAGS_IF != 0 && self.r64(vmcb::INTERRUPT_SHADOW) & 1 == 0
+    }
+
+    fn inject_interrupt(&mut self, vector: u8) {
+        self.w64(
+            vmcb::EVENT_INJ,
+            u64::from(vector) | EVENT_TYPE_INTR | EVENT_VALID,
+        );
+    }
+
+    fn request_interrupt_window(&mut self, on: bool) {
+        let misc1 = self.r32(vmcb::INTERCEPT_MISC1);
+        if on {
+            self.w64(vmcb::VINTR, VINTR_MASKING | VINTR_WINDOW);
+            self.w32(vmcb::INTERCEPT_MISC1, misc1 | intercept::VINTR);
+        } else {
+            self.w64(vmcb::VINTR, VINTR_MASKING);
+            self.w32(vmcb::INTERCEPT_MISC1, misc1 & !intercept::VINTR);
+        }
     }
 
     fn read_arch_msr(&self, msr: u32) -> Option<u64> {

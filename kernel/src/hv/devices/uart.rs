@@ -25,6 +25,10 @@ const LSR_TEMT: u8 = 0x40;
 const IIR_NO_INTERRUPT: u8 = 0x01;
 const IIR_FIFO_ENABLED: u8 = 0xc0;
 const MCR_LOOPBACK: u8 = 0x10;
+/// On PCs, OUT2 gates the UART's interrupt onto the ISA line.
+const MCR_OUT2: u8 = 0x08;
+const IER_THRE: u8 = 0x02;
+const IIR_THRE: u8 = 0x02;
 
 /// Register state, kept plain so it can be saved for migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,6 +42,8 @@ pub struct UartState {
     pub fifo_enabled: bool,
     /// Byte held in loopback mode (what a guest reads back when probing).
     pub loopback: Option<u8>,
+    /// A "transmitter holding register empty" interrupt is pending.
+    pub thre_pending: bool,
 }
 
 #[derive(Debug, Default)]
@@ -66,7 +72,16 @@ impl<S: ConsoleSink> Uart<S> {
             reg::DATA => s.loopback.take().unwrap_or(0),
             reg::IER if dlab => s.dlm,
             reg::IER => s.ier,
-            reg::IIR_FCR => IIR_NO_INTERRUPT | if s.fifo_enabled { IIR_FIFO_ENABLED } else { 0 },
+            reg::IIR_FCR => {
+                let fifo = if s.fifo_enabled { IIR_FIFO_ENABLED } else { 0 };
+                // Reading IIR while it reports THRE acknowledges that interrupt.
+                if s.thre_pending && s.ier & IER_THRE != 0 {
+                    s.thre_pending = false;
+                    IIR_THRE | fifo
+                } else {
+                    IIR_NO_INTERRUPT | fifo
+                }
+            }
             reg::LCR => s.lcr,
             reg::MCR => s.mcr,
             reg::LSR => LSR_THRE | LSR_TEMT | u8::from(s.loopback.is_some()),
@@ -87,15 +102,32 @@ impl<S: ConsoleSink> Uart<S> {
         match offset {
             reg::DATA if dlab => self.state.dll = value,
             reg::DATA if self.state.mcr & MCR_LOOPBACK != 0 => self.state.loopback = Some(value),
-            reg::DATA => self.sink.put(value),
+            reg::DATA => {
+                // Transmission is instant: the holding register is empty again.
+                self.sink.put(value);
+                self.state.thre_pending = true;
+            }
             reg::IER if dlab => self.state.dlm = value,
-            reg::IER => self.state.ier = value & 0x0f,
+            reg::IER => {
+                // Enabling THRE while the register is empty interrupts at once.
+                self.state.thre_pending = value & IER_THRE != 0 && self.state.ier & IER_THRE == 0
+                    || self.state.thre_pending;
+                self.state.ier = value & 0x0f;
+            }
             reg::IIR_FCR => self.state.fifo_enabled = value & 1 != 0,
             reg::LCR => self.state.lcr = value,
             reg::MCR => self.state.mcr = value & 0x1f,
             reg::SCR => self.state.scr = value,
             _ => {}
         }
+    }
+}
+
+impl<S: ConsoleSink> Uart<S> {
+    /// Level of the UART's interrupt line (ISA IRQ 4 for COM1).
+    pub fn interrupt_line(&self) -> bool {
+        let s = &self.state;
+        s.thre_pending && s.ier & IER_THRE != 0 && s.mcr & MCR_OUT2 != 0
     }
 }
 
@@ -142,5 +174,23 @@ mod tests {
             "loopback bytes never reach the console"
         );
         assert_eq!(u.read(9), 0xff);
+    }
+
+    #[test]
+    fn transmit_interrupts_follow_ier_out2_and_iir_reads() {
+        let mut u = Uart::new(Collect::default());
+        u.write(4, MCR_OUT2);
+        assert!(!u.interrupt_line());
+        u.write(1, IER_THRE);
+        assert!(
+            u.interrupt_line(),
+            "enabling THRE on an empty register interrupts"
+        );
+        assert_eq!(u.read(2) & 0x0f, IIR_THRE);
+        assert!(!u.interrupt_line(), "reading IIR acknowledged it");
+        u.write(0, b'a');
+        assert!(u.interrupt_line());
+        u.write(4, 0);
+        assert!(!u.interrupt_line(), "OUT2 low keeps the line quiet");
     }
 }
