@@ -9,6 +9,7 @@ extern crate alloc;
 pub mod device;
 pub mod iface;
 pub mod nic;
+pub mod wire;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
