@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use qemu_tests::Qemu;
 
+use crate::guest::{self, GuestOptions};
 use crate::peer::{self, Peer};
 use crate::{Error, Paths, Result, hostcfg, image, setup};
 
@@ -19,7 +20,7 @@ const MEMORY_MIB: u32 = 2048;
 const BOOT_DEADLINE: Duration = Duration::from_secs(100);
 const HARD_TIMEOUT: Duration = Duration::from_secs(120);
 
-const BENCHES: &[&str] = &["boot"];
+const BENCHES: &[&str] = &["boot", "guest-boot"];
 
 pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
     let selected: Vec<&str> = if args.is_empty() {
@@ -39,6 +40,7 @@ pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
     for name in selected {
         match name {
             "boot" => boot(paths)?,
+            "guest-boot" => guest_boot(paths)?,
             other => return Err(Error::usage(format!("unknown bench {other:?}"))),
         }
     }
@@ -138,6 +140,71 @@ fn boot_ours(image: &Path, config: &Path) -> Result<f64> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The same Debian kernel and initramfs to the `/init` marker: (a) as a guest
+/// of our hypervisor inside QEMU TCG, timed from QEMU start (so it includes
+/// the host's own boot); (b) directly under the same QEMU. Interleaved runs.
+fn guest_boot(paths: &Paths) -> Result<()> {
+    let peer = Peer::locate(paths)?;
+    println!(
+        "bench guest-boot: guest and peer are Debian {}",
+        peer.version
+    );
+    let image = image::build(paths)?;
+    let config = paths.target.join("bench/host-config.bin");
+    hostcfg::compile(
+        hostcfg::Source {
+            file: None,
+            root_password: None,
+        },
+        &config,
+    )?;
+    let archive = paths.target.join("bench/guest-boot.cpio");
+    let mut g = GuestOptions::new(peer.kernel.clone());
+    g.initrd = Some(peer.initrd.clone());
+    // `quiet`, as the peer boots: console output is most of a boot's exits.
+    g.cmdline = format!("{} quiet", guest::DEFAULT_CMDLINE);
+    guest::write_archive(&config, Some(&g), &archive)?;
+    let marker = format!("vm {}: {}", g.name, peer::MARKER);
+
+    let (mut ours, mut theirs) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+    for run in 1..=RUNS {
+        let peer_s = boot_peer(&peer)
+            .map_err(|e| Error::new(format!("bench guest-boot: peer run {run}: {e}")))?;
+        eprintln!("bench guest-boot: run {run}/{RUNS}: peer {peer_s:.3} s");
+        theirs.push(peer_s);
+        let qemu = Qemu::kernel(&image)?
+            .name("bench-guest-boot")?
+            .initrd(&archive)
+            .cpus(CPUS)
+            .memory_mib(MEMORY_MIB)
+            .hard_timeout(HARD_TIMEOUT)
+            .spawn()?;
+        qemu.wait_for_serial(&marker, BOOT_DEADLINE)
+            .map_err(|e| Error::new(format!("bench guest-boot: ours run {run}: {e}")))?;
+        let ours_s = qemu.elapsed().as_secs_f64();
+        eprintln!("bench guest-boot: run {run}/{RUNS}: ours {ours_s:.3} s");
+        ours.push(ours_s);
+        if run == RUNS {
+            let serial = qemu.serial();
+            if let Some(profile) = serial
+                .lines()
+                .find(|l| l.contains(&format!("vm {}: ", g.name)) && l.contains(" exits: "))
+            {
+                println!(
+                    "bench guest-boot: last run's exit profile: {}",
+                    profile.trim()
+                );
+            }
+        }
+    }
+    let (ours, theirs) = (median(&mut ours), median(&mut theirs));
+    println!(
+        "BENCH guest-boot ours={ours:.3} peer={theirs:.3} ratio={:.3}",
+        ours / theirs
+    );
+    Ok(())
 }
 
 /// The median (the mean of the middle two for an even count).

@@ -4,6 +4,8 @@
 
 mod bench;
 mod cmd;
+mod cpio;
+mod guest;
 mod hostcfg;
 mod image;
 mod peer;
@@ -28,8 +30,14 @@ commands:
       --host-config F   host configuration TOML to compile and boot with
       --root-password P set (or override) the root password
       --image FILE      boot this ELF instead of building the image
+      --guest-kernel F  a Linux bzImage the image starts as guest VM `guest` at boot
+      --guest-initrd F  its initrd
+      --guest-cmdline S its command line (default: console=ttyS0 nolapic noapic acpi=off pci=off)
+      --guest-cpus N    its vCPUs (1 until the guest LAPIC/IOAPIC exist)
+      --guest-memory M  its RAM in MiB (default 256)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
-  bench [boot]          print `BENCH <name> ours=.. peer=.. ratio=..` lines
+  bench [boot|guest-boot]
+                        print `BENCH <name> ours=.. peer=.. ratio=..` lines
   help                  this text
 ";
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use qemu_tests::{Machine, QEMU_BIN, http_poll_get, is_noise};
 
 use crate::cmd::{Context, describe};
+use crate::guest::{self, GuestOptions};
 use crate::{Error, Paths, Result, hostcfg, image, setup};
 
 /// Options of `run`.
@@ -24,6 +25,8 @@ pub struct RunOptions {
     pub root_password: Option<String>,
     /// Boot this ELF instead of building the image.
     pub image: Option<PathBuf>,
+    /// A guest the image starts at boot.
+    pub guest: Option<GuestOptions>,
 }
 
 impl Default for RunOptions {
@@ -35,6 +38,7 @@ impl Default for RunOptions {
             host_config: None,
             root_password: None,
             image: None,
+            guest: None,
         }
     }
 }
@@ -42,6 +46,8 @@ impl Default for RunOptions {
 impl RunOptions {
     pub fn parse(args: &[String]) -> Result<RunOptions> {
         let mut options = RunOptions::default();
+        let mut guest = GuestOptions::new(PathBuf::new());
+        let mut guest_given = false;
         let mut args = args.iter();
         while let Some(arg) = args.next() {
             // Accept both `--flag value` and `--flag=value`.
@@ -55,6 +61,7 @@ impl RunOptions {
                     .or_else(|| args.next().cloned())
                     .ok_or_else(|| Error::usage(format!("{flag} needs a value")))
             };
+            guest_given |= flag.starts_with("--guest-");
             match flag {
                 "--api-port" => options.api_port = number(flag, &value()?)?,
                 "--cpus" => options.cpus = number(flag, &value()?)?,
@@ -62,8 +69,22 @@ impl RunOptions {
                 "--host-config" => options.host_config = Some(PathBuf::from(value()?)),
                 "--root-password" => options.root_password = Some(value()?),
                 "--image" => options.image = Some(PathBuf::from(value()?)),
+                "--guest-kernel" => guest.kernel = PathBuf::from(value()?),
+                "--guest-initrd" => guest.initrd = Some(PathBuf::from(value()?)),
+                "--guest-cmdline" => guest.cmdline = value()?,
+                "--guest-cpus" => guest.cpus = number(flag, &value()?)?,
+                "--guest-memory" => guest.memory_mib = number(flag, &value()?)?,
                 other => return Err(Error::usage(format!("unknown option {other:?} for `run`"))),
             }
+        }
+        if guest_given {
+            if guest.kernel.as_os_str().is_empty() {
+                return Err(Error::usage(
+                    "the --guest-* options need --guest-kernel FILE",
+                ));
+            }
+            guest.check()?;
+            options.guest = Some(guest);
         }
         if options.cpus == 0 || options.memory_mib == 0 || options.api_port == 0 {
             return Err(Error::usage(
@@ -93,6 +114,21 @@ pub fn run(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     if let Some(password) = hostcfg::compile(source, &config_bin)? {
         println!("root password: {password}");
     }
+    // With a guest, the host config and the guest travel in one archive.
+    let boot_modules = match &options.guest {
+        None => config_bin,
+        Some(g) => {
+            let archive = paths.target.join("run/boot-modules.cpio");
+            guest::write_archive(&config_bin, Some(g), &archive)?;
+            println!(
+                "run: guest {} ({}) starts at boot; its console is prefixed `vm {}:`",
+                g.name,
+                g.kernel.display(),
+                g.name
+            );
+            archive
+        }
+    };
     let image = match &options.image {
         Some(image) if image.is_file() => image.clone(),
         Some(image) => {
@@ -116,7 +152,7 @@ pub fn run(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     let machine = Machine {
         cpus: options.cpus,
         memory_mib: options.memory_mib,
-        initrd: Some(config_bin),
+        initrd: Some(boot_modules),
         ..Machine::new(image)
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -8,6 +8,7 @@ pub mod exit;
 pub mod linux;
 pub mod longmode;
 pub mod memory;
+pub mod profile;
 #[cfg(target_os = "none")]
 pub mod vm;
 

@@ -17,6 +17,7 @@ use super::devices::{pic, pit, rtc};
 use super::exit::{Exception, Vcpu, VmExit};
 use super::longmode;
 use super::memory::GuestMemory;
+use super::profile::ExitProfile;
 use super::{elf, linux};
 use crate::arch::x86_64::npt::NestedPageTable;
 use crate::arch::x86_64::{apic, cpu, svm};
@@ -91,6 +92,8 @@ pub struct VmHandle {
     pub name: String,
     state: Mutex<VmState>,
     pub exits: AtomicU64,
+    /// Exits by kind, filled in when the VM stops.
+    pub profile: Mutex<ExitProfile>,
     console: Mutex<heapless::Deque<u8, CONSOLE_RING>>,
 }
 
@@ -199,11 +202,13 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
         name: spec.name,
         state: Mutex::new(VmState::Running),
         exits: AtomicU64::new(0),
+        profile: Mutex::new(ExitProfile::default()),
         console: Mutex::new(heapless::Deque::new()),
     });
     let handle = Arc::clone(&vm);
     let job = Box::new(move || {
         let _keep = (&ram, &npt);
+        let started = time::now();
         let outcome = match svm::enable_this_cpu() {
             Err(e) => VmState::Crashed(format!("SVM unavailable on this CPU: {e:?}")),
             Ok(()) => match svm::SvmVcpu::new(npt.root(), asid, &entry) {
@@ -211,6 +216,13 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
                 Ok(mut vcpu) => run_vcpu(&mut vcpu, &handle),
             },
         };
+        let profile = handle.profile.lock().clone();
+        let ms = time::now().saturating_sub(started).as_millis().max(1) as u64;
+        log::info!(
+            "vm {}: {profile}; {} exits/s over {ms} ms",
+            handle.name,
+            profile.total() * 1000 / ms
+        );
         match &outcome {
             VmState::Halted => log::info!(
                 "vm {}: halted after {} exits",
@@ -342,6 +354,7 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
         time::arm_timer(next_timer.map_or(now + MAX_SLICE, |t| t.min(now + MAX_SLICE)));
         let exit = vcpu.run();
         vm.exits.fetch_add(1, Ordering::Relaxed);
+        vm.profile.lock().record(&exit);
         match exit {
             VmExit::Io { string: true, .. } => {
                 return VmState::Crashed("string port I/O (INS/OUTS) is not emulated yet".into());

@@ -1,0 +1,117 @@
+//! A guest VM handed to the image at boot: `cargo xtask run --guest-kernel`
+//! and `bench guest-boot` pack it, with the host config, into one boot-module
+//! archive (cpio newc) that the image unpacks: `host-config.bin` and
+//! `guests/<name>/{kernel,initrd,cmdline,memory_mib}`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::cmd::Context;
+use crate::cpio::Cpio;
+use crate::{Error, Result};
+
+/// Until the guest LAPIC, IOAPIC and ACPI tables exist, Linux guests run in
+/// PIC mode on one vCPU and without PCI.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 nolapic noapic acpi=off pci=off";
+
+/// What to boot as a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestOptions {
+    pub name: String,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+}
+
+impl GuestOptions {
+    pub fn new(kernel: PathBuf) -> GuestOptions {
+        GuestOptions {
+            name: "guest".into(),
+            kernel,
+            initrd: None,
+            cmdline: DEFAULT_CMDLINE.into(),
+            cpus: 1,
+            memory_mib: 256,
+        }
+    }
+
+    /// Refuses what the hypervisor cannot honour yet.
+    pub fn check(&self) -> Result<()> {
+        if self.cpus != 1 {
+            return Err(Error::usage(format!(
+                "--guest-cpus {}: only 1 vCPU per guest is supported until the guest LAPIC/IOAPIC exist",
+                self.cpus
+            )));
+        }
+        if self.memory_mib < 16 {
+            return Err(Error::usage("--guest-memory must be at least 16 MiB"));
+        }
+        Ok(())
+    }
+}
+
+/// Writes the boot-module archive to `out`: the compiled host config, and the guest if any.
+pub fn write_archive(host_config: &Path, guest: Option<&GuestOptions>, out: &Path) -> Result<()> {
+    let mut archive = Cpio::default();
+    let config = fs::read(host_config).context(|| format!("reading {}", host_config.display()))?;
+    archive.file("host-config.bin", 0o644, &config);
+    if let Some(g) = guest {
+        g.check()?;
+        let read = |p: &Path| fs::read(p).context(|| format!("reading guest file {}", p.display()));
+        archive.directory("guests");
+        archive.directory(&format!("guests/{}", g.name));
+        archive.file(
+            &format!("guests/{}/kernel", g.name),
+            0o644,
+            &read(&g.kernel)?,
+        );
+        if let Some(initrd) = &g.initrd {
+            archive.file(&format!("guests/{}/initrd", g.name), 0o644, &read(initrd)?);
+        }
+        archive.file(
+            &format!("guests/{}/cmdline", g.name),
+            0o644,
+            g.cmdline.as_bytes(),
+        );
+        archive.file(
+            &format!("guests/{}/memory_mib", g.name),
+            0o644,
+            g.memory_mib.to_string().as_bytes(),
+        );
+    }
+    if let Some(dir) = out.parent() {
+        fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    }
+    fs::write(out, archive.finish()).context(|| format!("writing {}", out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_carries_config_and_guest_files() {
+        let dir = std::env::temp_dir().join(format!("xtask-guest-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (cfg, kernel, out) = (dir.join("hc.bin"), dir.join("vmlinuz"), dir.join("a.cpio"));
+        fs::write(&cfg, b"CONFIG").unwrap();
+        fs::write(&kernel, b"KERNEL").unwrap();
+        let g = GuestOptions::new(kernel);
+        write_archive(&cfg, Some(&g), &out).unwrap();
+        let data = fs::read(&out).unwrap();
+        for needle in [
+            &b"host-config.bin"[..],
+            b"guests/guest/kernel",
+            b"KERNEL",
+            b"CONFIG",
+            DEFAULT_CMDLINE.as_bytes(),
+        ] {
+            assert!(data.windows(needle.len()).any(|w| w == needle));
+        }
+        let smp = GuestOptions { cpus: 2, ..g };
+        assert!(write_archive(&cfg, Some(&smp), &out).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
