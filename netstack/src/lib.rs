@@ -8,6 +8,7 @@ extern crate alloc;
 
 pub mod device;
 pub mod iface;
+pub mod lacp;
 pub mod nic;
 pub mod wire;
 
