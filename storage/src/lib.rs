@@ -1,10 +1,17 @@
 //! The host's storage layer. It owns the [`BlockDevice`] trait that the
-//! kernel's disk drivers, iSCSI LUNs and (hosted) files implement.
+//! kernel's disk drivers, iSCSI LUNs and (hosted) files implement, and the
+//! iSCSI initiator with its SCSI command layer.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+#[cfg(all(feature = "std", not(target_os = "none")))]
+extern crate std;
 
 pub mod block;
+pub mod iscsi;
+pub mod scsi;
 
 pub use block::{BlockDevice, BlockError};
+#[cfg(all(feature = "std", not(target_os = "none")))]
+pub mod file;

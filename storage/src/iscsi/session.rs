@@ -1,0 +1,948 @@
+//! The full-feature phase (RFC 7143 §4-§11) as a sans-I/O state machine.
+//!
+//! The caller moves bytes: [`Session::transmit`] / [`Session::transmitted`]
+//! for what to send, [`Session::receive_buffer`] / [`Session::received`]
+//! for what arrived, and [`Session::poll`] with the current time for NOP
+//! pings. Results come out of [`Session::next_event`].
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::login::LoginOutcome;
+use super::params::{SessionParams, key};
+use super::pdu::{
+    self, DataOut, Decoder, Digests, Frame, LogoutRequest, NopOut, RESERVED_TAG, Repr, ScsiCommand,
+    TaskMgmtRequest, TextRequest, logout_reason, task_attr, tmf_function,
+};
+use super::serial;
+use super::text::{TextAccumulator, TextError, TextPairs};
+
+/// Identifies a submitted task (it is the ITT on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TaskTag(pub u32);
+
+/// Data transfer direction of a SCSI command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataTransfer {
+    None,
+    /// Expect up to this many bytes from the target.
+    Read(u32),
+    /// Send these bytes.
+    Write(Vec<u8>),
+}
+
+/// One SCSI command to run on a LUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub lun: u64,
+    pub cdb: [u8; 16],
+    pub transfer: DataTransfer,
+}
+
+/// SCSI-level outcome of a command the target executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResult {
+    /// SCSI status byte (0 = GOOD, 2 = CHECK CONDITION, ...).
+    pub status: u8,
+    /// Sense data (for CHECK CONDITION).
+    pub sense: Vec<u8>,
+    /// Data read (truncated to what the target sent), or the write buffer
+    /// handed back.
+    pub data: Vec<u8>,
+    /// Bytes expected but not transferred (underflow).
+    pub residual_underflow: u32,
+    /// Bytes the target wanted to transfer beyond the expected length.
+    pub residual_overflow: u32,
+}
+
+/// Why a command produced no SCSI result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandError {
+    /// The iSCSI service response was "target failure" (or another non-zero code).
+    TargetFailure(u8),
+    /// The target rejected the command PDU with this reason.
+    Rejected(u8),
+    /// Aborted by task management.
+    Aborted,
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::TargetFailure(r) => write!(f, "target failure (iSCSI response {r:#04x})"),
+            CommandError::Rejected(r) => write!(f, "target rejected the command (reason {r:#04x})"),
+            CommandError::Aborted => write!(f, "command aborted"),
+        }
+    }
+}
+
+/// Something the session finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Command {
+        tag: TaskTag,
+        result: Result<CommandResult, CommandError>,
+    },
+    /// A complete Text response (all continuations collected).
+    Text {
+        tag: TaskTag,
+        text: Vec<u8>,
+    },
+    TaskManagement {
+        tag: TaskTag,
+        response: u8,
+    },
+    /// The target answered our Logout; the connection may be closed.
+    LoggedOut {
+        response: u8,
+    },
+    /// An Async Message other than one we act on ourselves.
+    Async(pdu::AsyncMessage),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    Pdu(pdu::Error),
+    Text(TextError),
+    /// The target broke the protocol; the connection must be dropped.
+    Protocol(&'static str),
+    /// A response for a task we do not know.
+    UnknownTask(u32),
+    /// The target did not answer a NOP-Out ping in time.
+    NopTimeout,
+    /// The target asked us to log out or is dropping the connection.
+    TargetLogout(u8),
+    /// The session was logged out or failed before.
+    Closed,
+    /// More tasks than tags (2^32 - 1) in flight.
+    TooManyTasks,
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Pdu(e) => write!(f, "{e}"),
+            SessionError::Text(e) => write!(f, "{e}"),
+            SessionError::Protocol(w) => write!(f, "iSCSI protocol error from the target: {w}"),
+            SessionError::UnknownTask(t) => {
+                write!(f, "target answered unknown task tag {t:#010x}")
+            }
+            SessionError::NopTimeout => write!(f, "target stopped answering NOP pings"),
+            SessionError::TargetLogout(e) => {
+                write!(
+                    f,
+                    "target requested logout or dropped the connection (async event {e})"
+                )
+            }
+            SessionError::Closed => write!(f, "the iSCSI session is closed"),
+            SessionError::TooManyTasks => write!(f, "too many tasks in flight"),
+        }
+    }
+}
+
+impl core::error::Error for SessionError {}
+
+impl From<pdu::Error> for SessionError {
+    fn from(e: pdu::Error) -> Self {
+        SessionError::Pdu(e)
+    }
+}
+impl From<TextError> for SessionError {
+    fn from(e: TextError) -> Self {
+        SessionError::Text(e)
+    }
+}
+
+/// Timers of the session, in the caller's milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// Send a NOP-Out ping after this long without hearing from the target (0 = never).
+    pub nop_interval_ms: u64,
+    /// Fail the connection when a ping is not answered within this.
+    pub nop_timeout_ms: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            nop_interval_ms: 5000,
+            nop_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Kind {
+    Scsi {
+        lun: u64,
+        cdb: [u8; 16],
+        read: bool,
+        write: bool,
+        /// Read buffer or write data.
+        buf: Vec<u8>,
+        /// Highest byte received (reads).
+        received: usize,
+    },
+    Text {
+        data: Vec<u8>,
+        ttt: u32,
+        acc: TextAccumulator,
+    },
+}
+
+#[derive(Debug)]
+struct Task {
+    kind: Kind,
+    /// CmdSN once sent.
+    cmd_sn: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Core {
+    params: SessionParams,
+    digests: Digests,
+    timers: Timers,
+    cmd_sn: u32,
+    exp_stat_sn: u32,
+    exp_cmd_sn: u32,
+    max_cmd_sn: u32,
+    next_itt: u32,
+    tasks: BTreeMap<u32, Task>,
+    queued: VecDeque<u32>,
+    tx: Vec<u8>,
+    tx_pos: usize,
+    events: VecDeque<Event>,
+    ping: Option<(u32, u64)>,
+    last_heard: u64,
+    logout_sent: bool,
+    failed: bool,
+}
+
+/// A logged-in iSCSI connection in the full-feature phase (one connection
+/// per session, ERL 0).
+#[derive(Debug)]
+pub struct Session {
+    rx: Decoder,
+    core: Core,
+}
+
+/// Read granularity hint for [`Session::receive_buffer`].
+pub const RECEIVE_CHUNK: usize = 64 * 1024;
+
+impl Session {
+    /// Enters the full-feature phase after `login`; `next_itt` must not
+    /// collide with the login's ITT. `now` is the caller's clock in ms.
+    pub fn new(login: &LoginOutcome, timers: Timers, next_itt: u32, now: u64) -> Self {
+        let p = &login.params;
+        let digests = Digests {
+            header: p.header_digest,
+            data: p.data_digest,
+        };
+        let mut rx = Decoder::new(p.our_max_recv_data_segment_length as usize);
+        rx.set_digests(digests);
+        Session {
+            rx,
+            core: Core {
+                params: p.clone(),
+                digests,
+                timers,
+                cmd_sn: login.cmd_sn,
+                exp_stat_sn: login.exp_stat_sn,
+                exp_cmd_sn: login.exp_cmd_sn,
+                max_cmd_sn: login.max_cmd_sn,
+                next_itt,
+                tasks: BTreeMap::new(),
+                queued: VecDeque::new(),
+                tx: Vec::new(),
+                tx_pos: 0,
+                events: VecDeque::new(),
+                ping: None,
+                last_heard: now,
+                logout_sent: false,
+                failed: false,
+            },
+        }
+    }
+
+    pub fn params(&self) -> &SessionParams {
+        &self.core.params
+    }
+
+    /// Tasks submitted and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.core.tasks.len()
+    }
+
+    /// Whether the CmdSN window lets another command go out now.
+    pub fn window_open(&self) -> bool {
+        serial::le(self.core.cmd_sn, self.core.max_cmd_sn)
+    }
+
+    /// (CmdSN, ExpStatSN, ExpCmdSN, MaxCmdSN), for diagnostics and tests.
+    pub fn sequence_numbers(&self) -> (u32, u32, u32, u32) {
+        let c = &self.core;
+        (c.cmd_sn, c.exp_stat_sn, c.exp_cmd_sn, c.max_cmd_sn)
+    }
+
+    /// Queues a SCSI command; it goes out as soon as the window allows.
+    pub fn submit(&mut self, cmd: Command) -> Result<TaskTag, SessionError> {
+        self.core.check_open()?;
+        let (read, write, buf) = match cmd.transfer {
+            DataTransfer::None => (false, false, Vec::new()),
+            DataTransfer::Read(n) => (true, false, vec![0u8; n as usize]),
+            DataTransfer::Write(d) => (false, true, d),
+        };
+        let kind = Kind::Scsi {
+            lun: cmd.lun,
+            cdb: cmd.cdb,
+            read,
+            write,
+            buf,
+            received: 0,
+        };
+        let itt = self.core.add_task(kind)?;
+        self.core.flush_queue()?;
+        Ok(TaskTag(itt))
+    }
+
+    /// Queues a Text request (e.g. `SendTargets=All`); the answer arrives as
+    /// [`Event::Text`] once all continuation PDUs are in.
+    pub fn text_request(&mut self, text: &TextPairs) -> Result<TaskTag, SessionError> {
+        self.core.check_open()?;
+        let kind = Kind::Text {
+            data: text.encode(),
+            ttt: RESERVED_TAG,
+            acc: TextAccumulator::new(),
+        };
+        let itt = self.core.add_task(kind)?;
+        self.core.flush_queue()?;
+        Ok(TaskTag(itt))
+    }
+
+    /// SendTargets discovery.
+    pub fn send_targets(&mut self) -> Result<TaskTag, SessionError> {
+        let mut t = TextPairs::new();
+        t.push(key::SEND_TARGETS, "All");
+        self.text_request(&t)
+    }
+
+    /// Sends ABORT TASK for `tag` (immediate).
+    pub fn abort_task(&mut self, tag: TaskTag) -> Result<TaskTag, SessionError> {
+        let (lun, ref_cmd_sn) = match self.core.tasks.get(&tag.0) {
+            Some(Task {
+                kind: Kind::Scsi { lun, .. },
+                cmd_sn,
+            }) => (*lun, cmd_sn.unwrap_or(self.core.cmd_sn)),
+            _ => (0, self.core.cmd_sn),
+        };
+        self.core
+            .tmf(tmf_function::ABORT_TASK, lun, tag.0, ref_cmd_sn)
+    }
+
+    /// Sends LOGICAL UNIT RESET (immediate).
+    pub fn lun_reset(&mut self, lun: u64) -> Result<TaskTag, SessionError> {
+        self.core.tmf(
+            tmf_function::LOGICAL_UNIT_RESET,
+            lun,
+            RESERVED_TAG,
+            self.core.cmd_sn,
+        )
+    }
+
+    /// Sends a NOP-Out ping now.
+    pub fn ping(&mut self, now: u64) -> Result<(), SessionError> {
+        self.core.check_open()?;
+        self.core.send_ping(now)
+    }
+
+    /// Sends Logout (close the session); [`Event::LoggedOut`] follows.
+    pub fn logout(&mut self) -> Result<(), SessionError> {
+        self.core.check_open()?;
+        let itt = self.core.alloc_itt()?;
+        let c = &mut self.core;
+        let repr = Repr::LogoutRequest(LogoutRequest {
+            immediate: true,
+            reason: logout_reason::CLOSE_SESSION,
+            itt,
+            cid: 0,
+            cmd_sn: c.cmd_sn,
+            exp_stat_sn: c.exp_stat_sn,
+        });
+        c.emit(&repr, &[])?;
+        c.logout_sent = true;
+        Ok(())
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn transmit(&self) -> &[u8] {
+        &self.core.tx[self.core.tx_pos..]
+    }
+
+    /// Marks `n` bytes of [`Session::transmit`] as sent.
+    pub fn transmitted(&mut self, n: usize) {
+        let c = &mut self.core;
+        c.tx_pos = (c.tx_pos + n).min(c.tx.len());
+        if c.tx_pos == c.tx.len() {
+            c.tx.clear();
+            c.tx_pos = 0;
+        }
+    }
+
+    /// A buffer to read received bytes into; then call [`Session::received`].
+    pub fn receive_buffer(&mut self) -> &mut [u8] {
+        let want = self.rx.wanted().max(RECEIVE_CHUNK);
+        self.rx.read_space(want)
+    }
+
+    /// Processes `n` bytes read into [`Session::receive_buffer`].
+    pub fn received(&mut self, n: usize, now: u64) -> Result<(), SessionError> {
+        self.rx.commit(n);
+        self.process(now)
+    }
+
+    /// Processes bytes from a slice (copying).
+    pub fn receive(&mut self, bytes: &[u8], now: u64) -> Result<(), SessionError> {
+        self.rx.feed(bytes);
+        self.process(now)
+    }
+
+    fn process(&mut self, now: u64) -> Result<(), SessionError> {
+        if self.core.failed {
+            return Err(SessionError::Closed);
+        }
+        let mut heard = false;
+        let res = loop {
+            let frame = match self.rx.next_frame() {
+                None => break Ok(()),
+                Some(Err(e)) => break Err(SessionError::Pdu(e)),
+                Some(Ok(f)) => f,
+            };
+            heard = true;
+            if let Err(e) = self.core.handle(&frame) {
+                break Err(e);
+            }
+        };
+        if heard {
+            self.core.last_heard = now;
+        }
+        if res.is_err() {
+            self.core.failed = true;
+            return res;
+        }
+        self.core.flush_queue()
+    }
+
+    /// Runs timers; returns when to call again (ms), if anything is pending.
+    pub fn poll(&mut self, now: u64) -> Result<Option<u64>, SessionError> {
+        let c = &mut self.core;
+        if c.failed {
+            return Err(SessionError::Closed);
+        }
+        if c.logout_sent {
+            return Ok(None);
+        }
+        if let Some((_, deadline)) = c.ping {
+            if now >= deadline {
+                c.failed = true;
+                return Err(SessionError::NopTimeout);
+            }
+            return Ok(Some(deadline));
+        }
+        if c.timers.nop_interval_ms == 0 {
+            return Ok(None);
+        }
+        let due = c.last_heard.saturating_add(c.timers.nop_interval_ms);
+        if now >= due {
+            c.send_ping(now)?;
+            return Ok(c.ping.map(|(_, d)| d));
+        }
+        Ok(Some(due))
+    }
+
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    /// Ends the connection after a failure and hands back every unfinished
+    /// SCSI command, for a retry on a new session (ERL 0 recovery).
+    pub fn into_unfinished(self) -> Vec<(TaskTag, Command)> {
+        let mut out = Vec::new();
+        for (itt, t) in self.core.tasks {
+            if let Kind::Scsi {
+                lun,
+                cdb,
+                read,
+                write,
+                buf,
+                ..
+            } = t.kind
+            {
+                let transfer = if write {
+                    DataTransfer::Write(buf)
+                } else if read {
+                    DataTransfer::Read(buf.len() as u32)
+                } else {
+                    DataTransfer::None
+                };
+                out.push((TaskTag(itt), Command { lun, cdb, transfer }));
+            }
+        }
+        out
+    }
+}
+
+impl Core {
+    fn check_open(&self) -> Result<(), SessionError> {
+        if self.failed || self.logout_sent {
+            Err(SessionError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn alloc_itt(&mut self) -> Result<u32, SessionError> {
+        for _ in 0..16 {
+            let itt = self.next_itt;
+            self.next_itt = self.next_itt.wrapping_add(1);
+            if itt != RESERVED_TAG && !self.tasks.contains_key(&itt) {
+                return Ok(itt);
+            }
+        }
+        Err(SessionError::TooManyTasks)
+    }
+
+    fn add_task(&mut self, kind: Kind) -> Result<u32, SessionError> {
+        let itt = self.alloc_itt()?;
+        self.tasks.insert(itt, Task { kind, cmd_sn: None });
+        self.queued.push_back(itt);
+        Ok(itt)
+    }
+
+    fn emit(&mut self, repr: &Repr, data: &[u8]) -> Result<(), SessionError> {
+        pdu::encode(&mut self.tx, repr, data, self.digests)?;
+        Ok(())
+    }
+
+    fn send_ping(&mut self, now: u64) -> Result<(), SessionError> {
+        let itt = self.alloc_itt()?;
+        let repr = Repr::NopOut(NopOut {
+            immediate: true,
+            lun: 0,
+            itt,
+            ttt: RESERVED_TAG,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+        });
+        self.emit(&repr, &[])?;
+        self.ping = Some((itt, now.saturating_add(self.timers.nop_timeout_ms)));
+        Ok(())
+    }
+
+    fn tmf(
+        &mut self,
+        function: u8,
+        lun: u64,
+        ref_itt: u32,
+        ref_cmd_sn: u32,
+    ) -> Result<TaskTag, SessionError> {
+        self.check_open()?;
+        let itt = self.alloc_itt()?;
+        let repr = Repr::TaskMgmtRequest(TaskMgmtRequest {
+            immediate: true,
+            function,
+            lun,
+            itt,
+            ref_itt,
+            cmd_sn: self.cmd_sn,
+            exp_stat_sn: self.exp_stat_sn,
+            ref_cmd_sn,
+            exp_data_sn: 0,
+        });
+        self.emit(&repr, &[])?;
+        Ok(TaskTag(itt))
+    }
+
+    /// Sends queued tasks while the CmdSN window is open.
+    fn flush_queue(&mut self) -> Result<(), SessionError> {
+        while serial::le(self.cmd_sn, self.max_cmd_sn) {
+            let Some(itt) = self.queued.pop_front() else {
+                break;
+            };
+            let cmd_sn = self.cmd_sn;
+            self.cmd_sn = self.cmd_sn.wrapping_add(1);
+            self.send_task(itt, cmd_sn)?;
+        }
+        Ok(())
+    }
+
+    fn send_task(&mut self, itt: u32, cmd_sn: u32) -> Result<(), SessionError> {
+        let exp_stat_sn = self.exp_stat_sn;
+        let digests = self.digests;
+        let mrdsl = self.params.target_max_recv_data_segment_length.max(512) as usize;
+        let p = &self.params;
+        let Some(task) = self.tasks.get_mut(&itt) else {
+            return Ok(());
+        };
+        task.cmd_sn = Some(cmd_sn);
+        match &mut task.kind {
+            Kind::Scsi {
+                lun,
+                cdb,
+                read,
+                write,
+                buf,
+                ..
+            } => {
+                let len = buf.len();
+                let (imm, unsolicited) = if *write {
+                    let first = p.first_burst_length as usize;
+                    let imm = if p.immediate_data {
+                        len.min(first).min(mrdsl)
+                    } else {
+                        0
+                    };
+                    let uns = if p.initial_r2t { imm } else { len.min(first) };
+                    (imm, uns)
+                } else {
+                    (0, 0)
+                };
+                let repr = Repr::ScsiCommand(ScsiCommand {
+                    immediate: false,
+                    final_: unsolicited == imm,
+                    read: *read,
+                    write: *write,
+                    attr: task_attr::SIMPLE,
+                    lun: *lun,
+                    itt,
+                    expected_len: len as u32,
+                    cmd_sn,
+                    exp_stat_sn,
+                    cdb: *cdb,
+                });
+                pdu::encode(&mut self.tx, &repr, &buf[..imm], digests)?;
+                if unsolicited > imm {
+                    emit_data_out(
+                        &mut self.tx,
+                        digests,
+                        mrdsl,
+                        DataOutSeq {
+                            lun: *lun,
+                            itt,
+                            ttt: RESERVED_TAG,
+                            exp_stat_sn,
+                            offset: imm,
+                        },
+                        &buf[imm..unsolicited],
+                    )?;
+                }
+            }
+            Kind::Text { data, ttt, .. } => {
+                // Our requests are small; send them in one PDU when they fit.
+                let more = data.len() > mrdsl;
+                let chunk_len = data.len().min(mrdsl);
+                let repr = Repr::TextRequest(TextRequest {
+                    immediate: false,
+                    final_: !more,
+                    cont: more,
+                    lun: 0,
+                    itt,
+                    ttt: *ttt,
+                    cmd_sn,
+                    exp_stat_sn,
+                });
+                let chunk: Vec<u8> = data.drain(..chunk_len).collect();
+                pdu::encode(&mut self.tx, &repr, &chunk, digests)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn update_window(&mut self, exp: u32, max: u32) {
+        // MaxCmdSN below ExpCmdSN - 1 is invalid; stale updates are ignored.
+        if serial::lt(max, exp.wrapping_sub(1)) {
+            return;
+        }
+        if serial::gt(exp, self.exp_cmd_sn) {
+            self.exp_cmd_sn = exp;
+        }
+        if serial::gt(max, self.max_cmd_sn) {
+            self.max_cmd_sn = max;
+        }
+    }
+
+    fn status_seen(&mut self, stat_sn: u32) {
+        let next = stat_sn.wrapping_add(1);
+        if serial::gt(next, self.exp_stat_sn) {
+            self.exp_stat_sn = next;
+        }
+    }
+
+    fn handle(&mut self, f: &Frame<'_>) -> Result<(), SessionError> {
+        if let Some((exp, max)) = f.repr.cmd_window() {
+            self.update_window(exp, max);
+        }
+        match f.repr {
+            Repr::DataIn(d) => {
+                let Some(Task {
+                    kind:
+                        Kind::Scsi {
+                            buf,
+                            received,
+                            read,
+                            ..
+                        },
+                    ..
+                }) = self.tasks.get_mut(&d.itt)
+                else {
+                    return Err(SessionError::UnknownTask(d.itt));
+                };
+                if !*read && !f.data.is_empty() {
+                    return Err(SessionError::Protocol(
+                        "Data-In for a command that reads nothing",
+                    ));
+                }
+                let off = d.offset as usize;
+                let end = off
+                    .checked_add(f.data.len())
+                    .filter(|&e| e <= buf.len())
+                    .ok_or(SessionError::Protocol(
+                        "Data-In beyond the expected transfer length",
+                    ))?;
+                buf[off..end].copy_from_slice(f.data);
+                *received = (*received).max(end);
+                if d.has_status {
+                    self.status_seen(d.stat_sn);
+                    let under = if d.underflow { d.residual } else { 0 };
+                    let over = if d.overflow { d.residual } else { 0 };
+                    self.complete_scsi(d.itt, d.status, &[], under, over);
+                }
+            }
+            Repr::ScsiResponse(r) => {
+                self.status_seen(r.stat_sn);
+                if !self.tasks.contains_key(&r.itt) {
+                    return Err(SessionError::UnknownTask(r.itt));
+                }
+                if r.response != 0 {
+                    self.tasks.remove(&r.itt);
+                    self.events.push_back(Event::Command {
+                        tag: TaskTag(r.itt),
+                        result: Err(CommandError::TargetFailure(r.response)),
+                    });
+                    return Ok(());
+                }
+                let sense = sense_from_segment(f.data)?;
+                let under = if r.underflow { r.residual } else { 0 };
+                let over = if r.overflow { r.residual } else { 0 };
+                self.complete_scsi(r.itt, r.status, sense, under, over);
+            }
+            Repr::R2t(r) => {
+                let exp_stat_sn = self.exp_stat_sn;
+                let digests = self.digests;
+                let mrdsl = self.params.target_max_recv_data_segment_length.max(512) as usize;
+                let max_burst = self.params.max_burst_length as usize;
+                let Some(Task {
+                    kind:
+                        Kind::Scsi {
+                            buf, write, lun, ..
+                        },
+                    ..
+                }) = self.tasks.get(&r.itt)
+                else {
+                    return Err(SessionError::UnknownTask(r.itt));
+                };
+                let off = r.offset as usize;
+                let len = r.desired_len as usize;
+                if !*write || len == 0 || len > max_burst {
+                    return Err(SessionError::Protocol("R2T with an invalid length"));
+                }
+                let end = off
+                    .checked_add(len)
+                    .filter(|&e| e <= buf.len())
+                    .ok_or(SessionError::Protocol("R2T beyond the write's length"))?;
+                emit_data_out(
+                    &mut self.tx,
+                    digests,
+                    mrdsl,
+                    DataOutSeq {
+                        lun: *lun,
+                        itt: r.itt,
+                        ttt: r.ttt,
+                        exp_stat_sn,
+                        offset: off,
+                    },
+                    &buf[off..end],
+                )?;
+            }
+            Repr::NopIn(n) => {
+                if n.itt != RESERVED_TAG {
+                    self.status_seen(n.stat_sn);
+                    if self.ping.is_some_and(|(itt, _)| itt == n.itt) {
+                        self.ping = None;
+                    }
+                }
+                if n.ttt != RESERVED_TAG {
+                    // The target pings us: answer at once, echoing TTT and LUN.
+                    let repr = Repr::NopOut(NopOut {
+                        immediate: true,
+                        lun: n.lun,
+                        itt: RESERVED_TAG,
+                        ttt: n.ttt,
+                        cmd_sn: self.cmd_sn,
+                        exp_stat_sn: self.exp_stat_sn,
+                    });
+                    self.emit(&repr, &[])?;
+                }
+            }
+            Repr::TextResponse(r) => {
+                self.status_seen(r.stat_sn);
+                let exp_stat_sn = self.exp_stat_sn;
+                let Some(Task {
+                    kind: Kind::Text { acc, ttt, data },
+                    ..
+                }) = self.tasks.get_mut(&r.itt)
+                else {
+                    return Err(SessionError::UnknownTask(r.itt));
+                };
+                match acc.push(f.data, r.cont)? {
+                    Some(text) => {
+                        self.tasks.remove(&r.itt);
+                        self.events.push_back(Event::Text {
+                            tag: TaskTag(r.itt),
+                            text,
+                        });
+                    }
+                    None => {
+                        // Ask for the next part: empty request echoing TTT.
+                        *ttt = r.ttt;
+                        data.clear();
+                        let _ = exp_stat_sn;
+                        self.queued.push_back(r.itt);
+                    }
+                }
+            }
+            Repr::TaskMgmtResponse(r) => {
+                self.status_seen(r.stat_sn);
+                self.events.push_back(Event::TaskManagement {
+                    tag: TaskTag(r.itt),
+                    response: r.response,
+                });
+            }
+            Repr::LogoutResponse(r) => {
+                self.status_seen(r.stat_sn);
+                self.logout_sent = true;
+                self.events.push_back(Event::LoggedOut {
+                    response: r.response,
+                });
+            }
+            Repr::Reject(r) => {
+                self.status_seen(r.stat_sn);
+                // The data segment holds the rejected PDU's header.
+                let rejected = pdu::Packet::new_unchecked(f.data);
+                if f.data.len() >= pdu::BHS_LEN && self.tasks.remove(&rejected.itt()).is_some() {
+                    self.events.push_back(Event::Command {
+                        tag: TaskTag(rejected.itt()),
+                        result: Err(CommandError::Rejected(r.reason)),
+                    });
+                } else {
+                    return Err(SessionError::Protocol("target rejected a PDU"));
+                }
+            }
+            Repr::AsyncMessage(a) => {
+                self.status_seen(a.stat_sn);
+                match a.event {
+                    pdu::async_event::LOGOUT_REQUESTED
+                    | pdu::async_event::DROPPING_CONNECTION
+                    | pdu::async_event::DROPPING_ALL_CONNECTIONS => {
+                        return Err(SessionError::TargetLogout(a.event));
+                    }
+                    _ => self.events.push_back(Event::Async(a)),
+                }
+            }
+            Repr::LoginResponse(_) => {
+                return Err(SessionError::Protocol(
+                    "Login Response in full-feature phase",
+                ));
+            }
+            _ => {
+                return Err(SessionError::Protocol(
+                    "initiator PDU received from the target",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn complete_scsi(&mut self, itt: u32, status: u8, sense: &[u8], under: u32, over: u32) {
+        let Some(task) = self.tasks.remove(&itt) else {
+            return;
+        };
+        let Kind::Scsi {
+            mut buf,
+            read,
+            received,
+            ..
+        } = task.kind
+        else {
+            return;
+        };
+        if read {
+            let expected = buf.len().saturating_sub(under as usize);
+            buf.truncate(expected.max(received).min(buf.len()));
+        }
+        self.events.push_back(Event::Command {
+            tag: TaskTag(itt),
+            result: Ok(CommandResult {
+                status,
+                sense: sense.to_vec(),
+                data: buf,
+                residual_underflow: under,
+                residual_overflow: over,
+            }),
+        });
+    }
+}
+
+/// The SCSI Response data segment: SenseLength (2 bytes) then sense data.
+fn sense_from_segment(data: &[u8]) -> Result<&[u8], SessionError> {
+    if data.len() < 2 {
+        return Ok(&[]);
+    }
+    let n = usize::from(u16::from_be_bytes([data[0], data[1]]));
+    data.get(2..2 + n).ok_or(SessionError::Protocol(
+        "sense length beyond the data segment",
+    ))
+}
+
+struct DataOutSeq {
+    lun: u64,
+    itt: u32,
+    ttt: u32,
+    exp_stat_sn: u32,
+    offset: usize,
+}
+
+/// One Data-Out sequence, cut to the target's MaxRecvDataSegmentLength.
+fn emit_data_out(
+    tx: &mut Vec<u8>,
+    digests: Digests,
+    mrdsl: usize,
+    seq: DataOutSeq,
+    data: &[u8],
+) -> Result<(), SessionError> {
+    let n = data.len().div_ceil(mrdsl);
+    for (i, chunk) in data.chunks(mrdsl).enumerate() {
+        let repr = Repr::DataOut(DataOut {
+            final_: i + 1 == n,
+            lun: seq.lun,
+            itt: seq.itt,
+            ttt: seq.ttt,
+            exp_stat_sn: seq.exp_stat_sn,
+            data_sn: i as u32,
+            offset: (seq.offset + i * mrdsl) as u32,
+        });
+        pdu::encode(tx, &repr, chunk, digests)?;
+    }
+    Ok(())
+}

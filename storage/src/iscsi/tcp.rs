@@ -1,0 +1,182 @@
+//! Hosted transport: `std::net::TcpStream` behind the `embedded-io`
+//! traits, a std clock, and one-call helpers for discovery and login.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::string::String;
+use std::time::{Duration, Instant};
+use std::vec::Vec;
+
+use super::client::{Client, ClientError, Clock, DiscoveredTarget};
+use super::login::{Chap, ChapCredentials, LoginConfig};
+use super::params::Offer;
+use super::session::Timers;
+
+/// The time a blocking read waits before timers run.
+const READ_TICK: Duration = Duration::from_millis(500);
+/// Login (and TCP connect) time limit.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// `std::io::Error` as an `embedded_io::Error`.
+#[derive(Debug)]
+pub struct IoError(pub std::io::Error);
+
+impl core::fmt::Display for IoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl core::error::Error for IoError {}
+
+impl embedded_io::Error for IoError {
+    fn kind(&self) -> embedded_io::ErrorKind {
+        use std::io::ErrorKind as K;
+        match self.0.kind() {
+            K::WouldBlock | K::TimedOut => embedded_io::ErrorKind::TimedOut,
+            K::Interrupted => embedded_io::ErrorKind::Interrupted,
+            K::ConnectionReset => embedded_io::ErrorKind::ConnectionReset,
+            K::ConnectionAborted => embedded_io::ErrorKind::ConnectionAborted,
+            K::ConnectionRefused => embedded_io::ErrorKind::ConnectionRefused,
+            K::BrokenPipe => embedded_io::ErrorKind::BrokenPipe,
+            K::NotConnected => embedded_io::ErrorKind::NotConnected,
+            _ => embedded_io::ErrorKind::Other,
+        }
+    }
+}
+
+/// A TCP connection to a target.
+#[derive(Debug)]
+pub struct TcpTransport(pub TcpStream);
+
+impl TcpTransport {
+    /// Connects with Nagle off and a read tick so timers keep running.
+    pub fn connect(host: &str, port: u16) -> Result<Self, ClientError> {
+        let addrs = (host, port)
+            .to_socket_addrs()
+            .map_err(|_| ClientError::Io(embedded_io::ErrorKind::NotFound))?;
+        let mut last = embedded_io::ErrorKind::NotFound;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, LOGIN_TIMEOUT) {
+                Ok(s) => {
+                    let io =
+                        |e: std::io::Error| ClientError::Io(embedded_io::Error::kind(&IoError(e)));
+                    s.set_nodelay(true).map_err(io)?;
+                    s.set_read_timeout(Some(READ_TICK)).map_err(io)?;
+                    return Ok(TcpTransport(s));
+                }
+                Err(e) => last = embedded_io::Error::kind(&IoError(e)),
+            }
+        }
+        Err(ClientError::Io(last))
+    }
+}
+
+impl embedded_io::ErrorType for TcpTransport {
+    type Error = IoError;
+}
+
+impl embedded_io::Read for TcpTransport {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, IoError> {
+        self.0.read(buf).map_err(IoError)
+    }
+}
+
+impl embedded_io::Write for TcpTransport {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, IoError> {
+        self.0.write(buf).map_err(IoError)
+    }
+    fn flush(&mut self) -> Result<(), IoError> {
+        self.0.flush().map_err(IoError)
+    }
+}
+
+/// Milliseconds since the clock was made.
+#[derive(Debug, Clone, Copy)]
+pub struct StdClock(Instant);
+
+impl Default for StdClock {
+    fn default() -> Self {
+        StdClock(Instant::now())
+    }
+}
+
+impl Clock for StdClock {
+    fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+/// Random bytes from the OS (for the ISID and CHAP challenges).
+pub fn os_random(n: usize) -> Result<Vec<u8>, ClientError> {
+    let mut v = std::vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut v))
+        .map_err(|e| ClientError::Io(embedded_io::Error::kind(&IoError(e))))?;
+    Ok(v)
+}
+
+/// A hosted client.
+pub type TcpClient = Client<TcpTransport, StdClock>;
+
+/// How to reach and authenticate to a target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub initiator_name: String,
+    /// `None` for discovery.
+    pub target_name: Option<String>,
+    pub chap: Option<ChapCredentials>,
+    pub mutual: Option<ChapCredentials>,
+    pub offer: Offer,
+}
+
+/// ISID of type "random" (RFC 7143 §10.12.5: T = 0b11).
+fn random_isid() -> Result<[u8; 6], ClientError> {
+    let r = os_random(6)?;
+    let mut isid = [0u8; 6];
+    isid.copy_from_slice(&r);
+    isid[0] = 0xc0 | (isid[0] & 0x3f);
+    Ok(isid)
+}
+
+/// Connects and logs in.
+pub fn connect(t: &Target) -> Result<TcpClient, ClientError> {
+    let stream = TcpTransport::connect(&t.host, t.port)?;
+    let chap = match &t.chap {
+        Some(c) => Some(Chap {
+            initiator: c.clone(),
+            target: t.mutual.clone(),
+            random: os_random(super::chap::CHALLENGE_LEN + 1)?,
+        }),
+        None => None,
+    };
+    let cfg = LoginConfig {
+        initiator_name: t.initiator_name.clone(),
+        target_name: t.target_name.clone(),
+        isid: random_isid()?,
+        tsih: 0,
+        cid: 0,
+        initial_cmd_sn: 1,
+        chap,
+        offer: t.offer,
+    };
+    Client::login(
+        stream,
+        StdClock::default(),
+        cfg,
+        Timers::default(),
+        LOGIN_TIMEOUT.as_millis() as u64,
+    )
+}
+
+/// SendTargets discovery on a discovery session.
+pub fn discover(t: &Target) -> Result<Vec<DiscoveredTarget>, ClientError> {
+    let mut d = t.clone();
+    d.target_name = None;
+    let mut c = connect(&d)?;
+    let targets = c.send_targets()?;
+    c.logout()?;
+    Ok(targets)
+}
