@@ -10,9 +10,9 @@ use crate::cmd::Context;
 use crate::cpio::Cpio;
 use crate::{Error, Result};
 
-/// Until the guest LAPIC, IOAPIC and ACPI tables exist, Linux guests run in
-/// PIC mode on one vCPU and without PCI.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 nolapic noapic acpi=off pci=off";
+/// Until the guest LAPIC, IOAPIC and PCI bus exist, Linux guests run in PIC
+/// mode on one vCPU without PCI (ACPI gives them the PM timer and S5 power-off).
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 nolapic noapic pci=off";
 
 /// What to boot as a guest.
 #[derive(Debug, Clone, PartialEq, Eq)]

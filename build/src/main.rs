@@ -32,7 +32,7 @@ commands:
       --image FILE      boot this ELF instead of building the image
       --guest-kernel F  a Linux bzImage the image starts as guest VM `guest` at boot
       --guest-initrd F  its initrd
-      --guest-cmdline S its command line (default: console=ttyS0 nolapic noapic acpi=off pci=off)
+      --guest-cmdline S its command line (default: console=ttyS0 nolapic noapic pci=off)
       --guest-cpus N    its vCPUs (1 until the guest LAPIC/IOAPIC exist)
       --guest-memory M  its RAM in MiB (default 256)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests

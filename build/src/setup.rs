@@ -28,6 +28,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "vgabios",
 ];
 
+/// Python packages the hosted XenAPI tests use: the official SDK from PyPI
+/// and the test runner (module name, pip package name).
+pub const PYTHON_PACKAGES: &[(&str, &str)] = &[("XenAPI", "XenAPI"), ("pytest", "pytest")];
+
 /// The image's Rust target.
 pub const IMAGE_TARGET: &str = "x86_64-unknown-none";
 
@@ -131,6 +135,29 @@ fn ensure_rust_target(paths: &Paths) -> Result<()> {
     ]))
 }
 
+/// Installs the Python packages whose modules do not import yet.
+fn ensure_python_packages() -> Result<()> {
+    let missing: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(module, _)| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("setup: pip install {}", missing.join(" "));
+    run_status(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "-q"])
+            .args(&missing),
+    )
+}
+
 /// Runs every setup step.
 pub fn setup(paths: &Paths) -> Result<()> {
     let start = Instant::now();
@@ -147,6 +174,7 @@ pub fn setup(paths: &Paths) -> Result<()> {
         }
     }
     ensure_rust_target(paths)?;
+    ensure_python_packages()?;
     peer::ensure(paths, &mut apt)?;
     println!("setup: ok ({:.2} s)", start.elapsed().as_secs_f64());
     Ok(())

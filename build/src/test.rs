@@ -18,7 +18,12 @@ enum Step {
     },
     /// `cargo xtask build`.
     BuildImage,
+    /// The hosted XenAPI driven by the official Python SDK (pytest).
+    HostedXenApi,
 }
+
+/// Where the pytest suite finds the hosted binary.
+const KEEL_HOSTED_ENV: &str = "KEEL_HOSTED";
 
 const STEPS: &[Step] = &[
     Step::Cargo {
@@ -62,6 +67,7 @@ const STEPS: &[Step] = &[
         args: &["test", "--workspace", "--exclude", "qemu-tests"],
         env: false,
     },
+    Step::HostedXenApi,
     Step::Cargo {
         title: "host-config tool",
         args: &["build", "-p", "host-config", "--bin", "host-config"],
@@ -73,6 +79,30 @@ const STEPS: &[Step] = &[
         env: true,
     },
 ];
+
+/// Builds `keel-hosted` and runs the pytest suite against it.
+fn hosted_xenapi(paths: &Paths) -> Result<()> {
+    let mut build = cargo(paths);
+    build.args([
+        "build",
+        "-p",
+        "appliance",
+        "--features",
+        "hosted",
+        "--bin",
+        "keel-hosted",
+    ]);
+    println!("{}", describe(&build));
+    run_status(&mut build)?;
+    let binary = paths.cargo_target.join("debug").join("keel-hosted");
+    let mut pytest = Command::new("python3");
+    pytest
+        .current_dir(&paths.root)
+        .args(["-m", "pytest", "appliance/tests/python", "-q"])
+        .env(KEEL_HOSTED_ENV, &binary);
+    println!("{}", describe(&pytest));
+    run_status(&mut pytest)
+}
 
 pub fn test(paths: &Paths) -> Result<()> {
     println!("==> xtask test: setup");
@@ -96,6 +126,10 @@ pub fn test(paths: &Paths) -> Result<()> {
                     describe(&command)
                 );
                 run_status(&mut command).map_err(|e| (*title, e))
+            }
+            Step::HostedXenApi => {
+                println!("\n==> xtask test [{n}/{total}]: hosted XenAPI with the Python SDK");
+                hosted_xenapi(paths).map_err(|e| ("hosted XenAPI", e))
             }
             Step::BuildImage => {
                 println!("\n==> xtask test [{n}/{total}]: image build");

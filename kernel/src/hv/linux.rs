@@ -35,6 +35,7 @@ mod hdr {
     pub const JUMP_END: usize = 0x201;
     // boot_params fields outside the setup header
     pub const E820_ENTRIES: usize = 0x1e8;
+    pub const ACPI_RSDP_ADDR: usize = 0x070;
     pub const E820_TABLE: usize = 0x2d0;
 }
 
@@ -102,6 +103,7 @@ pub fn load(
     bzimage: &[u8],
     initrd: Option<&[u8]>,
     cmdline: &str,
+    rsdp: Option<u64>,
     mem: &mut GuestMemory<'_>,
 ) -> Result<LongModeEntry, LinuxError> {
     if u32_at(bzimage, hdr::HEADER) != Some(u32::from_le_bytes(*b"HdrS"))
@@ -166,6 +168,9 @@ pub fn load(
     params[hdr::LOADFLAGS] |= LOADED_HIGH | CAN_USE_HEAP;
     params[hdr::CMD_LINE_PTR..hdr::CMD_LINE_PTR + 4]
         .copy_from_slice(&(CMDLINE as u32).to_le_bytes());
+    if let Some(rsdp) = rsdp {
+        params[hdr::ACPI_RSDP_ADDR..hdr::ACPI_RSDP_ADDR + 8].copy_from_slice(&rsdp.to_le_bytes());
+    }
 
     if let Some(rd) = initrd {
         let max = u64::from(u32_at(bzimage, hdr::INITRD_ADDR_MAX).unwrap_or(0x37ff_ffff))
@@ -240,6 +245,7 @@ mod tests {
             &bzimage(b"KERNEL"),
             Some(b"INITRD"),
             "console=ttyS0",
+            Some(0xe_0000),
             &mut m,
         )
         .unwrap();
@@ -261,6 +267,7 @@ mod tests {
         m.read(GuestAddress(rd), &mut r).unwrap();
         assert_eq!(&r, b"INITRD");
         assert_eq!(p[hdr::E820_ENTRIES], 3);
+        assert_eq!(u64_at(&p, hdr::ACPI_RSDP_ADDR), Some(0xe_0000));
         assert_eq!(u64_at(&p, hdr::E820_TABLE + 40), Some(0x10_0000));
         let mut c = [0u8; 14];
         m.read(GuestAddress(CMDLINE), &mut c).unwrap();
@@ -271,29 +278,35 @@ mod tests {
     fn refuses_what_it_cannot_boot() {
         let mut ram = vec![0u8; 32 << 20];
         let mut m = GuestMemory::new(&mut ram);
-        assert_eq!(load(b"MZ", None, "", &mut m), Err(LinuxError::NotBzImage));
+        assert_eq!(
+            load(b"MZ", None, "", None, &mut m),
+            Err(LinuxError::NotBzImage)
+        );
         let mut old = bzimage(b"K");
         old[hdr::VERSION..hdr::VERSION + 2].copy_from_slice(&0x0204u16.to_le_bytes());
         assert_eq!(
-            load(&old, None, "", &mut m),
+            load(&old, None, "", None, &mut m),
             Err(LinuxError::TooOld(0x0204))
         );
         let mut no64 = bzimage(b"K");
         no64[hdr::XLOADFLAGS] = 0;
-        assert_eq!(load(&no64, None, "", &mut m), Err(LinuxError::No64BitEntry));
+        assert_eq!(
+            load(&no64, None, "", None, &mut m),
+            Err(LinuxError::No64BitEntry)
+        );
         let long = "x".repeat(3000);
         assert_eq!(
-            load(&bzimage(b"K"), None, &long, &mut m),
+            load(&bzimage(b"K"), None, &long, None, &mut m),
             Err(LinuxError::CmdlineTooLong(3000))
         );
         let big = vec![0u8; 40 << 20];
         assert!(matches!(
-            load(&bzimage(b"K"), Some(&big), "", &mut m),
+            load(&bzimage(b"K"), Some(&big), "", None, &mut m),
             Err(LinuxError::InitrdDoesNotFit { .. })
         ));
         let good = bzimage(b"KERNEL");
         for cut in 0..0x270 {
-            let _ = load(&good[..cut], None, "", &mut m);
+            let _ = load(&good[..cut], None, "", None, &mut m);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The hypervisor: what a VM is made of and how its exits are handled,
 //! independent of SVM or VMX (the backends live in `arch::x86_64`).
 
+pub mod acpi;
 pub mod cpuid;
 pub mod devices;
 pub mod elf;

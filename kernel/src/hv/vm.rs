@@ -11,7 +11,9 @@ use core::time::Duration;
 
 use spin::Mutex;
 
+use super::acpi;
 use super::cpuid::{self, Leaf};
+use super::devices::pm::{Pm, SleepRequest};
 use super::devices::uart::{ConsoleSink, Uart};
 use super::devices::{pic, pit, rtc};
 use super::exit::{Exception, Vcpu, VmExit};
@@ -24,6 +26,7 @@ use crate::arch::x86_64::{apic, cpu, svm};
 use crate::{mem, smp, time};
 
 const COM1: u16 = 0x3f8;
+const RESET_CONTROL: u16 = 0xcf9;
 const TWO_MIB: u64 = 2 << 20;
 /// Bytes of console output kept per VM.
 const CONSOLE_RING: usize = 4096;
@@ -190,8 +193,12 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
                 kernel,
                 initrd,
                 cmdline,
-            } => linux::load(kernel, initrd.as_deref(), cmdline, &mut m)
-                .map_err(VmError::BadKernel)?,
+            } => {
+                let rsdp = acpi::write_tables(&mut m)
+                    .map_err(|e| VmError::Setup(format!("ACPI tables: {e}")))?;
+                linux::load(kernel, initrd.as_deref(), cmdline, Some(rsdp), &mut m)
+                    .map_err(VmError::BadKernel)?
+            }
         }
     };
     drop(spec.boot);
@@ -253,8 +260,11 @@ struct Board {
     pic: pic::Pic,
     pit: pit::Pit,
     rtc: rtc::Rtc,
+    pm: Pm,
     uart_line: bool,
     unclaimed_ports: u64,
+    /// Set when the guest asked to power off or reset.
+    stop: Option<&'static str>,
 }
 
 const IRQ_TIMER: u8 = 0;
@@ -287,6 +297,28 @@ impl Board {
             (rtc::INDEX | rtc::DATA, 1) if write => self.rtc.write(port, byte),
             (rtc::INDEX | rtc::DATA, 1) => {
                 return u64::from(self.rtc.read(port, time::wall_clock()));
+            }
+            (acpi::PM_TMR, 4) if !write => return u64::from(Pm::timer(now)),
+            (acpi::PM1A_EVT..=0x603, 2) if write => {
+                self.pm.write_event(port - acpi::PM1A_EVT, value as u16)
+            }
+            (acpi::PM1A_EVT..=0x603, 2) => {
+                return u64::from(self.pm.read_event(port - acpi::PM1A_EVT));
+            }
+            (acpi::PM1A_CNT, 2) if write => match self.pm.write_control(value as u16) {
+                Some(SleepRequest::Sleep(acpi::S5_SLP_TYP)) => {
+                    self.stop = Some("powered off (ACPI S5)")
+                }
+                Some(SleepRequest::Sleep(other)) => {
+                    log::debug!("guest asked for sleep type {other}, which is not supported");
+                }
+                None => {}
+            },
+            (acpi::PM1A_CNT, 2) => return u64::from(self.pm.read_control()),
+            // Reset control: bit 2 resets the machine.
+            (RESET_CONTROL, 1) if write && byte & 0x04 != 0 => {
+                self.stop =
+                    Some("reset requested (restarting a VM is not supported yet: it stays stopped)")
             }
             _ => {
                 // No device: writes vanish and reads float high, as on a real bus.
@@ -332,8 +364,10 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
         pic: pic::Pic::default(),
         pit: pit::Pit::default(),
         rtc: rtc::Rtc::default(),
+        pm: Pm::default(),
         uart_line: false,
         unclaimed_ports: 0,
+        stop: None,
     };
     loop {
         let next_timer = board.update_interrupts(time::now());
@@ -379,6 +413,10 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
                     vcpu.regs().rax = keep | (read & mask);
                 }
                 vcpu.set_rip(next_rip);
+                if let Some(why) = board.stop {
+                    log::info!("vm {}: {why}", vm.name);
+                    return VmState::Halted;
+                }
             }
             VmExit::Cpuid => {
                 let regs = vcpu.regs();

@@ -157,9 +157,10 @@ fn debian_guest(name: &str, cmdline: &str) -> Vec<(String, Vec<u8>)> {
     ]
 }
 
-/// Until the guest LAPIC, IOAPIC and ACPI tables exist, Linux runs in PIC
-/// mode on one vCPU; `pci=off` because there is no guest PCI bus yet.
-const LINUX_CMDLINE: &str = "console=ttyS0 nolapic noapic acpi=off pci=off";
+/// Until the guest LAPIC and IOAPIC exist, Linux runs in PIC mode on one
+/// vCPU; `pci=off` because there is no guest PCI bus yet. ACPI is on: the
+/// guest finds our RSDP/XSDT/FADT/DSDT, the PM timer and S5.
+const LINUX_CMDLINE: &str = "console=ttyS0 nolapic noapic pci=off";
 
 #[test]
 fn debian_kernel_boots_as_a_guest_beside_another_guest() {
@@ -180,8 +181,10 @@ fn debian_kernel_boots_as_a_guest_beside_another_guest() {
         .expect("the other guest runs too");
     qemu.wait_for_serial("vm debian: KEEL-PEER-INIT-REACHED", timeout)
         .expect("busybox /init runs");
+    qemu.wait_for_serial("vm debian: powered off (ACPI S5)", timeout)
+        .expect("poweroff -f powers the VM off through ACPI");
     qemu.wait_for_serial("vm debian: halted after", timeout)
-        .expect("poweroff -f halts the VM");
+        .expect("the VM is reported stopped");
     let (_, json) = health(&qemu);
     assert_eq!(json["status"], "ok", "{json}");
     let serial = qemu.serial();

@@ -3,5 +3,6 @@
 
 pub mod pic;
 pub mod pit;
+pub mod pm;
 pub mod rtc;
 pub mod uart;
