@@ -355,12 +355,6 @@ impl Login {
         let Repr::LoginResponse(r) = frame.repr else {
             return Err(LoginError::Protocol("expected a Login Response"));
         };
-        if r.itt != self.itt || r.isid != self.cfg.isid {
-            return Err(LoginError::Protocol("Login Response for another login"));
-        }
-        if r.version_active != ISCSI_VERSION {
-            return Err(LoginError::Protocol("unsupported iSCSI version"));
-        }
         match r.status_class {
             status_class::SUCCESS => {}
             status_class::REDIRECTION => {
@@ -371,6 +365,11 @@ impl Login {
                     detail: r.status_detail,
                     address,
                 });
+            }
+            status_class::INITIATOR_ERROR
+                if r.status_detail == status_detail::AUTH_FAILURE && self.cfg.chap.is_none() =>
+            {
+                return Err(LoginError::ChapRequired);
             }
             status_class::INITIATOR_ERROR => {
                 return Err(LoginError::Refused {
@@ -388,6 +387,14 @@ impl Login {
                     detail: r.status_detail,
                 });
             }
+        }
+        // Only a successful response must echo our ISID and ITT: targets
+        // fill in less on a refusal (tgt leaves the ISID zero).
+        if r.itt != self.itt || r.isid != self.cfg.isid {
+            return Err(LoginError::Protocol("Login Response for another login"));
+        }
+        if r.version_active != ISCSI_VERSION {
+            return Err(LoginError::Protocol("unsupported iSCSI version"));
         }
         self.exp_stat_sn = Some(r.stat_sn.wrapping_add(1));
         // Our request is still going out in pieces: the target acknowledges
@@ -548,3 +555,6 @@ impl Login {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -946,3 +946,39 @@ fn emit_data_out(
     }
     Ok(())
 }
+
+/// Fuzz entry point: arbitrary target bytes into a session with reads,
+/// writes and a text request in flight. Must never panic.
+pub fn fuzz_session(data: &[u8]) {
+    let login = LoginOutcome {
+        tsih: 1,
+        isid: [0xc0, 0, 0, 0, 0, 1],
+        cmd_sn: 1,
+        exp_stat_sn: 1,
+        exp_cmd_sn: 1,
+        max_cmd_sn: 64,
+        params: SessionParams::default(),
+    };
+    let mut s = Session::new(&login, Timers::default(), 1, 0);
+    let _ = s.submit(Command {
+        lun: 0,
+        cdb: [0; 16],
+        transfer: DataTransfer::Read(4096),
+    });
+    let _ = s.submit(Command {
+        lun: 0,
+        cdb: [0; 16],
+        transfer: DataTransfer::Write(vec![0u8; 70_000]),
+    });
+    let _ = s.send_targets();
+    for chunk in data.chunks(97) {
+        if s.receive(chunk, 1).is_err() {
+            break;
+        }
+        while s.next_event().is_some() {}
+    }
+    let _ = s.poll(100_000);
+}
+
+#[cfg(test)]
+mod tests;
