@@ -9,6 +9,7 @@ pub mod exit;
 pub mod linux;
 pub mod longmode;
 pub mod memory;
+pub mod mmio;
 pub mod profile;
 #[cfg(target_os = "none")]
 pub mod vm;
