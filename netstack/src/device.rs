@@ -156,7 +156,7 @@ impl<N: Nic> NicDevice<N> {
                 | Err(NicError::BadLength { .. }) => {
                     self.rx.errors += 1;
                 }
-                Err(NicError::QueueFull) | Err(NicError::Device) => {
+                Err(NicError::QueueFull) | Err(NicError::Device) | Err(NicError::LinkDown) => {
                     self.rx.errors += 1;
                     return None;
                 }

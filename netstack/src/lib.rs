@@ -6,6 +6,7 @@
 
 extern crate alloc;
 
+pub mod bond;
 pub mod device;
 pub mod iface;
 pub mod lacp;

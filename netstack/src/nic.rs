@@ -52,6 +52,8 @@ pub enum NicError {
     BufferTooSmall { needed: usize },
     /// The device reported an error or is in an unusable state.
     Device,
+    /// No link to send on (a bond with no usable member); the frame was dropped.
+    LinkDown,
 }
 
 impl fmt::Display for NicError {
@@ -63,6 +65,7 @@ impl fmt::Display for NicError {
                 write!(f, "receive buffer too small (frame needs {needed} bytes)")
             }
             NicError::Device => write!(f, "device error"),
+            NicError::LinkDown => write!(f, "no link: check cabling and the partner switch"),
         }
     }
 }
