@@ -10,11 +10,10 @@ use netstack::{HostInterface, IpConfig, Nic};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
-use crate::health::HealthReport;
-use crate::http::Request;
 use crate::platform::Platform;
-use crate::routes;
+use crate::routes::Endpoints;
 use crate::server::HttpServer;
+use crate::xenapi::{HostFacts, ManagementFacts, XenApi};
 
 /// Where the management API listens.
 pub const HTTP_PORT: u16 = 80;
@@ -29,6 +28,9 @@ pub struct Appliance<P: Platform, N: Nic> {
     hostname: String,
     management: HostInterface<N>,
     http: HttpServer,
+    api: XenApi,
+    /// The management address the API objects last described.
+    described: Option<Ipv4Cidr>,
 }
 
 impl<P: Platform, N: Nic> Appliance<P, N> {
@@ -48,11 +50,15 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         let mut http = HttpServer::new(HTTP_PORT);
         http.attach(management.sockets_mut());
         log::info!("http: serving on port {}", http.port());
+        let facts = host_facts(&config, &management, platform.system_info());
+        let api = XenApi::new(&config, facts, &mut platform);
         Appliance {
             platform,
             hostname: config.hostname,
+            described: management.ipv4_cidr(),
             management,
             http,
+            api,
         }
     }
 
@@ -63,25 +69,36 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         let now = to_instant(uptime);
         let iface_due = self.management.poll(now);
 
+        let cidr = self.management.ipv4_cidr();
+        if cidr != self.described {
+            // A DHCP lease came or went: the PIF and host objects follow.
+            self.described = cidr;
+            let mut facts = self.api.facts().clone();
+            facts.management = management_facts(&self.management, facts.management.dhcp);
+            self.api.update_facts(facts);
+        }
+
         let Appliance {
             platform,
             hostname,
             management,
             http,
+            api,
+            ..
         } = self;
-        let ip = management.ipv4_cidr().map(|cidr| cidr.address());
-        let platform = &*platform;
-        let hostname = hostname.as_str();
-        let mut handler = |request: &Request<'_>| {
-            routes::route(request, || {
-                HealthReport::new(hostname, uptime, platform.system_info(), ip)
-            })
+        let mut endpoints = Endpoints {
+            api,
+            platform,
+            hostname: hostname.as_str(),
+            management_ip: cidr.map(|cidr| cidr.address()),
+            uptime,
         };
-        let http_due = http.poll(management.sockets_mut(), now, &mut handler);
+        let http_due = http.poll(management.sockets_mut(), now, &mut endpoints);
+        let api_due = self.api.next_deadline().map(to_instant);
 
         // Send the responses just queued now rather than a round later.
         let flush_due = self.management.poll(now);
-        [iface_due, http_due, flush_due]
+        [iface_due, http_due, flush_due, api_due]
             .into_iter()
             .flatten()
             .min()
@@ -115,6 +132,11 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         &self.http
     }
 
+    /// The XenAPI service.
+    pub fn api(&self) -> &XenApi {
+        &self.api
+    }
+
     pub fn hostname(&self) -> &str {
         &self.hostname
     }
@@ -127,6 +149,36 @@ impl<P: Platform, N: Nic> fmt::Debug for Appliance<P, N> {
             .field("management", &self.management)
             .field("http", &self.http)
             .finish_non_exhaustive()
+    }
+}
+
+/// What the XenAPI objects say about this host at start.
+fn host_facts<N: Nic>(
+    config: &HostConfig,
+    management: &HostInterface<N>,
+    system: crate::platform::SystemInfo,
+) -> HostFacts {
+    HostFacts {
+        hostname: config.hostname.clone(),
+        system,
+        management: management_facts(management, matches!(config.management.ip, IpMode::Dhcp)),
+    }
+}
+
+fn management_facts<N: Nic>(management: &HostInterface<N>, dhcp: bool) -> ManagementFacts {
+    ManagementFacts {
+        device: String::from(management.name()),
+        mac: Some(management.mac().0),
+        dhcp,
+        address: management
+            .ipv4_cidr()
+            .map(|c| (c.address().octets(), c.prefix_len())),
+        gateway: management.gateway().map(|g| g.octets()),
+        dns: management
+            .dns_servers()
+            .iter()
+            .map(|d| d.octets())
+            .collect(),
     }
 }
 

@@ -1,15 +1,18 @@
 //! The appliance: everything in the host image above the kernel.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "hosted")), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
 pub mod app;
 pub mod health;
+#[cfg(feature = "hosted")]
+pub mod hosted;
 pub mod http;
 pub mod platform;
 pub mod routes;
 pub mod server;
+pub mod xenapi;
 
 #[cfg(test)]
 mod test_client;

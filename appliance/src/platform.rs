@@ -19,6 +19,12 @@ pub trait Platform {
     /// Monotonic time since boot.
     fn now(&self) -> Duration;
 
+    /// Seconds since the Unix epoch, if the platform knows the date (for
+    /// XenAPI datetimes). Without it, datetimes count from the epoch at boot.
+    fn unix_time(&self) -> Option<u64> {
+        None
+    }
+
     /// Current CPU and memory figures.
     fn system_info(&self) -> SystemInfo;
 

@@ -1,8 +1,54 @@
-//! What the appliance serves over HTTP. For now only `/health`; the XenAPI
-//! endpoints (`/`, `/jsonrpc`) join here.
+//! What the appliance serves over HTTP: `/health`, and the XenAPI on `/`,
+//! `/RPC2`, `/xmlrpc` and `/jsonrpc`. The image and the hosted server use
+//! the same [`Endpoints`].
+
+use core::time::Duration;
+
+use smoltcp::wire::Ipv4Address;
 
 use crate::health::HealthReport;
 use crate::http::{Method, Request, Response, Status};
+use crate::platform::Platform;
+use crate::server::{Handler, Reply, Ticket};
+use crate::xenapi::XenApi;
+
+/// Every endpoint, over the service state and the platform, for one poll.
+pub struct Endpoints<'a> {
+    pub api: &'a mut XenApi,
+    pub platform: &'a mut dyn Platform,
+    pub hostname: &'a str,
+    pub management_ip: Option<Ipv4Address>,
+    pub uptime: Duration,
+}
+
+impl core::fmt::Debug for Endpoints<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler for Endpoints<'_> {
+    fn handle(&mut self, request: &Request<'_>) -> Reply {
+        if XenApi::serves(request.path()) {
+            return self.api.handle(request, self.platform);
+        }
+        let platform = &*self.platform;
+        let (hostname, uptime, ip) = (self.hostname, self.uptime, self.management_ip);
+        Reply::Now(route(request, || {
+            HealthReport::new(hostname, uptime, platform.system_info(), ip)
+        }))
+    }
+
+    fn resume(&mut self, ticket: Ticket) -> Option<Response> {
+        self.api.resume(ticket, self.platform)
+    }
+
+    fn cancel(&mut self, ticket: Ticket) {
+        self.api.cancel(ticket);
+    }
+}
 
 /// Answers `request`. `health` builds the report only when it is asked for.
 pub fn route<'h>(request: &Request<'_>, health: impl FnOnce() -> HealthReport<'h>) -> Response {
@@ -73,8 +119,7 @@ mod tests {
     #[test]
     fn anything_else_is_404() {
         for raw in [
-            &b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"[..],
-            b"GET /health/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            &b"GET /health/ HTTP/1.1\r\nHost: h\r\n\r\n"[..],
             b"DELETE /x HTTP/1.1\r\nHost: h\r\n\r\n",
         ] {
             let response = answer(raw);

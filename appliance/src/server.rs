@@ -13,19 +13,44 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
-use crate::http::{HttpError, Limits, Method, Parse, Request, Response, parse_head, parse_request};
+use crate::http::{Limits, Request, Response};
+
+mod connection;
+
+pub use connection::Connection;
+
+/// A handler's answer: now, or later for a request that waits for
+/// something (an `event.from` for a change).
+#[derive(Debug)]
+pub enum Reply {
+    Now(Response),
+    Later(Ticket),
+}
+
+/// Names a deferred answer between a handler and the connection awaiting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub u64);
 
 /// Answers requests. Implemented for any `FnMut(&Request) -> Response`.
 pub trait Handler {
-    fn handle(&mut self, request: &Request<'_>) -> Response;
+    fn handle(&mut self, request: &Request<'_>) -> Reply;
+
+    /// The deferred answer for `ticket`, once it is ready. Asked on every
+    /// poll while the connection waits.
+    fn resume(&mut self, _ticket: Ticket) -> Option<Response> {
+        None
+    }
+
+    /// The connection that awaited `ticket` is gone.
+    fn cancel(&mut self, _ticket: Ticket) {}
 }
 
 impl<F> Handler for F
 where
     F: FnMut(&Request<'_>) -> Response,
 {
-    fn handle(&mut self, request: &Request<'_>) -> Response {
-        self(request)
+    fn handle(&mut self, request: &Request<'_>) -> Reply {
+        Reply::Now(self(request))
     }
 }
 
@@ -58,13 +83,6 @@ impl Default for ServerConfig {
 /// it is reset: a vanished peer must not hold a socket forever.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
-/// Responses queued but not yet in the socket, above which no further
-/// pipelined request is answered this poll (back-pressure on the client).
-const OUTPUT_HIGH_WATER: usize = 64 * 1024;
-
-/// The interim answer to `Expect: 100-continue`.
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
 /// An HTTP server on one port.
 #[derive(Debug)]
 pub struct HttpServer {
@@ -76,43 +94,15 @@ pub struct HttpServer {
 struct Slot {
     handle: SocketHandle,
     /// The connection the socket carries, from accept to close.
-    conn: Option<Connection>,
+    conn: Option<SlotConnection>,
 }
 
 #[derive(Debug)]
-struct Connection {
-    /// Bytes received and not yet consumed by a complete request.
-    input: Vec<u8>,
-    /// Set when `input` changed since the last parse attempt.
-    unparsed: bool,
-    /// Serialized responses not yet accepted by the socket, from `written` on.
-    output: Vec<u8>,
-    written: usize,
+struct SlotConnection {
+    http: Connection,
     last_activity: Instant,
-    /// Close once `output` is flushed (client asked, or an error was answered).
-    close_after_flush: bool,
     /// When `close()` was called on the socket.
     closing_since: Option<Instant>,
-    continue_sent: bool,
-}
-
-impl Connection {
-    fn new(now: Instant) -> Self {
-        Connection {
-            input: Vec::new(),
-            unparsed: false,
-            output: Vec::new(),
-            written: 0,
-            last_activity: now,
-            close_after_flush: false,
-            closing_since: None,
-            continue_sent: false,
-        }
-    }
-
-    fn pending_output(&self) -> usize {
-        self.output.len() - self.written
-    }
 }
 
 impl HttpServer {
@@ -206,15 +196,23 @@ fn poll_slot<H: Handler + ?Sized>(
     // sit out 10 s after every server-side close); random initial sequence
     // numbers keep stray old segments from being taken for new ones.
     if !socket.is_open() {
-        slot.conn = None;
+        if let Some(mut conn) = slot.conn.take() {
+            conn.http.abandon(handler);
+        }
         listen(socket, config.port);
         return None;
     }
     if socket.is_listening() {
-        slot.conn = None;
+        if let Some(mut conn) = slot.conn.take() {
+            conn.http.abandon(handler);
+        }
         return None;
     }
-    let conn = slot.conn.get_or_insert_with(|| Connection::new(now));
+    let conn = slot.conn.get_or_insert_with(|| SlotConnection {
+        http: Connection::new(),
+        last_activity: now,
+        closing_since: None,
+    });
 
     if let Some(since) = conn.closing_since {
         // Whatever still arrives is of no use; keep the window open so the
@@ -230,19 +228,24 @@ fn poll_slot<H: Handler + ?Sized>(
         return Some(since + CLOSE_GRACE);
     }
 
-    receive(conn, socket, config, now);
-    respond(conn, socket, &config.limits, handler);
+    receive(conn, socket, &config.limits, now);
+    let peer_closed = peer_closed(socket);
+    conn.http.respond(handler, &config.limits, peer_closed);
     transmit(conn, socket, now);
+    // A connection waiting for a deferred answer is not idle.
+    if conn.http.is_waiting() {
+        conn.last_activity = now;
+    }
 
     let idle = now >= conn.last_activity + config.idle_timeout;
-    let finished = conn.pending_output() == 0 && (conn.close_after_flush || peer_closed(socket));
-    if finished || idle {
+    if conn.http.finished(peer_closed) || idle {
         if idle {
             log::debug!(
                 "http: closing idle connection from {:?}",
                 socket.remote_endpoint()
             );
         }
+        conn.http.abandon(handler);
         // The FIN goes out after the data already in the socket.
         socket.close();
         conn.closing_since = Some(now);
@@ -252,109 +255,36 @@ fn poll_slot<H: Handler + ?Sized>(
 }
 
 /// Moves received bytes into the connection's input, up to its bound.
-fn receive(
-    conn: &mut Connection,
-    socket: &mut tcp::Socket<'_>,
-    config: &ServerConfig,
-    now: Instant,
-) {
-    let limits = &config.limits;
-    // A full request fits in head + body; chunk framing may add some.
-    let capacity = limits.max_head_bytes + limits.max_body_bytes.saturating_mul(2);
+fn receive(conn: &mut SlotConnection, socket: &mut tcp::Socket<'_>, limits: &Limits, now: Instant) {
     // The socket's ring may hand out its data in two pieces.
     for _ in 0..2 {
-        let room = capacity.saturating_sub(conn.input.len());
+        let room = conn.http.room(limits);
         if room == 0 || !socket.can_recv() {
             return;
         }
         let got = socket.recv(|data| {
             let n = data.len().min(room);
-            conn.input.extend_from_slice(&data[..n]);
+            conn.http.receive(data.get(..n).unwrap_or_default());
             (n, n)
         });
         match got {
             Ok(0) | Err(_) => return,
-            Ok(_) => {
-                conn.unparsed = true;
-                conn.last_activity = now;
-            }
+            Ok(_) => conn.last_activity = now,
         }
     }
-}
-
-/// Answers every complete request in the input, in order.
-fn respond<H: Handler + ?Sized>(
-    conn: &mut Connection,
-    socket: &tcp::Socket<'_>,
-    limits: &Limits,
-    handler: &mut H,
-) {
-    while conn.unparsed && !conn.close_after_flush && conn.pending_output() < OUTPUT_HIGH_WATER {
-        match parse_request(&conn.input, limits) {
-            Ok(Parse::Complete { request, consumed }) => {
-                let response = handler.handle(&request);
-                let keep_alive = request.keep_alive() && !response.closes_connection();
-                let head_only = request.method() == Method::Head;
-                response.write_to(&mut conn.output, keep_alive, !head_only);
-                drop(request);
-                conn.input.drain(..consumed);
-                conn.unparsed = !conn.input.is_empty();
-                conn.continue_sent = false;
-                conn.close_after_flush = !keep_alive;
-            }
-            Ok(Parse::Incomplete) => {
-                conn.unparsed = false;
-                let capacity = limits.max_head_bytes + limits.max_body_bytes.saturating_mul(2);
-                if conn.input.len() >= capacity {
-                    refuse(
-                        conn,
-                        &HttpError::BodyTooLarge {
-                            limit: limits.max_body_bytes,
-                        },
-                    );
-                } else if peer_closed(socket) {
-                    // The peer closed in the middle of a request; nothing to answer.
-                    conn.input.clear();
-                } else if !conn.continue_sent
-                    && let Ok(Some(head)) = parse_head(&conn.input, limits)
-                    && head.expects_continue()
-                {
-                    conn.output.extend_from_slice(CONTINUE);
-                    conn.continue_sent = true;
-                }
-            }
-            Err(error) => {
-                log::debug!("http: refusing request: {error}");
-                refuse(conn, &error);
-            }
-        }
-    }
-}
-
-/// Answers a request that cannot be served and arranges to close: after a
-/// framing error nobody knows where the next request would start.
-fn refuse(conn: &mut Connection, error: &HttpError) {
-    Response::for_error(error).write_to(&mut conn.output, false, true);
-    conn.input.clear();
-    conn.unparsed = false;
-    conn.close_after_flush = true;
 }
 
 /// Hands as much pending output to the socket as it takes.
-fn transmit(conn: &mut Connection, socket: &mut tcp::Socket<'_>, now: Instant) {
-    if conn.pending_output() > 0 && socket.can_send() {
-        match socket.send_slice(&conn.output[conn.written..]) {
+fn transmit(conn: &mut SlotConnection, socket: &mut tcp::Socket<'_>, now: Instant) {
+    if !conn.http.output().is_empty() && socket.can_send() {
+        match socket.send_slice(conn.http.output()) {
             Ok(n) if n > 0 => {
-                conn.written += n;
+                conn.http.sent(n);
                 conn.last_activity = now;
             }
             Ok(_) => {}
             Err(e) => log::debug!("http: send failed: {e}"),
         }
-    }
-    if conn.pending_output() == 0 {
-        conn.output.clear();
-        conn.written = 0;
     }
 }
 

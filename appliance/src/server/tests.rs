@@ -9,7 +9,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
 use super::*;
-use crate::http::Status;
+use crate::http::{Method, Status};
 use crate::test_client::TestClient;
 
 const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 0, 3, 1);

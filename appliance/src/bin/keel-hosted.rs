@@ -1,0 +1,41 @@
+//! `keel-hosted`: the appliance's HTTP endpoints as a Linux process. See
+//! `appliance::hosted::USAGE`.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use appliance::hosted;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let options = match hosted::parse_args(&args) {
+        Ok(o) => o,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("keel-hosted: {message}");
+            }
+            eprint!("{}", hosted::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind(options.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("keel-hosted: cannot listen on {}: {e}", options.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("keel-hosted: listening on http://{addr}/"),
+        Err(e) => eprintln!("keel-hosted: {e}"),
+    }
+    let _ = std::io::stdout().flush();
+    match hosted::serve(listener, &options.config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keel-hosted: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The appliance's HTTP endpoints as a Linux process (`keel-hosted`): the
+//! same [`Endpoints`], [`XenApi`] and per-connection [`Connection`] state
+//! machine as the image, with std TCP underneath instead of smoltcp.
+//!
+//! One thread owns the service and every connection's state; a thread per
+//! connection only reads bytes and hands them over, so the service stays
+//! single-threaded as in the image, and a waiting `event.from` is a
+//! deferred answer, never a blocked thread.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use host_config::HostConfig;
+
+use crate::http::Limits;
+use crate::platform::{Platform, SystemInfo};
+use crate::routes::Endpoints;
+use crate::server::Connection;
+use crate::xenapi::{HostFacts, ManagementFacts, XenApi};
+
+/// A connection with no traffic (and nothing awaited) for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A peer that does not take a response within this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest the loop sleeps with nothing due.
+const MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// The machine under the hosted service: the Linux process's clock, CPUs,
+/// memory and randomness.
+#[derive(Debug)]
+pub struct StdPlatform {
+    start: Instant,
+}
+
+impl StdPlatform {
+    pub fn new() -> Self {
+        StdPlatform {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Default for StdPlatform {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Platform for StdPlatform {
+    fn now(&self) -> core::time::Duration {
+        self.start.elapsed()
+    }
+
+    fn unix_time(&self) -> Option<u64> {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    }
+
+    fn system_info(&self) -> SystemInfo {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (total, free) = meminfo().unwrap_or((0, 0));
+        SystemInfo {
+            cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
+            memory_total: total,
+            memory_free: free,
+        }
+    }
+
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf));
+        if let Err(e) = filled {
+            // Without randomness session refs would be guessable: refuse to go on.
+            log::error!("hosted: /dev/urandom: {e}");
+            std::process::exit(1);
+        }
+    }
+
+    fn idle(&mut self, deadline: Option<core::time::Duration>) {
+        let wait = deadline.map_or(MAX_WAIT, |d| d.saturating_sub(self.now()).min(MAX_WAIT));
+        std::thread::sleep(wait);
+    }
+}
+
+/// `MemTotal` and `MemAvailable` from `/proc/meminfo`, in bytes.
+fn meminfo() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+/// What the API says about the management interface when hosted: the
+/// listening address, on the interface the host config names.
+pub fn hosted_facts(config: &HostConfig, listen: SocketAddr, system: SystemInfo) -> HostFacts {
+    let address = match listen.ip() {
+        IpAddr::V4(ip) if !ip.is_unspecified() => Some((ip.octets(), 32)),
+        _ => None,
+    };
+    HostFacts {
+        hostname: config.hostname.clone(),
+        system,
+        management: ManagementFacts {
+            device: config.management.interface.clone(),
+            mac: None,
+            dhcp: false,
+            address,
+            gateway: None,
+            dns: Vec::new(),
+        },
+    }
+}
+
+enum Input {
+    Accepted(u64, TcpStream),
+    Data(u64, Vec<u8>),
+    Closed(u64),
+}
+
+struct Peer {
+    stream: TcpStream,
+    http: Connection,
+    last_activity: Instant,
+    peer_closed: bool,
+}
+
+/// Serves `listener` forever.
+pub fn serve(listener: TcpListener, config: &HostConfig) -> std::io::Result<()> {
+    let mut platform = StdPlatform::new();
+    let listen = listener.local_addr()?;
+    let facts = hosted_facts(config, listen, platform.system_info());
+    let mut api = XenApi::new(config, facts, &mut platform);
+    let (tx, rx) = sync_channel::<Input>(64);
+    std::thread::spawn(move || accept(listener, tx));
+    run(&rx, &mut api, &mut platform, &config.hostname, listen)
+}
+
+fn accept(listener: TcpListener, tx: SyncSender<Input>) {
+    for (id, stream) in (1u64..).zip(listener.incoming()) {
+        let Ok(stream) = stream else { continue };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let Ok(reader) = stream.try_clone() else {
+            continue;
+        };
+        if tx.send(Input::Accepted(id, stream)).is_err() {
+            return;
+        }
+        let tx = tx.clone();
+        std::thread::spawn(move || read(id, reader, &tx));
+    }
+}
+
+fn read(id: u64, mut stream: TcpStream, tx: &SyncSender<Input>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx
+                    .send(Input::Data(id, buf.get(..n).unwrap_or_default().to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = tx.send(Input::Closed(id));
+}
+
+fn run(
+    rx: &Receiver<Input>,
+    api: &mut XenApi,
+    platform: &mut StdPlatform,
+    hostname: &str,
+    listen: SocketAddr,
+) -> std::io::Result<()> {
+    let limits = Limits::default();
+    let mut peers: HashMap<u64, Peer> = HashMap::new();
+    let management_ip = match listen.ip() {
+        IpAddr::V4(ip) => Some(smoltcp::wire::Ipv4Address::from(ip.octets())),
+        IpAddr::V6(_) => None,
+    };
+    loop {
+        let now = platform.now();
+        let wait = api
+            .next_deadline()
+            .map_or(MAX_WAIT, |d| d.saturating_sub(now).min(MAX_WAIT));
+        let touched = match rx.recv_timeout(wait) {
+            Ok(Input::Accepted(id, stream)) => {
+                peers.insert(
+                    id,
+                    Peer {
+                        stream,
+                        http: Connection::new(),
+                        last_activity: Instant::now(),
+                        peer_closed: false,
+                    },
+                );
+                Some(id)
+            }
+            Ok(Input::Data(id, data)) => {
+                if let Some(peer) = peers.get_mut(&id) {
+                    let room = peer.http.room(&limits);
+                    peer.http
+                        .receive(data.get(..room.min(data.len())).unwrap_or_default());
+                    peer.last_activity = Instant::now();
+                }
+                Some(id)
+            }
+            Ok(Input::Closed(id)) => {
+                if let Some(peer) = peers.get_mut(&id) {
+                    peer.peer_closed = true;
+                }
+                Some(id)
+            }
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        let uptime = platform.now();
+        let mut endpoints = Endpoints {
+            api,
+            platform,
+            hostname,
+            management_ip,
+            uptime,
+        };
+        // The connection that had news, and every connection awaiting a
+        // deferred answer (an event may have arrived for it).
+        let ids: Vec<u64> = peers
+            .iter()
+            .filter(|(id, p)| Some(**id) == touched || p.http.is_waiting())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(peer) = peers.get_mut(&id) else {
+                continue;
+            };
+            peer.http.respond(&mut endpoints, &limits, peer.peer_closed);
+            let out = peer.http.output().len();
+            let written = out == 0 || peer.stream.write_all(peer.http.output()).is_ok();
+            peer.http.sent(out);
+            if peer.http.is_waiting() {
+                peer.last_activity = Instant::now();
+            }
+            let idle = peer.last_activity.elapsed() >= IDLE_TIMEOUT;
+            if !written || idle || peer.http.finished(peer.peer_closed) {
+                peer.http.abandon(&mut endpoints);
+                let _ = peer.stream.shutdown(Shutdown::Both);
+                peers.remove(&id);
+            }
+        }
+        if touched.is_none() {
+            // Close idle connections now and then.
+            peers.retain(|_, p| {
+                let keep = p.is_waiting_or_recent();
+                if !keep {
+                    let _ = p.stream.shutdown(Shutdown::Both);
+                }
+                keep
+            });
+        }
+    }
+}
+
+impl Peer {
+    fn is_waiting_or_recent(&self) -> bool {
+        self.http.is_waiting() || self.last_activity.elapsed() < IDLE_TIMEOUT
+    }
+}
+
+/// `keel-hosted`'s command line.
+#[derive(Debug)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub config: HostConfig,
+}
+
+pub const USAGE: &str = "\
+usage: keel-hosted [--listen ADDR:PORT] [--host-config FILE] [--root-password PW]
+
+Serves the keel appliance's HTTP endpoints (XenAPI on /, /RPC2, /xmlrpc and
+/jsonrpc; /health) as a Linux process, for tests and development.
+
+  --listen ADDR:PORT   where to listen (default 127.0.0.1:8080; port 0 picks a
+                       free one). The first line on stdout is
+                       `keel-hosted: listening on http://ADDR:PORT/`.
+  --host-config FILE   host configuration: TOML (as for `host-config check`)
+                       or a compiled boot module (`host-config compile`)
+  --root-password PW   set or override the root password (hashed at start)
+";
+
+/// Parses the arguments after the program name.
+pub fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let mut config = HostConfig::default();
+    let mut password = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .cloned()
+                .ok_or_else(|| format!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--listen" => {
+                let v = value()?;
+                listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
+            }
+            "--host-config" => {
+                let path = std::path::PathBuf::from(value()?);
+                config = if path.extension().is_some_and(|e| e == "toml") {
+                    host_config::load_file(&path)?
+                } else {
+                    host_config::tool::read_module(&path)?
+                };
+            }
+            "--root-password" => password = Some(value()?),
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if let Some(pw) = password {
+        config.root_password_hash = Some(
+            host_config::hash_password_random(&pw)
+                .map_err(|e| format!("hashing the root password: {e}"))?,
+        );
+    }
+    Ok(Options { listen, config })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args() {
+        let o = parse_args(&["--listen".into(), "127.0.0.1:0".into()]).unwrap();
+        assert_eq!(o.listen.port(), 0);
+        assert!(o.config.root_password_hash.is_none());
+        assert!(parse_args(&["--bogus".into()]).is_err());
+        assert!(parse_args(&["--listen".into()]).is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! One HTTP connection's state, whatever carries its bytes: input waiting
+//! to be parsed, responses waiting to be sent, and a request whose answer
+//! the handler deferred. The smoltcp server and the hosted std server both
+//! drive it.
+
+use alloc::vec::Vec;
+
+use super::{Handler, Reply, Ticket};
+use crate::http::{HttpError, Limits, Method, Parse, Response, parse_head, parse_request};
+
+/// Responses queued but not yet sent, above which no further pipelined
+/// request is answered (back-pressure on the client).
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
+
+/// The interim answer to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A request whose answer comes later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Deferred {
+    ticket: Ticket,
+    keep_alive: bool,
+    head_only: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// Bytes received and not yet consumed by a complete request.
+    input: Vec<u8>,
+    /// Set when `input` changed since the last parse attempt.
+    unparsed: bool,
+    /// Serialized responses not yet sent, from `written` on.
+    output: Vec<u8>,
+    written: usize,
+    /// Close once `output` is flushed (client asked, or an error was answered).
+    close_after_flush: bool,
+    continue_sent: bool,
+    deferred: Option<Deferred>,
+}
+
+/// Bytes of input a connection holds at most: a whole request, with room
+/// for chunk framing.
+pub fn input_capacity(limits: &Limits) -> usize {
+    limits.max_head_bytes + limits.max_body_bytes.saturating_mul(2)
+}
+
+impl Connection {
+    pub fn new() -> Self {
+        Connection::default()
+    }
+
+    /// How many more input bytes may be taken now.
+    pub fn room(&self, limits: &Limits) -> usize {
+        input_capacity(limits).saturating_sub(self.input.len())
+    }
+
+    /// Takes received bytes (at most [`Connection::room`] of them).
+    pub fn receive(&mut self, data: &[u8]) {
+        if !data.is_empty() {
+            self.input.extend_from_slice(data);
+            self.unparsed = true;
+        }
+    }
+
+    /// Responses waiting to be sent.
+    pub fn output(&self) -> &[u8] {
+        self.output.get(self.written..).unwrap_or_default()
+    }
+
+    /// Marks `n` bytes of [`Connection::output`] as sent.
+    pub fn sent(&mut self, n: usize) {
+        self.written = (self.written + n).min(self.output.len());
+        if self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+        }
+    }
+
+    /// Whether a deferred answer is awaited.
+    pub fn is_waiting(&self) -> bool {
+        self.deferred.is_some()
+    }
+
+    /// Whether the connection should now be closed: everything is sent and
+    /// either side is done.
+    pub fn finished(&self, peer_closed: bool) -> bool {
+        self.output().is_empty()
+            && (self.close_after_flush || (peer_closed && self.deferred.is_none()))
+    }
+
+    /// Tells the handler a deferred answer is no longer wanted.
+    pub fn abandon<H: Handler + ?Sized>(&mut self, handler: &mut H) {
+        if let Some(d) = self.deferred.take() {
+            handler.cancel(d.ticket);
+        }
+    }
+
+    /// Answers every complete request in the input, in order; a deferred
+    /// answer holds back the requests behind it.
+    pub fn respond<H: Handler + ?Sized>(
+        &mut self,
+        handler: &mut H,
+        limits: &Limits,
+        peer_closed: bool,
+    ) {
+        if let Some(d) = self.deferred {
+            match handler.resume(d.ticket) {
+                Some(response) => {
+                    self.deferred = None;
+                    self.write(&response, d.keep_alive, d.head_only);
+                }
+                None => return,
+            }
+        }
+        while self.unparsed && !self.close_after_flush && self.output().len() < OUTPUT_HIGH_WATER {
+            match parse_request(&self.input, limits) {
+                Ok(Parse::Complete { request, consumed }) => {
+                    let keep_alive = request.keep_alive();
+                    let head_only = request.method() == Method::Head;
+                    let reply = handler.handle(&request);
+                    drop(request);
+                    self.input.drain(..consumed);
+                    self.unparsed = !self.input.is_empty();
+                    self.continue_sent = false;
+                    match reply {
+                        Reply::Now(response) => self.write(&response, keep_alive, head_only),
+                        Reply::Later(ticket) => {
+                            self.deferred = Some(Deferred {
+                                ticket,
+                                keep_alive,
+                                head_only,
+                            });
+                            return;
+                        }
+                    }
+                }
+                Ok(Parse::Incomplete) => {
+                    self.unparsed = false;
+                    if self.input.len() >= input_capacity(limits) {
+                        self.refuse(&HttpError::BodyTooLarge {
+                            limit: limits.max_body_bytes,
+                        });
+                    } else if peer_closed {
+                        // The peer closed in the middle of a request; nothing to answer.
+                        self.input.clear();
+                    } else if !self.continue_sent
+                        && let Ok(Some(head)) = parse_head(&self.input, limits)
+                        && head.expects_continue()
+                    {
+                        self.output.extend_from_slice(CONTINUE);
+                        self.continue_sent = true;
+                    }
+                }
+                Err(error) => {
+                    log::debug!("http: refusing request: {error}");
+                    self.refuse(&error);
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, response: &Response, keep_alive: bool, head_only: bool) {
+        let keep_alive = keep_alive && !response.closes_connection();
+        response.write_to(&mut self.output, keep_alive, !head_only);
+        self.close_after_flush = !keep_alive;
+    }
+
+    /// Answers a request that cannot be served and arranges to close: after
+    /// a framing error nobody knows where the next request would start.
+    fn refuse(&mut self, error: &HttpError) {
+        Response::for_error(error).write_to(&mut self.output, false, true);
+        self.input.clear();
+        self.unparsed = false;
+        self.close_after_flush = true;
+    }
+}

@@ -1,0 +1,310 @@
+//! The objects that describe this host: one pool, the host and its
+//! metrics, the management network and its PIF. They are built from facts
+//! (host config, the platform, the management interface) and kept true as
+//! those change.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::db::{Db, default_record};
+use super::schema::{Class, HOST, HOST_METRICS, NETWORK, PIF, POOL};
+use super::value::Value;
+use crate::health::{BUILD_ID, VERSION};
+use crate::platform::SystemInfo;
+
+/// The XenAPI version this host speaks.
+pub const API_VERSION: (i64, i64) = (2, 21);
+
+/// How the management interface is addressed right now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ManagementFacts {
+    /// The NIC's name (`eth0`).
+    pub device: String,
+    pub mac: Option<[u8; 6]>,
+    /// Whether the address comes from DHCP (else it is static).
+    pub dhcp: bool,
+    /// Address and prefix length, once there is one.
+    pub address: Option<([u8; 4], u8)>,
+    pub gateway: Option<[u8; 4]>,
+    pub dns: Vec<[u8; 4]>,
+}
+
+/// Everything the host objects say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub system: SystemInfo,
+    pub management: ManagementFacts,
+}
+
+/// References of the singleton objects.
+#[derive(Debug, Clone)]
+pub struct HostRefs {
+    pub pool: String,
+    pub host: String,
+    pub metrics: String,
+    pub network: String,
+    pub pif: String,
+}
+
+fn dotted(ip: [u8; 4]) -> String {
+    format!("{}.{}.{}.{}", ip[0], ip[1], ip[2], ip[3])
+}
+
+fn netmask(prefix: u8) -> [u8; 4] {
+    let bits = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    bits.to_be_bytes()
+}
+
+fn map(pairs: &[(&str, String)]) -> Value {
+    Value::Struct(
+        pairs
+            .iter()
+            .map(|(k, v)| (String::from(*k), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn set(db: &mut Db, class: &'static Class, reference: &str, field: &str, value: Value) {
+    if let Some((index, _)) = class.field(field) {
+        db.set_field(class, reference, index, value);
+    }
+}
+
+/// Creates the host objects. `new_id` gives a fresh (reference, uuid) pair.
+pub fn create(
+    db: &mut Db,
+    facts: &HostFacts,
+    mut new_id: impl FnMut() -> (String, String),
+) -> HostRefs {
+    let (pool, pool_uuid) = new_id();
+    let (host, host_uuid) = new_id();
+    let (metrics, metrics_uuid) = new_id();
+    let (network, network_uuid) = new_id();
+    let (pif, pif_uuid) = new_id();
+    let refs = HostRefs {
+        pool,
+        host,
+        metrics,
+        network,
+        pif,
+    };
+    db.insert(&POOL, refs.pool.clone(), default_record(&POOL, &pool_uuid));
+    db.insert(&HOST, refs.host.clone(), default_record(&HOST, &host_uuid));
+    db.insert(
+        &HOST_METRICS,
+        refs.metrics.clone(),
+        default_record(&HOST_METRICS, &metrics_uuid),
+    );
+    db.insert(
+        &NETWORK,
+        refs.network.clone(),
+        default_record(&NETWORK, &network_uuid),
+    );
+    db.insert(&PIF, refs.pif.clone(), default_record(&PIF, &pif_uuid));
+
+    set(
+        db,
+        &POOL,
+        &refs.pool,
+        "master",
+        Value::String(refs.host.clone()),
+    );
+
+    let version = String::from(VERSION);
+    let software = map(&[
+        ("product_brand", String::from("keel")),
+        ("product_version", version.clone()),
+        ("product_version_text", version.clone()),
+        ("product_version_text_short", version.clone()),
+        ("platform_name", String::from("keel")),
+        ("platform_version", version.clone()),
+        ("build_number", String::from(BUILD_ID)),
+        ("xapi", format!("{}.{}", API_VERSION.0, API_VERSION.1)),
+        ("xapi_build", version),
+    ]);
+    set(db, &HOST, &refs.host, "software_version", software);
+    set(
+        db,
+        &HOST,
+        &refs.host,
+        "API_version_major",
+        Value::Int(API_VERSION.0),
+    );
+    set(
+        db,
+        &HOST,
+        &refs.host,
+        "API_version_minor",
+        Value::Int(API_VERSION.1),
+    );
+    set(
+        db,
+        &HOST,
+        &refs.host,
+        "metrics",
+        Value::String(refs.metrics.clone()),
+    );
+    set(
+        db,
+        &HOST,
+        &refs.host,
+        "PIFs",
+        Value::Array(vec![Value::String(refs.pif.clone())]),
+    );
+
+    set(db, &NETWORK, &refs.network, "bridge", Value::str("xenbr0"));
+    set(
+        db,
+        &NETWORK,
+        &refs.network,
+        "PIFs",
+        Value::Array(vec![Value::String(refs.pif.clone())]),
+    );
+
+    set(
+        db,
+        &PIF,
+        &refs.pif,
+        "network",
+        Value::String(refs.network.clone()),
+    );
+    set(
+        db,
+        &PIF,
+        &refs.pif,
+        "host",
+        Value::String(refs.host.clone()),
+    );
+    set(db, &PIF, &refs.pif, "management", Value::Bool(true));
+
+    update(db, &refs, facts);
+    refs
+}
+
+/// Brings the objects in line with `facts`; only real changes make events.
+pub fn update(db: &mut Db, refs: &HostRefs, facts: &HostFacts) {
+    let m = &facts.management;
+    set(
+        db,
+        &HOST,
+        &refs.host,
+        "name_label",
+        Value::String(facts.hostname.clone()),
+    );
+    set(
+        db,
+        &HOST,
+        &refs.host,
+        "hostname",
+        Value::String(facts.hostname.clone()),
+    );
+    let address = m.address.map(|(ip, _)| dotted(ip)).unwrap_or_default();
+    set(
+        db,
+        &HOST,
+        &refs.host,
+        "address",
+        Value::String(address.clone()),
+    );
+    let cpus = format!("{}", facts.system.cpus);
+    set(
+        db,
+        &HOST,
+        &refs.host,
+        "cpu_info",
+        map(&[("cpu_count", cpus)]),
+    );
+    update_metrics(db, refs, &facts.system);
+
+    set(
+        db,
+        &NETWORK,
+        &refs.network,
+        "name_label",
+        Value::String(format!("Pool-wide network associated with {}", m.device)),
+    );
+    set(
+        db,
+        &PIF,
+        &refs.pif,
+        "device",
+        Value::String(m.device.clone()),
+    );
+    let mac = m
+        .mac
+        .map(|b| {
+            format!(
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                b[0], b[1], b[2], b[3], b[4], b[5]
+            )
+        })
+        .unwrap_or_default();
+    set(db, &PIF, &refs.pif, "MAC", Value::String(mac));
+    set(
+        db,
+        &PIF,
+        &refs.pif,
+        "ip_configuration_mode",
+        Value::str(if m.dhcp { "DHCP" } else { "Static" }),
+    );
+    set(db, &PIF, &refs.pif, "IP", Value::String(address));
+    let mask = m
+        .address
+        .map(|(_, prefix)| dotted(netmask(prefix)))
+        .unwrap_or_default();
+    set(db, &PIF, &refs.pif, "netmask", Value::String(mask));
+    set(
+        db,
+        &PIF,
+        &refs.pif,
+        "gateway",
+        Value::String(m.gateway.map(dotted).unwrap_or_default()),
+    );
+    let dns: Vec<String> = m.dns.iter().copied().map(dotted).collect();
+    set(db, &PIF, &refs.pif, "DNS", Value::String(dns.join(",")));
+    set(
+        db,
+        &PIF,
+        &refs.pif,
+        "currently_attached",
+        Value::Bool(m.address.is_some()),
+    );
+}
+
+/// Memory figures; the caller decides how often (each change is an event).
+pub fn update_metrics(db: &mut Db, refs: &HostRefs, system: &SystemInfo) {
+    let total = i64::try_from(system.memory_total).unwrap_or(i64::MAX);
+    let free = i64::try_from(system.memory_free).unwrap_or(i64::MAX);
+    set(
+        db,
+        &HOST_METRICS,
+        &refs.metrics,
+        "memory_total",
+        Value::Int(total),
+    );
+    set(
+        db,
+        &HOST_METRICS,
+        &refs.metrics,
+        "memory_free",
+        Value::Int(free),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netmasks() {
+        assert_eq!(netmask(24), [255, 255, 255, 0]);
+        assert_eq!(netmask(32), [255; 4]);
+        assert_eq!(netmask(0), [0; 4]);
+        assert_eq!(netmask(1), [128, 0, 0, 0]);
+    }
+}

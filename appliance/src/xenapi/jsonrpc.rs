@@ -1,0 +1,198 @@
+//! JSON-RPC 1.0 and 2.0 envelopes as xapi reads and writes them.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde_json::{Map, Number, Value as Json, json};
+
+use super::error::ApiError;
+use super::value::Value;
+
+/// A parsed request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub method: String,
+    pub params: Vec<Value>,
+    /// Echoed back verbatim (a number or a string).
+    pub id: Json,
+    pub version: Version,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// Why a body is not a JSON-RPC call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonRpcError {
+    /// Not JSON, or nested deeper than serde_json's recursion limit.
+    Syntax,
+    /// Not an object with a string `method`.
+    NoMethod,
+    /// `params` is present but not an array.
+    ParamsNotArray,
+    /// No `id`: notifications are not served.
+    NoId,
+}
+
+impl fmt::Display for JsonRpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JsonRpcError::Syntax => "the body is not JSON",
+            JsonRpcError::NoMethod => "a JSON-RPC call is an object with a string \"method\"",
+            JsonRpcError::ParamsNotArray => "\"params\" must be an array (session first)",
+            JsonRpcError::NoId => "a JSON-RPC call needs an \"id\"; notifications are not served",
+        })
+    }
+}
+
+pub fn parse_call(body: &[u8]) -> Result<Call, JsonRpcError> {
+    let json: Json = serde_json::from_slice(body).map_err(|_| JsonRpcError::Syntax)?;
+    let Json::Object(mut object) = json else {
+        return Err(JsonRpcError::NoMethod);
+    };
+    let Some(Json::String(method)) = object.remove("method") else {
+        return Err(JsonRpcError::NoMethod);
+    };
+    let params = match object.remove("params") {
+        None | Some(Json::Null) => Vec::new(),
+        Some(Json::Array(items)) => items.into_iter().map(from_json).collect(),
+        Some(_) => return Err(JsonRpcError::ParamsNotArray),
+    };
+    let id = match object.remove("id") {
+        Some(id @ (Json::Number(_) | Json::String(_))) => id,
+        _ => return Err(JsonRpcError::NoId),
+    };
+    let version = match object.get("jsonrpc") {
+        Some(Json::String(v)) if v == "2.0" => Version::V2,
+        _ => Version::V1,
+    };
+    Ok(Call {
+        method,
+        params,
+        id,
+        version,
+    })
+}
+
+fn from_json(json: Json) -> Value {
+    match json {
+        Json::Null => Value::Nil,
+        Json::Bool(b) => Value::Bool(b),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Double(n.as_f64().unwrap_or(0.0)),
+        },
+        Json::String(s) => Value::String(s),
+        Json::Array(items) => Value::Array(items.into_iter().map(from_json).collect()),
+        Json::Object(members) => Value::Struct(
+            members
+                .into_iter()
+                .map(|(k, v)| (k, from_json(v)))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+    }
+}
+
+/// A value as JSON: ints are numbers, datetimes strings.
+pub fn to_json(value: &Value) -> Json {
+    match value {
+        Value::Nil => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::Number((*i).into()),
+        Value::Double(d) => Number::from_f64(*d).map_or(Json::Null, Json::Number),
+        Value::String(s) | Value::DateTime(s) => Json::String(s.clone()),
+        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Struct(members) => Json::Object(
+            members
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
+    }
+}
+
+/// The response body for `call`'s outcome.
+pub fn response(version: Version, id: &Json, outcome: &Result<Value, ApiError>) -> Vec<u8> {
+    let body = match (version, outcome) {
+        (Version::V2, Ok(v)) => json!({"jsonrpc": "2.0", "result": to_json(v), "id": id}),
+        (Version::V2, Err(e)) => json!({
+            "jsonrpc": "2.0",
+            "error": {"code": 1, "message": e.code, "data": e.params},
+            "id": id,
+        }),
+        (Version::V1, Ok(v)) => json!({"result": to_json(v), "error": null, "id": id}),
+        (Version::V1, Err(e)) => json!({"result": null, "error": e.description(), "id": id}),
+    };
+    // Serializing a Value into a Vec cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+
+    use super::*;
+
+    #[test]
+    fn parses_what_xo_sends() {
+        let call = parse_call(
+            br#"{"id":0,"jsonrpc":"2.0","method":"session.login_with_password","params":["root","secret"]}"#,
+        )
+        .unwrap();
+        assert_eq!(call.method, "session.login_with_password");
+        assert_eq!(call.params, vec![Value::str("root"), Value::str("secret")]);
+        assert_eq!(call.id, json!(0));
+        assert_eq!(call.version, Version::V2);
+        let v1 =
+            parse_call(br#"{"id":"a","method":"m","params":[1,1.5,null,{"k":[true]}]}"#).unwrap();
+        assert_eq!(v1.version, Version::V1);
+        assert_eq!(v1.params[0], Value::Int(1));
+        assert_eq!(v1.params[1], Value::Double(1.5));
+        assert_eq!(v1.params[2], Value::Nil);
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(parse_call(b"{"), Err(JsonRpcError::Syntax));
+        assert_eq!(parse_call(b"[]"), Err(JsonRpcError::NoMethod));
+        assert_eq!(
+            parse_call(br#"{"method":1,"id":1}"#),
+            Err(JsonRpcError::NoMethod)
+        );
+        assert_eq!(
+            parse_call(br#"{"method":"m","params":{},"id":1}"#),
+            Err(JsonRpcError::ParamsNotArray)
+        );
+        assert_eq!(
+            parse_call(br#"{"method":"m","params":[]}"#),
+            Err(JsonRpcError::NoId)
+        );
+        let deep = "[".repeat(100_000);
+        assert_eq!(parse_call(deep.as_bytes()), Err(JsonRpcError::Syntax));
+    }
+
+    #[test]
+    fn envelopes() {
+        let err = ApiError::authentication_failed("root", "Authentication failure");
+        let id = json!(0);
+        let v2: Json =
+            serde_json::from_slice(&response(Version::V2, &id, &Err(err.clone()))).unwrap();
+        assert_eq!(
+            v2,
+            json!({"jsonrpc":"2.0","error":{"code":1,"message":"SESSION_AUTHENTICATION_FAILED","data":["root","Authentication failure"]},"id":0})
+        );
+        let v1: Json = serde_json::from_slice(&response(Version::V1, &id, &Err(err))).unwrap();
+        assert_eq!(
+            v1,
+            json!({"result":null,"error":["SESSION_AUTHENTICATION_FAILED","root","Authentication failure"],"id":0})
+        );
+        let ok: Json =
+            serde_json::from_slice(&response(Version::V1, &id, &Ok(Value::Int(3)))).unwrap();
+        assert_eq!(ok, json!({"result":3,"error":null,"id":0}));
+    }
+}

@@ -1,0 +1,324 @@
+//! The service end to end through HTTP requests, on a fake platform.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::*;
+use crate::http::{Limits, Parse, parse_request};
+use crate::platform::SystemInfo;
+use crate::xenapi::host::ManagementFacts;
+
+struct FakePlatform {
+    now: Duration,
+    counter: u8,
+}
+
+impl Platform for FakePlatform {
+    fn now(&self) -> Duration {
+        self.now
+    }
+    fn system_info(&self) -> SystemInfo {
+        SystemInfo {
+            cpus: 4,
+            memory_total: 2 << 30,
+            memory_free: 1 << 30,
+        }
+    }
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        self.counter = self.counter.wrapping_add(1);
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = self.counter ^ (i as u8));
+    }
+    fn idle(&mut self, _deadline: Option<Duration>) {}
+}
+
+fn service() -> (XenApi, FakePlatform) {
+    let mut platform = FakePlatform {
+        now: Duration::from_secs(10),
+        counter: 0,
+    };
+    let config = HostConfig {
+        root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
+        ..HostConfig::default()
+    };
+    let facts = HostFacts {
+        hostname: String::from("xen1"),
+        system: platform.system_info(),
+        management: ManagementFacts {
+            device: String::from("eth0"),
+            mac: Some([2, 0, 0, 0, 0, 1]),
+            dhcp: false,
+            address: Some(([192, 0, 2, 10], 24)),
+            gateway: Some([192, 0, 2, 1]),
+            dns: vec![[192, 0, 2, 53]],
+        },
+    };
+    let api = XenApi::new(&config, facts, &mut platform);
+    (api, platform)
+}
+
+fn post(api: &mut XenApi, platform: &mut FakePlatform, path: &str, body: &str) -> Reply {
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let Ok(Parse::Complete { request, .. }) = parse_request(raw.as_bytes(), &Limits::default())
+    else {
+        panic!("request must parse");
+    };
+    api.handle(&request, platform)
+}
+
+fn json(
+    api: &mut XenApi,
+    platform: &mut FakePlatform,
+    method: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params})
+        .to_string();
+    let Reply::Now(response) = post(api, platform, "/jsonrpc", &body) else {
+        panic!("deferred")
+    };
+    assert_eq!(response.status(), Status::OK);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    serde_json::from_slice(response.body()).unwrap()
+}
+
+fn login(api: &mut XenApi, platform: &mut FakePlatform) -> String {
+    let r = json(
+        api,
+        platform,
+        "session.login_with_password",
+        serde_json::json!(["root", "secret"]),
+    );
+    String::from(r["result"].as_str().unwrap())
+}
+
+#[test]
+fn xmlrpc_login_failure_is_shaped_like_xapi() {
+    let (mut api, mut p) = service();
+    let body = "<?xml version='1.0'?><methodCall><methodName>session.login_with_password</methodName><params><param><value><string>root</string></value></param><param><value><string>wrong</string></value></param><param><value><string>2.21</string></value></param><param><value><string>t</string></value></param></params></methodCall>";
+    let Reply::Now(response) = post(&mut api, &mut p, "/RPC2", body) else {
+        panic!()
+    };
+    assert_eq!(response.status(), Status::OK);
+    assert_eq!(response.header("content-type"), Some("text/xml"));
+    assert_eq!(response.header("access-control-allow-origin"), Some("*"));
+    let text = core::str::from_utf8(response.body()).unwrap();
+    assert!(text.contains("<member><name>Status</name><value>Failure</value></member><member><name>ErrorDescription</name><value><array><data><value>SESSION_AUTHENTICATION_FAILED</value><value>root</value><value>Authentication failure</value></data></array></value></member>"), "{text}");
+}
+
+#[test]
+fn session_is_checked_before_the_method_name() {
+    let (mut api, mut p) = service();
+    let r = json(
+        &mut api,
+        &mut p,
+        "No.such_method",
+        serde_json::json!(["OpaqueRef:bogus"]),
+    );
+    assert_eq!(r["error"]["message"], "SESSION_INVALID");
+    assert_eq!(r["error"]["data"], serde_json::json!(["OpaqueRef:bogus"]));
+    let s = login(&mut api, &mut p);
+    let r = json(&mut api, &mut p, "No.such_method", serde_json::json!([s]));
+    assert_eq!(r["error"]["data"], serde_json::json!(["No.such_method"]));
+    assert_eq!(r["error"]["message"], "MESSAGE_METHOD_UNKNOWN");
+    let r = json(&mut api, &mut p, "VM.get_record", serde_json::json!([s]));
+    assert_eq!(
+        r["error"]["data"],
+        serde_json::json!(["VM.get_record", "1", "0"])
+    );
+}
+
+#[test]
+fn records_describe_this_host() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let pools = json(
+        &mut api,
+        &mut p,
+        "pool.get_all_records",
+        serde_json::json!([s]),
+    )["result"]
+        .clone();
+    let pools = pools.as_object().unwrap();
+    assert_eq!(pools.len(), 1);
+    let master = pools.values().next().unwrap()["master"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let host = json(
+        &mut api,
+        &mut p,
+        "host.get_record",
+        serde_json::json!([s, master]),
+    )["result"]
+        .clone();
+    assert_eq!(host["name_label"], "xen1");
+    assert_eq!(host["address"], "192.0.2.10");
+    assert_eq!(host["API_version_major"], 2);
+    assert_eq!(host["API_version_minor"], 21);
+    assert_eq!(host["cpu_info"]["cpu_count"], "4");
+    let metrics = json(
+        &mut api,
+        &mut p,
+        "host_metrics.get_record",
+        serde_json::json!([s, host["metrics"]]),
+    )["result"]
+        .clone();
+    assert_eq!(metrics["memory_total"], 2i64 << 30);
+    let pifs = json(
+        &mut api,
+        &mut p,
+        "PIF.get_all_records",
+        serde_json::json!([s]),
+    )["result"]
+        .clone();
+    let pif = pifs.as_object().unwrap().values().next().unwrap().clone();
+    assert_eq!(pif["IP"], "192.0.2.10");
+    assert_eq!(pif["netmask"], "255.255.255.0");
+    assert_eq!(pif["MAC"], "02:00:00:00:00:01");
+    assert_eq!(pif["DNS"], "192.0.2.53");
+    let r = json(
+        &mut api,
+        &mut p,
+        "VM.start",
+        serde_json::json!([s, "OpaqueRef:NULL", false, false]),
+    );
+    assert_eq!(r["error"]["message"], "HANDLE_INVALID");
+    let r = json(
+        &mut api,
+        &mut p,
+        "SR.create",
+        serde_json::json!([s, master, {}, "0", "x", "", "lvmoiscsi", "user", true]),
+    );
+    assert_eq!(r["error"]["message"], "NOT_IMPLEMENTED");
+    assert_eq!(r["error"]["data"], serde_json::json!(["SR.create"]));
+}
+
+#[test]
+fn event_from_waits_without_blocking_and_sees_changes() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let all = json(
+        &mut api,
+        &mut p,
+        "event.from",
+        serde_json::json!([s, ["*"], "", 0.0]),
+    )["result"]
+        .clone();
+    let token = all["token"].as_str().unwrap().to_string();
+    assert_eq!(all["events"].as_array().unwrap().len(), 5);
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "event.from", "params": [s, ["pool"], token, 30.0]}).to_string();
+    let Reply::Later(ticket) = post(&mut api, &mut p, "/jsonrpc", &body) else {
+        panic!("must wait")
+    };
+    assert!(api.resume(ticket, &mut p).is_none());
+    assert_eq!(api.next_deadline(), Some(Duration::from_secs(40)));
+    // Another session's change wakes it.
+    let pool = json(&mut api, &mut p, "pool.get_all", serde_json::json!([s]))["result"][0].clone();
+    let r = json(
+        &mut api,
+        &mut p,
+        "pool.add_to_other_config",
+        serde_json::json!([s, pool, "xo:1", "{}"]),
+    );
+    assert_eq!(r["result"], "");
+    let r = json(
+        &mut api,
+        &mut p,
+        "pool.add_to_other_config",
+        serde_json::json!([s, pool, "xo:1", "{}"]),
+    );
+    assert_eq!(r["error"]["message"], "MAP_DUPLICATE_KEY");
+    let response = api.resume(ticket, &mut p).expect("woken by the change");
+    let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    let events = body["result"]["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["operation"], "mod");
+    assert_eq!(events[0]["snapshot"]["other_config"]["xo:1"], "{}");
+    // A timeout answers empty.
+    let token = body["result"]["token"].as_str().unwrap().to_string();
+    let body =
+        serde_json::json!({"id": 2, "method": "event.from", "params": [s, ["pool"], token, 1.0]})
+            .to_string();
+    let Reply::Later(ticket) = post(&mut api, &mut p, "/jsonrpc", &body) else {
+        panic!("must wait")
+    };
+    p.now += Duration::from_secs(1);
+    let response = api.resume(ticket, &mut p).expect("timed out");
+    let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    assert_eq!(body["result"]["events"], serde_json::json!([]));
+    assert_eq!(body["error"], serde_json::Value::Null);
+}
+
+#[test]
+fn sessions_expire_when_idle_and_logout_ends_them() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    p.now += SESSION_IDLE_TIMEOUT - Duration::from_secs(1);
+    assert!(json(&mut api, &mut p, "pool.get_all", serde_json::json!([s]))["result"].is_array());
+    p.now += SESSION_IDLE_TIMEOUT;
+    assert_eq!(
+        json(&mut api, &mut p, "pool.get_all", serde_json::json!([s]))["error"]["message"],
+        "SESSION_INVALID"
+    );
+    let s = login(&mut api, &mut p);
+    json(&mut api, &mut p, "session.logout", serde_json::json!([s]));
+    assert_eq!(
+        json(&mut api, &mut p, "pool.get_all", serde_json::json!([s]))["error"]["message"],
+        "SESSION_INVALID"
+    );
+}
+
+#[test]
+fn async_calls_report_through_tasks() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let task = json(
+        &mut api,
+        &mut p,
+        "Async.pool.get_all",
+        serde_json::json!([s]),
+    )["result"]
+        .clone();
+    let record = json(
+        &mut api,
+        &mut p,
+        "task.get_record",
+        serde_json::json!([s, task]),
+    )["result"]
+        .clone();
+    assert_eq!(record["status"], "success");
+    let result = record["result"].as_str().unwrap();
+    assert!(
+        result.starts_with("<value><array><data><value>OpaqueRef:"),
+        "{result}"
+    );
+}
+
+#[test]
+fn bodies_that_are_not_calls_get_400_and_other_methods_405() {
+    let (mut api, mut p) = service();
+    for (path, body) in [
+        ("/", "<methodCall>"),
+        ("/jsonrpc", "{\"method\":\"x\"}"),
+        ("/RPC2", "<!DOCTYPE x><x/>"),
+    ] {
+        let Reply::Now(r) = post(&mut api, &mut p, path, body) else {
+            panic!()
+        };
+        assert_eq!(r.status(), Status::BAD_REQUEST, "{path} {body}");
+    }
+    let raw = b"GET /RPC2 HTTP/1.1\r\nHost: h\r\n\r\n";
+    let Ok(Parse::Complete { request, .. }) = parse_request(raw, &Limits::default()) else {
+        panic!()
+    };
+    let Reply::Now(r) = api.handle(&request, &mut p) else {
+        panic!()
+    };
+    assert_eq!(r.status(), Status::METHOD_NOT_ALLOWED);
+    let _: Vec<u8> = Vec::new();
+}
