@@ -216,3 +216,65 @@ fn clock_conversions_saturate() {
         Duration::from_millis(2)
     );
 }
+
+#[test]
+fn serves_the_xenapi_next_to_health() {
+    let mut config = static_config();
+    config.root_password_hash = Some(host_config::hash_password("pw", [9; 16], 1_000));
+    let (mut appliance, mut client) = setup(config);
+    let mut side = |_| {
+        appliance.poll();
+    };
+    let body = br#"{"id":0,"jsonrpc":"2.0","method":"session.login_with_password","params":["root","pw"]}"#;
+    let mut request = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let login = client.exchange(&request, &mut side);
+    assert_eq!(login.status, 200);
+    assert_eq!(login.header("content-type"), Some("application/json"));
+    let session = login.json()["result"].as_str().unwrap().to_string();
+    assert!(session.starts_with("OpaqueRef:"));
+
+    let call = format!(
+        "<?xml version='1.0'?><methodCall><methodName>PIF.get_all_records</methodName><params><param><value><string>{session}</string></value></param></params></methodCall>"
+    );
+    let request = format!(
+        "POST /RPC2 HTTP/1.1\r\nHost: h\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{call}",
+        call.len()
+    );
+    let pifs = client.exchange(request.as_bytes(), &mut side);
+    assert_eq!(pifs.header("content-type"), Some("text/xml"));
+    let text = String::from_utf8(pifs.body).unwrap();
+    assert!(
+        text.contains("<name>IP</name><value>10.0.2.15</value>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<name>MAC</name><value>52:54:00:12:34:56</value>"),
+        "{text}"
+    );
+
+    // /health is unchanged on the same connection.
+    let health = client.exchange(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n", &mut side);
+    assert_eq!(health.json()["status"], "ok");
+}
+
+#[test]
+fn without_a_password_no_login_succeeds() {
+    let (mut appliance, mut client) = setup(static_config());
+    let mut side = |_| {
+        appliance.poll();
+    };
+    let body = br#"{"id":1,"method":"session.login_with_password","params":["root",""]}"#;
+    let mut request = format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let r = client.exchange(&request, &mut side).json();
+    assert_eq!(r["error"][0], "SESSION_AUTHENTICATION_FAILED");
+}
