@@ -1,0 +1,518 @@
+//! The initiator against a real target: `tgtd` on loopback. Each test runs
+//! its own tgtd (own portal and control port) and kills it by pid with
+//! SIGKILL when the test ends, pass or fail. Every wait has a time limit.
+
+use std::fs::{File, OpenOptions};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use storage::BlockDevice;
+use storage::iscsi::client::ClientError;
+use storage::iscsi::login::{ChapCredentials, LoginError};
+use storage::iscsi::lun::{IscsiLun, lun_info, report_luns};
+use storage::iscsi::params::{DigestOffer, Offer};
+use storage::iscsi::tcp::{self, StdClock, Target, TcpTransport};
+
+const IQN: &str = "iqn.2026-11.dev.keel:tgtd-test";
+const INITIATOR: &str = "iqn.2026-11.dev.keel:test-initiator";
+const LUN_BYTES: u64 = 16 * 1024 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// One tgtd instance with target tid 1 / LUN 1 on a temporary file.
+struct Tgtd {
+    child: Child,
+    port: u16,
+    control: u16,
+    dir: PathBuf,
+    backing: PathBuf,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Runs a command with a time limit (its output is drained by a thread so
+/// a full pipe cannot stall it); kills it by pid on timeout.
+fn run_with_timeout(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()).ok());
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .ok();
+            panic!("{:?} timed out", cmd.get_program());
+        }
+    }
+}
+
+impl Tgtd {
+    fn start() -> Tgtd {
+        // A port picked by binding port 0 can be taken again before tgtd
+        // binds it: retry with a new one if tgtd exits or never answers.
+        for _ in 0..5 {
+            if let Some(t) = Self::try_start() {
+                return t.with_target();
+            }
+        }
+        panic!("tgtd did not start (is the Debian package tgt installed, and are we root?)");
+    }
+
+    fn try_start() -> Option<Tgtd> {
+        let port = free_port();
+        // tgtd's control socket is /var/run/tgtd/socket.N: unique per test.
+        let control = 20_000
+            + (std::process::id() % 20_000) as u16 / 2
+            + SEQ.fetch_add(1, Ordering::SeqCst) as u16 * 7;
+        let dir =
+            std::env::temp_dir().join(format!("keel-tgtd-{}-{}", std::process::id(), control));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let backing = dir.join("lun1.img");
+        File::create(&backing)
+            .and_then(|f| f.set_len(LUN_BYTES))
+            .expect("backing file");
+        let log = File::create(dir.join("tgtd.log")).expect("log");
+        let child = Command::new("tgtd")
+            .args(["-f", "--iscsi", &format!("portal=127.0.0.1:{port}")])
+            .args(["-C", &control.to_string()])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("tgtd must be installed (Debian package tgt)");
+        let mut t = Tgtd {
+            child,
+            port,
+            control,
+            dir,
+            backing,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if matches!(t.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                return None;
+            }
+            let ok = t
+                .try_admin(&["--op", "show", "--mode", "sys"])
+                .status
+                .success();
+            if ok && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(t);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn with_target(self) -> Tgtd {
+        self.admin(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);
+        let b = self.backing.to_string_lossy().into_owned();
+        self.admin(&[
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            "1",
+            "--lun",
+            "1",
+            "-b",
+            &b,
+        ]);
+        self.admin(&[
+            "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
+        ]);
+        self
+    }
+
+    fn try_admin(&self, args: &[&str]) -> Output {
+        run_with_timeout(
+            Command::new("tgtadm")
+                .args(["-C", &self.control.to_string(), "--lld", "iscsi"])
+                .args(args),
+        )
+    }
+
+    fn admin(&self, args: &[&str]) {
+        let out = self.try_admin(args);
+        assert!(out.status.success(), "tgtadm {args:?}: {out:?}");
+    }
+
+    fn account(&self, user: &str, password: &str, outgoing: bool) {
+        self.admin(&[
+            "--op",
+            "new",
+            "--mode",
+            "account",
+            "--user",
+            user,
+            "--password",
+            password,
+        ]);
+        let mut bind = vec![
+            "--op", "bind", "--mode", "account", "--tid", "1", "--user", user,
+        ];
+        if outgoing {
+            bind.push("--outgoing");
+        }
+        self.admin(&bind);
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            initiator_name: INITIATOR.into(),
+            target_name: Some(IQN.into()),
+            chap: None,
+            mutual: None,
+            offer: Offer::default(),
+        }
+    }
+
+    fn open(&self, t: &Target) -> IscsiLun<TcpTransport, StdClock> {
+        let c = tcp::connect(t).expect("login");
+        IscsiLun::open(c, 1).expect("open LUN 1")
+    }
+
+    fn backing_file(&self) -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.backing)
+            .expect("backing file")
+    }
+}
+
+impl Drop for Tgtd {
+    fn drop(&mut self) {
+        // tgtd ignores SIGTERM while targets exist: SIGKILL by pid.
+        self.child.kill().ok();
+        self.child.wait().ok();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("tgtd.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("tgtd (port {}) log tail:", self.port);
+            for l in tail.iter().rev() {
+                eprintln!("  {l}");
+            }
+        }
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+fn creds(user: &str, secret: &str) -> Option<ChapCredentials> {
+    Some(ChapCredentials {
+        user: user.into(),
+        secret: secret.as_bytes().to_vec(),
+    })
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn read_backing(f: &File, off: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    f.read_exact_at(&mut b, off).expect("read backing file");
+    b
+}
+
+#[test]
+fn discovery_lists_the_target_and_portal() {
+    let tgt = Tgtd::start();
+    let found = tcp::discover(&tgt.target()).expect("discovery");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].name, IQN);
+    assert_eq!(
+        found[0].addresses,
+        vec![format!("127.0.0.1:{},1", tgt.port)]
+    );
+}
+
+#[test]
+fn login_without_auth_identifies_the_lun() {
+    let tgt = Tgtd::start();
+    let mut c = tcp::connect(&tgt.target()).expect("login");
+    let p = c.session().params().clone();
+    assert_eq!(p.target_max_recv_data_segment_length, 8192, "tgt's MRDSL");
+    assert!(!p.header_digest && !p.data_digest);
+    assert_eq!(report_luns(&mut c).expect("REPORT LUNS"), vec![0, 1]);
+    let info = lun_info(&mut c, 1).expect("LUN info");
+    let cap = info.capacity.expect("capacity");
+    assert_eq!((cap.bytes(), cap.block_size), (LUN_BYTES, 512));
+    assert_eq!(info.inquiry.device_type, 0);
+    let id = info.scsi_id.expect("VPD 0x83 identifier");
+    assert!(id.starts_with('3'), "NAA designator: {id}");
+    // Stable: the same again on a new session.
+    let mut c2 = tcp::connect(&tgt.target()).expect("second login");
+    assert_eq!(lun_info(&mut c2, 1).expect("info").scsi_id, Some(id));
+    c.logout().expect("logout");
+    c2.logout().expect("logout");
+}
+
+#[test]
+fn chap_one_way_succeeds_and_a_wrong_secret_is_refused() {
+    let tgt = Tgtd::start();
+    tgt.account("alice", "alice-secret-12", false);
+    let mut t = tgt.target();
+    match tcp::connect(&t) {
+        Err(ClientError::Login(LoginError::ChapRequired)) => {}
+        other => panic!("login without credentials: {other:?}"),
+    }
+    t.chap = creds("alice", "wrong-secret-12");
+    let e = tcp::connect(&t).expect_err("wrong secret");
+    assert!(
+        matches!(e, ClientError::Login(LoginError::Refused { detail: 1 })),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("authentication failed"), "{e}");
+    t.chap = creds("alice", "alice-secret-12");
+    let mut lun = tgt.open(&t);
+    lun.write_blocks(0, &[0x5a; 512]).expect("write");
+    lun.into_client().logout().expect("logout");
+}
+
+#[test]
+fn mutual_chap_succeeds_and_a_wrong_target_secret_is_refused() {
+    let tgt = Tgtd::start();
+    tgt.account("alice", "alice-secret-12", false);
+    tgt.account("tgtuser", "target-secret-34", true);
+    let mut t = tgt.target();
+    t.chap = creds("alice", "alice-secret-12");
+    t.mutual = creds("tgtuser", "target-secret-34");
+    let c = tcp::connect(&t).expect("mutual CHAP login");
+    c.logout().expect("logout");
+    t.mutual = creds("tgtuser", "not-the-secret-56");
+    let e = tcp::connect(&t).expect_err("impostor target");
+    assert!(
+        matches!(e, ClientError::Login(LoginError::TargetAuthFailed)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("mutual CHAP failed"), "{e}");
+}
+
+#[test]
+fn our_writes_land_in_the_backing_file_and_file_writes_read_back() {
+    let tgt = Tgtd::start();
+    let mut lun = tgt.open(&tgt.target());
+    let data = pattern(64 * 1024 + 512, 1);
+    lun.write_blocks(100, &data).expect("write");
+    lun.flush().expect("SYNCHRONIZE CACHE(16)");
+    let f = tgt.backing_file();
+    assert_eq!(read_backing(&f, 100 * 512, data.len()), data);
+
+    let other = pattern(12 * 512, 2);
+    f.write_all_at(&other, 4096 * 512).expect("write backing");
+    f.sync_all().expect("sync");
+    let mut back = vec![0u8; other.len()];
+    lun.read_blocks(4096, &mut back).expect("read");
+    assert_eq!(back, other);
+
+    // Beyond the end: refused before anything is sent.
+    let blocks = lun.num_blocks();
+    assert!(lun.read_blocks(blocks, &mut [0u8; 512]).is_err());
+    lun.into_client().logout().expect("logout");
+}
+
+#[test]
+fn multi_mib_write_is_segmented_to_tgts_8k_mrdsl() {
+    let tgt = Tgtd::start();
+    // Both paths: immediate + unsolicited data + R2T (our default offer),
+    // and R2T only (InitialR2T=Yes, no immediate data).
+    // tgt defaults to InitialR2T=Yes (the OR result wins): allow unsolicited
+    // data on the target side so both paths are exercised.
+    tgt.admin(&[
+        "--op",
+        "update",
+        "--mode",
+        "target",
+        "--tid",
+        "1",
+        "-n",
+        "InitialR2T",
+        "-v",
+        "No",
+    ]);
+    for (i, (initial_r2t, immediate_data)) in [(false, true), (true, false)].into_iter().enumerate()
+    {
+        let mut t = tgt.target();
+        t.offer = Offer {
+            initial_r2t,
+            immediate_data,
+            ..Offer::default()
+        };
+        let mut lun = tgt.open(&t);
+        let p = lun.client().session().params().clone();
+        assert_eq!(p.initial_r2t, initial_r2t);
+        let data = pattern(5 * 1024 * 1024 + 4096, 10 + i as u32);
+        let lba = 8 + i as u64 * 2;
+        lun.write_blocks(lba, &data).expect("multi-MiB write");
+        lun.flush().expect("flush");
+        let f = tgt.backing_file();
+        assert!(
+            read_backing(&f, lba * 512, data.len()) == data,
+            "backing file differs"
+        );
+        let mut back = vec![0u8; data.len()];
+        lun.read_blocks(lba, &mut back).expect("read back");
+        assert!(back == data, "read back differs");
+        lun.into_client().logout().expect("logout");
+    }
+}
+
+#[test]
+fn crc32c_header_and_data_digests_round_trip() {
+    let tgt = Tgtd::start();
+    for (name, v) in [("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")] {
+        tgt.admin(&[
+            "--op", "update", "--mode", "target", "--tid", "1", "-n", name, "-v", v,
+        ]);
+    }
+    for (hd, dd) in [
+        (DigestOffer::Crc32c, DigestOffer::Crc32c),
+        (DigestOffer::PreferNone, DigestOffer::PreferNone),
+    ] {
+        let mut t = tgt.target();
+        t.offer = Offer {
+            header_digest: hd,
+            data_digest: dd,
+            ..Offer::default()
+        };
+        let mut lun = tgt.open(&t);
+        let p = lun.client().session().params().clone();
+        assert!(
+            p.header_digest && p.data_digest,
+            "digests negotiated: {p:?}"
+        );
+        let data = pattern(1024 * 1024 + 1536, 7);
+        lun.write_blocks(64, &data).expect("write with digests");
+        let mut back = vec![0u8; data.len()];
+        lun.read_blocks(64, &mut back).expect("read with digests");
+        assert!(back == data);
+        assert!(read_backing(&tgt.backing_file(), 64 * 512, data.len()) == data);
+        lun.into_client().logout().expect("logout");
+    }
+    // Discovery never negotiates digests (libiscsi #239) and still works.
+    assert_eq!(
+        tcp::discover(&tgt.target()).expect("discovery")[0].name,
+        IQN
+    );
+}
+
+#[test]
+fn many_commands_in_flight() {
+    use storage::iscsi::session::{Command as ScsiCmd, DataTransfer, Event};
+    let tgt = Tgtd::start();
+    let data = pattern(2 * 1024 * 1024, 3);
+    tgt.backing_file().write_all_at(&data, 0).expect("fill");
+    let mut c = tcp::connect(&tgt.target()).expect("login");
+    // Consumes the UNIT ATTENTION (power on/reset) of a new I_T nexus.
+    lun_info(&mut c, 1).expect("LUN info");
+    let lun = storage::scsi::lun_to_wire(1);
+    let mut tags = std::collections::HashMap::new();
+    for i in 0..256u64 {
+        let lba = (i * 37) % 4000;
+        let tag = c
+            .submit(ScsiCmd {
+                lun,
+                cdb: storage::scsi::read_16(lba, 8),
+                transfer: DataTransfer::Read(4096),
+            })
+            .expect("submit");
+        tags.insert(tag, lba);
+    }
+    assert!(
+        c.session().in_flight() > 128,
+        "beyond tgt's 128-command window"
+    );
+    while !tags.is_empty() {
+        let Event::Command { tag, result } = c.next_event().expect("event") else {
+            continue;
+        };
+        let r = result.expect("command");
+        assert_eq!(r.status, 0);
+        let lba = tags.remove(&tag).expect("known tag") as usize;
+        assert!(r.data == data[lba * 512..lba * 512 + 4096]);
+    }
+    c.logout().expect("logout");
+}
+
+fn cli(args: &[&str], stdin: Option<&Path>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_iscsi"));
+    cmd.args(args);
+    if let Some(p) = stdin {
+        cmd.stdin(File::open(p).expect("stdin file"));
+    } else {
+        cmd.stdin(Stdio::null());
+    }
+    run_with_timeout(&mut cmd)
+}
+
+#[test]
+fn cli_discover_ls_write_read_and_errors() {
+    let tgt = Tgtd::start();
+    tgt.account("alice", "alice-secret-12", false);
+    let portal = format!("127.0.0.1:{}", tgt.port);
+    let out = cli(&["discover", &portal], None);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(IQN));
+
+    let url = format!("iscsi://alice%alice-secret-12@{portal}/{IQN}/1");
+    let out = cli(&["ls", &url], None);
+    let ls = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        ls.contains(&format!("lun 1 size={LUN_BYTES} block_size=512")),
+        "{ls}"
+    );
+
+    let input = tgt.dir.join("in.bin");
+    let data = pattern(100_000, 9);
+    std::fs::write(&input, &data).expect("input");
+    let out = cli(&["write", &url, "--offset", "1000"], Some(&input));
+    assert!(out.status.success(), "{out:?}");
+    assert!(read_backing(&tgt.backing_file(), 1000, data.len()) == data);
+    let out = cli(
+        &["read", &url, "--offset", "1000", "--length", "100000"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == data);
+
+    let bad = format!("iscsi://alice%wrong-secret-1@{portal}/{IQN}/1");
+    let out = cli(&["ls", &bad], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "one error line: {err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("wrong-secret"), "no secrets in errors");
+    let out = cli(&["ls", "iscsi://nope"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad iSCSI URL"));
+}
