@@ -147,6 +147,8 @@ fn accept(listener: TcpListener, tx: SyncSender<Input>) {
         let Ok(stream) = stream else { continue };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        // Ends the reader of a silent peer, and of one we closed that never closes.
+        let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
         let Ok(reader) = stream.try_clone() else {
             continue;
         };
@@ -254,7 +256,15 @@ fn run(
             let idle = peer.last_activity.elapsed() >= IDLE_TIMEOUT;
             if !written || idle || peer.http.finished(peer.peer_closed) {
                 peer.http.abandon(&mut endpoints);
-                let _ = peer.stream.shutdown(Shutdown::Both);
+                // Closing only our side lets a client still sending (a body
+                // refused with 413) finish and read the answer; its reader
+                // thread drains the rest until the client closes or times out.
+                let how = if written {
+                    Shutdown::Write
+                } else {
+                    Shutdown::Both
+                };
+                let _ = peer.stream.shutdown(how);
                 peers.remove(&id);
             }
         }
@@ -263,7 +273,7 @@ fn run(
             peers.retain(|_, p| {
                 let keep = p.is_waiting_or_recent();
                 if !keep {
-                    let _ = p.stream.shutdown(Shutdown::Both);
+                    let _ = p.stream.shutdown(Shutdown::Write);
                 }
                 keep
             });

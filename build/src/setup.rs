@@ -32,6 +32,10 @@ pub const APT_PACKAGES: &[&str] = &[
 /// and the test runner (module name, pip package name).
 pub const PYTHON_PACKAGES: &[(&str, &str)] = &[("XenAPI", "XenAPI"), ("pytest", "pytest")];
 
+/// Where Xen Orchestra's `xen-api` client is installed (project-local,
+/// pinned by its `package-lock.json`) for the hosted XenAPI tests.
+pub const NODE_TESTS_DIR: &str = "appliance/tests/node";
+
 /// The image's Rust target.
 pub const IMAGE_TARGET: &str = "x86_64-unknown-none";
 
@@ -158,6 +162,20 @@ fn ensure_python_packages() -> Result<()> {
     )
 }
 
+/// `npm ci` in [`NODE_TESTS_DIR`] unless the client is already there.
+fn ensure_node_packages(paths: &Paths) -> Result<()> {
+    let dir = paths.root.join(NODE_TESTS_DIR);
+    if dir.join("node_modules/xen-api/package.json").is_file() {
+        return Ok(());
+    }
+    println!("setup: npm ci in {NODE_TESTS_DIR}");
+    run_status(
+        Command::new("npm")
+            .current_dir(&dir)
+            .args(["ci", "--no-audit", "--no-fund"]),
+    )
+}
+
 /// Runs every setup step.
 pub fn setup(paths: &Paths) -> Result<()> {
     let start = Instant::now();
@@ -175,6 +193,7 @@ pub fn setup(paths: &Paths) -> Result<()> {
     }
     ensure_rust_target(paths)?;
     ensure_python_packages()?;
+    ensure_node_packages(paths)?;
     peer::ensure(paths, &mut apt)?;
     println!("setup: ok ({:.2} s)", start.elapsed().as_secs_f64());
     Ok(())

@@ -128,7 +128,9 @@ pub fn test(paths: &Paths) -> Result<()> {
                 run_status(&mut command).map_err(|e| (*title, e))
             }
             Step::HostedXenApi => {
-                println!("\n==> xtask test [{n}/{total}]: hosted XenAPI with the Python SDK");
+                println!(
+                    "\n==> xtask test [{n}/{total}]: hosted XenAPI with the Python SDK and the npm xen-api client"
+                );
                 hosted_xenapi(paths).map_err(|e| ("hosted XenAPI", e))
             }
             Step::BuildImage => {

@@ -143,8 +143,8 @@ pub fn result(db: &Db, filters: &[Filter], events: Vec<Value>) -> Value {
                     .any(|f| matches!(f, Filter::All) || f_class(f) == Some(c.name))
         })
         .map(|c| {
-            let count = i64::try_from(db.count(c.name)).unwrap_or(i64::MAX);
-            (c.name.to_ascii_lowercase(), Value::Int(count))
+            let count = i32::try_from(db.count(c.name)).unwrap_or(i32::MAX);
+            (c.name.to_ascii_lowercase(), Value::I4(count))
         })
         .collect();
     let mut out = BTreeMap::new();
@@ -241,7 +241,7 @@ mod tests {
         assert_eq!(
             r["valid_ref_counts"],
             Value::Struct(
-                [(String::from("task"), Value::Int(0))]
+                [(String::from("task"), Value::I4(0))]
                     .into_iter()
                     .collect()
             )

@@ -104,6 +104,7 @@ pub fn to_json(value: &Value) -> Json {
         Value::Nil => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
         Value::Int(i) => Json::Number((*i).into()),
+        Value::I4(i) => Json::Number((*i).into()),
         Value::Double(d) => Number::from_f64(*d).map_or(Json::Null, Json::Number),
         Value::String(s) | Value::DateTime(s) => Json::String(s.clone()),
         Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),

@@ -13,6 +13,9 @@ pub enum Value {
     Nil,
     Bool(bool),
     Int(i64),
+    /// An int xapi writes as `<i4>` in XML-RPC rather than as a string
+    /// (`event.from`'s `valid_ref_counts`, which XO compares as numbers).
+    I4(i32),
     Double(f64),
     String(String),
     /// ISO 8601 basic form, `20250319T04:16:24Z`, as xapi writes it.
@@ -38,7 +41,7 @@ impl Value {
         match self {
             Value::Nil => "nil",
             Value::Bool(_) => "bool",
-            Value::Int(_) => "int",
+            Value::Int(_) | Value::I4(_) => "int",
             Value::Double(_) => "double",
             Value::String(_) => "string",
             Value::DateTime(_) => "datetime",

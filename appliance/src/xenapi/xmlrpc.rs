@@ -254,6 +254,9 @@ pub fn write_value(out: &mut String, value: &Value) {
         Value::Int(i) => {
             let _ = write!(out, "{i}");
         }
+        Value::I4(i) => {
+            let _ = write!(out, "<i4>{i}</i4>");
+        }
         Value::Double(d) => {
             let d = if d.is_finite() { *d } else { 0.0 };
             let _ = write!(out, "<double>{d}</double>");
@@ -387,6 +390,13 @@ mod tests {
             response(&Value::Struct(map)),
             "<?xml version=\"1.0\"?><methodResponse><params><param><value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name><value><array><data><value>2</value><value><boolean>0</boolean></value><value>&lt;&amp;&gt;</value><value><nil/></value><value><double>0.5</double></value></data></array></value></member></struct></value></param></params></methodResponse>"
         );
+    }
+
+    #[test]
+    fn event_counts_are_i4() {
+        let mut out = String::new();
+        write_value(&mut out, &Value::I4(12));
+        assert_eq!(out, "<value><i4>12</i4></value>");
     }
 
     #[test]
