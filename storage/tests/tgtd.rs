@@ -86,35 +86,63 @@ impl Tgtd {
         File::create(&backing)
             .and_then(|f| f.set_len(LUN_BYTES))
             .expect("backing file");
-        let log = File::create(dir.join("tgtd.log")).expect("log");
-        let child = Command::new("tgtd")
-            .args(["-f", "--iscsi", &format!("portal=127.0.0.1:{port}")])
-            .args(["-C", &control.to_string()])
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("tgtd must be installed (Debian package tgt)");
         let mut t = Tgtd {
-            child,
+            child: Self::spawn(port, control, &dir),
             port,
             control,
             dir,
             backing,
         };
+        t.wait_ready().then_some(t)
+    }
+
+    fn spawn(port: u16, control: u16, dir: &Path) -> Child {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tgtd.log"))
+            .expect("log");
+        Command::new("tgtd")
+            .args(["-f", "--iscsi", &format!("portal=127.0.0.1:{port}")])
+            .args(["-C", &control.to_string()])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("tgtd must be installed (Debian package tgt)")
+    }
+
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if matches!(t.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
-                return None;
+            if matches!(self.child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                return false;
             }
-            let ok = t
+            let ok = self
                 .try_admin(&["--op", "show", "--mode", "sys"])
                 .status
                 .success();
-            if ok && TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(t);
+            if ok && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kills tgtd (SIGKILL, like a crash) and starts it again on the same
+    /// portal with the same target and backing file.
+    fn restart(mut self) -> Tgtd {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        for _ in 0..20 {
+            self.child = Self::spawn(self.port, self.control, &self.dir);
+            if self.wait_ready() {
+                return self.with_target();
+            }
+            self.child.kill().ok();
+            self.child.wait().ok();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tgtd did not come back on port {}", self.port);
     }
 
     fn with_target(self) -> Tgtd {
@@ -515,4 +543,48 @@ fn cli_discover_ls_write_read_and_errors() {
     let out = cli(&["ls", "iscsi://nope"], None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad iSCSI URL"));
+}
+
+#[test]
+fn session_recovers_when_tgtd_is_killed_and_restarted_mid_stream_of_writes() {
+    let tgt = Tgtd::start();
+    let mut lun =
+        tcp::open_recovering_lun(&tgt.target(), 1, Duration::from_secs(30)).expect("open");
+    const CHUNK: usize = 64 * 1024;
+    const WRITES: usize = 120;
+    let acked = std::sync::Arc::new(AtomicU32::new(0));
+    let seen = acked.clone();
+    let killer = std::thread::spawn(move || {
+        let deadline = Instant::now() + TIMEOUT;
+        while seen.load(Ordering::SeqCst) < 30 {
+            assert!(Instant::now() < deadline, "writes did not start");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        tgt.restart()
+    });
+    let mut slowest = Duration::ZERO;
+    for i in 0..WRITES {
+        let data = pattern(CHUNK, 100 + i as u32);
+        let t0 = Instant::now();
+        // The caller sees no error across the restart.
+        lun.write_blocks((i * CHUNK / 512) as u64, &data)
+            .unwrap_or_else(|e| panic!("write {i}: {e}: {:?}", lun.last_error()));
+        slowest = slowest.max(t0.elapsed());
+        acked.fetch_add(1, Ordering::SeqCst);
+    }
+    let tgt = killer.join().expect("restart thread");
+    assert!(lun.recoveries() >= 1, "the session was reinstated");
+    eprintln!(
+        "recovery: {} reinstatement(s), slowest write {:.2} s (Time2Wait 2 s)",
+        lun.recoveries(),
+        slowest.as_secs_f64()
+    );
+    lun.flush().expect("flush after recovery");
+    // No acknowledged write is lost.
+    let f = tgt.backing_file();
+    for i in 0..WRITES {
+        let got = read_backing(&f, (i * CHUNK) as u64, CHUNK);
+        assert!(got == pattern(CHUNK, 100 + i as u32), "write {i} lost");
+    }
+    lun.into_client().logout().expect("logout");
 }

@@ -1,5 +1,6 @@
 //! An iSCSI LUN as a [`BlockDevice`], over a [`Client`].
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -138,13 +139,58 @@ pub fn report_luns<S: Read + Write, C: Clock>(
         .collect())
 }
 
-/// A LUN opened for block I/O.
+/// Why a reconnect attempt produced no client.
 #[derive(Debug)]
+pub enum ReconnectError {
+    /// Try again (the target may still be restarting).
+    Retry(ClientError),
+    /// The replacement timeout is over: report the failure upwards.
+    GiveUp(ClientError),
+}
+
+/// Makes a new logged-in client for the same target with the same ISID,
+/// so the target reinstates the session (ERL 0, RFC 7143 §6.3.5) and
+/// drops the old one's tasks. The implementation waits before connecting
+/// (at least `time2wait_ms` the first time, then backing off) and gives up
+/// after its replacement timeout.
+pub trait Reconnect<S, C> {
+    fn reconnect(
+        &mut self,
+        attempt: u32,
+        time2wait_ms: u64,
+    ) -> Result<Client<S, C>, ReconnectError>;
+}
+
+/// Whether an error means the connection (not the command) failed.
+pub fn is_connection_failure(e: &LunError) -> bool {
+    matches!(
+        e,
+        LunError::Client(
+            ClientError::Io(_) | ClientError::ConnectionClosed | ClientError::Session(_)
+        )
+    )
+}
+
+/// A LUN opened for block I/O; with a [`Reconnect`], connection failures
+/// are recovered by session reinstatement and the operation is retried,
+/// so the caller sees no error and no acknowledged write is lost.
 pub struct IscsiLun<S, C> {
     client: Client<S, C>,
     lun: u64,
     capacity: Capacity,
     last_error: Option<LunError>,
+    reconnect: Option<Box<dyn Reconnect<S, C>>>,
+    recoveries: u32,
+}
+
+impl<S, C> fmt::Debug for IscsiLun<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IscsiLun")
+            .field("lun", &self.lun)
+            .field("capacity", &self.capacity)
+            .field("recoveries", &self.recoveries)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
@@ -163,7 +209,70 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
             lun: wire,
             capacity,
             last_error: None,
+            reconnect: None,
+            recoveries: 0,
         })
+    }
+
+    /// Enables ERL-0 session recovery through `r`.
+    pub fn with_reconnect(mut self, r: Box<dyn Reconnect<S, C>>) -> Self {
+        self.reconnect = Some(r);
+        self
+    }
+
+    /// How many times the session was reinstated.
+    pub fn recoveries(&self) -> u32 {
+        self.recoveries
+    }
+
+    /// Replaces the failed connection with a reinstated session.
+    fn recover(&mut self, cause: &LunError) -> Result<(), LunError> {
+        let time2wait_ms = u64::from(self.client.session().params().default_time2wait) * 1000;
+        let Some(r) = self.reconnect.as_mut() else {
+            return Err(LunError::Client(ClientError::ConnectionClosed));
+        };
+        log::warn!("iSCSI connection failed ({cause}); reinstating the session");
+        let mut attempt = 0;
+        loop {
+            match r.reconnect(attempt, time2wait_ms) {
+                Ok(mut c) => {
+                    // Absorbs the UNIT ATTENTION a new I_T nexus reports.
+                    match scsi_command(
+                        &mut c,
+                        self.lun,
+                        scsi::test_unit_ready(),
+                        DataTransfer::None,
+                    ) {
+                        Ok(_) => {
+                            self.client = c;
+                            self.recoveries += 1;
+                            log::info!("iSCSI session reinstated after {} attempt(s)", attempt + 1);
+                            return Ok(());
+                        }
+                        Err(e) if is_connection_failure(&e) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(ReconnectError::Retry(_)) => {}
+                Err(ReconnectError::GiveUp(e)) => return Err(LunError::Client(e)),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Runs `op`, recovering the session and retrying on connection failures.
+    fn with_recovery(
+        &mut self,
+        mut op: impl FnMut(&mut Self) -> Result<(), LunError>,
+    ) -> Result<(), LunError> {
+        loop {
+            match op(self) {
+                Err(e) if is_connection_failure(&e) && self.reconnect.is_some() => {
+                    self.recover(&e)?;
+                }
+                r => return r,
+            }
+        }
     }
 
     pub fn capacity(&self) -> Capacity {
@@ -232,54 +341,60 @@ impl<S: Read + Write, C: Clock> BlockDevice for IscsiLun<S, C> {
         let bs = self.capacity.block_size as usize;
         let lun = self.lun;
         let len = buf.len();
-        let mut short = false;
-        let r = self.pipelined(
-            lba,
-            len,
-            |l, _, n| Command {
-                lun,
-                cdb: scsi::read_16(l, (n / bs) as u32),
-                transfer: DataTransfer::Read(n as u32),
-            },
-            |at, data| {
-                let end = (at + data.len()).min(len);
-                short |= end - at != data.len() || data.is_empty();
-                buf[at..end].copy_from_slice(&data[..end - at]);
-            },
-        );
-        match r {
-            Ok(()) if !short => Ok(()),
-            Ok(()) => Err(self.fail(LunError::Scsi(ScsiError::ShortResponse("READ(16)")))),
-            Err(e) => Err(self.fail(e)),
-        }
+        let r = self.with_recovery(|me| {
+            let mut short = false;
+            me.pipelined(
+                lba,
+                len,
+                |l, _, n| Command {
+                    lun,
+                    cdb: scsi::read_16(l, (n / bs) as u32),
+                    transfer: DataTransfer::Read(n as u32),
+                },
+                |at, data| {
+                    let end = (at + data.len()).min(len);
+                    short |= end - at != data.len() || data.is_empty();
+                    buf[at..end].copy_from_slice(&data[..end - at]);
+                },
+            )?;
+            if short {
+                return Err(LunError::Scsi(ScsiError::ShortResponse("READ(16)")));
+            }
+            Ok(())
+        });
+        r.map_err(|e| self.fail(e))
     }
 
     fn write_blocks(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
         check_request(self, lba, buf.len())?;
         let bs = self.capacity.block_size as usize;
         let lun = self.lun;
-        let r = self.pipelined(
-            lba,
-            buf.len(),
-            |l, at, n| Command {
-                lun,
-                cdb: scsi::write_16(l, (n / bs) as u32),
-                transfer: DataTransfer::Write(buf[at..at + n].to_vec()),
-            },
-            |_, _| {},
-        );
+        let r = self.with_recovery(|me| {
+            me.pipelined(
+                lba,
+                buf.len(),
+                |l, at, n| Command {
+                    lun,
+                    cdb: scsi::write_16(l, (n / bs) as u32),
+                    transfer: DataTransfer::Write(buf[at..at + n].to_vec()),
+                },
+                |_, _| {},
+            )
+        });
         r.map_err(|e| self.fail(e))
     }
 
     fn flush(&mut self) -> Result<(), BlockError> {
         let lun = self.lun;
-        scsi_command(
-            &mut self.client,
-            lun,
-            scsi::synchronize_cache_16(),
-            DataTransfer::None,
-        )
-        .map(|_| ())
-        .map_err(|e| self.fail(e))
+        let r = self.with_recovery(|me| {
+            scsi_command(
+                &mut me.client,
+                lun,
+                scsi::synchronize_cache_16(),
+                DataTransfer::None,
+            )
+            .map(|_| ())
+        });
+        r.map_err(|e| self.fail(e))
     }
 }

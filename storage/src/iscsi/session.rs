@@ -14,7 +14,7 @@ use super::login::LoginOutcome;
 use super::params::{SessionParams, key};
 use super::pdu::{
     self, DataOut, Decoder, Digests, Frame, LogoutRequest, NopOut, RESERVED_TAG, Repr, ScsiCommand,
-    TaskMgmtRequest, TextRequest, logout_reason, task_attr, tmf_function,
+    TaskMgmtRequest, TextRequest, logout_reason, task_attr, tmf_function, tmf_response,
 };
 use super::serial;
 use super::text::{TextAccumulator, TextError, TextPairs};
@@ -215,6 +215,8 @@ struct Core {
     tx_pos: usize,
     events: VecDeque<Event>,
     ping: Option<(u32, u64)>,
+    /// Outstanding task management requests: ITT → (function, LUN, referenced ITT).
+    tmfs: BTreeMap<u32, (u8, u64, u32)>,
     last_heard: u64,
     logout_sent: bool,
     failed: bool,
@@ -259,6 +261,7 @@ impl Session {
                 tx_pos: 0,
                 events: VecDeque::new(),
                 ping: None,
+                tmfs: BTreeMap::new(),
                 last_heard: now,
                 logout_sent: false,
                 failed: false,
@@ -561,6 +564,7 @@ impl Core {
             exp_data_sn: 0,
         });
         self.emit(&repr, &[])?;
+        self.tmfs.insert(itt, (function, lun, ref_itt));
         Ok(TaskTag(itt))
     }
 
@@ -797,7 +801,6 @@ impl Core {
             }
             Repr::TextResponse(r) => {
                 self.status_seen(r.stat_sn);
-                let exp_stat_sn = self.exp_stat_sn;
                 let Some(Task {
                     kind: Kind::Text { acc, ttt, data },
                     ..
@@ -817,13 +820,42 @@ impl Core {
                         // Ask for the next part: empty request echoing TTT.
                         *ttt = r.ttt;
                         data.clear();
-                        let _ = exp_stat_sn;
                         self.queued.push_back(r.itt);
                     }
                 }
             }
             Repr::TaskMgmtResponse(r) => {
                 self.status_seen(r.stat_sn);
+                let done = matches!(
+                    r.response,
+                    tmf_response::COMPLETE | tmf_response::TASK_DOES_NOT_EXIST
+                );
+                if let Some((function, lun, ref_itt)) = self.tmfs.remove(&r.itt)
+                    && done
+                {
+                    // Responses come in StatSN order: a task still here
+                    // after its abort completed will never be answered.
+                    let victims: Vec<u32> = match function {
+                        tmf_function::ABORT_TASK => vec![ref_itt],
+                        _ => self
+                            .tasks
+                            .iter()
+                            .filter(
+                                |(_, t)| matches!(t.kind, Kind::Scsi { lun: l, .. } if l == lun),
+                            )
+                            .map(|(itt, _)| *itt)
+                            .collect(),
+                    };
+                    for itt in victims {
+                        if self.tasks.remove(&itt).is_some() {
+                            self.queued.retain(|q| *q != itt);
+                            self.events.push_back(Event::Command {
+                                tag: TaskTag(itt),
+                                result: Err(CommandError::Aborted),
+                            });
+                        }
+                    }
+                }
                 self.events.push_back(Event::TaskManagement {
                     tag: TaskTag(r.itt),
                     response: r.response,

@@ -9,6 +9,7 @@ use std::vec::Vec;
 
 use super::client::{Client, ClientError, Clock, DiscoveredTarget};
 use super::login::{Chap, ChapCredentials, LoginConfig};
+use super::lun::{IscsiLun, LunError, Reconnect, ReconnectError};
 use super::params::Offer;
 use super::session::Timers;
 
@@ -141,8 +142,14 @@ fn random_isid() -> Result<[u8; 6], ClientError> {
     Ok(isid)
 }
 
-/// Connects and logs in.
+/// Connects and logs in as a new session.
 pub fn connect(t: &Target) -> Result<TcpClient, ClientError> {
+    connect_isid(t, random_isid()?)
+}
+
+/// Connects and logs in with a given ISID (and TSIH 0): reusing the ISID
+/// of a failed session makes the target reinstate it (ERL 0).
+pub fn connect_isid(t: &Target, isid: [u8; 6]) -> Result<TcpClient, ClientError> {
     let stream = TcpTransport::connect(&t.host, t.port)?;
     let chap = match &t.chap {
         Some(c) => Some(Chap {
@@ -155,7 +162,7 @@ pub fn connect(t: &Target) -> Result<TcpClient, ClientError> {
     let cfg = LoginConfig {
         initiator_name: t.initiator_name.clone(),
         target_name: t.target_name.clone(),
-        isid: random_isid()?,
+        isid,
         tsih: 0,
         cid: 0,
         initial_cmd_sn: 1,
@@ -179,4 +186,55 @@ pub fn discover(t: &Target) -> Result<Vec<DiscoveredTarget>, ClientError> {
     let targets = c.send_targets()?;
     c.logout()?;
     Ok(targets)
+}
+
+/// Reconnects to a [`Target`] with a fixed ISID until a replacement timeout.
+#[derive(Debug)]
+pub struct TcpReconnect {
+    target: Target,
+    isid: [u8; 6],
+    replacement_timeout: Duration,
+    first_failure: Option<Instant>,
+}
+
+impl Reconnect<TcpTransport, StdClock> for TcpReconnect {
+    fn reconnect(&mut self, attempt: u32, time2wait_ms: u64) -> Result<TcpClient, ReconnectError> {
+        let now = Instant::now();
+        if attempt == 0 {
+            self.first_failure = Some(now);
+        }
+        let first = *self.first_failure.get_or_insert(now);
+        // Time2Wait first, then a short backoff while the target comes back.
+        let wait = if attempt == 0 {
+            Duration::from_millis(time2wait_ms)
+        } else {
+            Duration::from_millis(100u64 << attempt.min(4))
+        };
+        if now.duration_since(first) + wait > self.replacement_timeout {
+            return Err(ReconnectError::GiveUp(ClientError::Io(
+                embedded_io::ErrorKind::TimedOut,
+            )));
+        }
+        std::thread::sleep(wait);
+        connect_isid(&self.target, self.isid).map_err(ReconnectError::Retry)
+    }
+}
+
+/// Opens `lun` with ERL-0 session recovery: a dropped connection or a
+/// restarted target is reinstated within `replacement_timeout` and the
+/// interrupted operation retried.
+pub fn open_recovering_lun(
+    t: &Target,
+    lun: u16,
+    replacement_timeout: Duration,
+) -> Result<IscsiLun<TcpTransport, StdClock>, LunError> {
+    let isid = random_isid()?;
+    let client = connect_isid(t, isid)?;
+    let r = TcpReconnect {
+        target: t.clone(),
+        isid,
+        replacement_timeout,
+        first_failure: None,
+    };
+    Ok(IscsiLun::open(client, lun)?.with_reconnect(std::boxed::Box::new(r)))
 }

@@ -550,3 +550,70 @@ fn mutations_never_panic() {
         fuzz_session(&d);
     }
 }
+
+#[test]
+fn abort_task_and_lun_reset_complete_the_victims() {
+    let mut s = Session::new(&outcome(tgt_params(), 40), Timers::default(), 1, 0);
+    let read = |lun| Command {
+        lun,
+        cdb: crate::scsi::read_16(0, 1),
+        transfer: DataTransfer::Read(512),
+    };
+    let a = s.submit(read(1 << 48)).expect("a");
+    let b = s.submit(read(1 << 48)).expect("b");
+    let c = s.submit(read(2 << 48)).expect("c");
+    drain(&mut s);
+    let tmf = s.abort_task(a).expect("abort");
+    let pdus = drain(&mut s);
+    let Repr::TaskMgmtRequest(t) = pdus[0].0 else {
+        panic!()
+    };
+    assert!(t.immediate);
+    assert_eq!(
+        (t.function, t.ref_itt, t.ref_cmd_sn, t.lun),
+        (1, a.0, 5, 1 << 48)
+    );
+    let resp = |itt: u32, response: u8, stat_sn: u32| {
+        Repr::TaskMgmtResponse(pdu::TaskMgmtResponse {
+            response,
+            itt,
+            stat_sn,
+            exp_cmd_sn: 8,
+            max_cmd_sn: 40,
+        })
+    };
+    let w = to_wire(&s, resp(tmf.0, tmf_response::COMPLETE, 100), &[]);
+    s.receive(&w, 1).expect("tmf response");
+    assert_eq!(
+        s.next_event(),
+        Some(Event::Command {
+            tag: a,
+            result: Err(CommandError::Aborted)
+        })
+    );
+    assert_eq!(
+        s.next_event(),
+        Some(Event::TaskManagement {
+            tag: tmf,
+            response: 0
+        })
+    );
+    // LU reset of LUN 1 ends b, not c; "not supported" would end nothing.
+    let reset = s.lun_reset(1 << 48).expect("reset");
+    drain(&mut s);
+    let w = to_wire(&s, resp(reset.0, tmf_response::COMPLETE, 101), &[]);
+    s.receive(&w, 2).expect("reset response");
+    assert!(
+        matches!(s.next_event(), Some(Event::Command { tag, result: Err(CommandError::Aborted) }) if tag == b)
+    );
+    assert!(matches!(s.next_event(), Some(Event::TaskManagement { .. })));
+    assert_eq!(s.in_flight(), 1);
+    let abort_c = s.abort_task(c).expect("abort c");
+    let w = to_wire(&s, resp(abort_c.0, tmf_response::NOT_SUPPORTED, 102), &[]);
+    s.receive(&w, 3).expect("refused");
+    assert!(matches!(
+        s.next_event(),
+        Some(Event::TaskManagement { response: 5, .. })
+    ));
+    assert_eq!(s.in_flight(), 1);
+}
