@@ -5,9 +5,14 @@
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+// The hosted adapter runs on Linux; in test builds std is there already.
+#[cfg(all(feature = "hosted", not(test)))]
+extern crate std;
 
 pub mod bond;
 pub mod device;
+#[cfg(feature = "hosted")]
+pub mod hosted;
 pub mod iface;
 pub mod lacp;
 pub mod nic;
