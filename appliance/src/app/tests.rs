@@ -278,3 +278,68 @@ fn without_a_password_no_login_succeeds() {
     let r = client.exchange(&request, &mut side).json();
     assert_eq!(r["error"][0], "SESSION_AUTHENTICATION_FAILED");
 }
+
+fn json_call(method: &str, params: serde_json::Value) -> Vec<u8> {
+    let body = serde_json::json!({"id": 1, "jsonrpc": "2.0", "method": method, "params": params})
+        .to_string();
+    format!(
+        "POST /jsonrpc HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn event_from_waits_then_times_out_through_the_poll_loop() {
+    let mut config = static_config();
+    config.root_password_hash = Some(host_config::hash_password("pw", [9; 16], 1_000));
+    let (mut appliance, mut client) = setup(config);
+    let login = client.exchange(
+        &json_call(
+            "session.login_with_password",
+            serde_json::json!(["root", "pw"]),
+        ),
+        &mut |_| {
+            appliance.poll();
+        },
+    );
+    let session = login.json()["result"].as_str().unwrap().to_string();
+    let initial = client.exchange(
+        &json_call(
+            "event.from",
+            serde_json::json!([session, ["pool"], "", 0.0]),
+        ),
+        &mut |_| {
+            appliance.poll();
+        },
+    );
+    let token = initial.json()["result"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Nothing changes: the call waits (the loop keeps running) for 3 s.
+    let asked = appliance.platform().now();
+    client.send(&json_call(
+        "event.from",
+        serde_json::json!([session, ["pool"], token, 3.0]),
+    ));
+    client.run_for(smoltcp::time::Duration::from_secs(2), &mut |_| {
+        appliance.poll();
+    });
+    assert!(client.inbox.is_empty(), "answered before anything changed");
+    // The loop wakes for the waiter's deadline.
+    let due = appliance.api().next_deadline().expect("a waiting call");
+    assert!(due >= asked + Duration::from_secs(3) && due < asked + Duration::from_millis(3020));
+    assert!(appliance.poll().is_some_and(|next| next <= due));
+    let answer = client.response(false, &mut |_| {
+        appliance.poll();
+    });
+    let waited = appliance.platform().now() - asked;
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_millis(3100),
+        "{waited:?}"
+    );
+    assert_eq!(answer.json()["result"]["events"], serde_json::json!([]));
+    assert_ne!(answer.json()["result"]["token"], serde_json::json!(null));
+}

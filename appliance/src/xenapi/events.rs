@@ -240,11 +240,7 @@ mod tests {
         };
         assert_eq!(
             r["valid_ref_counts"],
-            Value::Struct(
-                [(String::from("task"), Value::I4(0))]
-                    .into_iter()
-                    .collect()
-            )
+            Value::Struct([(String::from("task"), Value::I4(0))].into_iter().collect())
         );
     }
 }

@@ -1,0 +1,108 @@
+//! Tasks: `task.create`/`cancel`, and `Async.` calls reported through a task.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::{Outcome, XenApi, new_id};
+use crate::platform::Platform;
+use crate::xenapi::db::{Db, default_record};
+use crate::xenapi::dispatch::{self, Target};
+use crate::xenapi::error::ApiError;
+use crate::xenapi::schema::{Op, TASK};
+use crate::xenapi::value::{Value, format_datetime};
+use crate::xenapi::xmlrpc;
+
+impl XenApi {
+    /// `Async.X`: runs X now and reports it through a finished task.
+    pub(super) fn call_async(
+        &mut self,
+        name: &str,
+        inner: &str,
+        params: Vec<Value>,
+        platform: &mut dyn Platform,
+    ) -> Result<Value, ApiError> {
+        let handle = params.first().and_then(Value::as_str).unwrap_or("");
+        self.check_session(handle, platform.now())?;
+        let method = dispatch::resolve(inner).ok_or_else(|| ApiError::method_unknown(name))?;
+        if !method.takes_session()
+            || matches!(method.target, Target::Message(m) if m.op == Op::EventFrom)
+        {
+            return Err(ApiError::method_unknown(name));
+        }
+        let result = match self.call(inner, params, platform) {
+            Outcome::Done(r) => r,
+            Outcome::Wait(_) => Err(ApiError::method_unknown(name)),
+        };
+        let task = self.create_task(&method.name(), "", platform);
+        let now = Value::DateTime(format_datetime(self.unix_now(platform)));
+        let set = |db: &mut Db, field: &str, value: Value| {
+            if let Some((i, _)) = TASK.field(field) {
+                db.set_field(&TASK, &task, i, value);
+            }
+        };
+        match result {
+            Ok(value) => {
+                let mut xml = String::new();
+                xmlrpc::write_value(&mut xml, &value);
+                set(&mut self.db, "result", Value::String(xml));
+                set(&mut self.db, "status", Value::str("success"));
+            }
+            Err(e) => {
+                let info = e.description().into_iter().map(Value::String).collect();
+                set(&mut self.db, "error_info", Value::Array(info));
+                set(&mut self.db, "status", Value::str("failure"));
+            }
+        }
+        set(&mut self.db, "progress", Value::Double(1.0));
+        set(&mut self.db, "finished", now);
+        Ok(Value::String(task))
+    }
+
+    pub(super) fn create_task(
+        &mut self,
+        label: &str,
+        description: &str,
+        platform: &mut dyn Platform,
+    ) -> String {
+        let (reference, uuid) = new_id(platform);
+        let mut fields = default_record(&TASK, &uuid);
+        let created = Value::DateTime(format_datetime(self.unix_now(platform)));
+        for (name, value) in [
+            ("name_label", Value::str(label)),
+            ("name_description", Value::str(description)),
+            ("created", created),
+            ("resident_on", Value::String(self.refs.host.clone())),
+        ] {
+            if let Some(slot) = TASK.field(name).and_then(|(i, _)| fields.get_mut(i)) {
+                *slot = value;
+            }
+        }
+        self.db.insert(&TASK, reference.clone(), fields);
+        reference
+    }
+
+    /// Nothing runs behind a task made by `task.create`, so cancelling it
+    /// ends it at once.
+    pub(super) fn cancel_task(&mut self, task: &str, platform: &mut dyn Platform) {
+        let finished = Value::DateTime(format_datetime(self.unix_now(platform)));
+        let index = |name: &str| TASK.field(name).map_or(usize::MAX, |(i, _)| i);
+        let (status, done, info) = (index("status"), index("finished"), index("error_info"));
+        let error = vec![Value::str("TASK_CANCELLED"), Value::str(task)];
+        self.db.update(&TASK, task, |fields| {
+            if fields.get(status) != Some(&Value::str("pending")) {
+                return (false, ());
+            }
+            for (i, v) in [
+                (status, Value::str("cancelled")),
+                (done, finished),
+                (info, Value::Array(error)),
+            ] {
+                if let Some(slot) = fields.get_mut(i) {
+                    *slot = v;
+                }
+            }
+            (true, ())
+        });
+    }
+}
