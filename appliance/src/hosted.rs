@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +27,8 @@ use crate::xenapi::{HostFacts, ManagementFacts, XenApi};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A peer that does not take a response within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 256;
 /// Longest the loop sleeps with nothing due.
 const MAX_WAIT: Duration = Duration::from_millis(500);
 
@@ -143,8 +147,14 @@ pub fn serve(listener: TcpListener, config: &HostConfig) -> std::io::Result<()> 
 }
 
 fn accept(listener: TcpListener, tx: SyncSender<Input>) {
+    let open = Arc::new(AtomicUsize::new(0));
     for (id, stream) in (1u64..).zip(listener.incoming()) {
         let Ok(stream) = stream else { continue };
+        if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            log::warn!("hosted: {MAX_CONNECTIONS} connections open; refusing another");
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         // Ends the reader of a silent peer, and of one we closed that never closes.
@@ -156,7 +166,12 @@ fn accept(listener: TcpListener, tx: SyncSender<Input>) {
             return;
         }
         let tx = tx.clone();
-        std::thread::spawn(move || read(id, reader, &tx));
+        open.fetch_add(1, Ordering::Relaxed);
+        let open = Arc::clone(&open);
+        std::thread::spawn(move || {
+            read(id, reader, &tx);
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 

@@ -40,6 +40,8 @@ struct Waiting {
     filters: Vec<Filter>,
     since: Option<u64>,
     deadline: Duration,
+    /// The database generation last looked at: nothing to collect until it moves.
+    checked: u64,
 }
 
 /// What a call came to.
@@ -160,8 +162,16 @@ impl XenApi {
 
     /// The answer to a waiting `event.from`, once there is one.
     pub fn resume(&mut self, ticket: Ticket, platform: &mut dyn Platform) -> Option<Response> {
-        let waiting = self.waiting.get(&ticket.0)?;
+        let generation = self.db.generation();
         let now = platform.now();
+        {
+            let waiting = self.waiting.get_mut(&ticket.0)?;
+            if waiting.checked == generation && now < waiting.deadline {
+                return None;
+            }
+            waiting.checked = generation;
+        }
+        let waiting = self.waiting.get(&ticket.0)?;
         if !self.sessions.contains_key(&waiting.session) {
             let waiting = self.waiting.remove(&ticket.0)?;
             return Some(respond(

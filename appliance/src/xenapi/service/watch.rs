@@ -32,6 +32,7 @@ impl XenApi {
             filters,
             since,
             deadline: platform.now() + Duration::from_millis((timeout * 1000.0) as u64),
+            checked: self.db.generation(),
         };
         let timestamp = self.timestamp(platform);
         let found = events::collect(&self.db, &waiting.filters, waiting.since, &timestamp);
