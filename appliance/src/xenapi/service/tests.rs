@@ -322,3 +322,105 @@ fn bodies_that_are_not_calls_get_400_and_other_methods_405() {
     assert_eq!(r.status(), Status::METHOD_NOT_ALLOWED);
     let _: Vec<u8> = Vec::new();
 }
+
+#[test]
+fn set_helpers_labels_and_underscore_names() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let pool = json(&mut api, &mut p, "pool_get_all", serde_json::json!([s]))["result"][0].clone();
+    for _ in 0..2 {
+        json(
+            &mut api,
+            &mut p,
+            "pool.add_tags",
+            serde_json::json!([s, pool, "blue"]),
+        );
+    }
+    let tags = json(
+        &mut api,
+        &mut p,
+        "pool.get_tags",
+        serde_json::json!([s, pool]),
+    );
+    assert_eq!(tags["result"], serde_json::json!(["blue"]));
+    json(
+        &mut api,
+        &mut p,
+        "pool.remove_tags",
+        serde_json::json!([s, pool, "blue"]),
+    );
+    let tags = json(
+        &mut api,
+        &mut p,
+        "pool.get_tags",
+        serde_json::json!([s, pool]),
+    );
+    assert_eq!(tags["result"], serde_json::json!([]));
+    json(
+        &mut api,
+        &mut p,
+        "pool.set_name_label",
+        serde_json::json!([s, pool, "lab"]),
+    );
+    let found = json(
+        &mut api,
+        &mut p,
+        "pool.get_by_name_label",
+        serde_json::json!([s, "lab"]),
+    );
+    assert_eq!(found["result"], serde_json::json!([pool]));
+    let none = json(
+        &mut api,
+        &mut p,
+        "pool.get_by_name_label",
+        serde_json::json!([s, "x"]),
+    );
+    assert_eq!(none["result"], serde_json::json!([]));
+}
+
+#[test]
+fn async_failures_land_in_error_info() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let host = json(&mut api, &mut p, "host.get_all", serde_json::json!([s]))["result"][0].clone();
+    let task = json(
+        &mut api,
+        &mut p,
+        "Async.host.reboot",
+        serde_json::json!([s, host]),
+    )["result"]
+        .clone();
+    let record = json(
+        &mut api,
+        &mut p,
+        "task.get_record",
+        serde_json::json!([s, task]),
+    )["result"]
+        .clone();
+    assert_eq!(record["status"], "failure");
+    assert_eq!(
+        record["error_info"],
+        serde_json::json!(["NOT_IMPLEMENTED", "host.reboot"])
+    );
+    assert_eq!(record["progress"], 1.0);
+    let unknown = json(&mut api, &mut p, "Async.VM.fly", serde_json::json!([s]));
+    assert_eq!(unknown["error"]["message"], "MESSAGE_METHOD_UNKNOWN");
+}
+
+#[test]
+fn cors_preflight() {
+    let (mut api, mut p) = service();
+    let raw = b"OPTIONS /jsonrpc HTTP/1.1\r\nHost: h\r\n\r\n";
+    let Ok(Parse::Complete { request, .. }) = parse_request(raw, &Limits::default()) else {
+        panic!()
+    };
+    let Reply::Now(r) = api.handle(&request, &mut p) else {
+        panic!()
+    };
+    assert_eq!(r.status(), Status::OK);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("POST, OPTIONS")
+    );
+}
