@@ -13,6 +13,9 @@ use crate::xenapi::schema::{Op, TASK};
 use crate::xenapi::value::{Value, format_datetime};
 use crate::xenapi::xmlrpc;
 
+/// Tasks kept at most.
+pub const MAX_TASKS: usize = 1000;
+
 impl XenApi {
     /// `Async.X`: runs X now and reports it through a finished task.
     pub(super) fn call_async(
@@ -65,6 +68,7 @@ impl XenApi {
         description: &str,
         platform: &mut dyn Platform,
     ) -> String {
+        self.make_room_for_a_task();
         let (reference, uuid) = new_id(platform);
         let mut fields = default_record(&TASK, &uuid);
         let created = Value::DateTime(format_datetime(self.unix_now(platform)));
@@ -80,6 +84,26 @@ impl XenApi {
         }
         self.db.insert(&TASK, reference.clone(), fields);
         reference
+    }
+
+    /// Keeps at most [`MAX_TASKS`]: the oldest finished task goes first
+    /// (clients destroy their tasks, but not all do), else the oldest.
+    fn make_room_for_a_task(&mut self) {
+        if self.db.count(TASK.name) < MAX_TASKS {
+            return;
+        }
+        let status = TASK.field("status").map_or(usize::MAX, |(i, _)| i);
+        let pending = Value::str("pending");
+        let oldest = |finished_only: bool| {
+            self.db
+                .objects(TASK.name)
+                .filter(|(_, o)| !finished_only || *o.field(status) != pending)
+                .min_by_key(|(_, o)| o.created)
+                .map(|(r, _)| r.clone())
+        };
+        if let Some(victim) = oldest(true).or_else(|| oldest(false)) {
+            self.db.remove(&TASK, &victim);
+        }
     }
 
     /// Nothing runs behind a task made by `task.create`, so cancelling it

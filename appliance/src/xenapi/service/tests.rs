@@ -10,7 +10,7 @@ use crate::xenapi::host::ManagementFacts;
 
 struct FakePlatform {
     now: Duration,
-    counter: u8,
+    counter: u64,
 }
 
 impl Platform for FakePlatform {
@@ -25,10 +25,11 @@ impl Platform for FakePlatform {
         }
     }
     fn fill_random(&mut self, buf: &mut [u8]) {
-        self.counter = self.counter.wrapping_add(1);
+        self.counter += 1;
+        let bytes = self.counter.to_le_bytes();
         buf.iter_mut()
             .enumerate()
-            .for_each(|(i, b)| *b = self.counter ^ (i as u8));
+            .for_each(|(i, b)| *b = bytes[i % 8] ^ (i as u8));
     }
     fn idle(&mut self, _deadline: Option<Duration>) {}
 }
@@ -422,5 +423,32 @@ fn cors_preflight() {
     assert_eq!(
         r.header("access-control-allow-methods"),
         Some("POST, OPTIONS")
+    );
+}
+
+#[test]
+fn finished_tasks_make_room_for_new_ones() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let keep = json(
+        &mut api,
+        &mut p,
+        "task.create",
+        serde_json::json!([s, "mine", ""]),
+    )["result"]
+        .clone();
+    for _ in 0..super::tasks::MAX_TASKS + 5 {
+        json(
+            &mut api,
+            &mut p,
+            "Async.pool.get_all",
+            serde_json::json!([s]),
+        );
+    }
+    let all = json(&mut api, &mut p, "task.get_all", serde_json::json!([s]))["result"].clone();
+    assert_eq!(all.as_array().unwrap().len(), super::tasks::MAX_TASKS);
+    assert!(
+        all.as_array().unwrap().contains(&keep),
+        "the pending task stays"
     );
 }
