@@ -8,7 +8,7 @@ use core::fmt;
 use embedded_io::{Read, Write};
 
 use super::client::{Client, ClientError, Clock};
-use super::session::{Command, DataTransfer, TaskTag};
+use super::session::{Command, CommandError, DataTransfer, TaskTag};
 use crate::block::{BlockDevice, BlockError, check_request};
 use crate::scsi::{self, Capacity, Inquiry, ScsiError};
 
@@ -161,6 +161,18 @@ pub trait Reconnect<S, C> {
     ) -> Result<Client<S, C>, ReconnectError>;
 }
 
+/// How often a block request is resent after a retryable command failure.
+const COMMAND_RETRIES: usize = 5;
+
+/// Whether resending the same command can succeed.
+pub fn is_retryable(e: &LunError) -> bool {
+    match e {
+        LunError::Client(ClientError::Command(CommandError::Aborted)) => true,
+        LunError::Scsi(s) => s.is_retryable(),
+        _ => false,
+    }
+}
+
 /// Whether an error means the connection (not the command) failed.
 pub fn is_connection_failure(e: &LunError) -> bool {
     matches!(
@@ -265,10 +277,17 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
         &mut self,
         mut op: impl FnMut(&mut Self) -> Result<(), LunError>,
     ) -> Result<(), LunError> {
+        let mut retries = 0;
         loop {
             match op(self) {
                 Err(e) if is_connection_failure(&e) && self.reconnect.is_some() => {
                     self.recover(&e)?;
+                }
+                // Aborted by timeout escalation, BUSY, UNIT ATTENTION...:
+                // the same request can succeed when sent again.
+                Err(e) if is_retryable(&e) && retries < COMMAND_RETRIES => {
+                    log::warn!("iSCSI command failed ({e}); retrying");
+                    retries += 1;
                 }
                 r => return r,
             }

@@ -118,6 +118,10 @@ pub enum SessionError {
     Closed,
     /// More tasks than tags (2^32 - 1) in flight.
     TooManyTasks,
+    /// A LOGICAL UNIT RESET after a command timeout went unanswered.
+    TaskManagementTimeout,
+    /// The target refused the LU reset that should have ended a stuck command.
+    TaskManagementFailed(u8),
 }
 
 impl fmt::Display for SessionError {
@@ -138,6 +142,14 @@ impl fmt::Display for SessionError {
             }
             SessionError::Closed => write!(f, "the iSCSI session is closed"),
             SessionError::TooManyTasks => write!(f, "too many tasks in flight"),
+            SessionError::TaskManagementTimeout => write!(
+                f,
+                "a command timed out and the target answered neither ABORT TASK nor LU RESET; dropping the connection"
+            ),
+            SessionError::TaskManagementFailed(r) => write!(
+                f,
+                "a command timed out and the target refused the LU reset (response {r}); dropping the connection"
+            ),
         }
     }
 }
@@ -162,6 +174,12 @@ pub struct Timers {
     pub nop_interval_ms: u64,
     /// Fail the connection when a ping is not answered within this.
     pub nop_timeout_ms: u64,
+    /// A sent command unanswered this long is aborted (ABORT TASK); 0 = never.
+    pub command_timeout_ms: u64,
+    /// An unanswered ABORT TASK escalates to LOGICAL UNIT RESET after this.
+    pub abort_timeout_ms: u64,
+    /// An unanswered LU RESET fails the connection (session recovery) after this.
+    pub reset_timeout_ms: u64,
 }
 
 impl Default for Timers {
@@ -169,6 +187,10 @@ impl Default for Timers {
         Timers {
             nop_interval_ms: 5000,
             nop_timeout_ms: 5000,
+            // open-iscsi's defaults: SCSI command 30 s, abort 15 s, LU reset 30 s.
+            command_timeout_ms: 30_000,
+            abort_timeout_ms: 15_000,
+            reset_timeout_ms: 30_000,
         }
     }
 }
@@ -192,11 +214,23 @@ enum Kind {
     },
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Tmf {
+    function: u8,
+    lun: u64,
+    ref_itt: u32,
+    deadline: u64,
+}
+
 #[derive(Debug)]
 struct Task {
     kind: Kind,
     /// CmdSN once sent.
     cmd_sn: Option<u32>,
+    /// When it was sent (caller's ms).
+    started: u64,
+    /// An ABORT TASK for it is outstanding.
+    aborting: bool,
 }
 
 #[derive(Debug)]
@@ -215,8 +249,10 @@ struct Core {
     tx_pos: usize,
     events: VecDeque<Event>,
     ping: Option<(u32, u64)>,
-    /// Outstanding task management requests: ITT → (function, LUN, referenced ITT).
-    tmfs: BTreeMap<u32, (u8, u64, u32)>,
+    /// Outstanding task management requests by ITT.
+    tmfs: BTreeMap<u32, Tmf>,
+    /// The caller's time at the last `poll`/`received`.
+    now: u64,
     last_heard: u64,
     logout_sent: bool,
     failed: bool,
@@ -262,6 +298,7 @@ impl Session {
                 events: VecDeque::new(),
                 ping: None,
                 tmfs: BTreeMap::new(),
+                now,
                 last_heard: now,
                 logout_sent: false,
                 failed: false,
@@ -337,20 +374,31 @@ impl Session {
             Some(Task {
                 kind: Kind::Scsi { lun, .. },
                 cmd_sn,
+                ..
             }) => (*lun, cmd_sn.unwrap_or(self.core.cmd_sn)),
             _ => (0, self.core.cmd_sn),
         };
+        let deadline = self
+            .core
+            .now
+            .saturating_add(self.core.timers.abort_timeout_ms);
         self.core
-            .tmf(tmf_function::ABORT_TASK, lun, tag.0, ref_cmd_sn)
+            .tmf(tmf_function::ABORT_TASK, lun, tag.0, ref_cmd_sn, deadline)
     }
 
     /// Sends LOGICAL UNIT RESET (immediate).
     pub fn lun_reset(&mut self, lun: u64) -> Result<TaskTag, SessionError> {
+        let deadline = self
+            .core
+            .now
+            .saturating_add(self.core.timers.reset_timeout_ms);
+        let cmd_sn = self.core.cmd_sn;
         self.core.tmf(
             tmf_function::LOGICAL_UNIT_RESET,
             lun,
             RESERVED_TAG,
-            self.core.cmd_sn,
+            cmd_sn,
+            deadline,
         )
     }
 
@@ -401,12 +449,14 @@ impl Session {
 
     /// Processes `n` bytes read into [`Session::receive_buffer`].
     pub fn received(&mut self, n: usize, now: u64) -> Result<(), SessionError> {
+        self.core.now = now;
         self.rx.commit(n);
         self.process(now)
     }
 
     /// Processes bytes from a slice (copying).
     pub fn receive(&mut self, bytes: &[u8], now: u64) -> Result<(), SessionError> {
+        self.core.now = now;
         self.rx.feed(bytes);
         self.process(now)
     }
@@ -443,25 +493,38 @@ impl Session {
         if c.failed {
             return Err(SessionError::Closed);
         }
+        c.now = now;
         if c.logout_sent {
             return Ok(None);
         }
-        if let Some((_, deadline)) = c.ping {
+        let escalation = match c.escalate(now) {
+            Ok(d) => d,
+            Err(e) => {
+                c.failed = true;
+                return Err(e);
+            }
+        };
+        let ping = if let Some((_, deadline)) = c.ping {
             if now >= deadline {
                 c.failed = true;
                 return Err(SessionError::NopTimeout);
             }
-            return Ok(Some(deadline));
-        }
-        if c.timers.nop_interval_ms == 0 {
-            return Ok(None);
-        }
-        let due = c.last_heard.saturating_add(c.timers.nop_interval_ms);
-        if now >= due {
-            c.send_ping(now)?;
-            return Ok(c.ping.map(|(_, d)| d));
-        }
-        Ok(Some(due))
+            Some(deadline)
+        } else if c.timers.nop_interval_ms == 0 {
+            None
+        } else {
+            let due = c.last_heard.saturating_add(c.timers.nop_interval_ms);
+            if now >= due {
+                c.send_ping(now)?;
+                c.ping.map(|(_, d)| d)
+            } else {
+                Some(due)
+            }
+        };
+        Ok(match (escalation, ping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     pub fn next_event(&mut self) -> Option<Event> {
@@ -518,7 +581,15 @@ impl Core {
 
     fn add_task(&mut self, kind: Kind) -> Result<u32, SessionError> {
         let itt = self.alloc_itt()?;
-        self.tasks.insert(itt, Task { kind, cmd_sn: None });
+        self.tasks.insert(
+            itt,
+            Task {
+                kind,
+                cmd_sn: None,
+                started: self.now,
+                aborting: false,
+            },
+        );
         self.queued.push_back(itt);
         Ok(itt)
     }
@@ -549,6 +620,7 @@ impl Core {
         lun: u64,
         ref_itt: u32,
         ref_cmd_sn: u32,
+        deadline: u64,
     ) -> Result<TaskTag, SessionError> {
         self.check_open()?;
         let itt = self.alloc_itt()?;
@@ -564,8 +636,84 @@ impl Core {
             exp_data_sn: 0,
         });
         self.emit(&repr, &[])?;
-        self.tmfs.insert(itt, (function, lun, ref_itt));
+        self.tmfs.insert(
+            itt,
+            Tmf {
+                function,
+                lun,
+                ref_itt,
+                deadline,
+            },
+        );
         Ok(TaskTag(itt))
+    }
+
+    /// Sends an LU reset for `lun` unless one is already outstanding.
+    fn reset_lun(&mut self, lun: u64) -> Result<(), SessionError> {
+        let pending = self
+            .tmfs
+            .values()
+            .any(|t| t.function == tmf_function::LOGICAL_UNIT_RESET && t.lun == lun);
+        if !pending {
+            log::warn!("iSCSI: ABORT TASK did not end a stuck command; resetting the LU");
+            let deadline = self.now.saturating_add(self.timers.reset_timeout_ms);
+            let cmd_sn = self.cmd_sn;
+            self.tmf(
+                tmf_function::LOGICAL_UNIT_RESET,
+                lun,
+                RESERVED_TAG,
+                cmd_sn,
+                deadline,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Timeout escalation (RFC 7143 §7, open-iscsi's policy): a stuck
+    /// command gets ABORT TASK, an unanswered abort an LU reset, an
+    /// unanswered reset fails the connection. Returns the next deadline.
+    fn escalate(&mut self, now: u64) -> Result<Option<u64>, SessionError> {
+        let overdue: Vec<(u32, Tmf)> = self
+            .tmfs
+            .iter()
+            .filter(|(_, t)| now >= t.deadline)
+            .map(|(itt, t)| (*itt, *t))
+            .collect();
+        for (itt, t) in overdue {
+            self.tmfs.remove(&itt);
+            if t.function != tmf_function::ABORT_TASK {
+                return Err(SessionError::TaskManagementTimeout);
+            }
+            self.reset_lun(t.lun)?;
+        }
+        let timeout = self.timers.command_timeout_ms;
+        let mut next: Option<u64> = self.tmfs.values().map(|t| t.deadline).min();
+        if timeout == 0 {
+            return Ok(next);
+        }
+        let mut stuck = Vec::new();
+        for (itt, t) in &self.tasks {
+            let (Kind::Scsi { lun, .. }, Some(cmd_sn), false) = (&t.kind, t.cmd_sn, t.aborting)
+            else {
+                continue;
+            };
+            let due = t.started.saturating_add(timeout);
+            if now >= due {
+                stuck.push((*itt, *lun, cmd_sn));
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        for (itt, lun, cmd_sn) in stuck {
+            log::warn!("iSCSI: command {itt:#x} timed out; sending ABORT TASK");
+            if let Some(t) = self.tasks.get_mut(&itt) {
+                t.aborting = true;
+            }
+            let deadline = now.saturating_add(self.timers.abort_timeout_ms);
+            self.tmf(tmf_function::ABORT_TASK, lun, itt, cmd_sn, deadline)?;
+            next = Some(next.map_or(deadline, |n| n.min(deadline)));
+        }
+        Ok(next)
     }
 
     /// Sends queued tasks while the CmdSN window is open.
@@ -586,10 +734,12 @@ impl Core {
         let digests = self.digests;
         let mrdsl = self.params.target_max_recv_data_segment_length.max(512) as usize;
         let p = &self.params;
+        let now = self.now;
         let Some(task) = self.tasks.get_mut(&itt) else {
             return Ok(());
         };
         task.cmd_sn = Some(cmd_sn);
+        task.started = now;
         match &mut task.kind {
             Kind::Scsi {
                 lun,
@@ -830,7 +980,24 @@ impl Core {
                     r.response,
                     tmf_response::COMPLETE | tmf_response::TASK_DOES_NOT_EXIST
                 );
-                if let Some((function, lun, ref_itt)) = self.tmfs.remove(&r.itt)
+                let tmf = self.tmfs.remove(&r.itt);
+                if let Some(t) = tmf
+                    && !done
+                {
+                    // An abort the target cannot do escalates to an LU
+                    // reset; a refused reset leaves only the connection.
+                    if t.function == tmf_function::ABORT_TASK {
+                        self.reset_lun(t.lun)?;
+                    } else if t.function == tmf_function::LOGICAL_UNIT_RESET {
+                        return Err(SessionError::TaskManagementFailed(r.response));
+                    }
+                }
+                if let Some(Tmf {
+                    function,
+                    lun,
+                    ref_itt,
+                    ..
+                }) = tmf
                     && done
                 {
                     // Responses come in StatSN order: a task still here

@@ -248,6 +248,8 @@ fn target_nop_in_is_answered_and_pings_time_out() {
     let timers = Timers {
         nop_interval_ms: 1000,
         nop_timeout_ms: 500,
+        command_timeout_ms: 0,
+        ..Timers::default()
     };
     let mut s = Session::new(&outcome(tgt_params(), 40), timers, 1, 0);
     let w = to_wire(
@@ -616,4 +618,85 @@ fn abort_task_and_lun_reset_complete_the_victims() {
         Some(Event::TaskManagement { response: 5, .. })
     ));
     assert_eq!(s.in_flight(), 1);
+}
+
+#[test]
+fn stuck_commands_escalate_abort_then_lun_reset_then_connection() {
+    let timers = Timers {
+        nop_interval_ms: 0,
+        command_timeout_ms: 1000,
+        abort_timeout_ms: 500,
+        reset_timeout_ms: 700,
+        ..Timers::default()
+    };
+    let mut s = Session::new(&outcome(tgt_params(), 40), timers, 1, 0);
+    let tag = s
+        .submit(Command {
+            lun: 1 << 48,
+            cdb: crate::scsi::read_16(0, 1),
+            transfer: DataTransfer::Read(512),
+        })
+        .expect("submit");
+    drain(&mut s);
+    assert_eq!(s.poll(10), Ok(Some(1000)));
+    assert_eq!(s.poll(1000), Ok(Some(1500)));
+    let pdus = drain(&mut s);
+    let Repr::TaskMgmtRequest(abort) = pdus[0].0 else {
+        panic!()
+    };
+    assert_eq!(
+        (abort.function, abort.ref_itt),
+        (tmf_function::ABORT_TASK, tag.0)
+    );
+    // No second abort for the same command.
+    assert_eq!(s.poll(1200), Ok(Some(1500)));
+    assert!(drain(&mut s).is_empty());
+    // The abort goes unanswered: LU reset.
+    assert_eq!(s.poll(1500), Ok(Some(2200)));
+    let pdus = drain(&mut s);
+    let Repr::TaskMgmtRequest(reset) = pdus[0].0 else {
+        panic!()
+    };
+    assert_eq!(
+        (reset.function, reset.lun),
+        (tmf_function::LOGICAL_UNIT_RESET, 1 << 48)
+    );
+    // The reset goes unanswered too: the connection is given up.
+    assert_eq!(s.poll(2200), Err(SessionError::TaskManagementTimeout));
+    assert_eq!(s.into_unfinished().len(), 1, "the command can be retried");
+
+    // A refused abort escalates at once; a completed reset ends the command.
+    let mut s = Session::new(&outcome(tgt_params(), 40), timers, 1, 0);
+    let tag = s.submit(write_cmd(512)).expect("submit");
+    drain(&mut s);
+    s.poll(1000).expect("abort");
+    let pdus = drain(&mut s);
+    let Repr::TaskMgmtRequest(abort) = pdus[0].0 else {
+        panic!()
+    };
+    let resp = |itt, response, stat_sn| {
+        Repr::TaskMgmtResponse(pdu::TaskMgmtResponse {
+            response,
+            itt,
+            stat_sn,
+            exp_cmd_sn: 6,
+            max_cmd_sn: 40,
+        })
+    };
+    let w = to_wire(&s, resp(abort.itt, tmf_response::NOT_SUPPORTED, 100), &[]);
+    s.receive(&w, 1100).expect("refused abort");
+    let pdus = drain(&mut s);
+    let Repr::TaskMgmtRequest(reset) = pdus[0].0 else {
+        panic!()
+    };
+    assert_eq!(reset.function, tmf_function::LOGICAL_UNIT_RESET);
+    let w = to_wire(&s, resp(reset.itt, tmf_response::COMPLETE, 101), &[]);
+    s.receive(&w, 1200).expect("reset done");
+    let events: Vec<Event> = core::iter::from_fn(|| s.next_event()).collect();
+    assert!(events.contains(&Event::Command {
+        tag,
+        result: Err(CommandError::Aborted)
+    }));
+    assert_eq!(s.in_flight(), 0);
+    assert_eq!(s.poll(5000), Ok(None));
 }
