@@ -276,6 +276,17 @@ pub fn update(db: &mut Db, refs: &HostRefs, facts: &HostFacts) {
     );
 }
 
+/// When the metrics were last taken (xapi datetime form).
+pub fn metrics_taken(db: &mut Db, refs: &HostRefs, when: String) {
+    set(
+        db,
+        &HOST_METRICS,
+        &refs.metrics,
+        "last_updated",
+        Value::DateTime(when),
+    );
+}
+
 /// Memory figures; the caller decides how often (each change is an event).
 pub fn update_metrics(db: &mut Db, refs: &HostRefs, system: &SystemInfo) {
     let total = i64::try_from(system.memory_total).unwrap_or(i64::MAX);

@@ -81,6 +81,10 @@ impl XenApi {
         platform.fill_random(&mut key);
         let mut db = Db::new();
         let refs = host::create(&mut db, &facts, || new_id(platform));
+        let taken = platform
+            .unix_time()
+            .unwrap_or_else(|| platform.now().as_secs());
+        host::metrics_taken(&mut db, &refs, format_datetime(taken));
         XenApi {
             db,
             auth: Auth::new(config.root_password_hash.clone(), key),
@@ -218,6 +222,8 @@ impl XenApi {
             self.metrics_at = now;
             self.facts.system = platform.system_info();
             host::update_metrics(&mut self.db, &self.refs, &self.facts.system);
+            let taken = format_datetime(self.unix_now(platform));
+            host::metrics_taken(&mut self.db, &self.refs, taken);
         }
     }
 
