@@ -50,7 +50,10 @@ impl fmt::Display for XmlError {
         match self {
             XmlError::NotUtf8 => write!(f, "the body is not UTF-8"),
             XmlError::UnexpectedEnd => write!(f, "the XML document ends early"),
-            XmlError::Malformed { at } => write!(f, "malformed XML at byte {at}"),
+            XmlError::Malformed { at } => write!(
+                f,
+                "malformed XML, or not the XML-RPC expected, near byte {at}"
+            ),
             XmlError::BadReference { at } => {
                 write!(f, "unknown entity or character reference at byte {at}")
             }
@@ -84,6 +87,11 @@ impl<'a> Tokenizer<'a> {
             open: heapless::Vec::new(),
             root_seen: false,
         })
+    }
+
+    /// Byte offset of the next token.
+    pub fn position(&self) -> usize {
+        self.pos
     }
 
     /// The next token, `Ok(None)` at a well-formed end of the document.

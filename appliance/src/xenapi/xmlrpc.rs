@@ -68,8 +68,12 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
+    /// Well-formed XML that is not the XML-RPC expected here, at the
+    /// offset of the token that came after the unexpected one.
     fn malformed(&self) -> XmlError {
-        XmlError::Malformed { at: 0 }
+        XmlError::Malformed {
+            at: self.t.position(),
+        }
     }
 
     fn raw(&mut self) -> Result<Token<'a>, XmlError> {
