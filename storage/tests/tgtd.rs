@@ -31,6 +31,7 @@ struct Tgtd {
     control: u16,
     dir: PathBuf,
     backing: PathBuf,
+    portal_options: String,
 }
 
 fn free_port() -> u16 {
@@ -63,17 +64,22 @@ fn run_with_timeout(cmd: &mut Command) -> Output {
 
 impl Tgtd {
     fn start() -> Tgtd {
+        Self::start_with("")
+    }
+
+    /// `portal_options` are appended to tgtd's `--iscsi portal=...` value.
+    fn start_with(portal_options: &str) -> Tgtd {
         // A port picked by binding port 0 can be taken again before tgtd
         // binds it: retry with a new one if tgtd exits or never answers.
         for _ in 0..5 {
-            if let Some(t) = Self::try_start() {
+            if let Some(t) = Self::try_start(portal_options) {
                 return t.with_target();
             }
         }
         panic!("tgtd did not start (is the Debian package tgt installed, and are we root?)");
     }
 
-    fn try_start() -> Option<Tgtd> {
+    fn try_start(portal_options: &str) -> Option<Tgtd> {
         let port = free_port();
         // tgtd's control socket is /var/run/tgtd/socket.N: unique per test.
         let control = 20_000
@@ -87,23 +93,29 @@ impl Tgtd {
             .and_then(|f| f.set_len(LUN_BYTES))
             .expect("backing file");
         let mut t = Tgtd {
-            child: Self::spawn(port, control, &dir),
+            child: Self::spawn(port, control, &dir, portal_options),
             port,
             control,
             dir,
             backing,
+            portal_options: portal_options.into(),
         };
         t.wait_ready().then_some(t)
     }
 
-    fn spawn(port: u16, control: u16, dir: &Path) -> Child {
+    fn spawn(port: u16, control: u16, dir: &Path, portal_options: &str) -> Child {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("tgtd.log"))
             .expect("log");
         Command::new("tgtd")
-            .args(["-f", "--iscsi", &format!("portal=127.0.0.1:{port}")])
+            .args(["-f", "--iscsi"])
+            .arg(if portal_options.is_empty() {
+                format!("portal=127.0.0.1:{port}")
+            } else {
+                format!("portal=127.0.0.1:{port},{portal_options}")
+            })
             .args(["-C", &control.to_string()])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -134,7 +146,7 @@ impl Tgtd {
         self.child.kill().ok();
         self.child.wait().ok();
         for _ in 0..20 {
-            self.child = Self::spawn(self.port, self.control, &self.dir);
+            self.child = Self::spawn(self.port, self.control, &self.dir, &self.portal_options);
             if self.wait_ready() {
                 return self.with_target();
             }
@@ -410,43 +422,89 @@ fn multi_mib_write_is_segmented_to_tgts_8k_mrdsl() {
     }
 }
 
+fn digest_round_trip(tgt: &Tgtd, header: DigestOffer, data: DigestOffer, lba: u64) {
+    let mut t = tgt.target();
+    t.offer = Offer {
+        header_digest: header,
+        data_digest: data,
+        ..Offer::default()
+    };
+    let mut lun = tgt.open(&t);
+    let p = lun.client().session().params().clone();
+    let want = |o| !matches!(o, DigestOffer::None | DigestOffer::PreferNone);
+    assert_eq!(
+        (p.header_digest, p.data_digest),
+        (want(header), want(data)),
+        "{header:?}/{data:?}"
+    );
+    let bytes = pattern(1024 * 1024 + 1536, lba as u32);
+    lun.write_blocks(lba, &bytes).expect("write");
+    let mut back = vec![0u8; bytes.len()];
+    lun.read_blocks(lba, &mut back).expect("read");
+    assert!(back == bytes, "{header:?}/{data:?}: read back differs");
+    assert!(read_backing(&tgt.backing_file(), lba * 512, bytes.len()) == bytes);
+    lun.into_client().logout().expect("logout");
+}
+
 #[test]
-fn crc32c_header_and_data_digests_round_trip() {
+fn every_digest_combination_round_trips() {
     let tgt = Tgtd::start();
-    for (name, v) in [("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")] {
+    for name in ["HeaderDigest", "DataDigest"] {
         tgt.admin(&[
-            "--op", "update", "--mode", "target", "--tid", "1", "-n", name, "-v", v,
+            "--op",
+            "update",
+            "--mode",
+            "target",
+            "--tid",
+            "1",
+            "-n",
+            name,
+            "-v",
+            "CRC32C,None",
         ]);
     }
-    for (hd, dd) in [
-        (DigestOffer::Crc32c, DigestOffer::Crc32c),
-        (DigestOffer::PreferNone, DigestOffer::PreferNone),
-    ] {
-        let mut t = tgt.target();
-        t.offer = Offer {
-            header_digest: hd,
-            data_digest: dd,
-            ..Offer::default()
-        };
-        let mut lun = tgt.open(&t);
-        let p = lun.client().session().params().clone();
-        assert!(
-            p.header_digest && p.data_digest,
-            "digests negotiated: {p:?}"
-        );
-        let data = pattern(1024 * 1024 + 1536, 7);
-        lun.write_blocks(64, &data).expect("write with digests");
-        let mut back = vec![0u8; data.len()];
-        lun.read_blocks(64, &mut back).expect("read with digests");
-        assert!(back == data);
-        assert!(read_backing(&tgt.backing_file(), 64 * 512, data.len()) == data);
-        lun.into_client().logout().expect("logout");
+    let mut lba = 0;
+    for header in [DigestOffer::None, DigestOffer::Crc32c] {
+        for data in [DigestOffer::None, DigestOffer::Crc32c] {
+            digest_round_trip(&tgt, header, data, lba);
+            lba += 4096;
+        }
     }
+}
+
+#[test]
+fn target_requiring_crc32c_gets_it_and_discovery_stays_plain() {
+    let tgt = Tgtd::start();
+    for name in ["HeaderDigest", "DataDigest"] {
+        tgt.admin(&[
+            "--op", "update", "--mode", "target", "--tid", "1", "-n", name, "-v", "CRC32C",
+        ]);
+    }
+    // "None,CRC32C" (prefer none) still ends with what the target requires.
+    let mut t = tgt.target();
+    t.offer.header_digest = DigestOffer::PreferNone;
+    t.offer.data_digest = DigestOffer::PreferNone;
+    let mut lun = tgt.open(&t);
+    let p = lun.client().session().params().clone();
+    assert!(p.header_digest && p.data_digest);
+    lun.into_client().logout().expect("logout");
+    digest_round_trip(&tgt, DigestOffer::Crc32c, DigestOffer::Crc32c, 64);
     // Discovery never negotiates digests (libiscsi #239) and still works.
     assert_eq!(
         tcp::discover(&tgt.target()).expect("discovery")[0].name,
         IQN
     );
+}
+
+#[test]
+fn target_nop_pings_are_answered() {
+    // tgtd pings every second and drops the connection after 2 misses.
+    let tgt = Tgtd::start_with("nop_interval=1,nop_count=2");
+    let mut c = tcp::connect(&tgt.target()).expect("login");
+    c.run_for(4500).expect("idle with target pings");
+    let info = lun_info(&mut c, 1).expect("still logged in");
+    assert_eq!(info.capacity.expect("capacity").bytes(), LUN_BYTES);
+    c.logout().expect("logout");
 }
 
 #[test]

@@ -215,6 +215,16 @@ impl<S: Read + Write, C: Clock> Client<S, C> {
         Ok(())
     }
 
+    /// Keeps the connection serviced (NOP replies, pings, timers) for
+    /// `ms` milliseconds, stashing any events.
+    pub fn run_for(&mut self, ms: u64) -> Result<(), ClientError> {
+        let end = self.clock.now_ms().saturating_add(ms);
+        while self.clock.now_ms() < end {
+            self.pump()?;
+        }
+        Ok(())
+    }
+
     /// Waits for any event.
     pub fn next_event(&mut self) -> Result<Event, ClientError> {
         loop {
