@@ -8,10 +8,10 @@
 //! deferred answer, never a blocked thread.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +27,8 @@ use crate::xenapi::{HostFacts, ManagementFacts, XenApi};
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A peer that does not take a response within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a connection's reader looks whether the connection was closed.
+const READ_POLL: Duration = Duration::from_secs(5);
 /// Connections served at once; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Longest the loop sleeps with nothing due.
@@ -123,13 +125,15 @@ pub fn hosted_facts(config: &HostConfig, listen: SocketAddr, system: SystemInfo)
 }
 
 enum Input {
-    Accepted(u64, TcpStream),
+    /// A new connection, and the flag that tells its reader it was closed.
+    Accepted(u64, TcpStream, Arc<AtomicBool>),
     Data(u64, Vec<u8>),
     Closed(u64),
 }
 
 struct Peer {
     stream: TcpStream,
+    closed: Arc<AtomicBool>,
     http: Connection,
     last_activity: Instant,
     peer_closed: bool,
@@ -157,37 +161,47 @@ fn accept(listener: TcpListener, tx: SyncSender<Input>) {
         }
         let _ = stream.set_nodelay(true);
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-        // Ends the reader of a silent peer, and of one we closed that never closes.
-        let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+        // Lets the reader notice a connection we closed whose peer never
+        // closes; a silent peer is fine otherwise (it may be waiting for an
+        // `event.from` answer), the service loop decides about idleness.
+        let _ = stream.set_read_timeout(Some(READ_POLL));
         let Ok(reader) = stream.try_clone() else {
             continue;
         };
-        if tx.send(Input::Accepted(id, stream)).is_err() {
+        let closed = Arc::new(AtomicBool::new(false));
+        if tx
+            .send(Input::Accepted(id, stream, Arc::clone(&closed)))
+            .is_err()
+        {
             return;
         }
         let tx = tx.clone();
         open.fetch_add(1, Ordering::Relaxed);
         let open = Arc::clone(&open);
         std::thread::spawn(move || {
-            read(id, reader, &tx);
+            read(id, reader, &tx, &closed);
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-fn read(id: u64, mut stream: TcpStream, tx: &SyncSender<Input>) {
+fn read(id: u64, mut stream: TcpStream, tx: &SyncSender<Input>, closed: &AtomicBool) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => {
-                if tx
-                    .send(Input::Data(id, buf.get(..n).unwrap_or_default().to_vec()))
-                    .is_err()
-                {
+                let data = buf.get(..n).unwrap_or_default().to_vec();
+                if tx.send(Input::Data(id, data)).is_err() {
                     return;
                 }
             }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if closed.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+            Err(_) => break,
         }
     }
     let _ = tx.send(Input::Closed(id));
@@ -212,11 +226,12 @@ fn run(
             .next_deadline()
             .map_or(MAX_WAIT, |d| d.saturating_sub(now).min(MAX_WAIT));
         let touched = match rx.recv_timeout(wait) {
-            Ok(Input::Accepted(id, stream)) => {
+            Ok(Input::Accepted(id, stream, closed)) => {
                 peers.insert(
                     id,
                     Peer {
                         stream,
+                        closed,
                         http: Connection::new(),
                         last_activity: Instant::now(),
                         peer_closed: false,
@@ -279,7 +294,7 @@ fn run(
                 } else {
                     Shutdown::Both
                 };
-                let _ = peer.stream.shutdown(how);
+                peer.close(how);
                 peers.remove(&id);
             }
         }
@@ -288,7 +303,7 @@ fn run(
             peers.retain(|_, p| {
                 let keep = p.is_waiting_or_recent();
                 if !keep {
-                    let _ = p.stream.shutdown(Shutdown::Write);
+                    p.close(Shutdown::Write);
                 }
                 keep
             });
@@ -297,6 +312,12 @@ fn run(
 }
 
 impl Peer {
+    /// Closes our side (`how`) and lets the reader thread end.
+    fn close(&self, how: Shutdown) {
+        self.closed.store(true, Ordering::Relaxed);
+        let _ = self.stream.shutdown(how);
+    }
+
     fn is_waiting_or_recent(&self) -> bool {
         self.http.is_waiting() || self.last_activity.elapsed() < IDLE_TIMEOUT
     }

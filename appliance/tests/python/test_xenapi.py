@@ -270,3 +270,24 @@ def test_wrong_types_and_unknown_refs(session):
     with pytest.raises(XenAPI.Failure) as failure:
         session.xenapi.host.get_by_uuid("nope")
     assert failure.value.details == ["UUID_INVALID", "host", "nope"]
+
+
+def test_long_event_wait_keeps_the_connection(server, session):
+    # Longer than the hosted server's read poll: the silent client is
+    # waiting for an answer, not gone, and its connection stays usable.
+    import http.client
+    host, port = server[len("http://"):].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def call(method, params):
+        body = json.dumps({"id": 1, "jsonrpc": "2.0", "method": method, "params": params})
+        connection.request("POST", "/jsonrpc", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.getheader("Connection") == "keep-alive"
+        return json.loads(response.read())["result"]
+
+    token = call("event.from", [session.handle, ["pool"], "", 0.0])["token"]
+    start = time.monotonic()
+    quiet = call("event.from", [session.handle, ["pool"], token, 6.0])
+    assert quiet["events"] == [] and time.monotonic() - start >= 5.9
+    assert len(call("pool.get_all", [session.handle])) == 1
