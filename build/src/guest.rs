@@ -10,9 +10,9 @@ use crate::cmd::Context;
 use crate::cpio::Cpio;
 use crate::{Error, Result};
 
-/// Until the guest LAPIC, IOAPIC and PCI bus exist, Linux guests run in PIC
-/// mode on one vCPU without PCI (ACPI gives them the PM timer and S5 power-off).
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 nolapic noapic pci=off";
+/// Linux guests get ACPI (LAPIC and IOAPIC in the MADT, PM timer, S5) but no
+/// PCI bus yet, and one vCPU until SMP start-up is emulated.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 pci=off";
 
 /// What to boot as a guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl GuestOptions {
     pub fn check(&self) -> Result<()> {
         if self.cpus != 1 {
             return Err(Error::usage(format!(
-                "--guest-cpus {}: only 1 vCPU per guest is supported until the guest LAPIC/IOAPIC exist",
+                "--guest-cpus {}: only 1 vCPU per guest is supported until SMP start-up (INIT/SIPI) is emulated",
                 self.cpus
             )));
         }

@@ -32,8 +32,8 @@ commands:
       --image FILE      boot this ELF instead of building the image
       --guest-kernel F  a Linux bzImage the image starts as guest VM `guest` at boot
       --guest-initrd F  its initrd
-      --guest-cmdline S its command line (default: console=ttyS0 nolapic noapic pci=off)
-      --guest-cpus N    its vCPUs (1 until the guest LAPIC/IOAPIC exist)
+      --guest-cmdline S its command line (default: console=ttyS0 pci=off)
+      --guest-cpus N    its vCPUs (1 until guest SMP start-up exists)
       --guest-memory M  its RAM in MiB (default 256)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
   bench [boot|guest-boot]

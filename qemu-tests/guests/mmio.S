@@ -3,6 +3,6 @@
     .text
     .global _start
 _start:
-    mov $0xfec00000, %rdi
+    mov $0xf0000000, %rdi
     movl $0xdeadbeef, (%rdi)
     hlt

@@ -1,7 +1,7 @@
 //! The firmware tables a guest reads: RSDP, XSDT, FADT and a DSDT that
 //! declares `\_S5`, placed in the reserved BIOS area below 1 MiB; and the
-//! fixed ACPI hardware behind them (`devices::pm`). The MADT joins when the
-//! guest LAPIC and IOAPIC exist.
+//! fixed ACPI hardware behind them (`devices::pm`); and the MADT describing
+//! one local APIC per vCPU and the I/O APIC.
 
 use super::memory::{GuestAddress, GuestMemory, OutOfBounds};
 
@@ -10,6 +10,9 @@ pub const RSDP: u64 = 0xe_0000;
 const XSDT: u64 = 0xe_0100;
 const FADT: u64 = 0xe_0200;
 const DSDT: u64 = 0xe_0400;
+const MADT: u64 = 0xe_0500;
+/// Most vCPUs the MADT area holds (8 bytes per local APIC entry).
+pub const MAX_VCPUS: u32 = 64;
 
 /// Fixed-hardware I/O ports (the `pm` device answers them).
 pub const PM1A_EVT: u16 = 0x600;
@@ -97,10 +100,33 @@ fn fadt() -> [u8; FADT_LEN] {
     t
 }
 
-fn xsdt() -> [u8; 44] {
-    let mut t = [0u8; 44];
-    t[..36].copy_from_slice(&header(b"XSDT", 44, 1));
+fn xsdt() -> [u8; 52] {
+    let mut t = [0u8; 52];
+    t[..36].copy_from_slice(&header(b"XSDT", 52, 1));
     t[36..44].copy_from_slice(&FADT.to_le_bytes());
+    t[44..52].copy_from_slice(&MADT.to_le_bytes());
+    finish(&mut t);
+    t
+}
+
+/// MADT: local APIC address and PC-AT compatibility (an 8259 pair exists),
+/// a processor entry per vCPU, the I/O APIC, ISA IRQ 0 on GSI 2, the SCI on
+/// GSI 9 (level, active high), and LINT1 as NMI.
+fn madt(vcpus: u32) -> alloc::vec::Vec<u8> {
+    let mut t = alloc::vec![0u8; 44];
+    t[36..40].copy_from_slice(&(super::devices::lapic::BASE as u32).to_le_bytes());
+    t[40..44].copy_from_slice(&1u32.to_le_bytes());
+    for cpu in 0..vcpus.min(MAX_VCPUS) {
+        t.extend_from_slice(&[0, 8, cpu as u8, cpu as u8, 1, 0, 0, 0]);
+    }
+    t.extend_from_slice(&[1, 12, 0, 0]);
+    t.extend_from_slice(&(super::devices::ioapic::BASE as u32).to_le_bytes());
+    t.extend_from_slice(&0u32.to_le_bytes());
+    t.extend_from_slice(&[2, 10, 0, 0, 2, 0, 0, 0, 0, 0]);
+    t.extend_from_slice(&[2, 10, 0, 9, 9, 0, 0, 0, 0x0d, 0]);
+    t.extend_from_slice(&[4, 6, 0xff, 0, 0, 1]);
+    let len = t.len() as u32;
+    t[..36].copy_from_slice(&header(b"APIC", len, 5));
     finish(&mut t);
     t
 }
@@ -117,8 +143,9 @@ fn rsdp() -> [u8; 36] {
     r
 }
 
-/// Writes the tables into guest memory; returns the RSDP address.
-pub fn write_tables(mem: &mut GuestMemory<'_>) -> Result<u64, OutOfBounds> {
+/// Writes the tables for `vcpus` vCPUs into guest memory; returns the RSDP address.
+pub fn write_tables(mem: &mut GuestMemory<'_>, vcpus: u32) -> Result<u64, OutOfBounds> {
+    mem.write(GuestAddress(MADT), &madt(vcpus))?;
     mem.write(GuestAddress(DSDT), &dsdt())?;
     mem.write(GuestAddress(FADT), &fadt())?;
     mem.write(GuestAddress(XSDT), &xsdt())?;
@@ -134,15 +161,17 @@ mod tests {
     fn tables_checksum_and_link_up() {
         let mut ram = vec![0u8; 0x10_0000];
         let mut m = GuestMemory::new(&mut ram);
-        assert_eq!(write_tables(&mut m).unwrap(), RSDP);
+        assert_eq!(write_tables(&mut m, 2).unwrap(), RSDP);
         let mut r = [0u8; 36];
         m.read(GuestAddress(RSDP), &mut r).unwrap();
         assert_eq!(checksum(&r[..20]), 0);
         assert_eq!(checksum(&r), 0);
+        let madt_len = 44 + 2 * 8 + 12 + 10 + 10 + 6;
         for (addr, len, sig) in [
-            (XSDT, 44, b"XSDT"),
+            (XSDT, 52, b"XSDT"),
             (FADT, FADT_LEN, b"FACP"),
             (DSDT, 50, b"DSDT"),
+            (MADT, madt_len, b"APIC"),
         ] {
             let mut t = vec![0u8; len];
             m.read(GuestAddress(addr), &mut t).unwrap();

@@ -19,6 +19,8 @@ mod bit {
     pub const L1_ECX_MONITOR: u32 = 1 << 3;
     pub const L1_ECX_VMX: u32 = 1 << 5;
     pub const L1_ECX_X2APIC: u32 = 1 << 21;
+    /// The LAPIC timer's TSC-deadline mode is not emulated.
+    pub const L1_ECX_TSC_DEADLINE: u32 = 1 << 24;
     pub const L1_ECX_HYPERVISOR: u32 = 1 << 31;
     pub const L1_EDX_HTT: u32 = 1 << 28;
     /// Machine-check architecture: its MSR banks are not emulated.
@@ -43,7 +45,10 @@ pub fn guest_leaf(
     match leaf {
         0x1 => {
             let mut l = host(leaf, subleaf);
-            l.ecx &= !(bit::L1_ECX_VMX | bit::L1_ECX_X2APIC | bit::L1_ECX_MONITOR);
+            l.ecx &= !(bit::L1_ECX_VMX
+                | bit::L1_ECX_X2APIC
+                | bit::L1_ECX_MONITOR
+                | bit::L1_ECX_TSC_DEADLINE);
             l.ecx |= bit::L1_ECX_HYPERVISOR;
             l.edx &= !(bit::L1_EDX_MCE | bit::L1_EDX_MCA);
             // EBX[31:24] initial APIC ID, [23:16] logical processors per package.

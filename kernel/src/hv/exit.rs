@@ -92,6 +92,10 @@ pub trait Vcpu {
     /// Asks for a [`VmExit::InterruptWindow`] as soon as the guest can take an
     /// interrupt (or stops asking).
     fn request_interrupt_window(&mut self, on: bool);
+    /// The guest's control registers, for walking its page tables.
+    fn paging(&self) -> super::mmio::Paging;
+    fn rsp(&self) -> u64;
+    fn set_rsp(&mut self, rsp: u64);
     /// Reads an MSR whose state the backend keeps (EFER, syscall MSRs, PAT, FS/GS base...).
     fn read_arch_msr(&self, msr: u32) -> Option<u64>;
     /// Writes such an MSR; false when the value is invalid (→ #GP).

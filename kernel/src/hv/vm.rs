@@ -15,10 +15,11 @@ use super::acpi;
 use super::cpuid::{self, Leaf};
 use super::devices::pm::{Pm, SleepRequest};
 use super::devices::uart::{ConsoleSink, Uart};
-use super::devices::{pic, pit, rtc};
+use super::devices::{ioapic, lapic, pic, pit, rtc};
 use super::exit::{Exception, Vcpu, VmExit};
 use super::longmode;
 use super::memory::GuestMemory;
+use super::mmio;
 use super::profile::ExitProfile;
 use super::{elf, linux};
 use crate::arch::x86_64::npt::NestedPageTable;
@@ -27,6 +28,7 @@ use crate::{mem, smp, time};
 
 const COM1: u16 = 0x3f8;
 const RESET_CONTROL: u16 = 0xcf9;
+const MSR_AMD64_NB_CFG: u32 = 0xc001_001f;
 const TWO_MIB: u64 = 2 << 20;
 /// Bytes of console output kept per VM.
 const CONSOLE_RING: usize = 4096;
@@ -194,7 +196,7 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
                 initrd,
                 cmdline,
             } => {
-                let rsdp = acpi::write_tables(&mut m)
+                let rsdp = acpi::write_tables(&mut m, 1)
                     .map_err(|e| VmError::Setup(format!("ACPI tables: {e}")))?;
                 linux::load(kernel, initrd.as_deref(), cmdline, Some(rsdp), &mut m)
                     .map_err(VmError::BadKernel)?
@@ -220,7 +222,7 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
             Err(e) => VmState::Crashed(format!("SVM unavailable on this CPU: {e:?}")),
             Ok(()) => match svm::SvmVcpu::new(npt.root(), asid, &entry) {
                 Err(e) => VmState::Crashed(format!("cannot create the vCPU: {e:?}")),
-                Ok(mut vcpu) => run_vcpu(&mut vcpu, &handle),
+                Ok(mut vcpu) => run_vcpu(&mut vcpu, &handle, &mut ram),
             },
         };
         let profile = handle.profile.lock().clone();
@@ -261,7 +263,12 @@ struct Board {
     pit: pit::Pit,
     rtc: rtc::Rtc,
     pm: Pm,
+    lapic: lapic::Lapic,
+    ioapic: ioapic::IoApic,
     uart_line: bool,
+    /// AMD's northbridge configuration MSR, which Linux reads and writes
+    /// without checking for #GP; kept per VM, it configures nothing.
+    nb_cfg: u64,
     unclaimed_ports: u64,
     /// Set when the guest asked to power off or reset.
     stop: Option<&'static str>,
@@ -333,15 +340,212 @@ impl Board {
     fn update_interrupts(&mut self, now: Duration) -> Option<Duration> {
         let (ticks, next) = self.pit.poll_irq0(now);
         if ticks > 0 {
-            self.pic.raise(IRQ_TIMER);
+            self.raise_isa(IRQ_TIMER);
         }
         let line = self.uart.interrupt_line();
         if line && !self.uart_line {
-            self.pic.raise(IRQ_COM1);
+            self.raise_isa(IRQ_COM1);
         }
         self.uart_line = line;
-        next
+        let lapic_next = self.lapic.poll_timer(now);
+        match (next, lapic_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
+
+    /// An edge on ISA line `irq`: to the 8259 and, through the MADT's
+    /// overrides (IRQ 0 is GSI 2), to the I/O APIC.
+    fn raise_isa(&mut self, irq: u8) {
+        self.pic.raise(irq);
+        let gsi = if irq == IRQ_TIMER { 2 } else { u32::from(irq) };
+        if let Some(route) = self.ioapic.raise(gsi)
+            && self.lapic.matches(route.destination, route.logical)
+        {
+            self.lapic.accept(route.vector);
+        }
+    }
+
+    /// The interrupt the vCPU would take now: its APIC's, else the 8259's
+    /// through the virtual wire.
+    fn pending_interrupt(&mut self) -> Option<u8> {
+        self.lapic.pending().or_else(|| {
+            if self.lapic.accepts_pic() {
+                self.pic.pending_vector()
+            } else {
+                None
+            }
+        })
+    }
+
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        if let Some(v) = self.lapic.pending() {
+            self.lapic.acknowledge(v);
+            return Some(v);
+        }
+        if self.lapic.accepts_pic() {
+            self.pic.acknowledge()
+        } else {
+            None
+        }
+    }
+
+    /// Whether a device decodes `gpa`.
+    fn is_device(gpa: u64) -> bool {
+        (lapic::BASE..lapic::BASE + lapic::SIZE).contains(&gpa)
+            || (ioapic::BASE..ioapic::BASE + ioapic::SIZE).contains(&gpa)
+    }
+
+    /// A read of `size` bytes of device memory at `gpa`; `None` if no device is there.
+    fn mmio_read(&mut self, gpa: u64, size: u8, now: Duration) -> Option<u64> {
+        if (lapic::BASE..lapic::BASE + lapic::SIZE).contains(&gpa) && size == 4 {
+            return Some(u64::from(self.lapic.read((gpa - lapic::BASE) as u16, now)));
+        }
+        if (ioapic::BASE..ioapic::BASE + ioapic::SIZE).contains(&gpa) && size == 4 {
+            return Some(u64::from(self.ioapic.read(gpa - ioapic::BASE)));
+        }
+        None
+    }
+
+    /// A write to device memory; false if no device is there.
+    fn mmio_write(&mut self, gpa: u64, size: u8, value: u64, now: Duration) -> bool {
+        if (lapic::BASE..lapic::BASE + lapic::SIZE).contains(&gpa) && size == 4 {
+            if let Some(ipi) = self
+                .lapic
+                .write((gpa - lapic::BASE) as u16, value as u32, now)
+            {
+                self.deliver_ipi(ipi);
+            }
+            return true;
+        }
+        if (ioapic::BASE..ioapic::BASE + ioapic::SIZE).contains(&gpa) && size == 4 {
+            self.ioapic.write(gpa - ioapic::BASE, value as u32);
+            return true;
+        }
+        false
+    }
+
+    /// One vCPU: only IPIs that target it are deliverable.
+    fn deliver_ipi(&mut self, ipi: lapic::Ipi) {
+        let to_me = match ipi.shorthand() {
+            1 | 2 => true,
+            3 => false,
+            _ => self.lapic.matches(ipi.destination, ipi.logical()),
+        };
+        if to_me && ipi.delivery_mode() == 0 {
+            self.lapic.accept(ipi.vector());
+        } else if ipi.shorthand() != 1 {
+            log::debug!(
+                "IPI {:#x} to APIC {} has no target in this single-vCPU VM",
+                ipi.command,
+                ipi.destination
+            );
+        }
+    }
+}
+
+fn gpr_get(vcpu: &mut impl Vcpu, r: mmio::Gpr) -> u64 {
+    let g = vcpu.regs();
+    match r.0 {
+        0 => g.rax,
+        1 => g.rcx,
+        2 => g.rdx,
+        3 => g.rbx,
+        5 => g.rbp,
+        6 => g.rsi,
+        7 => g.rdi,
+        8 => g.r8,
+        9 => g.r9,
+        10 => g.r10,
+        11 => g.r11,
+        12 => g.r12,
+        13 => g.r13,
+        14 => g.r14,
+        15 => g.r15,
+        _ => vcpu.rsp(),
+    }
+}
+
+fn gpr_set(vcpu: &mut impl Vcpu, r: mmio::Gpr, v: u64) {
+    let g = vcpu.regs();
+    let slot = match r.0 {
+        0 => &mut g.rax,
+        1 => &mut g.rcx,
+        2 => &mut g.rdx,
+        3 => &mut g.rbx,
+        5 => &mut g.rbp,
+        6 => &mut g.rsi,
+        7 => &mut g.rdi,
+        8 => &mut g.r8,
+        9 => &mut g.r9,
+        10 => &mut g.r10,
+        11 => &mut g.r11,
+        12 => &mut g.r12,
+        13 => &mut g.r13,
+        14 => &mut g.r14,
+        15 => &mut g.r15,
+        _ => return vcpu.set_rsp(v),
+    };
+    *slot = v;
+}
+
+/// Emulates the instruction that touched device memory at `gpa`.
+fn emulate_mmio(
+    vcpu: &mut impl Vcpu,
+    ram: &mut Ram,
+    board: &mut Board,
+    gpa: u64,
+) -> Result<(), String> {
+    let paging = vcpu.paging();
+    let rip = vcpu.rip();
+    let mut bytes = [0u8; 15];
+    let decoded = {
+        let mem = ram.memory();
+        let n = paging
+            .fetch(&mem, rip, &mut bytes)
+            .map_err(|e| format!("{e}"))?;
+        mmio::decode(&bytes[..n], paging.long_mode(), rip).map_err(|e| format!("{e}"))?
+    };
+    let now = time::now();
+    let mask = |size: u8| {
+        if size >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (size * 8)) - 1
+        }
+    };
+    match decoded.access {
+        mmio::Access::Write { size, source } => {
+            let value = match source {
+                mmio::Source::Reg(r) => gpr_get(vcpu, r),
+                mmio::Source::Imm(v) => v,
+            } & mask(size);
+            if !board.mmio_write(gpa, size, value, now) {
+                return Err(format!(
+                    "write to guest-physical {gpa:#x}, which is not the VM's memory"
+                ));
+            }
+        }
+        mmio::Access::Read {
+            size,
+            dest,
+            dest_size,
+        } => {
+            let Some(value) = board.mmio_read(gpa, size, now) else {
+                return Err(format!(
+                    "read from guest-physical {gpa:#x}, which is not the VM's memory"
+                ));
+            };
+            let value = value & mask(size);
+            let merged = match dest_size {
+                4 | 8 => value,
+                n => (gpr_get(vcpu, dest) & !mask(n)) | value,
+            };
+            gpr_set(vcpu, dest, merged);
+        }
+    }
+    vcpu.set_rip(rip.wrapping_add(u64::from(decoded.len)));
+    Ok(())
 }
 
 /// Sleeps this host CPU until `deadline` (time since boot); interrupts for
@@ -355,7 +559,7 @@ fn sleep_until(deadline: Duration) {
 }
 
 /// Runs `vcpu` until the VM halts or crashes.
-fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
+fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>, ram: &mut Ram) -> VmState {
     let mut board = Board {
         uart: Uart::new(ConsoleLog {
             vm: Arc::clone(vm),
@@ -365,15 +569,18 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
         pit: pit::Pit::default(),
         rtc: rtc::Rtc::default(),
         pm: Pm::default(),
+        lapic: lapic::Lapic::new(0),
+        ioapic: ioapic::IoApic::default(),
         uart_line: false,
+        nb_cfg: 0,
         unclaimed_ports: 0,
         stop: None,
     };
     loop {
         let next_timer = board.update_interrupts(time::now());
-        if !vcpu.event_pending() && board.pic.pending_vector().is_some() {
+        if !vcpu.event_pending() && board.pending_interrupt().is_some() {
             if vcpu.interruptible() {
-                if let Some(v) = board.pic.acknowledge() {
+                if let Some(v) = board.acknowledge_interrupt() {
                     vcpu.inject_interrupt(v);
                 }
                 vcpu.request_interrupt_window(false);
@@ -436,7 +643,12 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
             }
             VmExit::MsrRead => {
                 let msr = vcpu.regs().rcx as u32;
-                match vcpu.read_arch_msr(msr).or_else(|| platform_msr_read(msr)) {
+                let nb_cfg = (msr == MSR_AMD64_NB_CFG).then_some(board.nb_cfg);
+                match vcpu
+                    .read_arch_msr(msr)
+                    .or(nb_cfg)
+                    .or_else(|| platform_msr_read(msr))
+                {
                     Some(v) => {
                         let regs = vcpu.regs();
                         regs.rax = v & 0xffff_ffff;
@@ -454,6 +666,12 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
                 let (msr, value) = (regs.rcx as u32, (regs.rdx << 32) | (regs.rax & 0xffff_ffff));
                 match vcpu
                     .write_arch_msr(msr, value)
+                    .or_else(|| {
+                        (msr == MSR_AMD64_NB_CFG).then(|| {
+                            board.nb_cfg = value;
+                            true
+                        })
+                    })
                     .or_else(|| platform_msr_write(msr, value))
                 {
                     Some(true) => skip(vcpu, 2),
@@ -469,7 +687,7 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
             VmExit::Hlt => {
                 skip(vcpu, 1);
                 if vcpu.rflags() & RFLAGS_IF == 0
-                    || next_timer.is_none() && board.pic.pending_vector().is_none()
+                    || next_timer.is_none() && board.pending_interrupt().is_none()
                 {
                     // Nothing can ever wake this vCPU: the guest has stopped itself.
                     if board.unclaimed_ports > 0 {
@@ -482,13 +700,20 @@ fn run_vcpu(vcpu: &mut impl Vcpu, vm: &Arc<VmHandle>) -> VmState {
                     return VmState::Halted;
                 }
                 // A halted vCPU costs no host CPU: sleep until its next timer event.
-                if board.pic.pending_vector().is_none()
+                if board.pending_interrupt().is_none()
                     && let Some(deadline) = next_timer
                 {
                     sleep_until(deadline);
                 }
             }
             VmExit::Hypercall => vcpu.inject(Exception::InvalidOpcode),
+            VmExit::NestedPageFault {
+                gpa, fetch: false, ..
+            } if Board::is_device(gpa) => {
+                if let Err(why) = emulate_mmio(vcpu, ram, &mut board, gpa) {
+                    return VmState::Crashed(why);
+                }
+            }
             VmExit::NestedPageFault { gpa, write, fetch } => {
                 let what = if fetch {
                     "instruction fetch from"

@@ -472,6 +472,23 @@ impl Vcpu for SvmVcpu {
         self.w64(vmcb::EVENT_INJ, event);
     }
 
+    fn paging(&self) -> crate::hv::mmio::Paging {
+        crate::hv::mmio::Paging {
+            cr0: self.r64(vmcb::CR0),
+            cr3: self.r64(vmcb::CR3),
+            cr4: self.r64(vmcb::CR4),
+            efer: self.r64(vmcb::EFER) & !EFER_SVME,
+        }
+    }
+
+    fn rsp(&self) -> u64 {
+        self.r64(vmcb::RSP)
+    }
+
+    fn set_rsp(&mut self, rsp: u64) {
+        self.w64(vmcb::RSP, rsp);
+    }
+
     fn event_pending(&self) -> bool {
         self.r64(vmcb::EVENT_INJ) & EVENT_VALID != 0
     }
