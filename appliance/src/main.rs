@@ -44,6 +44,11 @@ impl Platform for Machine {
     fn idle(&mut self, deadline: Option<Duration>) {
         kernel::idle(deadline)
     }
+
+    fn unix_time(&self) -> Option<u64> {
+        // Zero means the CMOS clock could not be read at boot.
+        Some(kernel::time::wall_clock()).filter(|t| *t != 0)
+    }
 }
 
 /// The host config: the archive file `host-config.bin`, else the first bare
