@@ -1,6 +1,9 @@
-//! The host's network layer: the NIC trait drivers implement, and the host IP
-//! interfaces built on `smoltcp`. VLANs, LACP bonds and the virtual switch
-//! build on the same NIC trait.
+//! The host's network layer: the NIC trait drivers implement ([`nic`]), wire
+//! formats ([`wire`]: Ethernet, 802.1Q, LACPDU, Marker), the 802.1AX LACP
+//! state machines ([`lacp`]), bonds that are themselves NICs ([`bond`]), and
+//! the host IP interfaces built on `smoltcp` ([`iface`]). The virtual switch
+//! builds on the same NIC trait. With the `hosted` feature, [`hosted`] adds a
+//! Linux packet-socket NIC for tests against real peers.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 

@@ -475,3 +475,59 @@ fn poll_reports_the_next_deadline() {
     assert_eq!(sent, 1, "a PDU goes out as soon as carrier comes");
     assert!(next > now && next <= now + FAST_PERIODIC_TIME, "{next}");
 }
+
+#[test]
+fn random_pdus_carrier_flaps_and_time_jumps_never_break_invariants() {
+    use crate::wire::fuzz::tests::{Rng, mutate};
+    let mut rng = Rng::new(0x1ac9);
+    let mut a = lacp(SYS_A, 2, LacpMode::Active, LacpRate::Fast);
+    let mut now = Instant::from_secs(5);
+    let mut seed = [0u8; 110];
+    SlowPdu::Lacp(LacpduRepr {
+        actor: PortInfo {
+            system_priority: 1,
+            system: SYS_B,
+            key: 1,
+            port_priority: 1,
+            port: 1,
+            state: LacpState(0x3f),
+        },
+        partner: *a.port(0).unwrap().actor(),
+        collector_max_delay: 0,
+    })
+    .emit(&mut seed)
+    .unwrap();
+    for _ in 0..20_000 {
+        let port = rng.below(3); // 2 is no such port
+        match rng.below(10) {
+            0 => a.on_carrier(now, port, rng.below(2) == 0),
+            1..=6 => {
+                let mut input = seed.to_vec();
+                for _ in 0..rng.below(3) {
+                    mutate(&mut rng, &mut input);
+                }
+                let _ = a.on_slow_protocols(now, port, &input);
+            }
+            _ => {}
+        }
+        let mut sent = 0;
+        a.poll(now, &mut |_, frame| {
+            assert!(SlowPdu::parse(&frame[ETHERNET_HEADER_LEN..]).is_ok());
+            sent += 1;
+        });
+        assert!(
+            sent <= 2 * 2,
+            "at most a LACPDU and a marker reply per port"
+        );
+        for p in a.ports() {
+            let s = p.actor().state;
+            if p.is_distributing() {
+                assert!(p.enabled() && p.partner().state.has(LacpState::SYNCHRONIZATION));
+                assert!(s.has(LacpState::SYNCHRONIZATION | LacpState::DISTRIBUTING));
+            } else {
+                assert!(!s.has(LacpState::DISTRIBUTING));
+            }
+        }
+        now += Duration::from_millis(rng.below(1500) as u64);
+    }
+}
