@@ -10,7 +10,8 @@
 //! URL: `iscsi://[user%password@]host[:port]/iqn/lun`. Common options:
 //! `--initiator-name IQN`, `--user U --password P` (discover),
 //! `--target-user U --target-password P` (mutual CHAP),
-//! `--header-digest none|crc32c|any`, `--data-digest none|crc32c|any`.
+//! `--header-digest none|crc32c|any` (default any), `--data-digest
+//! none|crc32c|any` (default none: data digests are opt-in).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -79,9 +80,10 @@ impl Args {
     }
 }
 
-fn digest(v: Option<&str>) -> Result<DigestOffer, String> {
+fn digest(v: Option<&str>, default: DigestOffer) -> Result<DigestOffer, String> {
     Ok(match v {
-        None | Some("any") => DigestOffer::PreferNone,
+        None => default,
+        Some("any") => DigestOffer::PreferNone,
         Some("none") => DigestOffer::None,
         Some("crc32c") => DigestOffer::Crc32c,
         Some(o) => return Err(format!("digest must be none, crc32c or any, got {o:?}")),
@@ -105,8 +107,8 @@ fn creds(
 
 fn target_for(args: &Args, url: &IscsiUrl) -> Result<Target, String> {
     let offer = Offer {
-        header_digest: digest(args.opt("header-digest"))?,
-        data_digest: digest(args.opt("data-digest"))?,
+        header_digest: digest(args.opt("header-digest"), DigestOffer::PreferNone)?,
+        data_digest: digest(args.opt("data-digest"), DigestOffer::None)?,
         ..Offer::default()
     };
     let chap = creds(

@@ -103,8 +103,12 @@ pub struct Offer {
 impl Default for Offer {
     fn default() -> Self {
         Offer {
+            // Header digests are cheap: accept them if the target wants
+            // them. Data digests cost a CRC over every byte, so they are
+            // opt-in (as in open-iscsi and libiscsi); note that tgt picks
+            // its own first choice even when we list None first.
             header_digest: DigestOffer::PreferNone,
-            data_digest: DigestOffer::PreferNone,
+            data_digest: DigestOffer::None,
             max_recv_data_segment_length: 256 * 1024,
             max_burst_length: 16 * 1024 * 1024 - 1024,
             first_burst_length: 256 * 1024,

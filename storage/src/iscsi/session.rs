@@ -202,10 +202,10 @@ enum Kind {
         cdb: [u8; 16],
         read: bool,
         write: bool,
-        /// Read buffer or write data.
+        /// Data read so far, or the write data.
         buf: Vec<u8>,
-        /// Highest byte received (reads).
-        received: usize,
+        /// Expected data transfer length.
+        expected: usize,
     },
     Text {
         data: Vec<u8>,
@@ -329,10 +329,14 @@ impl Session {
     /// Queues a SCSI command; it goes out as soon as the window allows.
     pub fn submit(&mut self, cmd: Command) -> Result<TaskTag, SessionError> {
         self.core.check_open()?;
-        let (read, write, buf) = match cmd.transfer {
-            DataTransfer::None => (false, false, Vec::new()),
-            DataTransfer::Read(n) => (true, false, vec![0u8; n as usize]),
-            DataTransfer::Write(d) => (false, true, d),
+        let (read, write, buf, expected) = match cmd.transfer {
+            DataTransfer::None => (false, false, Vec::new(), 0),
+            // Filled as Data-In arrives (in order, as negotiated): no zeroing.
+            DataTransfer::Read(n) => (true, false, Vec::with_capacity(n as usize), n as usize),
+            DataTransfer::Write(d) => {
+                let n = d.len();
+                (false, true, d, n)
+            }
         };
         let kind = Kind::Scsi {
             lun: cmd.lun,
@@ -340,7 +344,7 @@ impl Session {
             read,
             write,
             buf,
-            received: 0,
+            expected,
         };
         let itt = self.core.add_task(kind)?;
         self.core.flush_queue()?;
@@ -542,13 +546,13 @@ impl Session {
                 read,
                 write,
                 buf,
-                ..
+                expected,
             } = t.kind
             {
                 let transfer = if write {
                     DataTransfer::Write(buf)
                 } else if read {
-                    DataTransfer::Read(buf.len() as u32)
+                    DataTransfer::Read(expected as u32)
                 } else {
                     DataTransfer::None
                 };
@@ -747,9 +751,9 @@ impl Core {
                 read,
                 write,
                 buf,
-                ..
+                expected,
             } => {
-                let len = buf.len();
+                let len = *expected;
                 let (imm, unsolicited) = if *write {
                     let first = p.first_burst_length as usize;
                     let imm = if p.immediate_data {
@@ -843,7 +847,7 @@ impl Core {
                     kind:
                         Kind::Scsi {
                             buf,
-                            received,
+                            expected,
                             read,
                             ..
                         },
@@ -860,12 +864,18 @@ impl Core {
                 let off = d.offset as usize;
                 let end = off
                     .checked_add(f.data.len())
-                    .filter(|&e| e <= buf.len())
+                    .filter(|&e| e <= *expected)
                     .ok_or(SessionError::Protocol(
                         "Data-In beyond the expected transfer length",
                     ))?;
-                buf[off..end].copy_from_slice(f.data);
-                *received = (*received).max(end);
+                if off == buf.len() {
+                    buf.extend_from_slice(f.data);
+                } else {
+                    if end > buf.len() {
+                        buf.resize(end, 0);
+                    }
+                    buf[off..end].copy_from_slice(f.data);
+                }
                 if d.has_status {
                     self.status_seen(d.stat_sn);
                     let under = if d.underflow { d.residual } else { 0 };
@@ -1080,15 +1090,16 @@ impl Core {
         let Kind::Scsi {
             mut buf,
             read,
-            received,
+            expected,
             ..
         } = task.kind
         else {
             return;
         };
         if read {
-            let expected = buf.len().saturating_sub(under as usize);
-            buf.truncate(expected.max(received).min(buf.len()));
+            // What the target says it sent, never beyond what was expected.
+            let sent = expected.saturating_sub(under as usize);
+            buf.resize(sent.max(buf.len()).min(expected), 0);
         }
         self.events.push_back(Event::Command {
             tag: TaskTag(itt),

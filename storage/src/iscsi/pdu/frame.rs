@@ -154,6 +154,10 @@ impl Decoder {
             return BHS_LEN - avail.len();
         }
         let p = Packet::new_unchecked(avail);
+        if p.data_segment_len() > self.max_data {
+            // next_frame reports the error; never size a read by it.
+            return 0;
+        }
         self.wire_len(&p).saturating_sub(avail.len())
     }
 
