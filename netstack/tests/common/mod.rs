@@ -379,8 +379,11 @@ impl Lab {
         let ns = Netns::create(format!("keel-lacp-{pid}-{name}"))?;
         for i in 0..2 {
             let (o, h) = (format!("{tag}o{i}"), format!("{tag}h{i}"));
-            run(&["ip", "link", "add", &h, "type", "veth", "peer", "name", &o])?;
-            run(&["ip", "link", "set", &o, "netns", &ns.0])?;
+            // One command, so no half-made pair is left outside the namespace:
+            // deleting the namespace deletes `o`, and `h` goes with its peer.
+            run(&[
+                "ip", "link", "add", &h, "type", "veth", "peer", "name", &o, "netns", &ns.0,
+            ])?;
             // Our end carries only our frames: no IPv6 chatter from the kernel.
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{h}/disable_ipv6"), "1");
             run(&["ip", "link", "set", &h, "up"])?;
