@@ -114,7 +114,7 @@ fn take_file(boot: &mut Boot, path: &str) -> Option<Vec<u8>> {
 
 /// Starts the guests carried in boot files: every `guests/<name>.elf` (a
 /// static ELF) and every `guests/<name>/kernel` (a Linux bzImage, with
-/// optional `initrd`, `cmdline` and `memory_mib` files beside it).
+/// optional `initrd`, `cmdline`, `memory_mib` and `vcpus` files beside it).
 fn start_boot_guests(boot: &mut Boot) {
     let mut specs = Vec::new();
     let names: Vec<String> = boot.files.iter().map(|(p, _)| p.clone()).collect();
@@ -137,6 +137,7 @@ fn start_boot_guests(boot: &mut Boot) {
                 name: name.into(),
                 boot: GuestBoot::Elf(image),
                 memory_mib: ELF_GUEST_MEMORY_MIB,
+                vcpus: 1,
             });
         } else if let Some(name) = rest.strip_suffix("/kernel") {
             let Some(kernel) = take_file(boot, path) else {
@@ -154,6 +155,14 @@ fn start_boot_guests(boot: &mut Boot) {
                 }
                 None => LINUX_GUEST_MEMORY_MIB,
             };
+            let vcpus = match text(boot, "vcpus").map(|t| t.parse::<u32>()) {
+                Some(Ok(n)) => n,
+                Some(Err(_)) => {
+                    log::error!("vm {name}: vcpus is not a number; using 1");
+                    1
+                }
+                None => 1,
+            };
             specs.push(VmSpec {
                 name: name.into(),
                 boot: GuestBoot::Linux {
@@ -162,6 +171,7 @@ fn start_boot_guests(boot: &mut Boot) {
                     cmdline,
                 },
                 memory_mib,
+                vcpus,
             });
         }
     }

@@ -10,8 +10,8 @@ use crate::cmd::Context;
 use crate::cpio::Cpio;
 use crate::{Error, Result};
 
-/// Linux guests get ACPI (LAPIC and IOAPIC in the MADT, PM timer, S5) but no
-/// PCI bus yet, and one vCPU until SMP start-up is emulated.
+/// Linux guests get ACPI (a LAPIC per vCPU and the IOAPIC in the MADT, PM
+/// timer, S5) but no PCI bus yet. Each vCPU needs a free host CPU.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 pci=off";
 
 /// What to boot as a guest.
@@ -39,9 +39,9 @@ impl GuestOptions {
 
     /// Refuses what the hypervisor cannot honour yet.
     pub fn check(&self) -> Result<()> {
-        if self.cpus != 1 {
+        if !(1..=64).contains(&self.cpus) {
             return Err(Error::usage(format!(
-                "--guest-cpus {}: only 1 vCPU per guest is supported until SMP start-up (INIT/SIPI) is emulated",
+                "--guest-cpus {}: between 1 and 64",
                 self.cpus
             )));
         }
@@ -80,6 +80,11 @@ pub fn write_archive(host_config: &Path, guest: Option<&GuestOptions>, out: &Pat
             0o644,
             g.memory_mib.to_string().as_bytes(),
         );
+        archive.file(
+            &format!("guests/{}/vcpus", g.name),
+            0o644,
+            g.cpus.to_string().as_bytes(),
+        );
     }
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
@@ -102,6 +107,7 @@ mod tests {
         write_archive(&cfg, Some(&g), &out).unwrap();
         let data = fs::read(&out).unwrap();
         for needle in [
+            &b"guests/guest/vcpus"[..],
             &b"host-config.bin"[..],
             b"guests/guest/kernel",
             b"KERNEL",
@@ -110,8 +116,8 @@ mod tests {
         ] {
             assert!(data.windows(needle.len()).any(|w| w == needle));
         }
-        let smp = GuestOptions { cpus: 2, ..g };
-        assert!(write_archive(&cfg, Some(&smp), &out).is_err());
+        let none = GuestOptions { cpus: 0, ..g };
+        assert!(write_archive(&cfg, Some(&none), &out).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -196,3 +196,85 @@ fn debian_kernel_boots_as_a_guest_beside_another_guest() {
         "the guest kernel panicked"
     );
 }
+
+/// The peer's initramfs with its `/init` replaced: Linux unpacks concatenated
+/// archives (each starting 4-byte aligned) and later files win.
+fn initrd_reporting_cpus(dir: &Path) -> Vec<u8> {
+    let root = dir.join("init-overlay");
+    fs::create_dir_all(&root).expect("overlay dir");
+    let init = root.join("init");
+    fs::write(
+        &init,
+        "#!/bin/busybox sh\n\
+         /bin/busybox mkdir -p /proc\n\
+         /bin/busybox mount -t proc proc /proc\n\
+         echo \"KEEL-GUEST-CPUS=$(/bin/busybox grep -c ^processor /proc/cpuinfo)\" > /dev/console\n\
+         /bin/busybox poweroff -f\n",
+    )
+    .expect("write init");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755)).expect("chmod init");
+    let overlay = dir.join("init-overlay.cpio");
+    let mut child = Command::new("cpio")
+        .args(["-o", "-H", "newc", "--quiet"])
+        .current_dir(&root)
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&overlay).expect("create overlay"))
+        .spawn()
+        .expect("run cpio");
+    child
+        .stdin
+        .take()
+        .expect("cpio stdin")
+        .write_all(b"init\n")
+        .expect("feed cpio");
+    assert!(child.wait().expect("cpio").success());
+    let peer = qemu_tests::workspace_root().join("target/peer/initrd.gz");
+    let mut initrd = fs::read(&peer)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", peer.display()));
+    initrd.resize(initrd.len().div_ceil(4) * 4, 0);
+    initrd.extend(fs::read(overlay).expect("read overlay"));
+    initrd
+}
+
+#[test]
+fn two_smp_debian_guests_at_once() {
+    // Two guests of 2 vCPUs each need 4 host CPUs besides the one serving I/O.
+    let builder = keel(5, 1536).hard_timeout(std::time::Duration::from_secs(300));
+    let initrd = initrd_reporting_cpus(builder.dir());
+    let mut files = Vec::new();
+    for name in ["left", "right"] {
+        let mut guest = debian_guest(name, LINUX_CMDLINE);
+        guest[1].1 = initrd.clone();
+        guest.push((format!("guests/{name}/vcpus"), b"2".to_vec()));
+        files.extend(guest);
+    }
+    let archive = archive(builder.dir(), &files);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    let timeout = std::time::Duration::from_secs(280);
+    for name in ["left", "right"] {
+        qemu.wait_for_serial(
+            &format!("vm {name}: [    0.000000] smpboot: Allowing 2 CPUs"),
+            timeout,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for name in ["left", "right"] {
+        for line in [
+            format!("vm {name}: KEEL-GUEST-CPUS=2"),
+            format!("vm {name}: powered off (ACPI S5)"),
+            format!("vm {name}: halted after"),
+        ] {
+            qemu.wait_for_serial(&line, timeout)
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+    let serial = qemu.serial();
+    assert!(
+        serial.contains("smp: Brought up 1 node, 2 CPUs"),
+        "the guests started their second vCPU"
+    );
+    assert!(!serial.contains("Kernel panic"), "a guest kernel panicked");
+}

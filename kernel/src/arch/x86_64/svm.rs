@@ -378,6 +378,40 @@ impl SvmVcpu {
         Ok(v)
     }
 
+    /// A vCPU that starts the way a start-up IPI leaves an application
+    /// processor: real mode at `vector << 12` (CS = vector << 8, IP = 0).
+    pub fn new_startup(npt_root: u64, asid: u32, vector: u8) -> Result<SvmVcpu, SvmError> {
+        // Begin from a long-mode template, then load the architectural
+        // INIT/SIPI state over it.
+        let template = LongModeEntry {
+            rip: 0,
+            rsp: 0,
+            rdi: 0,
+            rsi: 0,
+            cr0: 0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            gdt_base: 0,
+            gdt_limit: 0xffff,
+        };
+        let mut v = SvmVcpu::new(npt_root, asid, &template)?;
+        let base = u64::from(vector) << 12;
+        v.segment(vmcb::CS, u16::from(vector) << 8, 0x009b, 0xffff, base);
+        for seg in [vmcb::DS, vmcb::ES, vmcb::SS, vmcb::FS, vmcb::GS] {
+            v.segment(seg, 0, 0x0093, 0xffff, 0);
+        }
+        v.segment(vmcb::GDTR, 0, 0, 0xffff, 0);
+        v.segment(vmcb::IDTR, 0, 0, 0xffff, 0);
+        // CD | NW | ET, as after INIT.
+        v.w64(vmcb::CR0, 0x6000_0010);
+        v.w64(vmcb::EFER, EFER_SVME);
+        v.w64(vmcb::RIP, 0);
+        v.w64(vmcb::RSP, 0);
+        v.w64(vmcb::RFLAGS, 0x2);
+        Ok(v)
+    }
+
     fn decode_exit(&self) -> VmExit {
         let code = self.r64(vmcb::EXIT_CODE);
         let info1 = self.r64(vmcb::EXIT_INFO1);

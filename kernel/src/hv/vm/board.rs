@@ -1,0 +1,297 @@
+//! The devices a VM shares between its vCPUs: the legacy PC devices on the
+//! port bus, the I/O APIC, and one local APIC per vCPU. All of it sits behind
+//! the VM's lock; vCPUs that must notice a change (an IPI, a routed IRQ) are
+//! collected in `kicks` and woken once the lock is released.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::VmHandle;
+use crate::hv::acpi;
+use crate::hv::devices::pm::{Pm, SleepRequest};
+use crate::hv::devices::uart::{ConsoleSink, Uart};
+use crate::hv::devices::{ioapic, lapic, pic, pit, rtc};
+use crate::time;
+
+const COM1: u16 = 0x3f8;
+const RESET_CONTROL: u16 = 0xcf9;
+const IRQ_TIMER: u8 = 0;
+const IRQ_COM1: u8 = 4;
+
+/// Guest console: whole lines go to the host log with the VM's name; every
+/// byte goes to the VM's ring buffer.
+pub struct ConsoleLog {
+    pub vm: Arc<VmHandle>,
+    pub line: heapless::Vec<u8, 160>,
+}
+
+impl ConsoleSink for ConsoleLog {
+    fn put(&mut self, byte: u8) {
+        self.vm.remember_console(byte);
+        if byte == b'\n' || self.line.push(byte).is_err() {
+            let text = alloc::string::String::from_utf8_lossy(&self.line);
+            log::info!("vm {}: {}", self.vm.name, text.trim_end());
+            self.line.clear();
+        }
+    }
+}
+
+/// What a vCPU is waiting for before it first runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// An application processor after reset: waits for INIT, then a SIPI.
+    WaitForInit,
+    WaitForSipi,
+    /// Start in real mode at this SIPI vector.
+    Start(u8),
+    Running,
+}
+
+pub struct Board {
+    pub uart: Uart<ConsoleLog>,
+    pub pic: pic::Pic,
+    pub pit: pit::Pit,
+    pub rtc: rtc::Rtc,
+    pub pm: Pm,
+    pub ioapic: ioapic::IoApic,
+    pub lapics: Vec<lapic::Lapic>,
+    pub startup: Vec<Startup>,
+    uart_line: bool,
+    /// AMD's northbridge configuration MSR, which Linux reads and writes
+    /// without checking for #GP; kept per VM, it configures nothing.
+    pub nb_cfg: u64,
+    pub unclaimed_ports: u64,
+    /// Set when the guest asked to power off or reset.
+    pub stop: Option<&'static str>,
+    /// vCPUs to wake after the lock is dropped (bit per vCPU).
+    pub kicks: u64,
+}
+
+impl Board {
+    pub fn new(vm: Arc<VmHandle>, vcpus: usize) -> Board {
+        Board {
+            uart: Uart::new(ConsoleLog {
+                vm,
+                line: heapless::Vec::new(),
+            }),
+            pic: pic::Pic::default(),
+            pit: pit::Pit::default(),
+            rtc: rtc::Rtc::default(),
+            pm: Pm::default(),
+            ioapic: ioapic::IoApic::default(),
+            lapics: (0..vcpus).map(|i| lapic::Lapic::new(i as u8)).collect(),
+            startup: (0..vcpus)
+                .map(|i| {
+                    if i == 0 {
+                        Startup::Running
+                    } else {
+                        Startup::WaitForInit
+                    }
+                })
+                .collect(),
+            uart_line: false,
+            nb_cfg: 0,
+            unclaimed_ports: 0,
+            stop: None,
+            kicks: 0,
+        }
+    }
+
+    fn kick(&mut self, vcpu: usize) {
+        self.kicks |= 1 << vcpu;
+    }
+
+    /// A port access by vCPU `me`; returns the value read (for reads).
+    pub fn io(&mut self, port: u16, size: u8, write: bool, value: u64, now: Duration) -> u64 {
+        let all_ones = if size >= 4 {
+            u64::from(u32::MAX)
+        } else {
+            (1u64 << (size * 8)) - 1
+        };
+        let byte = value as u8;
+        match (port, size) {
+            (COM1..=0x3ff, 1) if write => self.uart.write(port - COM1, byte),
+            (COM1..=0x3ff, 1) => return u64::from(self.uart.read(port - COM1)),
+            (pic::MASTER_CMD | pic::MASTER_DATA | pic::SLAVE_CMD | pic::SLAVE_DATA, 1) if write => {
+                self.pic.write(port, byte)
+            }
+            (pic::MASTER_CMD | pic::MASTER_DATA | pic::SLAVE_CMD | pic::SLAVE_DATA, 1) => {
+                return u64::from(self.pic.read(port));
+            }
+            (pit::CHANNEL0..=pit::COMMAND | pit::PORT_B, 1) if write => {
+                self.pit.write(port, byte, now)
+            }
+            (pit::CHANNEL0..=pit::COMMAND | pit::PORT_B, 1) => {
+                return u64::from(self.pit.read(port, now));
+            }
+            (rtc::INDEX | rtc::DATA, 1) if write => self.rtc.write(port, byte),
+            (rtc::INDEX | rtc::DATA, 1) => {
+                return u64::from(self.rtc.read(port, time::wall_clock()));
+            }
+            (acpi::PM_TMR, 4) if !write => return u64::from(Pm::timer(now)),
+            (acpi::PM1A_EVT..=0x603, 2) if write => {
+                self.pm.write_event(port - acpi::PM1A_EVT, value as u16)
+            }
+            (acpi::PM1A_EVT..=0x603, 2) => {
+                return u64::from(self.pm.read_event(port - acpi::PM1A_EVT));
+            }
+            (acpi::PM1A_CNT, 2) if write => match self.pm.write_control(value as u16) {
+                Some(SleepRequest::Sleep(acpi::S5_SLP_TYP)) => {
+                    self.stop = Some("powered off (ACPI S5)")
+                }
+                Some(SleepRequest::Sleep(other)) => {
+                    log::debug!("guest asked for sleep type {other}, which is not supported");
+                }
+                None => {}
+            },
+            (acpi::PM1A_CNT, 2) => return u64::from(self.pm.read_control()),
+            // Reset control: bit 2 resets the machine.
+            (RESET_CONTROL, 1) if write && byte & 0x04 != 0 => {
+                self.stop =
+                    Some("reset requested (restarting a VM is not supported yet: it stays stopped)")
+            }
+            _ => {
+                // No device: writes vanish and reads float high, as on a real bus.
+                self.unclaimed_ports += 1;
+                return all_ones;
+            }
+        }
+        0
+    }
+
+    /// Turns device state into interrupt requests for vCPU `me`; returns its
+    /// next timer deadline. vCPU 0 also polls the shared devices.
+    pub fn update_interrupts(&mut self, me: usize, now: Duration) -> Option<Duration> {
+        let mut next = None;
+        if me == 0 {
+            let (ticks, pit_next) = self.pit.poll_irq0(now);
+            if ticks > 0 {
+                self.raise_isa(IRQ_TIMER);
+            }
+            let line = self.uart.interrupt_line();
+            if line && !self.uart_line {
+                self.raise_isa(IRQ_COM1);
+            }
+            self.uart_line = line;
+            next = pit_next;
+        }
+        let lapic_next = self.lapics.get_mut(me).and_then(|l| l.poll_timer(now));
+        match (next, lapic_next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// An edge on ISA line `irq`: to the 8259 (wired to vCPU 0) and, through
+    /// the MADT's overrides (IRQ 0 is GSI 2), to the I/O APIC.
+    fn raise_isa(&mut self, irq: u8) {
+        self.pic.raise(irq);
+        let gsi = if irq == IRQ_TIMER { 2 } else { u32::from(irq) };
+        let Some(route) = self.ioapic.raise(gsi) else {
+            return;
+        };
+        let targets: Vec<usize> = (0..self.lapics.len())
+            .filter(|&i| self.lapics[i].matches(route.destination, route.logical))
+            .collect();
+        // Fixed delivery to a logical set goes to its first member (as lowest priority would).
+        if let Some(&t) = targets.first() {
+            self.lapics[t].accept(route.vector);
+            self.kick(t);
+        }
+    }
+
+    /// The interrupt vCPU `me` would take now: its APIC's, else (vCPU 0) the
+    /// 8259's through the virtual wire.
+    pub fn pending_interrupt(&mut self, me: usize) -> Option<u8> {
+        let l = self.lapics.get(me)?;
+        l.pending().or_else(|| {
+            if me == 0 && l.accepts_pic() {
+                self.pic.pending_vector()
+            } else {
+                None
+            }
+        })
+    }
+
+    pub fn acknowledge_interrupt(&mut self, me: usize) -> Option<u8> {
+        let l = self.lapics.get_mut(me)?;
+        if let Some(v) = l.pending() {
+            l.acknowledge(v);
+            return Some(v);
+        }
+        if me == 0 && l.accepts_pic() {
+            self.pic.acknowledge()
+        } else {
+            None
+        }
+    }
+
+    /// Whether a device decodes `gpa`.
+    pub fn is_device(gpa: u64) -> bool {
+        (lapic::BASE..lapic::BASE + lapic::SIZE).contains(&gpa)
+            || (ioapic::BASE..ioapic::BASE + ioapic::SIZE).contains(&gpa)
+    }
+
+    /// A read of `size` bytes of device memory by vCPU `me`; `None` if no device is there.
+    pub fn mmio_read(&mut self, me: usize, gpa: u64, size: u8, now: Duration) -> Option<u64> {
+        if (lapic::BASE..lapic::BASE + lapic::SIZE).contains(&gpa) && size == 4 {
+            return Some(u64::from(
+                self.lapics.get(me)?.read((gpa - lapic::BASE) as u16, now),
+            ));
+        }
+        if (ioapic::BASE..ioapic::BASE + ioapic::SIZE).contains(&gpa) && size == 4 {
+            return Some(u64::from(self.ioapic.read(gpa - ioapic::BASE)));
+        }
+        None
+    }
+
+    /// A write to device memory by vCPU `me`; false if no device is there.
+    pub fn mmio_write(&mut self, me: usize, gpa: u64, size: u8, value: u64, now: Duration) -> bool {
+        if (lapic::BASE..lapic::BASE + lapic::SIZE).contains(&gpa) && size == 4 {
+            let Some(l) = self.lapics.get_mut(me) else {
+                return false;
+            };
+            if let Some(ipi) = l.write((gpa - lapic::BASE) as u16, value as u32, now) {
+                self.deliver_ipi(me, ipi);
+            }
+            return true;
+        }
+        if (ioapic::BASE..ioapic::BASE + ioapic::SIZE).contains(&gpa) && size == 4 {
+            self.ioapic.write(gpa - ioapic::BASE, value as u32);
+            return true;
+        }
+        false
+    }
+
+    /// Routes an IPI sent by vCPU `from`.
+    fn deliver_ipi(&mut self, from: usize, ipi: lapic::Ipi) {
+        let n = self.lapics.len();
+        let targets: Vec<usize> = match ipi.shorthand() {
+            1 => alloc::vec![from],
+            2 => (0..n).collect(),
+            3 => (0..n).filter(|&i| i != from).collect(),
+            _ => (0..n)
+                .filter(|&i| self.lapics[i].matches(ipi.destination, ipi.logical()))
+                .collect(),
+        };
+        const LEVEL_ASSERT: u32 = 1 << 14;
+        for t in targets {
+            match ipi.delivery_mode() {
+                0 | 1 => self.lapics[t].accept(ipi.vector()),
+                // INIT (the de-assert variant only synchronises arbitration IDs).
+                5 if ipi.command & LEVEL_ASSERT != 0 && t != 0 => {
+                    self.startup[t] = Startup::WaitForSipi
+                }
+                5 => {}
+                6 => {
+                    if self.startup[t] == Startup::WaitForSipi {
+                        self.startup[t] = Startup::Start(ipi.vector());
+                    }
+                }
+                mode => log::debug!("IPI delivery mode {mode} to vCPU {t} is not emulated"),
+            }
+            self.kick(t);
+        }
+    }
+}

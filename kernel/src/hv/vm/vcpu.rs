@@ -1,0 +1,373 @@
+//! One vCPU's life on its host CPU: run the guest, handle each exit against
+//! the VM's shared board, deliver interrupts, sleep while the guest halts.
+
+use alloc::format;
+use core::sync::atomic::Ordering;
+use core::time::Duration;
+
+use super::board::Board;
+use super::{VmCore, VmState};
+use crate::arch::x86_64::cpu;
+use crate::hv::cpuid::{self, Leaf};
+use crate::hv::exit::{Exception, Vcpu, VmExit};
+use crate::hv::mmio;
+use crate::time;
+
+const RFLAGS_IF: u64 = 1 << 9;
+const MSR_AMD64_NB_CFG: u32 = 0xc001_001f;
+const MSR_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_BSP: u64 = 1 << 8;
+/// Longest a vCPU runs before the host looks at it again.
+const MAX_SLICE: Duration = Duration::from_millis(10);
+
+/// Runs vCPU `me` until the VM stops. Returns the VM's end if this vCPU
+/// caused it, `None` if another vCPU did.
+pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu) -> Option<VmState> {
+    loop {
+        if core.stopping() {
+            return None;
+        }
+        let now = time::now();
+        let next_timer = {
+            let mut b = core.board.lock();
+            let next = b.update_interrupts(me, now);
+            if !vcpu.event_pending() && b.pending_interrupt(me).is_some() {
+                if vcpu.interruptible() {
+                    if let Some(v) = b.acknowledge_interrupt(me) {
+                        vcpu.inject_interrupt(v);
+                    }
+                    vcpu.request_interrupt_window(false);
+                } else {
+                    vcpu.request_interrupt_window(true);
+                }
+            }
+            core.kick_from(me, &mut b);
+            next
+        };
+        // The host CPU's timer bounds how long the guest runs without an
+        // exit, so device timers are delivered on time even to a guest that
+        // spins without touching a device.
+        time::arm_timer(next_timer.map_or(now + MAX_SLICE, |t| t.min(now + MAX_SLICE)));
+        let exit = vcpu.run();
+        core.handle.exits.fetch_add(1, Ordering::Relaxed);
+        core.handle.profile.lock().record(&exit);
+        match exit {
+            VmExit::Io { string: true, .. } => {
+                return Some(VmState::Crashed(
+                    "string port I/O (INS/OUTS) is not emulated yet".into(),
+                ));
+            }
+            VmExit::Io {
+                port,
+                size,
+                write,
+                next_rip,
+                ..
+            } => {
+                let rax = vcpu.regs().rax;
+                let (read, stop) = {
+                    let mut b = core.board.lock();
+                    let read = b.io(port, size, write, rax, time::now());
+                    core.kick_from(me, &mut b);
+                    (read, b.stop)
+                };
+                if !write {
+                    let mask = if size >= 4 {
+                        u64::from(u32::MAX)
+                    } else {
+                        (1u64 << (size * 8)) - 1
+                    };
+                    // A 32-bit IN zero-extends into RAX; 8/16-bit ones merge.
+                    let keep = if size >= 4 { 0 } else { rax & !mask };
+                    vcpu.regs().rax = keep | (read & mask);
+                }
+                vcpu.set_rip(next_rip);
+                if let Some(why) = stop {
+                    log::info!("vm {}: {why}", core.handle.name);
+                    return Some(VmState::Halted);
+                }
+            }
+            VmExit::Cpuid => {
+                let regs = vcpu.regs();
+                let host = |a, b| {
+                    let (eax, ebx, ecx, edx) = cpu::cpuid(a, b);
+                    Leaf { eax, ebx, ecx, edx }
+                };
+                let l = cpuid::guest_leaf(
+                    regs.rax as u32,
+                    regs.rcx as u32,
+                    host,
+                    me as u32,
+                    core.vcpus as u32,
+                );
+                (regs.rax, regs.rbx, regs.rcx, regs.rdx) =
+                    (l.eax.into(), l.ebx.into(), l.ecx.into(), l.edx.into());
+                skip(vcpu, 2);
+            }
+            VmExit::MsrRead => {
+                let msr = vcpu.regs().rcx as u32;
+                let value = vcpu.read_arch_msr(msr).or_else(|| match msr {
+                    MSR_AMD64_NB_CFG => Some(core.board.lock().nb_cfg),
+                    _ => platform_msr_read(msr, me),
+                });
+                match value {
+                    Some(v) => {
+                        let regs = vcpu.regs();
+                        regs.rax = v & 0xffff_ffff;
+                        regs.rdx = v >> 32;
+                        skip(vcpu, 2);
+                    }
+                    None => {
+                        log::debug!("vm {}: #GP for read of MSR {msr:#x}", core.handle.name);
+                        vcpu.inject(Exception::GeneralProtection)
+                    }
+                }
+            }
+            VmExit::MsrWrite => {
+                let regs = vcpu.regs();
+                let (msr, value) = (regs.rcx as u32, (regs.rdx << 32) | (regs.rax & 0xffff_ffff));
+                let ok = vcpu.write_arch_msr(msr, value).or_else(|| match msr {
+                    MSR_AMD64_NB_CFG => {
+                        core.board.lock().nb_cfg = value;
+                        Some(true)
+                    }
+                    _ => platform_msr_write(msr, value, me),
+                });
+                if ok == Some(true) {
+                    skip(vcpu, 2);
+                } else {
+                    log::debug!(
+                        "vm {}: #GP for write of {value:#x} to MSR {msr:#x}",
+                        core.handle.name
+                    );
+                    vcpu.inject(Exception::GeneralProtection)
+                }
+            }
+            VmExit::Hlt => {
+                skip(vcpu, 1);
+                if let Some(end) = halt(core, me, vcpu.rflags() & RFLAGS_IF != 0) {
+                    return Some(end);
+                }
+            }
+            VmExit::Hypercall => vcpu.inject(Exception::InvalidOpcode),
+            VmExit::NestedPageFault {
+                gpa, fetch: false, ..
+            } if Board::is_device(gpa) => {
+                if let Err(why) = emulate_mmio(core, me, vcpu, gpa) {
+                    return Some(VmState::Crashed(why));
+                }
+            }
+            VmExit::NestedPageFault { gpa, write, fetch } => {
+                let what = if fetch {
+                    "instruction fetch from"
+                } else if write {
+                    "write to"
+                } else {
+                    "read from"
+                };
+                return Some(VmState::Crashed(format!(
+                    "{what} guest-physical {gpa:#x}, which is not the VM's memory"
+                )));
+            }
+            VmExit::Shutdown => {
+                return Some(VmState::Crashed(format!(
+                    "triple fault at rip {:#x}",
+                    vcpu.rip()
+                )));
+            }
+            VmExit::Interrupt => cpu::service_pending_interrupts(),
+            VmExit::InterruptWindow => vcpu.request_interrupt_window(false),
+            VmExit::Nmi => {}
+            VmExit::InvalidState => {
+                return Some(VmState::Crashed("the CPU refused the guest state".into()));
+            }
+            VmExit::Unknown(code) => {
+                return Some(VmState::Crashed(format!(
+                    "unhandled exit {code:#x} at rip {:#x}",
+                    vcpu.rip()
+                )));
+            }
+        }
+    }
+}
+
+/// The guest executed HLT. A halted vCPU costs no host CPU: it sleeps until
+/// an interrupt can be due. Returns the VM's end when nothing can ever wake it.
+fn halt(core: &VmCore, me: usize, interrupts_on: bool) -> Option<VmState> {
+    let alone = core.vcpus == 1;
+    if !interrupts_on {
+        // Only INIT could wake it (another vCPU of an SMP VM); a lone vCPU is done.
+        if alone {
+            log_unclaimed(core);
+            return Some(VmState::Halted);
+        }
+        core.sleep(me, None);
+        return None;
+    }
+    let (pending, deadline) = {
+        let mut b = core.board.lock();
+        let deadline = b.update_interrupts(me, time::now());
+        (b.pending_interrupt(me).is_some(), deadline)
+    };
+    if pending {
+        return None;
+    }
+    if alone && deadline.is_none() {
+        log_unclaimed(core);
+        return Some(VmState::Halted);
+    }
+    core.sleep(me, deadline);
+    None
+}
+
+fn log_unclaimed(core: &VmCore) {
+    let n = core.board.lock().unclaimed_ports;
+    if n > 0 {
+        log::info!(
+            "vm {}: {n} accesses to ports without a device",
+            core.handle.name
+        );
+    }
+}
+
+fn gpr_get(vcpu: &mut impl Vcpu, r: mmio::Gpr) -> u64 {
+    let g = vcpu.regs();
+    match r.0 {
+        0 => g.rax,
+        1 => g.rcx,
+        2 => g.rdx,
+        3 => g.rbx,
+        5 => g.rbp,
+        6 => g.rsi,
+        7 => g.rdi,
+        8 => g.r8,
+        9 => g.r9,
+        10 => g.r10,
+        11 => g.r11,
+        12 => g.r12,
+        13 => g.r13,
+        14 => g.r14,
+        15 => g.r15,
+        _ => vcpu.rsp(),
+    }
+}
+
+fn gpr_set(vcpu: &mut impl Vcpu, r: mmio::Gpr, v: u64) {
+    let g = vcpu.regs();
+    let slot = match r.0 {
+        0 => &mut g.rax,
+        1 => &mut g.rcx,
+        2 => &mut g.rdx,
+        3 => &mut g.rbx,
+        5 => &mut g.rbp,
+        6 => &mut g.rsi,
+        7 => &mut g.rdi,
+        8 => &mut g.r8,
+        9 => &mut g.r9,
+        10 => &mut g.r10,
+        11 => &mut g.r11,
+        12 => &mut g.r12,
+        13 => &mut g.r13,
+        14 => &mut g.r14,
+        15 => &mut g.r15,
+        _ => return vcpu.set_rsp(v),
+    };
+    *slot = v;
+}
+
+/// Emulates the instruction with which vCPU `me` touched device memory at `gpa`.
+fn emulate_mmio(
+    core: &VmCore,
+    me: usize,
+    vcpu: &mut impl Vcpu,
+    gpa: u64,
+) -> Result<(), alloc::string::String> {
+    let paging = vcpu.paging();
+    let rip = vcpu.rip();
+    let mut bytes = [0u8; 15];
+    let decoded = core.with_memory(|mem| {
+        let n = paging
+            .fetch(mem, rip, &mut bytes)
+            .map_err(|e| format!("{e}"))?;
+        mmio::decode(&bytes[..n], paging.long_mode(), rip).map_err(|e| format!("{e}"))
+    })?;
+    let now = time::now();
+    let mask = |size: u8| {
+        if size >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (size * 8)) - 1
+        }
+    };
+    match decoded.access {
+        mmio::Access::Write { size, source } => {
+            let value = match source {
+                mmio::Source::Reg(r) => gpr_get(vcpu, r),
+                mmio::Source::Imm(v) => v,
+            } & mask(size);
+            let mut b = core.board.lock();
+            let claimed = b.mmio_write(me, gpa, size, value, now);
+            core.kick_from(me, &mut b);
+            if !claimed {
+                return Err(format!(
+                    "{size}-byte write to device memory at {gpa:#x}, which no device accepts"
+                ));
+            }
+        }
+        mmio::Access::Read {
+            size,
+            dest,
+            dest_size,
+        } => {
+            let Some(value) = core.board.lock().mmio_read(me, gpa, size, now) else {
+                return Err(format!(
+                    "{size}-byte read of device memory at {gpa:#x}, which no device accepts"
+                ));
+            };
+            let value = value & mask(size);
+            let merged = match dest_size {
+                4 | 8 => value,
+                n => (gpr_get(vcpu, dest) & !mask(n)) | value,
+            };
+            gpr_set(vcpu, dest, merged);
+        }
+    }
+    vcpu.set_rip(rip.wrapping_add(u64::from(decoded.len)));
+    Ok(())
+}
+
+/// Steps over an instruction of known length. TCG has no next-RIP save; the
+/// exits that use this (HLT, CPUID, RDMSR, WRMSR) come from their one- and
+/// two-byte encodings. MMIO exits are decoded instead (`emulate_mmio`).
+fn skip(vcpu: &mut impl Vcpu, len: u64) {
+    let rip = vcpu.rip();
+    vcpu.set_rip(rip.wrapping_add(len));
+}
+
+/// The APIC base MSR of vCPU `me`: at the architectural address, enabled,
+/// and marked bootstrap processor on vCPU 0.
+fn apic_base(me: usize) -> u64 {
+    crate::hv::devices::lapic::BASE | APIC_BASE_ENABLE | if me == 0 { APIC_BASE_BSP } else { 0 }
+}
+
+/// MSRs the hypervisor answers itself (not kept by the backend).
+fn platform_msr_read(msr: u32, me: usize) -> Option<u64> {
+    match msr {
+        0x10 => Some(cpu::rdtsc()), // IA32_TSC
+        MSR_APIC_BASE => Some(apic_base(me)),
+        0xfe => Some(0),  // IA32_MTRRCAP: no MTRRs
+        0x2ff => Some(0), // IA32_MTRR_DEF_TYPE
+        0x1a0 => Some(1), // IA32_MISC_ENABLE: fast strings
+        _ => None,
+    }
+}
+
+fn platform_msr_write(msr: u32, value: u64, me: usize) -> Option<bool> {
+    match msr {
+        // The APIC cannot be moved or switched to x2APIC mode.
+        MSR_APIC_BASE => Some(value == apic_base(me)),
+        0x2ff => Some(value & !0xcff == 0),
+        _ => None,
+    }
+}
