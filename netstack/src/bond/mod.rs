@@ -15,6 +15,7 @@
 //! processed with the time of the last poll.
 
 mod buckets;
+mod carrier;
 mod hash;
 
 #[cfg(test)]
@@ -32,6 +33,7 @@ use crate::lacp::{DEFAULT_PORT_PRIORITY, Lacp, LacpConfig, PortConfig};
 use crate::nic::{MacAddress, Nic, NicError};
 use crate::wire::{ETHERNET_HEADER_LEN, EtherType, EthernetFrame};
 use buckets::Buckets;
+use carrier::CarrierFilter;
 
 /// Most members a bond takes (XenServer's limit).
 pub const MAX_MEMBERS: usize = 4;
@@ -61,6 +63,12 @@ pub struct BondConfig {
     /// The bond's MAC; the first member's when `None`.
     pub mac: Option<MacAddress>,
     pub rebalance_interval: Duration,
+    /// How long a member's carrier must be back before the bond uses it
+    /// (XenServer sets 31 s on its bonds; 0 here).
+    pub updelay: Duration,
+    /// How long a member's carrier must be gone before the bond stops using
+    /// it (XenServer: 200 ms; 0 here, for the fastest failover).
+    pub downdelay: Duration,
 }
 
 impl BondConfig {
@@ -69,6 +77,8 @@ impl BondConfig {
             mode,
             mac: None,
             rebalance_interval: DEFAULT_REBALANCE_INTERVAL,
+            updelay: Duration::ZERO,
+            downdelay: Duration::ZERO,
         }
     }
 }
@@ -117,7 +127,8 @@ pub struct BondStats {
 #[derive(Debug)]
 struct Member<N> {
     nic: N,
-    carrier: bool,
+    /// Carrier after `updelay`/`downdelay`: what the bond acts on.
+    carrier: CarrierFilter,
     /// Whether the bond sends on this member.
     usable: bool,
 }
@@ -155,7 +166,7 @@ impl<N: Nic> Bond<N> {
             // Keep counting past the limit for the error message.
             let _ = list.push(Member {
                 nic,
-                carrier: false,
+                carrier: CarrierFilter::new(),
                 usable: false,
             });
         }
@@ -195,14 +206,16 @@ impl<N: Nic> Bond<N> {
 
     /// Reads carrier, runs LACP and rebalancing, and re-spreads flows when
     /// the usable members change. Returns when to poll again (carrier changes
-    /// come from the driver's link interrupt, not a deadline).
+    /// come from the driver's link interrupt, not a deadline; pending
+    /// `updelay`/`downdelay` expiries do have one).
     pub fn poll(&mut self, now: Instant) -> Option<Instant> {
         self.now = now;
         self.lacp_due = false;
+        let (updelay, downdelay) = (self.config.updelay, self.config.downdelay);
+        let mut carrier_due: Option<Instant> = None;
         for (i, member) in self.members.iter_mut().enumerate() {
-            let up = member.nic.link_up();
-            if up != member.carrier {
-                member.carrier = up;
+            let raw = member.nic.link_up();
+            if let Some(up) = member.carrier.update(now, raw, updelay, downdelay) {
                 log::info!(
                     "bond: member {i} {} carrier {}",
                     member.nic.mac(),
@@ -212,13 +225,16 @@ impl<N: Nic> Bond<N> {
                     lacp.on_carrier(now, i, up);
                 }
             }
+            if let Some(t) = member.carrier.deadline(updelay, downdelay) {
+                carrier_due = Some(carrier_due.map_or(t, |d| d.min(t)));
+            }
         }
         let mut next = None;
         if let Some(lacp) = self.lacp.as_mut() {
             let members = &mut self.members;
             next = lacp.poll(now, &mut |i, frame| {
                 if let Some(m) = members.get_mut(i)
-                    && m.carrier
+                    && m.carrier.effective()
                     && let Err(e) = m.nic.transmit(frame)
                 {
                     log::debug!("bond: LACPDU on member {i} not sent: {e}");
@@ -235,7 +251,10 @@ impl<N: Nic> Bond<N> {
             }
             next = Some(next.map_or(self.next_rebalance, |n: Instant| n.min(self.next_rebalance)));
         }
-        next
+        match (next, carrier_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// When [`Bond::poll`] should run next because of frames received since
@@ -257,7 +276,7 @@ impl<N: Nic> Bond<N> {
         for (i, member) in self.members.iter_mut().enumerate() {
             let usable = match &self.lacp {
                 Some(lacp) => lacp.is_distributing(i),
-                None => member.carrier,
+                None => member.carrier.effective(),
             };
             if usable != member.usable {
                 member.usable = usable;

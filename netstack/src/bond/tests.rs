@@ -429,3 +429,51 @@ fn tcp_over_lacp_bonds_survives_losing_a_member() {
     // Data frames went up, LACPDUs did not.
     assert!(a.nic().stats().rx_frames > 100);
 }
+
+#[test]
+fn downdelay_rides_out_a_blip_and_updelay_holds_a_returning_member() {
+    let wires = [Wire::default(), Wire::default()];
+    let (a0, _s0) = wires[0].pair(mac(0xa, 1), mac(0xc, 1));
+    let (a1, _s1) = wires[1].pair(mac(0xa, 2), mac(0xc, 2));
+    let config = BondConfig {
+        updelay: Duration::from_secs(1),
+        downdelay: Duration::from_millis(200),
+        ..BondConfig::new(BondMode::ActiveBackup)
+    };
+    let clock = SimClock::new();
+    let mut bond = Bond::new(config, [a0, a1], clock.now()).unwrap();
+    assert_eq!(bond.poll(clock.now()), None);
+    assert!(
+        bond.is_member_usable(0),
+        "members present at start count at once"
+    );
+
+    wires[0].set_link_up(false);
+    let due = bond
+        .poll(clock.now())
+        .expect("a pending carrier change has a deadline");
+    assert_eq!(due, clock.now() + Duration::from_millis(200));
+    clock.advance(Duration::from_millis(100));
+    wires[0].set_link_up(true);
+    bond.poll(clock.now());
+    assert_eq!(bond.active_member(), Some(0), "a 100 ms blip moves nothing");
+
+    wires[0].set_link_up(false);
+    bond.poll(clock.now());
+    clock.advance(Duration::from_millis(200));
+    bond.poll(clock.now());
+    assert_eq!(
+        bond.active_member(),
+        Some(1),
+        "a real outage fails over after 200 ms"
+    );
+
+    wires[0].set_link_up(true);
+    bond.poll(clock.now());
+    clock.advance(Duration::from_millis(999));
+    bond.poll(clock.now());
+    assert!(!bond.is_member_usable(0), "not before the up delay");
+    clock.advance(Duration::from_millis(1));
+    bond.poll(clock.now());
+    assert!(bond.is_member_usable(0));
+}
