@@ -502,9 +502,18 @@ fn target_nop_pings_are_answered() {
     let tgt = Tgtd::start_with("nop_interval=1,nop_count=2");
     let mut c = tcp::connect(&tgt.target()).expect("login");
     c.run_for(4500).expect("idle with target pings");
+    // Commands right after our NOP-Out replies are not held up by tgt
+    // (see UNSTICK_AFTER_NOP_REPLY_MS): five commands, well under its
+    // one-second ping period each.
+    let t0 = Instant::now();
     let info = lun_info(&mut c, 1).expect("still logged in");
     assert_eq!(info.capacity.expect("capacity").bytes(), LUN_BYTES);
     c.logout().expect("logout");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]

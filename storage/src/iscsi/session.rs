@@ -253,6 +253,9 @@ struct Core {
     tmfs: BTreeMap<u32, Tmf>,
     /// The caller's time at the last `poll`/`received`.
     now: u64,
+    /// When we answered a target NOP-In, if nothing arrived since (see
+    /// [`UNSTICK_AFTER_NOP_REPLY_MS`]).
+    nop_reply_at: Option<u64>,
     last_heard: u64,
     logout_sent: bool,
     failed: bool,
@@ -265,6 +268,13 @@ pub struct Session {
     rx: Decoder,
     core: Core,
 }
+
+/// tgt stops transmitting when the task at the head of its send list is
+/// our reply to its NOP-In, leaving responses queued behind it until its
+/// next event (its next ping, a second later). A ping of ours is such an
+/// event: we send one when commands are in flight and nothing arrived this
+/// long after a NOP-Out reply.
+pub const UNSTICK_AFTER_NOP_REPLY_MS: u64 = 50;
 
 /// Read granularity hint for [`Session::receive_buffer`].
 pub const RECEIVE_CHUNK: usize = 64 * 1024;
@@ -299,6 +309,7 @@ impl Session {
                 ping: None,
                 tmfs: BTreeMap::new(),
                 now,
+                nop_reply_at: None,
                 last_heard: now,
                 logout_sent: false,
                 failed: false,
@@ -507,6 +518,23 @@ impl Session {
                 c.failed = true;
                 return Err(e);
             }
+        };
+        let mut unstick = None;
+        if let Some(t) = c.nop_reply_at
+            && !c.tasks.is_empty()
+            && c.ping.is_none()
+        {
+            let due = t.saturating_add(UNSTICK_AFTER_NOP_REPLY_MS);
+            if now >= due {
+                c.nop_reply_at = None;
+                c.send_ping(now)?;
+            } else {
+                unstick = Some(due);
+            }
+        }
+        let escalation = match (escalation, unstick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         let ping = if let Some((_, deadline)) = c.ping {
             if now >= deadline {
@@ -838,6 +866,7 @@ impl Core {
     }
 
     fn handle(&mut self, f: &Frame<'_>) -> Result<(), SessionError> {
+        self.nop_reply_at = None;
         if let Some((exp, max)) = f.repr.cmd_window() {
             self.update_window(exp, max);
         }
@@ -957,6 +986,7 @@ impl Core {
                         exp_stat_sn: self.exp_stat_sn,
                     });
                     self.emit(&repr, &[])?;
+                    self.nop_reply_at = Some(self.now);
                 }
             }
             Repr::TextResponse(r) => {

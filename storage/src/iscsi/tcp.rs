@@ -13,8 +13,9 @@ use super::lun::{IscsiLun, LunError, Reconnect, ReconnectError};
 use super::params::Offer;
 use super::session::Timers;
 
-/// The time a blocking read waits before timers run.
-const READ_TICK: Duration = Duration::from_millis(500);
+/// The time a blocking read waits before timers run (the session's
+/// shortest timer is [`super::session::UNSTICK_AFTER_NOP_REPLY_MS`]).
+const READ_TICK: Duration = Duration::from_millis(50);
 /// Login (and TCP connect) time limit.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -700,3 +700,41 @@ fn stuck_commands_escalate_abort_then_lun_reset_then_connection() {
     assert_eq!(s.in_flight(), 0);
     assert_eq!(s.poll(5000), Ok(None));
 }
+
+#[test]
+fn a_nop_reply_followed_by_silence_is_chased_with_a_ping() {
+    let mut s = Session::new(&outcome(tgt_params(), 40), Timers::default(), 1, 0);
+    let nop_in = |stat_sn| {
+        Repr::NopIn(NopIn {
+            lun: 0,
+            itt: RESERVED_TAG,
+            ttt: 9,
+            stat_sn,
+            exp_cmd_sn: 5,
+            max_cmd_sn: 40,
+        })
+    };
+    // Idle: a reply, no ping.
+    let w = to_wire(&s, nop_in(100), &[]);
+    s.receive(&w, 1000).expect("nop-in");
+    drain(&mut s);
+    assert_eq!(s.poll(2000), Ok(Some(6000)));
+    assert!(drain(&mut s).is_empty());
+    // A command in flight and silence after the reply: ping once.
+    s.submit(Command {
+        lun: 0,
+        cdb: crate::scsi::inquiry(None, 36),
+        transfer: DataTransfer::Read(36),
+    })
+    .expect("submit");
+    let w = to_wire(&s, nop_in(100), &[]);
+    s.receive(&w, 3000).expect("nop-in");
+    drain(&mut s);
+    assert_eq!(s.poll(3010), Ok(Some(3000 + UNSTICK_AFTER_NOP_REPLY_MS)));
+    s.poll(3000 + UNSTICK_AFTER_NOP_REPLY_MS).expect("unstick");
+    let pdus = drain(&mut s);
+    let Repr::NopOut(p) = pdus[0].0 else { panic!() };
+    assert!(p.itt != RESERVED_TAG && p.ttt == RESERVED_TAG);
+    s.poll(3100).expect("no second ping");
+    assert!(drain(&mut s).is_empty());
+}
