@@ -278,3 +278,24 @@ fn two_smp_debian_guests_at_once() {
     );
     assert!(!serial.contains("Kernel panic"), "a guest kernel panicked");
 }
+
+#[test]
+fn a_guest_never_sees_the_registers_an_earlier_guest_left() {
+    // Two CPUs: both guests run, one after the other, on the only AP.
+    let builder = keel(2, 512);
+    let archive = guest_archive(builder.dir(), &["secret", "snoop"]);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial("vm secret: halted after", BOOT_TIMEOUT)
+        .expect("secret guest ran");
+    let line = qemu
+        .wait_for_serial("vm snoop: xmm0=", BOOT_TIMEOUT)
+        .expect("snoop guest ran");
+    assert!(
+        line.contains("vm snoop: xmm0=0000000000000000"),
+        "state leaked between guests: {line}"
+    );
+    assert!(
+        qemu.serial().contains("started, 1 vCPU(s) on cpu[1]"),
+        "both guests ran on cpu1"
+    );
+}

@@ -259,6 +259,8 @@ impl VmCore {
                 "SVM unavailable on this CPU: {e:?}"
             )));
         }
+        // A previous guest on this host CPU must leave nothing behind.
+        cpu::reset_extended_state();
         let created = if me == 0 {
             svm::SvmVcpu::new(self.npt.root(), self.asid, &self.entry)
         } else {
