@@ -143,6 +143,16 @@ pub struct DiscoveredTarget {
     pub addresses: Vec<String>,
 }
 
+impl DiscoveredTarget {
+    /// The addresses parsed into portals (unparsable ones skipped).
+    pub fn portals(&self) -> Vec<super::url::Portal> {
+        self.addresses
+            .iter()
+            .filter_map(|a| super::url::parse_portal(a).ok())
+            .collect()
+    }
+}
+
 /// Groups `TargetName`/`TargetAddress` pairs (a name owns the addresses after it).
 pub fn parse_send_targets(text: &[u8]) -> Result<Vec<DiscoveredTarget>, ClientError> {
     let pairs = TextPairs::parse(text).map_err(|_| ClientError::BadDiscovery("malformed text"))?;

@@ -36,6 +36,8 @@ pub const AUTH_CHAP: &str = "CHAP";
 pub const AUTH_NONE: &str = "None";
 /// The only iSCSI protocol version.
 pub const ISCSI_VERSION: u8 = 0;
+/// Shortest CHAP secret RFC 7143 §12.1.3 considers safe (96 bits).
+pub const MIN_SECRET_LEN: usize = 12;
 /// The login data segment limit before MaxRecvDataSegmentLength is known.
 pub const LOGIN_MAX_DATA: usize = 8192;
 
@@ -279,6 +281,14 @@ impl Login {
             mutual_challenge: None,
             target_max_data: LOGIN_MAX_DATA,
         };
+        if let Some(chap) = &login.cfg.chap
+            && chap.initiator.secret.len() < MIN_SECRET_LEN
+        {
+            log::warn!(
+                "CHAP secret of user {:?} is shorter than {MIN_SECRET_LEN} bytes; RFC 7143 asks for at least 96 bits",
+                chap.initiator.user
+            );
+        }
         if let Some(chap) = &login.cfg.chap
             && let Some(t) = &chap.target
         {

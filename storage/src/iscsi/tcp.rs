@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::vec::Vec;
 
 use super::client::{Client, ClientError, Clock, DiscoveredTarget};
-use super::login::{Chap, ChapCredentials, LoginConfig};
+use super::login::{Chap, ChapCredentials, LoginConfig, LoginError};
 use super::lun::{IscsiLun, LunError, Reconnect, ReconnectError};
 use super::params::Offer;
 use super::session::Timers;
@@ -151,7 +151,22 @@ pub fn connect(t: &Target) -> Result<TcpClient, ClientError> {
 /// Connects and logs in with a given ISID (and TSIH 0): reusing the ISID
 /// of a failed session makes the target reinstate it (ERL 0).
 pub fn connect_isid(t: &Target, isid: [u8; 6]) -> Result<TcpClient, ClientError> {
-    let stream = TcpTransport::connect(&t.host, t.port)?;
+    match login_at(t, &t.host, t.port, isid) {
+        // Follow one redirection (RFC 7143 §6.3.1, status class 1).
+        Err(ClientError::Login(LoginError::Redirected {
+            address: Some(a), ..
+        })) => {
+            let p = super::url::parse_portal(&a)
+                .map_err(|_| ClientError::Login(LoginError::Protocol("bad redirect address")))?;
+            log::info!("iSCSI login redirected to {}:{}", p.host, p.port);
+            login_at(t, &p.host, p.port, isid)
+        }
+        r => r,
+    }
+}
+
+fn login_at(t: &Target, host: &str, port: u16, isid: [u8; 6]) -> Result<TcpClient, ClientError> {
+    let stream = TcpTransport::connect(host, port)?;
     let chap = match &t.chap {
         Some(c) => Some(Chap {
             initiator: c.clone(),

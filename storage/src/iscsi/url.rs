@@ -79,6 +79,25 @@ pub fn split_host_port(s: &str) -> Result<(String, u16), UrlError> {
     Ok((host.into(), port))
 }
 
+/// A portal from a `TargetAddress` value: `host[:port][,tpgt]`
+/// (RFC 7143 §13.8; IPv6 hosts in brackets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Portal {
+    pub host: String,
+    pub port: u16,
+    pub tpgt: Option<u16>,
+}
+
+/// Parses a `TargetAddress` value.
+pub fn parse_portal(s: &str) -> Result<Portal, UrlError> {
+    let (addr, tpgt) = match s.rsplit_once(',') {
+        Some((a, t)) => (a, Some(t.parse::<u16>().map_err(|_| UrlError::Port)?)),
+        None => (s, None),
+    };
+    let (host, port) = split_host_port(addr)?;
+    Ok(Portal { host, port, tpgt })
+}
+
 impl IscsiUrl {
     pub fn parse(s: &str) -> Result<Self, UrlError> {
         let rest = s.strip_prefix("iscsi://").ok_or(UrlError::Scheme)?;
@@ -130,5 +149,25 @@ mod tests {
         assert_eq!(IscsiUrl::parse("iscsi://h:0/t/1"), Err(UrlError::Port));
         assert_eq!(IscsiUrl::parse("iscsi://h/t/x"), Err(UrlError::Lun));
         assert_eq!(IscsiUrl::parse("iscsi://h"), Err(UrlError::Target));
+    }
+
+    #[test]
+    fn portals() {
+        let p = parse_portal("10.0.0.2:3261,7").expect("v4");
+        assert_eq!(
+            (p.host.as_str(), p.port, p.tpgt),
+            ("10.0.0.2", 3261, Some(7))
+        );
+        let p = parse_portal("[fe80::1]:3260,1").expect("v6");
+        assert_eq!(
+            (p.host.as_str(), p.port, p.tpgt),
+            ("fe80::1", 3260, Some(1))
+        );
+        let p = parse_portal("[fe80::1]").expect("v6 without port");
+        assert_eq!((p.port, p.tpgt), (DEFAULT_PORT, None));
+        let p = parse_portal("storage.example").expect("name");
+        assert_eq!((p.host.as_str(), p.port), ("storage.example", DEFAULT_PORT));
+        assert_eq!(parse_portal("h:1,x"), Err(UrlError::Port));
+        assert_eq!(parse_portal(",1"), Err(UrlError::Host));
     }
 }
