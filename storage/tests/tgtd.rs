@@ -289,6 +289,11 @@ fn discovery_lists_the_target_and_portal() {
         found[0].addresses,
         vec![format!("127.0.0.1:{},1", tgt.port)]
     );
+    let portal = &found[0].portals()[0];
+    assert_eq!(
+        (portal.host.as_str(), portal.port, portal.tpgt),
+        ("127.0.0.1", tgt.port, Some(1))
+    );
 }
 
 #[test]
