@@ -43,6 +43,8 @@ impl fmt::Display for BlockError {
     }
 }
 
+impl core::error::Error for BlockError {}
+
 /// A random-access device of fixed-size blocks.
 pub trait BlockDevice {
     /// Size of one block in bytes (512 or 4096).
