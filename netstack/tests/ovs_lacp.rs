@@ -4,7 +4,8 @@
 //! `lacp-time=fast`, `balance-tcp`); our LACP bond, with a smoltcp host
 //! interface on top, runs on the other two ends from this process. The test
 //! checks what OVS reports and sends, pings the bridge's own port through the
-//! bond, cuts the member carrying the pings, and restores it.
+//! bond, cuts the member carrying the pings, and restores it; then makes a
+//! member deaf (carrier stays up) so that only the LACP timeout reveals it.
 //!
 //! Needs root and Open vSwitch (`cargo xtask setup` installs it); without
 //! them it says SKIP and passes. See `common` for how processes are bounded
@@ -247,6 +248,53 @@ fn lacp_bond_interoperates_with_open_vswitch() {
     assert!(
         answered + 1 >= sent,
         "ping after restore: {answered}/{sent}"
+    );
+
+    // 5. A failure carrier does not show: member `carrying` goes deaf (we
+    // still send, OVS's frames are lost). Only the LACP timeout reveals it:
+    // fast rate, 3 s after OVS's last LACPDU got through.
+    let (carrying, _, _) = ping_member(&mut ours, &lab);
+    let deaf = ours.deaf[carrying].clone();
+    let (sent, answered) = ping_while(&mut ours, 600, StdDuration::from_millis(1000), |_| {
+        deaf.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let port = ours
+        .host
+        .nic()
+        .lacp()
+        .and_then(|l| l.port(carrying))
+        .expect("port");
+    assert_eq!(
+        port.counters().expired,
+        1,
+        "the partner's information expired"
+    );
+    assert!(!ours.members_usable()[carrying]);
+    let lost = u32::from(sent - answered);
+    eprintln!(
+        "FIGURE deaf_member={carrying} ping sent={sent} answered={answered} interruption_ms~{}",
+        lost * 10
+    );
+    assert!(
+        lost * 10 <= 3500,
+        "LACP-timeout failover under 3.5 s: {} ms",
+        lost * 10
+    );
+    let seen = view(carrying).expect("lacp/show");
+    assert!(
+        !seen.may_enable,
+        "OVS stops using the member we left: {seen:?}"
+    );
+    deaf.store(false, std::sync::atomic::Ordering::Relaxed);
+    let back = ours
+        .pump_until(StdDuration::from_secs(15), |ours| {
+            ours.members_usable() == [true, true]
+                && view(carrying).is_ok_and(|v| enabled_with_us(&v))
+        })
+        .unwrap_or_else(|| panic!("member not back in 15 s: {:?}", view(carrying)));
+    eprintln!(
+        "FIGURE undeafened_member_enabled_after={:.2}s",
+        back.as_secs_f64()
     );
     eprintln!(
         "FIGURE test_wall_time={:.1}s",

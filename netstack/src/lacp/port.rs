@@ -341,10 +341,18 @@ impl LacpPort {
     }
 
     /// Whether this port has a partner the selection logic can group by.
+    ///
+    /// Only fresh partner information counts. 802.1AX keeps an EXPIRED port
+    /// selected, so it stays ATTACHED and keeps telling the partner it is in
+    /// sync: a partner that still hears us (a link broken in one direction)
+    /// then keeps sending on it until we default, 6 s at the fast rate.
+    /// Treating expiry like a carrier loss detaches the port after 3 s and
+    /// the partner stops at once; the price is the aggregate wait when the
+    /// partner is heard again.
     pub(crate) fn has_partner(&self) -> bool {
         self.enabled
             && !self.looped
-            && matches!(self.rx, RxState::Current | RxState::Expired)
+            && self.rx == RxState::Current
             && self.partner.system != PARTNER_ADMIN.system
     }
 

@@ -259,6 +259,11 @@ fn silent_partner_expires_after_three_seconds_then_defaults() {
     assert!(port.actor().state.has(LacpState::EXPIRED));
     assert_eq!(port.counters().expired, 1);
     assert!(sim.a.is_distributing(1), "the other member carries on");
+    // B still hears A: told that A is out of sync, it stops sending on the
+    // link rather than into a direction nobody receives.
+    sim.run_until(Duration::from_millis(1100), |s| !s.b.is_distributing(0))
+        .expect("the partner stops distributing on the one-way link");
+    assert!(sim.b.is_distributing(1));
 
     let defaulted_after = sim
         .run_until(Duration::from_secs(5), |s| {

@@ -9,11 +9,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use netstack::bond::{Bond, BondConfig};
 use netstack::hosted::PacketNic;
-use netstack::{HostInterface, IpConfig, MacAddress};
+use netstack::{HostInterface, IpConfig, MacAddress, Nic, NicError};
 use smoltcp::iface::SocketHandle;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::icmp;
@@ -220,13 +222,50 @@ pub fn wait_for_path(path: &Path) -> Result<(), String> {
     Err(format!("{} did not appear", path.display()))
 }
 
-pub type Host = HostInterface<Bond<PacketNic>>;
+pub type Host = HostInterface<Bond<Deafenable>>;
+
+/// A member NIC the test can make deaf: it still sends, but drops all it
+/// receives, like a fibre broken in one direction. Carrier stays up, so only
+/// LACP's timeout can reveal the failure.
+#[derive(Debug)]
+pub struct Deafenable {
+    nic: PacketNic,
+    deaf: Arc<AtomicBool>,
+}
+
+impl Nic for Deafenable {
+    fn mac(&self) -> MacAddress {
+        self.nic.mac()
+    }
+    fn mtu(&self) -> usize {
+        self.nic.mtu()
+    }
+    fn link_up(&self) -> bool {
+        self.nic.link_up()
+    }
+    fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, NicError> {
+        loop {
+            match self.nic.receive(buf)? {
+                Some(_) if self.deaf.load(Ordering::Relaxed) => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+    fn can_transmit(&mut self) -> bool {
+        self.nic.can_transmit()
+    }
+    fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError> {
+        self.nic.transmit(frame)
+    }
+}
 
 /// Our side: the bond and its host interface, driven by the wall clock.
 pub struct Ours {
     pub host: Host,
     pub start: StdInstant,
     pub pinger: SocketHandle,
+    /// Per member: drop everything it receives.
+    pub deaf: [Arc<AtomicBool>; 2],
 }
 
 impl Ours {
@@ -455,9 +494,13 @@ impl Lab {
     /// Our bond over the outer veth ends, under a static host interface with
     /// an ICMP socket for [`ping_while`].
     pub fn ours(&self, config: BondConfig) -> Result<Ours, String> {
+        let deaf = [0, 1].map(|_| Arc::new(AtomicBool::new(false)));
         let mut members = Vec::new();
-        for i in 0..2 {
-            members.push(PacketNic::open(&self.our_end(i)).map_err(|e| e.to_string())?);
+        for (i, deaf) in deaf.iter().enumerate() {
+            members.push(Deafenable {
+                nic: PacketNic::open(&self.our_end(i)).map_err(|e| e.to_string())?,
+                deaf: deaf.clone(),
+            });
         }
         let start = StdInstant::now();
         let bond = Bond::new(config, members, Instant::ZERO).map_err(|e| e.to_string())?;
@@ -479,6 +522,7 @@ impl Lab {
             host,
             start,
             pinger,
+            deaf,
         })
     }
 }
