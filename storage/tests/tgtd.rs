@@ -660,3 +660,30 @@ fn session_recovers_when_tgtd_is_killed_and_restarted_mid_stream_of_writes() {
     }
     lun.into_client().logout().expect("logout");
 }
+
+#[test]
+fn task_management_against_tgtd() {
+    use storage::iscsi::pdu::tmf_response;
+    use storage::iscsi::session::{Command as ScsiCmd, DataTransfer};
+    let tgt = Tgtd::start();
+    let mut c = tcp::connect(&tgt.target()).expect("login");
+    lun_info(&mut c, 1).expect("LUN info");
+    let lun = storage::scsi::lun_to_wire(1);
+    // Aborting a command that already completed: "task does not exist".
+    let tag = c
+        .submit(ScsiCmd {
+            lun,
+            cdb: storage::scsi::read_16(0, 1),
+            transfer: DataTransfer::Read(512),
+        })
+        .expect("submit");
+    c.wait(tag).expect("read");
+    assert_eq!(
+        c.abort_task(tag).expect("abort"),
+        tmf_response::TASK_DOES_NOT_EXIST
+    );
+    assert_eq!(c.lun_reset(lun).expect("LU reset"), tmf_response::COMPLETE);
+    // The reset raises a UNIT ATTENTION, which the SCSI layer retries.
+    assert!(lun_info(&mut c, 1).expect("after reset").capacity.is_some());
+    c.logout().expect("logout");
+}

@@ -10,7 +10,7 @@ use embedded_io::{Error as _, ErrorKind, Read, Write};
 
 use super::login::{Login, LoginConfig, LoginError, LoginOutcome, Step};
 use super::params::key;
-use super::pdu::{Decoder, Digests};
+use super::pdu::{self, Decoder, Digests};
 use super::session::{
     Command, CommandError, CommandResult, Event, Session, SessionError, TaskTag, Timers,
 };
@@ -276,6 +276,29 @@ impl<S: Read + Write, C: Clock> Client<S, C> {
     pub fn execute(&mut self, cmd: Command) -> Result<CommandResult, ClientError> {
         let tag = self.submit(cmd)?;
         self.wait(tag)
+    }
+
+    fn wait_task_management(&mut self, tag: TaskTag) -> Result<u8, ClientError> {
+        self.wait_for(
+            |e| matches!(e, Event::TaskManagement { tag: t, .. } if *t == tag),
+            |e| match e {
+                Event::TaskManagement { response, .. } => response,
+                _ => pdu::tmf_response::REJECTED,
+            },
+        )
+    }
+
+    /// ABORT TASK for `tag`; returns the TMF response
+    /// ([`pdu::tmf_response`]: 0 complete, 1 no such task, ...).
+    pub fn abort_task(&mut self, tag: TaskTag) -> Result<u8, ClientError> {
+        let tmf = self.session.abort_task(tag)?;
+        self.wait_task_management(tmf)
+    }
+
+    /// LOGICAL UNIT RESET; returns the TMF response.
+    pub fn lun_reset(&mut self, lun: u64) -> Result<u8, ClientError> {
+        let tmf = self.session.lun_reset(lun)?;
+        self.wait_task_management(tmf)
     }
 
     /// SendTargets=All on this (discovery) session.
