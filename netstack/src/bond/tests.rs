@@ -477,3 +477,49 @@ fn downdelay_rides_out_a_blip_and_updelay_holds_a_returning_member() {
     bond.poll(clock.now());
     assert!(bond.is_member_usable(0));
 }
+
+#[test]
+fn garbage_from_the_partner_is_dropped_or_passed_but_never_panics() {
+    use crate::wire::fuzz::tests::{Rng, mutate};
+    let mut p = Pair::new(
+        lacp_mode(0xa, HashPolicy::TcpUdpPorts),
+        lacp_mode(0xb, HashPolicy::TcpUdpPorts),
+    );
+    p.run_until(Duration::from_secs(5), Pair::both_usable)
+        .expect("negotiates");
+    let mut lacpdu = vec![1, 0x80, 0xc2, 0, 0, 2, 2, 0, 0, 0, 0xb, 1, 0x88, 0x09];
+    let mut pdu = [0u8; 110];
+    SlowPdu::Lacp(Default::default()).emit(&mut pdu).unwrap();
+    lacpdu.extend_from_slice(&pdu);
+    let seeds = [lacpdu, udp_frame(0xb, 1, 2), vec![0; 14], Vec::new()];
+    // Inject from B's side of each wire, bypassing B's bond.
+    let mut raw = [
+        p.wires[0].nic(End::B, mac(0xb, 1)),
+        p.wires[1].nic(End::B, mac(0xb, 2)),
+    ];
+    let mut rng = Rng::new(0xb0d);
+    let mut buf = [0u8; 1514];
+    for round in 0..5000 {
+        let mut frame = seeds[rng.below(seeds.len())].clone();
+        for _ in 0..=rng.below(3) {
+            mutate(&mut rng, &mut frame);
+        }
+        let _ = raw[round % 2].transmit(&frame);
+        while let Ok(Some(len)) = p.a.receive(&mut buf) {
+            assert_ne!(&buf[12..14], &[0x88, 0x09], "slow protocols never go up");
+            assert!(len >= 14);
+        }
+        if round % 100 == 0 {
+            p.clock.advance(TICK);
+            p.a.poll(p.clock.now());
+        }
+    }
+    let bad: u64 =
+        p.a.lacp()
+            .unwrap()
+            .ports()
+            .iter()
+            .map(|x| x.counters().bad)
+            .sum();
+    assert!(bad > 100, "malformed LACPDUs are counted: {bad}");
+}

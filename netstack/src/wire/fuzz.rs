@@ -9,6 +9,8 @@ use super::{
     remove_tag,
 };
 
+use crate::bond::{HashPolicy, flow_hash};
+
 /// Largest input the entry points copy into a stack buffer for in-place tests.
 const SCRATCH_LEN: usize = 256;
 
@@ -71,6 +73,10 @@ pub fn fuzz_frame(data: &[u8]) {
     let Ok(frame) = EthernetFrame::new_checked(data) else {
         return;
     };
+    // Bonds hash every frame they send, whatever it holds.
+    for policy in [HashPolicy::SrcMac, HashPolicy::TcpUdpPorts] {
+        let _ = flow_hash(policy, data);
+    }
     let payload = frame.payload();
     fuzz_vlan(payload);
     if let Ok(pdu) = SlowPdu::parse(payload) {
