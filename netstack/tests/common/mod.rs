@@ -391,6 +391,8 @@ pub fn prerequisites_missing() -> Option<String> {
         "ovs-vsctl",
         "ovs-appctl",
         "ip",
+        "sysctl",
+        "timeout",
     ] {
         if run(&["sh", "-c", &format!("command -v {tool}")]).is_err() {
             return Some(format!("{tool} not installed"));
