@@ -161,6 +161,8 @@ pub trait Reconnect<S, C> {
     ) -> Result<Client<S, C>, ReconnectError>;
 }
 
+/// How often one block request may reinstate the session.
+const RECOVERIES_PER_REQUEST: usize = 5;
 /// How often a block request is resent after a retryable command failure.
 const COMMAND_RETRIES: usize = 5;
 
@@ -278,9 +280,17 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
         mut op: impl FnMut(&mut Self) -> Result<(), LunError>,
     ) -> Result<(), LunError> {
         let mut retries = 0;
+        let mut recoveries = 0;
         loop {
             match op(self) {
-                Err(e) if is_connection_failure(&e) && self.reconnect.is_some() => {
+                // Bounded: a target that breaks the protocol the same way
+                // after every reinstatement must not keep us looping.
+                Err(e)
+                    if is_connection_failure(&e)
+                        && self.reconnect.is_some()
+                        && recoveries < RECOVERIES_PER_REQUEST =>
+                {
+                    recoveries += 1;
                     self.recover(&e)?;
                 }
                 // Aborted by timeout escalation, BUSY, UNIT ATTENTION...:
@@ -417,3 +427,6 @@ impl<S: Read + Write, C: Clock> BlockDevice for IscsiLun<S, C> {
         r.map_err(|e| self.fail(e))
     }
 }
+
+#[cfg(test)]
+mod tests;

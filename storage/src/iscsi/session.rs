@@ -276,6 +276,9 @@ pub struct Session {
 /// long after a NOP-Out reply.
 pub const UNSTICK_AFTER_NOP_REPLY_MS: u64 = 50;
 
+/// Read buffers reserve at most this up front and grow with the data.
+const MAX_PREALLOC: usize = 16 * 1024 * 1024;
+
 /// Read granularity hint for [`Session::receive_buffer`].
 pub const RECEIVE_CHUNK: usize = 64 * 1024;
 
@@ -343,7 +346,10 @@ impl Session {
         let (read, write, buf, expected) = match cmd.transfer {
             DataTransfer::None => (false, false, Vec::new(), 0),
             // Filled as Data-In arrives (in order, as negotiated): no zeroing.
-            DataTransfer::Read(n) => (true, false, Vec::with_capacity(n as usize), n as usize),
+            DataTransfer::Read(n) => {
+                let n = n as usize;
+                (true, false, Vec::with_capacity(n.min(MAX_PREALLOC)), n)
+            }
             DataTransfer::Write(d) => {
                 let n = d.len();
                 (false, true, d, n)
