@@ -52,7 +52,7 @@ fn cut_and_restore(name: char, mode: BondMode) {
     assert!(took.is_some(), "{label}: members come up with carrier");
 
     assert!(warm_up(&mut ours), "{label}: {}", diagnose(&lab, &ours));
-    let (carrying, sent, answered) = ping_member(&mut ours, &lab);
+    let (carrying, sent, answered) = ping_member(&mut ours, &lab, BOTH_WAYS);
     assert!(answered + 1 >= sent, "{label}: ping {answered}/{sent}");
     let our_mac = ours.host.nic().mac().to_string();
     assert_eq!(

@@ -197,7 +197,7 @@ fn lacp_bond_interoperates_with_open_vswitch() {
 
     // 2. Traffic through the bond.
     assert!(warm_up(&mut ours), "{}", diagnose(&lab, &ours));
-    let (carrying, sent, answered) = ping_member(&mut ours, &lab);
+    let (carrying, sent, answered) = ping_member(&mut ours, &lab, BOTH_WAYS);
     assert!(
         answered + 1 >= sent,
         "ping through the bond: {answered}/{sent}"
@@ -253,7 +253,7 @@ fn lacp_bond_interoperates_with_open_vswitch() {
     // 5. A failure carrier does not show: member `carrying` goes deaf (we
     // still send, OVS's frames are lost). Only the LACP timeout reveals it:
     // fast rate, 3 s after OVS's last LACPDU got through.
-    let (carrying, _, _) = ping_member(&mut ours, &lab);
+    let (carrying, _, _) = ping_member(&mut ours, &lab, RECEIVED);
     let deaf = ours.deaf[carrying].clone();
     let (sent, answered) = ping_while(&mut ours, 600, StdDuration::from_millis(1000), |_| {
         deaf.store(true, std::sync::atomic::Ordering::Relaxed);

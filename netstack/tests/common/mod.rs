@@ -535,20 +535,32 @@ pub fn warm_up(ours: &mut Ours) -> bool {
     (0..5).any(|_| ping_while(ours, 10, StdDuration::ZERO, |_| {}).1 > 0)
 }
 
-/// Which member carries the ping flow: the one whose frame counters moved most.
-pub fn ping_member(ours: &mut Ours, lab: &Lab) -> (usize, u16, u16) {
-    let before = [
-        tx_rx_packets(&lab.our_end(0)),
-        tx_rx_packets(&lab.our_end(1)),
-    ];
+/// Which member carries the ping flow: the one whose counters moved most.
+/// `counters` are sysfs statistics names (`rx_packets`, `tx_packets`) of
+/// our veth ends: the answers arrive as rx, our requests leave as tx.
+pub fn ping_member(ours: &mut Ours, lab: &Lab, counters: &[&str]) -> (usize, u16, u16) {
+    let count = |i: usize| packets(&lab.our_end(i), counters);
+    let before = [count(0), count(1)];
     let (sent, answered) = ping_while(ours, 50, StdDuration::ZERO, |_| {});
-    let delta = [
-        tx_rx_packets(&lab.our_end(0)) - before[0],
-        tx_rx_packets(&lab.our_end(1)) - before[1],
-    ];
+    let delta = [count(0) - before[0], count(1) - before[1]];
     let member = if delta[0] >= delta[1] { 0 } else { 1 };
     (member, sent, answered)
 }
+
+fn packets(ifname: &str, counters: &[&str]) -> u64 {
+    counters
+        .iter()
+        .filter_map(|c| {
+            std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/{c}")).ok()
+        })
+        .filter_map(|s| s.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Both directions of a member: what a cut interrupts.
+pub const BOTH_WAYS: &[&str] = &["rx_packets", "tx_packets"];
+/// Frames arriving on a member: what a deaf member loses.
+pub const RECEIVED: &[&str] = &["rx_packets"];
 
 /// Everything worth seeing when traffic does not get through.
 pub fn diagnose(lab: &Lab, ours: &Ours) -> String {
