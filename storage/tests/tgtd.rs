@@ -308,6 +308,17 @@ fn login_without_auth_identifies_the_lun() {
     let cap = info.capacity.expect("capacity");
     assert_eq!((cap.bytes(), cap.block_size), (LUN_BYTES, 512));
     assert_eq!(info.inquiry.device_type, 0);
+    let limits = info.block_limits.expect("VPD 0xB0 block limits");
+    let lun = IscsiLun::open(tcp::connect(&tgt.target()).expect("login"), 1).expect("open");
+    let max = lun.max_transfer_bytes();
+    assert!(
+        (512..=storage::iscsi::lun::MAX_TRANSFER).contains(&max),
+        "{max}"
+    );
+    if limits.max_transfer_blocks > 0 {
+        assert!(max <= limits.max_transfer_blocks as usize * 512);
+    }
+    lun.into_client().logout().expect("logout");
     let id = info.scsi_id.expect("VPD 0x83 identifier");
     assert!(id.starts_with('3'), "NAA designator: {id}");
     // Stable: the same again on a new session.

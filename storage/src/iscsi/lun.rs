@@ -78,6 +78,8 @@ pub struct LunInfo {
     pub capacity: Option<Capacity>,
     pub serial: Option<String>,
     pub scsi_id: Option<String>,
+    /// `None` when the LU has no Block Limits page.
+    pub block_limits: Option<scsi::BlockLimits>,
 }
 
 /// INQUIRY (standard, VPD 0x80/0x83) and READ CAPACITY(16) of one LUN.
@@ -118,13 +120,30 @@ pub fn lun_info<S: Read + Write, C: Clock>(
     .ok()
     .and_then(|d| scsi::parse_device_identification(&d).ok())
     .and_then(|d| scsi::scsi_id(&d));
+    let block_limits = block_limits(client, wire);
     Ok(LunInfo {
         lun,
         inquiry,
         capacity,
         serial,
         scsi_id,
+        block_limits,
     })
+}
+
+/// The Block Limits VPD page, if the LU has one.
+fn block_limits<S: Read + Write, C: Clock>(
+    client: &mut Client<S, C>,
+    wire: u64,
+) -> Option<scsi::BlockLimits> {
+    scsi_command(
+        client,
+        wire,
+        scsi::inquiry(Some(scsi::vpd::BLOCK_LIMITS), 64),
+        DataTransfer::Read(64),
+    )
+    .ok()
+    .and_then(|d| scsi::parse_block_limits(&d).ok())
 }
 
 /// REPORT LUNS, decoded to LUN numbers.
@@ -192,6 +211,8 @@ pub struct IscsiLun<S, C> {
     client: Client<S, C>,
     lun: u64,
     capacity: Capacity,
+    /// Bytes per READ(16)/WRITE(16): [`MAX_TRANSFER`] or the LU's limit.
+    max_transfer: usize,
     last_error: Option<LunError>,
     reconnect: Option<Box<dyn Reconnect<S, C>>>,
     recoveries: u32,
@@ -218,10 +239,16 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
             DataTransfer::Read(scsi::READ_CAPACITY_16_LEN),
         )?;
         let capacity = scsi::parse_read_capacity_16(&data)?;
+        let bs = capacity.block_size as usize;
+        let limit = block_limits(&mut client, wire)
+            .map(|l| l.max_transfer_blocks as usize)
+            .filter(|&b| b > 0)
+            .map_or(MAX_TRANSFER, |b| b.saturating_mul(bs).min(MAX_TRANSFER));
         Ok(IscsiLun {
             client,
             lun: wire,
             capacity,
+            max_transfer: (limit / bs).max(1) * bs,
             last_error: None,
             reconnect: None,
             recoveries: 0,
@@ -308,6 +335,11 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
         self.capacity
     }
 
+    /// Largest transfer of one command (the LU's Block Limits, at most [`MAX_TRANSFER`]).
+    pub fn max_transfer_bytes(&self) -> usize {
+        self.max_transfer
+    }
+
     pub fn client(&mut self) -> &mut Client<S, C> {
         &mut self.client
     }
@@ -336,7 +368,7 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
         mut done: impl FnMut(usize, Vec<u8>),
     ) -> Result<(), LunError> {
         let bs = self.capacity.block_size as usize;
-        let chunk = (MAX_TRANSFER / bs).max(1) * bs;
+        let chunk = self.max_transfer;
         let mut inflight: VecDeque<(TaskTag, usize)> = VecDeque::new();
         let mut off = 0;
         while off < len || !inflight.is_empty() {

@@ -54,4 +54,5 @@ pub mod vpd {
     pub const SUPPORTED_PAGES: u8 = 0x00;
     pub const UNIT_SERIAL_NUMBER: u8 = 0x80;
     pub const DEVICE_IDENTIFICATION: u8 = 0x83;
+    pub const BLOCK_LIMITS: u8 = 0xb0;
 }

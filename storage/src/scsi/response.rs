@@ -122,6 +122,32 @@ pub fn scsi_id(designators: &[Designator]) -> Option<String> {
     Some(s)
 }
 
+/// The Block Limits VPD page (0xB0, SBC-3 §6.5.3); 0 means "no limit
+/// reported".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlockLimits {
+    pub max_transfer_blocks: u32,
+    pub optimal_transfer_blocks: u32,
+    pub max_unmap_lba_count: u32,
+}
+
+pub fn parse_block_limits(d: &[u8]) -> Result<BlockLimits, ScsiError> {
+    let short = ScsiError::ShortResponse("VPD 0xB0");
+    let be32 = |i: usize| -> Result<u32, ScsiError> {
+        let b = d.get(i..i + 4).ok_or(short)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if d.get(1) != Some(&super::vpd::BLOCK_LIMITS) {
+        return Err(short);
+    }
+    Ok(BlockLimits {
+        max_transfer_blocks: be32(8)?,
+        optimal_transfer_blocks: be32(12)?,
+        // Older targets send a shorter page without the UNMAP fields.
+        max_unmap_lba_count: be32(20).unwrap_or(0),
+    })
+}
+
 /// READ CAPACITY(16) data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capacity {
@@ -182,6 +208,7 @@ pub fn fuzz_scsi(data: &[u8]) {
     }
     let _ = parse_read_capacity_16(data);
     let _ = parse_report_luns(data);
+    let _ = parse_block_limits(data);
     let _ = super::Sense::parse(data);
 }
 
