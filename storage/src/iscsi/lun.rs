@@ -214,7 +214,7 @@ pub struct IscsiLun<S, C> {
     /// Bytes per READ(16)/WRITE(16): [`MAX_TRANSFER`] or the LU's limit.
     max_transfer: usize,
     last_error: Option<LunError>,
-    reconnect: Option<Box<dyn Reconnect<S, C>>>,
+    reconnect: Option<Box<dyn Reconnect<S, C> + Send>>,
     recoveries: u32,
 }
 
@@ -256,7 +256,7 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
     }
 
     /// Enables ERL-0 session recovery through `r`.
-    pub fn with_reconnect(mut self, r: Box<dyn Reconnect<S, C>>) -> Self {
+    pub fn with_reconnect(mut self, r: Box<dyn Reconnect<S, C> + Send>) -> Self {
         self.reconnect = Some(r);
         self
     }

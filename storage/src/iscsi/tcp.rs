@@ -254,3 +254,9 @@ pub fn open_recovering_lun(
     };
     Ok(IscsiLun::open(client, lun)?.with_reconnect(std::boxed::Box::new(r)))
 }
+
+/// A hosted LUN can move to another thread (e.g. a VM's I/O thread).
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<IscsiLun<TcpTransport, StdClock>>();
+};

@@ -1,9 +1,10 @@
 //! IscsiLun, Client and session recovery against an in-memory target.
 
-use alloc::rc::Rc;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, Ordering};
 use embedded_io::ErrorKind;
 
 use super::*;
@@ -254,7 +255,7 @@ fn client(drop_on_read: bool) -> Client<FakeTarget, TickClock> {
 
 struct FakeReconnect {
     healthy: bool,
-    calls: Rc<Cell<u32>>,
+    calls: Arc<AtomicU32>,
 }
 
 impl Reconnect<FakeTarget, TickClock> for FakeReconnect {
@@ -264,7 +265,7 @@ impl Reconnect<FakeTarget, TickClock> for FakeReconnect {
         time2wait_ms: u64,
     ) -> Result<Client<FakeTarget, TickClock>, ReconnectError> {
         assert_eq!(time2wait_ms, 2000, "negotiated DefaultTime2Wait");
-        self.calls.set(self.calls.get() + 1);
+        self.calls.fetch_add(1, Ordering::SeqCst);
         Ok(client(!self.healthy))
     }
 }
@@ -285,7 +286,7 @@ fn reads_through_the_block_device() {
 
 #[test]
 fn a_dropped_connection_is_recovered_transparently() {
-    let calls = Rc::new(Cell::new(0));
+    let calls = Arc::new(AtomicU32::new(0));
     let mut lun = IscsiLun::open(client(true), 1)
         .expect("open")
         .with_reconnect(Box::new(FakeReconnect {
@@ -296,12 +297,12 @@ fn a_dropped_connection_is_recovered_transparently() {
     lun.read_blocks(5, &mut buf)
         .expect("read across a reconnect");
     assert!(buf.iter().all(|&b| b == 5));
-    assert_eq!((calls.get(), lun.recoveries()), (1, 1));
+    assert_eq!((calls.load(Ordering::SeqCst), lun.recoveries()), (1, 1));
 }
 
 #[test]
 fn recovery_is_bounded_per_request() {
-    let calls = Rc::new(Cell::new(0));
+    let calls = Arc::new(AtomicU32::new(0));
     let mut lun = IscsiLun::open(client(true), 1)
         .expect("open")
         .with_reconnect(Box::new(FakeReconnect {
@@ -310,7 +311,10 @@ fn recovery_is_bounded_per_request() {
         }));
     let mut buf = vec![0u8; 512];
     assert_eq!(lun.read_blocks(5, &mut buf), Err(BlockError::Io));
-    assert_eq!(calls.get() as usize, RECOVERIES_PER_REQUEST);
+    assert_eq!(
+        calls.load(Ordering::SeqCst) as usize,
+        RECOVERIES_PER_REQUEST
+    );
     assert!(matches!(
         lun.last_error(),
         Some(LunError::Client(ClientError::ConnectionClosed))
