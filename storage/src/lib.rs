@@ -9,6 +9,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod block;
+pub mod fuzz;
 pub mod iscsi;
 pub mod scsi;
 
