@@ -242,6 +242,10 @@ impl Drop for Tgtd {
         // tgtd ignores SIGTERM while targets exist: SIGKILL by pid.
         self.child.kill().ok();
         self.child.wait().ok();
+        // A killed tgtd leaves its control socket behind.
+        for suffix in ["", ".lock"] {
+            std::fs::remove_file(format!("/var/run/tgtd/socket.{}{suffix}", self.control)).ok();
+        }
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.dir.join("tgtd.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(30).collect();
