@@ -702,3 +702,50 @@ fn task_management_against_tgtd() {
     assert!(lun_info(&mut c, 1).expect("after reset").capacity.is_some());
     c.logout().expect("logout");
 }
+
+#[test]
+fn unmap_on_a_thin_provisioned_lun_releases_blocks() {
+    let tgt = Tgtd::start();
+    let t = tgt.target();
+    let mut lun = tgt.open(&t);
+    assert!(!lun.capacity().thin_provisioned);
+    assert!(matches!(
+        lun.unmap(0, 8),
+        Err(storage::iscsi::lun::LunError::Unsupported(_))
+    ));
+    lun.into_client().logout().expect("logout");
+    tgt.admin(&[
+        "--op",
+        "update",
+        "--mode",
+        "logicalunit",
+        "--tid",
+        "1",
+        "--lun",
+        "1",
+        "--params",
+        "thin_provisioning=1",
+    ]);
+    let mut lun = tgt.open(&t);
+    assert!(lun.capacity().thin_provisioned);
+    let data = pattern(64 * 1024, 77);
+    lun.write_blocks(2048, &data).expect("write");
+    lun.flush().expect("flush");
+    lun.unmap(2048, 64).expect("UNMAP");
+    let mut back = vec![0u8; data.len()];
+    lun.read_blocks(2048, &mut back).expect("read");
+    assert!(
+        back[..64 * 512].iter().all(|&b| b == 0),
+        "unmapped blocks read as zeros"
+    );
+    assert!(
+        back[64 * 512..] == data[64 * 512..],
+        "the rest is untouched"
+    );
+    assert!(
+        read_backing(&tgt.backing_file(), 2048 * 512, 64 * 512)
+            .iter()
+            .all(|&b| b == 0)
+    );
+    lun.into_client().logout().expect("logout");
+}

@@ -203,7 +203,7 @@ fn cmd_ls(args: &Args) -> Result<(), String> {
     for lun in luns {
         match lun_info(&mut c, lun) {
             Ok(i) => println!(
-                "lun {lun} size={} block_size={} scsi_id={} serial={} vendor={:?} product={:?} type={:#04x} max_transfer_blocks={}",
+                "lun {lun} size={} block_size={} scsi_id={} serial={} vendor={:?} product={:?} type={:#04x} max_transfer_blocks={} thin={}",
                 i.capacity.map_or(0, |c| c.bytes()),
                 i.capacity.map_or(0, |c| c.block_size),
                 i.scsi_id.as_deref().unwrap_or("-"),
@@ -212,6 +212,7 @@ fn cmd_ls(args: &Args) -> Result<(), String> {
                 i.inquiry.product,
                 i.inquiry.device_type,
                 i.block_limits.map_or(0, |l| l.max_transfer_blocks),
+                i.capacity.is_some_and(|c| c.thin_provisioned),
             ),
             Err(e) => println!("lun {lun} error: {e}"),
         }

@@ -23,6 +23,8 @@ const UNIT_ATTENTION_RETRIES: usize = 3;
 pub enum LunError {
     Client(ClientError),
     Scsi(ScsiError),
+    /// The LU does not offer this operation.
+    Unsupported(&'static str),
 }
 
 impl fmt::Display for LunError {
@@ -30,6 +32,7 @@ impl fmt::Display for LunError {
         match self {
             LunError::Client(e) => write!(f, "{e}"),
             LunError::Scsi(e) => write!(f, "{e}"),
+            LunError::Unsupported(what) => write!(f, "the LUN does not support {what}"),
         }
     }
 }
@@ -213,6 +216,8 @@ pub struct IscsiLun<S, C> {
     capacity: Capacity,
     /// Bytes per READ(16)/WRITE(16): [`MAX_TRANSFER`] or the LU's limit.
     max_transfer: usize,
+    /// Blocks one UNMAP may release (the LU's limit, else u32::MAX).
+    max_unmap: u32,
     last_error: Option<LunError>,
     reconnect: Option<Box<dyn Reconnect<S, C> + Send>>,
     recoveries: u32,
@@ -240,7 +245,12 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
         )?;
         let capacity = scsi::parse_read_capacity_16(&data)?;
         let bs = capacity.block_size as usize;
-        let limit = block_limits(&mut client, wire)
+        let limits = block_limits(&mut client, wire);
+        let max_unmap = limits
+            .map(|l| l.max_unmap_lba_count)
+            .filter(|&n| n > 0)
+            .unwrap_or(u32::MAX);
+        let limit = limits
             .map(|l| l.max_transfer_blocks as usize)
             .filter(|&b| b > 0)
             .map_or(MAX_TRANSFER, |b| b.saturating_mul(bs).min(MAX_TRANSFER));
@@ -249,6 +259,7 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
             lun: wire,
             capacity,
             max_transfer: (limit / bs).max(1) * bs,
+            max_unmap,
             last_error: None,
             reconnect: None,
             recoveries: 0,
@@ -346,6 +357,36 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
 
     pub fn into_client(self) -> Client<S, C> {
         self.client
+    }
+
+    /// Releases `blocks` blocks from `lba` on a thin-provisioned LU
+    /// (UNMAP); later reads of them return zeros on most targets.
+    pub fn unmap(&mut self, lba: u64, blocks: u64) -> Result<(), LunError> {
+        if !self.capacity.thin_provisioned {
+            return Err(LunError::Unsupported("UNMAP (it is not thin-provisioned)"));
+        }
+        let end = lba
+            .checked_add(blocks)
+            .filter(|&e| e <= self.capacity.blocks())
+            .ok_or(LunError::Scsi(ScsiError::CheckCondition(scsi::Sense {
+                key: scsi::sense_key::ILLEGAL_REQUEST,
+                asc: 0x21,
+                ascq: 0,
+            })))?;
+        // One descriptor per command, within the LU's UNMAP limit.
+        let lun = self.lun;
+        let mut at = lba;
+        while at < end {
+            let n = (end - at).min(u64::from(self.max_unmap)) as u32;
+            let list = scsi::unmap_parameter_list(&[(at, n)]);
+            let cdb = scsi::unmap(list.len() as u16);
+            self.with_recovery(|me| {
+                scsi_command(&mut me.client, lun, cdb, DataTransfer::Write(list.clone()))
+                    .map(|_| ())
+            })?;
+            at += u64::from(n);
+        }
+        Ok(())
     }
 
     /// The detailed cause of the last `BlockError::Io`.

@@ -62,6 +62,35 @@ pub fn synchronize_cache_16() -> Cdb {
     rw16(opcode::SYNCHRONIZE_CACHE_16, 0, 0)
 }
 
+/// Block descriptors one UNMAP parameter list carries at most (keeps the
+/// list within one 8 KiB PDU).
+pub const UNMAP_MAX_DESCRIPTORS: usize = 256;
+
+/// UNMAP (10) for a parameter list of `list_len` bytes.
+pub fn unmap(list_len: u16) -> Cdb {
+    let mut c = [0u8; 16];
+    c[0] = opcode::UNMAP;
+    c[7..9].copy_from_slice(&list_len.to_be_bytes());
+    c
+}
+
+/// The UNMAP parameter list for `(lba, blocks)` ranges (SBC-3 §5.28.2);
+/// at most [`UNMAP_MAX_DESCRIPTORS`] are used.
+pub fn unmap_parameter_list(ranges: &[(u64, u32)]) -> alloc::vec::Vec<u8> {
+    let ranges = &ranges[..ranges.len().min(UNMAP_MAX_DESCRIPTORS)];
+    let desc_len = ranges.len() * 16;
+    let mut v = alloc::vec::Vec::with_capacity(8 + desc_len);
+    v.extend_from_slice(&((6 + desc_len) as u16).to_be_bytes());
+    v.extend_from_slice(&(desc_len as u16).to_be_bytes());
+    v.extend_from_slice(&[0; 4]);
+    for (lba, blocks) in ranges {
+        v.extend_from_slice(&lba.to_be_bytes());
+        v.extend_from_slice(&blocks.to_be_bytes());
+        v.extend_from_slice(&[0; 4]);
+    }
+    v
+}
+
 /// Encodes a LUN number into the 8-byte iSCSI/SAM LUN field (peripheral
 /// addressing below 256, flat space addressing up to 16383).
 pub fn lun_to_wire(lun: u16) -> u64 {
@@ -96,5 +125,10 @@ mod tests {
         assert_eq!(lun_to_wire(1), 0x0001_0000_0000_0000);
         assert_eq!(lun_from_wire(lun_to_wire(1)), 1);
         assert_eq!(lun_from_wire(lun_to_wire(300)), 300);
+        let list = unmap_parameter_list(&[(0x10, 8)]);
+        assert_eq!(list.len(), 24);
+        assert_eq!(&list[..4], &[0, 22, 0, 16]);
+        assert_eq!(&list[8..20], &[0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 8]);
+        assert_eq!(unmap(24)[..9], [0x42, 0, 0, 0, 0, 0, 0, 0, 24]);
     }
 }

@@ -17,6 +17,7 @@ pub mod opcode {
     pub const WRITE_16: u8 = 0x8a;
     pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
     pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
+    pub const UNMAP: u8 = 0x42;
     pub const REPORT_LUNS: u8 = 0xa0;
     /// Service action of SERVICE ACTION IN(16) for READ CAPACITY(16).
     pub const SA_READ_CAPACITY_16: u8 = 0x10;

@@ -153,6 +153,8 @@ pub fn parse_block_limits(d: &[u8]) -> Result<BlockLimits, ScsiError> {
 pub struct Capacity {
     pub last_lba: u64,
     pub block_size: u32,
+    /// LBPME: the LU is thin-provisioned and accepts UNMAP.
+    pub thin_provisioned: bool,
 }
 
 impl Capacity {
@@ -179,6 +181,7 @@ pub fn parse_read_capacity_16(d: &[u8]) -> Result<Capacity, ScsiError> {
     Ok(Capacity {
         last_lba: u64::from_be_bytes(lba),
         block_size,
+        thin_provisioned: d.get(14).is_some_and(|b| b & 0x80 != 0),
     })
 }
 
