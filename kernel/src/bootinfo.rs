@@ -4,6 +4,7 @@
 //! caller-supplied reader, checks every length, and never panics, so it is
 //! tested on the host with a fake memory.
 
+use crate::le::{u32_at, u64_at};
 use heapless::{String, Vec};
 
 pub const MAX_REGIONS: usize = 128;
@@ -83,17 +84,6 @@ pub enum BootInfoError {
 /// range is not readable.
 pub trait PhysRead {
     fn read(&self, phys: u64, buf: &mut [u8]) -> bool;
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
 }
 
 fn read_array<const N: usize>(mem: &impl PhysRead, phys: u64) -> Result<[u8; N], BootInfoError> {

@@ -13,6 +13,7 @@ pub mod bootinfo;
 pub mod cmdline;
 pub mod cpio;
 pub mod hv;
+pub mod le;
 pub mod mem;
 
 #[cfg(target_os = "none")]

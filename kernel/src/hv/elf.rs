@@ -3,6 +3,7 @@
 //! physical addresses, bss zeroed, and the entry point.
 
 use super::memory::{GuestAddress, GuestMemory, OutOfBounds};
+use crate::le::{u16_at, u32_at, u64_at};
 
 const PT_LOAD: u32 = 1;
 const EM_X86_64: u16 = 62;
@@ -41,20 +42,6 @@ impl core::fmt::Display for ElfError {
             ElfError::NoLoadableSegment => write!(f, "no loadable segment"),
         }
     }
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
-}
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-}
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
 }
 
 /// What was loaded.

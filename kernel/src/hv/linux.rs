@@ -6,6 +6,7 @@
 
 use super::longmode::{self, LongModeEntry};
 use super::memory::{GuestAddress, GuestMemory, OutOfBounds};
+use crate::le::{u16_at, u32_at, u64_at};
 
 /// Guest-physical places the loader uses (below 1 MiB, above the page tables).
 pub const BOOT_PARAMS: u64 = 0x8000;
@@ -81,20 +82,6 @@ impl core::fmt::Display for LinuxError {
             }
         }
     }
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
-}
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-}
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
 }
 
 /// Loads `bzimage` (and `initrd`) into `mem` with `cmdline`; returns the

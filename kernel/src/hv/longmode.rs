@@ -18,7 +18,7 @@ pub const CODE_SELECTOR: u16 = 0x10;
 pub const DATA_SELECTOR: u16 = 0x18;
 
 /// Control-register and entry state for a 64-bit start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LongModeEntry {
     pub rip: u64,
     pub rsp: u64,

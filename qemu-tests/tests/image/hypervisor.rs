@@ -52,13 +52,19 @@ fn archive(dir: &Path, files: &[(String, Vec<u8>)]) -> PathBuf {
             .expect("archive tree");
         fs::write(at, data).expect("write archive file");
     }
-    let archive = dir.join("modules.cpio");
-    let list: String = files.iter().map(|(p, _)| format!("{p}\n")).collect();
+    let list: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    cpio(&root, &list, &dir.join("modules.cpio"))
+}
+
+/// Packs `paths` (relative to `root`) into a newc cpio archive at `out` with
+/// Debian's `cpio`.
+fn cpio(root: &Path, paths: &[&str], out: &Path) -> PathBuf {
+    let list: String = paths.iter().map(|p| format!("{p}\n")).collect();
     let mut child = Command::new("cpio")
         .args(["-o", "-H", "newc", "--quiet"])
-        .current_dir(&root)
+        .current_dir(root)
         .stdin(Stdio::piped())
-        .stdout(fs::File::create(&archive).expect("create archive"))
+        .stdout(fs::File::create(out).expect("create archive"))
         .spawn()
         .expect("run cpio");
     child
@@ -68,7 +74,7 @@ fn archive(dir: &Path, files: &[(String, Vec<u8>)]) -> PathBuf {
         .write_all(list.as_bytes())
         .expect("feed cpio");
     assert!(child.wait().expect("cpio").success());
-    archive
+    out.to_path_buf()
 }
 
 /// The archive of `guests/<name>.elf` for each assembled guest.
@@ -214,21 +220,7 @@ fn initrd_reporting_cpus(dir: &Path) -> Vec<u8> {
     .expect("write init");
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&init, fs::Permissions::from_mode(0o755)).expect("chmod init");
-    let overlay = dir.join("init-overlay.cpio");
-    let mut child = Command::new("cpio")
-        .args(["-o", "-H", "newc", "--quiet"])
-        .current_dir(&root)
-        .stdin(Stdio::piped())
-        .stdout(fs::File::create(&overlay).expect("create overlay"))
-        .spawn()
-        .expect("run cpio");
-    child
-        .stdin
-        .take()
-        .expect("cpio stdin")
-        .write_all(b"init\n")
-        .expect("feed cpio");
-    assert!(child.wait().expect("cpio").success());
+    let overlay = cpio(&root, &["init"], &dir.join("init-overlay.cpio"));
     let peer = qemu_tests::workspace_root().join("target/peer/initrd.gz");
     let mut initrd = fs::read(&peer)
         .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", peer.display()));

@@ -384,16 +384,8 @@ impl SvmVcpu {
         // Begin from a long-mode template, then load the architectural
         // INIT/SIPI state over it.
         let template = LongModeEntry {
-            rip: 0,
-            rsp: 0,
-            rdi: 0,
-            rsi: 0,
-            cr0: 0,
-            cr3: 0,
-            cr4: 0,
-            efer: 0,
-            gdt_base: 0,
             gdt_limit: 0xffff,
+            ..LongModeEntry::default()
         };
         let mut v = SvmVcpu::new(npt_root, asid, &template)?;
         let base = u64::from(vector) << 12;
@@ -550,51 +542,62 @@ impl Vcpu for SvmVcpu {
     }
 
     fn read_arch_msr(&self, msr: u32) -> Option<u64> {
-        let off = match msr {
-            0xc000_0080 => return Some(self.r64(vmcb::EFER) & !EFER_SVME),
-            0xc000_0081 => vmcb::STAR,
-            0xc000_0082 => vmcb::LSTAR,
-            0xc000_0083 => vmcb::CSTAR,
-            0xc000_0084 => vmcb::SFMASK,
-            0xc000_0100 => vmcb::FS + 8,
-            0xc000_0101 => vmcb::GS + 8,
-            0xc000_0102 => vmcb::KERNEL_GS_BASE,
-            0x174 => vmcb::SYSENTER_CS,
-            0x175 => vmcb::SYSENTER_ESP,
-            0x176 => vmcb::SYSENTER_EIP,
-            0x277 => vmcb::G_PAT,
-            _ => return None,
-        };
-        Some(self.r64(off))
+        if msr == guest_msr::EFER {
+            return Some(self.r64(vmcb::EFER) & !EFER_SVME);
+        }
+        vmcb_msr_slot(msr).map(|off| self.r64(off))
     }
 
     fn write_arch_msr(&mut self, msr: u32, value: u64) -> Option<bool> {
-        let off = match msr {
-            0xc000_0080 => {
-                // SCE, LME, LMA, NXE only; the guest always keeps SVME from the host's view.
-                const ALLOWED: u64 = 1 | (1 << 8) | (1 << 10) | (1 << 11);
-                if value & !ALLOWED != 0 {
-                    return Some(false);
-                }
-                self.w64(vmcb::EFER, value | EFER_SVME);
-                return Some(true);
+        if msr == guest_msr::EFER {
+            // SCE, LME, LMA, NXE only; the guest always keeps SVME from the host's view.
+            const ALLOWED: u64 = 1 | (1 << 8) | (1 << 10) | (1 << 11);
+            if value & !ALLOWED != 0 {
+                return Some(false);
             }
-            0xc000_0081 => vmcb::STAR,
-            0xc000_0082 => vmcb::LSTAR,
-            0xc000_0083 => vmcb::CSTAR,
-            0xc000_0084 => vmcb::SFMASK,
-            0xc000_0100 => vmcb::FS + 8,
-            0xc000_0101 => vmcb::GS + 8,
-            0xc000_0102 => vmcb::KERNEL_GS_BASE,
-            0x174 => vmcb::SYSENTER_CS,
-            0x175 => vmcb::SYSENTER_ESP,
-            0x176 => vmcb::SYSENTER_EIP,
-            0x277 => vmcb::G_PAT,
-            _ => return None,
-        };
+            self.w64(vmcb::EFER, value | EFER_SVME);
+            return Some(true);
+        }
+        let off = vmcb_msr_slot(msr)?;
         self.w64(off, value);
         Some(true)
     }
+}
+
+/// Guest MSRs whose state the VMCB holds (loaded and saved by VMLOAD/VMSAVE
+/// or VMRUN).
+mod guest_msr {
+    pub const EFER: u32 = 0xc000_0080;
+    pub const STAR: u32 = 0xc000_0081;
+    pub const LSTAR: u32 = 0xc000_0082;
+    pub const CSTAR: u32 = 0xc000_0083;
+    pub const SFMASK: u32 = 0xc000_0084;
+    pub const FS_BASE: u32 = 0xc000_0100;
+    pub const GS_BASE: u32 = 0xc000_0101;
+    pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
+    pub const SYSENTER_CS: u32 = 0x174;
+    pub const SYSENTER_ESP: u32 = 0x175;
+    pub const SYSENTER_EIP: u32 = 0x176;
+    pub const PAT: u32 = 0x277;
+}
+
+/// Where the VMCB keeps MSR `msr` (EFER aside, which needs filtering).
+fn vmcb_msr_slot(msr: u32) -> Option<usize> {
+    Some(match msr {
+        guest_msr::STAR => vmcb::STAR,
+        guest_msr::LSTAR => vmcb::LSTAR,
+        guest_msr::CSTAR => vmcb::CSTAR,
+        guest_msr::SFMASK => vmcb::SFMASK,
+        // The base lives in the segment's second quadword.
+        guest_msr::FS_BASE => vmcb::FS + 8,
+        guest_msr::GS_BASE => vmcb::GS + 8,
+        guest_msr::KERNEL_GS_BASE => vmcb::KERNEL_GS_BASE,
+        guest_msr::SYSENTER_CS => vmcb::SYSENTER_CS,
+        guest_msr::SYSENTER_ESP => vmcb::SYSENTER_ESP,
+        guest_msr::SYSENTER_EIP => vmcb::SYSENTER_EIP,
+        guest_msr::PAT => vmcb::G_PAT,
+        _ => return None,
+    })
 }
 
 impl Drop for SvmVcpu {
