@@ -10,11 +10,6 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Whether the bytes come from a hardware generator.
-pub fn has_hardware_rng() -> bool {
-    cpu::rdrand().is_some()
-}
-
 /// Fills `buf` with random bytes.
 pub fn fill(buf: &mut [u8]) {
     let mut state = mix(cpu::rdtsc());

@@ -18,7 +18,6 @@ pub struct PerCpu {
     pub stack_top: u64,
     pub online: AtomicBool,
     pub ipis: AtomicU64,
-    pub timer_ticks: AtomicU64,
     /// Work handed to this CPU (a vCPU loop); taken by its idle loop.
     pub job: Mutex<Option<Job>>,
     /// Whether the CPU is claimed for a job.
@@ -54,7 +53,6 @@ impl PerCpu {
             stack_top,
             online: AtomicBool::new(false),
             ipis: AtomicU64::new(0),
-            timer_ticks: AtomicU64::new(0),
             job: Mutex::new(None),
             busy: AtomicBool::new(false),
         }

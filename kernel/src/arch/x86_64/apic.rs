@@ -103,10 +103,6 @@ pub fn init_this_cpu() {
     eoi();
 }
 
-pub fn is_x2apic() -> bool {
-    X2APIC.load(Ordering::Relaxed)
-}
-
 /// The calling CPU's APIC ID.
 pub fn id() -> u32 {
     let v = read(reg::ID);

@@ -1,5 +1,5 @@
-//! I/O APICs: every input starts masked; `route` steers one global system
-//! interrupt (GSI) to a vector on a CPU.
+//! I/O APICs: found in the MADT and left with every input masked until a
+//! host device needs its interrupt routed.
 
 use spin::Mutex;
 
@@ -8,8 +8,6 @@ const IOWIN: u64 = 0x10;
 const REG_VERSION: u32 = 0x01;
 const REG_REDIRECTION: u32 = 0x10;
 const MASKED: u64 = 1 << 16;
-const LEVEL: u64 = 1 << 15;
-const ACTIVE_LOW: u64 = 1 << 13;
 
 /// One I/O APIC: its mapped registers and the GSIs it serves.
 #[derive(Debug, Clone, Copy)]
@@ -66,47 +64,4 @@ pub fn add(base: u64, gsi_base: u32) -> IoApic {
         log::warn!("ioapic: more than 8 I/O APICs, ignoring the one at GSI {gsi_base}");
     }
     apic
-}
-
-/// Trigger and polarity of an interrupt line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Trigger {
-    pub level: bool,
-    pub active_low: bool,
-}
-
-/// Routes `gsi` to `vector` on the CPU with APIC ID `dest` (physical mode, fixed delivery).
-pub fn route(gsi: u32, vector: u8, dest: u32, trigger: Trigger) -> bool {
-    let apics = IOAPICS.lock();
-    let Some(apic) = apics
-        .iter()
-        .find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.inputs)
-    else {
-        return false;
-    };
-    let mut entry = u64::from(vector) | (u64::from(dest & 0xff) << 56);
-    if trigger.level {
-        entry |= LEVEL;
-    }
-    if trigger.active_low {
-        entry |= ACTIVE_LOW;
-    }
-    apic.write_entry(gsi - apic.gsi_base, entry);
-    true
-}
-
-/// Masks `gsi` again.
-pub fn mask(gsi: u32) {
-    let apics = IOAPICS.lock();
-    if let Some(apic) = apics
-        .iter()
-        .find(|a| gsi >= a.gsi_base && gsi < a.gsi_base + a.inputs)
-    {
-        apic.write_entry(gsi - apic.gsi_base, MASKED);
-    }
-}
-
-/// Total inputs over all registered I/O APICs.
-pub fn total_inputs() -> u32 {
-    IOAPICS.lock().iter().map(|a| a.inputs).sum()
 }

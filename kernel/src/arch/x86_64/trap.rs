@@ -48,10 +48,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     match v {
         vector::NMI if panic::is_halting() => cpu::halt_forever(),
         0..=31 => fatal_exception(frame),
+        // The timer only wakes an idle CPU or forces a VM exit; nothing to count.
         vector::TIMER => {
-            if let Some(p) = percpu::current() {
-                p.timer_ticks.fetch_add(1, Ordering::Relaxed);
-            }
             apic::eoi();
         }
         vector::IPI_WAKE => {
