@@ -191,11 +191,12 @@ impl Board {
         let Some(route) = self.ioapic.raise(gsi) else {
             return;
         };
-        let targets: Vec<usize> = (0..self.lapics.len())
-            .filter(|&i| self.lapics[i].matches(route.destination, route.logical))
-            .collect();
         // Fixed delivery to a logical set goes to its first member (as lowest priority would).
-        if let Some(&t) = targets.first() {
+        let target = self
+            .lapics
+            .iter()
+            .position(|l| l.matches(route.destination, route.logical));
+        if let Some(t) = target {
             self.lapics[t].accept(route.vector);
             self.kick(t);
         }
@@ -266,17 +267,18 @@ impl Board {
 
     /// Routes an IPI sent by vCPU `from`.
     fn deliver_ipi(&mut self, from: usize, ipi: lapic::Ipi) {
-        let n = self.lapics.len();
-        let targets: Vec<usize> = match ipi.shorthand() {
-            1 => alloc::vec![from],
-            2 => (0..n).collect(),
-            3 => (0..n).filter(|&i| i != from).collect(),
-            _ => (0..n)
-                .filter(|&i| self.lapics[i].matches(ipi.destination, ipi.logical()))
-                .collect(),
-        };
+        // A bit per target vCPU (at most 64, the MADT's limit): no allocation per IPI.
+        let targets = self.lapics.iter().enumerate().fold(0u64, |set, (i, l)| {
+            let hit = match ipi.shorthand() {
+                1 => i == from,
+                2 => true,
+                3 => i != from,
+                _ => l.matches(ipi.destination, ipi.logical()),
+            };
+            set | (u64::from(hit) << i)
+        });
         const LEVEL_ASSERT: u32 = 1 << 14;
-        for t in targets {
+        for t in (0..self.lapics.len()).filter(|t| targets & (1 << t) != 0) {
             match ipi.delivery_mode() {
                 0 | 1 => self.lapics[t].accept(ipi.vector()),
                 // INIT (the de-assert variant only synchronises arbitration IDs).
