@@ -7,8 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::Context;
-use crate::cpio::Cpio;
 use crate::{Error, Result};
+use qemu_tests::cpio::Cpio;
 
 /// Linux guests get ACPI (a LAPIC per vCPU and the IOAPIC in the MADT, PM
 /// timer, S5) but no PCI bus yet. Each vCPU needs a free host CPU.

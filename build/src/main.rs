@@ -4,7 +4,7 @@
 
 mod bench;
 mod cmd;
-mod cpio;
+
 mod guest;
 mod hostcfg;
 mod image;

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::cmd::{Context, describe, run_output, run_status, stdout_of};
-use crate::cpio::Cpio;
 use crate::setup::Apt;
 use crate::{Error, Paths, Result};
+use qemu_tests::cpio::Cpio;
 
 /// What the peer's `/init` prints on the console once it runs.
 pub const MARKER: &str = "KEEL-PEER-INIT-REACHED";

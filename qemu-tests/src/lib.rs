@@ -8,6 +8,7 @@
 //! loopback port to the guest's port 80: nothing leaves the machine.
 #![forbid(unsafe_code)]
 
+pub mod cpio;
 pub mod http;
 mod testdir;
 

@@ -3,9 +3,10 @@
 //! archive as `guests/<name>.elf`, and started by the image at boot.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use qemu_tests::cpio::Cpio;
 
 use super::{BOOT_TIMEOUT, health, keel};
 
@@ -43,38 +44,15 @@ fn assemble(name: &str, out_dir: &Path) -> PathBuf {
 }
 
 /// A newc cpio archive (the boot-module format for several files) of `files`:
-/// (path inside the archive, contents).
+/// (path inside the archive, contents). Written to the test's folder.
 fn archive(dir: &Path, files: &[(String, Vec<u8>)]) -> PathBuf {
-    let root = dir.join("archive");
+    let mut cpio = Cpio::default();
     for (path, data) in files {
-        let at = root.join(path);
-        fs::create_dir_all(at.parent().expect("archive paths have a folder"))
-            .expect("archive tree");
-        fs::write(at, data).expect("write archive file");
+        cpio.file(path, 0o644, data);
     }
-    let list: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
-    cpio(&root, &list, &dir.join("modules.cpio"))
-}
-
-/// Packs `paths` (relative to `root`) into a newc cpio archive at `out` with
-/// Debian's `cpio`.
-fn cpio(root: &Path, paths: &[&str], out: &Path) -> PathBuf {
-    let list: String = paths.iter().map(|p| format!("{p}\n")).collect();
-    let mut child = Command::new("cpio")
-        .args(["-o", "-H", "newc", "--quiet"])
-        .current_dir(root)
-        .stdin(Stdio::piped())
-        .stdout(fs::File::create(out).expect("create archive"))
-        .spawn()
-        .expect("run cpio");
-    child
-        .stdin
-        .take()
-        .expect("cpio stdin")
-        .write_all(list.as_bytes())
-        .expect("feed cpio");
-    assert!(child.wait().expect("cpio").success());
-    out.to_path_buf()
+    let out = dir.join("modules.cpio");
+    fs::write(&out, cpio.finish()).expect("write archive");
+    out
 }
 
 /// The archive of `guests/<name>.elf` for each assembled guest.
@@ -205,27 +183,22 @@ fn debian_kernel_boots_as_a_guest_beside_another_guest() {
 
 /// The peer's initramfs with its `/init` replaced: Linux unpacks concatenated
 /// archives (each starting 4-byte aligned) and later files win.
-fn initrd_reporting_cpus(dir: &Path) -> Vec<u8> {
-    let root = dir.join("init-overlay");
-    fs::create_dir_all(&root).expect("overlay dir");
-    let init = root.join("init");
-    fs::write(
-        &init,
-        "#!/bin/busybox sh\n\
-         /bin/busybox mkdir -p /proc\n\
-         /bin/busybox mount -t proc proc /proc\n\
-         echo \"KEEL-GUEST-CPUS=$(/bin/busybox grep -c ^processor /proc/cpuinfo)\" > /dev/console\n\
-         /bin/busybox poweroff -f\n",
-    )
-    .expect("write init");
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&init, fs::Permissions::from_mode(0o755)).expect("chmod init");
-    let overlay = cpio(&root, &["init"], &dir.join("init-overlay.cpio"));
+fn initrd_reporting_cpus() -> Vec<u8> {
+    let mut overlay = Cpio::default();
+    overlay.file(
+        "init",
+        0o755,
+        b"#!/bin/busybox sh\n\
+          /bin/busybox mkdir -p /proc\n\
+          /bin/busybox mount -t proc proc /proc\n\
+          echo \"KEEL-GUEST-CPUS=$(/bin/busybox grep -c ^processor /proc/cpuinfo)\" > /dev/console\n\
+          /bin/busybox poweroff -f\n",
+    );
     let peer = qemu_tests::workspace_root().join("target/peer/initrd.gz");
     let mut initrd = fs::read(&peer)
         .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", peer.display()));
     initrd.resize(initrd.len().div_ceil(4) * 4, 0);
-    initrd.extend(fs::read(overlay).expect("read overlay"));
+    initrd.extend(overlay.finish());
     initrd
 }
 
@@ -233,7 +206,7 @@ fn initrd_reporting_cpus(dir: &Path) -> Vec<u8> {
 fn two_smp_debian_guests_at_once() {
     // Two guests of 2 vCPUs each need 4 host CPUs besides the one serving I/O.
     let builder = keel(5, 1536).hard_timeout(std::time::Duration::from_secs(300));
-    let initrd = initrd_reporting_cpus(builder.dir());
+    let initrd = initrd_reporting_cpus();
     let mut files = Vec::new();
     for name in ["left", "right"] {
         let mut guest = debian_guest(name, LINUX_CMDLINE);
