@@ -1,8 +1,9 @@
 //! The host's network layer: the NIC trait drivers implement ([`nic`]), wire
 //! formats ([`wire`]: Ethernet, 802.1Q, LACPDU, Marker), the 802.1AX LACP
 //! state machines ([`lacp`]), bonds that are themselves NICs ([`bond`]), and
-//! the host IP interfaces built on `smoltcp` ([`iface`]). The virtual switch
-//! builds on the same NIC trait. With the `hosted` feature, [`hosted`] adds a
+//! the host IP interfaces built on `smoltcp` ([`iface`]), the learning
+//! 802.1Q virtual switch that joins uplink, guest VIFs and host interfaces
+//! ([`switch`]). With the `hosted` feature, [`hosted`] adds a
 //! Linux packet-socket NIC for tests against real peers.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod hosted;
 pub mod iface;
 pub mod lacp;
 pub mod nic;
+pub mod switch;
 pub mod wire;
 
 #[cfg(any(test, feature = "testing"))]
