@@ -9,8 +9,14 @@ extern crate alloc;
 extern crate std;
 
 pub mod block;
+pub mod config_store;
+#[cfg(test)]
+mod crash;
 pub mod fuzz;
 pub mod iscsi;
+pub mod journal;
+pub mod mem;
+pub mod region;
 pub mod scsi;
 
 pub use block::{BlockDevice, BlockError};
