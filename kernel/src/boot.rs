@@ -156,6 +156,7 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
     }
 
     smp::start_aps(bsp, &platform.cpus);
+    crate::sched::init();
     let answered = smp::ipi_check();
     log::info!("smp: IPI round trip to {answered} CPUs ok");
 

@@ -69,6 +69,7 @@ extern "C" fn ap_entry(me: &'static mut PerCpu) -> ! {
             job();
             me.busy.store(false, Ordering::Release);
         }
+        crate::sched::run_this_cpu();
         cpu::sti_hlt_cli();
     }
 }

@@ -23,12 +23,22 @@ fn run(cmd: &mut Command) {
 
 /// Assembles `qemu-tests/guests/<name>.S` into a static ELF linked at 2 MiB.
 fn assemble(name: &str, out_dir: &Path) -> PathBuf {
+    assemble_as(name, name, &[], out_dir)
+}
+
+/// Assembles `guests/<source>.S` with `--defsym` symbols into `<name>.elf`.
+fn assemble_as(source: &str, name: &str, defs: &[(&str, u64)], out_dir: &Path) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("guests")
-        .join(format!("{name}.S"));
+        .join(format!("{source}.S"));
     let obj = out_dir.join(format!("{name}.o"));
     let elf = out_dir.join(format!("{name}.elf"));
-    run(Command::new("as").arg("--64").arg("-o").arg(&obj).arg(&src));
+    let mut as_cmd = Command::new("as");
+    as_cmd.arg("--64");
+    for (sym, value) in defs {
+        as_cmd.arg("--defsym").arg(format!("{sym}={value}"));
+    }
+    run(as_cmd.arg("-o").arg(&obj).arg(&src));
     run(Command::new("ld")
         .args([
             "-static",
@@ -204,8 +214,9 @@ fn initrd_reporting_cpus() -> Vec<u8> {
 
 #[test]
 fn two_smp_debian_guests_at_once() {
-    // Two guests of 2 vCPUs each need 4 host CPUs besides the one serving I/O.
-    let builder = keel(5, 1536).hard_timeout(std::time::Duration::from_secs(300));
+    // Four vCPUs on the two host CPUs besides the one serving I/O: each
+    // host CPU runs two of them in time slices.
+    let builder = keel(3, 1536).hard_timeout(std::time::Duration::from_secs(300));
     let initrd = initrd_reporting_cpus();
     let mut files = Vec::new();
     for name in ["left", "right"] {
@@ -263,4 +274,69 @@ fn a_guest_never_sees_the_registers_an_earlier_guest_left() {
         qemu.serial().contains("started, 1 vCPU(s) on cpu[1]"),
         "both guests ran on cpu1"
     );
+}
+
+#[test]
+fn vcpus_share_a_host_cpu_in_time_slices_and_keep_their_registers() {
+    // Two CPUs: the boot CPU serves I/O, so both guests share the only AP.
+    let builder = keel(2, 512);
+    let dir = builder.dir().to_path_buf();
+    let forever = assemble_as(
+        "spin",
+        "forever",
+        &[("PATTERN", 0x1234_5678), ("ROUNDS", 0), ("XCR0", 3)],
+        &dir,
+    );
+    let finite = assemble_as(
+        "spin",
+        "finite",
+        &[("PATTERN", 0x9abc_def0), ("ROUNDS", 64), ("XCR0", 1)],
+        &dir,
+    );
+    let files = vec![
+        (
+            "guests/forever.elf".to_string(),
+            fs::read(forever).expect("read guest"),
+        ),
+        (
+            "guests/finite.elf".to_string(),
+            fs::read(finite).expect("read guest"),
+        ),
+    ];
+    let archive = archive(&dir, &files);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    // `forever` is started first and never yields by itself: `finite` only
+    // gets to finish if the host preempts it.
+    qemu.wait_for_serial("vm finite: spun, registers intact", BOOT_TIMEOUT)
+        .expect("the second guest ran to its end beside a guest that never stops");
+    qemu.wait_for_serial("vm finite: halted after", BOOT_TIMEOUT)
+        .expect("finite halted");
+    // `forever` kept running, with its registers, after `finite` ended.
+    let ticks = |s: &str| s.matches("vm forever: tick").count();
+    let before = ticks(&qemu.serial());
+    let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+    while ticks(&qemu.serial()) <= before + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "forever stopped ticking after finite ended:\n{}",
+            qemu.serial_tail(20)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let serial = qemu.serial();
+    assert!(
+        serial.contains("vm forever: started, 1 vCPU(s) on cpu[1]")
+            && serial.contains("vm finite: started, 1 vCPU(s) on cpu[1]"),
+        "both guests were placed on cpu1"
+    );
+    assert!(
+        ticks(&serial[..serial.find("vm finite: spun").expect("finite line")]) > 0,
+        "forever ran while finite was running"
+    );
+    assert!(
+        !serial.contains("REGISTERS CHANGED"),
+        "a guest's extended registers or XCR0 changed under it"
+    );
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
 }

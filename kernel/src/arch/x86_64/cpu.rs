@@ -249,6 +249,85 @@ pub fn reset_extended_state() {
     unsafe { asm!("fninit", options(nomem, nostack)) }
 }
 
+/// One guest's x87/SSE/AVX registers and XCR0 while another guest runs on
+/// the same host CPU. Saved and restored only on a vCPU switch: the host
+/// itself never touches these registers.
+pub struct ExtendedState {
+    area: alloc::boxed::Box<InitXsaveArea>,
+    xcr0: u64,
+    /// Whether `area` holds a saved state (else restoring loads the init state).
+    saved: bool,
+}
+
+impl core::fmt::Debug for ExtendedState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ExtendedState")
+            .field("xcr0", &self.xcr0)
+            .field("saved", &self.saved)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ExtendedState {
+    fn default() -> Self {
+        ExtendedState {
+            area: alloc::boxed::Box::new(InitXsaveArea([0; 4096])),
+            xcr0: 1,
+            saved: false,
+        }
+    }
+}
+
+/// The XSAVE components this CPU supports, if XSAVE is usable with our area.
+fn xsave_mask() -> Option<u64> {
+    let (_, _, ecx, _) = cpuid(1, 0);
+    if ecx & (1 << 26) == 0 {
+        return None;
+    }
+    let (lo, _, size, hi) = cpuid(0xd, 0);
+    (size as usize <= core::mem::size_of::<InitXsaveArea>())
+        .then_some((u64::from(hi) << 32) | u64::from(lo))
+}
+
+impl ExtendedState {
+    /// Saves this CPU's extended registers and XCR0 (the guest's, which SVM
+    /// leaves live). Without XSAVE the CPU only has what `fninit` resets, and
+    /// nothing is kept.
+    pub fn save(&mut self) {
+        let Some(mask) = xsave_mask() else { return };
+        // SAFETY: XSAVE is supported and CR4.OSXSAVE was set when this CPU's
+        // first guest started (`reset_extended_state`); XGETBV(0) reads XCR0.
+        // XCR0 is widened to every supported component before XSAVE so SSE
+        // state is kept even if the guest left XCR0 at x87 only; the area is
+        // 64-byte aligned, large enough for `mask` and exclusively borrowed.
+        unsafe {
+            let (lo, hi): (u32, u32);
+            asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack));
+            self.xcr0 = (u64::from(hi) << 32) | u64::from(lo);
+            asm!("xsetbv", in("ecx") 0u32, in("eax") mask as u32, in("edx") (mask >> 32) as u32, options(nostack));
+            asm!("xsave [{area}]", area = in(reg) &mut *self.area, in("eax") mask as u32, in("edx") (mask >> 32) as u32, options(nostack));
+        }
+        self.saved = true;
+    }
+
+    /// Loads what `save` kept, or the power-on state if nothing was saved.
+    pub fn restore(&self) {
+        if !self.saved {
+            reset_extended_state();
+            return;
+        }
+        let Some(mask) = xsave_mask() else { return };
+        // SAFETY: as in `save`; the area was written by XSAVE with the same
+        // mask on a CPU of the same model, so XRSTOR accepts its header, and
+        // `xcr0` was a value this guest had loaded, so XSETBV accepts it.
+        unsafe {
+            asm!("xsetbv", in("ecx") 0u32, in("eax") mask as u32, in("edx") (mask >> 32) as u32, options(nostack));
+            asm!("xrstor [{area}]", area = in(reg) &*self.area, in("eax") mask as u32, in("edx") (mask >> 32) as u32, options(nostack, readonly));
+            asm!("xsetbv", in("ecx") 0u32, in("eax") self.xcr0 as u32, in("edx") (self.xcr0 >> 32) as u32, options(nostack));
+        }
+    }
+}
+
 /// Whether the CPU has the x2APIC.
 pub fn has_x2apic() -> bool {
     cpuid(1, 0).2 & (1 << 21) != 0

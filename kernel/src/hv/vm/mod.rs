@@ -1,16 +1,18 @@
 //! A running VM: its memory and nested page tables, the board its vCPUs
-//! share, and one host CPU per vCPU running the exit loop (`vcpu`).
+//! share, and its vCPUs: tasks of the host scheduler (`crate::sched`), each
+//! running the exit loop (`vcpu`) in time slices on its host CPU.
 
 mod board;
 mod vcpu;
 
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
+
+use self::vcpu::Turn;
 
 use spin::Mutex;
 
@@ -21,15 +23,13 @@ use super::memory::GuestMemory;
 use super::profile::ExitProfile;
 use super::{elf, linux};
 use crate::arch::x86_64::npt::NestedPageTable;
-use crate::arch::x86_64::{apic, cpu, idt, svm};
-use crate::{mem, smp, time};
+use crate::arch::x86_64::svm;
+use crate::sched::{self, Waker};
+use crate::{mem, time};
 
 const TWO_MIB: u64 = 2 << 20;
 /// Bytes of console output kept per VM.
 const CONSOLE_RING: usize = 4096;
-const NOT_RUNNING: u32 = u32::MAX;
-/// Longest a sleeping vCPU waits before looking again (a lost wake-up costs no more).
-const SLEEP_CHECK: Duration = Duration::from_millis(50);
 
 /// What a VM boots.
 #[derive(Debug)]
@@ -66,11 +66,14 @@ pub enum VmState {
 /// Why a VM could not start.
 #[derive(Debug)]
 pub enum VmError {
-    NoMemory { mib: u64 },
+    NoMemory {
+        mib: u64,
+    },
     BadImage(elf::ElfError),
     BadKernel(linux::LinuxError),
     Setup(String),
-    NoFreeCpu { needed: u32 },
+    /// The host has no CPU besides the one serving I/O.
+    NoFreeCpu,
     TooManyVcpus(u32),
 }
 
@@ -83,12 +86,10 @@ impl core::fmt::Display for VmError {
             VmError::BadImage(e) => write!(f, "the guest image cannot be loaded: {e}"),
             VmError::BadKernel(e) => write!(f, "the Linux kernel cannot be loaded: {e}"),
             VmError::Setup(e) => write!(f, "{e}"),
-            VmError::NoFreeCpu { needed } => {
-                write!(
-                    f,
-                    "{needed} vCPUs need as many free host CPUs (vCPUs do not share a CPU yet)"
-                )
-            }
+            VmError::NoFreeCpu => write!(
+                f,
+                "this host has one CPU, which serves I/O; vCPUs need a second one"
+            ),
             VmError::TooManyVcpus(n) => write!(
                 f,
                 "{n} vCPUs: between 1 and {} are supported",
@@ -160,13 +161,64 @@ struct VmCore {
     asid: u32,
     vcpus: usize,
     entry: LongModeEntry,
-    /// APIC ID of the host CPU running each vCPU.
-    host_apic: Vec<AtomicU32>,
-    kicked: Vec<AtomicBool>,
+    /// Wakes each vCPU's task (ends its sleep, or forces an exit).
+    wakers: Vec<Waker>,
     stopping: AtomicBool,
     outcome: Mutex<Option<VmState>>,
     running: AtomicU32,
     started: Duration,
+    /// Host CPU time each vCPU spent in its turns, in nanoseconds.
+    ran_ns: Vec<AtomicU64>,
+}
+
+/// One vCPU as a scheduler task: its backend state lives here between turns.
+struct VcpuTask {
+    core: Arc<VmCore>,
+    me: usize,
+    vcpu: Mutex<Option<svm::SvmVcpu>>,
+}
+
+impl sched::Task for VcpuTask {
+    fn run(&self, slice_end: Duration) -> sched::Step {
+        let core = &self.core;
+        let began = time::now();
+        let mut slot = self.vcpu.lock();
+        let turn = if core.stopping() {
+            Turn::End(None)
+        } else if let Some(v) = slot.as_mut() {
+            vcpu::run(core, self.me, v, slice_end)
+        } else {
+            match core.create_vcpu(self.me) {
+                Ok(Some(v)) => {
+                    *slot = Some(v);
+                    Turn::Yield
+                }
+                Ok(None) => Turn::Block(None),
+                Err(state) => Turn::End(Some(state)),
+            }
+        };
+        if let Some(n) = core.ran_ns.get(self.me) {
+            n.fetch_add(
+                time::now().saturating_sub(began).as_nanos() as u64,
+                Ordering::Relaxed,
+            );
+        }
+        match turn {
+            Turn::Yield => sched::Step::Yield,
+            Turn::Block(deadline) => sched::Step::Block(deadline),
+            Turn::End(end) => {
+                if let Some(state) = end {
+                    core.stop(state);
+                }
+                // The VMCB and its bitmaps go back to the frame allocator now.
+                *slot = None;
+                if core.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    core.finish();
+                }
+                sched::Step::Done
+            }
+        }
+    }
 }
 
 impl VmCore {
@@ -190,15 +242,10 @@ impl VmCore {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Wakes vCPU `t`: a host IPI makes it exit the guest or leave its sleep.
+    /// Wakes vCPU `t`: an IPI makes it exit the guest or leave its sleep.
     fn kick(&self, t: usize) {
-        let (Some(flag), Some(host)) = (self.kicked.get(t), self.host_apic.get(t)) else {
-            return;
-        };
-        flag.store(true, Ordering::Release);
-        let host = host.load(Ordering::Acquire);
-        if host != NOT_RUNNING && host != apic::id() {
-            apic::send_ipi(host, idt::vector::IPI_WAKE);
+        if let Some(w) = self.wakers.get(t) {
+            w.wake();
         }
     }
 
@@ -224,59 +271,22 @@ impl VmCore {
         }
     }
 
-    /// Sleeps vCPU `me` until it is kicked, the VM stops, or `deadline` passes.
-    fn sleep(&self, me: usize, deadline: Option<Duration>) {
-        loop {
-            if self.kicked[me].swap(false, Ordering::AcqRel) || self.stopping() {
-                break;
-            }
-            let now = time::now();
-            if deadline.is_some_and(|d| now >= d) {
-                break;
-            }
-            time::arm_timer(deadline.map_or(now + SLEEP_CHECK, |d| d.min(now + SLEEP_CHECK)));
-            cpu::sti_hlt_cli();
-        }
-        apic::timer_stop();
-    }
-
-    /// The vCPU `me` as a job on its host CPU.
-    fn run_vcpu(self: &Arc<VmCore>, me: usize) {
-        self.host_apic[me].store(apic::id(), Ordering::Release);
-        let end = self.vcpu_life(me);
-        if let Some(state) = end {
-            self.stop(state);
-        }
-        self.host_apic[me].store(NOT_RUNNING, Ordering::Release);
-        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.finish();
-        }
-    }
-
-    fn vcpu_life(&self, me: usize) -> Option<VmState> {
-        if let Err(e) = svm::enable_this_cpu() {
-            return Some(VmState::Crashed(format!(
-                "SVM unavailable on this CPU: {e:?}"
-            )));
-        }
-        // A previous guest on this host CPU must leave nothing behind.
-        cpu::reset_extended_state();
+    /// Creates vCPU `me` on the calling host CPU: vCPU 0 at the boot entry,
+    /// the others once the guest sent them INIT and a start-up IPI.
+    /// `Ok(None)`: not started yet.
+    fn create_vcpu(&self, me: usize) -> Result<Option<svm::SvmVcpu>, VmState> {
+        svm::enable_this_cpu()
+            .map_err(|e| VmState::Crashed(format!("SVM unavailable on this CPU: {e:?}")))?;
         let created = if me == 0 {
             svm::SvmVcpu::new(self.npt.root(), self.asid, &self.entry)
         } else {
-            // An application processor waits for INIT and a start-up IPI.
-            let vector = loop {
-                if self.stopping() {
-                    return None;
-                }
-                {
-                    let mut b = self.board.lock();
-                    if let Startup::Start(v) = b.startup[me] {
-                        b.startup[me] = Startup::Running;
-                        break v;
-                    }
-                }
-                self.sleep(me, None);
+            let vector = {
+                let mut b = self.board.lock();
+                let Startup::Start(v) = b.startup[me] else {
+                    return Ok(None);
+                };
+                b.startup[me] = Startup::Running;
+                v
             };
             log::debug!(
                 "vm {}: vCPU {me} starts at {:#x}",
@@ -285,10 +295,9 @@ impl VmCore {
             );
             svm::SvmVcpu::new_startup(self.npt.root(), self.asid, vector)
         };
-        match created {
-            Ok(mut v) => vcpu::run(self, me, &mut v),
-            Err(e) => Some(VmState::Crashed(format!("cannot create vCPU {me}: {e:?}"))),
-        }
+        created
+            .map(Some)
+            .map_err(|e| VmState::Crashed(format!("cannot create vCPU {me}: {e:?}")))
     }
 
     /// The last vCPU out reports how the VM ended.
@@ -302,6 +311,12 @@ impl VmCore {
             h.name,
             profile.total() * 1000 / ms
         );
+        let ran: Vec<u64> = self
+            .ran_ns
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed) / 1_000_000)
+            .collect();
+        log::info!("vm {}: vCPU run time (ms): {ran:?} of {ms} ms", h.name);
         match &state {
             VmState::Halted => log::info!(
                 "vm {}: halted after {} exits",
@@ -319,6 +334,9 @@ impl VmCore {
 pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
     if spec.vcpus == 0 || spec.vcpus > acpi::MAX_VCPUS {
         return Err(VmError::TooManyVcpus(spec.vcpus));
+    }
+    if sched::task_cpus() == 0 {
+        return Err(VmError::NoFreeCpu);
     }
     let bytes = (spec.memory_mib << 20).max(TWO_MIB * 2).div_ceil(TWO_MIB) * TWO_MIB;
     let phys = mem::alloc_frames(
@@ -349,12 +367,12 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
         asid: NEXT_ASID.fetch_add(1, Ordering::Relaxed),
         vcpus,
         entry: LongModeEntry::default(),
-        host_apic: (0..vcpus).map(|_| AtomicU32::new(NOT_RUNNING)).collect(),
-        kicked: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+        wakers: (0..vcpus).map(|_| Waker::default()).collect(),
         stopping: AtomicBool::new(false),
         outcome: Mutex::new(None),
         running: AtomicU32::new(spec.vcpus),
         started: time::now(),
+        ran_ns: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
     };
     core.entry = core.with_memory(|m| match &spec.boot {
         GuestBoot::Elf(image) => {
@@ -377,17 +395,14 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
     let core = Arc::new(core);
     let mut cpus = Vec::new();
     for me in 0..vcpus {
-        let c = Arc::clone(&core);
-        match smp::run_on_free_cpu(Box::new(move || c.run_vcpu(me))) {
-            Ok(cpu) => cpus.push(cpu),
-            Err(job) => {
-                // The jobs already placed see the stop and end; this one never runs.
-                drop(job);
-                core.running
-                    .fetch_sub((vcpus - me) as u32, Ordering::AcqRel);
-                core.stop(VmState::Crashed("not enough free host CPUs".into()));
-                return Err(VmError::NoFreeCpu { needed: spec.vcpus });
-            }
+        let task = Arc::new(VcpuTask {
+            core: Arc::clone(&core),
+            me,
+            vcpu: Mutex::new(None),
+        });
+        // `task_cpus() > 0` was checked above and CPUs never go away.
+        if let Some(cpu) = sched::spawn(task, core.wakers[me].clone()) {
+            cpus.push(cpu);
         }
     }
     log::info!(

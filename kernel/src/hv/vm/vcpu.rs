@@ -1,5 +1,6 @@
-//! One vCPU's life on its host CPU: run the guest, handle each exit against
-//! the VM's shared board, deliver interrupts, sleep while the guest halts.
+//! One vCPU's turn on its host CPU: run the guest, handle each exit against
+//! the VM's shared board, deliver interrupts; the turn ends when the slice is
+//! over, when the guest halts (the vCPU blocks) or when the VM ends.
 
 use alloc::format;
 use core::sync::atomic::Ordering;
@@ -11,7 +12,7 @@ use crate::arch::x86_64::cpu;
 use crate::hv::cpuid::{self, Leaf};
 use crate::hv::exit::{Exception, Vcpu, VmExit};
 use crate::hv::mmio;
-use crate::time;
+use crate::{sched, time};
 
 const RFLAGS_IF: u64 = 1 << 9;
 const MSR_AMD64_NB_CFG: u32 = 0xc001_001f;
@@ -21,14 +22,40 @@ const APIC_BASE_BSP: u64 = 1 << 8;
 /// Longest a vCPU runs before the host looks at it again.
 const MAX_SLICE: Duration = Duration::from_millis(10);
 
-/// Runs vCPU `me` until the VM stops. Returns the VM's end if this vCPU
-/// caused it, `None` if another vCPU did.
-pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu) -> Option<VmState> {
+/// How a vCPU's turn ended.
+#[derive(Debug)]
+pub(super) enum Turn {
+    /// The slice is over or another task on this host CPU was woken.
+    Yield,
+    /// The guest halted: nothing to run until a wake-up or the deadline.
+    Block(Option<Duration>),
+    /// The VM ends: with this state if this vCPU ended it, `None` if another did.
+    End(Option<VmState>),
+}
+
+/// Runs vCPU `me` until `slice_end`, a halt, or the end of the VM.
+pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu, slice_end: Duration) -> Turn {
+    match run_inner(core, me, vcpu, slice_end) {
+        Ok(turn) => turn,
+        Err(end) => Turn::End(Some(end)),
+    }
+}
+
+/// The exit loop; `Err` carries the state in which this vCPU ends the VM.
+fn run_inner(
+    core: &VmCore,
+    me: usize,
+    vcpu: &mut impl Vcpu,
+    slice_end: Duration,
+) -> Result<Turn, VmState> {
     loop {
         if core.stopping() {
-            return None;
+            return Ok(Turn::End(None));
         }
         let now = time::now();
+        if now >= slice_end || sched::should_yield() {
+            return Ok(Turn::Yield);
+        }
         let next_timer = {
             let mut b = core.board.lock();
             let next = b.update_interrupts(me, now);
@@ -48,13 +75,14 @@ pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu) -> Option<VmSt
         // The host CPU's timer bounds how long the guest runs without an
         // exit, so device timers are delivered on time even to a guest that
         // spins without touching a device.
-        time::arm_timer(next_timer.map_or(now + MAX_SLICE, |t| t.min(now + MAX_SLICE)));
+        let bound = slice_end.min(now + MAX_SLICE);
+        time::arm_timer(next_timer.map_or(bound, |t| t.min(bound)));
         let exit = vcpu.run();
         core.handle.exits.fetch_add(1, Ordering::Relaxed);
         core.handle.profile.lock().record(&exit);
         match exit {
             VmExit::Io { string: true, .. } => {
-                return Some(VmState::Crashed(
+                return Err(VmState::Crashed(
                     "string port I/O (INS/OUTS) is not emulated yet".into(),
                 ));
             }
@@ -85,7 +113,7 @@ pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu) -> Option<VmSt
                 vcpu.set_rip(next_rip);
                 if let Some(why) = stop {
                     log::info!("vm {}: {why}", core.handle.name);
-                    return Some(VmState::Halted);
+                    return Err(VmState::Halted);
                 }
             }
             VmExit::Cpuid => {
@@ -146,8 +174,8 @@ pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu) -> Option<VmSt
             }
             VmExit::Hlt => {
                 skip(vcpu, 1);
-                if let Some(end) = halt(core, me, vcpu.rflags() & RFLAGS_IF != 0) {
-                    return Some(end);
+                if let Some(turn) = halt(core, me, vcpu.rflags() & RFLAGS_IF != 0) {
+                    return Ok(turn);
                 }
             }
             VmExit::Hypercall => vcpu.inject(Exception::InvalidOpcode),
@@ -155,7 +183,7 @@ pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu) -> Option<VmSt
                 gpa, fetch: false, ..
             } if Board::is_device(gpa) => {
                 if let Err(why) = emulate_mmio(core, me, vcpu, gpa) {
-                    return Some(VmState::Crashed(why));
+                    return Err(VmState::Crashed(why));
                 }
             }
             VmExit::NestedPageFault { gpa, write, fetch } => {
@@ -166,12 +194,12 @@ pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu) -> Option<VmSt
                 } else {
                     "read from"
                 };
-                return Some(VmState::Crashed(format!(
+                return Err(VmState::Crashed(format!(
                     "{what} guest-physical {gpa:#x}, which is not the VM's memory"
                 )));
             }
             VmExit::Shutdown => {
-                return Some(VmState::Crashed(format!(
+                return Err(VmState::Crashed(format!(
                     "triple fault at rip {:#x}",
                     vcpu.rip()
                 )));
@@ -180,10 +208,10 @@ pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu) -> Option<VmSt
             VmExit::InterruptWindow => vcpu.request_interrupt_window(false),
             VmExit::Nmi => {}
             VmExit::InvalidState => {
-                return Some(VmState::Crashed("the CPU refused the guest state".into()));
+                return Err(VmState::Crashed("the CPU refused the guest state".into()));
             }
             VmExit::Unknown(code) => {
-                return Some(VmState::Crashed(format!(
+                return Err(VmState::Crashed(format!(
                     "unhandled exit {code:#x} at rip {:#x}",
                     vcpu.rip()
                 )));
@@ -192,18 +220,17 @@ pub(super) fn run(core: &VmCore, me: usize, vcpu: &mut impl Vcpu) -> Option<VmSt
     }
 }
 
-/// The guest executed HLT. A halted vCPU costs no host CPU: it sleeps until
-/// an interrupt can be due. Returns the VM's end when nothing can ever wake it.
-fn halt(core: &VmCore, me: usize, interrupts_on: bool) -> Option<VmState> {
+/// The guest executed HLT. A halted vCPU costs no host CPU: it blocks until
+/// an interrupt can be due. `None`: an interrupt is pending, run on.
+fn halt(core: &VmCore, me: usize, interrupts_on: bool) -> Option<Turn> {
     let alone = core.vcpus == 1;
     if !interrupts_on {
         // Only INIT could wake it (another vCPU of an SMP VM); a lone vCPU is done.
         if alone {
             log_unclaimed(core);
-            return Some(VmState::Halted);
+            return Some(Turn::End(Some(VmState::Halted)));
         }
-        core.sleep(me, None);
-        return None;
+        return Some(Turn::Block(None));
     }
     let (pending, deadline) = {
         let mut b = core.board.lock();
@@ -215,10 +242,9 @@ fn halt(core: &VmCore, me: usize, interrupts_on: bool) -> Option<VmState> {
     }
     if alone && deadline.is_none() {
         log_unclaimed(core);
-        return Some(VmState::Halted);
+        return Some(Turn::End(Some(VmState::Halted)));
     }
-    core.sleep(me, deadline);
-    None
+    Some(Turn::Block(deadline))
 }
 
 fn log_unclaimed(core: &VmCore) {
