@@ -11,7 +11,7 @@ use crate::{Error, Result};
 use qemu_tests::cpio::Cpio;
 
 /// Linux guests get ACPI (a LAPIC per vCPU and the IOAPIC in the MADT, PM
-/// timer, S5) but no PCI bus yet. Each vCPU needs a free host CPU.
+/// timer, S5) but no PCI bus yet. vCPUs share the host CPUs other than the boot CPU.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 pci=off";
 
 /// What to boot as a guest.

@@ -33,7 +33,7 @@ commands:
       --guest-kernel F  a Linux bzImage the image starts as guest VM `guest` at boot
       --guest-initrd F  its initrd
       --guest-cmdline S its command line (default: console=ttyS0 pci=off)
-      --guest-cpus N    its vCPUs (default 1; each needs a free host CPU)
+      --guest-cpus N    its vCPUs (default 1; time-sliced on the non-boot CPUs)
       --guest-memory M  its RAM in MiB (default 256)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
   bench [boot|guest-boot]

@@ -1,9 +1,6 @@
 //! Per-CPU data, found through the GS base register.
 
-use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-
-use spin::Mutex;
 
 use crate::arch::x86_64::cpu::{self, msr};
 
@@ -18,10 +15,6 @@ pub struct PerCpu {
     pub stack_top: u64,
     pub online: AtomicBool,
     pub ipis: AtomicU64,
-    /// Work handed to this CPU (a vCPU loop); taken by its idle loop.
-    pub job: Mutex<Option<Job>>,
-    /// Whether the CPU is claimed for a job.
-    pub busy: AtomicBool,
 }
 
 impl core::fmt::Debug for PerCpu {
@@ -29,13 +22,9 @@ impl core::fmt::Debug for PerCpu {
         f.debug_struct("PerCpu")
             .field("index", &self.index)
             .field("apic_id", &self.apic_id)
-            .field("busy", &self.busy.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
-
-/// Work another CPU runs to completion.
-pub type Job = Box<dyn FnOnce() + Send>;
 
 // SAFETY: `self_ptr` is only a back-pointer to the same immutable-after-setup
 // structure; the mutable fields are atomics or behind a lock.
@@ -53,8 +42,6 @@ impl PerCpu {
             stack_top,
             online: AtomicBool::new(false),
             ipis: AtomicU64::new(0),
-            job: Mutex::new(None),
-            busy: AtomicBool::new(false),
         }
     }
 }

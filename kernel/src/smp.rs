@@ -1,5 +1,5 @@
 //! Bringing up the application processors (INIT-SIPI-SIPI through the
-//! trampoline), and the idle loop they wait in.
+//! trampoline), and their idle loop, which runs the vCPU scheduler (`sched`).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -64,29 +64,9 @@ extern "C" fn ap_entry(me: &'static mut PerCpu) -> ! {
     me.online.store(true, Ordering::Release);
     ONLINE.fetch_add(1, Ordering::AcqRel);
     loop {
-        let job = me.job.lock().take();
-        if let Some(job) = job {
-            job();
-            me.busy.store(false, Ordering::Release);
-        }
         crate::sched::run_this_cpu();
         cpu::sti_hlt_cli();
     }
-}
-
-/// Hands `job` to an application processor that has nothing to do and wakes
-/// it; returns that CPU's index. The BSP is never chosen: it serves I/O.
-pub fn run_on_free_cpu(job: crate::percpu::Job) -> Result<u32, crate::percpu::Job> {
-    let Some(p) = cpus().iter().skip(1).find(|p| {
-        p.busy
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }) else {
-        return Err(job);
-    };
-    *p.job.lock() = Some(job);
-    apic::send_ipi(p.apic_id, idt::vector::IPI_WAKE);
-    Ok(p.index)
 }
 
 fn write_mailbox<T: Copy>(symbol: *const u8, value: T) {
