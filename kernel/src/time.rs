@@ -29,6 +29,11 @@ pub fn now() -> Duration {
     Duration::from_nanos((u128::from(ticks) * 1_000_000_000 / u128::from(hz)) as u64)
 }
 
+/// The TSC rate in Hz (0 until calibrated).
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
 /// Spins for `d` (needs a calibrated TSC).
 pub fn spin_for(d: Duration) {
     let hz = TSC_HZ.load(Ordering::Relaxed).max(1);

@@ -1,5 +1,6 @@
 //! The CPUID a guest sees: the host's leaves, minus what the guest must not
-//! use (SVM, VMX, x2APIC until it is emulated, monitor/mwait), plus the
+//! use (SVM, VMX, monitor/mwait, machine checks), plus what the hypervisor
+//! emulates whatever the host has (x2APIC, the TSC-deadline timer), the
 //! hypervisor bit and a signature leaf, with per-vCPU APIC IDs.
 
 /// Signature returned in leaf 0x4000_0000 (EBX, ECX, EDX).
@@ -18,8 +19,8 @@ pub struct Leaf {
 mod bit {
     pub const L1_ECX_MONITOR: u32 = 1 << 3;
     pub const L1_ECX_VMX: u32 = 1 << 5;
+    /// Emulated by the guest LAPIC model.
     pub const L1_ECX_X2APIC: u32 = 1 << 21;
-    /// The LAPIC timer's TSC-deadline mode is not emulated.
     pub const L1_ECX_TSC_DEADLINE: u32 = 1 << 24;
     pub const L1_ECX_HYPERVISOR: u32 = 1 << 31;
     pub const L1_EDX_HTT: u32 = 1 << 28;
@@ -45,11 +46,8 @@ pub fn guest_leaf(
     match leaf {
         0x1 => {
             let mut l = host(leaf, subleaf);
-            l.ecx &= !(bit::L1_ECX_VMX
-                | bit::L1_ECX_X2APIC
-                | bit::L1_ECX_MONITOR
-                | bit::L1_ECX_TSC_DEADLINE);
-            l.ecx |= bit::L1_ECX_HYPERVISOR;
+            l.ecx &= !(bit::L1_ECX_VMX | bit::L1_ECX_MONITOR);
+            l.ecx |= bit::L1_ECX_HYPERVISOR | bit::L1_ECX_X2APIC | bit::L1_ECX_TSC_DEADLINE;
             l.edx &= !(bit::L1_EDX_MCE | bit::L1_EDX_MCA);
             // EBX[31:24] initial APIC ID, [23:16] logical processors per package.
             l.ebx = (l.ebx & 0x0000_ffff) | ((vcpus.min(255)) << 16) | (vcpu.min(255) << 24);
@@ -137,7 +135,8 @@ mod tests {
     fn hides_virtualization_and_marks_hypervisor() {
         let l1 = guest_leaf(1, 0, host, 2, 4);
         assert_eq!(l1.ecx & bit::L1_ECX_VMX, 0);
-        assert_eq!(l1.ecx & bit::L1_ECX_X2APIC, 0);
+        assert_ne!(l1.ecx & bit::L1_ECX_X2APIC, 0, "emulated");
+        assert_ne!(l1.ecx & bit::L1_ECX_TSC_DEADLINE, 0, "emulated");
         assert_ne!(l1.ecx & bit::L1_ECX_HYPERVISOR, 0);
         assert_eq!(l1.edx & (bit::L1_EDX_MCE | bit::L1_EDX_MCA), 0);
         assert_eq!(l1.ebx >> 24, 2);

@@ -340,3 +340,20 @@ fn vcpus_share_a_host_cpu_in_time_slices_and_keep_their_registers() {
     let (_, json) = health(&qemu);
     assert_eq!(json["status"], "ok", "{json}");
 }
+
+#[test]
+fn a_guest_uses_x2apic_and_the_tsc_deadline_timer() {
+    let builder = keel(2, 512);
+    let archive = guest_archive(builder.dir(), &["x2apic"]);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    for line in [
+        "vm x2apic: x2APIC mode on, ID 0",
+        "vm x2apic: TSC-deadline timer fired",
+        "vm x2apic: self IPI through x2APIC delivered",
+        "vm x2apic: halted after",
+    ] {
+        qemu.wait_for_serial(line, BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{line}: {e}\n{}", qemu.serial_tail(20)));
+    }
+    assert!(!qemu.serial().contains("CHECK FAILED"));
+}

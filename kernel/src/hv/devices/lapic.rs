@@ -1,7 +1,8 @@
-//! A guest local APIC (xAPIC, memory-mapped at 0xfee00000): interrupt
-//! acceptance with priorities, EOI, the timer in one-shot and periodic modes,
-//! LINT0 as the virtual-wire path for the 8259, and the ICR whose IPIs the VM
-//! routes. Time comes from the caller.
+//! A guest local APIC: xAPIC (memory-mapped at 0xfee00000) or x2APIC (MSRs
+//! 0x800..0x8ff once the guest sets EXTD in IA32_APIC_BASE): interrupt
+//! acceptance with priorities, EOI, the timer in one-shot, periodic and
+//! TSC-deadline modes, LINT0 as the virtual-wire path for the 8259, and the
+//! ICR whose IPIs the VM routes. Time (and the TSC) comes from the caller.
 
 use core::time::Duration;
 
@@ -32,12 +33,22 @@ mod reg {
     pub const TIMER_INITIAL: u16 = 0x380;
     pub const TIMER_CURRENT: u16 = 0x390;
     pub const TIMER_DIVIDE: u16 = 0x3e0;
+    /// x2APIC only: write a vector to send it to this APIC.
+    pub const SELF_IPI: u16 = 0x3f0;
 }
+
+/// First and last x2APIC register MSRs (register offset = (msr - 0x800) << 4).
+pub const X2APIC_MSR_FIRST: u32 = 0x800;
+pub const X2APIC_MSR_LAST: u32 = 0x8ff;
+/// IA32_TSC_DEADLINE.
+pub const MSR_TSC_DEADLINE: u32 = 0x6e0;
 
 const VERSION: u32 = 0x0005_0014; // version 0x14, 6 LVT entries
 const MASKED: u32 = 1 << 16;
 const SVR_ENABLED: u32 = 1 << 8;
+const TIMER_MODE: u32 = 3 << 17;
 const TIMER_PERIODIC: u32 = 1 << 17;
+const TIMER_TSC_DEADLINE: u32 = 2 << 17;
 const DELIVERY_MASK: u32 = 0b111 << 8;
 const DELIVERY_EXTINT: u32 = 0b111 << 8;
 
@@ -46,8 +57,9 @@ const DELIVERY_EXTINT: u32 = 0b111 << 8;
 pub struct Ipi {
     /// ICR bits 0..20: vector, delivery mode, destination mode, level, trigger, shorthand.
     pub command: u32,
-    /// Destination APIC ID (ICR high bits 24..32).
-    pub destination: u8,
+    /// Destination: an APIC ID (xAPIC: ICR high bits 24..32; x2APIC: the
+    /// 32-bit ID, or cluster and bitmap in logical mode).
+    pub destination: u32,
 }
 
 impl Ipi {
@@ -89,7 +101,32 @@ pub struct Lapic {
     pub timer_start: Duration,
     /// When the armed timer next fires.
     pub timer_due: Option<Duration>,
+    /// In x2APIC mode (registers are MSRs; 32-bit IDs).
+    pub x2apic: bool,
+    /// The armed IA32_TSC_DEADLINE value (0: disarmed).
+    pub tsc_deadline: u64,
 }
+
+/// The guest's TSC at one instant, to turn TSC deadlines into times.
+#[derive(Debug, Clone, Copy)]
+pub struct TscClock {
+    pub now: Duration,
+    pub tsc: u64,
+    pub hz: u64,
+}
+
+impl TscClock {
+    /// When the TSC reaches `value` (now, if it already has).
+    pub fn time_of(&self, value: u64) -> Duration {
+        let ticks = value.saturating_sub(self.tsc);
+        let nanos = u128::from(ticks) * 1_000_000_000 / u128::from(self.hz.max(1));
+        self.now + Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
+    }
+}
+
+/// A guest access the APIC refuses (the CPU raises #GP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused;
 
 fn lvt_index(offset: u16) -> usize {
     usize::from((offset - reg::LVT_TIMER) / 16)
@@ -129,18 +166,34 @@ impl Lapic {
             timer_divide: 0,
             timer_start: Duration::ZERO,
             timer_due: None,
+            x2apic: false,
+            tsc_deadline: 0,
         }
     }
 
+    fn timer_mode(&self) -> u32 {
+        self.lvt[0] & TIMER_MODE
+    }
+
     /// Whether an interrupt addressed to `destination` reaches this APIC:
-    /// physical mode matches the APIC ID (0xff broadcasts), logical flat mode
-    /// matches the LDR's bit.
-    pub fn matches(&self, destination: u8, logical: bool) -> bool {
-        if logical {
-            destination & (self.ldr >> 24) as u8 != 0
-        } else {
-            destination == self.id || destination == 0xff
+    /// physical mode matches the APIC ID (all ones broadcasts), logical mode
+    /// the LDR's bit (xAPIC flat) or cluster and bit (x2APIC).
+    pub fn matches(&self, destination: u32, logical: bool) -> bool {
+        match (self.x2apic, logical) {
+            (false, true) => destination & (self.ldr >> 24) & 0xff != 0,
+            (false, false) => destination == u32::from(self.id) || destination == 0xff,
+            (true, true) => {
+                let ldr = self.x2apic_ldr();
+                destination >> 16 == ldr >> 16 && destination & ldr & 0xffff != 0
+            }
+            (true, false) => destination == u32::from(self.id) || destination == u32::MAX,
         }
+    }
+
+    /// The x2APIC logical ID, derived from the APIC ID: cluster in bits
+    /// 16..32, one bit of 16 in the low half.
+    fn x2apic_ldr(&self) -> u32 {
+        (u32::from(self.id >> 4) << 16) | (1 << (self.id & 0xf))
     }
 
     pub fn enabled(&self) -> bool {
@@ -205,7 +258,7 @@ impl Lapic {
             if self.lvt[0] & MASKED == 0 && self.enabled() {
                 self.accept(self.lvt[0] as u8);
             }
-            if self.lvt[0] & TIMER_PERIODIC != 0 && self.timer_initial != 0 {
+            if self.timer_mode() == TIMER_PERIODIC && self.timer_initial != 0 {
                 let p = self.period();
                 let mut next = due + p;
                 if next <= now {
@@ -214,12 +267,35 @@ impl Lapic {
                 self.timer_due = Some(next);
             } else {
                 self.timer_due = None;
+                self.tsc_deadline = 0;
             }
         }
         self.timer_due
     }
 
+    /// A write of IA32_TSC_DEADLINE: arms (or with 0 disarms) the timer when
+    /// it is in TSC-deadline mode, and is ignored otherwise, as on hardware.
+    pub fn write_tsc_deadline(&mut self, value: u64, clock: TscClock) {
+        if self.timer_mode() != TIMER_TSC_DEADLINE {
+            return;
+        }
+        self.tsc_deadline = value;
+        self.timer_due = (value != 0).then(|| clock.time_of(value));
+    }
+
+    /// A read of IA32_TSC_DEADLINE (0 once fired, and outside that mode).
+    pub fn read_tsc_deadline(&self) -> u64 {
+        if self.timer_mode() == TIMER_TSC_DEADLINE {
+            self.tsc_deadline
+        } else {
+            0
+        }
+    }
+
     fn current_count(&self, now: Duration) -> u32 {
+        if self.timer_mode() == TIMER_TSC_DEADLINE {
+            return 0;
+        }
         let Some(due) = self.timer_due else { return 0 };
         let left = due.saturating_sub(now);
         (left.as_nanos() / self.tick().as_nanos().max(1)).min(u128::from(u32::MAX)) as u32
@@ -274,12 +350,20 @@ impl Lapic {
                 self.icr_low = v & !(1 << 12); // delivery is immediate: never pending
                 return Some(Ipi {
                     command: v,
-                    destination: (self.icr_high >> 24) as u8,
+                    destination: self.icr_high >> 24,
                 });
             }
             o @ reg::LVT_TIMER..=reg::LVT_ERROR => {
-                self.lvt[lvt_index(o)] = if self.enabled() { v } else { v | MASKED };
+                let v = if self.enabled() { v } else { v | MASKED };
+                if o == reg::LVT_TIMER && v & TIMER_MODE != self.timer_mode() {
+                    // Changing timer mode disarms the timer.
+                    self.timer_due = None;
+                    self.timer_initial = 0;
+                    self.tsc_deadline = 0;
+                }
+                self.lvt[lvt_index(o)] = v;
             }
+            reg::TIMER_INITIAL if self.timer_mode() == TIMER_TSC_DEADLINE => {}
             reg::TIMER_INITIAL => {
                 self.timer_initial = v;
                 self.timer_start = now;
@@ -290,6 +374,85 @@ impl Lapic {
         }
         None
     }
+
+    /// Switches to x2APIC mode (IA32_APIC_BASE.EXTD set by the guest).
+    pub fn enter_x2apic(&mut self) {
+        self.x2apic = true;
+        self.ldr = self.x2apic_ldr();
+    }
+
+    /// RDMSR of an x2APIC register (`msr` in 0x800..=0x8ff).
+    pub fn msr_read(&self, msr: u32, now: Duration) -> Result<u64, Refused> {
+        if !self.x2apic {
+            return Err(Refused);
+        }
+        let offset = x2apic_offset(msr)?;
+        Ok(match offset {
+            reg::ID => u64::from(self.id),
+            reg::LDR => u64::from(self.x2apic_ldr()),
+            reg::ICR_LOW => u64::from(self.icr_low) | (u64::from(self.icr_high) << 32),
+            reg::VERSION
+            | reg::TPR
+            | reg::PPR
+            | reg::SVR
+            | reg::ISR..=0x270
+            | reg::ESR
+            | reg::LVT_TIMER..=reg::LVT_ERROR
+            | reg::TIMER_INITIAL
+            | reg::TIMER_CURRENT
+            | reg::TIMER_DIVIDE => u64::from(self.read(offset, now)),
+            _ => return Err(Refused),
+        })
+    }
+
+    /// WRMSR of an x2APIC register; an ICR write returns the IPI to deliver.
+    pub fn msr_write(
+        &mut self,
+        msr: u32,
+        value: u64,
+        now: Duration,
+    ) -> Result<Option<Ipi>, Refused> {
+        if !self.x2apic {
+            return Err(Refused);
+        }
+        let offset = x2apic_offset(msr)?;
+        let low = value as u32;
+        match offset {
+            reg::ICR_LOW => {
+                self.icr_low = low & !(1 << 12);
+                self.icr_high = (value >> 32) as u32;
+                Ok(Some(Ipi {
+                    command: low,
+                    destination: self.icr_high,
+                }))
+            }
+            reg::SELF_IPI => {
+                self.accept(low as u8);
+                Ok(None)
+            }
+            reg::EOI if value != 0 => Err(Refused),
+            reg::TPR
+            | reg::EOI
+            | reg::SVR
+            | reg::ESR
+            | reg::LVT_TIMER..=reg::LVT_ERROR
+            | reg::TIMER_INITIAL
+            | reg::TIMER_DIVIDE
+                if value >> 32 == 0 =>
+            {
+                Ok(self.write(offset, low, now))
+            }
+            _ => Err(Refused),
+        }
+    }
+}
+
+/// The register offset of an x2APIC MSR.
+fn x2apic_offset(msr: u32) -> Result<u16, Refused> {
+    if !(X2APIC_MSR_FIRST..=X2APIC_MSR_LAST).contains(&msr) {
+        return Err(Refused);
+    }
+    Ok(((msr - X2APIC_MSR_FIRST) << 4) as u16)
 }
 
 #[cfg(test)]
@@ -368,7 +531,96 @@ mod tests {
             "with the APIC off, the 8259 wires straight to the CPU"
         );
         a.write(reg::LDR, 1 << 24, ms(0));
+        assert!(!a.matches(0x100, false), "xAPIC IDs are 8 bits");
         assert!(a.matches(0x01, true) && !a.matches(0x02, true));
         assert!(a.matches(0, false) && a.matches(0xff, false) && !a.matches(1, false));
+    }
+
+    fn clock(now: Duration, tsc: u64) -> TscClock {
+        TscClock {
+            now,
+            tsc,
+            hz: 1_000_000_000, // 1 tick per ns
+        }
+    }
+
+    #[test]
+    fn tsc_deadline_timer() {
+        let mut a = enabled();
+        a.write_tsc_deadline(5_000, clock(ms(0), 0));
+        assert_eq!(a.timer_due, None, "ignored outside TSC-deadline mode");
+        a.write(reg::LVT_TIMER, 0xef | TIMER_TSC_DEADLINE, ms(0));
+        a.write(reg::TIMER_INITIAL, 1000, ms(0));
+        assert_eq!(
+            a.timer_due, None,
+            "the initial count is ignored in this mode"
+        );
+        // TSC at 1_000_000 when the host time is 1 ms: 2 ms of TSC ticks ahead.
+        a.write_tsc_deadline(3_000_000, clock(ms(1), 1_000_000));
+        assert_eq!(a.read_tsc_deadline(), 3_000_000);
+        assert_eq!(a.poll_timer(ms(2)), Some(ms(3)));
+        assert_eq!(a.pending(), None);
+        assert_eq!(a.poll_timer(ms(3)), None);
+        assert_eq!(a.pending(), Some(0xef));
+        assert_eq!(a.read_tsc_deadline(), 0, "cleared once it fired");
+        // A deadline in the past fires at once; 0 disarms; a mode change disarms.
+        a.write_tsc_deadline(1, clock(ms(5), 5_000_000));
+        assert_eq!(a.timer_due, Some(ms(5)));
+        a.write_tsc_deadline(0, clock(ms(5), 5_000_000));
+        assert_eq!(a.timer_due, None);
+        a.write_tsc_deadline(9_000_000, clock(ms(5), 5_000_000));
+        a.write(reg::LVT_TIMER, 0xef, ms(5));
+        assert_eq!((a.timer_due, a.read_tsc_deadline()), (None, 0));
+    }
+
+    #[test]
+    fn x2apic_registers_are_msrs() {
+        let mut a = Lapic::new(0x13);
+        assert_eq!(
+            a.msr_read(0x802, ms(0)),
+            Err(Refused),
+            "xAPIC mode: no MSRs"
+        );
+        a.enter_x2apic();
+        a.msr_write(0x80f, 0x1ff, ms(0)).unwrap(); // SVR: enable
+        assert_eq!(a.msr_read(0x802, ms(0)), Ok(0x13), "32-bit ID, not shifted");
+        assert_eq!(
+            a.msr_read(0x80d, ms(0)),
+            Ok((1 << 16) | (1 << 3)),
+            "cluster 1, bit 3"
+        );
+        assert_eq!(
+            a.msr_write(0x80d, 0, ms(0)),
+            Err(Refused),
+            "LDR is read-only"
+        );
+        assert_eq!(
+            a.msr_read(0x80e, ms(0)),
+            Err(Refused),
+            "no DFR in x2APIC mode"
+        );
+        assert_eq!(a.msr_read(0x831, ms(0)), Err(Refused), "no ICR high half");
+        assert_eq!(
+            a.msr_write(0x80b, 1, ms(0)),
+            Err(Refused),
+            "EOI takes only 0"
+        );
+        assert_eq!(
+            a.msr_write(0x808, 1 << 40, ms(0)),
+            Err(Refused),
+            "reserved bits"
+        );
+        let ipi = a
+            .msr_write(0x830, (0x1234u64 << 32) | 0x40fd, ms(0))
+            .unwrap()
+            .unwrap();
+        assert_eq!((ipi.destination, ipi.vector()), (0x1234, 0xfd));
+        assert_eq!(a.msr_read(0x830, ms(0)), Ok((0x1234u64 << 32) | 0x40fd));
+        a.msr_write(0x83f, 0x61, ms(0)).unwrap(); // self IPI
+        assert_eq!(a.pending(), Some(0x61));
+        assert!(a.matches(0x13, false) && a.matches(u32::MAX, false) && !a.matches(0x12, false));
+        assert!(a.matches((1 << 16) | 0b1000, true));
+        assert!(!a.matches(0b1000, true), "other cluster");
+        assert_eq!(a.msr_read(0x900, ms(0)), Err(Refused));
     }
 }

@@ -9,12 +9,17 @@ use core::time::Duration;
 
 use super::VmHandle;
 use crate::hv::acpi;
+use crate::hv::devices::lapic::{MSR_TSC_DEADLINE, X2APIC_MSR_FIRST, X2APIC_MSR_LAST};
 use crate::hv::devices::pm::{Pm, SleepRequest};
 use crate::hv::devices::uart::{ConsoleSink, Uart};
 use crate::hv::devices::{ioapic, lapic, pic, pit, rtc};
 use crate::time;
 
 const COM1: u16 = 0x3f8;
+const MSR_APIC_BASE: u32 = 0x1b;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const APIC_BASE_BSP: u64 = 1 << 8;
 const RESET_CONTROL: u16 = 0xcf9;
 const IRQ_TIMER: u8 = 0;
 const IRQ_COM1: u8 = 4;
@@ -195,7 +200,7 @@ impl Board {
         let target = self
             .lapics
             .iter()
-            .position(|l| l.matches(route.destination, route.logical));
+            .position(|l| l.matches(u32::from(route.destination), route.logical));
         if let Some(t) = target {
             self.lapics[t].accept(route.vector);
             self.kick(t);
@@ -265,6 +270,59 @@ impl Board {
         false
     }
 
+    /// RDMSR of an MSR the local APIC of vCPU `me` answers: IA32_APIC_BASE,
+    /// the x2APIC registers, IA32_TSC_DEADLINE. `None`: not an APIC MSR;
+    /// `Some(Err)`: the guest gets #GP.
+    pub fn apic_msr_read(
+        &mut self,
+        me: usize,
+        msr: u32,
+        now: Duration,
+    ) -> Option<Result<u64, lapic::Refused>> {
+        let l = self.lapics.get(me)?;
+        Some(match msr {
+            MSR_APIC_BASE => Ok(apic_base(me, l.x2apic)),
+            MSR_TSC_DEADLINE => Ok(l.read_tsc_deadline()),
+            X2APIC_MSR_FIRST..=X2APIC_MSR_LAST => l.msr_read(msr, now),
+            _ => return None,
+        })
+    }
+
+    /// WRMSR counterpart of `apic_msr_read`; IPIs are routed and the target
+    /// vCPUs collected in `kicks`.
+    pub fn apic_msr_write(
+        &mut self,
+        me: usize,
+        msr: u32,
+        value: u64,
+        clock: lapic::TscClock,
+    ) -> Option<Result<(), lapic::Refused>> {
+        let l = self.lapics.get_mut(me)?;
+        Some(match msr {
+            // The APIC cannot move or be disabled; it can go from xAPIC to
+            // x2APIC mode (and not back without a reset).
+            MSR_APIC_BASE if value == apic_base(me, l.x2apic) => Ok(()),
+            MSR_APIC_BASE if value == apic_base(me, true) => {
+                l.enter_x2apic();
+                Ok(())
+            }
+            MSR_APIC_BASE => Err(lapic::Refused),
+            MSR_TSC_DEADLINE => {
+                l.write_tsc_deadline(value, clock);
+                Ok(())
+            }
+            X2APIC_MSR_FIRST..=X2APIC_MSR_LAST => match l.msr_write(msr, value, clock.now) {
+                Ok(Some(ipi)) => {
+                    self.deliver_ipi(me, ipi);
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+            _ => return None,
+        })
+    }
+
     /// Routes an IPI sent by vCPU `from`.
     fn deliver_ipi(&mut self, from: usize, ipi: lapic::Ipi) {
         // A bit per target vCPU (at most 64, the MADT's limit): no allocation per IPI.
@@ -296,4 +354,13 @@ impl Board {
             self.kick(t);
         }
     }
+}
+
+/// IA32_APIC_BASE of vCPU `me`: at the architectural address, enabled,
+/// marked bootstrap processor on vCPU 0, with EXTD in x2APIC mode.
+fn apic_base(me: usize, x2apic: bool) -> u64 {
+    lapic::BASE
+        | APIC_BASE_ENABLE
+        | if me == 0 { APIC_BASE_BSP } else { 0 }
+        | if x2apic { APIC_BASE_X2APIC } else { 0 }
 }

@@ -10,15 +10,13 @@ use super::board::Board;
 use super::{VmCore, VmState};
 use crate::arch::x86_64::cpu;
 use crate::hv::cpuid::{self, Leaf};
+use crate::hv::devices::lapic::TscClock;
 use crate::hv::exit::{Exception, Vcpu, VmExit};
 use crate::hv::mmio;
 use crate::{sched, time};
 
 const RFLAGS_IF: u64 = 1 << 9;
 const MSR_AMD64_NB_CFG: u32 = 0xc001_001f;
-const MSR_APIC_BASE: u32 = 0x1b;
-const APIC_BASE_ENABLE: u64 = 1 << 11;
-const APIC_BASE_BSP: u64 = 1 << 8;
 /// Longest a vCPU runs before the host looks at it again.
 const MAX_SLICE: Duration = Duration::from_millis(10);
 
@@ -137,7 +135,10 @@ fn run_inner(
                 let msr = vcpu.regs().rcx as u32;
                 let value = vcpu.read_arch_msr(msr).or_else(|| match msr {
                     MSR_AMD64_NB_CFG => Some(core.board.lock().nb_cfg),
-                    _ => platform_msr_read(msr, me),
+                    _ => match core.board.lock().apic_msr_read(me, msr, time::now()) {
+                        Some(read) => read.ok(),
+                        None => platform_msr_read(msr),
+                    },
                 });
                 match value {
                     Some(v) => {
@@ -160,7 +161,21 @@ fn run_inner(
                         core.board.lock().nb_cfg = value;
                         Some(true)
                     }
-                    _ => platform_msr_write(msr, value, me),
+                    _ => {
+                        let clock = TscClock {
+                            now: time::now(),
+                            tsc: cpu::rdtsc(),
+                            hz: time::tsc_hz(),
+                        };
+                        let mut b = core.board.lock();
+                        let done = b.apic_msr_write(me, msr, value, clock);
+                        core.kick_from(me, &mut b);
+                        drop(b);
+                        match done {
+                            Some(result) => Some(result.is_ok()),
+                            None => platform_msr_write(msr, value),
+                        }
+                    }
                 });
                 if ok == Some(true) {
                     skip(vcpu, 2);
@@ -371,28 +386,19 @@ fn skip(vcpu: &mut impl Vcpu, len: u64) {
     vcpu.set_rip(rip.wrapping_add(len));
 }
 
-/// The APIC base MSR of vCPU `me`: at the architectural address, enabled,
-/// and marked bootstrap processor on vCPU 0.
-fn apic_base(me: usize) -> u64 {
-    crate::hv::devices::lapic::BASE | APIC_BASE_ENABLE | if me == 0 { APIC_BASE_BSP } else { 0 }
-}
-
-/// MSRs the hypervisor answers itself (not kept by the backend).
-fn platform_msr_read(msr: u32, me: usize) -> Option<u64> {
+/// MSRs the hypervisor answers itself (not kept by the backend or the APIC).
+fn platform_msr_read(msr: u32) -> Option<u64> {
     match msr {
         0x10 => Some(cpu::rdtsc()), // IA32_TSC
-        MSR_APIC_BASE => Some(apic_base(me)),
-        0xfe => Some(0),  // IA32_MTRRCAP: no MTRRs
-        0x2ff => Some(0), // IA32_MTRR_DEF_TYPE
-        0x1a0 => Some(1), // IA32_MISC_ENABLE: fast strings
+        0xfe => Some(0),            // IA32_MTRRCAP: no MTRRs
+        0x2ff => Some(0),           // IA32_MTRR_DEF_TYPE
+        0x1a0 => Some(1),           // IA32_MISC_ENABLE: fast strings
         _ => None,
     }
 }
 
-fn platform_msr_write(msr: u32, value: u64, me: usize) -> Option<bool> {
+fn platform_msr_write(msr: u32, value: u64) -> Option<bool> {
     match msr {
-        // The APIC cannot be moved or switched to x2APIC mode.
-        MSR_APIC_BASE => Some(value == apic_base(me)),
         0x2ff => Some(value & !0xcff == 0),
         _ => None,
     }
