@@ -15,6 +15,7 @@ extern crate std;
 
 pub mod bond;
 pub mod device;
+pub mod host_networks;
 #[cfg(feature = "hosted")]
 pub mod hosted;
 pub mod iface;
@@ -30,5 +31,6 @@ pub mod testing;
 mod tests;
 
 pub use device::{DeviceStats, NicDevice};
+pub use host_networks::{HostNetworks, NetworkConfig};
 pub use iface::{HostInterface, IpConfig};
 pub use nic::{MacAddress, Nic, NicError};

@@ -13,6 +13,7 @@
 
 mod fdb;
 pub mod fuzz;
+pub mod host_port;
 mod stats;
 mod vlans;
 
@@ -26,6 +27,7 @@ use core::fmt;
 use smoltcp::time::{Duration, Instant};
 
 pub use fdb::{DEFAULT_AGING, DEFAULT_MAX_ENTRIES};
+pub use host_port::{HOST_PORT_QUEUE, HostPort, HostPortStats};
 pub use stats::{DropCounters, DropReason, PortStats, SwitchStats};
 pub use vlans::{InvalidVlan, MAX_VLAN, VlanMode, VlanSet};
 

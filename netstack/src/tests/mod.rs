@@ -2,6 +2,7 @@
 
 mod dhcp;
 mod dhcp_server;
+mod host_networks;
 mod tcp;
 
 use std::sync::{Mutex, Once};
