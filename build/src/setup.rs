@@ -23,6 +23,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "tgt",
     "libiscsi-bin",
     "openvswitch-switch",
+    "iputils-ping",
     "bochs",
     "bochsbios",
     "vgabios",

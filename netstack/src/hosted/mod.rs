@@ -1,11 +1,14 @@
 //! Hosted NICs for tests on Linux (feature `hosted`): a [`PacketNic`] sends
 //! and receives whole Ethernet frames on an existing Linux interface (a veth
 //! end, a tap, a dummy) through an `AF_PACKET` socket, with the interface's
-//! carrier as its link state.
+//! carrier as its link state. The kernel takes 802.1Q tags off the frames a
+//! packet socket receives (they travel in `PACKET_AUXDATA`, which has no safe
+//! wrapper), so a `PacketNic` carries untagged traffic only; trunks use taps.
 //!
 //! The socket work goes through the `nix` crate's safe wrappers, so this
 //! module needs no `unsafe`; it needs `std`, root (or `CAP_NET_RAW`) and is
-//! never part of the image.
+//! never part of the image. [`TapNic`] is the other hosted NIC: a tap device
+//! whose far end is this process.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::string::String;
@@ -20,6 +23,9 @@ use nix::sys::socket::{
 
 use crate::nic::{MacAddress, Nic, NicError};
 
+mod tap;
+pub use tap::TapNic;
+
 /// `sll_pkttype` of a frame this host sent (linux/if_packet.h): packet sockets
 /// see their own transmissions, which must not come back as received.
 const PACKET_OUTGOING: u8 = 4;
@@ -33,6 +39,8 @@ pub enum HostedError {
     Os { call: &'static str, errno: Errno },
     /// The interface's MAC address could not be read from sysfs.
     Mac(String),
+    /// A tap device could not be created (needs root and `/dev/net/tun`).
+    Tap { name: String, error: String },
 }
 
 impl fmt::Display for HostedError {
@@ -51,6 +59,10 @@ impl fmt::Display for HostedError {
                 )
             }
             HostedError::Mac(name) => write!(f, "cannot read the MAC address of {name}"),
+            HostedError::Tap { name, error } => write!(
+                f,
+                "cannot create tap {name}: {error} (taps need root and /dev/net/tun)"
+            ),
         }
     }
 }
