@@ -93,6 +93,20 @@ impl<'a> GuestMemory<'a> {
     pub fn write_u64(&mut self, addr: GuestAddress, v: u64) -> Result<(), OutOfBounds> {
         self.write(addr, &v.to_le_bytes())
     }
+
+    /// Writes the in-memory representation of `value`, a `#[repr(C)]`
+    /// structure of an ABI the guest reads (Hermit's boot information).
+    pub fn write_repr<T: Copy>(&mut self, addr: GuestAddress, value: T) -> Result<(), OutOfBounds> {
+        let r = self.range(addr, core::mem::size_of::<T>())?;
+        self.ram[r.clone()].fill(0);
+        // SAFETY: `r` lies inside guest RAM (checked above) and is exactly
+        // `size_of::<T>()` bytes; the write is unaligned, so any address
+        // works; `T: Copy` has no destructor. Guest RAM is bytes the guest
+        // owns: the host only ever reads it back as plain bytes, and the
+        // zeroed padding of `T` stays whatever the write leaves there.
+        unsafe { self.ram[r].as_mut_ptr().cast::<T>().write_unaligned(value) };
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod cpuid;
 pub mod devices;
 pub mod elf;
 pub mod exit;
+pub mod hermit;
 pub mod linux;
 pub mod longmode;
 pub mod memory;

@@ -53,6 +53,36 @@ fn assemble_as(source: &str, name: &str, defs: &[(&str, u64)], out_dir: &Path) -
     elf
 }
 
+/// Assembles `guests/<source>.S` into a static PIE `<name>.elf` (linked at
+/// 0, relocated by the loader), the way Hermit applications are linked.
+fn assemble_pie(source: &str, name: &str, defs: &[(&str, u64)], out_dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guests")
+        .join(format!("{source}.S"));
+    let obj = out_dir.join(format!("{name}.o"));
+    let elf = out_dir.join(format!("{name}.elf"));
+    let mut as_cmd = Command::new("as");
+    as_cmd.arg("--64");
+    for (sym, value) in defs {
+        as_cmd.arg("--defsym").arg(format!("{sym}={value}"));
+    }
+    run(as_cmd.arg("-o").arg(&obj).arg(&src));
+    run(Command::new("ld")
+        .args([
+            "-pie",
+            "--no-dynamic-linker",
+            "-nostdlib",
+            "-z",
+            "noexecstack",
+            "-e",
+            "_start",
+            "-o",
+        ])
+        .arg(&elf)
+        .arg(&obj));
+    elf
+}
+
 /// A newc cpio archive (the boot-module format for several files) of `files`:
 /// (path inside the archive, contents). Written to the test's folder.
 fn archive(dir: &Path, files: &[(String, Vec<u8>)]) -> PathBuf {
@@ -356,4 +386,37 @@ fn a_guest_uses_x2apic_and_the_tsc_deadline_timer() {
             .unwrap_or_else(|e| panic!("{line}: {e}\n{}", qemu.serial_tail(20)));
     }
     assert!(!qemu.serial().contains("CHECK FAILED"));
+}
+
+#[test]
+fn a_hermit_image_starts_the_way_uhyve_starts_it() {
+    let builder = keel(2, 512);
+    let dir = builder.dir().to_path_buf();
+    let good = assemble_pie("hermit", "hermit", &[], &dir);
+    let newer = assemble_pie("hermit", "newer", &[("ENTRY_VERSION", 9)], &dir);
+    let files = vec![
+        (
+            "guests/hermit.elf".to_string(),
+            fs::read(good).expect("read guest"),
+        ),
+        (
+            "guests/newer.elf".to_string(),
+            fs::read(newer).expect("read guest"),
+        ),
+    ];
+    let archive = archive(&dir, &files);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    for line in [
+        "vm newer: not started: the Hermit image cannot be started: Hermit entry version 9",
+        "vm hermit: entered in 64-bit mode as CPU 0",
+        "vm hermit: boot info: serial 0x3f8, uhyve platform, 1 CPU, image range ok",
+        "vm hermit: relocations applied",
+        "vm hermit: halted after",
+    ] {
+        qemu.wait_for_serial(line, BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{line}: {e}\n{}", qemu.serial_tail(20)));
+    }
+    assert!(!qemu.serial().contains("CHECK FAILED"));
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
 }
