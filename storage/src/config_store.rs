@@ -300,5 +300,22 @@ impl ConfigStore {
     }
 }
 
+/// Fuzz entry point: opens a store on arbitrary bytes (one region of
+/// 512-byte blocks), strictly and with salvage; must never panic.
+pub fn fuzz_config_store(data: &[u8]) {
+    let blocks = (data.len() / 512) as u64;
+    let mut dev = crate::mem::MemBlockDevice::new(512, blocks);
+    dev.bytes_mut()
+        .copy_from_slice(&data[..blocks as usize * 512]);
+    let region = Region {
+        start_lba: 0,
+        blocks,
+    };
+    if let Ok(s) = ConfigStore::open(&mut dev, region) {
+        let _ = s.with_prefix("VM/").count();
+    }
+    let _ = ConfigStore::open_salvage(&mut dev, region);
+}
+
 #[cfg(test)]
 mod tests;

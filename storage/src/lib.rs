@@ -18,6 +18,7 @@ pub mod journal;
 pub mod mem;
 pub mod region;
 pub mod scsi;
+pub mod sr;
 
 pub use block::{BlockDevice, BlockError};
 #[cfg(all(feature = "std", not(target_os = "none")))]

@@ -18,6 +18,11 @@
 mod frame;
 mod header;
 
+/// Little-endian field readers shared with the SR superblock.
+pub mod header_bytes {
+    pub use super::header::{u32_at, u64_at};
+}
+
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;

@@ -1,0 +1,456 @@
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::*;
+use crate::crash::CrashDevice;
+use crate::mem::MemBlockDevice;
+
+const CS: u32 = 64 * 1024;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The reference: each VDI's bytes and read-only flag.
+type Model = BTreeMap<Uuid, (Vec<u8>, bool)>;
+
+fn uuid(n: u64) -> Uuid {
+    let mut u = [0u8; 16];
+    u[..8].copy_from_slice(&n.to_le_bytes());
+    u[15] = 0xa5;
+    u
+}
+
+fn fresh_sr(mb: u64, sr_type: SrType) -> Sr<MemBlockDevice> {
+    let dev = MemBlockDevice::new(512, mb * 2048);
+    Sr::format(dev, sr_type, uuid(0xabcdef), CS).expect("format")
+}
+
+fn sr_model<D: BlockDevice>(sr: &mut Sr<D>) -> Model {
+    let mut m = Model::new();
+    for v in sr.vdis() {
+        let mut data = vec![0u8; v.virtual_size as usize];
+        sr.read(&v.uuid, 0, &mut data).expect("read");
+        m.insert(v.uuid, (data, v.read_only));
+    }
+    m
+}
+
+/// One random operation on `sr` and the model; `Err` if the SR failed
+/// (the model is then left as before).
+fn step<D: BlockDevice>(
+    sr: &mut Sr<D>,
+    model: &mut Model,
+    rng: &mut Rng,
+    next_uuid: &mut u64,
+) -> Result<(), SrError> {
+    let keys: Vec<Uuid> = model.keys().copied().collect();
+    let pick = |rng: &mut Rng| keys.get(rng.below(keys.len() as u64) as usize).copied();
+    match rng.below(20) {
+        0..=2 => {
+            *next_uuid += 1;
+            let u = uuid(*next_uuid);
+            let size = (1 + rng.below(6 * u64::from(CS) / 512)) * 512;
+            sr.create_vdi(u, "disk", size)?;
+            model.insert(u, (vec![0; size as usize], false));
+        }
+        3..=10 => {
+            let Some(u) = pick(rng) else { return Ok(()) };
+            let (data, ro) = model.get_mut(&u).expect("model");
+            let size = data.len() as u64;
+            let off = rng.below(size);
+            let len = 1 + rng.below((size - off).min(3 * u64::from(CS)));
+            let fill: Vec<u8> = (0..len).map(|i| (rng.0 as u8) ^ (i as u8)).collect();
+            let r = sr.write(&u, off, &fill);
+            if *ro {
+                assert_eq!(r, Err(SrError::ReadOnly));
+            } else {
+                r?;
+                data[off as usize..(off + len) as usize].copy_from_slice(&fill);
+            }
+        }
+        11 | 12 => {
+            let Some(u) = pick(rng) else { return Ok(()) };
+            *next_uuid += 1;
+            let new = uuid(*next_uuid);
+            let read_only = rng.below(2) == 0;
+            if read_only {
+                sr.snapshot(&u, new, "snap")?;
+            } else {
+                sr.clone_vdi(&u, new, "clone")?;
+            }
+            let data = model[&u].0.clone();
+            model.insert(new, (data, read_only));
+        }
+        13 => {
+            let Some(u) = pick(rng) else { return Ok(()) };
+            let (data, _) = model.get_mut(&u).expect("model");
+            let size = data.len() as u64 + rng.below(3 * u64::from(CS) / 512) * 512;
+            sr.resize(&u, size)?;
+            data.resize(size as usize, 0);
+        }
+        14 | 15 => {
+            let Some(u) = pick(rng) else { return Ok(()) };
+            sr.delete(&u)?;
+            model.remove(&u);
+        }
+        16 => {
+            let Some(u) = pick(rng) else { return Ok(()) };
+            sr.coalesce(&u)?;
+        }
+        17 => {
+            let Some(u) = pick(rng) else { return Ok(()) };
+            let (_, ro) = model.get_mut(&u).expect("model");
+            sr.set_read_only(&u, !*ro)?;
+            *ro = !*ro;
+        }
+        _ => {
+            // Reads through the block-device view.
+            let Some(u) = pick(rng) else { return Ok(()) };
+            let data = &model[&u].0;
+            let mut dev = sr.vdi_device(&u)?;
+            let blocks = dev.num_blocks();
+            assert_eq!(blocks * 512, data.len() as u64);
+            let lba = rng.below(blocks);
+            let n = 1 + rng.below((blocks - lba).min(300));
+            let mut buf = vec![0u8; n as usize * 512];
+            dev.read_blocks(lba, &mut buf)?;
+            assert_eq!(buf[..], data[lba as usize * 512..(lba + n) as usize * 512]);
+        }
+    }
+    Ok(())
+}
+
+fn workload<D: BlockDevice>(sr: &mut Sr<D>, seed: u64, steps: usize) -> Vec<Model> {
+    let mut rng = Rng(seed);
+    let mut model = Model::new();
+    let mut next_uuid = 0;
+    let mut models = vec![model.clone()];
+    for _ in 0..steps {
+        let mut m = model.clone();
+        match step(sr, &mut m, &mut rng, &mut next_uuid) {
+            Ok(()) => model = m,
+            Err(SrError::NoSpace) => {}
+            Err(_) => break,
+        }
+        models.push(model.clone());
+    }
+    models
+}
+
+#[test]
+fn random_operations_match_a_plain_reference() {
+    for seed in 1..12u64 {
+        let mut sr = fresh_sr(12, SrType::Local);
+        let mut rng = Rng(seed * 0x9e37_79b9);
+        let mut model = Model::new();
+        let mut next = 0;
+        for i in 0..160 {
+            let mut m = model.clone();
+            match step(&mut sr, &mut m, &mut rng, &mut next) {
+                Ok(()) => model = m,
+                Err(SrError::NoSpace) => {}
+                Err(e) => panic!("seed {seed} step {i}: {e}"),
+            }
+            if i % 40 == 39 {
+                sr = Sr::open(sr.into_device()).expect("reopen");
+            }
+            assert_eq!(sr_model(&mut sr), model, "seed {seed} step {i}");
+            assert!(sr.physical_utilisation() <= sr.physical_size());
+        }
+        // Deleting every VDI frees every cluster.
+        for u in model.keys() {
+            sr.delete(u).expect("delete");
+        }
+        assert_eq!(sr.physical_utilisation(), 0, "seed {seed}");
+        let sr = Sr::open(sr.into_device()).expect("reopen");
+        assert_eq!(sr.physical_utilisation(), 0);
+        assert!(sr.vdis().is_empty());
+    }
+}
+
+#[test]
+fn snapshots_share_clusters_and_delete_reclaims_them() {
+    let mut sr = fresh_sr(8, SrType::Local);
+    let (a, s, c) = (uuid(1), uuid(2), uuid(3));
+    let size = 4 * u64::from(CS);
+    sr.create_vdi(a, "a", size).expect("create");
+    assert_eq!(sr.physical_utilisation(), 0, "thin");
+    sr.write(&a, 0, &vec![1u8; size as usize]).expect("write");
+    assert_eq!(sr.physical_utilisation(), size);
+    sr.snapshot(&a, s, "s").expect("snapshot");
+    assert_eq!(sr.physical_utilisation(), size, "a snapshot copies nothing");
+    assert_eq!(sr.write(&s, 0, b"x"), Err(SrError::ReadOnly));
+    sr.write(&a, 10, b"new").expect("write after snapshot");
+    assert_eq!(sr.physical_utilisation(), size + u64::from(CS));
+    let mut b = [0u8; 4];
+    sr.read(&s, 9, &mut b).expect("read");
+    assert_eq!(b, [1; 4], "the snapshot keeps the old data");
+    sr.read(&a, 9, &mut b).expect("read");
+    assert_eq!(&b, b"\x01new");
+    sr.clone_vdi(&s, c, "c").expect("clone of the snapshot");
+    assert_eq!(sr.vdi(&c).expect("c").chain_len, 3);
+    sr.delete(&s).expect("delete snapshot");
+    sr.delete(&c).expect("delete clone");
+    // The base is now used by `a` alone: it was coalesced into it.
+    assert_eq!(sr.vdi(&a).expect("a").chain_len, 1);
+    assert_eq!(sr.physical_utilisation(), size);
+    sr.read(&a, 9, &mut b).expect("read");
+    assert_eq!(&b, b"\x01new");
+    assert_eq!(
+        sr.resize(&a, size - 512),
+        Err(SrError::Invalid("a VDI only grows, by 512-byte steps"))
+    );
+    sr.resize(&a, size + 512).expect("grow");
+    assert_eq!(
+        sr.read(&a, size, &mut [0u8; 1024]),
+        Err(SrError::OutOfRange {
+            offset: size,
+            len: 1024,
+            size: size + 512
+        })
+    );
+    sr.delete(&a).expect("delete");
+    assert_eq!(sr.physical_utilisation(), 0);
+}
+
+#[test]
+fn coalesce_merges_a_chain() {
+    let mut sr = fresh_sr(8, SrType::Local);
+    let a = uuid(1);
+    sr.create_vdi(a, "a", 4 * u64::from(CS)).expect("create");
+    for i in 0..4u64 {
+        sr.write(&a, i * u64::from(CS), &[i as u8 + 1; 100])
+            .expect("write");
+        sr.snapshot(&a, uuid(10 + i), "s").expect("snapshot");
+    }
+    for i in 0..4u64 {
+        // Deleting a snapshot coalesces its base into the one above.
+        sr.delete(&uuid(10 + i)).expect("delete");
+    }
+    let want = sr_model(&mut sr);
+    assert_eq!(sr.vdi(&a).expect("a").chain_len, 1);
+    assert_eq!(sr.coalesce(&a), Ok(0));
+    assert_eq!(sr.physical_utilisation(), 4 * u64::from(CS));
+    let mut sr = Sr::open(sr.into_device()).expect("reopen");
+    assert_eq!(sr_model(&mut sr), want);
+}
+
+#[test]
+fn vdi_is_a_block_device() {
+    let mut sr = fresh_sr(8, SrType::Local);
+    let a = uuid(1);
+    sr.create_vdi(a, "a", 1 << 20).expect("create");
+    let mut dev = sr.vdi_device(&a).expect("vdi");
+    assert_eq!((dev.block_size(), dev.num_blocks()), (512, 2048));
+    dev.write_blocks(100, &[9u8; 4096]).expect("write");
+    let mut b = [0u8; 512];
+    dev.read_blocks(107, &mut b).expect("read");
+    assert_eq!(b, [9u8; 512]);
+    assert!(matches!(
+        dev.read_blocks(2048, &mut b),
+        Err(BlockError::OutOfRange { .. })
+    ));
+    dev.flush().expect("flush");
+    sr.set_read_only(&a, true).expect("ro");
+    let mut dev = sr.vdi_device(&a).expect("vdi");
+    assert_eq!(dev.write_blocks(0, &b), Err(BlockError::ReadOnly));
+}
+
+#[test]
+fn iso_library() {
+    let mut sr = fresh_sr(8, SrType::Iso);
+    let iso: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let r = sr
+        .import_iso(uuid(1), "debian.iso", iso.len() as u64, |at, buf| {
+            buf.copy_from_slice(&iso[at as usize..at as usize + buf.len()]);
+            Ok::<(), ()>(())
+        })
+        .expect("import");
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        sr.import_iso(uuid(2), "debian.iso", 10, |_, _| Ok::<(), ()>(())),
+        Err(SrError::NameInUse)
+    );
+    // A failed upload stays out of the list.
+    let r = sr
+        .import_iso(uuid(3), "broken.iso", 1 << 20, |at, _| {
+            if at > 0 {
+                Err("client went away")
+            } else {
+                Ok(())
+            }
+        })
+        .expect("import");
+    assert_eq!(r, Err("client went away"));
+    assert_eq!(
+        sr.create_vdi(uuid(4), "x", 512),
+        Err(SrError::WrongSrType(SrType::Iso))
+    );
+    let mut sr = Sr::open(sr.into_device()).expect("reopen");
+    let isos = sr.isos();
+    assert_eq!(isos.len(), 1);
+    assert_eq!(
+        (isos[0].name.as_str(), isos[0].read_only),
+        ("debian.iso", true)
+    );
+    assert_eq!(isos[0].virtual_size, iso.len().next_multiple_of(512) as u64);
+    let mut back = vec![0u8; iso.len()];
+    sr.read(&uuid(1), 0, &mut back).expect("read");
+    assert_eq!(back, iso);
+    assert_eq!(sr.write(&uuid(1), 0, b"x"), Err(SrError::ReadOnly));
+    let mut local = fresh_sr(8, SrType::Local);
+    assert!(matches!(
+        local.import_iso(uuid(1), "a", 1, |_, _| Ok::<(), ()>(())),
+        Err(SrError::WrongSrType(SrType::Local))
+    ));
+}
+
+#[test]
+fn format_and_open_refuse_bad_devices() {
+    let tiny = MemBlockDevice::new(512, 640);
+    assert!(matches!(
+        Sr::format(tiny, SrType::Local, uuid(1), CS),
+        Err(SrError::DeviceTooSmall { .. })
+    ));
+    let dev = MemBlockDevice::new(512, 8192);
+    assert_eq!(
+        Sr::format(dev.clone(), SrType::Local, uuid(1), 3000).err(),
+        Some(SrError::BadGeometry)
+    );
+    assert_eq!(
+        Sr::open(dev).err(),
+        Some(SrError::Superblock(SuperblockError::NotAnSr))
+    );
+    // One damaged superblock copy is survived, two are refused.
+    let mut sr = fresh_sr(4, SrType::Local);
+    sr.create_vdi(uuid(1), "a", 4096).expect("create");
+    let mut dev = sr.into_device();
+    dev.bytes_mut()[30] ^= 4;
+    let sr = Sr::open(dev).expect("one copy left");
+    assert_eq!(sr.vdis().len(), 1);
+    let mut dev = sr.into_device();
+    dev.bytes_mut()[4096 + 30] ^= 4;
+    assert_eq!(
+        Sr::open(dev).err(),
+        Some(SrError::Superblock(SuperblockError::Damaged))
+    );
+}
+
+/// Checks that `got` is the state before or after the interrupted
+/// operation: the same VDIs as one of them, and every byte of every VDI
+/// as before or after (a torn in-place data write mixes the two, as on a
+/// disk; a metadata update never does).
+fn before_or_after(got: &Model, before: &Model, after: Option<&Model>) -> bool {
+    let same_set = |m: &Model| {
+        m.len() == got.len()
+            && m.iter()
+                .all(|(k, (_, ro))| got.get(k).is_some_and(|g| g.1 == *ro))
+    };
+    let pick = if same_set(before) {
+        before
+    } else if let Some(a) = after.filter(|a| same_set(a)) {
+        a
+    } else {
+        return false;
+    };
+    got.iter().all(|(k, (data, _))| {
+        let b = pick.get(k).map(|x| &x.0);
+        let a = after.and_then(|a| a.get(k)).map(|x| &x.0);
+        data.iter().enumerate().all(|(i, byte)| {
+            b.and_then(|b| b.get(i)).is_some_and(|x| x == byte)
+                || a.and_then(|a| a.get(i)).is_some_and(|x| x == byte)
+                || (b.is_some_and(|b| i >= b.len()) && *byte == 0)
+        })
+    })
+}
+
+/// Power loss at every write of a random workload (at its first byte, its
+/// second and its middle): the SR opens, every VDI reads as before or
+/// after the interrupted operation (never another VDI's data), and it
+/// keeps working: a write and a reopen afterwards behave.
+#[test]
+fn power_loss_at_every_write() {
+    // A 24 KiB journal (two areas of 22 frames): the workload compacts.
+    let dev = MemBlockDevice::new(512, 6 * 2048);
+    let base = Sr::format_with_journal(dev, SrType::Local, uuid(7), CS, Some(24 * 1024))
+        .expect("format")
+        .into_device();
+    const SEED: u64 = 0x5eed;
+    const STEPS: usize = 70;
+    let mut full = Sr::open(CrashDevice::new(base.clone(), None)).expect("open");
+    let all = workload(&mut full, SEED, STEPS);
+    assert!(full.journal.generation() > 3, "the workload compacts");
+    let full = full.into_device();
+    assert!(
+        full.write_starts.len() > 100,
+        "{} writes",
+        full.write_starts.len()
+    );
+    let mut ends = full.write_starts.clone();
+    ends.push(full.written);
+    let mut runs = 0;
+    for w in ends.windows(2) {
+        let (start, len) = (w[0], w[1] - w[0]);
+        for budget in [start, start + 1, start + len / 2] {
+            let mut sr = Sr::open(CrashDevice::new(base.clone(), Some(budget))).expect("open");
+            let models = workload(&mut sr, SEED, STEPS);
+            let dev = sr.into_device();
+            assert!(dev.crashed, "budget {budget}");
+            let done = models.len() - 1;
+            let mut sr = Sr::open(dev.inner).unwrap_or_else(|e| panic!("budget {budget}: {e}"));
+            let got = sr_model(&mut sr);
+            assert!(
+                before_or_after(&got, &models[done], all.get(done + 1)),
+                "budget {budget}: step {done} left a state that is neither before nor after"
+            );
+            // Still usable.
+            let mut u = uuid(999_999);
+            if let Some(v) = sr.vdis().into_iter().find(|v| !v.read_only) {
+                u = v.uuid;
+            } else {
+                sr.create_vdi(u, "x", 4096).expect("create after recovery");
+            }
+            sr.write(&u, 0, b"after").expect("write after recovery");
+            let want = sr_model(&mut sr);
+            let mut sr = Sr::open(sr.into_device()).expect("reopen");
+            assert_eq!(sr_model(&mut sr), want);
+            runs += 1;
+        }
+    }
+    assert!(runs > 300);
+    std::eprintln!(
+        "{runs} crash points; {} of {STEPS} steps, {} VDIs at the end",
+        all.len() - 1,
+        all.last().map_or(0, BTreeMap::len)
+    );
+}
+
+#[test]
+fn fuzz_entry_point_survives_damaged_srs() {
+    let mut sr = fresh_sr(2, SrType::Local);
+    sr.create_vdi(uuid(1), "a", 8192).expect("create");
+    sr.write(&uuid(1), 0, b"data").expect("write");
+    sr.snapshot(&uuid(1), uuid(2), "s").expect("snap");
+    let image = sr.into_device().bytes()[..600 * 512].to_vec();
+    let mut rng = Rng(77);
+    for round in 0..200 {
+        let mut d = image.clone();
+        for _ in 0..(round % 30) {
+            let at = rng.below(70_000) as usize;
+            d[at] = rng.next() as u8;
+        }
+        d.truncate(rng.below(image.len() as u64) as usize + 512);
+        fuzz_sr(&d);
+    }
+}
