@@ -8,6 +8,7 @@ mod cmd;
 mod guest;
 mod hostcfg;
 mod image;
+mod media;
 mod peer;
 mod run;
 mod setup;
@@ -23,6 +24,10 @@ usage: cargo xtask <command> [options]
 commands:
   setup                 install the host packages, the Rust target and the boot-bench peer (idempotent)
   build                 build the image into target/image/keel.elf
+  image [options]       build the boot media into target/image/: keel.img (signed),
+                        keel-disk.img (GPT: UEFI + BIOS, A/B slots), keel.iso, pxe/, SHA256SUMS
+      --out DIR         write them to DIR instead
+      --pxe-host MAC=F  serve host config F (TOML) to the NIC with this MAC over PXE (repeatable)
   run [options]         build and boot the image in QEMU, serial on stdout
       --api-port N      loopback port forwarded to the image's HTTP port 80 (default 8080)
       --cpus N          virtual CPUs (default 4)
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         "build" => no_args("build", rest)
             .and_then(|()| image::build(&paths))
             .map(|_| ExitCode::SUCCESS),
+        "image" => media::image(&paths, rest).map(|_| ExitCode::SUCCESS),
         "run" => run::run(&paths, rest),
         "test" => no_args("test", rest)
             .and_then(|()| test::test(&paths))

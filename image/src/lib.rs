@@ -3,16 +3,28 @@
 //! An operator writes TOML; the host tool (`host-config`, `std` feature)
 //! validates it and compiles it into a compact boot module that the appliance
 //! decodes at boot (`no_std`).
+//!
+//! It also holds what the appliance and the image builder share about boot
+//! media: the disk layout, the GRUB environment block and signed images
+//! (`no_std`), and the builder of the disk image, ISO and PXE tree (`std`).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
 
+#[cfg(feature = "std")]
+pub mod artifacts;
 mod base64;
+pub mod biosboot;
 mod crc32;
+pub mod disk_layout;
+pub mod esp;
+pub mod gpt;
+pub mod grubenv;
 pub mod module;
 pub mod password;
 pub mod schema;
+pub mod signed;
 #[cfg(feature = "std")]
 pub mod toml_front;
 #[cfg(feature = "std")]
