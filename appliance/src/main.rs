@@ -188,6 +188,15 @@ fn main(mut boot: Boot) -> ! {
     report_disks(&mut boot);
     start_boot_guests(&mut boot);
     let wanted = config.management.interface.clone();
+    if !config.bonds.is_empty() || !config.networks.is_empty() || config.management.vlan.is_some() {
+        log::error!(
+            "net: this image cannot bring up bonds, VLANs or further host networks yet; \
+             the host config asks for them, so the host is unreachable"
+        );
+        loop {
+            kernel::idle(None);
+        }
+    }
     let index = wanted
         .strip_prefix("eth")
         .and_then(|n| n.parse::<usize>().ok())

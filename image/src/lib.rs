@@ -37,7 +37,10 @@ pub use password::{
 };
 #[cfg(feature = "std")]
 pub use password::{RandomnessUnavailable, hash_password_random};
-pub use schema::{HostConfig, IpMode, Management, StaticIpv4};
+pub use schema::{
+    Bond, BondHashing, BondMode, DEFAULT_MTU, HostConfig, IpMode, LacpRate, Management, Network,
+    NetworkPurpose, StaticIpv4, Vlan,
+};
 #[cfg(feature = "std")]
 pub use toml_front::{ConfigError, parse_toml};
 #[cfg(feature = "std")]

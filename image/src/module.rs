@@ -4,7 +4,7 @@
 //! ```text
 //! offset  size  field
 //! 0       8     magic "KEELHCFG"
-//! 8       2     format version, u16 LE (1)
+//! 8       2     format version, u16 LE (2; 1 is still read)
 //! 10      4     payload length N, u32 LE
 //! 14      N     HostConfig, postcard
 //! 14+N    4     CRC-32 (IEEE) of bytes 0..14+N, u32 LE
@@ -12,20 +12,25 @@
 //!
 //! The checksum catches a module damaged on the way (USB stick, PXE); the
 //! version lets a later image refuse a module it would misread, since
-//! postcard is positional and carries no field names.
+//! postcard is positional and carries no field names. Format 1 had no
+//! bonds, networks, management VLAN or MTU; a format-1 module still decodes
+//! (to untagged management at MTU 1500, no bonds or networks).
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use crate::crc32::crc32;
-use crate::schema::HostConfig;
+use crate::schema::{HostConfig, HostConfigV1};
 use crate::validate::ValidationError;
 
 /// First bytes of every module.
 pub const MAGIC: [u8; 8] = *b"KEELHCFG";
 
-/// The layout and payload schema this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The layout and payload schema this build writes.
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The oldest format this build still reads.
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 
 const HEADER_LEN: usize = MAGIC.len() + 2 + 4;
 const TRAILER_LEN: usize = 4;
@@ -66,8 +71,8 @@ impl fmt::Display for DecodeError {
             Self::UnsupportedVersion(v) => write!(
                 f,
                 "host-config module format version {v} is not supported by this image \
-                 (it reads version {FORMAT_VERSION}); compile it with the host-config tool \
-                 of the same release as the image"
+                 (it reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}); compile it \
+                 with the host-config tool of the same release as the image"
             ),
             Self::Truncated { expected, actual } => write!(
                 f,
@@ -128,7 +133,7 @@ pub fn decode(bytes: &[u8]) -> Result<HostConfig, DecodeError> {
             actual: bytes.len(),
         });
     };
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     // Saturating: a huge declared length on a 32-bit target is "truncated",
@@ -154,8 +159,13 @@ pub fn decode(bytes: &[u8]) -> Result<HostConfig, DecodeError> {
         return Err(DecodeError::ChecksumMismatch { stored, computed });
     }
     let payload = &covered[HEADER_LEN..];
-    let (cfg, rest) =
-        postcard::take_from_bytes::<HostConfig>(payload).map_err(DecodeError::InvalidPayload)?;
+    let (cfg, rest) = if version == 1 {
+        postcard::take_from_bytes::<HostConfigV1>(payload)
+            .map(|(v1, rest)| (HostConfig::from(v1), rest))
+    } else {
+        postcard::take_from_bytes::<HostConfig>(payload)
+    }
+    .map_err(DecodeError::InvalidPayload)?;
     if !rest.is_empty() {
         return Err(DecodeError::PayloadTrailingBytes(rest.len()));
     }
@@ -177,7 +187,9 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 mod tests {
     use super::*;
     use crate::password::hash_password;
-    use crate::schema::{IpMode, Management, StaticIpv4};
+    use crate::schema::{
+        Bond, BondMode, IpMode, Management, Network, NetworkPurpose, StaticIpv4, Vlan,
+    };
     use alloc::vec;
 
     fn sample() -> HostConfig {
@@ -185,14 +197,31 @@ mod tests {
             hostname: "xen1".into(),
             root_password_hash: Some(hash_password("secret-pw", [9; 16], 1_000)),
             management: Management {
-                interface: "eth1".into(),
+                interface: "bond0".into(),
                 ip: IpMode::Static(StaticIpv4 {
                     address: [192, 0, 2, 10],
                     prefix_len: 24,
                     gateway: Some([192, 0, 2, 1]),
                     dns: vec![[192, 0, 2, 53], [198, 51, 100, 53]],
                 }),
+                vlan: Some(Vlan {
+                    id: 5,
+                    native: true,
+                }),
+                mtu: 1500,
             },
+            bonds: vec![Bond::new("bond0", &["eth0", "eth1"], BondMode::Lacp)],
+            networks: vec![Network {
+                name: "storage".into(),
+                purpose: NetworkPurpose::Storage,
+                interface: "bond0".into(),
+                vlan: Some(Vlan {
+                    id: 20,
+                    native: false,
+                }),
+                mtu: 9000,
+                ip: IpMode::Dhcp,
+            }],
         }
     }
 
@@ -218,10 +247,33 @@ mod tests {
             0,                         // root_password_hash: None
             4, b'e', b't', b'h', b'0', // interface
             0,                         // IpMode::Dhcp
+            0,                         // vlan: None
+            0xdc, 0x0b,                // mtu 1500 (varint)
+            0,                         // no bonds
+            0,                         // no networks
         ];
-        assert_eq!(bytes, with_payload(1, &payload));
-        assert_eq!(&bytes[..14], b"KEELHCFG\x01\x00\x0c\x00\x00\x00");
+        assert_eq!(bytes, with_payload(2, &payload));
+        assert_eq!(&bytes[..14], b"KEELHCFG\x02\x00\x11\x00\x00\x00");
         assert_eq!(decode(&bytes), Ok(HostConfig::default()));
+    }
+
+    #[test]
+    fn format_1_modules_still_decode() {
+        #[rustfmt::skip]
+        let v1 = [
+            4, b'x', b'e', b'n', b'1', // hostname
+            0,                         // root_password_hash: None
+            4, b'e', b't', b'h', b'2', // interface
+            1, 10, 0, 0, 5, 24, 0, 0,  // static 10.0.0.5/24, no gateway, no DNS
+        ];
+        let cfg = decode(&with_payload(1, &v1)).expect("format 1 decodes");
+        assert_eq!(cfg.hostname, "xen1");
+        assert_eq!(cfg.management.interface, "eth2");
+        assert_eq!(cfg.management.vlan, None);
+        assert_eq!(cfg.management.mtu, 1500);
+        assert!(cfg.bonds.is_empty() && cfg.networks.is_empty());
+        // Format 1 payloads are not read as format 2 (and vice versa).
+        assert!(decode(&with_payload(2, &v1)).is_err());
     }
 
     #[test]
@@ -284,6 +336,7 @@ mod tests {
             let len = (next() % 64) as usize;
             let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             let _ = decode(&with_payload(1, &payload));
+            let _ = decode(&with_payload(2, &payload));
         }
     }
 
@@ -297,8 +350,12 @@ mod tests {
         assert_eq!(decode(b"ELF"), Err(DecodeError::BadMagic));
 
         assert_eq!(
-            decode(&with_payload(2, &good[14..good.len() - 4])),
-            Err(DecodeError::UnsupportedVersion(2))
+            decode(&with_payload(3, &good[14..good.len() - 4])),
+            Err(DecodeError::UnsupportedVersion(3))
+        );
+        assert_eq!(
+            decode(&with_payload(0, &good[14..good.len() - 4])),
+            Err(DecodeError::UnsupportedVersion(0))
         );
 
         let mut bad = good.clone();
@@ -318,16 +375,16 @@ mod tests {
 
         // IpMode variant 7 does not exist.
         let mut payload = postcard::to_allocvec(&HostConfig::default()).expect("encode");
-        *payload.last_mut().expect("non-empty") = 7;
+        payload[11] = 7;
         assert!(matches!(
-            decode(&with_payload(1, &payload)),
+            decode(&with_payload(2, &payload)),
             Err(DecodeError::InvalidPayload(_))
         ));
 
         let mut payload = postcard::to_allocvec(&HostConfig::default()).expect("encode");
         payload.push(0);
         assert_eq!(
-            decode(&with_payload(1, &payload)),
+            decode(&with_payload(2, &payload)),
             Err(DecodeError::PayloadTrailingBytes(1))
         );
     }
@@ -338,7 +395,7 @@ mod tests {
         cfg.hostname = "bad_name".into();
         let payload = postcard::to_allocvec(&cfg).expect("encode");
         assert_eq!(
-            decode(&with_payload(1, &payload)),
+            decode(&with_payload(2, &payload)),
             Err(DecodeError::Invalid(ValidationError::HostnameBadChar('_')))
         );
         // encode() itself does not validate; decode() always does.

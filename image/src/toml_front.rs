@@ -6,6 +6,7 @@
 //! serde) so that each message names the setting in the operator's words.
 
 use core::net::Ipv4Addr;
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 
@@ -13,8 +14,11 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::password::hash_password_random;
-use crate::schema::{HostConfig, IpMode, Management, StaticIpv4};
-use crate::validate::Field;
+use crate::schema::{
+    Bond, BondHashing, BondMode, DEFAULT_MTU, HostConfig, IpMode, LacpRate, Management, Network,
+    NetworkPurpose, StaticIpv4, Vlan,
+};
+use crate::validate::{BondField, Field, NetworkField};
 
 /// Shortest plain-text root password accepted.
 pub const MIN_PASSWORD_LEN: usize = 8;
@@ -73,24 +77,49 @@ type Entry<'a, 'i> = (
 /// Where each setting was written, for errors found after reading.
 #[derive(Default)]
 struct Spans {
-    hostname: Range<usize>,
     password: Range<usize>,
-    interface: Range<usize>,
-    address: Range<usize>,
-    gateway: Range<usize>,
-    dns: Vec<Range<usize>>,
+    at: HashMap<Field, Range<usize>>,
 }
 
 impl Spans {
     /// Defaulted settings keep span 0..0; they are valid, so never reported.
     fn of(&self, field: Field) -> Range<usize> {
         match field {
-            Field::Hostname => self.hostname.clone(),
             Field::RootPasswordHash => self.password.clone(),
-            Field::Interface => self.interface.clone(),
-            Field::Address => self.address.clone(),
-            Field::Gateway => self.gateway.clone(),
-            Field::Dns(i) => self.dns.get(i).cloned().unwrap_or_default(),
+            other => self.at.get(&other).cloned().unwrap_or_default(),
+        }
+    }
+
+    fn set(&mut self, field: Field, span: Range<usize>) {
+        self.at.insert(field, span);
+    }
+}
+
+/// What a `[management]` or `[[network]]` table says, before it is known
+/// where it goes.
+struct NetTable {
+    name: Option<(String, Range<usize>)>,
+    purpose: Option<(String, Range<usize>)>,
+    interface: String,
+    vlan: Option<Vlan>,
+    mtu: u16,
+    ip: IpMode,
+    /// Where each setting was written, by network field.
+    spans: Vec<(NetworkField, Range<usize>)>,
+}
+
+/// Which kind of table is being read, for messages and allowed keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Management,
+    Network,
+}
+
+impl Section {
+    fn title(self) -> &'static str {
+        match self {
+            Section::Management => "[management]",
+            Section::Network => "[[network]]",
         }
     }
 }
@@ -110,11 +139,13 @@ impl Reader<'_> {
     fn document(&mut self, root: &DeTable<'_>) -> Result<HostConfig, ConfigError> {
         let mut cfg = HostConfig::default();
         let mut password_key: Option<Entry<'_, '_>> = None;
+        // Where the management network was given, to refuse a second one.
+        let mut management_at: Option<Range<usize>> = None;
         for (key, value) in sorted(root) {
             match key.get_ref().as_ref() {
                 "hostname" => {
                     cfg.hostname = self.string(key, value)?.into();
-                    self.spans.hostname = value.span();
+                    self.spans.set(Field::Hostname, value.span());
                 }
                 "root_password" | "root_password_hash" => {
                     if let Some((first, _)) = password_key {
@@ -131,19 +162,144 @@ impl Reader<'_> {
                     password_key = Some((key, value));
                     self.password_entry(&mut cfg, key, value)?;
                 }
-                "management" => cfg.management = self.management(key, value)?,
+                "management" => {
+                    let DeValue::Table(table) = value.get_ref() else {
+                        return Err(self.wrong_type(key, value, "a table ([management])"));
+                    };
+                    let net = self.net_table(&key.span(), table, Section::Management)?;
+                    cfg.management = self.place_management(net);
+                    management_at = Some(key.span());
+                }
+                "bond" => {
+                    let items = self.array_of_tables(key, value, "[[bond]]")?;
+                    for (table, span) in items {
+                        let index = cfg.bonds.len();
+                        let bond = self.bond(index, &span, table)?;
+                        cfg.bonds.push(bond);
+                    }
+                }
+                "network" => {
+                    let items = self.array_of_tables(key, value, "[[network]]")?;
+                    for (table, span) in items {
+                        let net = self.net_table(&span, table, Section::Network)?;
+                        let Some((purpose, purpose_span)) = net.purpose.clone() else {
+                            return Err(self.err(
+                                &span,
+                                "[[network]] is missing `purpose`: add purpose = \
+                                 \"management\", \"storage\" or \"migration\"",
+                            ));
+                        };
+                        let purpose = match purpose.as_str() {
+                            "management" => {
+                                if management_at.is_some() {
+                                    return Err(self.err(
+                                        &purpose_span,
+                                        "a management network is already given above; \
+                                         a host has one",
+                                    ));
+                                }
+                                if let Some((name, name_span)) = &net.name
+                                    && name != "management"
+                                {
+                                    return Err(self.err(
+                                        name_span,
+                                        "the management network is named \"management\"; \
+                                         leave `name` out",
+                                    ));
+                                }
+                                cfg.management = self.place_management(net);
+                                management_at = Some(span);
+                                continue;
+                            }
+                            "storage" => NetworkPurpose::Storage,
+                            "migration" => NetworkPurpose::Migration,
+                            other => {
+                                return Err(self.err(
+                                    &purpose_span,
+                                    format!(
+                                        "unknown purpose {other:?}; expected \"management\", \
+                                         \"storage\" or \"migration\""
+                                    ),
+                                ));
+                            }
+                        };
+                        let Some((name, _)) = net.name.clone() else {
+                            return Err(self.err(
+                                &span,
+                                "[[network]] is missing `name`: the host's interface name on \
+                                 it, e.g. name = \"storage\"",
+                            ));
+                        };
+                        let index = cfg.networks.len();
+                        for (field, span) in &net.spans {
+                            self.spans.set(Field::Network(index, *field), span.clone());
+                        }
+                        cfg.networks.push(Network {
+                            name,
+                            purpose,
+                            interface: net.interface,
+                            vlan: net.vlan,
+                            mtu: net.mtu,
+                            ip: net.ip,
+                        });
+                    }
+                }
                 other => {
                     return Err(self.err(
                         &key.span(),
                         format!(
                             "unknown key `{other}`; expected hostname, root_password, \
-                             root_password_hash or [management]"
+                             root_password_hash, [management], [[bond]] or [[network]]"
                         ),
                     ));
                 }
             }
         }
         Ok(cfg)
+    }
+
+    /// Records where the management settings were written and builds them.
+    fn place_management(&mut self, net: NetTable) -> Management {
+        for (field, span) in &net.spans {
+            let at = match field {
+                NetworkField::Interface => Field::Interface,
+                NetworkField::Vlan => Field::ManagementVlan,
+                NetworkField::Mtu => Field::ManagementMtu,
+                NetworkField::Address => Field::Address,
+                NetworkField::Gateway => Field::Gateway,
+                NetworkField::Dns(i) => Field::Dns(*i),
+                NetworkField::Name => continue,
+            };
+            self.spans.set(at, span.clone());
+        }
+        Management {
+            interface: net.interface,
+            ip: net.ip,
+            vlan: net.vlan,
+            mtu: net.mtu,
+        }
+    }
+
+    /// The tables of a `[[name]]` array, with the span of each.
+    fn array_of_tables<'a, 'i>(
+        &self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &'a Spanned<DeValue<'i>>,
+        what: &str,
+    ) -> Result<Vec<(&'a DeTable<'i>, Range<usize>)>, ConfigError> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(self.wrong_type(key, value, &format!("an array of tables ({what})")));
+        };
+        items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::Table(table) => Ok((table, item.span())),
+                other => Err(self.err(
+                    &item.span(),
+                    format!("{what} entries must be tables, found {}", other.type_str()),
+                )),
+            })
+            .collect()
     }
 
     fn password_entry(
@@ -167,45 +323,217 @@ impl Reader<'_> {
         Ok(())
     }
 
-    fn management(
+    fn bond(
         &mut self,
-        table_key: &Spanned<std::borrow::Cow<'_, str>>,
-        value: &Spanned<DeValue<'_>>,
-    ) -> Result<Management, ConfigError> {
-        let DeValue::Table(table) = value.get_ref() else {
-            return Err(self.wrong_type(table_key, value, "a table ([management])"));
+        index: usize,
+        table_span: &Range<usize>,
+        table: &DeTable<'_>,
+    ) -> Result<Bond, ConfigError> {
+        let mut name = None;
+        let mut members = None;
+        let mut mode: Option<(BondMode, Range<usize>)> = None;
+        let mut bond = Bond::new("", &[], BondMode::Lacp);
+        let mut lacp_keys: Vec<(Range<usize>, String)> = Vec::new();
+        for (key, value) in sorted(table) {
+            let key_name = key.get_ref().as_ref();
+            match key_name {
+                "name" => {
+                    name = Some(String::from(self.string(key, value)?));
+                    self.spans
+                        .set(Field::Bond(index, BondField::Name), value.span());
+                }
+                "members" => {
+                    let DeValue::Array(items) = value.get_ref() else {
+                        return Err(self.wrong_type(key, value, "an array of NIC names"));
+                    };
+                    let mut list = Vec::new();
+                    for (j, item) in items.iter().enumerate() {
+                        let nic = item.get_ref().as_str().ok_or_else(|| {
+                            self.err(
+                                &item.span(),
+                                format!(
+                                    "`members` entries must be strings, found {}",
+                                    item.get_ref().type_str()
+                                ),
+                            )
+                        })?;
+                        self.spans
+                            .set(Field::Bond(index, BondField::Member(j)), item.span());
+                        list.push(String::from(nic));
+                    }
+                    self.spans
+                        .set(Field::Bond(index, BondField::Members), value.span());
+                    members = Some(list);
+                }
+                "mode" => {
+                    let text = self.string(key, value)?;
+                    let parsed = match text {
+                        "lacp" => BondMode::Lacp,
+                        "active-backup" => BondMode::ActiveBackup,
+                        "balance-slb" => BondMode::BalanceSlb,
+                        other => {
+                            return Err(self.err(
+                                &value.span(),
+                                format!(
+                                    "unknown bond mode {other:?}; expected \"lacp\", \
+                                     \"active-backup\" or \"balance-slb\""
+                                ),
+                            ));
+                        }
+                    };
+                    mode = Some((parsed, value.span()));
+                }
+                "hashing" => {
+                    bond.hashing = match self.string(key, value)? {
+                        "src_mac" => BondHashing::SrcMac,
+                        "tcpudp_ports" => BondHashing::TcpUdpPorts,
+                        other => {
+                            return Err(self.err(
+                                &value.span(),
+                                format!(
+                                    "unknown hashing {other:?}; expected \"src_mac\" or \
+                                     \"tcpudp_ports\""
+                                ),
+                            ));
+                        }
+                    };
+                }
+                "lacp_rate" => {
+                    bond.lacp_rate = match self.string(key, value)? {
+                        "fast" => LacpRate::Fast,
+                        "slow" => LacpRate::Slow,
+                        other => {
+                            return Err(self.err(
+                                &value.span(),
+                                format!(
+                                    "unknown lacp_rate {other:?}; expected \"fast\" or \"slow\""
+                                ),
+                            ));
+                        }
+                    };
+                }
+                "lacp_system_priority" => {
+                    bond.lacp_system_priority = self.number(key, value, 1..=65535)?;
+                }
+                "lacp_port_priority" => {
+                    bond.lacp_port_priority = self.number(key, value, 1..=65535)?;
+                }
+                other => {
+                    return Err(self.err(
+                        &key.span(),
+                        format!(
+                            "unknown key `{other}` in [[bond]]; expected name, members, mode, \
+                             hashing, lacp_rate, lacp_system_priority or lacp_port_priority"
+                        ),
+                    ));
+                }
+            }
+            if matches!(
+                key_name,
+                "hashing" | "lacp_rate" | "lacp_system_priority" | "lacp_port_priority"
+            ) {
+                lacp_keys.push((key.span(), key_name.into()));
+            }
+        }
+        let missing = |what: &str| self.err(table_span, format!("[[bond]] is missing `{what}`"));
+        bond.name = name.ok_or_else(|| missing("name"))?;
+        bond.members = members.ok_or_else(|| missing("members"))?;
+        let (mode, _) = mode.ok_or_else(|| missing("mode"))?;
+        if mode != BondMode::Lacp
+            && let Some((span, key)) = lacp_keys.first()
+        {
+            return Err(self.err(
+                span,
+                format!("`{key}` only applies to mode = \"lacp\"; remove it or switch the mode"),
+            ));
+        }
+        bond.mode = mode;
+        Ok(bond)
+    }
+
+    /// Reads a `[management]` or `[[network]]` table.
+    fn net_table(
+        &mut self,
+        table_span: &Range<usize>,
+        table: &DeTable<'_>,
+        section: Section,
+    ) -> Result<NetTable, ConfigError> {
+        let title = section.title();
+        let mut net = NetTable {
+            name: None,
+            purpose: None,
+            interface: String::from("eth0"),
+            vlan: None,
+            mtu: DEFAULT_MTU,
+            ip: IpMode::Dhcp,
+            spans: Vec::new(),
         };
-        let mut interface = String::from("eth0");
         let mut mode: Option<(&str, Range<usize>)> = None;
         let mut address: Option<([u8; 4], u8)> = None;
         let mut gateway = None;
         let mut dns = Vec::new();
+        let mut vlan_id: Option<u16> = None;
+        let mut native: Option<(bool, Range<usize>)> = None;
         // Static-only keys, to report if the mode turns out to be DHCP.
         let mut static_keys: Vec<(Range<usize>, String)> = Vec::new();
         for (key, value) in sorted(table) {
             let name = key.get_ref().as_ref();
             match name {
+                "name" if section == Section::Network => {
+                    net.name = Some((self.string(key, value)?.into(), value.span()));
+                    net.spans.push((NetworkField::Name, value.span()));
+                }
+                "purpose" if section == Section::Network => {
+                    net.purpose = Some((self.string(key, value)?.into(), value.span()));
+                }
                 "interface" => {
-                    interface = self.string(key, value)?.into();
-                    self.spans.interface = value.span();
+                    net.interface = self.string(key, value)?.into();
+                    net.spans.push((NetworkField::Interface, value.span()));
+                }
+                "vlan" => {
+                    vlan_id = Some(self.number(key, value, 1..=4094)?);
+                    net.spans.push((NetworkField::Vlan, value.span()));
+                }
+                "native" => {
+                    let flag = value
+                        .get_ref()
+                        .as_bool()
+                        .ok_or_else(|| self.wrong_type(key, value, "true or false"))?;
+                    native = Some((flag, key.span()));
+                }
+                "mtu" => {
+                    net.mtu = self.number(key, value, 68..=9000)?;
+                    net.spans.push((NetworkField::Mtu, value.span()));
                 }
                 "mode" => mode = Some((self.string(key, value)?, value.span())),
                 "address" => {
                     address = Some(self.cidr(key, value)?);
-                    self.spans.address = value.span();
+                    net.spans.push((NetworkField::Address, value.span()));
                 }
                 "gateway" => {
                     gateway = Some(self.ipv4(value, self.string(key, value)?)?);
-                    self.spans.gateway = value.span();
+                    net.spans.push((NetworkField::Gateway, value.span()));
                 }
-                "dns" => dns = self.dns(key, value)?,
+                "dns" => {
+                    let (servers, spans) = self.dns(key, value)?;
+                    dns = servers;
+                    for (i, span) in spans.into_iter().enumerate() {
+                        net.spans.push((NetworkField::Dns(i), span));
+                    }
+                }
                 other => {
+                    let expected = match section {
+                        Section::Management => {
+                            "interface, mode, address, gateway, dns, vlan, native or mtu"
+                        }
+                        Section::Network => {
+                            "name, purpose, interface, mode, address, gateway, dns, vlan, \
+                             native or mtu"
+                        }
+                    };
                     return Err(self.err(
                         &key.span(),
-                        format!(
-                            "unknown key `{other}` in [management]; expected interface, mode, \
-                             address, gateway or dns"
-                        ),
+                        format!("unknown key `{other}` in {title}; expected {expected}"),
                     ));
                 }
             }
@@ -213,13 +541,26 @@ impl Reader<'_> {
                 static_keys.push((key.span(), name.into()));
             }
         }
+        net.vlan = match (vlan_id, native) {
+            (Some(id), native) => Some(Vlan {
+                id,
+                native: native.is_some_and(|(n, _)| n),
+            }),
+            (None, Some((_, span))) => {
+                return Err(self.err(
+                    &span,
+                    "`native` only applies with `vlan`: it says that VLAN travels untagged",
+                ));
+            }
+            (None, None) => None,
+        };
         let Some((mode, mode_span)) = mode else {
             return Err(self.err(
-                &table_key.span(),
-                "[management] is missing `mode`: add mode = \"dhcp\" or mode = \"static\"",
+                table_span,
+                format!("{title} is missing `mode`: add mode = \"dhcp\" or mode = \"static\""),
             ));
         };
-        let ip = match mode {
+        net.ip = match mode {
             "dhcp" => {
                 if let Some((span, name)) = static_keys.first() {
                     return Err(self.err(
@@ -236,7 +577,7 @@ impl Reader<'_> {
                 let Some((address, prefix_len)) = address else {
                     return Err(self.err(
                         &mode_span,
-                        "mode = \"static\" needs `address = \"a.b.c.d/n\"` in [management]",
+                        format!("mode = \"static\" needs `address = \"a.b.c.d/n\"` in {title}"),
                     ));
                 };
                 IpMode::Static(StaticIpv4 {
@@ -253,7 +594,34 @@ impl Reader<'_> {
                 ));
             }
         };
-        Ok(Management { interface, ip })
+        Ok(net)
+    }
+
+    /// An integer setting within `range`.
+    fn number(
+        &self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+        range: std::ops::RangeInclusive<u16>,
+    ) -> Result<u16, ConfigError> {
+        let DeValue::Integer(int) = value.get_ref() else {
+            return Err(self.wrong_type(key, value, "an integer"));
+        };
+        i64::from_str_radix(int.as_str(), int.radix())
+            .ok()
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                self.err(
+                    &value.span(),
+                    format!(
+                        "`{}` must be within {}..={}",
+                        key.get_ref(),
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            })
     }
 
     fn string<'v>(
@@ -319,16 +687,18 @@ impl Reader<'_> {
         Ok((address, prefix))
     }
 
+    /// DNS servers, and where each was written.
+    #[allow(clippy::type_complexity)]
     fn dns(
-        &mut self,
+        &self,
         key: &Spanned<std::borrow::Cow<'_, str>>,
         value: &Spanned<DeValue<'_>>,
-    ) -> Result<Vec<[u8; 4]>, ConfigError> {
+    ) -> Result<(Vec<[u8; 4]>, Vec<Range<usize>>), ConfigError> {
         let DeValue::Array(items) = value.get_ref() else {
             return Err(self.wrong_type(key, value, "an array of strings"));
         };
         let mut servers = Vec::with_capacity(items.len());
-        self.spans.dns.clear();
+        let mut spans = Vec::with_capacity(items.len());
         for item in items.iter() {
             let text = item.get_ref().as_str().ok_or_else(|| {
                 self.err(
@@ -340,9 +710,9 @@ impl Reader<'_> {
                 )
             })?;
             servers.push(self.ipv4(item, text)?);
-            self.spans.dns.push(item.span());
+            spans.push(item.span());
         }
-        Ok(servers)
+        Ok((servers, spans))
     }
 }
 

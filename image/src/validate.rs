@@ -1,20 +1,31 @@
 //! The rules every host configuration must satisfy, whichever way it
 //! arrived (TOML on the build host, or a decoded boot module on the host).
 
+use alloc::boxed::Box;
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 use core::net::Ipv4Addr;
 
 use crate::password::{PasswordHash, PasswordHashError};
-use crate::schema::{HostConfig, IpMode, StaticIpv4};
+use crate::schema::{HostConfig, IpMode, StaticIpv4, Vlan};
 
 /// Most DNS servers a static configuration may list (what resolvers
 /// conventionally use; more would never be tried).
 pub const MAX_DNS_SERVERS: usize = 3;
 
+/// Most bonds a host may define.
+pub const MAX_BONDS: usize = 4;
+/// Fewest and most members of a bond (XenServer's limits).
+pub const BOND_MEMBERS: core::ops::RangeInclusive<usize> = 2..=4;
+/// Most host networks besides management.
+pub const MAX_NETWORKS: usize = 8;
+/// Smallest and largest network MTU.
+pub const MTU_RANGE: core::ops::RangeInclusive<u16> = 68..=9000;
+
 /// Which setting a [`ValidationError`] is about, so a front end can point
 /// at where the operator wrote it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Field {
     Hostname,
     RootPasswordHash,
@@ -23,6 +34,34 @@ pub enum Field {
     Address,
     Gateway,
     /// The DNS server at this index.
+    Dns(usize),
+    ManagementVlan,
+    ManagementMtu,
+    /// A setting of the bond at this index.
+    Bond(usize, BondField),
+    /// A setting of the network at this index.
+    Network(usize, NetworkField),
+}
+
+/// A setting of a bond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BondField {
+    Name,
+    /// The member list as a whole.
+    Members,
+    /// The member at this index.
+    Member(usize),
+}
+
+/// A setting of a host network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetworkField {
+    Name,
+    Interface,
+    Vlan,
+    Mtu,
+    Address,
+    Gateway,
     Dns(usize),
 }
 
@@ -47,6 +86,70 @@ pub enum ValidationError {
     /// The DNS server at this index cannot be a server's address; the `&str` says why.
     DnsServerUnusable(usize, Ipv4Addr, &'static str),
     PasswordHash(PasswordHashError),
+    TooManyBonds(usize),
+    BondName(usize, String),
+    DuplicateBondName(usize, String),
+    BondMemberCount {
+        bond: usize,
+        count: usize,
+    },
+    BondMemberName {
+        bond: usize,
+        member: usize,
+        name: String,
+    },
+    /// A NIC listed twice, in one bond or two.
+    MemberReused {
+        bond: usize,
+        member: usize,
+        name: String,
+    },
+    /// A network (or management) names a bond no `[[bond]]` defines.
+    UnknownBond {
+        at: Field,
+        name: String,
+    },
+    /// A network (or management) uses a NIC that is a bond member.
+    InterfaceIsBonded {
+        at: Field,
+        nic: String,
+        bond: String,
+    },
+    NetworkInterface(usize, String),
+    VlanId {
+        at: Field,
+        id: u16,
+    },
+    Mtu {
+        at: Field,
+        mtu: u16,
+    },
+    /// Two networks on one interface with the same VLAN.
+    DuplicateVlan {
+        at: Field,
+        interface: String,
+        id: u16,
+    },
+    /// A second untagged (no VLAN, or native VLAN) network on one interface.
+    SecondUntagged {
+        at: Field,
+        interface: String,
+        other: String,
+    },
+    TooManyNetworks(usize),
+    NetworkName(usize, String),
+    DuplicateNetworkName(usize, String),
+    /// A network's static IP settings are wrong; `error` says how.
+    NetworkIp {
+        index: usize,
+        error: Box<ValidationError>,
+    },
+    /// Two networks' static subnets overlap: the host could not tell which
+    /// interface reaches an address in both.
+    SubnetOverlap {
+        at: Field,
+        other: String,
+    },
 }
 
 impl ValidationError {
@@ -64,6 +167,34 @@ impl ValidationError {
             Self::TooManyDnsServers(_) => Field::Dns(MAX_DNS_SERVERS),
             Self::DnsServerUnusable(index, ..) => Field::Dns(*index),
             Self::PasswordHash(_) => Field::RootPasswordHash,
+            Self::TooManyBonds(_) => Field::Bond(MAX_BONDS, BondField::Name),
+            Self::BondName(i, _) | Self::DuplicateBondName(i, _) => {
+                Field::Bond(*i, BondField::Name)
+            }
+            Self::BondMemberCount { bond, .. } => Field::Bond(*bond, BondField::Members),
+            Self::BondMemberName { bond, member, .. } | Self::MemberReused { bond, member, .. } => {
+                Field::Bond(*bond, BondField::Member(*member))
+            }
+            Self::UnknownBond { at, .. }
+            | Self::InterfaceIsBonded { at, .. }
+            | Self::VlanId { at, .. }
+            | Self::Mtu { at, .. }
+            | Self::DuplicateVlan { at, .. }
+            | Self::SecondUntagged { at, .. }
+            | Self::SubnetOverlap { at, .. } => *at,
+            Self::NetworkInterface(i, _) => Field::Network(*i, NetworkField::Interface),
+            Self::TooManyNetworks(_) => Field::Network(MAX_NETWORKS, NetworkField::Name),
+            Self::NetworkName(i, _) | Self::DuplicateNetworkName(i, _) => {
+                Field::Network(*i, NetworkField::Name)
+            }
+            Self::NetworkIp { index, error } => Field::Network(
+                *index,
+                match error.field() {
+                    Field::Gateway => NetworkField::Gateway,
+                    Field::Dns(j) => NetworkField::Dns(j),
+                    _ => NetworkField::Address,
+                },
+            ),
         }
     }
 }
@@ -82,8 +213,8 @@ impl fmt::Display for ValidationError {
             Self::HostnameHyphenAtEdge => write!(f, "hostname must not start or end with '-'"),
             Self::InterfaceName(name) => write!(
                 f,
-                "interface {name:?} is not of the form eth<N> (eth0 is the first NIC found, \
-                 N at most 255, no leading zeros)"
+                "interface {name:?} is neither eth<N> (eth0 is the first NIC found, \
+                 N at most 255, no leading zeros) nor a bond<N> defined by a [[bond]]"
             ),
             Self::PrefixLen(n) => write!(f, "prefix length /{n} is outside 1..=32"),
             Self::AddressUnusable(a, why) => write!(f, "{a} cannot be a host address: {why}"),
@@ -105,6 +236,75 @@ impl fmt::Display for ValidationError {
             }
             Self::DnsServerUnusable(_, a, why) => write!(f, "DNS server {a} is unusable: {why}"),
             Self::PasswordHash(e) => e.fmt(f),
+            Self::TooManyBonds(n) => {
+                write!(f, "{n} bonds given; at most {MAX_BONDS} are supported")
+            }
+            Self::BondName(_, name) => write!(
+                f,
+                "bond name {name:?} is not of the form bond<N> (N at most 255, no leading zeros)"
+            ),
+            Self::DuplicateBondName(_, name) => write!(f, "bond {name} is defined twice"),
+            Self::BondMemberCount { count, .. } => write!(
+                f,
+                "a bond takes {} to {} member NICs, {count} given",
+                BOND_MEMBERS.start(),
+                BOND_MEMBERS.end()
+            ),
+            Self::BondMemberName { name, .. } => {
+                write!(f, "bond member {name:?} is not of the form eth<N>")
+            }
+            Self::MemberReused { name, .. } => {
+                write!(
+                    f,
+                    "{name} is already a member of a bond; a NIC joins one bond once"
+                )
+            }
+            Self::UnknownBond { name, .. } => {
+                write!(
+                    f,
+                    "no [[bond]] named {name}: define it, or use a NIC (eth<N>)"
+                )
+            }
+            Self::InterfaceIsBonded { nic, bond, .. } => write!(
+                f,
+                "{nic} is a member of {bond}; put the network on {bond} instead"
+            ),
+            Self::NetworkInterface(_, name) => write!(
+                f,
+                "interface {name:?} is neither eth<N> nor a bond<N> defined by a [[bond]]"
+            ),
+            Self::VlanId { id, .. } => write!(f, "VLAN {id} is outside 1..=4094"),
+            Self::Mtu { mtu, .. } => write!(
+                f,
+                "MTU {mtu} is outside {}..={}",
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ),
+            Self::DuplicateVlan { interface, id, .. } => {
+                write!(f, "VLAN {id} is used twice on {interface}")
+            }
+            Self::SecondUntagged {
+                interface, other, ..
+            } => write!(
+                f,
+                "{interface} already carries {other} untagged (no VLAN or a native VLAN); \
+                 only one network per interface can be untagged"
+            ),
+            Self::TooManyNetworks(n) => write!(
+                f,
+                "{n} networks given; at most {MAX_NETWORKS} besides management are supported"
+            ),
+            Self::NetworkName(_, name) => write!(
+                f,
+                "network name {name:?} must be 1 to 15 characters a-z, 0-9 and '-', \
+                 starting with a letter, and not \"management\""
+            ),
+            Self::DuplicateNetworkName(_, name) => write!(f, "network {name} is defined twice"),
+            Self::NetworkIp { error, .. } => error.fmt(f),
+            Self::SubnetOverlap { other, .. } => write!(
+                f,
+                "this subnet overlaps the one of {other}; each network needs its own subnet"
+            ),
         }
     }
 }
@@ -116,12 +316,190 @@ impl HostConfig {
         if let Some(phc) = &self.root_password_hash {
             PasswordHash::parse(phc).map_err(ValidationError::PasswordHash)?;
         }
-        validate_interface(&self.management.interface)?;
         match &self.management.ip {
-            IpMode::Dhcp => Ok(()),
-            IpMode::Static(s) => s.validate(),
+            IpMode::Dhcp => {}
+            IpMode::Static(s) => s.validate()?,
         }
+        self.validate_bonds()?;
+        self.validate_uplink(&self.management.interface, Field::Interface)?;
+        check_vlan(self.management.vlan, Field::ManagementVlan)?;
+        check_mtu(self.management.mtu, Field::ManagementMtu)?;
+        self.validate_networks()
     }
+
+    fn validate_bonds(&self) -> Result<(), ValidationError> {
+        if self.bonds.len() > MAX_BONDS {
+            return Err(ValidationError::TooManyBonds(self.bonds.len()));
+        }
+        let mut seen_members: Vec<&str> = Vec::new();
+        for (i, bond) in self.bonds.iter().enumerate() {
+            if !numbered(&bond.name, "bond") {
+                return Err(ValidationError::BondName(i, bond.name.clone()));
+            }
+            if self.bonds[..i].iter().any(|b| b.name == bond.name) {
+                return Err(ValidationError::DuplicateBondName(i, bond.name.clone()));
+            }
+            if !BOND_MEMBERS.contains(&bond.members.len()) {
+                return Err(ValidationError::BondMemberCount {
+                    bond: i,
+                    count: bond.members.len(),
+                });
+            }
+            for (j, member) in bond.members.iter().enumerate() {
+                if !numbered(member, "eth") {
+                    return Err(ValidationError::BondMemberName {
+                        bond: i,
+                        member: j,
+                        name: member.clone(),
+                    });
+                }
+                if seen_members.contains(&member.as_str()) {
+                    return Err(ValidationError::MemberReused {
+                        bond: i,
+                        member: j,
+                        name: member.clone(),
+                    });
+                }
+                seen_members.push(member);
+            }
+        }
+        Ok(())
+    }
+
+    /// `name` is a NIC outside every bond, or a defined bond.
+    fn validate_uplink(&self, name: &str, at: Field) -> Result<(), ValidationError> {
+        if numbered(name, "eth") {
+            if let Some(bond) = self
+                .bonds
+                .iter()
+                .find(|b| b.members.iter().any(|m| m == name))
+            {
+                return Err(ValidationError::InterfaceIsBonded {
+                    at,
+                    nic: name.into(),
+                    bond: bond.name.clone(),
+                });
+            }
+            return Ok(());
+        }
+        if numbered(name, "bond") {
+            if self.bonds.iter().any(|b| b.name == name) {
+                return Ok(());
+            }
+            return Err(ValidationError::UnknownBond {
+                at,
+                name: name.into(),
+            });
+        }
+        Err(match at {
+            Field::Network(i, _) => ValidationError::NetworkInterface(i, name.into()),
+            _ => ValidationError::InterfaceName(name.into()),
+        })
+    }
+
+    fn validate_networks(&self) -> Result<(), ValidationError> {
+        if self.networks.len() > MAX_NETWORKS {
+            return Err(ValidationError::TooManyNetworks(self.networks.len()));
+        }
+        // Networks checked so far, management first: (name, interface, vlan, ip).
+        let mut placed: Vec<(&str, &str, Option<Vlan>, &IpMode)> = Vec::new();
+        placed.push((
+            "management",
+            &self.management.interface,
+            self.management.vlan,
+            &self.management.ip,
+        ));
+        for (i, net) in self.networks.iter().enumerate() {
+            let at = |f| Field::Network(i, f);
+            if !network_name_ok(&net.name) {
+                return Err(ValidationError::NetworkName(i, net.name.clone()));
+            }
+            if self.networks[..i].iter().any(|n| n.name == net.name) {
+                return Err(ValidationError::DuplicateNetworkName(i, net.name.clone()));
+            }
+            self.validate_uplink(&net.interface, at(NetworkField::Interface))?;
+            check_vlan(net.vlan, at(NetworkField::Vlan))?;
+            check_mtu(net.mtu, at(NetworkField::Mtu))?;
+            if let IpMode::Static(s) = &net.ip {
+                s.validate().map_err(|e| ValidationError::NetworkIp {
+                    index: i,
+                    error: Box::new(e),
+                })?;
+            }
+            for (other, interface, vlan, _) in &placed {
+                if *interface != net.interface {
+                    continue;
+                }
+                let untagged = |v: Option<Vlan>| v.is_none_or(|v| v.native);
+                if untagged(*vlan) && untagged(net.vlan) {
+                    // Blame the VLAN setting, or the interface when there is none.
+                    let field = if net.vlan.is_some() {
+                        NetworkField::Vlan
+                    } else {
+                        NetworkField::Interface
+                    };
+                    return Err(ValidationError::SecondUntagged {
+                        at: at(field),
+                        interface: net.interface.clone(),
+                        other: (*other).into(),
+                    });
+                }
+                if let (Some(a), Some(b)) = (vlan, net.vlan)
+                    && a.id == b.id
+                {
+                    return Err(ValidationError::DuplicateVlan {
+                        at: at(NetworkField::Vlan),
+                        interface: net.interface.clone(),
+                        id: b.id,
+                    });
+                }
+            }
+            for (other, _, _, ip) in &placed {
+                if let (IpMode::Static(a), IpMode::Static(b)) = (ip, &net.ip)
+                    && overlap(a, b)
+                {
+                    return Err(ValidationError::SubnetOverlap {
+                        at: at(NetworkField::Address),
+                        other: (*other).into(),
+                    });
+                }
+            }
+            placed.push((&net.name, &net.interface, net.vlan, &net.ip));
+        }
+        Ok(())
+    }
+}
+
+fn check_vlan(vlan: Option<Vlan>, at: Field) -> Result<(), ValidationError> {
+    match vlan {
+        Some(v) if !(1..=4094).contains(&v.id) => Err(ValidationError::VlanId { at, id: v.id }),
+        _ => Ok(()),
+    }
+}
+
+fn check_mtu(mtu: u16, at: Field) -> Result<(), ValidationError> {
+    if MTU_RANGE.contains(&mtu) {
+        Ok(())
+    } else {
+        Err(ValidationError::Mtu { at, mtu })
+    }
+}
+
+/// Whether two static subnets share addresses.
+fn overlap(a: &StaticIpv4, b: &StaticIpv4) -> bool {
+    let mask = a.netmask() & b.netmask();
+    u32::from_be_bytes(a.address) & mask == u32::from_be_bytes(b.address) & mask
+}
+
+/// 1 to 15 characters a-z, 0-9, '-', starting with a letter; "management"
+/// is the management network's own name.
+fn network_name_ok(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name != "management"
 }
 
 impl StaticIpv4 {
@@ -219,19 +597,15 @@ fn validate_hostname(name: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// `eth<N>`: NICs are numbered in discovery order, so only this form names one.
-fn validate_interface(name: &str) -> Result<(), ValidationError> {
-    let ok = name.strip_prefix("eth").is_some_and(|n| {
+/// `<prefix><N>`, N at most 255 without leading zeros: NICs (`eth`) are
+/// numbered in discovery order, so only this form names one; bonds follow.
+fn numbered(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|n| {
         !n.is_empty()
             && n.bytes().all(|b| b.is_ascii_digit())
             && (n == "0" || !n.starts_with('0'))
             && n.parse::<u8>().is_ok()
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(ValidationError::InterfaceName(name.into()))
-    }
+    })
 }
 
 #[cfg(test)]
@@ -251,6 +625,7 @@ mod tests {
                     gateway,
                     dns: vec![],
                 }),
+                ..Management::default()
             },
             ..HostConfig::default()
         }
@@ -388,5 +763,235 @@ mod tests {
             ValidationError::PasswordHash(PasswordHashError::UnsupportedScheme)
         );
         assert_eq!(err(&cfg).field(), Field::RootPasswordHash);
+    }
+
+    fn bonded() -> HostConfig {
+        use crate::schema::{Bond, BondMode, Network, NetworkPurpose};
+        HostConfig {
+            management: Management {
+                interface: "bond0".into(),
+                ip: IpMode::Static(StaticIpv4 {
+                    address: [192, 0, 2, 10],
+                    prefix_len: 24,
+                    gateway: None,
+                    dns: vec![],
+                }),
+                vlan: Some(Vlan {
+                    id: 5,
+                    native: true,
+                }),
+                mtu: 1500,
+            },
+            bonds: vec![Bond::new("bond0", &["eth0", "eth1"], BondMode::Lacp)],
+            networks: vec![Network {
+                name: "storage".into(),
+                purpose: NetworkPurpose::Storage,
+                interface: "bond0".into(),
+                vlan: Some(Vlan {
+                    id: 20,
+                    native: false,
+                }),
+                mtu: 9000,
+                ip: IpMode::Static(StaticIpv4 {
+                    address: [198, 51, 100, 10],
+                    prefix_len: 24,
+                    gateway: None,
+                    dns: vec![],
+                }),
+            }],
+            ..HostConfig::default()
+        }
+    }
+
+    #[test]
+    fn bonds() {
+        assert_eq!(bonded().validate(), Ok(()));
+        let mut cfg = bonded();
+        cfg.bonds[0].name = "bond01".into();
+        assert_eq!(err(&cfg), ValidationError::BondName(0, "bond01".into()));
+        assert_eq!(err(&cfg).field(), Field::Bond(0, BondField::Name));
+        let mut cfg = bonded();
+        cfg.bonds[0].members = vec!["eth0".into()];
+        assert!(matches!(
+            err(&cfg),
+            ValidationError::BondMemberCount { count: 1, .. }
+        ));
+        cfg.bonds[0].members = ["eth0", "eth1", "eth2", "eth3", "eth4"]
+            .map(String::from)
+            .into();
+        assert!(matches!(
+            err(&cfg),
+            ValidationError::BondMemberCount { count: 5, .. }
+        ));
+        cfg.bonds[0].members = vec!["eth0".into(), "em1".into()];
+        assert_eq!(err(&cfg).field(), Field::Bond(0, BondField::Member(1)));
+        cfg.bonds[0].members = vec!["eth0".into(), "eth0".into()];
+        assert!(matches!(
+            err(&cfg),
+            ValidationError::MemberReused { member: 1, .. }
+        ));
+        let mut cfg = bonded();
+        let mut second = cfg.bonds[0].clone();
+        second.name = "bond1".into();
+        second.members = vec!["eth2".into(), "eth1".into()];
+        cfg.bonds.push(second.clone());
+        assert_eq!(err(&cfg).field(), Field::Bond(1, BondField::Member(1)));
+        second.members = vec!["eth2".into(), "eth3".into()];
+        second.name = "bond0".into();
+        cfg.bonds[1] = second;
+        assert!(matches!(
+            err(&cfg),
+            ValidationError::DuplicateBondName(1, _)
+        ));
+        let mut cfg = bonded();
+        cfg.bonds = (0..5)
+            .map(|i| {
+                let mut b = cfg.bonds[0].clone();
+                b.name = format!("bond{i}");
+                b.members = vec![format!("eth{}", 2 * i), format!("eth{}", 2 * i + 1)];
+                b
+            })
+            .collect();
+        assert_eq!(err(&cfg), ValidationError::TooManyBonds(5));
+    }
+
+    #[test]
+    fn interfaces_must_exist_and_not_be_bonded() {
+        let mut cfg = bonded();
+        cfg.management.interface = "bond1".into();
+        assert!(matches!(
+            err(&cfg),
+            ValidationError::UnknownBond {
+                at: Field::Interface,
+                ..
+            }
+        ));
+        cfg.management.interface = "eth1".into();
+        let e = err(&cfg);
+        assert_eq!(
+            e.to_string(),
+            "eth1 is a member of bond0; put the network on bond0 instead"
+        );
+        assert_eq!(e.field(), Field::Interface);
+        let mut cfg = bonded();
+        cfg.networks[0].interface = "br0".into();
+        assert_eq!(
+            err(&cfg),
+            ValidationError::NetworkInterface(0, "br0".into())
+        );
+        cfg.networks[0].interface = "eth2".into();
+        cfg.networks[0].vlan = None;
+        assert_eq!(
+            cfg.validate(),
+            Ok(()),
+            "a network of its own on a spare NIC"
+        );
+    }
+
+    #[test]
+    fn vlans_and_mtus() {
+        let mut cfg = bonded();
+        cfg.networks[0].vlan = Some(Vlan {
+            id: 5,
+            native: false,
+        });
+        assert!(matches!(
+            err(&cfg),
+            ValidationError::DuplicateVlan { id: 5, .. }
+        ));
+        cfg.networks[0].vlan = Some(Vlan {
+            id: 4095,
+            native: false,
+        });
+        assert_eq!(err(&cfg).field(), Field::Network(0, NetworkField::Vlan));
+        cfg.networks[0].vlan = Some(Vlan {
+            id: 21,
+            native: true,
+        });
+        let e = err(&cfg);
+        assert!(matches!(e, ValidationError::SecondUntagged { .. }), "{e}");
+        cfg.networks[0].vlan = None;
+        assert!(matches!(err(&cfg), ValidationError::SecondUntagged { .. }));
+        // Management tagged: storage may then be the untagged one.
+        cfg.management.vlan = Some(Vlan {
+            id: 5,
+            native: false,
+        });
+        assert_eq!(cfg.validate(), Ok(()));
+        cfg.management.vlan = Some(Vlan {
+            id: 0,
+            native: false,
+        });
+        assert_eq!(err(&cfg).field(), Field::ManagementVlan);
+        let mut cfg = bonded();
+        cfg.networks[0].mtu = 9001;
+        assert_eq!(err(&cfg).field(), Field::Network(0, NetworkField::Mtu));
+        cfg.networks[0].mtu = 9000;
+        cfg.management.mtu = 67;
+        assert_eq!(err(&cfg).field(), Field::ManagementMtu);
+    }
+
+    #[test]
+    fn network_names_and_addresses() {
+        let mut cfg = bonded();
+        for bad in ["", "Storage", "1st", "management", "a-very-long-name-x"] {
+            cfg.networks[0].name = bad.into();
+            assert_eq!(
+                err(&cfg),
+                ValidationError::NetworkName(0, bad.into()),
+                "{bad}"
+            );
+        }
+        let mut cfg = bonded();
+        let mut second = cfg.networks[0].clone();
+        second.vlan = Some(Vlan {
+            id: 30,
+            native: false,
+        });
+        second.ip = IpMode::Dhcp;
+        cfg.networks.push(second.clone());
+        assert!(matches!(
+            err(&cfg),
+            ValidationError::DuplicateNetworkName(1, _)
+        ));
+        second.name = "migration".into();
+        second.ip = IpMode::Static(StaticIpv4 {
+            address: [192, 0, 2, 99],
+            prefix_len: 25,
+            gateway: None,
+            dns: vec![],
+        });
+        cfg.networks[1] = second.clone();
+        let e = err(&cfg);
+        assert!(matches!(e, ValidationError::SubnetOverlap { .. }), "{e}");
+        assert_eq!(e.field(), Field::Network(1, NetworkField::Address));
+        second.ip = IpMode::Static(StaticIpv4 {
+            address: [203, 0, 113, 5],
+            prefix_len: 24,
+            gateway: Some([198, 51, 100, 1]),
+            dns: vec![],
+        });
+        cfg.networks[1] = second;
+        let e = err(&cfg);
+        assert_eq!(e.field(), Field::Network(1, NetworkField::Gateway));
+        assert!(
+            e.to_string()
+                .starts_with("gateway 198.51.100.1 is not inside"),
+            "{e}"
+        );
+        cfg.networks.truncate(1);
+        cfg.networks = (0..9)
+            .map(|i| {
+                let mut n = cfg.networks[0].clone();
+                n.name = format!("n{i}");
+                n.vlan = Some(Vlan {
+                    id: 100 + i,
+                    native: false,
+                });
+                n.ip = IpMode::Dhcp;
+                n
+            })
+            .collect();
+        assert_eq!(err(&cfg), ValidationError::TooManyNetworks(9));
     }
 }

@@ -61,7 +61,9 @@ fn static_config() -> HostConfig {
                 gateway: Some([10, 0, 2, 2]),
                 dns: vec![[10, 0, 2, 3]],
             }),
+            ..Management::default()
         },
+        ..HostConfig::default()
     }
 }
 

@@ -1,5 +1,6 @@
 use super::*;
 use crate::password::{hash_password, verify_password};
+use crate::schema::{Bond, BondMode, NetworkPurpose, Vlan};
 
 /// The error for `text`, which must be rejected.
 fn error(text: &str) -> ConfigError {
@@ -97,7 +98,12 @@ fn unknown_keys() {
         "unknown key `adress` in [management]",
     );
     assert_eq!(e.column, 3);
-    assert_error("[network]\nmode = \"dhcp\"\n", 1, "unknown key `network`");
+    assert_error("[netwrk]\nmode = \"dhcp\"\n", 1, "unknown key `netwrk`");
+    assert_error(
+        "[network]\nmode = \"dhcp\"\n",
+        1,
+        "`network` must be an array of tables ([[network]])",
+    );
 }
 
 #[test]
@@ -234,4 +240,167 @@ fn line_columns_count_characters() {
     assert_eq!(line_column("é = 1", 2), (1, 2));
     assert_eq!(line_column("é = 1", 3), (1, 3));
     assert_eq!(line_column("ab", 99), (1, 3));
+}
+
+/// The seed scenario: two NICs in a LACP bond, management untagged on
+/// VLAN 5 (native), storage on VLAN 20 with jumbo frames.
+const BONDED: &str = r#"hostname = "xen1"
+
+[[bond]]
+name = "bond0"
+members = ["eth0", "eth1"]
+mode = "lacp"
+lacp_rate = "fast"
+hashing = "tcpudp_ports"
+
+[management]
+interface = "bond0"
+vlan = 5
+native = true
+mode = "static"
+address = "192.0.2.10/24"
+gateway = "192.0.2.1"
+
+[[network]]
+name = "storage"
+purpose = "storage"
+interface = "bond0"
+vlan = 20
+mtu = 9000
+mode = "static"
+address = "198.51.100.10/24"
+
+[[network]]
+name = "migration"
+purpose = "migration"
+interface = "bond0"
+vlan = 30
+mode = "dhcp"
+"#;
+
+#[test]
+fn bonds_vlans_and_networks() {
+    let cfg = parse_toml(BONDED).expect("valid");
+    assert_eq!(
+        cfg.bonds,
+        vec![Bond::new("bond0", &["eth0", "eth1"], BondMode::Lacp)]
+    );
+    assert_eq!(cfg.management.interface, "bond0");
+    assert_eq!(
+        cfg.management.vlan,
+        Some(Vlan {
+            id: 5,
+            native: true
+        })
+    );
+    assert_eq!(cfg.management.mtu, 1500);
+    assert_eq!(cfg.networks.len(), 2);
+    let storage = &cfg.networks[0];
+    assert_eq!(
+        (storage.name.as_str(), storage.purpose, storage.mtu),
+        ("storage", NetworkPurpose::Storage, 9000)
+    );
+    assert_eq!(
+        storage.vlan,
+        Some(Vlan {
+            id: 20,
+            native: false
+        })
+    );
+    assert_eq!(cfg.networks[1].purpose, NetworkPurpose::Migration);
+    assert_eq!(cfg.networks[1].ip, IpMode::Dhcp);
+    assert_eq!(cfg.networks[1].mtu, 1500);
+    // Through the boot module and back.
+    assert_eq!(crate::decode(&crate::encode(&cfg)), Ok(cfg));
+}
+
+#[test]
+fn management_as_a_network_entry() {
+    let text = "[[bond]]\nname = \"bond0\"\nmembers = [\"eth0\", \"eth1\"]\nmode = \"active-backup\"\n\
+                [[network]]\npurpose = \"management\"\ninterface = \"bond0\"\nmode = \"dhcp\"\n";
+    let cfg = parse_toml(text).expect("valid");
+    assert_eq!(cfg.management.interface, "bond0");
+    assert_eq!(cfg.bonds[0].mode, BondMode::ActiveBackup);
+    assert!(cfg.networks.is_empty());
+    assert_error(
+        "[management]\nmode = \"dhcp\"\n[[network]]\npurpose = \"management\"\nmode = \"dhcp\"\n",
+        4,
+        "already given",
+    );
+    assert_error(
+        "[[network]]\npurpose = \"management\"\nname = \"mgmt\"\nmode = \"dhcp\"\n",
+        3,
+        "leave `name` out",
+    );
+}
+
+/// Replaces line `line` (1-based) of `text`.
+fn with_line(text: &str, line: usize, replacement: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[line - 1] = replacement;
+    lines.join("\n")
+}
+
+#[test]
+fn network_and_bond_errors_point_at_their_line() {
+    let cases = [
+        (5, "members = [\"eth0\"]", "2 to 4 member NICs"),
+        (
+            5,
+            "members = [\"eth0\", \"wlan0\"]",
+            "not of the form eth<N>",
+        ),
+        (5, "members = [\"eth0\", \"eth0\"]", "already a member"),
+        (5, "members = \"eth0\"", "array of NIC names"),
+        (6, "mode = \"round-robin\"", "unknown bond mode"),
+        (7, "lacp_rate = \"sometimes\"", "unknown lacp_rate"),
+        (8, "hashing = \"dst_mac\"", "unknown hashing"),
+        (4, "name = \"team0\"", "bond<N>"),
+        (11, "interface = \"bond1\"", "no [[bond]] named bond1"),
+        (11, "interface = \"eth1\"", "eth1 is a member of bond0"),
+        (12, "vlan = 4095", "within 1..=4094"),
+        (12, "vlan = \"5\"", "must be an integer"),
+        (13, "native = 1", "true or false"),
+        (13, "mtus = 1500", "unknown key `mtus` in [management]"),
+        (19, "name = \"Storage\"", "network name"),
+        (20, "purpose = \"backup\"", "unknown purpose"),
+        (21, "interface = \"eth0\"", "member of bond0"),
+        (22, "vlan = 5", "VLAN 5 is used twice on bond0"),
+        (23, "mtu = 9216", "within 68..=9000"),
+        (
+            25,
+            "address = \"192.0.2.20/24\"",
+            "overlaps the one of management",
+        ),
+        (25, "address = \"198.51.100.0/24\"", "network address"),
+        (28, "name = \"storage\"", "defined twice"),
+        (31, "vlan = 20", "used twice"),
+        // Migration untagged too, next to native management: the interface is blamed.
+    ];
+    for (line, replacement, needle) in cases {
+        assert_error(&with_line(BONDED, line, replacement), line, needle);
+    }
+    let text = with_line(BONDED, 31, "mtu = 1500");
+    assert_error(&text, 30, "only one network per interface can be untagged");
+    // Keys that belong to another mode.
+    let text = with_line(BONDED, 6, "mode = \"balance-slb\"");
+    assert_error(&text, 7, "`lacp_rate` only applies to mode = \"lacp\"");
+    let text = BONDED.replace("vlan = 5\nnative = true\n", "native = true\n");
+    assert_error(&text, 12, "`native` only applies with `vlan`");
+    assert_error(
+        "[[network]]\nname = \"storage\"\nmode = \"dhcp\"\n",
+        1,
+        "missing `purpose`",
+    );
+    assert_error(
+        "[[network]]\npurpose = \"storage\"\nmode = \"dhcp\"\n",
+        1,
+        "missing `name`",
+    );
+    assert_error(
+        "[[bond]]\nname = \"bond0\"\nmode = \"lacp\"\n",
+        1,
+        "missing `members`",
+    );
+    assert_error("bond = [1]\n", 1, "[[bond]] entries must be tables");
 }
