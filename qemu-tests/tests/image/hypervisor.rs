@@ -420,3 +420,51 @@ fn a_hermit_image_starts_the_way_uhyve_starts_it() {
     let (_, json) = health(&qemu);
     assert_eq!(json["status"], "ok", "{json}");
 }
+
+#[test]
+fn a_guest_that_resets_is_restarted() {
+    let builder = keel(2, 512);
+    let dir = builder.dir().to_path_buf();
+    let cf9 = assemble_as("reboot", "cf9", &[], &dir);
+    let kbd = assemble_as("reboot", "kbd", &[("KBD", 1)], &dir);
+    let files = vec![
+        (
+            "guests/cf9.elf".to_string(),
+            fs::read(cf9).expect("read guest"),
+        ),
+        (
+            "guests/kbd.elf".to_string(),
+            fs::read(kbd).expect("read guest"),
+        ),
+    ];
+    let archive = archive(&dir, &files);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    for name in ["cf9", "kbd"] {
+        let boots = |s: &str| {
+            s.matches(&format!("vm {name}: booting, then resetting"))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+        while boots(&qemu.serial()) < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} was not restarted after its reset:\n{}",
+                qemu.serial_tail(20)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            qemu.serial()
+                .contains(&format!("vm {name}: restarting after the guest reset")),
+            "{name}: the restart is logged"
+        );
+    }
+    let serial = qemu.serial();
+    assert!(
+        !serial.contains("STILL RUNNING"),
+        "a reset did not stop the guest"
+    );
+    assert!(!serial.contains("crashed"), "a restart failed");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+}

@@ -21,6 +21,8 @@ const APIC_BASE_ENABLE: u64 = 1 << 11;
 const APIC_BASE_X2APIC: u64 = 1 << 10;
 const APIC_BASE_BSP: u64 = 1 << 8;
 const RESET_CONTROL: u16 = 0xcf9;
+const KBD_COMMAND: u16 = 0x64;
+const KBD_PULSE_RESET: u8 = 0xfe;
 const IRQ_TIMER: u8 = 0;
 const IRQ_COM1: u8 = 4;
 
@@ -40,6 +42,15 @@ impl ConsoleSink for ConsoleLog {
             self.line.clear();
         }
     }
+}
+
+/// Why the guest asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopRequest {
+    /// ACPI S5.
+    PowerOff,
+    /// Reset through port 0xcf9 or the keyboard controller (0x64).
+    Reset,
 }
 
 /// What a vCPU is waiting for before it first runs.
@@ -68,7 +79,7 @@ pub struct Board {
     pub nb_cfg: u64,
     pub unclaimed_ports: u64,
     /// Set when the guest asked to power off or reset.
-    pub stop: Option<&'static str>,
+    pub stop: Option<StopRequest>,
     /// vCPUs to wake after the lock is dropped (bit per vCPU).
     pub kicks: u64,
 }
@@ -143,7 +154,7 @@ impl Board {
             }
             (acpi::PM1A_CNT, 2) if write => match self.pm.write_control(value as u16) {
                 Some(SleepRequest::Sleep(acpi::S5_SLP_TYP)) => {
-                    self.stop = Some("powered off (ACPI S5)")
+                    self.stop = Some(StopRequest::PowerOff)
                 }
                 Some(SleepRequest::Sleep(other)) => {
                     log::debug!("guest asked for sleep type {other}, which is not supported");
@@ -152,9 +163,10 @@ impl Board {
             },
             (acpi::PM1A_CNT, 2) => return u64::from(self.pm.read_control()),
             // Reset control: bit 2 resets the machine.
-            (RESET_CONTROL, 1) if write && byte & 0x04 != 0 => {
-                self.stop =
-                    Some("reset requested (restarting a VM is not supported yet: it stays stopped)")
+            (RESET_CONTROL, 1) if write && byte & 0x04 != 0 => self.stop = Some(StopRequest::Reset),
+            // The keyboard controller's pulse-reset command.
+            (KBD_COMMAND, 1) if write && byte == KBD_PULSE_RESET => {
+                self.stop = Some(StopRequest::Reset)
             }
             _ => {
                 // No device: writes vanish and reads float high, as on a real bus.

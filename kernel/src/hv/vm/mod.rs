@@ -156,10 +156,14 @@ impl Drop for Ram {
 struct VmCore {
     handle: Arc<VmHandle>,
     board: Mutex<Board>,
-    ram: Ram,
-    /// Serialises the host's own accesses to guest RAM (loader, MMIO decode).
-    memory_lock: Mutex<()>,
+    /// Guest RAM; the lock serialises the host's own accesses (loader, MMIO
+    /// decode). Taken out (freed) when the VM ends, before a restart.
+    ram: Mutex<Option<Ram>>,
     npt: NestedPageTable,
+    /// What the VM was started from, kept to restart it after a guest reset.
+    spec: Mutex<Option<VmSpec>>,
+    /// The guest asked for a reset: restart it when every vCPU has stopped.
+    reset: AtomicBool,
     asid: u32,
     vcpus: usize,
     entry: LongModeEntry,
@@ -224,20 +228,24 @@ impl sched::Task for VcpuTask {
 }
 
 impl VmCore {
-    fn with_memory<R>(&self, f: impl FnOnce(&mut GuestMemory<'_>) -> R) -> R {
-        let _guard = self.memory_lock.lock();
+    /// Runs `f` on guest RAM; `None` once the RAM was freed (the VM ended).
+    fn with_memory<R>(&self, f: impl FnOnce(&mut GuestMemory<'_>) -> R) -> Option<R> {
+        let guard = self.ram.lock();
+        let ram = guard.as_ref()?;
         // SAFETY: `[phys, phys + bytes)` was allocated to this VM alone and is
-        // mapped in the direct map; host-side accesses are serialised by
-        // `memory_lock` and the slice does not outlive the call. The guest may
-        // write the same bytes concurrently, as a device's DMA would; only
-        // plain bytes are copied, so no Rust value can be made invalid.
+        // mapped in the direct map; it stays allocated while the lock is held
+        // (only `free_memory` drops it, under the lock); host-side accesses
+        // are serialised by the lock and the slice does not outlive the call.
+        // The guest may write the same bytes concurrently, as a device's DMA
+        // would; only plain bytes are copied, so no Rust value can be made
+        // invalid.
         let slice = unsafe {
             core::slice::from_raw_parts_mut(
-                mem::phys_to_virt(self.ram.phys) as *mut u8,
-                self.ram.bytes as usize,
+                mem::phys_to_virt(ram.phys) as *mut u8,
+                ram.bytes as usize,
             )
         };
-        f(&mut GuestMemory::new(slice))
+        Some(f(&mut GuestMemory::new(slice)))
     }
 
     fn stopping(&self) -> bool {
@@ -302,10 +310,23 @@ impl VmCore {
             .map_err(|e| VmState::Crashed(format!("cannot create vCPU {me}: {e:?}")))
     }
 
-    /// The last vCPU out reports how the VM ended.
+    /// The last vCPU out reports how the VM ended, frees its RAM, and
+    /// starts it again if the guest asked for a reset.
     fn finish(&self) {
-        let state = self.outcome.lock().clone().unwrap_or(VmState::Halted);
+        // No vCPU runs any more: nothing reads or writes guest RAM.
+        drop(self.ram.lock().take());
+        let mut state = self.outcome.lock().clone().unwrap_or(VmState::Halted);
         let h = &self.handle;
+        let spec = (self.reset.load(Ordering::Acquire) && state == VmState::Halted)
+            .then(|| self.spec.lock().take())
+            .flatten();
+        if let Some(spec) = spec {
+            log::info!("vm {}: restarting after the guest reset", h.name);
+            match boot(spec, Arc::clone(h)) {
+                Ok(()) => return,
+                Err(e) => state = VmState::Crashed(format!("restart failed: {e}")),
+            }
+        }
         let profile = h.profile.lock().clone();
         let ms = time::now().saturating_sub(self.started).as_millis().max(1) as u64;
         log::info!(
@@ -332,7 +353,7 @@ impl VmCore {
     }
 }
 
-/// Loads the guest and starts each vCPU on a free host CPU.
+/// Loads the guest and starts its vCPUs as tasks of the host scheduler.
 pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
     if spec.vcpus == 0 || spec.vcpus > acpi::MAX_VCPUS {
         return Err(VmError::TooManyVcpus(spec.vcpus));
@@ -340,6 +361,22 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
     if sched::task_cpus() == 0 {
         return Err(VmError::NoFreeCpu);
     }
+    let handle = Arc::new(VmHandle {
+        name: spec.name.clone(),
+        vcpus: spec.vcpus,
+        state: Mutex::new(VmState::Running),
+        exits: AtomicU64::new(0),
+        profile: Mutex::new(ExitProfile::default()),
+        console: Mutex::new(heapless::Deque::new()),
+    });
+    boot(spec, Arc::clone(&handle))?;
+    VMS.lock().push(Arc::clone(&handle));
+    Ok(handle)
+}
+
+/// Allocates the VM's RAM, loads the guest and places its vCPUs: at start,
+/// and again after a guest reset (with the same handle).
+fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
     let bytes = (spec.memory_mib << 20).max(TWO_MIB * 2).div_ceil(TWO_MIB) * TWO_MIB;
     let phys = mem::alloc_frames(
         bytes / mem::frames::FRAME_SIZE,
@@ -351,21 +388,15 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
     let ram = Ram { phys, bytes };
     let npt = NestedPageTable::identity_offset(phys, bytes)
         .map_err(|e| VmError::Setup(format!("nested paging: {e:?}")))?;
-    let handle = Arc::new(VmHandle {
-        name: spec.name,
-        vcpus: spec.vcpus,
-        state: Mutex::new(VmState::Running),
-        exits: AtomicU64::new(0),
-        profile: Mutex::new(ExitProfile::default()),
-        console: Mutex::new(heapless::Deque::new()),
-    });
+    *handle.state.lock() = VmState::Running;
     let vcpus = spec.vcpus as usize;
     let mut core = VmCore {
         board: Mutex::new(Board::new(Arc::clone(&handle), vcpus)),
         handle: Arc::clone(&handle),
-        ram,
-        memory_lock: Mutex::new(()),
+        ram: Mutex::new(Some(ram)),
         npt,
+        spec: Mutex::new(None),
+        reset: AtomicBool::new(false),
         asid: NEXT_ASID.fetch_add(1, Ordering::Relaxed),
         vcpus,
         entry: LongModeEntry::default(),
@@ -376,7 +407,7 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
         started: time::now(),
         ran_ns: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
     };
-    core.entry = core.with_memory(|m| match &spec.boot {
+    let loaded = core.with_memory(|m| match &spec.boot {
         GuestBoot::Elf(image) if hermit::is_hermit(image) => {
             if spec.vcpus != 1 {
                 // uhyve starts a Hermit guest's other CPUs itself, in 64-bit
@@ -408,8 +439,9 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
             linux::load(kernel, initrd.as_deref(), cmdline, Some(rsdp), m)
                 .map_err(VmError::BadKernel)
         }
-    })?;
-    drop(spec.boot);
+    });
+    core.entry = loaded.ok_or_else(|| VmError::Setup("guest RAM is gone".into()))??;
+    *core.spec.lock() = Some(spec);
     let core = Arc::new(core);
     let mut cpus = Vec::new();
     for me in 0..vcpus {
@@ -431,6 +463,5 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
         bytes >> 20,
         core.entry.rip
     );
-    VMS.lock().push(Arc::clone(&handle));
-    Ok(handle)
+    Ok(())
 }

@@ -6,7 +6,7 @@ use alloc::format;
 use core::sync::atomic::Ordering;
 use core::time::Duration;
 
-use super::board::Board;
+use super::board::{Board, StopRequest};
 use super::{VmCore, VmState};
 use crate::arch::x86_64::cpu;
 use crate::hv::cpuid::{self, Leaf};
@@ -109,9 +109,17 @@ fn run_inner(
                     vcpu.regs().rax = keep | (read & mask);
                 }
                 vcpu.set_rip(next_rip);
-                if let Some(why) = stop {
-                    log::info!("vm {}: {why}", core.handle.name);
-                    return Err(VmState::Halted);
+                match stop {
+                    Some(StopRequest::PowerOff) => {
+                        log::info!("vm {}: powered off (ACPI S5)", core.handle.name);
+                        return Err(VmState::Halted);
+                    }
+                    Some(StopRequest::Reset) => {
+                        log::info!("vm {}: reset", core.handle.name);
+                        core.reset.store(true, Ordering::Release);
+                        return Err(VmState::Halted);
+                    }
+                    None => {}
                 }
             }
             VmExit::Cpuid => {
@@ -327,12 +335,14 @@ fn emulate_mmio(
     let paging = vcpu.paging();
     let rip = vcpu.rip();
     let mut bytes = [0u8; 15];
-    let decoded = core.with_memory(|mem| {
-        let n = paging
-            .fetch(mem, rip, &mut bytes)
-            .map_err(|e| format!("{e}"))?;
-        mmio::decode(&bytes[..n], paging.long_mode(), rip).map_err(|e| format!("{e}"))
-    })?;
+    let decoded = core
+        .with_memory(|mem| {
+            let n = paging
+                .fetch(mem, rip, &mut bytes)
+                .map_err(|e| format!("{e}"))?;
+            mmio::decode(&bytes[..n], paging.long_mode(), rip).map_err(|e| format!("{e}"))
+        })
+        .ok_or_else(|| alloc::string::String::from("guest RAM is gone"))??;
     let now = time::now();
     let mask = |size: u8| {
         if size >= 8 {
