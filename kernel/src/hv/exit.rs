@@ -72,6 +72,17 @@ pub enum Exception {
     GeneralProtection,
 }
 
+/// A segment register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    Es,
+    Cs,
+    Ss,
+    Ds,
+    Fs,
+    Gs,
+}
+
 /// One virtual CPU of a VM, whatever the hardware extension.
 pub trait Vcpu {
     /// Enters the guest until the next exit.
@@ -94,6 +105,8 @@ pub trait Vcpu {
     fn request_interrupt_window(&mut self, on: bool);
     /// The guest's control registers, for walking its page tables.
     fn paging(&self) -> super::mmio::Paging;
+    /// The base address of a segment (as the CPU uses it in this mode).
+    fn segment_base(&self, seg: Segment) -> u64;
     fn rsp(&self) -> u64;
     fn set_rsp(&mut self, rsp: u64);
     /// Reads an MSR whose state the backend keeps (EFER, syscall MSRs, PAT, FS/GS base...).

@@ -74,13 +74,32 @@ fn gpr(r: Register) -> Option<(Gpr, u8)> {
     (index < 16 && r.is_gpr()).then_some((Gpr(index as u8), size))
 }
 
-/// Decodes the instruction in `bytes` (64-bit mode when `long`, else 32-bit).
-pub fn decode(bytes: &[u8], long: bool, rip: u64) -> Result<Decoded, MmioError> {
-    let mut d = Decoder::with_ip(if long { 64 } else { 32 }, bytes, rip, DecoderOptions::NONE);
+/// Decodes the first instruction in `bytes` for a CPU executing `bits`-bit
+/// code (16, 32 or 64).
+fn decode_one(bytes: &[u8], bits: u32, rip: u64) -> Result<iced_x86::Instruction, MmioError> {
+    let bits = if matches!(bits, 16 | 32 | 64) {
+        bits
+    } else {
+        32
+    };
+    let mut d = Decoder::with_ip(bits, bytes, rip, DecoderOptions::NONE);
     let i = d.decode();
     if i.is_invalid() {
         return Err(MmioError::Invalid);
     }
+    Ok(i)
+}
+
+/// The mnemonic and length of the instruction in `bytes`: the next RIP of an
+/// exit that does not report it (TCG has no next-RIP save).
+pub fn length(bytes: &[u8], bits: u32, rip: u64) -> Result<(Mnemonic, u8), MmioError> {
+    let i = decode_one(bytes, bits, rip)?;
+    Ok((i.mnemonic(), i.len() as u8))
+}
+
+/// Decodes the MOV in `bytes` that touched device memory.
+pub fn decode(bytes: &[u8], bits: u32, rip: u64) -> Result<Decoded, MmioError> {
+    let i = decode_one(bytes, bits, rip)?;
     let unsupported = || MmioError::Unsupported(i.mnemonic());
     if i.mnemonic() != Mnemonic::Mov || i.op_count() != 2 {
         return Err(unsupported());
@@ -120,13 +139,18 @@ pub fn decode(bytes: &[u8], long: bool, rip: u64) -> Result<Decoded, MmioError> 
     })
 }
 
-/// The guest's paging state, as far as the walker needs it.
+/// The guest's paging state and code segment, as far as instruction fetch
+/// and the page walker need them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Paging {
     pub cr0: u64,
     pub cr3: u64,
     pub cr4: u64,
     pub efer: u64,
+    /// CS base (ignored in 64-bit code).
+    pub cs_base: u64,
+    /// The code size: 16, 32 or 64 (from CS.L and CS.D).
+    pub code_bits: u32,
 }
 
 const CR0_PG: u64 = 1 << 31;
@@ -169,16 +193,27 @@ impl Paging {
         Err(unmapped)
     }
 
-    /// Fetches up to 15 instruction bytes at `rip`, page by page.
+    /// The linear address of `rip` in the current code segment.
+    pub fn code_address(&self, rip: u64) -> u64 {
+        if self.code_bits == 64 {
+            rip
+        } else {
+            self.cs_base.wrapping_add(rip) & 0xffff_ffff
+        }
+    }
+
+    /// Fetches up to 15 instruction bytes at `rip` (an offset in the code
+    /// segment), page by page.
     pub fn fetch(
         &self,
         mem: &GuestMemory<'_>,
         rip: u64,
         out: &mut [u8; 15],
     ) -> Result<usize, MmioError> {
+        let start = self.code_address(rip);
         let mut n = 0;
         while n < out.len() {
-            let linear = rip.wrapping_add(n as u64);
+            let linear = start.wrapping_add(n as u64);
             let Ok(gpa) = self.translate(mem, linear) else {
                 break;
             };
@@ -206,7 +241,7 @@ mod tests {
         // mov dword ptr [rax+0xb0], 0  (Linux's APIC EOI write via native_apic_mem_write? uses mov [rax],edx)
         let d = decode(
             &[0xc7, 0x80, 0xb0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
-            true,
+            64,
             0,
         )
         .unwrap();
@@ -221,7 +256,7 @@ mod tests {
             }
         );
         // mov [rdi], esi
-        let d = decode(&[0x89, 0x37], true, 0).unwrap();
+        let d = decode(&[0x89, 0x37], 64, 0).unwrap();
         assert_eq!(
             d,
             Decoded {
@@ -233,7 +268,7 @@ mod tests {
             }
         );
         // mov eax, [rdi+0x30]
-        let d = decode(&[0x8b, 0x47, 0x30], true, 0).unwrap();
+        let d = decode(&[0x8b, 0x47, 0x30], 64, 0).unwrap();
         assert_eq!(
             d,
             Decoded {
@@ -246,7 +281,7 @@ mod tests {
             }
         );
         // mov r9d, [rax]
-        let d = decode(&[0x44, 0x8b, 0x08], true, 0).unwrap();
+        let d = decode(&[0x44, 0x8b, 0x08], 64, 0).unwrap();
         assert_eq!(
             d.access,
             Access::Read {
@@ -256,7 +291,7 @@ mod tests {
             }
         );
         // mov byte ptr [rdx], al
-        let d = decode(&[0x88, 0x02], true, 0).unwrap();
+        let d = decode(&[0x88, 0x02], 64, 0).unwrap();
         assert_eq!(
             d.access,
             Access::Write {
@@ -270,18 +305,18 @@ mod tests {
     fn refuses_what_it_does_not_emulate() {
         // add [rax], eax
         assert_eq!(
-            decode(&[0x01, 0x00], true, 0),
+            decode(&[0x01, 0x00], 64, 0),
             Err(MmioError::Unsupported(Mnemonic::Add))
         );
         // mov ah, [rax]
         assert!(matches!(
-            decode(&[0x8a, 0x20], true, 0),
+            decode(&[0x8a, 0x20], 64, 0),
             Err(MmioError::Unsupported(_))
         ));
-        assert_eq!(decode(&[0x0f, 0xff], true, 0), Err(MmioError::Invalid));
-        assert_eq!(decode(&[], true, 0), Err(MmioError::Invalid));
+        assert_eq!(decode(&[0x0f, 0xff], 64, 0), Err(MmioError::Invalid));
+        assert_eq!(decode(&[], 64, 0), Err(MmioError::Invalid));
         for b in 0..=255u8 {
-            let _ = decode(&[b, 0x00, 0x00, 0x00], true, 0);
+            let _ = decode(&[b, 0x00, 0x00, 0x00], 64, 0);
         }
     }
 
@@ -301,6 +336,8 @@ mod tests {
             cr3: 0x1000,
             cr4: CR4_PAE,
             efer: EFER_LMA | (1 << 8),
+            cs_base: 0,
+            code_bits: 64,
         };
         assert_eq!(p.translate(&m, 0x20_1234), Ok(0x20_1234));
         assert_eq!(p.translate(&m, 0x5abc), Ok(0x9abc));
@@ -314,5 +351,34 @@ mod tests {
         // instruction bytes straddling a page boundary: 0x5ffe.. maps 0x9ffe, then 0x6000 is unmapped
         let mut bytes = [0u8; 15];
         assert_eq!(p.fetch(&m, 0x5ffe, &mut bytes), Ok(2));
+    }
+
+    #[test]
+    fn lengths_for_exits_without_next_rip() {
+        assert_eq!(length(&[0x0f, 0xa2], 64, 0), Ok((Mnemonic::Cpuid, 2)));
+        assert_eq!(length(&[0xf4], 16, 0), Ok((Mnemonic::Hlt, 1)));
+        // a redundant prefix makes WRMSR three bytes long
+        assert_eq!(length(&[0x3e, 0x0f, 0x30], 64, 0), Ok((Mnemonic::Wrmsr, 3)));
+        assert_eq!(length(&[0x0f, 0x32], 32, 0), Ok((Mnemonic::Rdmsr, 2)));
+        assert_eq!(length(&[0x0f], 64, 0), Err(MmioError::Invalid));
+    }
+
+    #[test]
+    fn real_mode_code_is_fetched_through_cs() {
+        let mut ram = vec![0u8; 0x20000];
+        ram[0x1_0010] = 0xf4;
+        let m = GuestMemory::new(&mut ram);
+        let real = Paging {
+            cr0: 0,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            cs_base: 0x1_0000,
+            code_bits: 16,
+        };
+        assert_eq!(real.code_address(0x10), 0x1_0010);
+        let mut bytes = [0u8; 15];
+        assert!(real.fetch(&m, 0x10, &mut bytes).is_ok());
+        assert_eq!(bytes[0], 0xf4);
     }
 }

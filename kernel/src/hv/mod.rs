@@ -12,8 +12,9 @@ pub mod longmode;
 pub mod memory;
 pub mod mmio;
 pub mod profile;
+pub mod string_io;
 #[cfg(target_os = "none")]
 pub mod vm;
 
-pub use exit::{Exception, GuestRegs, Vcpu, VmExit};
+pub use exit::{Exception, GuestRegs, Segment, Vcpu, VmExit};
 pub use memory::{GuestAddress, GuestMemory};

@@ -468,3 +468,20 @@ fn a_guest_that_resets_is_restarted() {
     let (_, json) = health(&qemu);
     assert_eq!(json["status"], "ok", "{json}");
 }
+
+#[test]
+fn string_port_io_is_emulated() {
+    let builder = keel(2, 512);
+    let archive = guest_archive(builder.dir(), &["strio"]);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    for line in [
+        "vm strio: REP OUTSB printed this line",
+        "vm strio: INSB read the line status",
+        "vm strio: OUTSW through FS advanced RSI",
+        "vm strio: halted after",
+    ] {
+        qemu.wait_for_serial(line, BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{line}: {e}\n{}", qemu.serial_tail(20)));
+    }
+    assert!(!qemu.serial().contains("CHECK FAILED"));
+}

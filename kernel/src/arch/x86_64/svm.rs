@@ -16,6 +16,7 @@ mod svm_msr {
 }
 
 const EFER_SVME: u64 = 1 << 12;
+const EFER_LMA: u64 = 1 << 10;
 
 /// VMCB offsets (AMD APM vol. 2, appendix B).
 mod vmcb {
@@ -499,12 +500,39 @@ impl Vcpu for SvmVcpu {
     }
 
     fn paging(&self) -> crate::hv::mmio::Paging {
+        // VMCB segment attributes: bit 9 is CS.L, bit 10 CS.D.
+        let attrib = self.r32(vmcb::CS) >> 16;
+        let efer = self.r64(vmcb::EFER) & !EFER_SVME;
+        let code_bits = if efer & EFER_LMA != 0 && attrib & (1 << 9) != 0 {
+            64
+        } else if attrib & (1 << 10) != 0 {
+            32
+        } else {
+            16
+        };
         crate::hv::mmio::Paging {
             cr0: self.r64(vmcb::CR0),
             cr3: self.r64(vmcb::CR3),
             cr4: self.r64(vmcb::CR4),
-            efer: self.r64(vmcb::EFER) & !EFER_SVME,
+            efer,
+            cs_base: self.r64(vmcb::CS + 8),
+            code_bits,
         }
+    }
+
+    fn segment_base(&self, seg: crate::hv::Segment) -> u64 {
+        use crate::hv::Segment;
+        let at = match seg {
+            Segment::Es => vmcb::ES,
+            Segment::Cs => vmcb::CS,
+            Segment::Ss => vmcb::SS,
+            Segment::Ds => vmcb::DS,
+            Segment::Fs => vmcb::FS,
+            Segment::Gs => vmcb::GS,
+        };
+        // In 64-bit code only FS and GS have a base.
+        let flat = self.paging().code_bits == 64 && !matches!(seg, Segment::Fs | Segment::Gs);
+        if flat { 0 } else { self.r64(at + 8) }
     }
 
     fn rsp(&self) -> u64 {

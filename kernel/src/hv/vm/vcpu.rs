@@ -12,10 +12,12 @@ use crate::arch::x86_64::cpu;
 use crate::hv::cpuid::{self, Leaf};
 use crate::hv::devices::lapic::TscClock;
 use crate::hv::exit::{Exception, Vcpu, VmExit};
-use crate::hv::mmio;
+use crate::hv::{Segment, mmio, string_io};
 use crate::{sched, time};
+use iced_x86::{Mnemonic, Register};
 
 const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_DF: u64 = 1 << 10;
 const MSR_AMD64_NB_CFG: u32 = 0xc001_001f;
 /// Longest a vCPU runs before the host looks at it again.
 const MAX_SLICE: Duration = Duration::from_millis(10);
@@ -79,11 +81,13 @@ fn run_inner(
         core.handle.exits.fetch_add(1, Ordering::Relaxed);
         core.handle.profile.lock().record(&exit);
         match exit {
-            VmExit::Io { string: true, .. } => {
-                return Err(VmState::Crashed(
-                    "string port I/O (INS/OUTS) is not emulated yet".into(),
-                ));
-            }
+            VmExit::Io {
+                string: true,
+                port,
+                size,
+                next_rip,
+                ..
+            } => string_io(core, me, vcpu, port, size, next_rip)?,
             VmExit::Io {
                 port,
                 size,
@@ -137,7 +141,7 @@ fn run_inner(
                 );
                 (regs.rax, regs.rbx, regs.rcx, regs.rdx) =
                     (l.eax.into(), l.ebx.into(), l.ecx.into(), l.edx.into());
-                skip(vcpu, 2);
+                step_over(core, vcpu, Mnemonic::Cpuid)?;
             }
             VmExit::MsrRead => {
                 let msr = vcpu.regs().rcx as u32;
@@ -153,7 +157,7 @@ fn run_inner(
                         let regs = vcpu.regs();
                         regs.rax = v & 0xffff_ffff;
                         regs.rdx = v >> 32;
-                        skip(vcpu, 2);
+                        step_over(core, vcpu, Mnemonic::Rdmsr)?;
                     }
                     None => {
                         log::debug!("vm {}: #GP for read of MSR {msr:#x}", core.handle.name);
@@ -186,7 +190,7 @@ fn run_inner(
                     }
                 });
                 if ok == Some(true) {
-                    skip(vcpu, 2);
+                    step_over(core, vcpu, Mnemonic::Wrmsr)?;
                 } else {
                     log::debug!(
                         "vm {}: #GP for write of {value:#x} to MSR {msr:#x}",
@@ -196,7 +200,7 @@ fn run_inner(
                 }
             }
             VmExit::Hlt => {
-                skip(vcpu, 1);
+                step_over(core, vcpu, Mnemonic::Hlt)?;
                 if let Some(turn) = halt(core, me, vcpu.rflags() & RFLAGS_IF != 0) {
                     return Ok(turn);
                 }
@@ -340,7 +344,7 @@ fn emulate_mmio(
             let n = paging
                 .fetch(mem, rip, &mut bytes)
                 .map_err(|e| format!("{e}"))?;
-            mmio::decode(&bytes[..n], paging.long_mode(), rip).map_err(|e| format!("{e}"))
+            mmio::decode(&bytes[..n], paging.code_bits, rip).map_err(|e| format!("{e}"))
         })
         .ok_or_else(|| alloc::string::String::from("guest RAM is gone"))??;
     let now = time::now();
@@ -388,12 +392,87 @@ fn emulate_mmio(
     Ok(())
 }
 
-/// Steps over an instruction of known length. TCG has no next-RIP save; the
-/// exits that use this (HLT, CPUID, RDMSR, WRMSR) come from their one- and
-/// two-byte encodings. MMIO exits are decoded instead (`emulate_mmio`).
-fn skip(vcpu: &mut impl Vcpu, len: u64) {
+/// Emulates the INS or OUTS (REP or not) at RIP that exited for `port`.
+fn string_io(
+    core: &VmCore,
+    me: usize,
+    vcpu: &mut impl Vcpu,
+    port: u16,
+    size: u8,
+    next_rip: u64,
+) -> Result<(), VmState> {
+    let paging = vcpu.paging();
     let rip = vcpu.rip();
-    vcpu.set_rip(rip.wrapping_add(len));
+    let mut bytes = [0u8; 15];
+    let op = core
+        .with_memory(|mem| {
+            let n = paging.fetch(mem, rip, &mut bytes)?;
+            string_io::decode(&bytes[..n], paging.code_bits, rip)
+        })
+        .ok_or_else(|| VmState::Crashed("guest RAM is gone".into()))?
+        .map_err(|e| VmState::Crashed(format!("string I/O at rip {rip:#x}: {e}")))?;
+    let segment = match op.segment {
+        Register::ES => Segment::Es,
+        Register::CS => Segment::Cs,
+        Register::SS => Segment::Ss,
+        Register::FS => Segment::Fs,
+        Register::GS => Segment::Gs,
+        _ => Segment::Ds,
+    };
+    let mut regs = string_io::StringRegs {
+        rsi: vcpu.regs().rsi,
+        rdi: vcpu.regs().rdi,
+        rcx: vcpu.regs().rcx,
+        down: vcpu.rflags() & RFLAGS_DF != 0,
+        segment_base: vcpu.segment_base(segment),
+    };
+    let now = time::now();
+    let done = core
+        .with_memory(|mem| {
+            string_io::run(op, size, &mut regs, mem, &paging, |value| {
+                let mut b = core.board.lock();
+                let read = b.io(port, size, value.is_some(), value.unwrap_or(0), now);
+                core.kick_from(me, &mut b);
+                read
+            })
+        })
+        .ok_or_else(|| VmState::Crashed("guest RAM is gone".into()))?
+        .map_err(|e| VmState::Crashed(format!("string I/O at rip {rip:#x}: {e}")))?;
+    let g = vcpu.regs();
+    (g.rsi, g.rdi, g.rcx) = (regs.rsi, regs.rdi, regs.rcx);
+    if done {
+        vcpu.set_rip(next_rip);
+    }
+    Ok(())
+}
+
+/// Steps over the instruction that caused an exit. TCG saves no next RIP,
+/// so the instruction is fetched through the guest's code segment and page
+/// tables and decoded: prefixes make its length vary. If the bytes at RIP
+/// are not the instruction that exited (the guest rewrote them from another
+/// vCPU), the VM cannot be resumed consistently and ends.
+fn step_over(core: &VmCore, vcpu: &mut impl Vcpu, expected: Mnemonic) -> Result<(), VmState> {
+    let paging = vcpu.paging();
+    let rip = vcpu.rip();
+    let mut bytes = [0u8; 15];
+    let decoded = core
+        .with_memory(|mem| {
+            let n = paging.fetch(mem, rip, &mut bytes)?;
+            mmio::length(&bytes[..n], paging.code_bits, rip)
+        })
+        .ok_or_else(|| VmState::Crashed("guest RAM is gone".into()))?;
+    match decoded {
+        Ok((mnemonic, len)) if mnemonic == expected => {
+            vcpu.set_rip(rip.wrapping_add(u64::from(len)));
+            Ok(())
+        }
+        Ok((other, _)) => Err(VmState::Crashed(format!(
+            "exit for {expected:?} but {other:?} at rip {rip:#x}"
+        ))),
+        Err(e) => Err(VmState::Crashed(format!(
+            "cannot decode the {expected:?} at rip {rip:#x}: {e}"
+        ))),
+    }
 }
 
 /// MSRs the hypervisor answers itself (not kept by the backend or the APIC).
