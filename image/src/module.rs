@@ -27,7 +27,7 @@ use crate::validate::ValidationError;
 pub const MAGIC: [u8; 8] = *b"KEELHCFG";
 
 /// The layout and payload schema this build writes.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// The oldest format this build still reads.
 pub const OLDEST_FORMAT_VERSION: u16 = 1;
@@ -109,7 +109,11 @@ pub fn encode(cfg: &HostConfig) -> Vec<u8> {
     // Cannot fail: every schema type is one postcard supports, sequences
     // have known lengths, and the output is a growable Vec.
     #[allow(clippy::expect_used)]
-    let payload = postcard::to_allocvec(cfg).expect("postcard encodes HostConfig into a Vec");
+    let mut payload = postcard::to_allocvec(cfg).expect("postcard encodes HostConfig into a Vec");
+    // Format 3: the trusted keys follow the format-2 payload.
+    #[allow(clippy::expect_used)]
+    let keys = postcard::to_allocvec(&cfg.trusted_keys).expect("postcard encodes keys into a Vec");
+    payload.extend_from_slice(&keys);
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -162,8 +166,14 @@ pub fn decode(bytes: &[u8]) -> Result<HostConfig, DecodeError> {
     let (cfg, rest) = if version == 1 {
         postcard::take_from_bytes::<HostConfigV1>(payload)
             .map(|(v1, rest)| (HostConfig::from(v1), rest))
-    } else {
+    } else if version == 2 {
         postcard::take_from_bytes::<HostConfig>(payload)
+    } else {
+        postcard::take_from_bytes::<HostConfig>(payload).and_then(|(mut cfg, rest)| {
+            let (keys, rest) = postcard::take_from_bytes::<Vec<[u8; 32]>>(rest)?;
+            cfg.trusted_keys = keys;
+            Ok((cfg, rest))
+        })
     }
     .map_err(DecodeError::InvalidPayload)?;
     if !rest.is_empty() {
@@ -222,6 +232,7 @@ mod tests {
                 mtu: 9000,
                 ip: IpMode::Dhcp,
             }],
+            trusted_keys: vec![[0x11; 32], [0x22; 32]],
         }
     }
 
@@ -251,10 +262,27 @@ mod tests {
             0xdc, 0x0b,                // mtu 1500 (varint)
             0,                         // no bonds
             0,                         // no networks
+            0,                         // no trusted keys (format 3)
         ];
-        assert_eq!(bytes, with_payload(2, &payload));
-        assert_eq!(&bytes[..14], b"KEELHCFG\x02\x00\x11\x00\x00\x00");
+        assert_eq!(bytes, with_payload(3, &payload));
+        assert_eq!(&bytes[..14], b"KEELHCFG\x03\x00\x12\x00\x00\x00");
         assert_eq!(decode(&bytes), Ok(HostConfig::default()));
+        // The same payload without the keys is format 2, still read.
+        let v2 = with_payload(2, &payload[..payload.len() - 1]);
+        assert_eq!(decode(&v2), Ok(HostConfig::default()));
+    }
+
+    #[test]
+    fn trusted_keys_round_trip_and_stay_out_of_format_2() {
+        let cfg = sample();
+        let bytes = encode(&cfg);
+        assert_eq!(decode(&bytes), Ok(cfg.clone()));
+        // Format 2 has no keys: the key bytes are trailing garbage there.
+        let payload = &bytes[14..bytes.len() - 4];
+        assert!(matches!(
+            decode(&with_payload(2, payload)),
+            Err(DecodeError::PayloadTrailingBytes(n)) if n == 1 + 64
+        ));
     }
 
     #[test]
@@ -337,6 +365,7 @@ mod tests {
             let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             let _ = decode(&with_payload(1, &payload));
             let _ = decode(&with_payload(2, &payload));
+            let _ = decode(&with_payload(3, &payload));
         }
     }
 
@@ -350,8 +379,8 @@ mod tests {
         assert_eq!(decode(b"ELF"), Err(DecodeError::BadMagic));
 
         assert_eq!(
-            decode(&with_payload(3, &good[14..good.len() - 4])),
-            Err(DecodeError::UnsupportedVersion(3))
+            decode(&with_payload(4, &good[14..good.len() - 4])),
+            Err(DecodeError::UnsupportedVersion(4))
         );
         assert_eq!(
             decode(&with_payload(0, &good[14..good.len() - 4])),

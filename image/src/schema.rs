@@ -25,6 +25,12 @@ pub struct HostConfig {
     pub bonds: Vec<Bond>,
     /// Host networks besides management: storage, migration (format 2 on).
     pub networks: Vec<Network>,
+    /// ed25519 public keys whose signed images this host accepts as
+    /// upgrades (the build's `keel-signing.pub`). Empty: upgrades are
+    /// refused. Format 3 on; the module carries them after the rest of the
+    /// payload (see [`crate::module`]), hence `skip` here.
+    #[serde(skip)]
+    pub trusted_keys: Vec<[u8; 32]>,
 }
 
 /// The management network interface.
@@ -177,6 +183,7 @@ impl Default for HostConfig {
             management: Management::default(),
             bonds: Vec::new(),
             networks: Vec::new(),
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -208,6 +215,7 @@ impl From<HostConfigV1> for HostConfig {
             },
             bonds: Vec::new(),
             networks: Vec::new(),
+            trusted_keys: Vec::new(),
         }
     }
 }

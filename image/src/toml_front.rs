@@ -244,12 +244,14 @@ impl Reader<'_> {
                         });
                     }
                 }
+                "trusted_keys" => cfg.trusted_keys = self.trusted_keys(key, value)?,
                 other => {
                     return Err(self.err(
                         &key.span(),
                         format!(
                             "unknown key `{other}`; expected hostname, root_password, \
-                             root_password_hash, [management], [[bond]] or [[network]]"
+                             root_password_hash, trusted_keys, [management], [[bond]] or \
+                             [[network]]"
                         ),
                     ));
                 }
@@ -689,6 +691,29 @@ impl Reader<'_> {
 
     /// DNS servers, and where each was written.
     #[allow(clippy::type_complexity)]
+    fn trusted_keys(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Spanned<DeValue<'_>>,
+    ) -> Result<Vec<[u8; 32]>, ConfigError> {
+        let DeValue::Array(items) = value.get_ref() else {
+            return Err(self.wrong_type(key, value, "an array of strings"));
+        };
+        let mut keys = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let Some(parsed) = item.get_ref().as_str().and_then(parse_hex_key) else {
+                return Err(self.err(
+                    &item.span(),
+                    "`trusted_keys` entries are ed25519 public keys: 64 hex digits \
+                     (the build's keel-signing.pub)",
+                ));
+            };
+            keys.push(parsed);
+            self.spans.set(Field::TrustedKey(i), item.span());
+        }
+        Ok(keys)
+    }
+
     fn dns(
         &self,
         key: &Spanned<std::borrow::Cow<'_, str>>,
@@ -714,6 +739,18 @@ impl Reader<'_> {
         }
         Ok((servers, spans))
     }
+}
+
+/// 64 hex digits as 32 bytes.
+fn parse_hex_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
 }
 
 /// Table entries in the order they were written (the map sorts by key), so

@@ -181,6 +181,11 @@ pub fn describe(cfg: &HostConfig) -> String {
         let _ = writeln!(out, "  mtu:           {}", net.mtu);
         describe_ip(&mut out, "  ", &net.ip);
     }
+    let _ = writeln!(out, "trusted keys:  {}", cfg.trusted_keys.len());
+    for key in &cfg.trusted_keys {
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let _ = writeln!(out, "  ed25519 {hex}");
+    }
     out
 }
 

@@ -13,6 +13,8 @@ use crate::schema::{HostConfig, IpMode, StaticIpv4, Vlan};
 /// Most DNS servers a static configuration may list (what resolvers
 /// conventionally use; more would never be tried).
 pub const MAX_DNS_SERVERS: usize = 3;
+/// Most upgrade signing keys a host trusts (a current and a next one, with room).
+pub const MAX_TRUSTED_KEYS: usize = 8;
 
 /// Most bonds a host may define.
 pub const MAX_BONDS: usize = 4;
@@ -41,6 +43,8 @@ pub enum Field {
     Bond(usize, BondField),
     /// A setting of the network at this index.
     Network(usize, NetworkField),
+    /// The trusted key at this index.
+    TrustedKey(usize),
 }
 
 /// A setting of a bond.
@@ -86,6 +90,9 @@ pub enum ValidationError {
     /// The DNS server at this index cannot be a server's address; the `&str` says why.
     DnsServerUnusable(usize, Ipv4Addr, &'static str),
     PasswordHash(PasswordHashError),
+    TooManyTrustedKeys(usize),
+    /// The key at this index repeats an earlier one.
+    DuplicateTrustedKey(usize),
     TooManyBonds(usize),
     BondName(usize, String),
     DuplicateBondName(usize, String),
@@ -167,6 +174,8 @@ impl ValidationError {
             Self::TooManyDnsServers(_) => Field::Dns(MAX_DNS_SERVERS),
             Self::DnsServerUnusable(index, ..) => Field::Dns(*index),
             Self::PasswordHash(_) => Field::RootPasswordHash,
+            Self::TooManyTrustedKeys(_) => Field::TrustedKey(MAX_TRUSTED_KEYS),
+            Self::DuplicateTrustedKey(index) => Field::TrustedKey(*index),
             Self::TooManyBonds(_) => Field::Bond(MAX_BONDS, BondField::Name),
             Self::BondName(i, _) | Self::DuplicateBondName(i, _) => {
                 Field::Bond(*i, BondField::Name)
@@ -236,6 +245,11 @@ impl fmt::Display for ValidationError {
             }
             Self::DnsServerUnusable(_, a, why) => write!(f, "DNS server {a} is unusable: {why}"),
             Self::PasswordHash(e) => e.fmt(f),
+            Self::TooManyTrustedKeys(n) => write!(
+                f,
+                "{n} trusted keys given; at most {MAX_TRUSTED_KEYS} are allowed"
+            ),
+            Self::DuplicateTrustedKey(_) => write!(f, "this trusted key is listed twice"),
             Self::TooManyBonds(n) => {
                 write!(f, "{n} bonds given; at most {MAX_BONDS} are supported")
             }
@@ -324,7 +338,20 @@ impl HostConfig {
         self.validate_uplink(&self.management.interface, Field::Interface)?;
         check_vlan(self.management.vlan, Field::ManagementVlan)?;
         check_mtu(self.management.mtu, Field::ManagementMtu)?;
-        self.validate_networks()
+        self.validate_networks()?;
+        self.validate_trusted_keys()
+    }
+
+    fn validate_trusted_keys(&self) -> Result<(), ValidationError> {
+        if self.trusted_keys.len() > MAX_TRUSTED_KEYS {
+            return Err(ValidationError::TooManyTrustedKeys(self.trusted_keys.len()));
+        }
+        for (i, key) in self.trusted_keys.iter().enumerate() {
+            if self.trusted_keys[..i].contains(key) {
+                return Err(ValidationError::DuplicateTrustedKey(i));
+            }
+        }
+        Ok(())
     }
 
     fn validate_bonds(&self) -> Result<(), ValidationError> {

@@ -404,3 +404,30 @@ fn network_and_bond_errors_point_at_their_line() {
     );
     assert_error("bond = [1]\n", 1, "[[bond]] entries must be tables");
 }
+
+#[test]
+fn trusted_keys() {
+    let a = "a1".repeat(32);
+    let b = "B2".repeat(32);
+    let cfg = parse_toml(&format!("trusted_keys = [\"{a}\", \"{b}\"]\n")).expect("valid");
+    assert_eq!(cfg.trusted_keys, vec![[0xA1; 32], [0xB2; 32]]);
+    assert_error(
+        &format!("hostname = \"x\"\ntrusted_keys = [\"{a}\", \"abc\"]\n"),
+        2,
+        "64 hex digits",
+    );
+    assert_error(
+        &format!("trusted_keys = [\n  \"{a}\",\n  \"{a}\",\n]\n"),
+        3,
+        "listed twice",
+    );
+    assert_error("trusted_keys = \"abc\"\n", 1, "an array of strings");
+    let many: Vec<String> = (0..9u8)
+        .map(|i| format!("\"{}\"", format!("{i:02x}").repeat(32)))
+        .collect();
+    assert_error(
+        &format!("trusted_keys = [{}]\n", many.join(", ")),
+        1,
+        "at most 8",
+    );
+}
