@@ -139,3 +139,87 @@ fn iscsi_sr_on_a_tgtd_lun() {
     let mut sr = Sr::open(file).expect("open the backing file");
     assert_eq!(read_all(&mut sr), model);
 }
+
+/// Throughput of a VDI on a file SR (1 MiB clusters), printed as `FIGURE`
+/// lines; run with `--release --nocapture` for meaningful numbers. The
+/// data is checked against a reference, the times are only reported.
+#[test]
+fn file_sr_vdi_throughput_figures() {
+    use std::time::Instant;
+    const VDI: u64 = 256 << 20;
+    const IO: usize = 4096;
+    const OPS: usize = 8000;
+    let path = std::env::temp_dir().join(format!("keel-sr-perf-{}.img", std::process::id()));
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(2 * VDI + (64 << 20)))
+        .expect("file");
+    let dev = FileBlockDevice::open(&path, 512, false).expect("open");
+    let mut sr = Sr::format(
+        dev,
+        SrType::Local,
+        uuid(0),
+        storage::sr::DEFAULT_CLUSTER_SIZE,
+    )
+    .expect("format");
+    let a = uuid(1);
+    sr.create_vdi(a, "perf", VDI).expect("create");
+    let mut reference = vec![0u8; VDI as usize];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut offsets = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % (VDI / IO as u64) * IO as u64
+    };
+    let mut run = |sr: &mut Sr<FileBlockDevice>, what: &str, reference: &mut Vec<u8>| {
+        let start = Instant::now();
+        for i in 0..OPS {
+            let off = offsets();
+            let data = [(i % 251) as u8 + 1; IO];
+            sr.write(&a, off, &data).expect("write");
+            reference[off as usize..off as usize + IO].copy_from_slice(&data);
+        }
+        sr.flush().expect("flush");
+        let s = start.elapsed().as_secs_f64();
+        println!(
+            "FIGURE vdi_{what} iops={:.0} MB/s={:.1} ({OPS} random 4 KiB writes, file SR, 1 MiB clusters)",
+            OPS as f64 / s,
+            (OPS * IO) as f64 / s / 1e6
+        );
+    };
+    run(&mut sr, "randwrite_4k_allocating", &mut reference);
+    // Sequential 1 MiB writes into a new VDI: every one allocates.
+    let b = uuid(3);
+    sr.create_vdi(b, "seq", VDI / 2).expect("create");
+    let chunk = vec![0xeeu8; 1 << 20];
+    let start = Instant::now();
+    for off in (0..VDI / 2).step_by(1 << 20) {
+        sr.write(&b, off, &chunk).expect("write");
+    }
+    sr.flush().expect("flush");
+    let s = start.elapsed().as_secs_f64();
+    println!(
+        "FIGURE vdi_seqwrite_1m_allocating MB/s={:.1}",
+        (VDI / 2) as f64 / s / 1e6
+    );
+    let mut c = vec![0u8; 1 << 20];
+    sr.read(&b, VDI / 2 - (1 << 20), &mut c).expect("read");
+    assert!(c == chunk);
+    sr.delete(&b).expect("delete");
+    run(&mut sr, "randwrite_4k_in_place", &mut reference);
+    sr.snapshot(&a, uuid(2), "snap").expect("snapshot");
+    run(&mut sr, "randwrite_4k_after_snapshot", &mut reference);
+    let start = Instant::now();
+    let mut back = vec![0u8; VDI as usize];
+    for (i, c) in back.chunks_mut(1 << 20).enumerate() {
+        sr.read(&a, (i as u64) << 20, c).expect("read");
+    }
+    let s = start.elapsed().as_secs_f64();
+    println!(
+        "FIGURE vdi_seqread_1m MB/s={:.1} (a two-layer chain)",
+        VDI as f64 / s / 1e6
+    );
+    assert!(back == reference, "the VDI differs from the reference");
+    drop(sr);
+    std::fs::remove_file(&path).ok();
+}
