@@ -20,7 +20,7 @@ const MEMORY_MIB: u32 = 2048;
 const BOOT_DEADLINE: Duration = Duration::from_secs(100);
 const HARD_TIMEOUT: Duration = Duration::from_secs(120);
 
-const BENCHES: &[&str] = &["boot", "guest-boot"];
+const BENCHES: &[&str] = &["boot", "guest-boot", "iscsi"];
 
 pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
     let selected: Vec<&str> = if args.is_empty() {
@@ -41,6 +41,7 @@ pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
         match name {
             "boot" => boot(paths)?,
             "guest-boot" => guest_boot(paths)?,
+            "iscsi" => crate::bench_iscsi::iscsi(paths)?,
             other => return Err(Error::usage(format!("unknown bench {other:?}"))),
         }
     }

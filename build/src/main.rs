@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_iscsi;
 mod cmd;
 
 mod guest;
@@ -41,7 +42,7 @@ commands:
       --guest-cpus N    its vCPUs (default 1; time-sliced on the non-boot CPUs)
       --guest-memory M  its RAM in MiB (default 256)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
-  bench [boot|guest-boot]
+  bench [boot|guest-boot|iscsi]
                         print `BENCH <name> ours=.. peer=.. ratio=..` lines
   help                  this text
 ";

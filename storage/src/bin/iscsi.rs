@@ -5,8 +5,12 @@
 //! iscsi ls URL
 //! iscsi read URL --offset BYTES --length BYTES   > data
 //! iscsi write URL --offset BYTES                 < data
-//! iscsi perf URL [--queue-depth N] [--seconds N]
+//! iscsi perf URL [--queue-depth N] [--seconds N] [--block-size BYTES]
+//!                 [--pattern random|sequential] [--op read|write]
 //! ```
+//! `perf` defaults to what libiscsi's `iscsi-perf` measures: random 4 KiB
+//! READ(16) at queue depth 32 for 10 s; `--op write` sends WRITE(16)s
+//! (overwriting the LUN).
 //! URL: `iscsi://[user%password@]host[:port]/iqn/lun`. Common options:
 //! `--initiator-name IQN`, `--user U --password P` (discover),
 //! `--target-user U --target-password P` (mutual CHAP),
@@ -28,7 +32,7 @@ use storage::iscsi::url::{IscsiUrl, split_host_port};
 use storage::scsi;
 
 const DEFAULT_INITIATOR: &str = "iqn.2026-11.dev.keel:initiator";
-const USAGE: &str = "usage: iscsi discover HOST[:PORT] | ls URL | read URL --offset B --length B | write URL --offset B | perf URL [--queue-depth N] [--seconds N]";
+const USAGE: &str = "usage: iscsi discover HOST[:PORT] | ls URL | read URL --offset B --length B | write URL --offset B | perf URL [--queue-depth N] [--seconds N] [--block-size B] [--pattern random|sequential] [--op read|write]";
 
 struct Args {
     positional: Vec<String>,
@@ -291,7 +295,23 @@ fn cmd_write(args: &Args) -> Result<(), String> {
 }
 
 fn cmd_perf(args: &Args) -> Result<(), String> {
-    args.check_known(&with_common(&["queue-depth", "seconds", "block-size"]))?;
+    args.check_known(&with_common(&[
+        "queue-depth",
+        "seconds",
+        "block-size",
+        "pattern",
+        "op",
+    ]))?;
+    let sequential = match args.opt("pattern") {
+        None | Some("random") => false,
+        Some("sequential") => true,
+        Some(o) => return Err(format!("--pattern must be random or sequential, got {o:?}")),
+    };
+    let write = match args.opt("op") {
+        None | Some("read") => false,
+        Some("write") => true,
+        Some(o) => return Err(format!("--op must be read or write, got {o:?}")),
+    };
     let qd = args.num("queue-depth")?.unwrap_or(32).max(1) as usize;
     let secs = args.num("seconds")?.unwrap_or(10).max(1);
     let io_size = args.num("block-size")?.unwrap_or(4096) as u32;
@@ -307,15 +327,31 @@ fn cmd_perf(args: &Args) -> Result<(), String> {
     let wire = scsi::lun_to_wire(url.lun);
     let seed = tcp::os_random(8).map_err(|e| e.to_string())?;
     let mut rng = u64::from_le_bytes(seed.try_into().unwrap_or([7; 8])) | 1;
+    let payload = vec![0x6bu8; io_bytes as usize];
+    let mut at = 0u64;
     let mut next_cmd = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let lba = (rng % span) * u64::from(blocks_per_io);
-        Command {
-            lun: wire,
-            cdb: scsi::read_16(lba, blocks_per_io),
-            transfer: DataTransfer::Read(io_bytes as u32),
+        let slot = if sequential {
+            at = (at + 1) % span;
+            at
+        } else {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % span
+        };
+        let lba = slot * u64::from(blocks_per_io);
+        if write {
+            Command {
+                lun: wire,
+                cdb: scsi::write_16(lba, blocks_per_io),
+                transfer: DataTransfer::Write(payload.clone()),
+            }
+        } else {
+            Command {
+                lun: wire,
+                cdb: scsi::read_16(lba, blocks_per_io),
+                transfer: DataTransfer::Read(io_bytes as u32),
+            }
         }
     };
     let client = lun.client();
@@ -352,10 +388,12 @@ fn cmd_perf(args: &Args) -> Result<(), String> {
     let dt = start.elapsed().as_secs_f64();
     let iops = total as f64 / dt;
     println!(
-        "average IOPS: {:.0}  MB/s: {:.1}  (queue depth {qd}, {} B random READ(16), {:.1} s)",
+        "average IOPS: {:.0}  MB/s: {:.1}  (queue depth {qd}, {} B {} {}(16), {:.1} s)",
         iops,
         iops * io_bytes as f64 / 1e6,
         io_bytes,
+        if sequential { "sequential" } else { "random" },
+        if write { "WRITE" } else { "READ" },
         dt
     );
     // Drain what is in flight before logging out.
