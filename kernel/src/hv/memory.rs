@@ -109,6 +109,39 @@ impl<'a> GuestMemory<'a> {
     }
 }
 
+/// One page of a nested mapping of guest RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub gpa: u64,
+    pub hpa: u64,
+    /// 2 MiB (else 4 KiB).
+    pub large: bool,
+}
+
+const FOUR_KIB: u64 = 4 << 10;
+const TWO_MIB: u64 = 2 << 20;
+
+/// The pages that map guest-physical `[0, size)` to host-physical
+/// `[host_base, host_base + size)`: 2 MiB pages wherever both addresses are
+/// 2 MiB aligned and a whole large page fits, 4 KiB pages elsewhere.
+/// `host_base` and `size` must be 4 KiB aligned (else nothing is planned).
+pub fn page_plan(host_base: u64, size: u64) -> impl Iterator<Item = Page> {
+    let ok = host_base.is_multiple_of(FOUR_KIB) && size.is_multiple_of(FOUR_KIB);
+    let end = if ok { size } else { 0 };
+    let mut gpa = 0u64;
+    core::iter::from_fn(move || {
+        if gpa >= end {
+            return None;
+        }
+        let hpa = host_base.checked_add(gpa)?;
+        let large =
+            gpa.is_multiple_of(TWO_MIB) && hpa.is_multiple_of(TWO_MIB) && end - gpa >= TWO_MIB;
+        let page = Page { gpa, hpa, large };
+        gpa += if large { TWO_MIB } else { FOUR_KIB };
+        Some(page)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +168,32 @@ mod tests {
         let mut b = [0u8; 3];
         m.read(GuestAddress(10), &mut b).unwrap();
         assert_eq!(b, [0xaa; 3]);
+    }
+
+    #[test]
+    fn large_pages_where_aligned_small_pages_elsewhere() {
+        let mib = 1u64 << 20;
+        // 5 MiB at a 2 MiB-aligned base: two large pages, then 256 small ones.
+        let plan: Vec<Page> = page_plan(64 * mib, 5 * mib).collect();
+        assert_eq!(plan.iter().filter(|p| p.large).count(), 2);
+        assert_eq!(plan.iter().filter(|p| !p.large).count(), 256);
+        assert_eq!(
+            plan[2],
+            Page {
+                gpa: 4 * mib,
+                hpa: 68 * mib,
+                large: false
+            }
+        );
+        // A base that is only 4 KiB aligned never gets large pages.
+        assert!(page_plan(64 * mib + 4096, 4 * mib).all(|p| !p.large));
+        // Every byte mapped once, in order, host = guest + base.
+        let mut next = 0;
+        for p in page_plan(2 * mib, 3 * mib + 8192) {
+            assert_eq!((p.gpa, p.hpa), (next, next + 2 * mib));
+            next += if p.large { 2 * mib } else { 4096 };
+        }
+        assert_eq!(next, 3 * mib + 8192);
+        assert_eq!(page_plan(0, 4095).count(), 0, "unaligned sizes are refused");
     }
 }

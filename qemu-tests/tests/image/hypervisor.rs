@@ -189,6 +189,8 @@ const LINUX_CMDLINE: &str = "console=ttyS0 pci=off";
 fn debian_kernel_boots_as_a_guest_beside_another_guest() {
     let builder = keel(4, 1024).hard_timeout(std::time::Duration::from_secs(240));
     let mut files = debian_guest("debian", LINUX_CMDLINE);
+    // An odd number of MiB: the last MiB is mapped with 4 KiB nested pages.
+    files.push(("guests/debian/memory_mib".into(), b"131".to_vec()));
     let hello = assemble("hello", builder.dir());
     files.push((
         "guests/hello.elf".into(),
@@ -214,6 +216,10 @@ fn debian_kernel_boots_as_a_guest_beside_another_guest() {
     assert!(
         serial.contains("vm debian: [    0.000000] Command line: console=ttyS0 pci=off"),
         "command line reached Linux"
+    );
+    assert!(
+        serial.contains("-0x00000000082fffff] usable"),
+        "the guest's memory map ends at exactly 131 MiB"
     );
     assert!(
         !serial.contains("Kernel panic"),

@@ -377,7 +377,9 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
 /// Allocates the VM's RAM, loads the guest and places its vCPUs: at start,
 /// and again after a guest reset (with the same handle).
 fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
-    let bytes = (spec.memory_mib << 20).max(TWO_MIB * 2).div_ceil(TWO_MIB) * TWO_MIB;
+    // Exactly the RAM asked for (at least 4 MiB): the host block is 2 MiB
+    // aligned, so nested paging uses large pages but for an odd last MiB.
+    let bytes = (spec.memory_mib << 20).max(TWO_MIB * 2);
     let phys = mem::alloc_frames(
         bytes / mem::frames::FRAME_SIZE,
         TWO_MIB / mem::frames::FRAME_SIZE,
