@@ -1,6 +1,8 @@
-//! ACPI fixed hardware: the PM timer (3.579545 MHz, 32-bit) and the PM1
-//! event and control registers, through which a guest powers itself off
-//! (SLP_TYP for S5 with SLP_EN).
+//! ACPI fixed hardware: the PM timer (3.579545 MHz, 32-bit), the PM1 event
+//! registers with the fixed power button (the host "presses" it to ask the
+//! guest to shut down; the guest sees PWRBTN_STS and an SCI), and the PM1
+//! control register, through which a guest powers itself off (SLP_TYP for S5
+//! with SLP_EN).
 
 use core::time::Duration;
 
@@ -8,6 +10,8 @@ use core::time::Duration;
 pub const PM_TIMER_HZ: u64 = 3_579_545;
 const SCI_EN: u16 = 1;
 const SLP_EN: u16 = 1 << 13;
+/// PM1 status/enable bit of the fixed power button.
+pub const PWRBTN: u16 = 1 << 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pm {
@@ -51,6 +55,16 @@ impl Pm {
         self.pm1_control | SCI_EN
     }
 
+    /// The power button is pressed (and released).
+    pub fn press_power_button(&mut self) {
+        self.pm1_status |= PWRBTN;
+    }
+
+    /// Whether the SCI is asserted: an enabled event is pending.
+    pub fn sci(&self) -> bool {
+        self.pm1_status & self.pm1_enable & PWRBTN != 0
+    }
+
     pub fn write_control(&mut self, value: u16) -> Option<SleepRequest> {
         self.pm1_control = value & !SLP_EN;
         (value & SLP_EN != 0).then_some(SleepRequest::Sleep(((value >> 10) & 7) as u8))
@@ -79,5 +93,18 @@ mod tests {
         p.pm1_status = 0x0101;
         p.write_event(0, 0x0100);
         assert_eq!(p.read_event(0), 0x0001);
+    }
+
+    #[test]
+    fn power_button_raises_sci_when_enabled_until_acknowledged() {
+        let mut pm = Pm::default();
+        pm.press_power_button();
+        assert!(!pm.sci(), "not enabled yet");
+        assert_eq!(pm.read_event(0) & PWRBTN, PWRBTN, "but the status shows it");
+        pm.write_event(2, PWRBTN);
+        assert!(pm.sci());
+        pm.write_event(0, PWRBTN); // the guest acknowledges
+        assert!(!pm.sci());
+        assert_eq!(pm.read_event(0), 0);
     }
 }

@@ -82,6 +82,7 @@ pub struct Board {
     pub stop: Option<StopRequest>,
     /// vCPUs to wake after the lock is dropped (bit per vCPU).
     pub kicks: u64,
+    sci_asserted: bool,
 }
 
 impl Board {
@@ -111,6 +112,7 @@ impl Board {
             unclaimed_ports: 0,
             stop: None,
             kicks: 0,
+            sci_asserted: false,
         }
     }
 
@@ -147,7 +149,8 @@ impl Board {
             }
             (acpi::PM_TMR, 4) if !write => return u64::from(Pm::timer(now)),
             (acpi::PM1A_EVT..=0x603, 2) if write => {
-                self.pm.write_event(port - acpi::PM1A_EVT, value as u16)
+                self.pm.write_event(port - acpi::PM1A_EVT, value as u16);
+                self.update_sci();
             }
             (acpi::PM1A_EVT..=0x603, 2) => {
                 return u64::from(self.pm.read_event(port - acpi::PM1A_EVT));
@@ -202,6 +205,21 @@ impl Board {
 
     /// An edge on ISA line `irq`: to the 8259 (wired to vCPU 0) and, through
     /// the MADT's overrides (IRQ 0 is GSI 2), to the I/O APIC.
+    /// The host presses the guest's ACPI power button.
+    pub fn press_power_button(&mut self) {
+        self.pm.press_power_button();
+        self.update_sci();
+    }
+
+    /// Raises the SCI when an enabled ACPI event becomes pending.
+    fn update_sci(&mut self) {
+        let level = self.pm.sci();
+        if level && !self.sci_asserted {
+            self.raise_isa(acpi::SCI_IRQ as u8);
+        }
+        self.sci_asserted = level;
+    }
+
     fn raise_isa(&mut self, irq: u8) {
         self.pic.raise(irq);
         let gsi = if irq == IRQ_TIMER { 2 } else { u32::from(irq) };

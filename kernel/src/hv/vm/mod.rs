@@ -7,7 +7,7 @@ mod vcpu;
 
 use alloc::format;
 use alloc::string::String;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use core::time::Duration;
@@ -111,11 +111,28 @@ pub struct VmHandle {
     /// Exits by kind, over all vCPUs.
     pub profile: Mutex<ExitProfile>,
     console: Mutex<heapless::Deque<u8, CONSOLE_RING>>,
+    /// The running instance (replaced when the VM restarts after a reset).
+    core: Mutex<Weak<VmCore>>,
 }
 
 impl VmHandle {
     pub fn state(&self) -> VmState {
         self.state.lock().clone()
+    }
+
+    /// Presses the guest's ACPI power button: a guest that handles it shuts
+    /// down cleanly (XenAPI `VM.clean_shutdown`). False if the VM is not running.
+    pub fn press_power_button(&self) -> bool {
+        let Some(core) = self.core.lock().upgrade() else {
+            return false;
+        };
+        if core.stopping() {
+            return false;
+        }
+        let mut b = core.board.lock();
+        b.press_power_button();
+        core.kick_from(usize::MAX, &mut b);
+        true
     }
 
     /// The last console output (up to 4 KiB).
@@ -260,8 +277,13 @@ impl VmCore {
     }
 
     /// Wakes the vCPUs the board asked for, other than `me`.
+    /// `me` may be out of range (`usize::MAX`) when the host itself acted.
     fn kick_from(&self, me: usize, board: &mut Board) {
-        let mask = core::mem::take(&mut board.kicks) & !(1 << me);
+        let me_bit = u32::try_from(me)
+            .ok()
+            .and_then(|m| 1u64.checked_shl(m))
+            .unwrap_or(0);
+        let mask = core::mem::take(&mut board.kicks) & !me_bit;
         for t in (0..self.vcpus).filter(|t| mask & (1 << t) != 0) {
             self.kick(t);
         }
@@ -368,6 +390,7 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
         exits: AtomicU64::new(0),
         profile: Mutex::new(ExitProfile::default()),
         console: Mutex::new(heapless::Deque::new()),
+        core: Mutex::new(Weak::new()),
     });
     boot(spec, Arc::clone(&handle))?;
     VMS.lock().push(Arc::clone(&handle));
@@ -445,6 +468,7 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
     core.entry = loaded.ok_or_else(|| VmError::Setup("guest RAM is gone".into()))??;
     *core.spec.lock() = Some(spec);
     let core = Arc::new(core);
+    *handle.core.lock() = Arc::downgrade(&core);
     let mut cpus = Vec::new();
     for me in 0..vcpus {
         let task = Arc::new(VcpuTask {
