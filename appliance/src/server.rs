@@ -1,7 +1,9 @@
 //! An HTTP/1.1 server over smoltcp TCP sockets.
 //!
-//! The server owns a fixed pool of listening sockets on one port (smoltcp has
-//! no accept queue: one socket serves one connection, then listens again).
+//! The server owns a pool of sockets on one port. smoltcp has no accept
+//! queue (one socket serves one connection, then listens again), so the pool
+//! keeps a number of listeners ready and grows while connections are open,
+//! up to a bound, then shrinks back as they close.
 //! Each poll moves every connection forward as far as it can without
 //! waiting: read what arrived, answer every complete request, write what
 //! fits, close what is done or idle. Time comes from the caller.
@@ -58,10 +60,17 @@ where
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
     pub port: u16,
-    /// Concurrent connections (one smoltcp socket each).
-    pub sockets: usize,
-    /// Receive and transmit buffer of each socket, in bytes.
-    pub socket_buffer: usize,
+    /// Listening sockets kept ready. smoltcp has no accept queue: a SYN
+    /// that finds no listening socket is answered with a reset, so this
+    /// many connections may be opened at the same instant.
+    pub spare_listeners: usize,
+    /// Sockets at most, connections and listeners together; the pool grows
+    /// to it while connections stay open and shrinks back as they close.
+    pub max_sockets: usize,
+    /// Receive buffer of each socket, in bytes (the window a client sends into).
+    pub rx_buffer: usize,
+    /// Transmit buffer of each socket, in bytes.
+    pub tx_buffer: usize,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
     pub limits: Limits,
@@ -71,8 +80,12 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             port: 80,
-            sockets: 8,
-            socket_buffer: 64 * 1024,
+            // Xen Orchestra's client opens up to 20 connections at once
+            // when it loads the object types.
+            spare_listeners: 24,
+            max_sockets: 64,
+            rx_buffer: 32 * 1024,
+            tx_buffer: 64 * 1024,
             idle_timeout: Duration::from_secs(60),
             limits: Limits::default(),
         }
@@ -88,6 +101,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 pub struct HttpServer {
     config: ServerConfig,
     slots: Vec<Slot>,
+    /// Connections accepted so far: orders them by age.
+    accepted: u64,
 }
 
 #[derive(Debug)]
@@ -99,6 +114,8 @@ struct Slot {
 
 #[derive(Debug)]
 struct SlotConnection {
+    /// Accept order (see [`HttpServer::accepted`]).
+    serial: u64,
     http: Connection,
     last_activity: Instant,
     /// When `close()` was called on the socket.
@@ -118,6 +135,7 @@ impl HttpServer {
         HttpServer {
             config,
             slots: Vec::new(),
+            accepted: 0,
         }
     }
 
@@ -134,28 +152,36 @@ impl HttpServer {
         self.slots.iter().filter(|s| s.conn.is_some()).count()
     }
 
+    /// Listening sockets right now.
+    pub fn listeners(&self) -> usize {
+        self.slots.iter().filter(|s| s.conn.is_none()).count()
+    }
+
     /// Creates the listening sockets in `sockets`. Calling it again does nothing.
     pub fn attach(&mut self, sockets: &mut SocketSet<'_>) {
-        if !self.slots.is_empty() {
-            return;
+        if self.slots.is_empty() {
+            self.replenish(sockets);
         }
-        for _ in 0..self.config.sockets.max(1) {
+    }
+
+    /// Tops the listeners up to `spare_listeners`, within `max_sockets`.
+    fn replenish(&mut self, sockets: &mut SocketSet<'_>) {
+        let spare = self.config.spare_listeners.max(1);
+        let max = self.config.max_sockets.max(spare);
+        let mut listeners = self.listeners();
+        while listeners < spare && self.slots.len() < max {
             let mut socket = tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; self.config.socket_buffer]),
-                tcp::SocketBuffer::new(vec![0; self.config.socket_buffer]),
+                tcp::SocketBuffer::new(vec![0; self.config.rx_buffer]),
+                tcp::SocketBuffer::new(vec![0; self.config.tx_buffer]),
             );
             // Whole responses are written at once, so Nagle only adds delay.
             socket.set_nagle_enabled(false);
             // Gives up on a peer that stops acknowledging what we send.
             socket.set_timeout(Some(self.config.idle_timeout));
+            listen(&mut socket, self.config.port);
             let handle = sockets.add(socket);
             self.slots.push(Slot { handle, conn: None });
-        }
-        for slot in &self.slots {
-            listen(
-                sockets.get_mut::<tcp::Socket<'_>>(slot.handle),
-                self.config.port,
-            );
+            listeners += 1;
         }
     }
 
@@ -167,14 +193,106 @@ impl HttpServer {
         now: Instant,
         handler: &mut H,
     ) -> Option<Instant> {
+        self.drop_stolen_handshakes(sockets, handler);
         let config = self.config;
-        self.slots
+        let accepted = &mut self.accepted;
+        let due = self
+            .slots
             .iter_mut()
             .filter_map(|slot| {
                 let socket = sockets.get_mut::<tcp::Socket<'_>>(slot.handle);
-                poll_slot(slot, socket, &config, now, handler)
+                poll_slot(slot, socket, &config, now, handler, accepted)
             })
-            .min()
+            .min();
+        self.shrink(sockets);
+        self.replenish(sockets);
+        due
+    }
+
+    /// smoltcp hands a segment to the first socket in its set that accepts
+    /// it, and a listener accepts any SYN. A retransmitted SYN (the client
+    /// did not see our SYN-ACK in time) can therefore land on a listener that
+    /// sits before the socket already handshaking with that client; it would
+    /// then answer with another sequence number and reset the connection
+    /// when the client acknowledges the first. Such a second socket for the
+    /// same client endpoint is removed without a word (no RST): the segments
+    /// reach the original again.
+    fn drop_stolen_handshakes<H: Handler + ?Sized>(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        handler: &mut H,
+    ) {
+        let handshaking = |slot: &Slot| {
+            sockets.get::<tcp::Socket<'_>>(slot.handle).state() == tcp::State::SynReceived
+        };
+        if !self.slots.iter().any(handshaking) {
+            return;
+        }
+        // (handle, client endpoint, accept order, still handshaking)
+        let live: Vec<_> = self
+            .slots
+            .iter()
+            .filter_map(|slot| {
+                let socket = sockets.get::<tcp::Socket<'_>>(slot.handle);
+                let handshaking = match socket.state() {
+                    tcp::State::SynReceived => true,
+                    tcp::State::Established => false,
+                    _ => return None,
+                };
+                // Not yet seen by `poll_slot`: newer than any connection that was.
+                let age = slot.conn.as_ref().map_or(u64::MAX, |c| c.serial);
+                Some((slot.handle, socket.remote_endpoint()?, age, handshaking))
+            })
+            .collect();
+        let stolen: Vec<SocketHandle> = live
+            .iter()
+            .filter(|(_, remote, age, handshaking)| {
+                *handshaking
+                    && live
+                        .iter()
+                        .any(|(_, other, other_age, _)| other == remote && other_age < age)
+            })
+            .map(|(handle, ..)| *handle)
+            .collect();
+        if stolen.is_empty() {
+            return;
+        }
+        self.slots.retain_mut(|slot| {
+            if !stolen.contains(&slot.handle) {
+                return true;
+            }
+            log::debug!(
+                "http: dropping a second handshake with {:?} (a retransmitted SYN)",
+                sockets
+                    .get::<tcp::Socket<'_>>(slot.handle)
+                    .remote_endpoint()
+            );
+            if let Some(mut conn) = slot.conn.take() {
+                conn.http.abandon(handler);
+            }
+            sockets.remove(slot.handle);
+            false
+        });
+    }
+
+    /// Frees listeners beyond `spare_listeners` (their buffers go back to the heap).
+    fn shrink(&mut self, sockets: &mut SocketSet<'_>) {
+        let mut surplus = self
+            .listeners()
+            .saturating_sub(self.config.spare_listeners.max(1));
+        if surplus == 0 {
+            return;
+        }
+        self.slots.retain(|slot| {
+            let remove = surplus > 0
+                && slot.conn.is_none()
+                && sockets.get::<tcp::Socket<'_>>(slot.handle).is_listening();
+            if remove {
+                sockets.remove(slot.handle);
+                surplus -= 1;
+            }
+            !remove
+        });
     }
 }
 
@@ -190,9 +308,10 @@ fn poll_slot<H: Handler + ?Sized>(
     config: &ServerConfig,
     now: Instant,
     handler: &mut H,
+    accepted: &mut u64,
 ) -> Option<Instant> {
     // Closed or TIME-WAIT: the connection is over; serve the next one. Leaving
-    // TIME-WAIT early matters with a pool of 8 sockets (each would otherwise
+    // TIME-WAIT early matters with a bounded pool (each socket would otherwise
     // sit out 10 s after every server-side close); random initial sequence
     // numbers keep stray old segments from being taken for new ones.
     if !socket.is_open() {
@@ -208,10 +327,14 @@ fn poll_slot<H: Handler + ?Sized>(
         }
         return None;
     }
-    let conn = slot.conn.get_or_insert_with(|| SlotConnection {
-        http: Connection::new(),
-        last_activity: now,
-        closing_since: None,
+    let conn = slot.conn.get_or_insert_with(|| {
+        *accepted += 1;
+        SlotConnection {
+            serial: *accepted,
+            http: Connection::new(),
+            last_activity: now,
+            closing_since: None,
+        }
     });
 
     if let Some(since) = conn.closing_since {

@@ -10,6 +10,7 @@
 
 pub mod cpio;
 pub mod http;
+pub mod process;
 mod testdir;
 
 use std::fmt;
@@ -25,6 +26,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub use http::{HttpResponse, get as http_get_once, poll_get as http_poll_get};
+pub use process::{Finished, run_bounded};
 pub use testdir::{TestDir, workspace_root};
 
 /// Environment variable naming the keel image ELF to boot.

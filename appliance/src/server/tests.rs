@@ -92,7 +92,7 @@ fn attach_creates_the_listening_pool_once() {
         })
         .filter(|l| *l)
         .count();
-    assert_eq!(listening, 8);
+    assert_eq!(listening, ServerConfig::default().spare_listeners);
 }
 
 #[test]
@@ -332,6 +332,172 @@ fn a_silent_half_open_connection_is_reset_eventually() {
         .iter()
         .filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(t) if t.state() == tcp::State::Listen))
         .count();
-    assert_eq!(listening, 8);
+    assert_eq!(listening, ServerConfig::default().spare_listeners);
     assert_eq!(server.iface.sockets().iter().count(), handle_count);
+}
+
+/// Opens a raw connection from the client's interface (beside its own one).
+fn open_raw(client: &mut TestClient, port: u16) -> smoltcp::iface::SocketHandle {
+    let socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(alloc::vec![0; 4096]),
+        tcp::SocketBuffer::new(alloc::vec![0; 4096]),
+    );
+    let handle = client.iface.add_socket(socket);
+    client
+        .iface
+        .connect_tcp(handle, (SERVER_IP, PORT), port)
+        .expect("connect");
+    handle
+}
+
+fn raw(client: &mut TestClient, handle: smoltcp::iface::SocketHandle) -> &mut tcp::Socket<'static> {
+    client
+        .iface
+        .sockets_mut()
+        .get_mut::<tcp::Socket<'static>>(handle)
+}
+
+fn tcp_sockets(server: &Server) -> usize {
+    server
+        .iface
+        .sockets()
+        .iter()
+        .filter(|(_, s)| matches!(s, smoltcp::socket::Socket::Tcp(_)))
+        .count()
+}
+
+#[test]
+fn connections_beyond_the_spare_listeners_grow_the_pool_then_it_shrinks() {
+    let (_clock, mut server, mut client) = setup();
+    let spare = ServerConfig::default().spare_listeners;
+    let mut side = |now| server.poll(now);
+    assert_eq!(client.exchange(GET_HEALTH, &mut side).status, 200);
+    // `spare` SYNs in the same instant, then as many more while those stay
+    // open: every one is accepted and answered on its own connection.
+    let mut handles = Vec::new();
+    for wave in 0..2u16 {
+        for i in 0..spare as u16 {
+            handles.push(open_raw(&mut client, 40000 + wave * 1000 + i));
+        }
+        client.run_for(Duration::from_millis(20), &mut side);
+    }
+    for (i, &handle) in handles.iter().enumerate() {
+        let socket = raw(&mut client, handle);
+        assert_eq!(socket.state(), tcp::State::Established, "connection {i}");
+        socket.send_slice(GET_HEALTH).expect("send");
+    }
+    client.run_for(Duration::from_millis(50), &mut side);
+    for &handle in &handles {
+        let mut received = Vec::new();
+        let socket = raw(&mut client, handle);
+        while socket.can_recv() {
+            socket
+                .recv(|data| {
+                    received.extend_from_slice(data);
+                    (data.len(), ())
+                })
+                .expect("recv");
+        }
+        let (response, _) = crate::test_client::parse_response(&received, false)
+            .expect("a whole response on every connection");
+        assert_eq!(response.status, 200);
+        raw(&mut client, handle).close();
+    }
+    client.run_for(Duration::from_millis(100), &mut side);
+    // The client's own connection plus the spare listeners remain.
+    assert_eq!(server.http.active_connections(), 1);
+    assert_eq!(server.http.listeners(), spare);
+    assert_eq!(tcp_sockets(&server), spare + 1);
+}
+
+#[test]
+fn the_pool_is_bounded() {
+    let (_clock, mut server, mut client) = setup();
+    let max = ServerConfig::default().max_sockets;
+    let mut side = |now| server.poll(now);
+    let handles: Vec<_> = (0..max as u16 + 10)
+        .map(|i| {
+            let handle = open_raw(&mut client, 40000 + i);
+            client.run_for(Duration::from_millis(2), &mut side);
+            handle
+        })
+        .collect();
+    client.run_for(Duration::from_millis(20), &mut side);
+    let established = handles
+        .iter()
+        .filter(|&&h| raw(&mut client, h).state() == tcp::State::Established)
+        .count();
+    // The client's own connection holds one of the sockets.
+    assert_eq!(established, max - 1);
+    assert_eq!(tcp_sockets(&server), max);
+}
+
+#[test]
+fn a_retransmitted_syn_taken_by_an_earlier_listener_does_not_reset_the_connection() {
+    use netstack::Nic;
+    use netstack::testing::End;
+
+    let (_clock, mut server, mut client) = setup();
+    let wire = client.iface.nic().wire().clone();
+    let mut side = |now| server.poll(now);
+    // The client's own connection takes the first socket of the set.
+    assert_eq!(client.exchange(GET_HEALTH, &mut side).status, 200);
+    wire.start_capture();
+    let port = 41000;
+    let handle = open_raw(&mut client, port);
+    client.run_for(Duration::from_millis(20), &mut side);
+    assert_eq!(raw(&mut client, handle).state(), tcp::State::Established);
+    let syn = wire
+        .take_captured()
+        .into_iter()
+        .find(|(end, frame)| *end == End::B && is_syn_from(frame, port))
+        .map(|(_, frame)| frame)
+        .expect("the client's SYN");
+    // The first socket of the set closes and is freed as a surplus
+    // listener; the next connection makes the pool add a listener, which
+    // takes the freed place, ahead of the socket carrying the connection.
+    let bye = client.exchange(b"GET /bye HTTP/1.1\r\nHost: h\r\n\r\n", &mut side);
+    assert_eq!(bye.header("connection"), Some("close"));
+    assert!(client.wait_closed(Duration::from_secs(2), &mut side));
+    client.close(&mut side);
+    let other = open_raw(&mut client, port + 1);
+    client.run_for(Duration::from_millis(20), &mut side);
+    assert_eq!(raw(&mut client, other).state(), tcp::State::Established);
+    // The SYN arrives again, as after a lost SYN-ACK.
+    let mut replay = wire.nic(End::B, MacAddress([2, 0, 0, 3, 0, 2]));
+    replay.transmit(&syn).expect("replay the SYN");
+    client.run_for(Duration::from_millis(20), &mut side);
+    let socket = raw(&mut client, handle);
+    assert_eq!(socket.state(), tcp::State::Established);
+    socket.send_slice(GET_HEALTH).expect("send");
+    client.run_for(Duration::from_millis(20), &mut side);
+    let mut received = Vec::new();
+    let socket = raw(&mut client, handle);
+    while socket.can_recv() {
+        socket
+            .recv(|data| {
+                received.extend_from_slice(data);
+                (data.len(), ())
+            })
+            .expect("recv");
+    }
+    let (response, _) =
+        crate::test_client::parse_response(&received, false).expect("an answer on the connection");
+    assert_eq!(response.status, 200);
+}
+
+/// An Ethernet frame carrying a TCP SYN (without ACK) from `port`.
+fn is_syn_from(frame: &[u8], port: u16) -> bool {
+    let ip = match frame.get(12..14) {
+        Some([0x08, 0x00]) => &frame[14..],
+        _ => return false,
+    };
+    let header = usize::from(ip.first().copied().unwrap_or(0) & 0x0f) * 4;
+    if ip.get(9) != Some(&6) {
+        return false;
+    }
+    let Some(tcp) = ip.get(header..header + 14) else {
+        return false;
+    };
+    u16::from_be_bytes([tcp[0], tcp[1]]) == port && tcp[13] & 0x12 == 0x02
 }

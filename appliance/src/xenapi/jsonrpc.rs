@@ -26,11 +26,19 @@ pub enum Version {
     V2,
 }
 
+/// Arrays and objects nested deeper than this are refused before parsing.
+/// XenAPI values nest a few levels (a map of sets in a struct); parsing,
+/// converting and dropping a value all recurse once per level, and the
+/// image runs on a small stack.
+pub const MAX_DEPTH: usize = 32;
+
 /// Why a body is not a JSON-RPC call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonRpcError {
-    /// Not JSON, or nested deeper than serde_json's recursion limit.
+    /// Not JSON.
     Syntax,
+    /// Arrays and objects nested deeper than [`MAX_DEPTH`].
+    TooDeep,
     /// Not an object with a string `method`.
     NoMethod,
     /// `params` is present but not an array.
@@ -43,6 +51,7 @@ impl fmt::Display for JsonRpcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             JsonRpcError::Syntax => "the body is not JSON",
+            JsonRpcError::TooDeep => "the body nests arrays and objects more than 32 deep",
             JsonRpcError::NoMethod => "a JSON-RPC call is an object with a string \"method\"",
             JsonRpcError::ParamsNotArray => "\"params\" must be an array (session first)",
             JsonRpcError::NoId => "a JSON-RPC call needs an \"id\"; notifications are not served",
@@ -51,6 +60,9 @@ impl fmt::Display for JsonRpcError {
 }
 
 pub fn parse_call(body: &[u8]) -> Result<Call, JsonRpcError> {
+    if nesting(body) > MAX_DEPTH {
+        return Err(JsonRpcError::TooDeep);
+    }
     let json: Json = serde_json::from_slice(body).map_err(|_| JsonRpcError::Syntax)?;
     let Json::Object(mut object) = json else {
         return Err(JsonRpcError::NoMethod);
@@ -77,6 +89,35 @@ pub fn parse_call(body: &[u8]) -> Result<Call, JsonRpcError> {
         id,
         version,
     })
+}
+
+/// The deepest nesting of arrays and objects in `body`, brackets inside
+/// strings aside, without parsing (and so without recursion). Unbalanced
+/// input is left for the parser to refuse.
+fn nesting(body: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in body {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn from_json(json: Json) -> Value {
@@ -174,7 +215,24 @@ mod tests {
             Err(JsonRpcError::NoId)
         );
         let deep = "[".repeat(100_000);
-        assert_eq!(parse_call(deep.as_bytes()), Err(JsonRpcError::Syntax));
+        assert_eq!(parse_call(deep.as_bytes()), Err(JsonRpcError::TooDeep));
+    }
+
+    #[test]
+    fn nesting_is_bounded_before_parsing() {
+        let call = |params: &str| format!(r#"{{"id":1,"method":"m","params":{params}}}"#);
+        // The envelope is one level, params a second.
+        let at_limit = format!("{}{}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        assert!(parse_call(call(&at_limit).as_bytes()).is_ok());
+        let over = format!("[{at_limit}]");
+        assert_eq!(
+            parse_call(call(&over).as_bytes()),
+            Err(JsonRpcError::TooDeep)
+        );
+        // Brackets inside strings, escaped quotes included, do not count.
+        let quoted = format!(r#"["\"{}"]"#, "[{".repeat(100));
+        assert!(parse_call(call(&quoted).as_bytes()).is_ok());
+        assert_eq!(nesting(br#"{"a":[{"b":"]]]"},[]]}"#), 3);
     }
 
     #[test]

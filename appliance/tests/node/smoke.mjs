@@ -31,7 +31,7 @@ const pool = xapi.pool
 if (pool.master === undefined || xapi.getObjectByRef(pool.master).$type !== 'host') fail('pool.master is not the host')
 
 // A change made through the API comes back through event.from.
-const key = `xo:smoke:${transport}`
+const key = `xo:smoke:${transport}:${process.pid}`
 await xapi.call('pool.add_to_other_config', pool.$ref, key, '1')
 for (let i = 0; ; i++) {
   if (xapi.getObjectByRef(pool.$ref).other_config[key] === '1') break

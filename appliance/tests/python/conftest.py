@@ -1,7 +1,10 @@
-"""Starts keel-hosted for the test session and stops it by its pid.
+"""The server the suite drives: keel-hosted, or an image already running.
 
-The binary comes from $KEEL_HOSTED (cargo xtask test builds it); each test
-session runs its own server on a free loopback port.
+With $KEEL_URL set (the image in QEMU, booted by the qemu-tests harness with
+a known root password in $KEEL_PASSWORD), the suite drives that server.
+Otherwise the binary comes from $KEEL_HOSTED (cargo xtask test builds it);
+each test session runs its own server on a free loopback port and stops it
+by its pid.
 """
 
 import os
@@ -11,11 +14,19 @@ import time
 
 import pytest
 
-PASSWORD = "pytest-secret"
+PASSWORD = os.environ.get("KEEL_PASSWORD", "pytest-secret")
+EXTERNAL_URL = os.environ.get("KEEL_URL")
+# What the host must say about itself: keel-hosted's defaults, or the
+# image's host config and its address inside QEMU's user network.
+HOSTNAME = os.environ.get("KEEL_HOSTNAME", "keel")
+ADDRESS = os.environ.get("KEEL_ADDRESS", "127.0.0.1")
 
 
 @pytest.fixture(scope="session")
 def server():
+    if EXTERNAL_URL:
+        yield EXTERNAL_URL.rstrip("/")
+        return
     binary = os.environ.get("KEEL_HOSTED")
     if not binary:
         pytest.fail("set KEEL_HOSTED to the keel-hosted binary "

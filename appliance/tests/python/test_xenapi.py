@@ -10,7 +10,7 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
-from conftest import PASSWORD
+from conftest import ADDRESS, HOSTNAME, PASSWORD
 
 CLASSES = ["pool", "host", "host_metrics", "network", "PIF", "SR", "VDI", "VM",
            "VM_metrics", "task"]
@@ -109,15 +109,15 @@ def test_host_is_described_truthfully(session):
     assert len(pool) == 1
     host = session.xenapi.pool.get_master(pool[0])
     record = session.xenapi.host.get_record(host)
-    assert record["hostname"] == "keel"
-    assert record["address"] == "127.0.0.1"
+    assert record["hostname"] == HOSTNAME
+    assert record["address"] == ADDRESS
     assert int(record["cpu_info"]["cpu_count"]) >= 1
     version = record["software_version"]["product_version"]
     assert len(version.split(".")) == 3
     metrics = session.xenapi.host_metrics.get_record(record["metrics"])
     assert int(metrics["memory_total"]) > 0
     pif = session.xenapi.PIF.get_record(record["PIFs"][0])
-    assert pif["management"] and pif["IP"] == "127.0.0.1"
+    assert pif["management"] and pif["IP"] == ADDRESS
 
 
 def test_setter_and_map_helper(session):

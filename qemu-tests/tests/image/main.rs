@@ -10,6 +10,7 @@ mod grub;
 mod host_config;
 mod hypervisor;
 mod power;
+mod xenapi;
 
 use std::time::Duration;
 

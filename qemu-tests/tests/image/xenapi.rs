@@ -1,0 +1,95 @@
+//! The XenAPI served by the image, driven by the same clients as the hosted
+//! service: the pytest suite with the PyPI `XenAPI` SDK (which also runs
+//! Xen Orchestra's npm `xen-api` client) against the forwarded port.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use qemu_tests::{Qemu, host_config_bin_from_env, run_bounded, workspace_root};
+
+use super::{BOOT_TIMEOUT, health, keel};
+
+const HOSTNAME: &str = "keel-api-test";
+const PASSWORD: &str = "qemu-xenapi-password";
+/// The address QEMU's user network leases to the image.
+const ADDRESS: &str = "10.0.2.15";
+
+/// The suite takes about 30 s under TCG on an idle machine; CI shares 2 cores.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
+const HARD_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// Compiles the host config naming the host and its root password.
+fn host_config(dir: &std::path::Path) -> PathBuf {
+    let tool = host_config_bin_from_env().expect("the host-config tool");
+    let (toml, module) = (dir.join("api.toml"), dir.join("api.bin"));
+    fs::write(
+        &toml,
+        format!("hostname = \"{HOSTNAME}\"\nroot_password = \"{PASSWORD}\"\n"),
+    )
+    .expect("write the config");
+    let output = Command::new(&tool)
+        .arg("compile")
+        .arg(&toml)
+        .arg("-o")
+        .arg(&module)
+        .output()
+        .expect("run host-config");
+    assert!(
+        output.status.success(),
+        "host-config compile failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    module
+}
+
+fn boot() -> Qemu {
+    let builder = keel(2, 512).hard_timeout(HARD_TIMEOUT);
+    let module = host_config(builder.dir());
+    let qemu = builder.initrd(module).spawn().expect("spawn QEMU");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["hostname"], HOSTNAME, "{json}");
+    qemu
+}
+
+#[test]
+fn python_sdk_and_xen_orchestra_client_against_the_image() {
+    let qemu = boot();
+    qemu.wait_for_serial("DHCP lease", BOOT_TIMEOUT)
+        .expect("the management address");
+    let root = workspace_root();
+    let mut pytest = Command::new("python3");
+    pytest
+        .current_dir(&root)
+        .args([
+            "-m",
+            "pytest",
+            "appliance/tests/python",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ])
+        .env("KEEL_URL", format!("http://127.0.0.1:{}", qemu.http_port()))
+        .env("KEEL_PASSWORD", PASSWORD)
+        .env("KEEL_HOSTNAME", HOSTNAME)
+        .env("KEEL_ADDRESS", ADDRESS)
+        .env_remove("KEEL_HOSTED");
+    let finished =
+        run_bounded(pytest, SUITE_TIMEOUT, qemu.dir(), "pytest").expect("pytest finishes");
+    assert!(
+        finished.status.success(),
+        "pytest against the image failed ({}):\n{}",
+        finished.status,
+        finished.output()
+    );
+    assert!(
+        finished.stdout.contains(" passed") && !finished.stdout.contains(" skipped"),
+        "{}",
+        finished.output()
+    );
+    // Whatever the suite threw at it, the host is still up.
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+    assert!(qemu.try_exit_status().expect("poll QEMU").is_none());
+}
