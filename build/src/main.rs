@@ -28,6 +28,7 @@ commands:
   image [options]       build the boot media into target/image/: keel.img (signed),
                         keel-disk.img (GPT: UEFI + BIOS, A/B slots), keel.iso, pxe/, SHA256SUMS
       --out DIR         write them to DIR instead
+      --elf FILE        make them from this ELF instead of building the image
       --pxe-host MAC=F  serve host config F (TOML) to the NIC with this MAC over PXE (repeatable)
   run [options]         build and boot the image in QEMU, serial on stdout
       --api-port N      loopback port forwarded to the image's HTTP port 80 (default 8080)

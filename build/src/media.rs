@@ -19,6 +19,8 @@ pub const SIGNING_KEY_ENV: &str = "KEEL_SIGNING_KEY";
 #[derive(Debug, Default)]
 pub struct Options {
     pub out: Option<PathBuf>,
+    /// Use this already built ELF instead of building the image.
+    pub elf: Option<PathBuf>,
     /// `MAC=FILE.toml`: a host served by the PXE tree.
     pub pxe_hosts: Vec<(String, PathBuf)>,
 }
@@ -34,6 +36,7 @@ pub fn parse(args: &[String]) -> Result<Options> {
         };
         match arg.as_str() {
             "--out" => options.out = Some(PathBuf::from(value()?)),
+            "--elf" => options.elf = Some(PathBuf::from(value()?)),
             "--pxe-host" => {
                 let spec = value()?;
                 let (mac, file) = spec.split_once('=').ok_or_else(|| {
@@ -52,7 +55,10 @@ pub fn parse(args: &[String]) -> Result<Options> {
 /// Builds the ELF, then the media; prints every artifact's size.
 pub fn image(paths: &Paths, args: &[String]) -> Result<Vec<Artifact>> {
     let options = parse(args)?;
-    let elf = image::build(paths)?;
+    let elf = match &options.elf {
+        Some(elf) => elf.clone(),
+        None => image::build(paths)?,
+    };
     media(paths, &elf, &options)
 }
 

@@ -3,10 +3,10 @@
 use std::process::Command;
 use std::time::Instant;
 
-use qemu_tests::{HOST_CONFIG_BIN_ENV, IMAGE_ENV};
+use qemu_tests::{GUEST_MAC, HOST_CONFIG_BIN_ENV, IMAGE_ENV, MEDIA_ENV, PXE_TEST_HOST_CONFIG};
 
 use crate::cmd::{cargo, describe, run_status};
-use crate::{Error, Paths, Result, image, setup};
+use crate::{Error, Paths, Result, image, media, setup};
 
 /// One step of the test run.
 enum Step {
@@ -18,6 +18,9 @@ enum Step {
     },
     /// `cargo xtask build`.
     BuildImage,
+    /// `cargo xtask image` into `target/image-test/media`, serving a test
+    /// host config over PXE to the QEMU NIC's MAC.
+    BootMedia,
     /// The hosted XenAPI driven by the official Python SDK (pytest).
     HostedXenApi,
 }
@@ -62,6 +65,7 @@ const STEPS: &[Step] = &[
         env: false,
     },
     Step::BuildImage,
+    Step::BootMedia,
     Step::Cargo {
         title: "unit and hosted tests",
         args: &["test", "--workspace", "--exclude", "qemu-tests"],
@@ -104,6 +108,28 @@ fn hosted_xenapi(paths: &Paths) -> Result<()> {
     run_status(&mut pytest)
 }
 
+/// Where the image tests find the boot media.
+fn test_media_dir(paths: &Paths) -> std::path::PathBuf {
+    paths.target.join("image-test/media")
+}
+
+/// The media from the image just built, with the PXE test host.
+fn test_media(paths: &Paths) -> Result<()> {
+    let host = paths.target.join("image-test/pxe-host.toml");
+    if let Some(dir) = host.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::new(format!("creating {}: {e}", dir.display())))?;
+    }
+    std::fs::write(&host, PXE_TEST_HOST_CONFIG)
+        .map_err(|e| Error::new(format!("writing {}: {e}", host.display())))?;
+    let options = media::Options {
+        out: Some(test_media_dir(paths)),
+        elf: None,
+        pxe_hosts: vec![(GUEST_MAC.to_string(), host)],
+    };
+    media::media(paths, &paths.image(), &options).map(|_| ())
+}
+
 pub fn test(paths: &Paths) -> Result<()> {
     println!("==> xtask test: setup");
     setup::setup(paths)?;
@@ -119,7 +145,8 @@ pub fn test(paths: &Paths) -> Result<()> {
                 if *env {
                     command
                         .env(IMAGE_ENV, paths.image())
-                        .env(HOST_CONFIG_BIN_ENV, paths.host_config_bin());
+                        .env(HOST_CONFIG_BIN_ENV, paths.host_config_bin())
+                        .env(MEDIA_ENV, test_media_dir(paths));
                 }
                 println!(
                     "\n==> xtask test [{n}/{total}]: {title}: {}",
@@ -132,6 +159,10 @@ pub fn test(paths: &Paths) -> Result<()> {
                     "\n==> xtask test [{n}/{total}]: hosted XenAPI with the Python SDK and the npm xen-api client"
                 );
                 hosted_xenapi(paths).map_err(|e| ("hosted XenAPI", e))
+            }
+            Step::BootMedia => {
+                println!("\n==> xtask test [{n}/{total}]: boot media");
+                test_media(paths).map_err(|e| ("boot media", e))
             }
             Step::BuildImage => {
                 println!("\n==> xtask test [{n}/{total}]: image build");

@@ -74,6 +74,9 @@ type Entry<'a, 'i> = (
     &'a Spanned<DeValue<'i>>,
 );
 
+/// Where each entry of an array setting was written.
+type EntrySpans = Vec<Range<usize>>;
+
 /// Where each setting was written, for errors found after reading.
 #[derive(Default)]
 struct Spans {
@@ -718,7 +721,7 @@ impl Reader<'_> {
         &self,
         key: &Spanned<std::borrow::Cow<'_, str>>,
         value: &Spanned<DeValue<'_>>,
-    ) -> Result<(Vec<[u8; 4]>, Vec<Range<usize>>), ConfigError> {
+    ) -> Result<(Vec<[u8; 4]>, EntrySpans), ConfigError> {
         let DeValue::Array(items) = value.get_ref() else {
             return Err(self.wrong_type(key, value, "an array of strings"));
         };

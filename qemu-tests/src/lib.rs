@@ -33,6 +33,15 @@ pub use testdir::{TestDir, workspace_root};
 pub const IMAGE_ENV: &str = "KEEL_IMAGE";
 /// Environment variable naming the `host-config` tool binary.
 pub const HOST_CONFIG_BIN_ENV: &str = "KEEL_HOST_CONFIG_BIN";
+/// Environment variable naming the boot media folder (`cargo xtask image --out`).
+pub const MEDIA_ENV: &str = "KEEL_MEDIA";
+/// The host config `cargo xtask test` serves over PXE to [`GUEST_MAC`]
+/// (`cargo xtask image --pxe-host`), so the PXE test sees it applied.
+pub const PXE_TEST_HOST_CONFIG: &str = "hostname = \"keel-pxe-test\"\n";
+/// OVMF, the UEFI firmware (Debian `ovmf`): code, read-only.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+/// OVMF's variable store template; each run gets its own writable copy.
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 /// The QEMU binary.
 pub const QEMU_BIN: &str = "qemu-system-x86_64";
 /// The hard timeout of a QEMU run unless the builder sets another.
@@ -177,6 +186,23 @@ pub fn image_from_env() -> Result<PathBuf, HarnessError> {
     Ok(path)
 }
 
+/// Reads the boot media folder from `KEEL_MEDIA`.
+pub fn media_from_env() -> Result<PathBuf, HarnessError> {
+    let path = std::env::var_os(MEDIA_ENV)
+        .map(PathBuf::from)
+        .ok_or(HarnessError::MissingEnv {
+            var: MEDIA_ENV,
+            hint: "point it at a `cargo xtask image --out DIR` folder (cargo xtask test sets it)",
+        })?;
+    if !path.join("SHA256SUMS").is_file() {
+        return Err(HarnessError::MissingFile {
+            path: path.join("SHA256SUMS"),
+            hint: "build the media with `cargo xtask image --out DIR`".into(),
+        });
+    }
+    Ok(path)
+}
+
 /// Reads the `host-config` tool path from `KEEL_HOST_CONFIG_BIN`.
 pub fn host_config_bin_from_env() -> Result<PathBuf, HarnessError> {
     let path = std::env::var_os(HOST_CONFIG_BIN_ENV).map(PathBuf::from).ok_or(
@@ -224,6 +250,12 @@ pub struct Machine {
     /// Boot this ISO through the firmware (`-cdrom`, `-boot d`) instead of
     /// `-kernel`; `kernel`, `initrd` and `append` are then unused.
     pub cdrom: Option<PathBuf>,
+    /// UEFI (OVMF) with this writable variable store instead of SeaBIOS.
+    pub ovmf_vars: Option<PathBuf>,
+    /// Boot the first disk through the firmware instead of `-kernel`.
+    pub boot_disk: bool,
+    /// Boot over the network (`-boot n`): the TFTP root and the DHCP boot file.
+    pub pxe: Option<(PathBuf, String)>,
 }
 
 impl Machine {
@@ -237,7 +269,15 @@ impl Machine {
             initrd: None,
             disks: Vec::new(),
             cdrom: None,
+            ovmf_vars: None,
+            boot_disk: false,
+            pxe: None,
         }
+    }
+
+    /// Whether QEMU loads `kernel` itself (no firmware boot path).
+    fn boots_kernel(&self) -> bool {
+        self.cdrom.is_none() && !self.boot_disk && self.pxe.is_none()
     }
 
     /// QEMU's arguments with `serial` as the `-serial` backend (`stdio`,
@@ -263,9 +303,30 @@ impl Machine {
         args.extend(["-smp".into(), self.cpus.to_string()]);
         args.extend(["-m".into(), self.memory_mib.to_string()]);
         args.extend(["-serial".into(), serial.to_string()]);
+        if let Some(vars) = &self.ovmf_vars {
+            args.extend([
+                "-drive".into(),
+                format!(
+                    "if=pflash,format=raw,readonly=on,file={}",
+                    escape(OVMF_CODE)
+                ),
+                "-drive".into(),
+                format!("if=pflash,format=raw,file={}", escape(vars)),
+            ]);
+        }
+        let mut tftp = String::new();
         if let Some(iso) = &self.cdrom {
             args.extend(["-cdrom".into(), iso.display().to_string()]);
             args.extend(["-boot".into(), "d".into()]);
+        } else if let Some((root, bootfile)) = &self.pxe {
+            args.extend(["-boot".into(), "n".into()]);
+            tftp = format!(
+                ",tftp={},bootfile={}",
+                escape(root),
+                bootfile.replace(',', ",,")
+            );
+        } else if self.boot_disk {
+            // The first disk carries bootindex=1.
         } else {
             args.extend(["-kernel".into(), self.kernel.display().to_string()]);
             if let Some(initrd) = &self.initrd {
@@ -277,18 +338,22 @@ impl Machine {
         }
         args.extend([
             "-netdev".into(),
-            format!("user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_HTTP_PORT}"),
+            format!("user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_HTTP_PORT}{tftp}"),
             "-device".into(),
             format!("virtio-net-pci,netdev=n0,disable-legacy=on,mac={GUEST_MAC}"),
         ]);
         for (i, disk) in self.disks.iter().enumerate() {
-            // QEMU splits -drive options on commas; a comma in a path is doubled.
-            let file = disk.display().to_string().replace(',', ",,");
+            let file = escape(disk);
+            let boot = if self.boot_disk && i == 0 {
+                ",bootindex=1"
+            } else {
+                ""
+            };
             args.extend([
                 "-drive".into(),
                 format!("file={file},if=none,id=d{i},format=raw"),
                 "-device".into(),
-                format!("virtio-blk-pci,drive=d{i},disable-legacy=on"),
+                format!("virtio-blk-pci,drive=d{i},disable-legacy=on{boot}"),
             ]);
         }
         args
@@ -296,10 +361,13 @@ impl Machine {
 
     /// Fails when a file QEMU is given does not exist.
     pub fn check_files(&self) -> Result<(), HarnessError> {
-        for path in std::iter::once(&self.kernel)
+        let kernel = self.boots_kernel().then_some(&self.kernel);
+        for path in kernel
+            .into_iter()
             .chain(&self.initrd)
             .chain(&self.disks)
             .chain(&self.cdrom)
+            .chain(&self.ovmf_vars)
         {
             if !path.is_file() {
                 return Err(HarnessError::MissingFile {
@@ -310,6 +378,11 @@ impl Machine {
         }
         Ok(())
     }
+}
+
+/// A path as a QEMU option value: options split on commas, so a comma is doubled.
+fn escape(path: impl AsRef<Path>) -> String {
+    path.as_ref().display().to_string().replace(',', ",,")
 }
 
 /// Configures one QEMU run. Create it with [`Qemu::keel`] or [`Qemu::kernel`].
@@ -362,6 +435,29 @@ impl QemuBuilder {
     pub fn disk(mut self, path: impl Into<PathBuf>) -> Self {
         self.machine.disks.push(path.into());
         self
+    }
+
+    /// Boots from this disk image through the firmware (it becomes the first disk).
+    pub fn boot_disk(mut self, path: impl Into<PathBuf>) -> Self {
+        self.machine.disks.insert(0, path.into());
+        self.machine.boot_disk = true;
+        self
+    }
+
+    /// Boots over the network: QEMU's DHCP hands out `bootfile`, its TFTP serves `root`.
+    pub fn pxe(mut self, root: impl Into<PathBuf>, bootfile: &str) -> Self {
+        self.machine.pxe = Some((root.into(), bootfile.to_string()));
+        self
+    }
+
+    /// UEFI firmware (OVMF) with a fresh copy of its variable store in the run's folder.
+    pub fn uefi(mut self) -> Result<Self, HarnessError> {
+        let vars = self.dir.path().join("OVMF_VARS.fd");
+        fs::copy(OVMF_VARS, &vars).map_err(io_err(format!(
+            "copying {OVMF_VARS} (package ovmf; `cargo xtask setup`)"
+        )))?;
+        self.machine.ovmf_vars = Some(vars);
+        Ok(self)
     }
 
     /// The time after which the watchdog kills QEMU, whatever the test is doing.
@@ -714,6 +810,42 @@ mod tests {
         assert!(args.contains(&"file=/tmp/a,,b.img,if=none,id=d0,format=raw".to_string()));
         assert!(args.contains(&"user,id=n0,hostfwd=tcp:127.0.0.1:1234-:80".to_string()));
         assert!(args.windows(2).any(|w| w[0] == "-smp" && w[1] == "2"));
+    }
+
+    #[test]
+    fn firmware_boot_arguments() {
+        let builder = Qemu::kernel("/nonexistent")
+            .expect("builder")
+            .disk("/tmp/data.img")
+            .boot_disk("/tmp/keel-disk.img");
+        let args = builder.machine().args(1234, "stdio");
+        assert!(!args.contains(&"-kernel".to_string()), "{args:?}");
+        assert!(
+            args.contains(&"virtio-blk-pci,drive=d0,disable-legacy=on,bootindex=1".to_string())
+        );
+        assert!(args.contains(&"file=/tmp/keel-disk.img,if=none,id=d0,format=raw".to_string()));
+        assert!(args.contains(&"virtio-blk-pci,drive=d1,disable-legacy=on".to_string()));
+
+        let builder = Qemu::kernel("/nonexistent")
+            .expect("builder")
+            .pxe("/srv/a,b", "boot/core.0");
+        let args = builder.machine().args(1234, "stdio");
+        assert!(args.windows(2).any(|w| w[0] == "-boot" && w[1] == "n"));
+        assert!(
+            args.contains(
+                &"user,id=n0,hostfwd=tcp:127.0.0.1:1234-:80,tftp=/srv/a,,b,bootfile=boot/core.0"
+                    .to_string()
+            )
+        );
+        let uefi = Qemu::kernel("/nonexistent")
+            .expect("builder")
+            .uefi()
+            .expect("OVMF_VARS copy (package ovmf)");
+        let args = uefi.machine().args(1234, "stdio");
+        assert!(
+            args.iter()
+                .any(|a| a.starts_with("if=pflash") && a.contains("readonly=on"))
+        );
     }
 
     #[test]

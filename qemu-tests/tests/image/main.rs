@@ -3,12 +3,14 @@
 //! status. `cargo xtask test` runs them with `KEEL_IMAGE` and
 //! `KEEL_HOST_CONFIG_BIN` set.
 
+mod bochs;
 mod boot;
 mod disk;
 mod faults;
 mod grub;
 mod host_config;
 mod hypervisor;
+mod media;
 mod power;
 mod xenapi;
 
