@@ -70,3 +70,85 @@ impl BlockDevice for CrashDevice {
         }
     }
 }
+
+/// Power loss with a volatile write cache: writes since the last flush may
+/// land in any order, so at the crash each of their blocks independently
+/// reaches the medium or not. The crash happens at write number `crash_at`
+/// (that write is cached too, and may land in part).
+#[derive(Debug, Clone)]
+pub struct CacheCrashDevice {
+    /// What the medium holds (what a reopen after the crash sees).
+    pub durable: MemBlockDevice,
+    /// What reads see before the crash (the cache over the medium).
+    current: MemBlockDevice,
+    pending: alloc::vec::Vec<(u64, alloc::vec::Vec<u8>)>,
+    writes_left: usize,
+    seed: u64,
+    pub crashed: bool,
+}
+
+impl CacheCrashDevice {
+    pub fn new(inner: MemBlockDevice, crash_at: usize, seed: u64) -> Self {
+        CacheCrashDevice {
+            durable: inner.clone(),
+            current: inner,
+            pending: alloc::vec::Vec::new(),
+            writes_left: crash_at,
+            seed: seed | 1,
+            crashed: false,
+        }
+    }
+
+    fn coin(&mut self) -> bool {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed & 1 == 1
+    }
+
+    fn crash(&mut self) {
+        let bs = self.durable.block_size() as usize;
+        for (lba, data) in core::mem::take(&mut self.pending) {
+            for (i, block) in data.chunks(bs).enumerate() {
+                if self.coin() {
+                    let _ = self.durable.write_blocks(lba + i as u64, block);
+                }
+            }
+        }
+        self.crashed = true;
+    }
+}
+
+impl BlockDevice for CacheCrashDevice {
+    fn block_size(&self) -> u32 {
+        self.current.block_size()
+    }
+    fn num_blocks(&self) -> u64 {
+        self.current.num_blocks()
+    }
+    fn read_blocks(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.current.read_blocks(lba, buf)
+    }
+    fn write_blocks(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        if self.crashed {
+            return Err(BlockError::Io);
+        }
+        self.current.write_blocks(lba, buf)?;
+        self.pending.push((lba, buf.to_vec()));
+        if self.writes_left == 0 {
+            self.crash();
+            return Err(BlockError::Io);
+        }
+        self.writes_left -= 1;
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        if self.crashed {
+            return Err(BlockError::Io);
+        }
+        for (lba, data) in core::mem::take(&mut self.pending) {
+            self.durable.write_blocks(lba, &data)?;
+        }
+        Ok(())
+    }
+}
