@@ -166,8 +166,8 @@ pub fn disk_seeds() -> Vec<Vec<u8>> {
             && sr.write(&[1; 16], 1000, &[0xab; 70_000]).is_ok()
             && sr.snapshot(&[1; 16], [2; 16], "snap").is_ok()
             && sr.write(&[1; 16], 0, b"after").is_ok();
-        if ok {
-            seeds.push(sr.into_device().bytes().to_vec());
+        if ok && let Ok(dev) = sr.close() {
+            seeds.push(dev.bytes().to_vec());
         }
     }
     seeds

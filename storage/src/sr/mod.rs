@@ -26,14 +26,21 @@
 //! record that maps them, and a freed cluster is reused only after the
 //! record that freed it is durable: after a power loss at any point every
 //! VDI reads what it held before or after the interrupted operation, never
-//! another VDI's data. Writes to clusters a VDI already owns go in place,
-//! like a disk's.
+//! another VDI's data. Writes to clusters a VDI already owns go in place.
+//!
+//! **Write cache.** Like a disk with a volatile cache, a write is durable
+//! once [`Sr::flush`] (or the VDI device's flush) returns: clusters a write
+//! allocates are mapped in memory at once and journaled at the next flush
+//! (or after [`MAX_PENDING`] of them, or before any other metadata change),
+//! so a guest's stream of allocating writes costs one journal record and
+//! two device flushes per flush instead of per cluster.
 
 pub mod record;
 pub mod state;
 pub mod superblock;
 mod vdi;
 
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -52,8 +59,11 @@ pub const MIN_CLUSTER_SIZE: u32 = 64 * 1024;
 pub const MAX_CLUSTER_SIZE: u32 = 4 << 20;
 /// Map entries per record in a compaction snapshot.
 const SNAPSHOT_MAP_ENTRIES: usize = 4096;
-/// Clusters allocated per journal record on a large write.
-const CLUSTERS_PER_RECORD: usize = 64;
+/// Map entries per journal record when pending clusters are journaled.
+const CLUSTERS_PER_RECORD: usize = 1024;
+/// Allocated clusters kept unjournaled at most (then they are journaled
+/// without waiting for a flush).
+pub const MAX_PENDING: usize = 256;
 
 pub type Uuid = [u8; 16];
 
@@ -186,6 +196,11 @@ pub struct Sr<D> {
     lease: Option<Lease>,
     alloc_hint: u64,
     last_id: u32,
+    /// Clusters written for a layer but not journaled yet:
+    /// (layer, virtual cluster) -> physical cluster.
+    pending: BTreeMap<(u32, u64), u64>,
+    /// The physical clusters of `pending`.
+    reserved: BTreeSet<u64>,
 }
 
 fn journal_region(sb: &Superblock) -> Region {
@@ -275,6 +290,8 @@ impl<D: BlockDevice> Sr<D> {
             lease: Some(lease),
             alloc_hint: 0,
             last_id: 0,
+            pending: BTreeMap::new(),
+            reserved: BTreeSet::new(),
         })
     }
 
@@ -328,6 +345,8 @@ impl<D: BlockDevice> Sr<D> {
             lease,
             alloc_hint: 0,
             last_id,
+            pending: BTreeMap::new(),
+            reserved: BTreeSet::new(),
         })
     }
 
@@ -351,19 +370,60 @@ impl<D: BlockDevice> Sr<D> {
 
     /// Bytes of data clusters in use.
     pub fn physical_utilisation(&self) -> u64 {
-        self.state.used.used() * u64::from(self.sb.cluster_size)
+        (self.state.used.used() + self.reserved.len() as u64) * u64::from(self.sb.cluster_size)
     }
 
     pub fn device(&mut self) -> &mut D {
         &mut self.dev
     }
 
+    /// The device, dropping writes not flushed yet (what a power loss
+    /// does); see [`Self::close`].
     pub fn into_device(self) -> D {
         self.dev
     }
 
-    /// Journals `rec` (compacting if the journal is full) and applies it.
+    /// Flushes, then hands the device back.
+    pub fn close(mut self) -> Result<D, SrError> {
+        self.flush()?;
+        Ok(self.dev)
+    }
+
+    /// Journals the clusters allocated since the last flush, after making
+    /// their data durable.
+    fn journal_pending(&mut self) -> Result<(), SrError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.dev.flush()?;
+        while let Some((&(id, _), _)) = self.pending.first_key_value() {
+            let chunk: Vec<(u64, u64)> = self
+                .pending
+                .range((id, 0)..=(id, u64::MAX))
+                .take(CLUSTERS_PER_RECORD)
+                .map(|(&(_, v), &p)| (v, p))
+                .collect();
+            self.commit_record(Record::Map {
+                id,
+                clusters: chunk.clone(),
+            })?;
+            for (v, p) in chunk {
+                self.pending.remove(&(id, v));
+                self.reserved.remove(&p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Journals pending clusters, then `rec`.
     fn commit(&mut self, rec: Record) -> Result<(), SrError> {
+        self.state.check(&rec)?;
+        self.journal_pending()?;
+        self.commit_record(rec)
+    }
+
+    /// Journals `rec` (compacting if the journal is full) and applies it.
+    fn commit_record(&mut self, rec: Record) -> Result<(), SrError> {
         self.state.check(&rec)?;
         let bytes = postcard::to_allocvec(&rec).map_err(|_| SrError::Invalid("unencodable"))?;
         match self.journal.append(&mut self.dev, &bytes) {
@@ -399,7 +459,10 @@ impl<D: BlockDevice> Sr<D> {
             name: l.meta.name.clone(),
             virtual_size: l.meta.virtual_size,
             read_only: l.meta.read_only,
-            physical_utilisation: l.map.len() as u64 * u64::from(self.sb.cluster_size),
+            physical_utilisation: (l.map.len()
+                + self.pending.range((id, 0)..=(id, u64::MAX)).count())
+                as u64
+                * u64::from(self.sb.cluster_size),
             chain_len: self.state.chain_len(id),
         })
     }
@@ -567,6 +630,23 @@ impl<D: BlockDevice> Sr<D> {
         }
     }
 
+    /// Physical cluster holding virtual cluster `v` as layer `id` sees it,
+    /// pending allocations included.
+    fn locate(&self, id: u32, v: u64) -> Option<u64> {
+        let mut at = Some(id);
+        while let Some(i) = at {
+            if let Some(&p) = self.pending.get(&(i, v)) {
+                return Some(p);
+            }
+            let l = self.state.layers.get(&i)?;
+            if let Some(&p) = l.map.get(&v) {
+                return Some(p);
+            }
+            at = l.meta.parent;
+        }
+        None
+    }
+
     /// Reads the bytes layer `id` shows at `offset`.
     fn read_layer(&mut self, id: u32, offset: u64, buf: &mut [u8]) -> Result<(), SrError> {
         self.check_range(id, offset, buf.len())?;
@@ -577,7 +657,7 @@ impl<D: BlockDevice> Sr<D> {
             let within = pos % cs;
             let n = (buf.len() - done).min((cs - within) as usize);
             let piece = &mut buf[done..done + n];
-            match self.state.locate(id, pos / cs) {
+            match self.locate(id, pos / cs) {
                 Some(p) => read_bytes(&mut self.dev, cluster_offset(&self.sb, p) + within, piece)?,
                 None => piece.fill(0),
             }
@@ -590,79 +670,59 @@ impl<D: BlockDevice> Sr<D> {
     fn write_layer(&mut self, id: u32, offset: u64, data: &[u8]) -> Result<(), SrError> {
         self.check_range(id, offset, data.len())?;
         let cs = u64::from(self.sb.cluster_size);
-        let mut fresh: Vec<(u64, u64)> = Vec::new();
         let mut done = 0;
         while done < data.len() {
             let pos = offset + done as u64;
             let (v, within) = (pos / cs, pos % cs);
             let n = (data.len() - done).min((cs - within) as usize);
             let piece = &data[done..done + n];
-            let own = self
-                .state
-                .layers
-                .get(&id)
-                .and_then(|l| l.map.get(&v).copied());
-            if let Some(p) = own {
-                write_bytes(&mut self.dev, cluster_offset(&self.sb, p) + within, piece)?;
-            } else {
-                let r = self.allocate(id, v, within, piece, &fresh);
-                match r {
-                    Ok(p) => fresh.push((v, p)),
-                    Err(e) => return Err(e),
-                }
-                if fresh.len() >= CLUSTERS_PER_RECORD {
-                    self.map(id, core::mem::take(&mut fresh))?;
-                }
+            let own = self.pending.get(&(id, v)).copied().or_else(|| {
+                self.state
+                    .layers
+                    .get(&id)
+                    .and_then(|l| l.map.get(&v).copied())
+            });
+            match own {
+                Some(p) => write_bytes(&mut self.dev, cluster_offset(&self.sb, p) + within, piece)?,
+                None => self.allocate(id, v, within, piece)?,
             }
             done += n;
-        }
-        if !fresh.is_empty() {
-            self.map(id, fresh)?;
         }
         Ok(())
     }
 
     /// Writes a whole new cluster for virtual cluster `v` of layer `id`:
-    /// what shows through from below, with `piece` at `within`. Returns the
-    /// physical cluster (not yet mapped).
-    fn allocate(
-        &mut self,
-        id: u32,
-        v: u64,
-        within: u64,
-        piece: &[u8],
-        taken: &[(u64, u64)],
-    ) -> Result<u64, SrError> {
+    /// what shows through from below, with `piece` at `within`; it is
+    /// journaled at the next flush.
+    fn allocate(&mut self, id: u32, v: u64, within: u64, piece: &[u8]) -> Result<(), SrError> {
+        if self.pending.len() >= MAX_PENDING {
+            self.journal_pending()?;
+        }
         let cs = u64::from(self.sb.cluster_size);
+        if self.state.used.used() + self.reserved.len() as u64 >= self.sb.clusters {
+            return Err(SrError::NoSpace);
+        }
         let mut from = self.alloc_hint;
         let phys = loop {
             let p = self.state.used.find_clear(from).ok_or(SrError::NoSpace)?;
-            if !taken.iter().any(|&(_, t)| t == p) {
+            if !self.reserved.contains(&p) {
                 break p;
             }
             from = p + 1;
-            if taken.len() as u64 + self.state.used.used() >= self.sb.clusters {
-                return Err(SrError::NoSpace);
-            }
         };
         let mut cluster = vec![0u8; cs as usize];
         if (piece.len() as u64) < cs {
             let parent = self.state.layers.get(&id).and_then(|l| l.meta.parent);
-            if let Some(below) = parent.and_then(|p| self.state.locate(p, v)) {
+            if let Some(below) = parent.and_then(|p| self.locate(p, v)) {
                 read_bytes(&mut self.dev, cluster_offset(&self.sb, below), &mut cluster)?;
             }
         }
         cluster[within as usize..within as usize + piece.len()].copy_from_slice(piece);
         write_bytes(&mut self.dev, cluster_offset(&self.sb, phys), &cluster)?;
         self.alloc_hint = phys + 1;
-        Ok(phys)
-    }
-
-    /// Makes freshly written clusters part of layer `id`.
-    fn map(&mut self, id: u32, clusters: Vec<(u64, u64)>) -> Result<(), SrError> {
-        // The data must be durable before the record that points at it.
-        self.dev.flush()?;
-        self.commit(Record::Map { id, clusters })
+        self.pending.insert((id, v), phys);
+        self.reserved.insert(phys);
+        Ok(())
     }
 
     /// Reads from a VDI.
@@ -682,7 +742,11 @@ impl<D: BlockDevice> Sr<D> {
 
     /// Makes every completed write durable.
     pub fn flush(&mut self) -> Result<(), SrError> {
-        Ok(self.dev.flush()?)
+        if self.pending.is_empty() {
+            Ok(self.dev.flush()?)
+        } else {
+            self.journal_pending()
+        }
     }
 
     /// A VDI as a block device of 512-byte blocks.
@@ -721,7 +785,7 @@ impl<D: BlockDevice> Sr<D> {
             self.write_layer(id, at, chunk)?;
             at += n as u64;
         }
-        self.dev.flush()?;
+        // commit journals the clusters (after flushing their data) first.
         self.commit(Record::SetReadOnly {
             id,
             read_only: true,

@@ -131,10 +131,6 @@ fn step<D: BlockDevice>(
     Ok(())
 }
 
-fn workload<D: BlockDevice>(sr: &mut Sr<D>, seed: u64, steps: usize) -> Vec<Model> {
-    workload_flushing(sr, seed, steps, false)
-}
-
 /// With `flush`, every operation is followed by a flush, as a guest that
 /// wants its writes durable does (with a write cache, unflushed in-place
 /// writes of earlier steps may be lost, like a disk's).
@@ -178,7 +174,7 @@ fn random_operations_match_a_plain_reference() {
                 Err(e) => panic!("seed {seed} step {i}: {e}"),
             }
             if i % 40 == 39 {
-                sr = Sr::open(sr.into_device()).expect("reopen");
+                sr = Sr::open(sr.close().expect("close")).expect("reopen");
             }
             assert_eq!(sr_model(&mut sr), model, "seed {seed} step {i}");
             assert!(sr.physical_utilisation() <= sr.physical_size());
@@ -188,7 +184,7 @@ fn random_operations_match_a_plain_reference() {
             sr.delete(u).expect("delete");
         }
         assert_eq!(sr.physical_utilisation(), 0, "seed {seed}");
-        let sr = Sr::open(sr.into_device()).expect("reopen");
+        let sr = Sr::open(sr.close().expect("close")).expect("reopen");
         assert_eq!(sr.physical_utilisation(), 0);
         assert!(sr.vdis().is_empty());
     }
@@ -257,8 +253,34 @@ fn coalesce_merges_a_chain() {
     assert_eq!(sr.vdi(&a).expect("a").chain_len, 1);
     assert_eq!(sr.coalesce(&a), Ok(0));
     assert_eq!(sr.physical_utilisation(), 4 * u64::from(CS));
-    let mut sr = Sr::open(sr.into_device()).expect("reopen");
+    let mut sr = Sr::open(sr.close().expect("close")).expect("reopen");
     assert_eq!(sr_model(&mut sr), want);
+}
+
+#[test]
+fn a_write_is_durable_after_flush() {
+    let mut sr = fresh_sr(8, SrType::Local);
+    let a = uuid(1);
+    sr.create_vdi(a, "a", 1 << 20).expect("create");
+    sr.flush().expect("flush");
+    let dev = sr.into_device();
+    let mut sr = Sr::open(dev.clone()).expect("open");
+    sr.write(&a, 0, b"cached").expect("write");
+    let mut b = [0u8; 6];
+    sr.read(&a, 0, &mut b).expect("read");
+    assert_eq!(&b, b"cached", "reads see the write at once");
+    // Power lost before a flush: the allocation is gone, nothing else.
+    let mut lost = Sr::open(sr.into_device()).expect("open");
+    lost.read(&a, 0, &mut b).expect("read");
+    assert_eq!(b, [0; 6]);
+    assert_eq!(lost.physical_utilisation(), 0);
+    let mut sr = Sr::open(dev).expect("open");
+    sr.write(&a, 0, b"synced").expect("write");
+    let mut vdi = sr.vdi_device(&a).expect("vdi");
+    vdi.flush().expect("flush");
+    let mut kept = Sr::open(sr.into_device()).expect("open");
+    kept.read(&a, 0, &mut b).expect("read");
+    assert_eq!(&b, b"synced");
 }
 
 #[test]
@@ -312,7 +334,7 @@ fn iso_library() {
         sr.create_vdi(uuid(4), "x", 512),
         Err(SrError::WrongSrType(SrType::Iso))
     );
-    let mut sr = Sr::open(sr.into_device()).expect("reopen");
+    let mut sr = Sr::open(sr.close().expect("close")).expect("reopen");
     let isos = sr.isos();
     assert_eq!(isos.len(), 1);
     assert_eq!(
@@ -350,7 +372,7 @@ fn format_and_open_refuse_bad_devices() {
     // One damaged superblock copy is survived, two are refused.
     let mut sr = fresh_sr(4, SrType::Local);
     sr.create_vdi(uuid(1), "a", 4096).expect("create");
-    let mut dev = sr.into_device();
+    let mut dev = sr.close().expect("close");
     dev.bytes_mut()[30] ^= 4;
     let sr = Sr::open(dev).expect("one copy left");
     assert_eq!(sr.vdis().len(), 1);
@@ -390,10 +412,11 @@ fn before_or_after(got: &Model, before: &Model, after: Option<&Model>) -> bool {
     })
 }
 
-/// Power loss at every write of a random workload (at its first byte, its
-/// second and its middle): the SR opens, every VDI reads as before or
-/// after the interrupted operation (never another VDI's data), and it
-/// keeps working: a write and a reopen afterwards behave.
+/// Power loss at every write of a random workload, each operation followed
+/// by a flush (at the write's first byte, its second and its middle): the
+/// SR opens, every VDI reads as before or after the interrupted operation
+/// (never another VDI's data), and it keeps working: a write and a reopen
+/// afterwards behave.
 #[test]
 fn power_loss_at_every_write() {
     // A 24 KiB journal (two areas of 22 frames): the workload compacts.
@@ -404,7 +427,7 @@ fn power_loss_at_every_write() {
     const SEED: u64 = 0x5eed;
     const STEPS: usize = 70;
     let mut full = Sr::open(CrashDevice::new(base.clone(), None)).expect("open");
-    let all = workload(&mut full, SEED, STEPS);
+    let all = workload_flushing(&mut full, SEED, STEPS, true);
     assert!(full.journal.generation() > 3, "the workload compacts");
     let full = full.into_device();
     assert!(
@@ -419,7 +442,7 @@ fn power_loss_at_every_write() {
         let (start, len) = (w[0], w[1] - w[0]);
         for budget in [start, start + 1, start + len / 2] {
             let mut sr = Sr::open(CrashDevice::new(base.clone(), Some(budget))).expect("open");
-            let models = workload(&mut sr, SEED, STEPS);
+            let models = workload_flushing(&mut sr, SEED, STEPS, true);
             let dev = sr.into_device();
             assert!(dev.crashed, "budget {budget}");
             let done = models.len() - 1;
@@ -438,7 +461,7 @@ fn power_loss_at_every_write() {
             }
             sr.write(&u, 0, b"after").expect("write after recovery");
             let want = sr_model(&mut sr);
-            let mut sr = Sr::open(sr.into_device()).expect("reopen");
+            let mut sr = Sr::open(sr.close().expect("close")).expect("reopen");
             assert_eq!(sr_model(&mut sr), want);
             runs += 1;
         }
@@ -457,7 +480,7 @@ fn fuzz_entry_point_survives_damaged_srs() {
     sr.create_vdi(uuid(1), "a", 8192).expect("create");
     sr.write(&uuid(1), 0, b"data").expect("write");
     sr.snapshot(&uuid(1), uuid(2), "s").expect("snap");
-    let image = sr.into_device().bytes()[..600 * 512].to_vec();
+    let image = sr.close().expect("close").bytes()[..600 * 512].to_vec();
     let mut rng = Rng(77);
     for round in 0..200 {
         let mut d = image.clone();

@@ -61,6 +61,6 @@ impl<D: BlockDevice> BlockDevice for VdiDevice<'_, D> {
             .map_err(block_error)
     }
     fn flush(&mut self) -> Result<(), BlockError> {
-        self.sr.dev.flush()
+        self.sr.flush().map_err(block_error)
     }
 }
