@@ -193,15 +193,8 @@ fn find(class: &'static Class, method: &str) -> Option<Method> {
 /// Checks the argument count and converts each argument to its declared
 /// type, filling in defaults of omitted trailing parameters.
 pub fn bind(method: &Method, name: &str, args: Vec<Value>) -> Result<Vec<Value>, ApiError> {
+    check_count(method, name, args.len())?;
     let params = method.params();
-    let required = params.iter().take_while(|p| p.default.is_none()).count();
-    if args.len() < required || args.len() > params.len() {
-        return Err(ApiError::parameter_count_mismatch(
-            name,
-            params.len(),
-            args.len(),
-        ));
-    }
     let mut bound = Vec::with_capacity(params.len());
     let mut args = args.into_iter();
     for param in &params {
@@ -212,6 +205,22 @@ pub fn bind(method: &Method, name: &str, args: Vec<Value>) -> Result<Vec<Value>,
         bound.push(value);
     }
     Ok(bound)
+}
+
+/// `MESSAGE_PARAMETER_COUNT_MISMATCH [name, expected, given]` unless
+/// `given` arguments (the session aside) fit `method`: trailing parameters
+/// with defaults may be left out.
+pub fn check_count(method: &Method, name: &str, given: usize) -> Result<(), ApiError> {
+    let params = method.params();
+    let required = params.iter().take_while(|p| p.default.is_none()).count();
+    if given < required || given > params.len() {
+        return Err(ApiError::parameter_count_mismatch(
+            name,
+            params.len(),
+            given,
+        ));
+    }
+    Ok(())
 }
 
 fn default_value(param: &Param) -> Value {

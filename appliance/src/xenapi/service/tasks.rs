@@ -33,6 +33,9 @@ impl XenApi {
         {
             return Err(ApiError::method_unknown(name));
         }
+        // As in xapi, a call that cannot be made is refused before any task
+        // exists for it.
+        dispatch::check_count(&method, name, params.len().saturating_sub(1))?;
         let result = match self.call(inner, params, platform) {
             Outcome::Done(r) => r,
             Outcome::Wait(_) => Err(ApiError::method_unknown(name)),

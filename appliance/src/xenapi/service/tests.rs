@@ -406,6 +406,21 @@ fn async_failures_land_in_error_info() {
     assert_eq!(record["progress"], 1.0);
     let unknown = json(&mut api, &mut p, "Async.VM.fly", serde_json::json!([s]));
     assert_eq!(unknown["error"]["message"], "MESSAGE_METHOD_UNKNOWN");
+    // A call that cannot be made gets no task.
+    let tasks = json(&mut api, &mut p, "task.get_all", serde_json::json!([s]))["result"].clone();
+    let extra = json(
+        &mut api,
+        &mut p,
+        "Async.pool.get_all",
+        serde_json::json!([s, "extra"]),
+    );
+    assert_eq!(
+        extra["error"],
+        serde_json::json!({"code": 1, "message": "MESSAGE_PARAMETER_COUNT_MISMATCH",
+            "data": ["Async.pool.get_all", "0", "1"]})
+    );
+    let after = json(&mut api, &mut p, "task.get_all", serde_json::json!([s]))["result"].clone();
+    assert_eq!(tasks, after);
 }
 
 #[test]
