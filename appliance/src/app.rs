@@ -5,8 +5,11 @@ use alloc::string::String;
 use core::fmt;
 use core::time::Duration;
 
+use alloc::vec::Vec;
+
 use host_config::{HostConfig, IpMode, StaticIpv4};
-use netstack::{HostInterface, IpConfig, Nic};
+use netstack::switch::HostPort;
+use netstack::{HostInterface, HostNetworks, IpConfig, Nic, Uplink};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
@@ -22,11 +25,16 @@ pub const HTTP_PORT: u16 = 80;
 /// must never stall the host for longer than this.
 pub const MAX_IDLE: Duration = Duration::from_millis(50);
 
-/// The appliance over platform `P` with management NIC `N`.
+mod networks;
+pub use networks::NetworkError;
+
+/// The appliance over platform `P` with NICs of type `N`.
 pub struct Appliance<P: Platform, N: Nic> {
     platform: P,
     hostname: String,
-    management: HostInterface<N>,
+    /// The management uplink, the switch, and the host interfaces on it:
+    /// management first.
+    net: HostNetworks<Uplink<N>>,
     http: HttpServer,
     api: XenApi,
     /// The management address the API objects last described.
@@ -34,32 +42,27 @@ pub struct Appliance<P: Platform, N: Nic> {
 }
 
 impl<P: Platform, N: Nic> Appliance<P, N> {
-    /// Brings up the management interface from `config` and starts serving HTTP on it.
-    pub fn new(mut platform: P, nic: N, config: HostConfig) -> Self {
+    /// Brings up the host's networks over `nics` (in discovery order:
+    /// `eth0` first) from `config`: the management uplink (a NIC or a bond),
+    /// its VLANs and host interfaces; then serves HTTP on management.
+    pub fn new(mut platform: P, nics: Vec<N>, config: HostConfig) -> Result<Self, NetworkError> {
         let mut seed = [0u8; 8];
         platform.fill_random(&mut seed);
         let now = to_instant(platform.now());
-        let ip = ip_config(&config.management.ip);
-        let mut management = HostInterface::new(
-            &config.management.interface,
-            nic,
-            ip,
-            now,
-            u64::from_le_bytes(seed),
-        );
+        let mut net = networks::build(&config, nics, now, u64::from_le_bytes(seed))?;
         let mut http = HttpServer::new(HTTP_PORT);
-        http.attach(management.sockets_mut());
+        http.attach(net.primary_mut().sockets_mut());
         log::info!("http: serving on port {}", http.port());
-        let facts = host_facts(&config, &management, platform.system_info());
+        let facts = host_facts(&config, net.primary(), platform.system_info());
         let api = XenApi::new(&config, facts, &mut platform);
-        Appliance {
+        Ok(Appliance {
             platform,
             hostname: config.hostname,
-            described: management.ipv4_cidr(),
-            management,
+            described: net.primary().ipv4_cidr(),
+            net,
             http,
             api,
-        }
+        })
     }
 
     /// One round of work: network in, requests answered, network out.
@@ -67,21 +70,26 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
     pub fn poll(&mut self) -> Option<Duration> {
         let uptime = self.platform.now();
         let now = to_instant(uptime);
-        let iface_due = self.management.poll(now);
+        let uplink_due = self.net.uplink_mut().poll(now);
+        let iface_due = self.net.poll(now);
+        // A LACPDU that came in may call for an answer straight away.
+        if self.net.uplink().poll_at().is_some() {
+            self.net.uplink_mut().poll(now);
+        }
 
-        let cidr = self.management.ipv4_cidr();
+        let cidr = self.net.primary().ipv4_cidr();
         if cidr != self.described {
             // A DHCP lease came or went: the PIF and host objects follow.
             self.described = cidr;
             let mut facts = self.api.facts().clone();
-            facts.management = management_facts(&self.management, facts.management.dhcp);
+            facts.management = management_facts(self.net.primary(), facts.management.dhcp);
             self.api.update_facts(facts);
         }
 
         let Appliance {
             platform,
             hostname,
-            management,
+            net,
             http,
             api,
             ..
@@ -93,12 +101,12 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             management_ip: cidr.map(|cidr| cidr.address()),
             uptime,
         };
-        let http_due = http.poll(management.sockets_mut(), now, &mut endpoints);
+        let http_due = http.poll(net.primary_mut().sockets_mut(), now, &mut endpoints);
         let api_due = self.api.next_deadline().map(to_instant);
 
         // Send the responses just queued now rather than a round later.
-        let flush_due = self.management.poll(now);
-        [iface_due, http_due, flush_due, api_due]
+        let flush_due = self.net.poll(now);
+        [uplink_due, iface_due, http_due, flush_due, api_due]
             .into_iter()
             .flatten()
             .min()
@@ -124,8 +132,13 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
     }
 
     /// The management interface.
-    pub fn management(&self) -> &HostInterface<N> {
-        &self.management
+    pub fn management(&self) -> &HostInterface<HostPort> {
+        self.net.primary()
+    }
+
+    /// The uplink, the switch and every host interface.
+    pub fn networks(&self) -> &HostNetworks<Uplink<N>> {
+        &self.net
     }
 
     pub fn http(&self) -> &HttpServer {
@@ -146,7 +159,7 @@ impl<P: Platform, N: Nic> fmt::Debug for Appliance<P, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Appliance")
             .field("hostname", &self.hostname)
-            .field("management", &self.management)
+            .field("management", self.net.primary())
             .field("http", &self.http)
             .finish_non_exhaustive()
     }
@@ -190,10 +203,10 @@ fn idle_until(now: Duration, next: Option<Duration>) -> Option<Duration> {
     (deadline > now).then_some(deadline)
 }
 
-/// The management interface's IP configuration from the host config. An
+/// A host interface's IP configuration from the host config. An
 /// invalid static prefix (the host tool rejects it, but the boot module is
 /// data) falls back to DHCP: a reachable host beats one that refuses to boot.
-fn ip_config(mode: &IpMode) -> IpConfig {
+pub(crate) fn ip_config(mode: &IpMode) -> IpConfig {
     match mode {
         IpMode::Dhcp => IpConfig::Dhcp,
         IpMode::Static(StaticIpv4 {

@@ -9,6 +9,7 @@ extern crate alloc;
 use core::fmt::Write as _;
 use core::time::Duration;
 
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use appliance::Appliance;
@@ -187,29 +188,21 @@ fn main(mut boot: Boot) -> ! {
     let config = host_config(&boot);
     report_disks(&mut boot);
     start_boot_guests(&mut boot);
-    let wanted = config.management.interface.clone();
-    if !config.bonds.is_empty() || !config.networks.is_empty() || config.management.vlan.is_some() {
-        log::error!(
-            "net: this image cannot bring up bonds, VLANs or further host networks yet; \
-             the host config asks for them, so the host is unreachable"
-        );
-        loop {
-            kernel::idle(None);
+    // Boxed: a virtio NIC is kilobytes (its queues' shadow rings), and a
+    // bond holding four by value would not fit on the boot stack.
+    let nics: Vec<Box<_>> = core::mem::take(&mut boot.nics)
+        .into_iter()
+        .map(Box::new)
+        .collect();
+    match Appliance::new(Machine, nics, config) {
+        Ok(appliance) => appliance.run(),
+        Err(e) => {
+            log::error!(
+                "net: cannot bring up the management network: {e}; the host is unreachable"
+            );
+            loop {
+                kernel::idle(None);
+            }
         }
     }
-    let index = wanted
-        .strip_prefix("eth")
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(0);
-    if index >= boot.nics.len() {
-        log::error!(
-            "net: management interface {wanted} does not exist ({} NICs found); the host is unreachable",
-            boot.nics.len()
-        );
-        loop {
-            kernel::idle(None);
-        }
-    }
-    let nic = boot.nics.swap_remove(index);
-    Appliance::new(Machine, nic, config).run()
 }

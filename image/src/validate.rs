@@ -311,7 +311,7 @@ impl fmt::Display for ValidationError {
             Self::NetworkName(_, name) => write!(
                 f,
                 "network name {name:?} must be 1 to 15 characters a-z, 0-9 and '-', \
-                 starting with a letter, and not \"management\""
+                 starting with a letter, and not \"management\", eth<N> or bond<N>"
             ),
             Self::DuplicateNetworkName(_, name) => write!(f, "network {name} is defined twice"),
             Self::NetworkIp { error, .. } => error.fmt(f),
@@ -519,9 +519,12 @@ fn overlap(a: &StaticIpv4, b: &StaticIpv4) -> bool {
 }
 
 /// 1 to 15 characters a-z, 0-9, '-', starting with a letter; "management"
-/// is the management network's own name.
+/// is the management network's own name, and `eth<N>`/`bond<N>` name the
+/// management interface after its uplink.
 fn network_name_ok(name: &str) -> bool {
-    (1..=15).contains(&name.len())
+    !numbered(name, "eth")
+        && !numbered(name, "bond")
+        && (1..=15).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .bytes()
@@ -961,7 +964,15 @@ mod tests {
     #[test]
     fn network_names_and_addresses() {
         let mut cfg = bonded();
-        for bad in ["", "Storage", "1st", "management", "a-very-long-name-x"] {
+        for bad in [
+            "",
+            "Storage",
+            "1st",
+            "management",
+            "a-very-long-name-x",
+            "eth2",
+            "bond0",
+        ] {
             cfg.networks[0].name = bad.into();
             assert_eq!(
                 err(&cfg),

@@ -47,6 +47,8 @@ pub struct NetworkConfig {
 /// Why the host networks could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostNetworksError {
+    /// At least one network is needed.
+    NoNetworks,
     Switch(SwitchError),
     DuplicateName(String),
     /// The uplink's MTU is below what a network needs.
@@ -60,6 +62,7 @@ pub enum HostNetworksError {
 impl fmt::Display for HostNetworksError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            HostNetworksError::NoNetworks => write!(f, "no host network to bring up"),
             HostNetworksError::Switch(e) => write!(f, "{e}"),
             HostNetworksError::DuplicateName(n) => write!(f, "two host networks named {n}"),
             HostNetworksError::UplinkMtu {
@@ -96,7 +99,7 @@ struct HostNetwork {
     iface: HostInterface<HostPort>,
 }
 
-/// The uplink, the switch and the host interfaces.
+/// The uplink, the switch and the host interfaces (at least one).
 #[derive(Debug)]
 pub struct HostNetworks<U: Nic> {
     uplink: U,
@@ -119,6 +122,9 @@ impl<U: Nic> HostNetworks<U> {
         now: Instant,
         random_seed: u64,
     ) -> Result<Self, HostNetworksError> {
+        if networks.is_empty() {
+            return Err(HostNetworksError::NoNetworks);
+        }
         let mut switch = Switch::new();
         for (i, net) in networks.iter().enumerate() {
             if networks[..i].iter().any(|n| n.name == net.name) {
@@ -279,6 +285,16 @@ impl<U: Nic> HostNetworks<U> {
             .iter_mut()
             .find(|n| n.iface.name() == name)
             .map(|n| &mut n.iface)
+    }
+
+    /// The first network's interface (the host's management interface).
+    pub fn primary(&self) -> &HostInterface<HostPort> {
+        // `new` refuses an empty list and nothing removes networks.
+        &self.networks[0].iface
+    }
+
+    pub fn primary_mut(&mut self) -> &mut HostInterface<HostPort> {
+        &mut self.networks[0].iface
     }
 
     /// The VLAN of host network `name`.

@@ -22,6 +22,7 @@ pub mod iface;
 pub mod lacp;
 pub mod nic;
 pub mod switch;
+pub mod uplink;
 pub mod wire;
 
 #[cfg(any(test, feature = "testing"))]
@@ -34,3 +35,4 @@ pub use device::{DeviceStats, NicDevice};
 pub use host_networks::{HostNetworks, NetworkConfig};
 pub use iface::{HostInterface, IpConfig};
 pub use nic::{MacAddress, Nic, NicError};
+pub use uplink::Uplink;

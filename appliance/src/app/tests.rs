@@ -79,7 +79,7 @@ fn setup(config: HostConfig) -> (Appliance<TestPlatform, WireNic>, TestClient) {
         clock: clock.clone(),
         idles: Vec::new(),
     };
-    let appliance = Appliance::new(platform, host_nic, config);
+    let appliance = Appliance::new(platform, vec![host_nic], config).expect("networks");
     let mut client = TestClient::new(client_nic, CLIENT_IP, &clock);
     client.connect((HOST_IP, HTTP_PORT));
     (appliance, client)
@@ -344,4 +344,260 @@ fn event_from_waits_then_times_out_through_the_poll_loop() {
     );
     assert_eq!(answer.json()["result"]["events"], serde_json::json!([]));
     assert_ne!(answer.json()["result"]["token"], serde_json::json!(null));
+}
+
+mod bonded {
+    //! The seed scenario end to end on in-memory wires: the appliance's two
+    //! NICs in a LACP bond, management native on VLAN 5 and storage on VLAN
+    //! 20, against a partner made of netstack's own bond and switch.
+
+    use super::*;
+    use host_config::{Bond as BondCfg, BondMode, Network, NetworkPurpose, Vlan};
+    use netstack::bond::{Bond, BondConfig, BondMode as NetBondMode, HashPolicy};
+    use netstack::lacp::LacpConfig;
+    use netstack::switch::{VlanMode, VlanSet};
+    use netstack::testing::End;
+    use netstack::{HostNetworks, NetworkConfig};
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::socket::{icmp, tcp};
+    use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress};
+
+    const MGMT: Ipv4Address = Ipv4Address::new(192, 0, 2, 10);
+    const STORAGE: Ipv4Address = Ipv4Address::new(198, 51, 100, 10);
+
+    fn static_ip(a: [u8; 4]) -> IpMode {
+        IpMode::Static(StaticIpv4 {
+            address: a,
+            prefix_len: 24,
+            gateway: None,
+            dns: vec![],
+        })
+    }
+
+    fn config() -> HostConfig {
+        HostConfig {
+            hostname: String::from("xen1"),
+            management: Management {
+                interface: String::from("bond0"),
+                ip: static_ip(MGMT.octets()),
+                vlan: Some(Vlan {
+                    id: 5,
+                    native: true,
+                }),
+                mtu: 1500,
+            },
+            bonds: vec![BondCfg::new("bond0", &["eth0", "eth1"], BondMode::Lacp)],
+            networks: vec![Network {
+                name: String::from("storage"),
+                purpose: NetworkPurpose::Storage,
+                interface: String::from("bond0"),
+                vlan: Some(Vlan {
+                    id: 20,
+                    native: false,
+                }),
+                mtu: 1500,
+                ip: static_ip(STORAGE.octets()),
+            }],
+            ..HostConfig::default()
+        }
+    }
+
+    fn peer_ip(a: [u8; 4]) -> IpConfig {
+        IpConfig::Static {
+            address: Ipv4Cidr::new(Ipv4Address::from(a), 24),
+            gateway: None,
+            dns: vec![],
+        }
+    }
+
+    #[test]
+    fn management_and_storage_over_a_lacp_bond_with_vlans() {
+        let clock = SimClock::new();
+        // Tagged frames are 4 bytes over the MTU.
+        let wires = [Wire::new(1504, 64), Wire::new(1504, 64)];
+        for w in &wires {
+            w.start_capture();
+        }
+        let (h0, p0) = wires[0].pair(
+            MacAddress([0x52, 0x54, 0, 0, 0, 1]),
+            MacAddress([2, 0, 0, 9, 0, 1]),
+        );
+        let (h1, p1) = wires[1].pair(
+            MacAddress([0x52, 0x54, 0, 0, 0, 2]),
+            MacAddress([2, 0, 0, 9, 0, 2]),
+        );
+        let platform = TestPlatform {
+            clock: clock.clone(),
+            idles: Vec::new(),
+        };
+        let mut appliance = Appliance::new(platform, vec![h0, h1], config()).expect("networks");
+        assert_eq!(appliance.management().name(), "bond0");
+
+        let bond = Bond::new(
+            BondConfig::new(NetBondMode::Lacp {
+                hash: HashPolicy::TcpUdpPorts,
+                lacp: LacpConfig::new(MacAddress([2, 0, 0, 9, 0, 1])),
+            }),
+            [p0, p1],
+            clock.now(),
+        )
+        .expect("partner bond");
+        let trunk = VlanMode::Trunk {
+            native: Some(5),
+            allowed: VlanSet::of(&[20]).expect("vlans"),
+        };
+        let nets = [
+            NetworkConfig {
+                name: "mgmt".into(),
+                vlan: 5,
+                mtu: 1500,
+                ip: peer_ip([192, 0, 2, 1]),
+                mac: None,
+            },
+            NetworkConfig {
+                name: "storage".into(),
+                vlan: 20,
+                mtu: 1500,
+                ip: peer_ip([198, 51, 100, 1]),
+                mac: None,
+            },
+        ];
+        let mut peer = HostNetworks::new(bond, trunk, &nets, clock.now(), 77).expect("peer");
+        let http = peer
+            .interface_mut("mgmt")
+            .expect("mgmt")
+            .add_socket(tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; 8192]),
+                tcp::SocketBuffer::new(vec![0; 8192]),
+            ));
+        let buffer = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 512]);
+        let mut pinger = icmp::Socket::new(buffer(), buffer());
+        pinger.bind(icmp::Endpoint::Ident(0x4b)).expect("bind");
+        let pinger = peer
+            .interface_mut("storage")
+            .expect("storage")
+            .add_socket(pinger);
+
+        let mut step = |appliance: &mut Appliance<TestPlatform, WireNic>,
+                        peer: &mut HostNetworks<Bond<WireNic>>| {
+            appliance.poll();
+            let now = clock.now();
+            peer.uplink_mut().poll(now);
+            peer.poll(now);
+            if peer.uplink().poll_at().is_some() {
+                peer.uplink_mut().poll(now);
+            }
+            clock.advance(smoltcp::time::Duration::from_millis(1));
+        };
+
+        // LACP brings both members up on both sides.
+        let mut converged = false;
+        for _ in 0..10_000 {
+            step(&mut appliance, &mut peer);
+            let ours = appliance.networks().uplink().bond().expect("a bond");
+            if (0..2).all(|i| ours.is_member_usable(i) && peer.uplink().is_member_usable(i)) {
+                converged = true;
+                break;
+            }
+        }
+        assert!(converged, "LACP converged");
+
+        // GET /health on the management address, native VLAN 5.
+        peer.interface_mut("mgmt")
+            .expect("mgmt")
+            .connect_tcp(http, (MGMT, HTTP_PORT), 49200)
+            .expect("connect");
+        let mut sent = false;
+        let mut response = Vec::new();
+        for _ in 0..5_000 {
+            step(&mut appliance, &mut peer);
+            let socket = peer
+                .interface_mut("mgmt")
+                .expect("mgmt")
+                .sockets_mut()
+                .get_mut::<tcp::Socket<'static>>(http);
+            if !sent && socket.may_send() {
+                socket
+                    .send_slice(b"GET /health HTTP/1.0\r\nHost: xen1\r\n\r\n")
+                    .expect("send");
+                sent = true;
+            }
+            while socket.can_recv() {
+                socket
+                    .recv(|d| {
+                        response.extend_from_slice(d);
+                        (d.len(), ())
+                    })
+                    .expect("recv");
+            }
+            if response
+                .windows(15)
+                .any(|w| w == b"\"status\":\"ok\"}" || w == b"\"status\":\"ok\",")
+            {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&response).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("\"management_ip\":\"192.0.2.10\""), "{text}");
+
+        // Ping the storage address on VLAN 20.
+        let mut answered = false;
+        for i in 0..3_000 {
+            step(&mut appliance, &mut peer);
+            let socket = peer
+                .interface_mut("storage")
+                .expect("storage")
+                .sockets_mut()
+                .get_mut::<icmp::Socket<'static>>(pinger);
+            if i % 500 == 0 && socket.can_send() {
+                let repr = Icmpv4Repr::EchoRequest {
+                    ident: 0x4b,
+                    seq_no: i as u16,
+                    data: b"keel",
+                };
+                let buf = socket
+                    .send(repr.buffer_len(), IpAddress::Ipv4(STORAGE))
+                    .expect("queue");
+                repr.emit(
+                    &mut Icmpv4Packet::new_unchecked(buf),
+                    &ChecksumCapabilities::default(),
+                );
+            }
+            if let Ok((data, from)) = socket.recv() {
+                let reply = Icmpv4Packet::new_checked(data)
+                    .and_then(|p| Icmpv4Repr::parse(&p, &ChecksumCapabilities::default()));
+                if matches!(reply, Ok(Icmpv4Repr::EchoReply { ident: 0x4b, .. }))
+                    && from == IpAddress::Ipv4(STORAGE)
+                {
+                    answered = true;
+                    break;
+                }
+            }
+        }
+        assert!(answered, "storage answers ping on VLAN 20");
+
+        // On the wires: management untagged, storage tagged 20, both ways;
+        // LACPDUs untagged.
+        let tag = |f: &[u8]| {
+            (f.get(12..14) == Some(&[0x81, 0x00][..]))
+                .then(|| u16::from_be_bytes([f[14], f[15]]) & 0xfff)
+        };
+        let frames: Vec<(End, Vec<u8>)> = wires.iter().flat_map(|w| w.take_captured()).collect();
+        let ours_tagged = frames
+            .iter()
+            .filter(|(end, f)| *end == End::A && tag(f) == Some(20))
+            .count();
+        assert!(
+            ours_tagged > 0,
+            "the appliance sent storage frames tagged 20"
+        );
+        assert!(
+            frames
+                .iter()
+                .all(|(_, f)| matches!(tag(f), None | Some(20))),
+            "only VLAN 20 is tagged"
+        );
+        assert_eq!(appliance.networks().switch().stats().dropped.total(), 0);
+    }
 }

@@ -109,10 +109,12 @@ impl Nic for VirtioNic {
     }
 
     fn transmit(&mut self, frame: &[u8]) -> Result<(), NicError> {
-        if frame.len() < 14 || frame.len() > MTU + 14 {
+        // An 802.1Q tag (4 bytes) may come on top of the MTU, as on Linux NICs.
+        let max = MTU + 14 + 4;
+        if frame.len() < 14 || frame.len() > max {
             return Err(NicError::BadLength {
                 len: frame.len(),
-                max: MTU + 14,
+                max,
             });
         }
         if !self.dev.can_send() {

@@ -69,6 +69,8 @@ pub struct BondConfig {
     /// How long a member's carrier must be gone before the bond stops using
     /// it (XenServer: 200 ms; 0 here, for the fastest failover).
     pub downdelay: Duration,
+    /// LACP port priority of every member (lower is preferred).
+    pub port_priority: u16,
 }
 
 impl BondConfig {
@@ -79,6 +81,7 @@ impl BondConfig {
             rebalance_interval: DEFAULT_REBALANCE_INTERVAL,
             updelay: Duration::ZERO,
             downdelay: Duration::ZERO,
+            port_priority: DEFAULT_PORT_PRIORITY,
         }
     }
 }
@@ -182,7 +185,7 @@ impl<N: Nic> Bond<N> {
                     entity.add_port(PortConfig {
                         mac: m.nic.mac(),
                         number: i as u16 + 1,
-                        priority: DEFAULT_PORT_PRIORITY,
+                        priority: config.port_priority,
                     });
                 }
                 Some(entity)

@@ -185,6 +185,7 @@ fn uplink_carrier_reaches_the_interfaces() {
     let mut pair = Pair::new(&wire, &clock);
     pair.poll(clock.now());
     assert!(pair.a.interfaces().all(|i| i.link_up()));
+    assert_eq!(pair.a.primary().name(), "mgmt");
     wire.set_link_up(false);
     clock.advance(Duration::from_millis(10));
     pair.poll(clock.now());
@@ -210,6 +211,8 @@ fn bad_configurations_are_refused() {
     let mut twice = networks(1);
     twice[1].name = "mgmt".into();
     assert!(HostNetworks::new(nic, trunk(), &twice, clock.now(), 1).is_err());
+    let (nic, _) = wire.pair(MAC_A, MAC_B);
+    assert!(HostNetworks::new(nic, trunk(), &[], clock.now(), 1).is_err());
     let (nic, _) = wire.pair(MAC_A, MAC_B);
     let mut bad_vlan = networks(1);
     bad_vlan[1].vlan = 4095;
