@@ -478,8 +478,8 @@ mod bonded {
             .expect("storage")
             .add_socket(pinger);
 
-        let mut step = |appliance: &mut Appliance<TestPlatform, WireNic>,
-                        peer: &mut HostNetworks<Bond<WireNic>>| {
+        let step = |appliance: &mut Appliance<TestPlatform, WireNic>,
+                    peer: &mut HostNetworks<Bond<WireNic>>| {
             appliance.poll();
             let now = clock.now();
             peer.uplink_mut().poll(now);
