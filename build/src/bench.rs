@@ -20,7 +20,7 @@ const MEMORY_MIB: u32 = 2048;
 const BOOT_DEADLINE: Duration = Duration::from_secs(100);
 const HARD_TIMEOUT: Duration = Duration::from_secs(120);
 
-const BENCHES: &[&str] = &["boot", "guest-boot", "iscsi"];
+const BENCHES: &[&str] = &["boot", "guest-boot", "iscsi", "image"];
 
 pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
     let selected: Vec<&str> = if args.is_empty() {
@@ -42,6 +42,7 @@ pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
             "boot" => boot(paths)?,
             "guest-boot" => guest_boot(paths)?,
             "iscsi" => crate::bench_iscsi::iscsi(paths)?,
+            "image" => crate::bench_image::image_bench(paths)?,
             other => return Err(Error::usage(format!("unknown bench {other:?}"))),
         }
     }
@@ -209,7 +210,7 @@ fn guest_boot(paths: &Paths) -> Result<()> {
 }
 
 /// The median (the mean of the middle two for an even count).
-fn median(values: &mut [f64]) -> f64 {
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
     match values.len() {

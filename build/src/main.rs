@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_image;
 mod bench_iscsi;
 mod cmd;
 
@@ -43,7 +44,7 @@ commands:
       --guest-cpus N    its vCPUs (default 1; time-sliced on the non-boot CPUs)
       --guest-memory M  its RAM in MiB (default 256)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
-  bench [boot|guest-boot|iscsi]
+  bench [boot|guest-boot|iscsi|image]
                         print `BENCH <name> ours=.. peer=.. ratio=..` lines
   help                  this text
 ";

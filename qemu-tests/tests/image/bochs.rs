@@ -2,13 +2,16 @@
 //! legacy BIOS, GRUB and our multiboot2 entry: the path the Intel VMX work
 //! is tested on, since QEMU's TCG has no VMX.
 //!
-//! Bochs runs under `timeout --signal=KILL` (a hard limit even if this test
-//! were stuck), and is killed by its pid when the test ends.
+//! Bochs (`/usr/bin/bochs` execs `bochs-bin`, so the child's pid is Bochs
+//! itself) is killed by its pid by a watchdog thread at the hard timeout,
+//! and when the test ends, pass or fail.
 
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::thread;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use host_config::artifacts::DISK_IMAGE;
@@ -17,19 +20,52 @@ use qemu_tests::{TestDir, media_from_env};
 /// How long Bochs may take to reach the kernel banner.
 const BANNER_TIMEOUT: Duration = Duration::from_secs(150);
 /// Bochs is killed after this, whatever happens.
-const HARD_TIMEOUT_SECS: u64 = 180;
+const HARD_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// A Bochs process, killed and reaped on drop.
+/// A Bochs process under a watchdog; killed and reaped on drop.
 struct Bochs {
-    child: Child,
+    child: Arc<Mutex<Child>>,
+    stop_watchdog: Option<Sender<()>>,
+    watchdog: Option<JoinHandle<()>>,
+}
+
+impl Bochs {
+    fn start(child: Child) -> Bochs {
+        let child = Arc::new(Mutex::new(child));
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let for_watchdog = Arc::clone(&child);
+        let watchdog = thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(HARD_TIMEOUT) {
+                kill(&for_watchdog);
+            }
+        });
+        Bochs {
+            child,
+            stop_watchdog: Some(stop_tx),
+            watchdog: Some(watchdog),
+        }
+    }
+
+    fn exited(&self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        child.try_wait().ok().flatten()
+    }
+}
+
+/// Kills the child by its own pid and reaps it (a no-op once reaped).
+fn kill(child: &Mutex<Child>) {
+    let mut child = child.lock().unwrap_or_else(PoisonError::into_inner);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Drop for Bochs {
     fn drop(&mut self) {
-        // Child::kill signals this child's own pid (the `timeout` wrapper,
-        // which takes Bochs with it).
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill(&self.child);
+        drop(self.stop_watchdog.take());
+        if let Some(watchdog) = self.watchdog.take() {
+            let _ = watchdog.join();
+        }
     }
 }
 
@@ -68,14 +104,8 @@ fn bochs_boots_the_disk_image_to_the_banner() {
     let commands = dir.path().join("debugger.rc");
     fs::write(&commands, "c\n").expect("write the debugger commands");
     let output = fs::File::create(dir.path().join("bochs-output.txt")).expect("output file");
-    let child = Command::new("timeout")
-        .args([
-            "--signal=KILL",
-            &HARD_TIMEOUT_SECS.to_string(),
-            "bochs",
-            "-q",
-            "-f",
-        ])
+    let child = Command::new("bochs")
+        .args(["-q", "-f"])
         .arg(&config)
         .arg("-rc")
         .arg(&commands)
@@ -85,7 +115,7 @@ fn bochs_boots_the_disk_image_to_the_banner() {
         .stderr(output)
         .spawn()
         .expect("spawn bochs (package bochs; `cargo xtask setup`)");
-    let mut bochs = Bochs { child };
+    let bochs = Bochs::start(child);
 
     let start = Instant::now();
     // The command line is logged right after the banner.
@@ -94,7 +124,7 @@ fn bochs_boots_the_disk_image_to_the_banner() {
         if text.contains("cmdline: ") {
             break text;
         }
-        if let Ok(Some(status)) = bochs.child.try_wait() {
+        if let Some(status) = bochs.exited() {
             panic!(
                 "Bochs exited ({status}) before the banner; serial:\n{text}\nlog tail:\n{}",
                 tail(&log)

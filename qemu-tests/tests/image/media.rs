@@ -14,7 +14,9 @@ use host_config::artifacts::{self, PUBLIC_KEY, PXE_BOOTFILE_BIOS, SIGNED_IMAGE};
 use host_config::disk_layout::{self, Role, SECTOR_BYTES};
 use host_config::grubenv::EnvBlock;
 use host_config::signed;
-use qemu_tests::{QemuBuilder, TestDir, image_from_env, media_from_env, workspace_root};
+use qemu_tests::{
+    QemuBuilder, TestDir, host_config_bin_from_env, image_from_env, media_from_env, workspace_root,
+};
 
 use super::{health, keel};
 
@@ -80,13 +82,46 @@ fn disk_image_boots_under_uefi() {
     );
 }
 
+/// Also the README's USB recipe: a host config copied onto the stick's ESP
+/// with mtools is loaded by GRUB as the boot module.
 #[test]
-fn disk_image_boots_under_bios() {
+fn disk_image_boots_under_bios_with_its_config_on_the_esp() {
+    let tool = host_config_bin_from_env().expect("the host-config tool");
     let builder = firmware_run();
-    let disk = disk_copy(builder.dir());
-    boots_to_health(
-        builder.boot_disk(disk),
+    let dir = builder.dir().to_path_buf();
+    let disk = disk_copy(&dir);
+    let toml = dir.join("usb.toml");
+    fs::write(&toml, "hostname = \"keel-usb-test\"\n").expect("write the config");
+    let module = dir.join("host-config.bin");
+    run(Command::new(&tool)
+        .arg("compile")
+        .arg(&toml)
+        .arg("-o")
+        .arg(&module));
+    let esp = disk_layout::partition(Role::Esp).first_lba * SECTOR_BYTES;
+    let image = format!("{}@@{esp}", disk.display());
+    run(Command::new("mmd").args(["-i", &image, "::/keel"]));
+    run(Command::new("mcopy")
+        .args(["-i", &image])
+        .arg(&module)
+        .arg("::/keel/host-config.bin"));
+
+    let qemu = builder.boot_disk(disk).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial(
         "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+        MEDIA_BOOT_TIMEOUT,
+    )
+    .expect("GRUB booted slot A");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["hostname"], "keel-usb-test", "{json}");
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("run a tool");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 
