@@ -43,6 +43,7 @@ commands:
       --guest-cmdline S its command line (default: console=ttyS0 pci=off)
       --guest-cpus N    its vCPUs (default 1; time-sliced on the non-boot CPUs)
       --guest-memory M  its RAM in MiB (default 256)
+      --nic tap=NAME    a further NIC on an existing tap device (repeatable; eth1, eth2, ...)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
   bench [boot|guest-boot|iscsi|image]
                         print `BENCH <name> ours=.. peer=.. ratio=..` lines

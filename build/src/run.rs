@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub image: Option<PathBuf>,
     /// A guest the image starts at boot.
     pub guest: Option<GuestOptions>,
+    /// Existing tap devices given to the image as further NICs (eth1, eth2, ...).
+    pub taps: Vec<String>,
 }
 
 impl Default for RunOptions {
@@ -39,6 +41,7 @@ impl Default for RunOptions {
             root_password: None,
             image: None,
             guest: None,
+            taps: Vec::new(),
         }
     }
 }
@@ -74,6 +77,17 @@ impl RunOptions {
                 "--guest-cmdline" => guest.cmdline = value()?,
                 "--guest-cpus" => guest.cpus = number(flag, &value()?)?,
                 "--guest-memory" => guest.memory_mib = number(flag, &value()?)?,
+                "--nic" => {
+                    let spec = value()?;
+                    match spec.strip_prefix("tap=").filter(|name| !name.is_empty()) {
+                        Some(name) => options.taps.push(name.into()),
+                        None => {
+                            return Err(Error::usage(format!(
+                                "--nic takes tap=NAME (an existing tap device), got {spec:?}"
+                            )));
+                        }
+                    }
+                }
                 other => return Err(Error::usage(format!("unknown option {other:?} for `run`"))),
             }
         }
@@ -153,6 +167,7 @@ pub fn run(paths: &Paths, args: &[String]) -> Result<ExitCode> {
         cpus: options.cpus,
         memory_mib: options.memory_mib,
         initrd: Some(boot_modules),
+        taps: options.taps.clone(),
         ..Machine::new(image)
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -275,5 +290,24 @@ mod tests {
         assert!(parse(&["--cpus"]).is_err());
         assert!(parse(&["--cpus", "x"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn nics_on_taps() {
+        let options = parse(&["--nic", "tap=kt0", "--nic=tap=kt1"]).expect("valid");
+        assert_eq!(options.taps, ["kt0", "kt1"]);
+        for bad in ["kt0", "tap=", "user"] {
+            let e = parse(&["--nic", bad]).expect_err(bad);
+            assert!(e.to_string().contains("tap=NAME"), "{e}");
+        }
+        let machine = qemu_tests::Machine {
+            taps: options.taps.clone(),
+            ..qemu_tests::Machine::new("keel.elf")
+        };
+        let args = machine.args(8080, "stdio").join(" ");
+        assert!(
+            args.contains("-netdev tap,id=t1,ifname=kt1,script=no,downscript=no"),
+            "{args}"
+        );
     }
 }

@@ -230,6 +230,11 @@ pub fn free_loopback_port() -> Result<u16, HarnessError> {
     Ok(port)
 }
 
+/// The MAC of the `i`-th tap NIC (`eth{i+1}` in the image).
+pub fn tap_mac(i: usize) -> String {
+    format!("52:54:00:12:35:{:02x}", (i + 1) % 256)
+}
+
 /// The machine QEMU emulates: everything on its command line except the
 /// serial backend and the forwarded host port. `cargo xtask run` uses it
 /// directly; tests go through [`QemuBuilder`].
@@ -256,6 +261,9 @@ pub struct Machine {
     pub boot_disk: bool,
     /// Boot over the network (`-boot n`): the TFTP root and the DHCP boot file.
     pub pxe: Option<(PathBuf, String)>,
+    /// Existing tap devices, each a further virtio-net NIC after the first
+    /// (user-network) one: `eth1`, `eth2`, ... in the image.
+    pub taps: Vec<String>,
 }
 
 impl Machine {
@@ -272,6 +280,7 @@ impl Machine {
             ovmf_vars: None,
             boot_disk: false,
             pxe: None,
+            taps: Vec::new(),
         }
     }
 
@@ -342,6 +351,20 @@ impl Machine {
             "-device".into(),
             format!("virtio-net-pci,netdev=n0,disable-legacy=on,mac={GUEST_MAC}"),
         ]);
+        for (i, tap) in self.taps.iter().enumerate() {
+            args.extend([
+                "-netdev".into(),
+                format!(
+                    "tap,id=t{i},ifname={},script=no,downscript=no",
+                    tap.replace(',', ",,")
+                ),
+                "-device".into(),
+                format!(
+                    "virtio-net-pci,netdev=t{i},disable-legacy=on,mac={}",
+                    tap_mac(i)
+                ),
+            ]);
+        }
         for (i, disk) in self.disks.iter().enumerate() {
             let file = escape(disk);
             let boot = if self.boot_disk && i == 0 {
@@ -391,6 +414,7 @@ pub struct QemuBuilder {
     machine: Machine,
     hard_timeout: Duration,
     dir: TestDir,
+    netns: Option<String>,
 }
 
 impl QemuBuilder {
@@ -399,6 +423,7 @@ impl QemuBuilder {
             machine: Machine::new(kernel),
             hard_timeout: DEFAULT_HARD_TIMEOUT,
             dir: TestDir::for_current_test()?,
+            netns: None,
         })
     }
 
@@ -460,6 +485,20 @@ impl QemuBuilder {
         Ok(self)
     }
 
+    /// A further virtio-net NIC on the existing tap device `name`.
+    pub fn tap(mut self, name: impl Into<String>) -> Self {
+        self.machine.taps.push(name.into());
+        self
+    }
+
+    /// Runs QEMU inside network namespace `name` (where its taps are;
+    /// `ip netns exec` execs QEMU, so the pid is still QEMU's). The
+    /// forwarded HTTP port is then on that namespace's loopback.
+    pub fn netns(mut self, name: impl Into<String>) -> Self {
+        self.netns = Some(name.into());
+        self
+    }
+
     /// The time after which the watchdog kills QEMU, whatever the test is doing.
     pub fn hard_timeout(mut self, timeout: Duration) -> Self {
         self.hard_timeout = timeout;
@@ -503,7 +542,15 @@ impl QemuBuilder {
         .map_err(io_err("writing qemu-command.txt"))?;
 
         let started = Instant::now();
-        let child = Command::new(QEMU_BIN)
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, QEMU_BIN]);
+                c
+            }
+            None => Command::new(QEMU_BIN),
+        };
+        let child = command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -4,6 +4,7 @@
 //! `KEEL_HOST_CONFIG_BIN` set.
 
 mod bochs;
+mod bond;
 mod boot;
 mod disk;
 mod faults;
