@@ -29,6 +29,7 @@ pub mod signed;
 pub mod toml_front;
 #[cfg(feature = "std")]
 pub mod tool;
+pub mod upgrade;
 pub mod validate;
 
 pub use module::{DecodeError, decode, encode};

@@ -13,6 +13,7 @@ mod host_config;
 mod hypervisor;
 mod media;
 mod power;
+mod upgrade_writer;
 mod xenapi;
 
 use std::time::Duration;

@@ -1,0 +1,174 @@
+//! The A/B upgrade writer (`host_config::upgrade`) against the real disk
+//! image and the real boot path: the test process plays the appliance's
+//! part (the HTTP upgrade call that drives the writer inside the host is
+//! not written yet) and writes the disk file between QEMU runs; GRUB and
+//! the image do the rest.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use host_config::artifacts::{self, PUBLIC_KEY, SIGNED_IMAGE};
+use host_config::signed::{self, public_key};
+use host_config::upgrade::{self, BootState, Booted, Disk, Slot, Upgrade};
+use qemu_tests::{QemuBuilder, TestDir, media_from_env};
+
+use super::{health, keel};
+
+const BOOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(150);
+const HARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(240);
+
+/// The disk image file as 512-byte sectors.
+struct FileDisk(File);
+
+impl Disk for FileDisk {
+    type Error = std::io::Error;
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.0.seek(SeekFrom::Start(lba * 512))?;
+        self.0.read_exact(buf)
+    }
+    fn write(&mut self, lba: u64, buf: &[u8]) -> std::io::Result<()> {
+        self.0.seek(SeekFrom::Start(lba * 512))?;
+        self.0.write_all(buf)
+    }
+}
+
+fn open(disk: &Path) -> FileDisk {
+    FileDisk(
+        File::options()
+            .read(true)
+            .write(true)
+            .open(disk)
+            .expect("open the disk image"),
+    )
+}
+
+fn run(name: &str, disk: &Path) -> QemuBuilder {
+    keel(2, 512)
+        .hard_timeout(HARD_TIMEOUT)
+        .name(name)
+        .expect("run dir")
+        .boot_disk(disk)
+}
+
+/// Boots `disk` (SeaBIOS) until `/health` answers; returns how it booted.
+fn boot(name: &str, disk: &Path, expect: &str) -> Booted {
+    let qemu = run(name, disk).spawn().expect("spawn QEMU");
+    let line = qemu
+        .wait_for_serial(expect, BOOT_TIMEOUT)
+        .expect("GRUB booted the expected slot");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+    Booted::from_cmdline(&line).expect("the command line names the slot")
+}
+
+fn media_image() -> (Vec<u8>, [u8; 32]) {
+    let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
+    let image = fs::read(media.join(SIGNED_IMAGE)).expect("keel.img");
+    let key = artifacts::parse_key_hex(
+        &fs::read_to_string(media.join(PUBLIC_KEY)).expect("keel-signing.pub"),
+    )
+    .expect("hex key");
+    (image, key)
+}
+
+fn disk_copy(dir: &Path) -> std::path::PathBuf {
+    let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
+    let disk = dir.join("keel-disk.img");
+    fs::copy(media.join(artifacts::DISK_IMAGE), &disk).expect("copy the disk image");
+    disk
+}
+
+const ON_A: Booted = Booted {
+    slot: Slot::A,
+    state: BootState::Committed,
+};
+
+/// Upload into slot B, reboot: B boots on trial; it commits; the next boot
+/// is B for good, and A keeps the old image.
+#[test]
+fn upgrade_boots_on_trial_then_commits_and_keeps_the_old_slot() {
+    let dir = TestDir::for_current_test().expect("test dir");
+    let disk = disk_copy(dir.path());
+    let (image, key) = media_image();
+    let mut writer = Upgrade::new(ON_A, &[key]);
+    for chunk in image.chunks(64 * 1024) {
+        writer.feed(&mut open(&disk), chunk).expect("chunk");
+    }
+    let manifest = writer.finish(&mut open(&disk)).expect("finish");
+
+    let booted = boot(
+        "upgrade-trial",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=b keel.slot_state=trial",
+    );
+    assert!(upgrade::commit(&mut open(&disk), booted).expect("commit"));
+    let booted = boot(
+        "upgrade-committed",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=b keel.slot_state=committed",
+    );
+    let status = upgrade::status(&mut open(&disk), booted).expect("status");
+    assert_eq!(status.active, Slot::B);
+    assert_eq!(status.slot_b.as_deref(), Some(manifest.version()));
+    assert!(status.slot_a.is_some(), "the old slot is kept");
+    assert_eq!(status.failed_trial, None);
+}
+
+/// A validly signed image that cannot boot: GRUB tries it once, falls back,
+/// and the host (on the old slot) reports the failed upgrade.
+#[test]
+fn unbootable_upgrade_falls_back_and_is_reported() {
+    let dir = TestDir::for_current_test().expect("test dir");
+    let disk = disk_copy(dir.path());
+    let seed = [3u8; 32];
+    let payload = vec![0xCCu8; 64 * 1024];
+    let mut image = signed::sign(&payload, "0.0.0+unbootable", &seed)
+        .expect("sign")
+        .to_vec();
+    image.extend_from_slice(&payload);
+    let mut writer = Upgrade::new(ON_A, &[public_key(&seed)]);
+    writer.feed(&mut open(&disk), &image).expect("feed");
+    writer.finish(&mut open(&disk)).expect("finish");
+
+    let booted = boot(
+        "upgrade-unbootable",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=fallback",
+    );
+    let status = upgrade::status(&mut open(&disk), booted).expect("status");
+    assert_eq!(status.failed_trial, Some(Slot::B));
+    assert_eq!(status.active, Slot::A);
+    assert!(!upgrade::commit(&mut open(&disk), booted).expect("no commit on fallback"));
+    boot(
+        "upgrade-unbootable-again",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+    );
+}
+
+/// A bad signature writes nothing; an upload cut halfway (power lost while
+/// writing the slot) leaves the host booting its running slot.
+#[test]
+fn bad_signature_writes_nothing_and_a_cut_upload_still_boots_the_old_slot() {
+    let dir = TestDir::for_current_test().expect("test dir");
+    let disk = disk_copy(dir.path());
+    let (image, key) = media_image();
+    let before = fs::read(&disk).expect("read");
+    let mut forged = image.clone();
+    forged[100] ^= 1;
+    let mut writer = Upgrade::new(ON_A, &[key]);
+    assert!(writer.feed(&mut open(&disk), &forged).is_err());
+    assert!(fs::read(&disk).expect("read") == before, "nothing written");
+
+    let mut writer = Upgrade::new(ON_A, &[key]);
+    writer
+        .feed(&mut open(&disk), &image[..image.len() / 2])
+        .expect("half");
+    drop(writer);
+    boot(
+        "upgrade-cut",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+    );
+}
