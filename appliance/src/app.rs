@@ -123,6 +123,15 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         }
     }
 
+    /// Keeps the XenAPI database in `store` from now on (see
+    /// [`XenApi::attach_store`]).
+    pub fn attach_store(
+        &mut self,
+        store: alloc::boxed::Box<dyn crate::xenapi::StateStore>,
+    ) -> Result<crate::xenapi::Attached, String> {
+        self.api.attach_store(store, &mut self.platform)
+    }
+
     pub fn platform(&self) -> &P {
         &self.platform
     }

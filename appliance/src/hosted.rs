@@ -139,12 +139,44 @@ struct Peer {
     peer_closed: bool,
 }
 
-/// Serves `listener` forever.
-pub fn serve(listener: TcpListener, config: &HostConfig) -> std::io::Result<()> {
+/// Size of a state file `--state` creates.
+pub const STATE_FILE_BYTES: u64 = 64 << 20;
+
+/// Opens (creating a blank one if missing) the state file as the database's store.
+fn open_state(path: &std::path::Path) -> std::io::Result<Box<dyn crate::xenapi::StateStore>> {
+    use crate::state_store::BlockStore;
+    if !path.exists() {
+        std::fs::File::create_new(path)?.set_len(STATE_FILE_BYTES)?;
+    }
+    let dev = storage::file::FileBlockDevice::open(path, 512, false)?;
+    let mut id = [0u8; 8];
+    StdPlatform::new().fill_random(&mut id);
+    match BlockStore::open_or_format(dev, u64::from_le_bytes(id)) {
+        Ok((store, _)) => Ok(Box::new(store)),
+        Err((_, e)) => Err(std::io::Error::other(format!("{}: {e}", path.display()))),
+    }
+}
+
+/// Serves `listener` forever, keeping the database in `state` if given.
+pub fn serve(
+    listener: TcpListener,
+    config: &HostConfig,
+    state: Option<&std::path::Path>,
+) -> std::io::Result<()> {
     let mut platform = StdPlatform::new();
     let listen = listener.local_addr()?;
     let facts = hosted_facts(config, listen, platform.system_info());
     let mut api = XenApi::new(config, facts, &mut platform);
+    if let Some(path) = state {
+        let attached = api
+            .attach_store(open_state(path)?, &mut platform)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        println!(
+            "keel-hosted: database in {} ({} objects loaded)",
+            path.display(),
+            attached.loaded
+        );
+    }
     let (tx, rx) = sync_channel::<Input>(64);
     std::thread::spawn(move || accept(listener, tx));
     run(&rx, &mut api, &mut platform, &config.hostname, listen)
@@ -328,10 +360,13 @@ impl Peer {
 pub struct Options {
     pub listen: SocketAddr,
     pub config: HostConfig,
+    /// Where the database is kept (`--state`); in memory only without it.
+    pub state: Option<std::path::PathBuf>,
 }
 
 pub const USAGE: &str = "\
 usage: keel-hosted [--listen ADDR:PORT] [--host-config FILE] [--root-password PW]
+                   [--state FILE]
 
 Serves the keel appliance's HTTP endpoints (XenAPI on /, /RPC2, /xmlrpc and
 /jsonrpc; /health) as a Linux process, for tests and development.
@@ -342,6 +377,10 @@ Serves the keel appliance's HTTP endpoints (XenAPI on /, /RPC2, /xmlrpc and
   --host-config FILE   host configuration: TOML (as for `host-config check`)
                        or a compiled boot module (`host-config compile`)
   --root-password PW   set or override the root password (hashed at start)
+  --state FILE         keep the XenAPI database in FILE (the configuration
+                       store, as on the image's state disk); a missing FILE
+                       is created blank (64 MiB, sparse). Without it the
+                       database lives in memory only.
 ";
 
 /// Parses the arguments after the program name.
@@ -349,6 +388,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
     let mut config = HostConfig::default();
     let mut password = None;
+    let mut state = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -370,6 +410,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                 };
             }
             "--root-password" => password = Some(value()?),
+            "--state" => state = Some(std::path::PathBuf::from(value()?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -380,7 +421,11 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
                 .map_err(|e| format!("hashing the root password: {e}"))?,
         );
     }
-    Ok(Options { listen, config })
+    Ok(Options {
+        listen,
+        config,
+        state,
+    })
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod http;
 pub mod platform;
 pub mod routes;
 pub mod server;
+pub mod state_store;
 pub mod xenapi;
 
 #[cfg(test)]

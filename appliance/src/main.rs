@@ -14,6 +14,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use appliance::Appliance;
 use appliance::platform::{Platform, SystemInfo};
+use appliance::state_store::BlockStore;
+use appliance::xenapi::StateStore;
 use host_config::HostConfig;
 use kernel::Boot;
 use kernel::hv::vm::{GuestBoot, VmSpec};
@@ -98,6 +100,55 @@ fn report_disks(boot: &mut Boot) {
             Err(e) => log::error!("disk blk{i}: reading block 0 failed: {e}"),
         }
     }
+}
+
+/// The XenAPI database's disk: the first disk that holds a state store,
+/// else the first blank disk (formatted now). Disks with anything else on
+/// them are never written.
+fn state_store(boot: &mut Boot) -> Option<(String, Box<dyn StateStore>)> {
+    let disks = core::mem::take(&mut boot.disks);
+    let mut rest = Vec::new();
+    let mut found = None;
+    for (i, disk) in disks.into_iter().enumerate() {
+        if found.is_some() {
+            rest.push(disk);
+            continue;
+        }
+        match BlockStore::open(disk) {
+            Ok(store) => found = Some((alloc::format!("blk{i}"), store)),
+            Err((disk, _)) => rest.push(disk),
+        }
+    }
+    if let Some((name, store)) = found {
+        boot.disks = rest;
+        return Some((name, Box::new(store)));
+    }
+    let mut id = [0u8; 8];
+    kernel::fill_random(&mut id);
+    let mut disks = rest.into_iter().enumerate();
+    let mut keep = Vec::new();
+    let mut chosen = None;
+    for (i, disk) in disks.by_ref() {
+        if chosen.is_some() {
+            keep.push(disk);
+            continue;
+        }
+        match BlockStore::open_or_format(disk, u64::from_le_bytes(id)) {
+            Ok((store, _)) => {
+                log::info!("db: blk{i} was blank: formatted as the state store");
+                chosen = Some((
+                    alloc::format!("blk{i}"),
+                    Box::new(store) as Box<dyn StateStore>,
+                ));
+            }
+            Err((disk, e)) => {
+                log::info!("db: blk{i} is not a state disk: {e}");
+                keep.push(disk);
+            }
+        }
+    }
+    boot.disks = keep;
+    chosen
 }
 
 /// Guest RAM for VMs started from boot files when no `memory_mib` file says
@@ -195,7 +246,22 @@ fn main(mut boot: Boot) -> ! {
         .map(Box::new)
         .collect();
     match Appliance::new(Machine, nics, config) {
-        Ok(appliance) => appliance.run(),
+        Ok(mut appliance) => {
+            match state_store(&mut boot) {
+                Some((name, store)) => match appliance.attach_store(store) {
+                    Ok(a) => log::info!(
+                        "db: database on {name}: {} objects loaded, {} unreadable records skipped",
+                        a.loaded,
+                        a.skipped
+                    ),
+                    Err(e) => log::error!(
+                        "db: the database on {name} cannot be used: {e}; changes are kept in memory only"
+                    ),
+                },
+                None => log::warn!("db: no state disk; the database is kept in memory only"),
+            }
+            appliance.run()
+        }
         Err(e) => {
             log::error!(
                 "net: cannot bring up the management network: {e}; the host is unreachable"

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Err(e) => eprintln!("keel-hosted: {e}"),
     }
     let _ = std::io::stdout().flush();
-    match hosted::serve(listener, &options.config) {
+    match hosted::serve(listener, &options.config, options.state.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keel-hosted: {e}");

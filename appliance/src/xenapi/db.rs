@@ -1,10 +1,11 @@
-//! The object database: records of the declared classes, kept in memory
-//! (persistence on the state partition comes with the storage crate's
-//! configuration store). Every change bumps a generation counter; an
-//! object remembers when it was created and last changed, and deletions are
-//! remembered for a while, which is all `event.from` needs.
+//! The object database: records of the declared classes, kept in memory;
+//! `persist` writes the changed ones to the configuration store. Every
+//! change bumps a generation counter; an object remembers when it was
+//! created and last changed, and deletions are remembered for a while, which
+//! is all `event.from` needs. Changed objects are also collected as dirty,
+//! for the next write to the store.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
@@ -49,6 +50,9 @@ pub struct Db {
     tables: BTreeMap<&'static str, BTreeMap<String, Object>>,
     generation: u64,
     deleted: VecDeque<Deleted>,
+    /// (class, reference) of objects created, changed or removed since the
+    /// last `take_dirty`.
+    dirty: BTreeSet<(&'static str, String)>,
 }
 
 impl Db {
@@ -68,6 +72,7 @@ impl Db {
 
     pub fn insert(&mut self, class: &'static Class, reference: String, fields: Vec<Value>) {
         let generation = self.bump();
+        self.dirty.insert((class.name, reference.clone()));
         self.tables.entry(class.name).or_default().insert(
             reference,
             Object {
@@ -102,6 +107,7 @@ impl Db {
         if changed {
             object.modified = next;
             self.generation = next;
+            self.dirty.insert((class.name, String::from(reference)));
         }
         Some(result)
     }
@@ -132,6 +138,7 @@ impl Db {
     pub fn remove(&mut self, class: &'static Class, reference: &str) -> Option<Object> {
         let object = self.tables.get_mut(class.name)?.remove(reference)?;
         let deleted = self.bump();
+        self.dirty.insert((class.name, String::from(reference)));
         if self.deleted.len() >= DELETIONS_KEPT {
             self.deleted.pop_front();
         }
@@ -142,6 +149,16 @@ impl Db {
             deleted,
         });
         Some(object)
+    }
+
+    /// The objects created, changed or removed since the last call.
+    pub fn take_dirty(&mut self) -> BTreeSet<(&'static str, String)> {
+        core::mem::take(&mut self.dirty)
+    }
+
+    #[cfg(test)]
+    pub fn clone_dirty(&self) -> BTreeSet<(&'static str, String)> {
+        self.dirty.clone()
     }
 
     /// The objects of `class`, by reference.

@@ -186,6 +186,48 @@ pub fn create(
     refs
 }
 
+fn get(db: &Db, class: &'static Class, reference: &str, field: &str) -> Option<Value> {
+    let (index, _) = class.field(field)?;
+    Some(db.get(class, reference)?.field(index).clone())
+}
+
+/// Finds the host objects in a database loaded from the store: the pool,
+/// its master, and the master's management PIF and its network. The
+/// metrics object is not stored: a fresh one (from `new_id`) is created and
+/// linked. `None` if the database has no such host.
+pub fn find(db: &mut Db, new_id: impl FnOnce() -> (String, String)) -> Option<HostRefs> {
+    let pool = db.objects(POOL.name).next()?.0.clone();
+    let host = get(db, &POOL, &pool, "master")?
+        .as_str()
+        .map(String::from)?;
+    db.get(&HOST, &host)?;
+    let pif = db
+        .objects(PIF.name)
+        .find(|(_, o)| {
+            let field = |name| PIF.field(name).map(|(i, _)| o.field(i).clone());
+            field("management") == Some(Value::Bool(true))
+                && field("host").as_ref().and_then(Value::as_str) == Some(host.as_str())
+        })?
+        .0
+        .clone();
+    let network = get(db, &PIF, &pif, "network")?.as_str().map(String::from)?;
+    db.get(&NETWORK, &network)?;
+    let (metrics, metrics_uuid) = new_id();
+    db.insert(
+        &HOST_METRICS,
+        metrics.clone(),
+        default_record(&HOST_METRICS, &metrics_uuid),
+    );
+    set(db, &HOST, &host, "metrics", Value::String(metrics.clone()));
+    Some(HostRefs {
+        pool,
+        host,
+        metrics,
+        network,
+        pif,
+    })
+}
+
 /// Brings the objects in line with `facts`; only real changes make events.
 pub fn update(db: &mut Db, refs: &HostRefs, facts: &HostFacts) {
     let m = &facts.management;

@@ -8,6 +8,7 @@
 //! looked up. A body that is not a call at all gets HTTP 400.
 
 mod auth;
+mod codec;
 mod db;
 mod dispatch;
 mod error;
@@ -15,6 +16,7 @@ mod events;
 pub mod fuzz;
 mod host;
 mod jsonrpc;
+pub mod persist;
 pub mod schema;
 mod service;
 mod value;
@@ -25,6 +27,7 @@ pub use auth::{Auth, AuthError};
 pub use dispatch::all_methods;
 pub use error::ApiError;
 pub use host::{API_VERSION, HostFacts, ManagementFacts};
-pub use service::{SESSION_IDLE_TIMEOUT, XenApi};
+pub use persist::{Change, StateStore};
+pub use service::{Attached, SESSION_IDLE_TIMEOUT, XenApi};
 pub use value::Value;
 pub use xml::XmlError;

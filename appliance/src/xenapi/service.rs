@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::events::{self, Filter};
 use super::host::{self, HostFacts, HostRefs};
 use super::jsonrpc;
+use super::persist::{self, SCHEMA_VERSION, StateStore};
 use super::schema::{CLASSES, Op, TASK, Ty};
 use super::value::{Value, format_datetime};
 use super::xmlrpc;
@@ -62,6 +63,26 @@ pub struct XenApi {
     metrics_at: Duration,
     waiting: BTreeMap<u64, Waiting>,
     next_ticket: u64,
+    /// Where changes are saved; `None`: in memory only.
+    store: Option<Store>,
+}
+
+/// The attached state store.
+struct Store(alloc::boxed::Box<dyn StateStore>);
+
+impl core::fmt::Debug for Store {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("StateStore")
+    }
+}
+
+/// What attaching a store found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    /// Objects loaded from the store (0: it was empty and got the current ones).
+    pub loaded: usize,
+    /// Records that could not be read (unknown class, damaged value).
+    pub skipped: usize,
 }
 
 /// A fresh `(OpaqueRef:<uuid>, <uuid>)` pair; refs and uuids are independent.
@@ -94,7 +115,68 @@ impl XenApi {
             metrics_at: platform.now(),
             waiting: BTreeMap::new(),
             next_ticket: 1,
+            store: None,
         }
+    }
+
+    /// Keeps the database in `store` from now on. An empty store gets the
+    /// current objects; otherwise the stored objects replace them (the host
+    /// keeps its identity across reboots) and are brought up to date with
+    /// the running host. On error nothing is attached and the database
+    /// stays in memory only.
+    pub fn attach_store(
+        &mut self,
+        mut store: alloc::boxed::Box<dyn StateStore>,
+        platform: &mut dyn Platform,
+    ) -> Result<Attached, String> {
+        let (version, records) = store.records();
+        if records.is_empty() {
+            self.db.take_dirty();
+            store.commit(persist::snapshot(&self.db), SCHEMA_VERSION)?;
+            self.store = Some(Store(store));
+            return Ok(Attached {
+                loaded: 0,
+                skipped: 0,
+            });
+        }
+        let count = records.len();
+        let (mut db, skipped) = persist::load(version, records).map_err(|e| e.to_string())?;
+        let refs = host::find(&mut db, || new_id(platform))
+            .ok_or_else(|| String::from("the stored database has no host object"))?;
+        host::update(&mut db, &refs, &self.facts);
+        host::update_metrics(&mut db, &refs, &self.facts.system);
+        let taken = format_datetime(self.unix_now(platform));
+        host::metrics_taken(&mut db, &refs, taken);
+        let changes = if version < SCHEMA_VERSION {
+            // Records of an older schema are rewritten in the current one.
+            db.take_dirty();
+            persist::snapshot(&db)
+        } else {
+            let dirty = db.take_dirty();
+            persist::changes(&db, dirty)
+        };
+        store.commit(changes, SCHEMA_VERSION)?;
+        self.db = db;
+        self.refs = refs;
+        self.sessions.clear();
+        self.store = Some(Store(store));
+        Ok(Attached {
+            loaded: count - skipped,
+            skipped,
+        })
+    }
+
+    /// Writes the changed objects to the store (if one is attached).
+    pub fn persist(&mut self) -> Result<(), String> {
+        let dirty = self.db.take_dirty();
+        let Some(Store(store)) = self.store.as_mut() else {
+            return Ok(());
+        };
+        let changes = persist::changes(&self.db, dirty);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        store.commit(changes, SCHEMA_VERSION)
     }
 
     /// Whether `path` is a XenAPI endpoint.
@@ -146,7 +228,22 @@ impl XenApi {
             }
         };
         let bare = method == "system.listMethods" || method == "system_listMethods";
-        match self.call(&method, params, platform) {
+        let outcome = self.call(&method, params, platform);
+        // A change is saved before it is acknowledged.
+        let outcome = match (self.persist(), outcome) {
+            (Err(e), Outcome::Done(Ok(_))) => {
+                log::error!("db: a change was made but could not be saved: {e}");
+                Outcome::Done(Err(ApiError::internal(&format!(
+                    "the change was made but could not be saved: {e}"
+                ))))
+            }
+            (Err(e), other) => {
+                log::error!("db: changes could not be saved: {e}");
+                other
+            }
+            (Ok(()), other) => other,
+        };
+        match outcome {
             Outcome::Done(result) => Reply::Now(respond(&wire, &result, bare)),
             Outcome::Wait(mut waiting) => {
                 if self.waiting.len() >= MAX_WAITING {
@@ -209,6 +306,9 @@ impl XenApi {
         if facts != self.facts {
             host::update(&mut self.db, &self.refs, &facts);
             self.facts = facts;
+            if let Err(e) = self.persist() {
+                log::error!("db: host changes could not be saved: {e}");
+            }
         }
     }
 

@@ -12,6 +12,7 @@ mod grub;
 mod host_config;
 mod hypervisor;
 mod media;
+mod persistence;
 mod power;
 mod upgrade_writer;
 mod xenapi;
