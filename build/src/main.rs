@@ -5,6 +5,7 @@
 mod bench;
 mod bench_image;
 mod bench_iscsi;
+mod bench_lacp;
 mod cmd;
 
 mod guest;
@@ -45,7 +46,7 @@ commands:
       --guest-memory M  its RAM in MiB (default 256)
       --nic tap=NAME    a further NIC on an existing tap device (repeatable; eth1, eth2, ...)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
-  bench [boot|guest-boot|iscsi|image]
+  bench [boot|guest-boot|iscsi|image|lacp-failover]
                         print `BENCH <name> ours=.. peer=.. ratio=..` lines
   help                  this text
 ";
