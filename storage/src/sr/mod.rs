@@ -35,6 +35,9 @@
 //! so a guest's stream of allocating writes costs one journal record and
 //! two device flushes per flush instead of per cluster.
 
+mod data;
+mod error;
+mod iso;
 pub mod record;
 pub mod state;
 pub mod superblock;
@@ -44,13 +47,13 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::fmt;
 
-use crate::block::{BlockDevice, BlockError};
+use crate::block::BlockDevice;
 use crate::journal::{Journal, JournalError, Recovery};
 use crate::region::{Region, read_bytes, write_bytes};
+pub use error::SrError;
 use record::{LayerMeta, Record};
-use state::{Inconsistent, SrState};
+use state::SrState;
 pub use superblock::{Lease, SrType, Superblock, SuperblockError};
 pub use vdi::VdiDevice;
 
@@ -59,119 +62,13 @@ pub const MIN_CLUSTER_SIZE: u32 = 64 * 1024;
 pub const MAX_CLUSTER_SIZE: u32 = 4 << 20;
 /// Map entries per record in a compaction snapshot.
 const SNAPSHOT_MAP_ENTRIES: usize = 4096;
-/// Map entries per journal record when pending clusters are journaled.
-const CLUSTERS_PER_RECORD: usize = 1024;
+/// Records are packed into snapshot frames of about this size.
+const SNAPSHOT_FRAME_BYTES: usize = 64 * 1024;
 /// Allocated clusters kept unjournaled at most (then they are journaled
 /// without waiting for a flush).
 pub const MAX_PENDING: usize = 256;
 
 pub type Uuid = [u8; 16];
-
-/// Why an SR operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SrError {
-    Block(BlockError),
-    Journal(JournalError),
-    Superblock(SuperblockError),
-    /// The device cannot hold the metadata and one cluster.
-    DeviceTooSmall {
-        bytes: u64,
-    },
-    /// Cluster size not a power of two in 64 KiB..=4 MiB, or a device block
-    /// size that does not divide 4096.
-    BadGeometry,
-    NoSuchVdi,
-    UuidInUse,
-    /// An ISO of that name is already in the library.
-    NameInUse,
-    ReadOnly,
-    /// Beyond the VDI's virtual size.
-    OutOfRange {
-        offset: u64,
-        len: u64,
-        size: u64,
-    },
-    /// No free cluster left.
-    NoSpace,
-    /// The operation is not one this SR type offers.
-    WrongSrType(SrType),
-    /// Refused before any change: a shrink, a shared parent, a size that is
-    /// not a multiple of 512, ...
-    Invalid(&'static str),
-    /// An intact journal record that does not apply: the SR's metadata is
-    /// inconsistent (a foreign writer, or a bug).
-    Inconsistent {
-        record: usize,
-        why: &'static str,
-    },
-    /// A journal frame that does not decode as a record.
-    BadRecord {
-        record: usize,
-    },
-}
-
-impl fmt::Display for SrError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SrError::Block(e) => write!(f, "SR I/O: {e}"),
-            SrError::Journal(e) => write!(f, "SR metadata: {e}"),
-            SrError::Superblock(SuperblockError::NotAnSr) => {
-                write!(f, "not an SR (no superblock); format it first")
-            }
-            SrError::Superblock(SuperblockError::Damaged) => {
-                write!(f, "both SR superblock copies are damaged")
-            }
-            SrError::Superblock(SuperblockError::Version(v)) => {
-                write!(f, "SR format version {v} is not supported by this build")
-            }
-            SrError::DeviceTooSmall { bytes } => {
-                write!(f, "a device of {bytes} bytes is too small for an SR")
-            }
-            SrError::BadGeometry => write!(
-                f,
-                "cluster size must be a power of two from 64 KiB to 4 MiB, and the block size divide 4096"
-            ),
-            SrError::NoSuchVdi => write!(f, "no such VDI"),
-            SrError::UuidInUse => write!(f, "a VDI with this uuid exists"),
-            SrError::NameInUse => write!(f, "an ISO with this name exists"),
-            SrError::ReadOnly => write!(f, "the VDI is read-only"),
-            SrError::OutOfRange { offset, len, size } => write!(
-                f,
-                "bytes {offset}..{} are beyond the VDI's {size} bytes",
-                offset.saturating_add(*len)
-            ),
-            SrError::NoSpace => write!(f, "the SR is full"),
-            SrError::WrongSrType(t) => {
-                write!(f, "a {} SR does not offer this operation", t.name())
-            }
-            SrError::Invalid(why) => write!(f, "refused: {why}"),
-            SrError::Inconsistent { record, why } => {
-                write!(f, "SR metadata record {record} is inconsistent: {why}")
-            }
-            SrError::BadRecord { record } => {
-                write!(f, "SR metadata record {record} does not decode")
-            }
-        }
-    }
-}
-
-impl core::error::Error for SrError {}
-
-impl From<BlockError> for SrError {
-    fn from(e: BlockError) -> Self {
-        SrError::Block(e)
-    }
-}
-impl From<JournalError> for SrError {
-    fn from(e: JournalError) -> Self {
-        SrError::Journal(e)
-    }
-}
-impl From<Inconsistent> for SrError {
-    fn from(e: Inconsistent) -> Self {
-        SrError::Invalid(e.0)
-    }
-}
 
 /// A VDI as the API sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +142,7 @@ impl<D: BlockDevice> Sr<D> {
         // Two areas, each able to hold a snapshot of every cluster's map
         // entry (about 8 bytes) four times over.
         let journal_len = journal_len
-            .unwrap_or((bytes / cs * 64).max(256 * 1024))
+            .unwrap_or((bytes / cs * 64).max(256 * 1024).max(256 * u64::from(bs)))
             .next_multiple_of(superblock::SECTOR);
         let data_offset = (superblock::JOURNAL_OFFSET + journal_len).next_multiple_of(cs);
         let clusters = bytes.saturating_sub(data_offset) / cs;
@@ -328,13 +225,16 @@ impl<D: BlockDevice> Sr<D> {
         let (journal, frames, _report) =
             Journal::open(&mut dev, journal_region(&sb), Recovery::Strict)?;
         let mut state = SrState::new(sb.clusters, sb.cluster_size);
-        for (i, f) in frames.iter().enumerate() {
-            let rec: Record =
-                postcard::from_bytes(f).map_err(|_| SrError::BadRecord { record: i })?;
-            state.apply(rec).map_err(|e| SrError::Inconsistent {
-                record: i,
-                why: e.0,
-            })?;
+        let mut record = 0;
+        for f in &frames {
+            let recs: Vec<Record> =
+                postcard::from_bytes(f).map_err(|_| SrError::BadRecord { record })?;
+            for rec in recs {
+                state
+                    .apply(rec)
+                    .map_err(|e| SrError::Inconsistent { record, why: e.0 })?;
+                record += 1;
+            }
         }
         let last_id = state.layers.keys().next_back().copied().unwrap_or(0);
         Ok(Sr {
@@ -389,32 +289,6 @@ impl<D: BlockDevice> Sr<D> {
         Ok(self.dev)
     }
 
-    /// Journals the clusters allocated since the last flush, after making
-    /// their data durable.
-    fn journal_pending(&mut self) -> Result<(), SrError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        self.dev.flush()?;
-        while let Some((&(id, _), _)) = self.pending.first_key_value() {
-            let chunk: Vec<(u64, u64)> = self
-                .pending
-                .range((id, 0)..=(id, u64::MAX))
-                .take(CLUSTERS_PER_RECORD)
-                .map(|(&(_, v), &p)| (v, p))
-                .collect();
-            self.commit_record(Record::Map {
-                id,
-                clusters: chunk.clone(),
-            })?;
-            for (v, p) in chunk {
-                self.pending.remove(&(id, v));
-                self.reserved.remove(&p);
-            }
-        }
-        Ok(())
-    }
-
     /// Journals pending clusters, then `rec`.
     fn commit(&mut self, rec: Record) -> Result<(), SrError> {
         self.state.check(&rec)?;
@@ -424,23 +298,53 @@ impl<D: BlockDevice> Sr<D> {
 
     /// Journals `rec` (compacting if the journal is full) and applies it.
     fn commit_record(&mut self, rec: Record) -> Result<(), SrError> {
-        self.state.check(&rec)?;
-        let bytes = postcard::to_allocvec(&rec).map_err(|_| SrError::Invalid("unencodable"))?;
+        self.commit_records(alloc::vec![rec])
+    }
+
+    /// Journals `recs` as one frame (all or none of them survive a crash)
+    /// and applies them. Each is checked against the current state, so they
+    /// must not depend on each other (maps of distinct layers do not).
+    pub(super) fn commit_records(&mut self, recs: Vec<Record>) -> Result<(), SrError> {
+        for r in &recs {
+            self.state.check(r)?;
+        }
+        let bytes = postcard::to_allocvec(&recs).map_err(|_| SrError::Invalid("unencodable"))?;
         match self.journal.append(&mut self.dev, &bytes) {
             Err(JournalError::Full { .. }) => {
-                let mut frames = Vec::new();
-                for r in self.state.snapshot(SNAPSHOT_MAP_ENTRIES) {
-                    frames.push(
-                        postcard::to_allocvec(&r).map_err(|_| SrError::Invalid("unencodable"))?,
-                    );
-                }
+                let mut frames = self.snapshot_frames()?;
                 frames.push(bytes);
                 self.journal.compact(&mut self.dev, &frames)?;
             }
             r => r?,
         }
-        self.state.apply(rec)?;
+        for r in recs {
+            self.state.apply(r)?;
+        }
         Ok(())
+    }
+
+    /// The state as journal frames of up to [`SNAPSHOT_FRAME_BYTES`].
+    fn snapshot_frames(&self) -> Result<Vec<Vec<u8>>, SrError> {
+        let mut frames = Vec::new();
+        let (mut group, mut size) = (Vec::new(), 0);
+        for r in self.state.snapshot(SNAPSHOT_MAP_ENTRIES) {
+            size += postcard::to_allocvec(&r)
+                .map_err(|_| SrError::Invalid("unencodable"))?
+                .len();
+            group.push(r);
+            if size >= SNAPSHOT_FRAME_BYTES {
+                frames.push(
+                    postcard::to_allocvec(&group).map_err(|_| SrError::Invalid("unencodable"))?,
+                );
+                group.clear();
+                size = 0;
+            }
+        }
+        if !group.is_empty() {
+            frames
+                .push(postcard::to_allocvec(&group).map_err(|_| SrError::Invalid("unencodable"))?);
+        }
+        Ok(frames)
     }
 
     fn id_of(&self, uuid: &Uuid) -> Result<u32, SrError> {
@@ -614,191 +518,10 @@ impl<D: BlockDevice> Sr<D> {
         Ok(merged)
     }
 
-    fn check_range(&self, id: u32, offset: u64, len: usize) -> Result<(), SrError> {
-        let size = self
-            .state
-            .layers
-            .get(&id)
-            .map_or(0, |l| l.meta.virtual_size);
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= size => Ok(()),
-            _ => Err(SrError::OutOfRange {
-                offset,
-                len: len as u64,
-                size,
-            }),
-        }
-    }
-
-    /// Physical cluster holding virtual cluster `v` as layer `id` sees it,
-    /// pending allocations included.
-    fn locate(&self, id: u32, v: u64) -> Option<u64> {
-        let mut at = Some(id);
-        while let Some(i) = at {
-            if let Some(&p) = self.pending.get(&(i, v)) {
-                return Some(p);
-            }
-            let l = self.state.layers.get(&i)?;
-            if let Some(&p) = l.map.get(&v) {
-                return Some(p);
-            }
-            at = l.meta.parent;
-        }
-        None
-    }
-
-    /// Reads the bytes layer `id` shows at `offset`.
-    fn read_layer(&mut self, id: u32, offset: u64, buf: &mut [u8]) -> Result<(), SrError> {
-        self.check_range(id, offset, buf.len())?;
-        let cs = u64::from(self.sb.cluster_size);
-        let mut done = 0;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let within = pos % cs;
-            let n = (buf.len() - done).min((cs - within) as usize);
-            let piece = &mut buf[done..done + n];
-            match self.locate(id, pos / cs) {
-                Some(p) => read_bytes(&mut self.dev, cluster_offset(&self.sb, p) + within, piece)?,
-                None => piece.fill(0),
-            }
-            done += n;
-        }
-        Ok(())
-    }
-
-    /// Writes into layer `id` (a VDI), allocating clusters it lacks.
-    fn write_layer(&mut self, id: u32, offset: u64, data: &[u8]) -> Result<(), SrError> {
-        self.check_range(id, offset, data.len())?;
-        let cs = u64::from(self.sb.cluster_size);
-        let mut done = 0;
-        while done < data.len() {
-            let pos = offset + done as u64;
-            let (v, within) = (pos / cs, pos % cs);
-            let n = (data.len() - done).min((cs - within) as usize);
-            let piece = &data[done..done + n];
-            let own = self.pending.get(&(id, v)).copied().or_else(|| {
-                self.state
-                    .layers
-                    .get(&id)
-                    .and_then(|l| l.map.get(&v).copied())
-            });
-            match own {
-                Some(p) => write_bytes(&mut self.dev, cluster_offset(&self.sb, p) + within, piece)?,
-                None => self.allocate(id, v, within, piece)?,
-            }
-            done += n;
-        }
-        Ok(())
-    }
-
-    /// Writes a whole new cluster for virtual cluster `v` of layer `id`:
-    /// what shows through from below, with `piece` at `within`; it is
-    /// journaled at the next flush.
-    fn allocate(&mut self, id: u32, v: u64, within: u64, piece: &[u8]) -> Result<(), SrError> {
-        if self.pending.len() >= MAX_PENDING {
-            self.journal_pending()?;
-        }
-        let cs = u64::from(self.sb.cluster_size);
-        if self.state.used.used() + self.reserved.len() as u64 >= self.sb.clusters {
-            return Err(SrError::NoSpace);
-        }
-        let mut from = self.alloc_hint;
-        let phys = loop {
-            let p = self.state.used.find_clear(from).ok_or(SrError::NoSpace)?;
-            if !self.reserved.contains(&p) {
-                break p;
-            }
-            from = p + 1;
-        };
-        let mut cluster = vec![0u8; cs as usize];
-        if (piece.len() as u64) < cs {
-            let parent = self.state.layers.get(&id).and_then(|l| l.meta.parent);
-            if let Some(below) = parent.and_then(|p| self.locate(p, v)) {
-                read_bytes(&mut self.dev, cluster_offset(&self.sb, below), &mut cluster)?;
-            }
-        }
-        cluster[within as usize..within as usize + piece.len()].copy_from_slice(piece);
-        write_bytes(&mut self.dev, cluster_offset(&self.sb, phys), &cluster)?;
-        self.alloc_hint = phys + 1;
-        self.pending.insert((id, v), phys);
-        self.reserved.insert(phys);
-        Ok(())
-    }
-
-    /// Reads from a VDI.
-    pub fn read(&mut self, uuid: &Uuid, offset: u64, buf: &mut [u8]) -> Result<(), SrError> {
-        let id = self.id_of(uuid)?;
-        self.read_layer(id, offset, buf)
-    }
-
-    /// Writes to a VDI.
-    pub fn write(&mut self, uuid: &Uuid, offset: u64, data: &[u8]) -> Result<(), SrError> {
-        let id = self.id_of(uuid)?;
-        if self.state.layers.get(&id).is_some_and(|l| l.meta.read_only) {
-            return Err(SrError::ReadOnly);
-        }
-        self.write_layer(id, offset, data)
-    }
-
-    /// Makes every completed write durable.
-    pub fn flush(&mut self) -> Result<(), SrError> {
-        if self.pending.is_empty() {
-            Ok(self.dev.flush()?)
-        } else {
-            self.journal_pending()
-        }
-    }
-
     /// A VDI as a block device of 512-byte blocks.
     pub fn vdi_device(&mut self, uuid: &Uuid) -> Result<VdiDevice<'_, D>, SrError> {
         let id = self.id_of(uuid)?;
         Ok(VdiDevice::new(self, id))
-    }
-
-    /// Adds an ISO to an ISO library: `size` bytes produced by `fill(offset,
-    /// buf)`, stored as a read-only VDI. Until the last byte is written the
-    /// VDI stays writable and out of [`Self::isos`].
-    pub fn import_iso<E>(
-        &mut self,
-        uuid: Uuid,
-        name: &str,
-        size: u64,
-        mut fill: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
-    ) -> Result<Result<(), E>, SrError> {
-        if self.sb.sr_type != SrType::Iso {
-            return Err(SrError::WrongSrType(self.sb.sr_type));
-        }
-        if self.isos().iter().any(|i| i.name == name) {
-            return Err(SrError::NameInUse);
-        }
-        let id = self.new_layer(uuid, name, size.next_multiple_of(512))?;
-        let cs = u64::from(self.sb.cluster_size);
-        let mut buf = vec![0u8; cs as usize];
-        let mut at = 0;
-        while at < size {
-            let n = (size - at).min(cs) as usize;
-            let chunk = &mut buf[..n.next_multiple_of(512)];
-            chunk.fill(0);
-            if let Err(e) = fill(at, &mut chunk[..n]) {
-                return Ok(Err(e));
-            }
-            self.write_layer(id, at, chunk)?;
-            at += n as u64;
-        }
-        // commit journals the clusters (after flushing their data) first.
-        self.commit(Record::SetReadOnly {
-            id,
-            read_only: true,
-        })?;
-        Ok(Ok(()))
-    }
-
-    /// The ISOs of an ISO library, complete ones only.
-    pub fn isos(&self) -> Vec<VdiInfo> {
-        if self.sb.sr_type != SrType::Iso {
-            return Vec::new();
-        }
-        self.vdis().into_iter().filter(|v| v.read_only).collect()
     }
 }
 
