@@ -1,6 +1,8 @@
 //! The host's storage layer. It owns the [`BlockDevice`] trait that the
-//! kernel's disk drivers, iSCSI LUNs and (hosted) files implement, and the
-//! iSCSI initiator with its SCSI command layer.
+//! kernel's disk drivers, iSCSI LUNs and (hosted) files implement, the
+//! iSCSI initiator with its SCSI command layer, storage repositories with
+//! their virtual disks ([`sr`]), and the appliance's configuration store
+//! ([`config_store`]) on a crash-safe [`journal`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
