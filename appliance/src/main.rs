@@ -115,7 +115,7 @@ fn state_store(boot: &mut Boot) -> Option<(String, Box<dyn StateStore>)> {
             continue;
         }
         match BlockStore::open(disk) {
-            Ok(store) => found = Some((alloc::format!("blk{i}"), store)),
+            Ok(store) => found = Some((alloc::format!("blk{i} ({})", store.location()), store)),
             Err((disk, _)) => rest.push(disk),
         }
     }
@@ -135,9 +135,12 @@ fn state_store(boot: &mut Boot) -> Option<(String, Box<dyn StateStore>)> {
         }
         match BlockStore::open_or_format(disk, u64::from_le_bytes(id)) {
             Ok((store, _)) => {
-                log::info!("db: blk{i} was blank: formatted as the state store");
+                log::info!(
+                    "db: blk{i} was blank: formatted {} as the state store",
+                    store.location()
+                );
                 chosen = Some((
-                    alloc::format!("blk{i}"),
+                    alloc::format!("blk{i} ({})", store.location()),
                     Box::new(store) as Box<dyn StateStore>,
                 ));
             }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qemu_tests::{Qemu, TestDir, host_config_bin_from_env};
+use host_config::artifacts;
+use host_config::disk_layout::{self, Role, SECTOR_BYTES};
+use qemu_tests::{Qemu, TestDir, host_config_bin_from_env, media_from_env};
 
 use super::{BOOT_TIMEOUT, health, keel};
 
@@ -87,7 +89,7 @@ fn the_database_survives_reboots_and_power_cuts() {
     // First boot: a blank disk becomes the state store; make changes.
     let qemu = boot(&disk, &module);
     qemu.wait_for_serial(
-        "db: blk0 was blank: formatted as the state store",
+        "db: blk0 was blank: formatted the whole disk as the state store",
         BOOT_TIMEOUT,
     )
     .expect("the blank disk is taken");
@@ -105,7 +107,7 @@ fn the_database_survives_reboots_and_power_cuts() {
 
     // Second boot: the same objects, the same host identity.
     let qemu = boot(&disk, &module);
-    qemu.wait_for_serial("db: database on blk0:", BOOT_TIMEOUT)
+    qemu.wait_for_serial("db: database on blk0 (the whole disk):", BOOT_TIMEOUT)
         .expect("the store is opened");
     let after = python(
         &qemu,
@@ -160,7 +162,7 @@ fn the_database_survives_reboots_and_power_cuts() {
     drop(qemu);
 
     let qemu = boot(&disk, &module);
-    qemu.wait_for_serial("db: database on blk0:", BOOT_TIMEOUT)
+    qemu.wait_for_serial("db: database on blk0 (the whole disk):", BOOT_TIMEOUT)
         .expect("the store opens after the power cut");
     let kept = python(
         &qemu,
@@ -203,5 +205,61 @@ fn a_disk_with_other_data_is_not_taken() {
         fs::read(&disk).expect("read back"),
         pattern,
         "the disk was written"
+    );
+}
+
+#[test]
+fn on_a_keel_disk_the_database_lives_in_the_state_partition() {
+    let dir = TestDir::new("persistence-keel-disk").expect("test dir");
+    let disk = dir.path().join("keel-disk.img");
+    let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
+    fs::copy(media.join(artifacts::DISK_IMAGE), &disk).expect("copy the disk image");
+    let original = fs::read(&disk).expect("read the disk image");
+    let module = host_config(dir.path());
+
+    let qemu = boot(&disk, &module);
+    qemu.wait_for_serial(
+        "db: blk0 was blank: formatted its keel state partition as the state store",
+        BOOT_TIMEOUT,
+    )
+    .expect("the state partition is taken");
+    python(
+        &qemu,
+        "s.xenapi.pool.set_name_label(s.xenapi.pool.get_all()[0], 'on-the-keel-disk')",
+    );
+    qemu.kill();
+    drop(qemu);
+
+    let qemu = boot(&disk, &module);
+    qemu.wait_for_serial(
+        "db: database on blk0 (its keel state partition):",
+        BOOT_TIMEOUT,
+    )
+    .expect("the store is found again");
+    let label = python(
+        &qemu,
+        "print(s.xenapi.pool.get_name_label(s.xenapi.pool.get_all()[0]))",
+    );
+    assert_eq!(label.trim(), "on-the-keel-disk");
+    qemu.kill();
+
+    // Boot code, ESP and both slots are exactly as built.
+    let state = disk_layout::partition(Role::State);
+    let (start, end) = (
+        (state.first_lba * SECTOR_BYTES) as usize,
+        ((state.last_lba() + 1) * SECTOR_BYTES) as usize,
+    );
+    let now = fs::read(&disk).expect("read back");
+    assert!(
+        now[..start] == original[..start],
+        "written outside the state partition"
+    );
+    assert!(
+        now[end..] == original[end..],
+        "written outside the state partition"
+    );
+    assert!(
+        now[start..end] != original[start..end],
+        "the state partition holds the store"
     );
 }
