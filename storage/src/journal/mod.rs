@@ -152,33 +152,45 @@ impl Journal {
         self.region.start_lba + u64::from(area) * self.area_blocks
     }
 
-    /// Writes an empty journal (generation 1 in area 0). `journal_id` must
-    /// differ from any journal formatted on this region before (take it
-    /// from a random source): frames of the old journal never pass as ours.
+    /// Writes an empty journal in area 0. `journal_id` should differ from
+    /// any journal formatted on this region before (take it from a random
+    /// source). Old headers are not erased but outnumbered: the new
+    /// generations are above every header found, so the frames of an old
+    /// journal never pass as ours even under the same id.
     pub fn format(
         dev: &mut (impl BlockDevice + ?Sized),
         region: Region,
         journal_id: u64,
     ) -> Result<Journal, JournalError> {
         let area_blocks = Self::geometry(dev, region)?;
+        let bs = dev.block_size();
+        let mut newest = 0;
+        let mut block = vec![0u8; bs as usize];
+        for area in 0..2u64 {
+            for copy in 0..HEADER_BLOCKS {
+                dev.read_blocks(region.start_lba + area * area_blocks + copy, &mut block)?;
+                if let Some(h) = AreaHeader::decode(&block) {
+                    newest = newest.max(h.generation);
+                }
+            }
+        }
+        let reserved = newest.saturating_add(1);
+        let generation = reserved.saturating_add(1);
         let mut j = Journal {
             region,
-            block_size: dev.block_size(),
+            block_size: bs,
             area_blocks,
             journal_id,
             active: 0,
-            generation: 1,
-            next_generation: 2,
+            generation,
+            next_generation: generation.saturating_add(1),
             seq: 0,
             tail: HEADER_BLOCKS,
             poisoned: false,
         };
-        let zero = vec![0u8; (HEADER_BLOCKS * u64::from(j.block_size)) as usize];
-        for area in [1, 0] {
-            dev.write_blocks(j.area_lba(area), &zero)?;
-        }
-        dev.flush()?;
-        j.write_header(dev, 0, AreaState::Active, 1)?;
+        // Area 1 first: an old journal active there stops being active.
+        j.write_header(dev, 1, AreaState::Preparing, reserved)?;
+        j.write_header(dev, 0, AreaState::Active, generation)?;
         Ok(j)
     }
 

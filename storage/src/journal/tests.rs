@@ -122,6 +122,14 @@ fn a_reformat_hides_the_old_journal() {
         j.append(&mut dev, &payload(i)).expect("append");
     }
     Journal::format(&mut dev, REGION, 0xbeef).expect("format");
+    let (mut j, frames, _) = Journal::open(&mut dev, REGION, Recovery::Strict).expect("open");
+    assert!(frames.is_empty());
+    // Even under the same id as before, and after compactions.
+    for i in 0..3 {
+        j.append(&mut dev, &payload(i)).expect("append");
+        j.compact(&mut dev, &[payload(i)]).expect("compact");
+    }
+    Journal::format(&mut dev, REGION, 0xbeef).expect("format");
     let (_, frames, _) = Journal::open(&mut dev, REGION, Recovery::Strict).expect("open");
     assert!(frames.is_empty());
 }

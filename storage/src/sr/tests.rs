@@ -362,6 +362,18 @@ fn iso_library() {
 }
 
 #[test]
+fn a_reformat_with_the_same_uuid_starts_empty() {
+    let mut sr = fresh_sr(4, SrType::Local);
+    sr.create_vdi(uuid(1), "a", 1 << 20).expect("create");
+    sr.write(&uuid(1), 0, &[7; 70_000]).expect("write");
+    let dev = sr.close().expect("close");
+    let sr = Sr::format(dev, SrType::Local, uuid(0xabcdef), CS).expect("format again");
+    let sr = Sr::open(sr.close().expect("close")).expect("open");
+    assert!(sr.vdis().is_empty());
+    assert_eq!(sr.physical_utilisation(), 0);
+}
+
+#[test]
 fn format_and_open_refuse_bad_devices() {
     let tiny = MemBlockDevice::new(512, 640);
     assert!(matches!(
