@@ -52,8 +52,14 @@ unsafe impl Hal for KernelHal {
 }
 
 const NET_QUEUE_SIZE: usize = 64;
-const NET_BUF_LEN: usize = 2048;
-const MTU: usize = 1500;
+/// IP MTU the NIC carries: jumbo frames, for storage networks. Which MTU a
+/// network actually uses is the host config's (1500 unless set); this is
+/// the ceiling.
+const MTU: usize = 9000;
+/// Receive buffer: the virtio-net header (12 bytes), an Ethernet header, an
+/// 802.1Q tag and an MTU of payload, rounded up to whole words. Without
+/// mergeable receive buffers each frame must fit one buffer.
+const NET_BUF_LEN: usize = (12 + 14 + 4 + MTU).next_multiple_of(8);
 
 /// A virtio-net NIC.
 pub struct VirtioNic {

@@ -1,9 +1,10 @@
 //! The seed scenario in the image: two extra NICs on taps that are members
 //! of an Open vSwitch LACP bond (`balance-tcp`, fast) in a namespace of the
 //! test's own; the host config bonds them (`bond0` of eth1 and eth2), puts
-//! management on VLAN 5 (native, untagged) and storage on VLAN 20. From OVS
-//! internal ports on those VLANs, `/health` answers on the management
-//! address and the storage address answers ping; OVS shows both members
+//! management on VLAN 5 (native, untagged) and storage on VLAN 20 with MTU
+//! 9000. From OVS internal ports on those VLANs, `/health` answers on the
+//! management address and the storage address answers 8000-byte pings that
+//! may not be fragmented (`ping -M do -s 8000`); OVS shows both members
 //! enabled with us as its LACP partner.
 //!
 //! QEMU runs inside the namespace (its taps are there); OVS's daemons run
@@ -43,6 +44,7 @@ name = "storage"
 purpose = "storage"
 interface = "bond0"
 vlan = 20
+mtu = 9000
 mode = "static"
 address = "10.218.20.2/24"
 "#;
@@ -269,7 +271,7 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
     for tap in &taps {
         ns.run(&["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
             .expect("tap");
-        ns.run(&["ip", "link", "set", tap, "mtu", "1600", "up"])
+        ns.run(&["ip", "link", "set", tap, "mtu", "9100", "up"])
             .expect("tap up");
     }
     ns.run(&["ip", "link", "set", "lo", "up"]).expect("lo");
@@ -324,6 +326,7 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
             "interface",
             "stor0",
             "type=internal",
+            "mtu_request=9000",
         ],
     )
     .expect("OVS bridge");
@@ -388,12 +391,15 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
     );
     assert!(body.contains("\"hostname\":\"keel-bond-test\""), "{body}");
 
-    // The storage address on VLAN 20.
-    let ping = ns.run(&["ping", "-c", "3", "-W", "3", STORAGE_IP]);
+    // The storage address on VLAN 20, with jumbo frames that may not be
+    // fragmented: 8000 bytes of ICMP payload, 8028-byte IP packets.
+    let ping = ns.run(&[
+        "ping", "-M", "do", "-s", "8000", "-c", "3", "-W", "3", STORAGE_IP,
+    ]);
     assert!(
         ping.as_ref()
-            .is_ok_and(|out| out.contains(" 0% packet loss")),
-        "ping {STORAGE_IP}: {ping:?}\n{}",
+            .is_ok_and(|out| out.contains(" 0% packet loss") && out.contains("8008 bytes from")),
+        "ping -M do -s 8000 {STORAGE_IP}: {ping:?}\n{}",
         qemu.serial_tail(30)
     );
     assert!(
