@@ -62,6 +62,8 @@ pub enum Op {
     TaskCancel,
     TaskDestroy,
     HostGetServertime,
+    VmCreate,
+    VmDestroy,
     /// A XenAPI call this host cannot carry out yet: `NOT_IMPLEMENTED [name]`
     /// after the arguments are checked (so a wrong ref still gets `HANDLE_INVALID`).
     NotImplemented,
@@ -762,8 +764,8 @@ pub const VM: Class = Class {
         ro("pending_guidances", SET_S),
     ],
     messages: &[
-        todo_call("create", &[p("args", Ty::Record)]),
-        todo_call("destroy", &[p("self", VM_REF)]),
+        call("create", &[p("args", Ty::Record)], Op::VmCreate),
+        call("destroy", &[p("self", VM_REF)], Op::VmDestroy),
         todo_call("clone", &[p("vm", VM_REF), p("new_name", S)]),
         todo_call(
             "copy",

@@ -442,6 +442,11 @@ impl XenApi {
                 Ok(Value::str(""))
             }
             Op::HostGetServertime => Ok(Value::DateTime(format_datetime(self.unix_now(platform)))),
+            Op::VmCreate => match args.first() {
+                Some(record) => self.create_vm(record, platform),
+                None => Err(ApiError::field_type("args")),
+            },
+            Op::VmDestroy => self.destroy_vm(arg(0)),
             Op::NotImplemented => Err(ApiError::not_implemented(&method.name())),
         };
         Outcome::Done(result)
@@ -451,6 +456,7 @@ impl XenApi {
 mod generic;
 mod sessions;
 mod tasks;
+mod vms;
 mod watch;
 mod wire;
 

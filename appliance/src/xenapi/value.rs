@@ -36,6 +36,14 @@ impl Value {
         }
     }
 
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::I4(i) => Some(i64::from(*i)),
+            _ => None,
+        }
+    }
+
     /// A short name of the value's kind, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -241,3 +241,27 @@ def test_long_event_wait_keeps_the_connection(server, session):
     quiet = call("event.from", [session.handle, ["pool"], token, 6.0])
     assert quiet["events"] == [] and time.monotonic() - start >= 5.9
     assert len(call("pool.get_all", [session.handle])) == 1
+
+
+def test_vm_create_and_destroy(session):
+    # What an SDK user sends: memory as strings (XML-RPC ints stop at 2**31).
+    record = {"name_label": "pytest vm", "name_description": "", "user_version": "1",
+              "is_a_template": False, "memory_static_min": str(256 << 20),
+              "memory_dynamic_min": str(256 << 20), "memory_dynamic_max": str(4 << 30),
+              "memory_static_max": str(4 << 30), "VCPUs_max": "2", "VCPUs_at_startup": "2",
+              "VCPUs_params": {}, "platform": {}, "other_config": {"k": "v"},
+              "PV_args": "", "HVM_boot_policy": "BIOS order", "HVM_boot_params": {}}
+    vm = session.xenapi.VM.create(record)
+    try:
+        got = session.xenapi.VM.get_record(vm)
+        assert got["power_state"] == "Halted" and got["name_label"] == "pytest vm"
+        assert int(got["memory_static_max"]) == 4 << 30
+        assert session.xenapi.VM.get_by_name_label("pytest vm") == [vm]
+        assert session.xenapi.VM_metrics.get_record(got["metrics"])["uuid"]
+        assert vm in session.xenapi.VM.get_all_records()
+    finally:
+        session.xenapi.VM.destroy(vm)
+    assert vm not in session.xenapi.VM.get_all()
+    with pytest.raises(XenAPI.Failure) as failure:
+        session.xenapi.VM.create(dict(record, VCPUs_at_startup="3"))
+    assert failure.value.details == ["INVALID_VALUE", "VCPUs_at_startup", "3"]

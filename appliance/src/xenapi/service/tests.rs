@@ -467,3 +467,157 @@ fn finished_tasks_make_room_for_new_ones() {
         "the pending task stays"
     );
 }
+
+fn vm_record(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name_label": name,
+        "memory_static_min": 268435456, "memory_dynamic_min": 268435456,
+        "memory_dynamic_max": "536870912", "memory_static_max": 536870912,
+        "VCPUs_max": 2, "VCPUs_at_startup": 1,
+        "other_config": {"auto_poweron": "true"},
+        "not_a_field": "ignored",
+    })
+}
+
+#[test]
+fn vm_create_makes_a_halted_vm_with_metrics_and_destroy_removes_both() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let token = json(
+        &mut api,
+        &mut p,
+        "event.from",
+        serde_json::json!([s, ["vm"], "", 0.0]),
+    )["result"]["token"]
+        .clone();
+    let vm = json(
+        &mut api,
+        &mut p,
+        "VM.create",
+        serde_json::json!([s, vm_record("web")]),
+    )["result"]
+        .clone();
+    let record = json(
+        &mut api,
+        &mut p,
+        "VM.get_record",
+        serde_json::json!([s, vm]),
+    )["result"]
+        .clone();
+    assert_eq!(record["name_label"], "web");
+    assert_eq!(record["power_state"], "Halted");
+    assert_eq!(record["memory_dynamic_max"], 536870912);
+    assert_eq!(record["VCPUs_max"], 2);
+    assert_eq!(record["domid"], -1);
+    assert_eq!(record["other_config"]["auto_poweron"], "true");
+    assert_eq!(record["allowed_operations"], serde_json::json!(["destroy"]));
+    let metrics = record["metrics"].clone();
+    assert!(
+        json(
+            &mut api,
+            &mut p,
+            "VM_metrics.get_record",
+            serde_json::json!([s, metrics])
+        )
+        .get("result")
+        .is_some()
+    );
+    let added = json(
+        &mut api,
+        &mut p,
+        "event.from",
+        serde_json::json!([s, ["vm"], token, 0.0]),
+    )["result"]
+        .clone();
+    assert_eq!(added["events"][0]["operation"], "add");
+    assert_eq!(added["events"][0]["ref"], vm);
+
+    let destroyed = json(&mut api, &mut p, "VM.destroy", serde_json::json!([s, vm]));
+    assert_eq!(destroyed["result"], "");
+    let gone = json(
+        &mut api,
+        &mut p,
+        "VM.get_record",
+        serde_json::json!([s, vm]),
+    );
+    assert_eq!(gone["error"]["message"], "HANDLE_INVALID");
+    let gone = json(
+        &mut api,
+        &mut p,
+        "VM_metrics.get_record",
+        serde_json::json!([s, metrics]),
+    );
+    assert_eq!(gone["error"]["message"], "HANDLE_INVALID");
+    let deleted = json(
+        &mut api,
+        &mut p,
+        "event.from",
+        serde_json::json!([s, ["vm"], added["token"], 0.0]),
+    )["result"]
+        .clone();
+    assert_eq!(deleted["events"][0]["operation"], "del");
+}
+
+#[test]
+fn vm_create_checks_its_record() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let mut error = |record: serde_json::Value| {
+        let reply = json(
+            &mut api,
+            &mut p,
+            "VM.create",
+            serde_json::json!([s, record]),
+        );
+        let mut description = vec![reply["error"]["message"].clone()];
+        description.extend(
+            reply["error"]["data"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        description
+    };
+    let with = |key: &str, value: serde_json::Value| {
+        let mut record = vm_record("x");
+        record[key] = value;
+        record
+    };
+    let without = |key: &str| {
+        let mut record = vm_record("x");
+        record.as_object_mut().unwrap().remove(key);
+        record
+    };
+    assert_eq!(
+        error(without("VCPUs_max")),
+        ["FIELD_TYPE_ERROR", "VCPUs_max"]
+    );
+    assert_eq!(
+        error(with("VCPUs_max", serde_json::json!("many"))),
+        ["FIELD_TYPE_ERROR", "VCPUs_max"]
+    );
+    assert_eq!(
+        error(with("VCPUs_at_startup", serde_json::json!(3))),
+        ["INVALID_VALUE", "VCPUs_at_startup", "3"]
+    );
+    assert_eq!(
+        error(with("VCPUs_max", serde_json::json!(0)))[..2],
+        ["INVALID_VALUE", "VCPUs_max"]
+    );
+    assert_eq!(
+        error(with("memory_dynamic_min", serde_json::json!(1i64 << 40)))[0],
+        "MEMORY_CONSTRAINT_VIOLATION"
+    );
+    assert_eq!(
+        error(with("affinity", serde_json::json!("OpaqueRef:nope"))),
+        ["HANDLE_INVALID", "host", "OpaqueRef:nope"]
+    );
+    assert_eq!(
+        error(serde_json::json!("not a record")),
+        ["FIELD_TYPE_ERROR", "args"]
+    );
+    let count = json(&mut api, &mut p, "VM.get_all", serde_json::json!([s]))["result"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(count, Some(0), "no VM was made by a refused call");
+}
