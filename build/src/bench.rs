@@ -20,7 +20,14 @@ const MEMORY_MIB: u32 = 2048;
 const BOOT_DEADLINE: Duration = Duration::from_secs(100);
 const HARD_TIMEOUT: Duration = Duration::from_secs(120);
 
-const BENCHES: &[&str] = &["boot", "guest-boot", "iscsi", "image", "lacp-failover"];
+const BENCHES: &[&str] = &[
+    "boot",
+    "guest-boot",
+    "iscsi",
+    "image",
+    "lacp-failover",
+    "api",
+];
 
 pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
     let selected: Vec<&str> = if args.is_empty() {
@@ -44,6 +51,7 @@ pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
             "iscsi" => crate::bench_iscsi::iscsi(paths)?,
             "image" => crate::bench_image::image_bench(paths)?,
             "lacp-failover" => crate::bench_lacp::lacp_failover(paths)?,
+            "api" => crate::bench_api::api(paths)?,
             other => return Err(Error::usage(format!("unknown bench {other:?}"))),
         }
     }

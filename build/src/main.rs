@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_api;
 mod bench_image;
 mod bench_iscsi;
 mod bench_lacp;
@@ -46,8 +47,9 @@ commands:
       --guest-memory M  its RAM in MiB (default 256)
       --nic tap=NAME    a further NIC on an existing tap device (repeatable; eth1, eth2, ...)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
-  bench [boot|guest-boot|iscsi|image|lacp-failover]
+  bench [boot|guest-boot|iscsi|image|lacp-failover|api]
                         print `BENCH <name> ours=.. peer=.. ratio=..` lines
+                        (api: `BENCH api-<call>-<client> p50_us=.. p99_us=.. calls_per_s=..`)
   help                  this text
 ";
 
