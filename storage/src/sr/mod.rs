@@ -81,6 +81,9 @@ pub struct VdiInfo {
     pub physical_utilisation: u64,
     /// Layers in the chain (1: no parent).
     pub chain_len: usize,
+    /// The VDI this one was snapshotted or cloned from.
+    pub origin: Option<Uuid>,
+    pub is_a_snapshot: bool,
 }
 
 /// An open SR on a device it owns.
@@ -368,6 +371,8 @@ impl<D: BlockDevice> Sr<D> {
                 as u64
                 * u64::from(self.sb.cluster_size),
             chain_len: self.state.chain_len(id),
+            origin: l.meta.origin,
+            is_a_snapshot: l.meta.is_a_snapshot,
         })
     }
 
@@ -405,6 +410,8 @@ impl<D: BlockDevice> Sr<D> {
                 read_only: false,
                 hidden: false,
                 parent: None,
+                origin: None,
+                is_a_snapshot: false,
             },
         })?;
         Ok(id)
@@ -453,6 +460,8 @@ impl<D: BlockDevice> Sr<D> {
                 read_only,
                 hidden: false,
                 parent: Some(base),
+                origin: Some(*of),
+                is_a_snapshot: read_only,
             },
         })
     }

@@ -19,6 +19,10 @@ pub struct LayerMeta {
     pub hidden: bool,
     /// Layer whose content shows through where this one has no cluster.
     pub parent: Option<u32>,
+    /// The VDI this one was snapshotted or cloned from (XenAPI
+    /// `snapshot_of` for snapshots); it may have been deleted since.
+    pub origin: Option<[u8; 16]>,
+    pub is_a_snapshot: bool,
 }
 
 /// One metadata change.

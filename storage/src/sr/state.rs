@@ -226,6 +226,8 @@ impl SrState {
                             read_only: true,
                             hidden: true,
                             parent: v.meta.parent,
+                            origin: None,
+                            is_a_snapshot: false,
                         },
                         map: core::mem::take(&mut v.map),
                     };

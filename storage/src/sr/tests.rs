@@ -219,6 +219,17 @@ fn snapshots_share_clusters_and_delete_reclaims_them() {
     assert_eq!(&b, b"\x01new");
     sr.clone_vdi(&s, c, "c").expect("clone of the snapshot");
     assert_eq!(sr.vdi(&c).expect("c").chain_len, 3);
+    let mut sr = Sr::open(sr.close().expect("close")).expect("reopen");
+    let (si, ci) = (sr.vdi(&s).expect("s"), sr.vdi(&c).expect("c"));
+    assert_eq!(
+        (si.origin, si.is_a_snapshot, si.read_only),
+        (Some(a), true, true)
+    );
+    assert_eq!(
+        (ci.origin, ci.is_a_snapshot, ci.read_only),
+        (Some(s), false, false)
+    );
+    assert_eq!(sr.vdi(&a).expect("a").origin, None);
     sr.delete(&s).expect("delete snapshot");
     sr.delete(&c).expect("delete clone");
     // The base is now used by `a` alone: it was coalesced into it.
