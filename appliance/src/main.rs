@@ -17,7 +17,9 @@ use appliance::platform::{Platform, SystemInfo};
 use appliance::state_store::BlockStore;
 use appliance::xenapi::StateStore;
 use host_config::HostConfig;
+use host_config::upgrade::{self, BootState, Booted};
 use kernel::Boot;
+use kernel::drivers::virtio::VirtioDisk;
 use kernel::hv::vm::{GuestBoot, VmSpec};
 use storage::BlockDevice;
 
@@ -154,6 +156,88 @@ fn state_store(boot: &mut Boot) -> Option<(String, Box<dyn StateStore>)> {
     chosen
 }
 
+/// The boot disk as the A/B upgrade code's sector device.
+struct BootDisk<'a>(&'a mut VirtioDisk);
+
+impl upgrade::Disk for BootDisk<'_> {
+    type Error = storage::BlockError;
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
+        self.0.read_blocks(lba, buf)
+    }
+    fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), Self::Error> {
+        self.0.write_blocks(lba, buf)
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        self.0.flush()
+    }
+}
+
+/// The keel disk GRUB booted from (`keel.slot=` on the command line), if any.
+fn boot_disk(boot: &mut Boot) -> Option<Booted> {
+    let booted = Booted::from_cmdline(&boot.cmdline)?;
+    for (i, disk) in boot.disks.iter_mut().enumerate() {
+        if disk.block_size() != 512 {
+            continue;
+        }
+        match upgrade::status(&mut BootDisk(disk), booted) {
+            Ok(status) => {
+                let version = |v: &Option<String>| v.clone().unwrap_or_else(|| "empty".into());
+                log::info!(
+                    "boot: slot {} ({:?}) from blk{i}; committed slot {}; slot a: {}, slot b: {}",
+                    booted.slot.name(),
+                    booted.state,
+                    status.active.name(),
+                    version(&status.slot_a),
+                    version(&status.slot_b)
+                );
+                if let Some(slot) = status.failed_trial {
+                    log::warn!(
+                        "boot: the upgrade to slot {} failed: it never reported healthy, \
+                         so this boot fell back to slot {}",
+                        slot.name(),
+                        booted.slot.name()
+                    );
+                }
+                return Some(booted);
+            }
+            Err(e) => log::info!("boot: blk{i} is not the keel boot disk: {e}"),
+        }
+    }
+    log::error!(
+        "boot: booted from slot {} but no disk holds the keel layout",
+        booted.slot.name()
+    );
+    None
+}
+
+/// A trial boot that came up healthy becomes the committed slot.
+fn commit_trial(boot: &mut Boot, booted: Booted) {
+    if booted.state != BootState::Trial {
+        return;
+    }
+    // The boot disk again: the state store may have taken other disks since.
+    let found = boot.disks.iter_mut().position(|disk| {
+        disk.block_size() == 512 && upgrade::status(&mut BootDisk(disk), booted).is_ok()
+    });
+    let Some(disk) = found.and_then(|i| boot.disks.get_mut(i)) else {
+        log::error!(
+            "boot: the boot disk is gone; slot {} is not committed",
+            booted.slot.name()
+        );
+        return;
+    };
+    match upgrade::commit(&mut BootDisk(disk), booted) {
+        Ok(_) => log::info!(
+            "boot: slot {} is healthy and now the committed slot",
+            booted.slot.name()
+        ),
+        Err(e) => log::error!(
+            "boot: could not commit slot {}: {e}; the next boot returns to the previous slot",
+            booted.slot.name()
+        ),
+    }
+}
+
 /// Guest RAM for VMs started from boot files when no `memory_mib` file says
 /// otherwise, until per-VM settings come through the host config and the API.
 const ELF_GUEST_MEMORY_MIB: u64 = 64;
@@ -241,6 +325,7 @@ fn start_boot_guests(boot: &mut Boot) {
 fn main(mut boot: Boot) -> ! {
     let config = host_config(&boot);
     report_disks(&mut boot);
+    let boot_disk = boot_disk(&mut boot);
     start_boot_guests(&mut boot);
     // Boxed: a virtio NIC is kilobytes (its queues' shadow rings), and a
     // bond holding four by value would not fit on the boot stack.
@@ -250,18 +335,37 @@ fn main(mut boot: Boot) -> ! {
         .collect();
     match Appliance::new(Machine, nics, config) {
         Ok(mut appliance) => {
-            match state_store(&mut boot) {
+            // Healthy: the management network and the API are up and the
+            // database opened (or there is no state disk to open).
+            let healthy = match state_store(&mut boot) {
                 Some((name, store)) => match appliance.attach_store(store) {
-                    Ok(a) => log::info!(
-                        "db: database on {name}: {} objects loaded, {} unreadable records skipped",
-                        a.loaded,
-                        a.skipped
-                    ),
-                    Err(e) => log::error!(
-                        "db: the database on {name} cannot be used: {e}; changes are kept in memory only"
-                    ),
+                    Ok(a) => {
+                        log::info!(
+                            "db: database on {name}: {} objects loaded, {} unreadable records skipped",
+                            a.loaded,
+                            a.skipped
+                        );
+                        true
+                    }
+                    Err(e) => {
+                        log::error!(
+                            "db: the database on {name} cannot be used: {e}; changes are kept in memory only"
+                        );
+                        false
+                    }
                 },
-                None => log::warn!("db: no state disk; the database is kept in memory only"),
+                None => {
+                    log::warn!("db: no state disk; the database is kept in memory only");
+                    true
+                }
+            };
+            match boot_disk {
+                Some(booted) if healthy => commit_trial(&mut boot, booted),
+                Some(booted) if booted.state == BootState::Trial => log::error!(
+                    "boot: slot {} is unhealthy and stays on trial; the next boot returns to the previous slot",
+                    booted.slot.name()
+                ),
+                _ => {}
             }
             appliance.run()
         }

@@ -31,6 +31,9 @@ pub trait Disk {
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), Self::Error>;
     /// Writes whole sectors at `lba` from `buf` (a multiple of 512 bytes).
     fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), Self::Error>;
+    /// Returns once everything written is on stable storage: each step of
+    /// an upgrade is durable before the next one points at it.
+    fn flush(&mut self) -> Result<(), Self::Error>;
 }
 
 /// An A/B slot.
@@ -141,7 +144,8 @@ fn write_env<D: Disk>(
     env: &EnvBlock,
 ) -> Result<(), UpgradeError<D::Error>> {
     let block = env.render().map_err(UpgradeError::Env)?;
-    disk.write(lba, &block).map_err(UpgradeError::Disk)
+    disk.write(lba, &block).map_err(UpgradeError::Disk)?;
+    disk.flush().map_err(UpgradeError::Disk)
 }
 
 fn set<E>(env: &mut EnvBlock, name: &str, value: &str) -> Result<(), UpgradeError<E>> {
@@ -337,6 +341,7 @@ impl Upgrade {
         }
         disk.write(self.target.first_lba(), &[0u8; HEADER_BYTES])
             .map_err(UpgradeError::Disk)?;
+        disk.flush().map_err(UpgradeError::Disk)?;
         self.check = Some(PayloadCheck::new(&manifest));
         self.manifest = Some(manifest);
         Ok(())
@@ -355,8 +360,10 @@ impl Upgrade {
             disk.write(base + self.written, &self.pending)
                 .map_err(UpgradeError::Disk)?;
         }
+        disk.flush().map_err(UpgradeError::Disk)?;
         disk.write(self.target.first_lba(), &self.header)
             .map_err(UpgradeError::Disk)?;
+        disk.flush().map_err(UpgradeError::Disk)?;
         let (lba, mut env) = read_env(disk)?;
         set(&mut env, "keel_trial", self.target.name())?;
         set(&mut env, "keel_tried", self.target.name())?;
@@ -393,6 +400,9 @@ mod tests {
                 .ok_or(())?
                 .copy_from_slice(buf);
             self.writes += 1;
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), ()> {
             Ok(())
         }
     }

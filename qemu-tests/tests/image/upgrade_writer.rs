@@ -1,8 +1,9 @@
 //! The A/B upgrade writer (`host_config::upgrade`) against the real disk
-//! image and the real boot path: the test process plays the appliance's
-//! part (the HTTP upgrade call that drives the writer inside the host is
-//! not written yet) and writes the disk file between QEMU runs; GRUB and
-//! the image do the rest.
+//! image and the real boot path: the test process plays the upload (the
+//! HTTP upgrade call that drives the writer inside the host is not written
+//! yet) and writes the disk file between QEMU runs; GRUB picks the slot,
+//! and the image reports the slots, commits a healthy trial itself and
+//! reports a failed one.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -31,6 +32,9 @@ impl Disk for FileDisk {
         self.0.seek(SeekFrom::Start(lba * 512))?;
         self.0.write_all(buf)
     }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
 }
 
 fn open(disk: &Path) -> FileDisk {
@@ -51,14 +55,17 @@ fn run(name: &str, disk: &Path) -> QemuBuilder {
         .boot_disk(disk)
 }
 
-/// Boots `disk` (SeaBIOS) until `/health` answers; returns how it booted.
-fn boot(name: &str, disk: &Path, expect: &str) -> Booted {
+/// Boots `disk` (SeaBIOS) until `/health` answers and the serial shows
+/// `then`; returns how it booted.
+fn boot(name: &str, disk: &Path, expect: &str, then: &str) -> Booted {
     let qemu = run(name, disk).spawn().expect("spawn QEMU");
     let line = qemu
         .wait_for_serial(expect, BOOT_TIMEOUT)
         .expect("GRUB booted the expected slot");
     let (_, json) = health(&qemu);
     assert_eq!(json["status"], "ok", "{json}");
+    qemu.wait_for_serial(then, BOOT_TIMEOUT)
+        .expect("the image's boot-slot report");
     Booted::from_cmdline(&line).expect("the command line names the slot")
 }
 
@@ -84,8 +91,8 @@ const ON_A: Booted = Booted {
     state: BootState::Committed,
 };
 
-/// Upload into slot B, reboot: B boots on trial; it commits; the next boot
-/// is B for good, and A keeps the old image.
+/// Upload into slot B, reboot: B boots on trial and, healthy, commits
+/// itself; the next boot is B for good, and A keeps the old image.
 #[test]
 fn upgrade_boots_on_trial_then_commits_and_keeps_the_old_slot() {
     let dir = TestDir::for_current_test().expect("test dir");
@@ -97,16 +104,17 @@ fn upgrade_boots_on_trial_then_commits_and_keeps_the_old_slot() {
     }
     let manifest = writer.finish(&mut open(&disk)).expect("finish");
 
-    let booted = boot(
+    boot(
         "upgrade-trial",
         &disk,
         "cmdline: keel.boot=disk keel.slot=b keel.slot_state=trial",
+        "boot: slot b is healthy and now the committed slot",
     );
-    assert!(upgrade::commit(&mut open(&disk), booted).expect("commit"));
     let booted = boot(
         "upgrade-committed",
         &disk,
         "cmdline: keel.boot=disk keel.slot=b keel.slot_state=committed",
+        "boot: slot b (Committed) from blk0; committed slot b",
     );
     let status = upgrade::status(&mut open(&disk), booted).expect("status");
     assert_eq!(status.active, Slot::B);
@@ -135,6 +143,7 @@ fn unbootable_upgrade_falls_back_and_is_reported() {
         "upgrade-unbootable",
         &disk,
         "cmdline: keel.boot=disk keel.slot=a keel.slot_state=fallback",
+        "boot: the upgrade to slot b failed",
     );
     let status = upgrade::status(&mut open(&disk), booted).expect("status");
     assert_eq!(status.failed_trial, Some(Slot::B));
@@ -144,6 +153,7 @@ fn unbootable_upgrade_falls_back_and_is_reported() {
         "upgrade-unbootable-again",
         &disk,
         "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+        "slot b: 0.0.0+unbootable",
     );
 }
 
@@ -170,5 +180,6 @@ fn bad_signature_writes_nothing_and_a_cut_upload_still_boots_the_old_slot() {
         "upgrade-cut",
         &disk,
         "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+        "slot b: empty",
     );
 }
