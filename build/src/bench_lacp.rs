@@ -13,7 +13,16 @@
 //! ours: from the cut until the first ping sent after it is answered (the
 //! stream flows again; 10 ms resolution). peer: from the cut until OVS's
 //! `bond/show` reports the member disabled (its own detection). Median of
-//! [`RUNS`] runs each. Needs root and Open vSwitch.
+//! [`RUNS`] runs each.
+//!
+//! - `lacp-failover-image`: the image in QEMU, its bond over two taps in
+//!   the namespace (management native on VLAN 5); OVS's internal port pings
+//!   it at 100 Hz (`ping -i 0.01`) and the tap carrying the image's answers
+//!   is set down inside the namespace. The virtio NIC reports no carrier change,
+//!   so the image learns of the cut from the LACP timeout. ours: the longest
+//!   run of unanswered pings, times 10 ms. One run (a boot each).
+//!
+//! Needs root and Open vSwitch.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -87,7 +96,199 @@ pub fn lacp_failover(paths: &Paths) -> Result<()> {
             o / p.max(1e-3)
         );
     }
+    let (o, p) = image_run(paths, &dir)
+        .map_err(|e| Error::new(format!("bench lacp-failover-image: {e}")))?;
+    println!(
+        "BENCH lacp-failover-image ours={o:.3} peer={p:.3} ratio={:.3}",
+        o / p.max(1e-3)
+    );
     Ok(())
+}
+
+/// The host config of the image run: `bond0` of the two tap NICs (eth1,
+/// eth2), management native on VLAN 5.
+const IMAGE_CONFIG: &str = r#"hostname = "keel-bench-lacp"
+[[bond]]
+name = "bond0"
+members = ["eth1", "eth2"]
+mode = "lacp"
+lacp_rate = "fast"
+[management]
+interface = "bond0"
+vlan = 5
+native = true
+mode = "static"
+address = "10.220.5.2/24"
+"#;
+const IMAGE_MGMT_IP: &str = "10.220.5.2";
+
+/// Frames a namespace interface received: on a tap, what QEMU (the image)
+/// sent through it.
+fn ns_received(lab: &Lab, ifname: &str) -> u64 {
+    lab.ns_run(&[
+        "cat",
+        &format!("/sys/class/net/{ifname}/statistics/rx_packets"),
+    ])
+    .ok()
+    .and_then(|s| s.trim().parse::<u64>().ok())
+    .unwrap_or(0)
+}
+
+/// Polls OVS's `bond/show` from a thread until `watching` clears; returns
+/// when each of `ends` was first seen disabled.
+fn watch_ovs(lab: &Lab, watching: Arc<AtomicBool>) -> thread::JoinHandle<[Option<StdInstant>; 2]> {
+    let (ctl, ns) = (lab.dir.join("vswitchd.ctl"), lab.ns.clone());
+    let ends = [lab.ovs_end(0), lab.ovs_end(1)];
+    thread::spawn(move || {
+        let mut disabled_at: [Option<StdInstant>; 2] = [None, None];
+        while watching.load(Ordering::Relaxed) {
+            let out = run(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ovs-appctl",
+                "-t",
+                &ctl.display().to_string(),
+                "--timeout=5",
+                "bond/show",
+                "bond0",
+            ])
+            .unwrap_or_default();
+            let now = StdInstant::now();
+            for (i, end) in ends.iter().enumerate() {
+                if out.contains(&format!("member {end}: disabled")) {
+                    disabled_at[i].get_or_insert(now);
+                }
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        disabled_at
+    })
+}
+
+fn image_run(paths: &Paths, dir: &Path) -> std::result::Result<(f64, f64), String> {
+    let image = crate::image::build(paths).map_err(|e| e.to_string())?;
+    let run_dir = dir.join("image");
+    std::fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
+    let (toml, module) = (run_dir.join("host.toml"), run_dir.join("host-config.bin"));
+    std::fs::write(&toml, IMAGE_CONFIG).map_err(|e| e.to_string())?;
+    crate::hostcfg::compile(
+        crate::hostcfg::Source {
+            file: Some(&toml),
+            root_password: Some("bench-lacp-password"),
+        },
+        &module,
+    )
+    .map_err(|e| e.to_string())?;
+    let lab = start_lab(dir, 2 * RUNS, Members::Taps)?;
+    let qemu = qemu_tests::Qemu::kernel(image)
+        .and_then(|b| b.name("bench-lacp-image"))
+        .map_err(|e| e.to_string())?
+        .initrd(&module)
+        .cpus(2)
+        .memory_mib(512)
+        .tap(lab.ovs_end(0))
+        .tap(lab.ovs_end(1))
+        .netns(&lab.ns)
+        .hard_timeout(Duration::from_secs(150))
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    qemu.wait_for_serial("http: serving", Duration::from_secs(90))
+        .map_err(|e| e.to_string())?;
+    let enabled = |lab: &Lab| {
+        let bond = lab.appctl(&["bond/show", "bond0"]).unwrap_or_default();
+        (0..2).all(|i| bond.contains(&format!("member {}: enabled", lab.ovs_end(i))))
+    };
+    let start = StdInstant::now();
+    while !enabled(&lab) {
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(format!(
+                "OVS did not enable both members: {}",
+                lab.appctl(&["lacp/show"]).unwrap_or_else(|e| e)
+            ));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    // Warm up ARP both ways.
+    let warm = (0..10).any(|_| {
+        lab.ns_run(&["ping", "-c", "1", "-W", "1", IMAGE_MGMT_IP])
+            .is_ok()
+    });
+    if !warm {
+        return Err(format!(
+            "the image's management address does not answer ping\n{}",
+            qemu.serial_tail(20)
+        ));
+    }
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns,
+            "timeout",
+            "30",
+            "ping",
+            "-n",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            "-c",
+            "700",
+            IMAGE_MGMT_IP,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    thread::sleep(Duration::from_millis(1000));
+    // Cut the member the image sends its answers on: that direction is
+    // the one the image itself has to move.
+    let before = [
+        ns_received(&lab, &lab.ovs_end(0)),
+        ns_received(&lab, &lab.ovs_end(1)),
+    ];
+    thread::sleep(Duration::from_millis(500));
+    let delta = [
+        ns_received(&lab, &lab.ovs_end(0)) - before[0],
+        ns_received(&lab, &lab.ovs_end(1)) - before[1],
+    ];
+    let member = usize::from(delta[1] > delta[0]);
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = watch_ovs(&lab, watching.clone());
+    lab.ns_run(&["ip", "link", "set", &lab.ovs_end(member), "down"])?;
+    let cut_time = StdInstant::now();
+    let out = pinger.wait_with_output().map_err(|e| e.to_string())?;
+    watching.store(false, Ordering::Relaxed);
+    let disabled_at = watcher
+        .join()
+        .map_err(|_| "the OVS watcher panicked".to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut answered: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.split("icmp_seq=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    answered.sort_unstable();
+    answered.dedup();
+    let longest_gap = answered
+        .windows(2)
+        .map(|w| w[1] - w[0] - 1)
+        .max()
+        .ok_or("the ping stream got no answers")?;
+    if answered.last().is_none_or(|&last| last < 600) {
+        return Err(format!(
+            "the stream did not recover: last answer {:?}",
+            answered.last()
+        ));
+    }
+    let peer = disabled_at[member]
+        .ok_or("OVS never reported the cut member disabled")?
+        .saturating_duration_since(cut_time);
+    drop(qemu);
+    Ok((f64::from(longest_gap) * 0.01, peer.as_secs_f64()))
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -202,7 +403,15 @@ fn wait_for(path: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn start_lab(dir: &Path, run_index: usize) -> std::result::Result<Lab, String> {
+/// What the OVS bond's members are: veths whose other ends this process
+/// uses, or taps for QEMU.
+#[derive(Clone, Copy, PartialEq)]
+enum Members {
+    Veths,
+    Taps,
+}
+
+fn start_lab(dir: &Path, run_index: usize, members: Members) -> std::result::Result<Lab, String> {
     let pid = std::process::id();
     let tag = format!("kb{}{run_index}", pid % 10_000);
     let ns = format!("keel-bench-lacp-{pid}-{run_index}");
@@ -218,11 +427,18 @@ fn start_lab(dir: &Path, run_index: usize) -> std::result::Result<Lab, String> {
     };
     for i in 0..2 {
         let (o, h) = (lab.ovs_end(i), lab.our_end(i));
-        run(&[
-            "ip", "link", "add", &h, "type", "veth", "peer", "name", &o, "netns", &lab.ns,
-        ])?;
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{h}/disable_ipv6"), "1");
-        run(&["ip", "link", "set", &h, "up"])?;
+        match members {
+            Members::Veths => {
+                run(&[
+                    "ip", "link", "add", &h, "type", "veth", "peer", "name", &o, "netns", &lab.ns,
+                ])?;
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{h}/disable_ipv6"), "1");
+                run(&["ip", "link", "set", &h, "up"])?;
+            }
+            Members::Taps => {
+                lab.ns_run(&["ip", "tuntap", "add", "dev", &o, "mode", "tap"])?;
+            }
+        }
         lab.ns_run(&["ip", "link", "set", &o, "up"])?;
     }
     lab.ns_run(&["ip", "link", "set", "lo", "up"])?;
@@ -293,8 +509,39 @@ fn start_lab(dir: &Path, run_index: usize) -> std::result::Result<Lab, String> {
         "bond0",
         "bond_mode=balance-tcp",
     ])?;
-    lab.ns_run(&["ip", "addr", "add", "10.219.0.1/24", "dev", "br0"])?;
-    lab.ns_run(&["ip", "link", "set", "br0", "up"])?;
+    match members {
+        Members::Veths => {
+            lab.ns_run(&["ip", "addr", "add", "10.219.0.1/24", "dev", "br0"])?;
+            lab.ns_run(&["ip", "link", "set", "br0", "up"])?;
+        }
+        Members::Taps => {
+            // The image's management VLAN 5 is native on the bond; an
+            // internal port on VLAN 5 is the pinging host.
+            lab.ns_run(&[
+                "ovs-vsctl",
+                &db,
+                "--timeout=5",
+                "set",
+                "port",
+                "bond0",
+                "vlan_mode=native-untagged",
+                "tag=5",
+                "trunks=5",
+                "--",
+                "add-port",
+                "br0",
+                "mgmt0",
+                "tag=5",
+                "--",
+                "set",
+                "interface",
+                "mgmt0",
+                "type=internal",
+            ])?;
+            lab.ns_run(&["ip", "addr", "add", "10.220.5.1/24", "dev", "mgmt0"])?;
+            lab.ns_run(&["ip", "link", "set", "mgmt0", "up"])?;
+        }
+    }
     Ok(lab)
 }
 
@@ -401,6 +648,51 @@ fn ours(lab: &Lab) -> std::result::Result<Ours, String> {
     })
 }
 
+/// Pings every 100 ms until one is answered (at most 10 s).
+fn warm_up(ours: &mut Ours) -> bool {
+    let start = StdInstant::now();
+    let mut seq = 60_000u16;
+    let mut last_sent: Option<StdInstant> = None;
+    while start.elapsed() < Duration::from_secs(10) {
+        ours.pump();
+        let socket = ours
+            .host
+            .sockets_mut()
+            .get_mut::<icmp::Socket<'static>>(ours.pinger);
+        if last_sent.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) && socket.can_send()
+        {
+            let repr = Icmpv4Repr::EchoRequest {
+                ident: IDENT,
+                seq_no: seq,
+                data: b"keel-warm-up",
+            };
+            if let Ok(buf) = socket.send(repr.buffer_len(), IpAddress::Ipv4(BRIDGE_IP)) {
+                repr.emit(
+                    &mut Icmpv4Packet::new_unchecked(buf),
+                    &ChecksumCapabilities::default(),
+                );
+                seq = seq.wrapping_add(1);
+                last_sent = Some(StdInstant::now());
+            }
+        }
+        if socket.recv().is_ok() {
+            // Let late warm-up answers drain before the measured stream.
+            for _ in 0..200 {
+                ours.pump();
+                let socket = ours
+                    .host
+                    .sockets_mut()
+                    .get_mut::<icmp::Socket<'static>>(ours.pinger);
+                while socket.recv().is_ok() {}
+                thread::sleep(Duration::from_millis(1));
+            }
+            return true;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
 fn packets(ifname: &str) -> u64 {
     ["tx_packets", "rx_packets"]
         .iter()
@@ -413,7 +705,11 @@ fn packets(ifname: &str) -> u64 {
 
 /// One measurement: (ours, peer) in seconds.
 fn one_run(dir: &Path, cut: Cut, index: usize) -> std::result::Result<(f64, f64), String> {
-    let lab = start_lab(dir, index + if cut == Cut::Carrier { 0 } else { RUNS })?;
+    let lab = start_lab(
+        dir,
+        index + if cut == Cut::Carrier { 0 } else { RUNS },
+        Members::Veths,
+    )?;
     let mut ours = ours(&lab)?;
     // LACP up on both members, as both sides see it.
     let deadline = StdInstant::now() + Duration::from_secs(20);
@@ -432,39 +728,14 @@ fn one_run(dir: &Path, cut: Cut, index: usize) -> std::result::Result<(f64, f64)
         thread::sleep(Duration::from_millis(1));
     }
 
+    // Warm up: ARP has to cross the bond and OVS both ways first.
+    if !warm_up(&mut ours) {
+        return Err("no ping was answered within 10 s of LACP coming up".into());
+    }
+
     // OVS's view, polled from a thread: when it disables each member.
     let watching = Arc::new(AtomicBool::new(true));
-    let (ctl, ns) = (lab.dir.join("vswitchd.ctl"), lab.ns.clone());
-    let ends = [lab.ovs_end(0), lab.ovs_end(1)];
-    let watcher = {
-        let watching = watching.clone();
-        thread::spawn(move || {
-            let mut disabled_at: [Option<StdInstant>; 2] = [None, None];
-            while watching.load(Ordering::Relaxed) {
-                let out = run(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &ns,
-                    "ovs-appctl",
-                    "-t",
-                    &ctl.display().to_string(),
-                    "--timeout=5",
-                    "bond/show",
-                    "bond0",
-                ])
-                .unwrap_or_default();
-                let now = StdInstant::now();
-                for (i, end) in ends.iter().enumerate() {
-                    if out.contains(&format!("member {end}: disabled")) {
-                        disabled_at[i].get_or_insert(now);
-                    }
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-            disabled_at
-        })
-    };
+    let watcher = watch_ovs(&lab, watching.clone());
 
     // 100 Hz pings; record when each was sent and whether it was answered.
     let total = ((BEFORE_CUT + AFTER_CUT).as_millis() / 10) as usize;
