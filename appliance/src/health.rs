@@ -7,7 +7,7 @@ use core::time::Duration;
 use serde::{Serialize, Serializer};
 use smoltcp::wire::Ipv4Address;
 
-use crate::platform::SystemInfo;
+use crate::platform::{BootSlots, SystemInfo};
 
 /// This build's version (the workspace version).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -32,6 +32,9 @@ pub struct HealthReport<'a> {
     /// The management interface's address; `null` until it has one.
     #[serde(serialize_with = "dotted_quad")]
     pub management_ip: Option<Ipv4Address>,
+    /// The A/B slots; absent unless booted from a keel disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootSlots>,
 }
 
 /// RAM figures in bytes.
@@ -62,7 +65,14 @@ impl<'a> HealthReport<'a> {
                 free_bytes: system.memory_free,
             },
             management_ip,
+            boot: None,
         }
+    }
+
+    /// The report with the host's A/B slots.
+    pub fn with_boot(mut self, boot: Option<BootSlots>) -> Self {
+        self.boot = boot;
+        self
     }
 
     /// The JSON body.

@@ -10,12 +10,14 @@ use core::fmt::Write as _;
 use core::time::Duration;
 
 use alloc::boxed::Box;
+use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use appliance::Appliance;
-use appliance::platform::{Platform, SystemInfo};
+use appliance::platform::{BootSlots, Platform, SystemInfo};
 use appliance::state_store::BlockStore;
 use appliance::xenapi::StateStore;
+use core::cell::RefCell;
 use host_config::HostConfig;
 use host_config::upgrade::{self, BootState, Booted};
 use kernel::Boot;
@@ -26,7 +28,10 @@ use storage::BlockDevice;
 kernel::entry_point!(main);
 
 /// The appliance's view of the machine, backed by the kernel.
-struct Machine;
+struct Machine {
+    /// Set at boot, updated when a trial slot commits.
+    boot_slots: Rc<RefCell<Option<BootSlots>>>,
+}
 
 impl Platform for Machine {
     fn now(&self) -> Duration {
@@ -48,6 +53,10 @@ impl Platform for Machine {
 
     fn idle(&mut self, deadline: Option<Duration>) {
         kernel::idle(deadline)
+    }
+
+    fn boot_slots(&self) -> Option<BootSlots> {
+        self.boot_slots.borrow().clone()
     }
 
     fn unix_time(&self) -> Option<u64> {
@@ -107,8 +116,7 @@ fn report_disks(boot: &mut Boot) {
 /// The XenAPI database's disk: the first disk that holds a state store,
 /// else the first blank disk (formatted now). Disks with anything else on
 /// them are never written.
-fn state_store(boot: &mut Boot) -> Option<(String, Box<dyn StateStore>)> {
-    let disks = core::mem::take(&mut boot.disks);
+fn state_store(disks: Vec<SharedDisk>) -> Option<(String, Box<dyn StateStore>)> {
     let mut rest = Vec::new();
     let mut found = None;
     for (i, disk) in disks.into_iter().enumerate() {
@@ -122,7 +130,6 @@ fn state_store(boot: &mut Boot) -> Option<(String, Box<dyn StateStore>)> {
         }
     }
     if let Some((name, store)) = found {
-        boot.disks = rest;
         return Some((name, Box::new(store)));
     }
     let mut id = [0u8; 8];
@@ -152,14 +159,41 @@ fn state_store(boot: &mut Boot) -> Option<(String, Box<dyn StateStore>)> {
             }
         }
     }
-    boot.disks = keep;
+    drop(keep);
     chosen
 }
 
-/// The boot disk as the A/B upgrade code's sector device.
-struct BootDisk<'a>(&'a mut VirtioDisk);
+/// A disk the state store and the A/B upgrade code both use: the store
+/// lives in the boot disk's keel state partition, the slots and the boot
+/// environment beside it. One poll loop, so never both at once.
+#[derive(Clone)]
+struct SharedDisk(Rc<RefCell<VirtioDisk>>);
 
-impl upgrade::Disk for BootDisk<'_> {
+impl BlockDevice for SharedDisk {
+    fn block_size(&self) -> u32 {
+        self.0.borrow().block_size()
+    }
+    fn num_blocks(&self) -> u64 {
+        self.0.borrow().num_blocks()
+    }
+    fn read_only(&self) -> bool {
+        self.0.borrow().read_only()
+    }
+    fn read_blocks(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), storage::BlockError> {
+        self.0.borrow_mut().read_blocks(lba, buf)
+    }
+    fn write_blocks(&mut self, lba: u64, buf: &[u8]) -> Result<(), storage::BlockError> {
+        self.0.borrow_mut().write_blocks(lba, buf)
+    }
+    fn flush(&mut self) -> Result<(), storage::BlockError> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+/// The boot disk as the A/B upgrade code's sector device.
+struct BootDisk<'a, B: BlockDevice>(&'a mut B);
+
+impl<B: BlockDevice> upgrade::Disk for BootDisk<'_, B> {
     type Error = storage::BlockError;
     fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
         self.0.read_blocks(lba, buf)
@@ -173,7 +207,7 @@ impl upgrade::Disk for BootDisk<'_> {
 }
 
 /// The keel disk GRUB booted from (`keel.slot=` on the command line), if any.
-fn boot_disk(boot: &mut Boot) -> Option<Booted> {
+fn boot_disk(boot: &mut Boot) -> Option<(Booted, BootSlots, usize)> {
     let booted = Booted::from_cmdline(&boot.cmdline)?;
     for (i, disk) in boot.disks.iter_mut().enumerate() {
         if disk.block_size() != 512 {
@@ -198,7 +232,19 @@ fn boot_disk(boot: &mut Boot) -> Option<Booted> {
                         booted.slot.name()
                     );
                 }
-                return Some(booted);
+                let slots = BootSlots {
+                    slot: booted.slot.name(),
+                    slot_state: match booted.state {
+                        BootState::Committed => "committed",
+                        BootState::Trial => "trial",
+                        BootState::Fallback => "fallback",
+                    },
+                    committed_slot: status.active.name(),
+                    slot_a: status.slot_a,
+                    slot_b: status.slot_b,
+                    failed_upgrade_slot: status.failed_trial.map(|s| s.name()),
+                };
+                return Some((booted, slots, i));
             }
             Err(e) => log::info!("boot: blk{i} is not the keel boot disk: {e}"),
         }
@@ -211,26 +257,20 @@ fn boot_disk(boot: &mut Boot) -> Option<Booted> {
 }
 
 /// A trial boot that came up healthy becomes the committed slot.
-fn commit_trial(boot: &mut Boot, booted: Booted) {
+fn commit_trial(disk: &mut SharedDisk, booted: Booted, slots: &RefCell<Option<BootSlots>>) {
     if booted.state != BootState::Trial {
         return;
     }
-    // The boot disk again: the state store may have taken other disks since.
-    let found = boot.disks.iter_mut().position(|disk| {
-        disk.block_size() == 512 && upgrade::status(&mut BootDisk(disk), booted).is_ok()
-    });
-    let Some(disk) = found.and_then(|i| boot.disks.get_mut(i)) else {
-        log::error!(
-            "boot: the boot disk is gone; slot {} is not committed",
-            booted.slot.name()
-        );
-        return;
-    };
     match upgrade::commit(&mut BootDisk(disk), booted) {
-        Ok(_) => log::info!(
-            "boot: slot {} is healthy and now the committed slot",
-            booted.slot.name()
-        ),
+        Ok(_) => {
+            log::info!(
+                "boot: slot {} is healthy and now the committed slot",
+                booted.slot.name()
+            );
+            if let Some(slots) = slots.borrow_mut().as_mut() {
+                slots.committed_slot = booted.slot.name();
+            }
+        }
         Err(e) => log::error!(
             "boot: could not commit slot {}: {e}; the next boot returns to the previous slot",
             booted.slot.name()
@@ -333,11 +373,20 @@ fn main(mut boot: Boot) -> ! {
         .into_iter()
         .map(Box::new)
         .collect();
-    match Appliance::new(Machine, nics, config) {
+    let boot_slots = Rc::new(RefCell::new(boot_disk.as_ref().map(|(_, s, _)| s.clone())));
+    let disks: Vec<SharedDisk> = core::mem::take(&mut boot.disks)
+        .into_iter()
+        .map(|disk| SharedDisk(Rc::new(RefCell::new(disk))))
+        .collect();
+    let boot_disk = boot_disk.and_then(|(booted, _, i)| Some((booted, disks.get(i)?.clone())));
+    let machine = Machine {
+        boot_slots: Rc::clone(&boot_slots),
+    };
+    match Appliance::new(machine, nics, config) {
         Ok(mut appliance) => {
             // Healthy: the management network and the API are up and the
             // database opened (or there is no state disk to open).
-            let healthy = match state_store(&mut boot) {
+            let healthy = match state_store(disks) {
                 Some((name, store)) => match appliance.attach_store(store) {
                     Ok(a) => {
                         log::info!(
@@ -360,8 +409,8 @@ fn main(mut boot: Boot) -> ! {
                 }
             };
             match boot_disk {
-                Some(booted) if healthy => commit_trial(&mut boot, booted),
-                Some(booted) if booted.state == BootState::Trial => log::error!(
+                Some((booted, mut disk)) if healthy => commit_trial(&mut disk, booted, &boot_slots),
+                Some((booted, _)) if booted.state == BootState::Trial => log::error!(
                     "boot: slot {} is unhealthy and stays on trial; the next boot returns to the previous slot",
                     booted.slot.name()
                 ),

@@ -1,7 +1,10 @@
 //! What the appliance needs from the machine it runs on. The image implements
 //! this over the kernel (`src/main.rs`); hosted tests implement it over `std`.
 
+use alloc::string::String;
 use core::time::Duration;
+
+use serde::Serialize;
 
 /// Facts about the machine for `/health` and, later, `host` records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,6 +15,23 @@ pub struct SystemInfo {
     pub memory_total: u64,
     /// RAM not yet allocated, in bytes.
     pub memory_free: u64,
+}
+
+/// How the host booted from its A/B disk and what the slots hold, for
+/// `/health` (see `image/README.md`). Slots are `"a"` or `"b"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootSlots {
+    /// The slot running now.
+    pub slot: &'static str,
+    /// `committed`, `trial` (an upgrade on its one boot) or `fallback`.
+    pub slot_state: &'static str,
+    /// The slot GRUB boots by default.
+    pub committed_slot: &'static str,
+    /// The version in each slot's signed header; `null` for an empty slot.
+    pub slot_a: Option<String>,
+    pub slot_b: Option<String>,
+    /// An upgrade to this slot never reported healthy; the host fell back.
+    pub failed_upgrade_slot: Option<&'static str>,
 }
 
 /// The machine under the appliance.
@@ -34,4 +54,9 @@ pub trait Platform {
     /// Waits until something may have happened (an interrupt) or until
     /// `deadline` (time since boot) passes; `None` waits for the next event.
     fn idle(&mut self, deadline: Option<Duration>);
+
+    /// The A/B slots, when the host booted from a keel disk.
+    fn boot_slots(&self) -> Option<BootSlots> {
+        None
+    }
 }

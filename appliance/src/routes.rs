@@ -38,6 +38,7 @@ impl Handler for Endpoints<'_> {
         let (hostname, uptime, ip) = (self.hostname, self.uptime, self.management_ip);
         Reply::Now(route(request, || {
             HealthReport::new(hostname, uptime, platform.system_info(), ip)
+                .with_boot(platform.boot_slots())
         }))
     }
 

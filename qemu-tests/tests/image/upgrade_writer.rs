@@ -56,17 +56,19 @@ fn run(name: &str, disk: &Path) -> QemuBuilder {
 }
 
 /// Boots `disk` (SeaBIOS) until `/health` answers and the serial shows
-/// `then`; returns how it booted.
-fn boot(name: &str, disk: &Path, expect: &str, then: &str) -> Booted {
+/// `then`; returns how it booted and the `boot` object of `/health`.
+fn boot(name: &str, disk: &Path, expect: &str, then: &str) -> (Booted, serde_json::Value) {
     let qemu = run(name, disk).spawn().expect("spawn QEMU");
     let line = qemu
         .wait_for_serial(expect, BOOT_TIMEOUT)
         .expect("GRUB booted the expected slot");
-    let (_, json) = health(&qemu);
-    assert_eq!(json["status"], "ok", "{json}");
     qemu.wait_for_serial(then, BOOT_TIMEOUT)
         .expect("the image's boot-slot report");
-    Booted::from_cmdline(&line).expect("the command line names the slot")
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+    let booted = Booted::from_cmdline(&line).expect("the command line names the slot");
+    assert_eq!(json["boot"]["slot"], booted.slot.name(), "{json}");
+    (booted, json["boot"].clone())
 }
 
 fn media_image() -> (Vec<u8>, [u8; 32]) {
@@ -104,13 +106,19 @@ fn upgrade_boots_on_trial_then_commits_and_keeps_the_old_slot() {
     }
     let manifest = writer.finish(&mut open(&disk)).expect("finish");
 
-    boot(
+    let (_, report) = boot(
         "upgrade-trial",
         &disk,
         "cmdline: keel.boot=disk keel.slot=b keel.slot_state=trial",
         "boot: slot b is healthy and now the committed slot",
     );
-    let booted = boot(
+    assert_eq!(report["slot_state"], "trial", "{report}");
+    assert_eq!(
+        report["committed_slot"], "b",
+        "committed while up: {report}"
+    );
+    assert_eq!(report["slot_b"], manifest.version(), "{report}");
+    let (booted, report) = boot(
         "upgrade-committed",
         &disk,
         "cmdline: keel.boot=disk keel.slot=b keel.slot_state=committed",
@@ -121,6 +129,13 @@ fn upgrade_boots_on_trial_then_commits_and_keeps_the_old_slot() {
     assert_eq!(status.slot_b.as_deref(), Some(manifest.version()));
     assert!(status.slot_a.is_some(), "the old slot is kept");
     assert_eq!(status.failed_trial, None);
+    assert_eq!(report["slot_state"], "committed", "{report}");
+    assert_eq!(
+        report["slot_a"],
+        status.slot_a.as_deref().unwrap_or(""),
+        "{report}"
+    );
+    assert!(report["failed_upgrade_slot"].is_null(), "{report}");
 }
 
 /// A validly signed image that cannot boot: GRUB tries it once, falls back,
@@ -139,7 +154,7 @@ fn unbootable_upgrade_falls_back_and_is_reported() {
     writer.feed(&mut open(&disk), &image).expect("feed");
     writer.finish(&mut open(&disk)).expect("finish");
 
-    let booted = boot(
+    let (booted, report) = boot(
         "upgrade-unbootable",
         &disk,
         "cmdline: keel.boot=disk keel.slot=a keel.slot_state=fallback",
@@ -147,6 +162,9 @@ fn unbootable_upgrade_falls_back_and_is_reported() {
     );
     let status = upgrade::status(&mut open(&disk), booted).expect("status");
     assert_eq!(status.failed_trial, Some(Slot::B));
+    assert_eq!(report["failed_upgrade_slot"], "b", "{report}");
+    assert_eq!(report["slot_state"], "fallback", "{report}");
+    assert_eq!(report["slot_b"], "0.0.0+unbootable", "{report}");
     assert_eq!(status.active, Slot::A);
     assert!(!upgrade::commit(&mut open(&disk), booted).expect("no commit on fallback"));
     boot(
