@@ -19,6 +19,7 @@ pub mod biosboot;
 mod crc32;
 pub mod disk_layout;
 pub mod esp;
+pub mod fuzz;
 pub mod gpt;
 pub mod grubenv;
 pub mod module;
