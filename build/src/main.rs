@@ -8,6 +8,7 @@ mod bench_image;
 mod bench_iscsi;
 mod bench_lacp;
 mod cmd;
+mod fuzz;
 
 mod guest;
 mod hostcfg;
@@ -47,6 +48,8 @@ commands:
       --guest-memory M  its RAM in MiB (default 256)
       --nic tap=NAME    a further NIC on an existing tap device (repeatable; eth1, eth2, ...)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
+  fuzz <target> [--seconds N] [--jobs N] | fuzz list
+                        fuzz one target of build/fuzz with libFuzzer (installs nightly + cargo-fuzz)
   bench [boot|guest-boot|iscsi|image|lacp-failover|api]
                         print `BENCH <name> ours=.. peer=.. ratio=..` lines
                         (api: `BENCH api-<call>-<client> p50_us=.. p99_us=.. calls_per_s=..`)
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
             .and_then(|()| test::test(&paths))
             .map(|()| ExitCode::SUCCESS),
         "bench" => bench::bench(&paths, rest).map(|()| ExitCode::SUCCESS),
+        "fuzz" => fuzz::fuzz(&paths, rest).map(|()| ExitCode::SUCCESS),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
