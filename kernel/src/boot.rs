@@ -8,6 +8,7 @@ use crate::arch::x86_64::boot::{PROTO_MULTIBOOT2, PROTO_PVH, boot_stack_bottom, 
 use crate::arch::x86_64::gdt::CpuTables;
 use crate::arch::x86_64::{apic, cpu, idt, ioapic, pic};
 use crate::bootinfo::{self, BootInfo, PhysRead};
+use crate::drivers::intx;
 use crate::drivers::virtio::{self, VirtioDisk, VirtioNic};
 use crate::percpu::PerCpu;
 use crate::{acpi, cmdline, mem, pci, percpu, power, smp, time};
@@ -165,6 +166,7 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
     let last_bus = platform.ecam.map_or(0, |e| e.2);
     let functions = pci::enumerate(&root, last_bus);
     let (nics, disks) = virtio::probe(&mut root, &functions);
+    intx::init(idt::vector::PCI_INTX);
 
     power::set_platform(platform);
     if let Some(test) = cmdline::get(&bi.cmdline, "keel.selftest") {
@@ -271,18 +273,29 @@ pub fn fill_random(buf: &mut [u8]) {
     crate::entropy::fill(buf)
 }
 
-/// Longest the BSP sleeps: NICs are polled (no device interrupts yet), so
-/// this bounds how late a received frame is noticed.
+/// Longest the BSP sleeps while NICs must be polled (no PCI interrupt seen
+/// yet): this bounds how late a received frame is noticed.
 const MAX_IDLE: Duration = Duration::from_millis(5);
+/// The longest sleep once device interrupts are known to work.
+const MAX_IDLE_WITH_INTERRUPTS: Duration = Duration::from_millis(500);
 
 /// Halts the calling CPU until an interrupt or `deadline` (time since boot).
 pub fn idle(deadline: Option<Duration>) {
     let now = time::now();
-    let until = deadline.unwrap_or(now + MAX_IDLE).min(now + MAX_IDLE);
+    // Once a PCI interrupt has proven the NICs wake us, sleep until the
+    // deadline; until then, look at them every few milliseconds.
+    let longest = if intx::proven() {
+        MAX_IDLE_WITH_INTERRUPTS
+    } else {
+        MAX_IDLE
+    };
+    let until = deadline.unwrap_or(now + longest).min(now + longest);
     if until <= now {
         return;
     }
+    intx::arm();
     time::arm_timer(until);
     cpu::sti_hlt_cli();
     apic::timer_stop();
+    intx::acknowledge();
 }

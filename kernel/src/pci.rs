@@ -118,6 +118,13 @@ pub fn cam() -> Cam {
 }
 
 /// Writes one byte of configuration space (read-modify-write of the dword).
+impl Cam {
+    /// Reads the 32-bit configuration register at `offset` (rounded down to 4).
+    pub fn read_config(&self, bus: u8, dev: u8, func: u8, offset: u16) -> u32 {
+        self.read(bus, dev, func, offset & !3)
+    }
+}
+
 pub fn write_config_byte(bus: u8, dev: u8, func: u8, offset: u16, value: u8) {
     let c = cam();
     let shift = u32::from(offset & 3) * 8;

@@ -1,3 +1,4 @@
 //! Device drivers behind the traits the upper layers own.
 
+pub mod intx;
 pub mod virtio;

@@ -14,6 +14,7 @@ use virtio_drivers::transport::pci::bus::{Command, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
+use super::intx;
 use crate::mem::{self, paging};
 use crate::pci::{Cam, Function};
 
@@ -51,6 +52,8 @@ unsafe impl Hal for KernelHal {
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
 
+/// Descriptors per virtio-net queue. `VirtIONet::new` builds its queue
+/// state on the stack; 256 (QEMU's size) overflows the 64 KiB boot stack.
 const NET_QUEUE_SIZE: usize = 64;
 /// IP MTU the NIC carries: jumbo frames, for storage networks. Which MTU a
 /// network actually uses is the host config's (1500 unless set); this is
@@ -185,6 +188,30 @@ impl BlockDevice for VirtioDisk {
 }
 
 /// Starts a driver for every virtio NIC and disk among `functions`.
+/// virtio-pci vendor capability: the ISR status structure.
+const CAP_VENDOR: u8 = 0x09;
+const CFG_TYPE_ISR: u16 = 3;
+
+/// The mapped ISR status byte of a virtio-pci function, from its ISR
+/// capability (vendor capability of type 3: BAR index at +4, offset at +8).
+fn isr_status(root: &mut PciRoot<Cam>, f: &Function) -> Option<u64> {
+    let cam = crate::pci::cam();
+    let cap = root
+        .capabilities(f.address)
+        .find(|c| c.id == CAP_VENDOR && c.private_header >> 8 == CFG_TYPE_ISR)?;
+    let (bus, dev, func) = (f.address.bus, f.address.device, f.address.function);
+    let bar = cam.read_config(bus, dev, func, u16::from(cap.offset) + 4) as u8;
+    let offset = cam.read_config(bus, dev, func, u16::from(cap.offset) + 8);
+    match root.bar_info(f.address, bar).ok()?? {
+        virtio_drivers::transport::pci::bus::BarInfo::Memory { address, size, .. }
+            if u64::from(offset) < size && address != 0 =>
+        {
+            Some(paging::map_mmio(address + u64::from(offset), 1))
+        }
+        _ => None,
+    }
+}
+
 pub fn probe(root: &mut PciRoot<Cam>, functions: &[Function]) -> (Vec<VirtioNic>, Vec<VirtioDisk>) {
     let mut nics = Vec::new();
     let mut disks = Vec::new();
@@ -199,6 +226,9 @@ pub fn probe(root: &mut PciRoot<Cam>, functions: &[Function]) -> (Vec<VirtioNic>
             f.address,
             Command::MEMORY_SPACE | Command::IO_SPACE | Command::BUS_MASTER,
         );
+        if let Some(isr) = isr_status(root, f) {
+            intx::register_isr(isr);
+        }
         let transport = match PciTransport::new::<KernelHal, _>(root, f.address) {
             Ok(t) => t,
             Err(e) => {

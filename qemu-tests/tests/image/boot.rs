@@ -80,3 +80,21 @@ fn smp_4_cpus() {
 fn smp_8_cpus() {
     smp(8);
 }
+
+#[test]
+fn nic_interrupts_wake_the_idle_boot_cpu() {
+    let qemu = keel(2, 512).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial("intx: PCI lines (GSI 16..23) routed", BOOT_TIMEOUT)
+        .expect("the PCI lines are routed");
+    // DHCP and the request below arrive as frames: their interrupts wake
+    // the boot CPU, after which it sleeps up to 500 ms between deadlines.
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+    qemu.wait_for_serial("intx: first PCI interrupt taken", BOOT_TIMEOUT)
+        .expect("a NIC interrupt arrived");
+    // Requests keep being answered with the long sleep in force.
+    for _ in 0..5 {
+        let (_, json) = health(&qemu);
+        assert_eq!(json["status"], "ok", "{json}");
+    }
+}

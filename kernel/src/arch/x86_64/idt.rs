@@ -13,6 +13,8 @@ pub mod vector {
     pub const MACHINE_CHECK: u8 = 18;
     /// Local APIC timer (one-shot wake-ups of idle CPUs).
     pub const TIMER: u8 = 0x20;
+    /// The PCI interrupt lines of the host's devices (`drivers::intx`).
+    pub const PCI_INTX: u8 = 0x30;
     /// Inter-processor "wake up and look" interrupt.
     pub const IPI_WAKE: u8 = 0xf0;
     /// Local APIC spurious-interrupt vector.

@@ -1,5 +1,5 @@
-//! I/O APICs: found in the MADT and left with every input masked until a
-//! host device needs its interrupt routed.
+//! I/O APICs: found in the MADT, every input masked until a host device
+//! needs its interrupt routed (`route_level_low`, then `set_masked`).
 
 use spin::Mutex;
 
@@ -41,6 +41,43 @@ impl IoApic {
         self.write(REG_REDIRECTION + input * 2, entry as u32);
         self.write(REG_REDIRECTION + input * 2 + 1, (entry >> 32) as u32);
     }
+}
+
+const LEVEL: u64 = 1 << 15;
+const ACTIVE_LOW: u64 = 1 << 13;
+
+/// The I/O APIC serving `gsi` and its input number.
+fn find(gsi: u32) -> Option<(IoApic, u32)> {
+    IOAPICS
+        .lock()
+        .iter()
+        .find(|a| (a.gsi_base..a.gsi_base + a.inputs).contains(&gsi))
+        .map(|a| (*a, gsi - a.gsi_base))
+}
+
+/// Routes `gsi` as a level-triggered, active-low line (PCI INTx) to `vector`
+/// on the CPU with APIC ID `dest`, masked. False if no I/O APIC serves it.
+pub fn route_level_low(gsi: u32, vector: u8, dest: u32) -> bool {
+    let Some((apic, input)) = find(gsi) else {
+        return false;
+    };
+    let entry = u64::from(vector) | LEVEL | ACTIVE_LOW | MASKED | (u64::from(dest & 0xff) << 56);
+    apic.write_entry(input, entry);
+    true
+}
+
+/// Masks or unmasks `gsi`, keeping the rest of its routing.
+pub fn set_masked(gsi: u32, masked: bool) {
+    let Some((apic, input)) = find(gsi) else {
+        return;
+    };
+    let low = apic.read(REG_REDIRECTION + input * 2);
+    let low = if masked {
+        low | MASKED as u32
+    } else {
+        low & !(MASKED as u32)
+    };
+    apic.write(REG_REDIRECTION + input * 2, low);
 }
 
 /// Registers an I/O APIC found in the MADT (`base` is its mapped virtual

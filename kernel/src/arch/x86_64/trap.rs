@@ -58,6 +58,10 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             }
             apic::eoi();
         }
+        vector::PCI_INTX => {
+            crate::drivers::intx::on_interrupt();
+            apic::eoi();
+        }
         vector::SPURIOUS => {}
         _ => {
             log::warn!("unexpected interrupt vector {v:#x}");
