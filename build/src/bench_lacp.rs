@@ -287,6 +287,9 @@ fn image_run(paths: &Paths, dir: &Path) -> std::result::Result<(f64, f64), Strin
     let peer = disabled_at[member]
         .ok_or("OVS never reported the cut member disabled")?
         .saturating_duration_since(cut_time);
+    // The image's own account (bond and LACP events), kept for reading.
+    let _ = std::fs::write(run_dir.join("serial.log"), qemu.serial());
+    let _ = std::fs::write(run_dir.join("ping.txt"), text.as_bytes());
     drop(qemu);
     Ok((f64::from(longest_gap) * 0.01, peer.as_secs_f64()))
 }
