@@ -74,6 +74,16 @@ pub struct ServerConfig {
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
     pub limits: Limits,
+    /// Request bytes held across all connections beyond each one's first
+    /// `limits.max_head_bytes` (which every connection may always fill, so a
+    /// small request is always read). A larger request reserves what it
+    /// needs beyond that as a whole once its head is in, so the requests
+    /// admitted can all complete; one that does not fit yet waits, its
+    /// socket unread, TCP holding the client back.
+    pub input_budget: usize,
+    /// Responses waiting to be sent across all connections, above which no
+    /// further request is answered until some of them went out.
+    pub output_budget: usize,
 }
 
 impl Default for ServerConfig {
@@ -88,8 +98,21 @@ impl Default for ServerConfig {
             tx_buffer: 64 * 1024,
             idle_timeout: Duration::from_secs(60),
             limits: Limits::default(),
+            // Without a bound, 30 clients each sending most of a 1 MiB body
+            // exhaust a 32 MiB heap.
+            input_budget: 4 * 1024 * 1024,
+            output_budget: 8 * 1024 * 1024,
         }
     }
+}
+
+/// What the connections may still buffer in this poll (see
+/// [`ServerConfig::input_budget`] and [`ServerConfig::output_budget`]).
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// The input budget not reserved by any connection.
+    input_left: usize,
+    output_held: usize,
 }
 
 /// How long a closing connection may take to finish its FIN exchange before
@@ -116,6 +139,8 @@ struct Slot {
 struct SlotConnection {
     /// Accept order (see [`HttpServer::accepted`]).
     serial: u64,
+    /// Input budget held for the request being received.
+    reserved: usize,
     http: Connection,
     last_activity: Instant,
     /// When `close()` was called on the socket.
@@ -150,6 +175,21 @@ impl HttpServer {
     /// Connections currently open (accepted and not yet closed).
     pub fn active_connections(&self) -> usize {
         self.slots.iter().filter(|s| s.conn.is_some()).count()
+    }
+
+    /// Bytes held now: request input counted against the input budget (what
+    /// goes beyond each connection's head allowance), and responses not yet sent.
+    pub fn buffered(&self) -> (usize, usize) {
+        let head = head_allowance(&self.config.limits);
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.conn.as_ref())
+            .fold((0, 0), |(input, output), conn| {
+                (
+                    input + conn.http.buffered_input().saturating_sub(head),
+                    output + conn.http.output().len(),
+                )
+            })
     }
 
     /// Listening sockets right now.
@@ -195,13 +235,23 @@ impl HttpServer {
     ) -> Option<Instant> {
         self.drop_stolen_handshakes(sockets, handler);
         let config = self.config;
+        let reserved: usize = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.conn.as_ref())
+            .map(|conn| conn.reserved)
+            .sum();
+        let mut budget = Budget {
+            input_left: config.input_budget.saturating_sub(reserved),
+            output_held: self.buffered().1,
+        };
         let accepted = &mut self.accepted;
         let due = self
             .slots
             .iter_mut()
             .filter_map(|slot| {
                 let socket = sockets.get_mut::<tcp::Socket<'_>>(slot.handle);
-                poll_slot(slot, socket, &config, now, handler, accepted)
+                poll_slot(slot, socket, &config, now, handler, accepted, &mut budget)
             })
             .min();
         self.shrink(sockets);
@@ -309,6 +359,7 @@ fn poll_slot<H: Handler + ?Sized>(
     now: Instant,
     handler: &mut H,
     accepted: &mut u64,
+    budget: &mut Budget,
 ) -> Option<Instant> {
     // Closed or TIME-WAIT: the connection is over; serve the next one. Leaving
     // TIME-WAIT early matters with a bounded pool (each socket would otherwise
@@ -331,6 +382,7 @@ fn poll_slot<H: Handler + ?Sized>(
         *accepted += 1;
         SlotConnection {
             serial: *accepted,
+            reserved: 0,
             http: Connection::new(),
             last_activity: now,
             closing_since: None,
@@ -351,10 +403,25 @@ fn poll_slot<H: Handler + ?Sized>(
         return Some(since + CLOSE_GRACE);
     }
 
-    receive(conn, socket, &config.limits, now);
+    receive(conn, socket, &config.limits, now, budget);
     let peer_closed = peer_closed(socket);
-    conn.http.respond(handler, &config.limits, peer_closed);
+    let before = conn.http.output().len();
+    if budget.output_held < config.output_budget {
+        let held = conn.http.buffered_input();
+        conn.http.respond(handler, &config.limits, peer_closed);
+        if conn.http.buffered_input() < held {
+            // A request was consumed: keep only what the input still holds
+            // beyond the head allowance; the next request reserves anew.
+            let still = conn
+                .http
+                .buffered_input()
+                .saturating_sub(head_allowance(&config.limits));
+            budget.input_left += conn.reserved.saturating_sub(still);
+            conn.reserved = conn.reserved.min(still);
+        }
+    }
     transmit(conn, socket, now);
+    budget.output_held = (budget.output_held + conn.http.output().len()).saturating_sub(before);
     // A connection waiting for a deferred answer is not idle.
     if conn.http.is_waiting() {
         conn.last_activity = now;
@@ -377,12 +444,36 @@ fn poll_slot<H: Handler + ?Sized>(
     Some(conn.last_activity + config.idle_timeout)
 }
 
-/// Moves received bytes into the connection's input, up to its bound.
-fn receive(conn: &mut SlotConnection, socket: &mut tcp::Socket<'_>, limits: &Limits, now: Instant) {
+/// Moves received bytes into the connection's input, up to its own bound
+/// and the budget shared by all connections.
+fn receive(
+    conn: &mut SlotConnection,
+    socket: &mut tcp::Socket<'_>,
+    limits: &Limits,
+    now: Instant,
+    budget: &mut Budget,
+) {
+    let head = head_allowance(limits);
     // The socket's ring may hand out its data in two pieces.
     for _ in 0..2 {
-        let room = conn.http.room(limits);
-        if room == 0 || !socket.can_recv() {
+        if !socket.can_recv() {
+            return;
+        }
+        // Beyond the head allowance, the whole request must be reserved.
+        let needed = conn
+            .http
+            .pending_request_size(limits)
+            .map_or(0, |size| size.saturating_sub(head));
+        if needed > conn.reserved {
+            let extra = needed - conn.reserved;
+            if extra <= budget.input_left {
+                budget.input_left -= extra;
+                conn.reserved = needed;
+            }
+        }
+        let allowed = (head + conn.reserved).saturating_sub(conn.http.buffered_input());
+        let room = conn.http.room(limits).min(allowed);
+        if room == 0 {
             return;
         }
         let got = socket.recv(|data| {
@@ -395,6 +486,12 @@ fn receive(conn: &mut SlotConnection, socket: &mut tcp::Socket<'_>, limits: &Lim
             Ok(_) => conn.last_activity = now,
         }
     }
+}
+
+/// Input every connection may hold without a reservation: a whole head, and
+/// one byte more so an oversized head is seen as such (431).
+fn head_allowance(limits: &Limits) -> usize {
+    limits.max_head_bytes + 1
 }
 
 /// Hands as much pending output to the socket as it takes.

@@ -260,6 +260,21 @@ pub fn parse_request<'a>(buf: &'a [u8], limits: &Limits) -> Result<Parse<Request
     }
 }
 
+/// How many bytes the request at the front of `buf` takes, once its head has
+/// arrived: the head and a `Content-Length` body, or for a chunked body the
+/// most it may take (twice the body limit, for the chunk framing). `None`
+/// while the head is incomplete or when the request is refused anyway.
+pub fn request_size(buf: &[u8], limits: &Limits) -> Option<usize> {
+    let head = parse_head(buf, limits).ok()??;
+    Some(match framing(&head, limits).ok()? {
+        Framing::Empty => head.len,
+        Framing::Length(len) => head.len.saturating_add(len),
+        Framing::Chunked => head
+            .len
+            .saturating_add(limits.max_body_bytes.saturating_mul(2)),
+    })
+}
+
 /// Parses the request line and headers at the front of `buf`; `Ok(None)`
 /// until the empty line ending them has arrived. The server uses it to answer
 /// `Expect: 100-continue` before the body.

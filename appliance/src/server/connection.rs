@@ -54,6 +54,17 @@ impl Connection {
         input_capacity(limits).saturating_sub(self.input.len())
     }
 
+    /// Input bytes held (a request not yet complete, or pipelined ones).
+    pub fn buffered_input(&self) -> usize {
+        self.input.len()
+    }
+
+    /// The size of the request at the front of the input, once its head is in
+    /// (see [`crate::http::request_size`]).
+    pub fn pending_request_size(&self, limits: &Limits) -> Option<usize> {
+        crate::http::request_size(&self.input, limits)
+    }
+
     /// Takes received bytes (at most [`Connection::room`] of them).
     pub fn receive(&mut self, data: &[u8]) {
         if !data.is_empty() {

@@ -49,6 +49,13 @@ impl Server {
 }
 
 fn setup() -> (SimClock, Server, TestClient) {
+    setup_with(ServerConfig {
+        port: PORT,
+        ..ServerConfig::default()
+    })
+}
+
+fn setup_with(server_config: ServerConfig) -> (SimClock, Server, TestClient) {
     let clock = SimClock::new();
     let wire = Wire::default();
     let (server_nic, client_nic) = wire.pair(
@@ -61,7 +68,7 @@ fn setup() -> (SimClock, Server, TestClient) {
         dns: Vec::new(),
     };
     let mut iface = HostInterface::new("eth0", server_nic, config, clock.now(), 5);
-    let mut http = HttpServer::new(PORT);
+    let mut http = HttpServer::with_config(server_config);
     http.attach(iface.sockets_mut());
     let mut client = TestClient::new(client_nic, CLIENT_IP, &clock);
     client.connect((SERVER_IP, PORT));
@@ -500,4 +507,78 @@ fn is_syn_from(frame: &[u8], port: u16) -> bool {
         return false;
     };
     u16::from_be_bytes([tcp[0], tcp[1]]) == port && tcp[13] & 0x12 == 0x02
+}
+
+#[test]
+fn uploads_beyond_the_input_budget_wait_their_turn() {
+    let budget = 64 * 1024;
+    let (_clock, mut server, mut client) = setup_with(ServerConfig {
+        port: PORT,
+        input_budget: budget,
+        ..ServerConfig::default()
+    });
+    let body: Vec<u8> = (0..30_000).map(|i| (i % 251) as u8).collect();
+    let mut request = format!(
+        "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let uploads: Vec<_> = (0..6u16)
+        .map(|i| {
+            let socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(alloc::vec![0; 64 * 1024]),
+                tcp::SocketBuffer::new(alloc::vec![0; 64 * 1024]),
+            );
+            let handle = client.iface.add_socket(socket);
+            client
+                .iface
+                .connect_tcp(handle, (SERVER_IP, PORT), 42000 + i)
+                .expect("connect");
+            handle
+        })
+        .collect();
+    let mut sent = alloc::vec![0usize; uploads.len()];
+    let mut answers: Vec<Vec<u8>> = alloc::vec![Vec::new(); uploads.len()];
+    let head = ServerConfig::default().limits.max_head_bytes + 1;
+    let mut most_held = 0;
+    for _ in 0..3000 {
+        client.tick(&mut |now| server.poll(now));
+        most_held = most_held.max(server.http.buffered().0);
+        for (i, &handle) in uploads.iter().enumerate() {
+            let socket = raw(&mut client, handle);
+            if socket.can_send() && sent[i] < request.len() {
+                sent[i] += socket.send_slice(&request[sent[i]..]).unwrap_or(0);
+            }
+            while socket.can_recv() {
+                socket
+                    .recv(|data| {
+                        answers[i].extend_from_slice(data);
+                        (data.len(), ())
+                    })
+                    .expect("recv");
+            }
+        }
+        if answers
+            .iter()
+            .all(|a| crate::test_client::parse_response(a, false).is_some())
+        {
+            break;
+        }
+    }
+    // More was offered than the budget at once, and never more was held.
+    assert!(6 * (body.len() - head) > budget);
+    assert!(most_held <= budget, "{most_held} > {budget}");
+    for answer in &answers {
+        let (response, _) =
+            crate::test_client::parse_response(answer, false).expect("every upload is answered");
+        assert_eq!((response.status, &response.body), (200, &body));
+    }
+    // A small request on another connection is served all along.
+    assert_eq!(
+        client
+            .exchange(GET_HEALTH, &mut |now| server.poll(now))
+            .status,
+        200
+    );
 }

@@ -4,11 +4,14 @@ HTTP 400/413 when the body is not a call at all; the server carries on."""
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 import XenAPI
+
+from conftest import PASSWORD
 
 NULL = "OpaqueRef:NULL"
 
@@ -239,3 +242,41 @@ def test_sdk_sees_failures_not_faults(session):
     with pytest.raises(XenAPI.Failure) as failure:
         session.xenapi.pool.set_wlb_enabled(session.xenapi.pool.get_all()[0], "maybe")
     assert failure.value.details == ["FIELD_TYPE_ERROR", "value"]
+
+
+def test_many_unfinished_uploads_do_not_exhaust_the_server(server, session):
+    # Each connection announces a 1 MB body and sends as much of it as the
+    # server takes for a while; together they offer far more than the image's
+    # heap. The server must hold them back (TCP flow control) and go on
+    # serving everyone else.
+    host, port = server[len("http://"):].split(":")
+    uploads = []
+    try:
+        for _ in range(24):
+            s = socket.create_connection((host, int(port)), timeout=30)
+            s.sendall(b"POST /RPC2 HTTP/1.1\r\nHost: h\r\nContent-Type: text/xml\r\n"
+                      b"Content-Length: 1000000\r\n\r\n")
+            s.setblocking(False)
+            uploads.append([s, 0])
+        chunk = b"<" * 65536
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            progressed = False
+            for upload in uploads:
+                if upload[1] >= 999_000:
+                    continue
+                try:
+                    sent = upload[0].send(chunk[:999_000 - upload[1]])
+                    upload[1] += sent
+                    progressed = progressed or sent > 0
+                except (BlockingIOError, InterruptedError):
+                    pass
+            if not progressed:
+                time.sleep(0.05)
+        other = XenAPI.Session(server)
+        other.xenapi.login_with_password("root", PASSWORD, "2.21", "pytest")
+        assert len(other.xenapi.pool.get_all()) == 1
+        other.xenapi.session.logout()
+    finally:
+        for s, _ in uploads:
+            s.close()
