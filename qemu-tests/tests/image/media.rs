@@ -163,6 +163,19 @@ fn pxe_boots_with_its_host_config() {
 }
 
 #[test]
+fn pxe_boots_under_uefi_with_its_host_config() {
+    let builder = firmware_run().uefi().expect("OVMF").pxe(
+        media().join(artifacts::PXE_DIR),
+        artifacts::PXE_BOOTFILE_EFI,
+    );
+    let qemu = builder.spawn().expect("spawn QEMU");
+    qemu.wait_for_serial("cmdline: keel.boot=pxe", MEDIA_BOOT_TIMEOUT)
+        .expect("GRUB (UEFI) booted the image over TFTP");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["hostname"], "keel-pxe-test", "{json}");
+}
+
+#[test]
 fn signed_image_verifies_with_the_build_key_only() {
     let dir = media();
     let image = fs::read(dir.join(SIGNED_IMAGE)).expect("keel.img");
