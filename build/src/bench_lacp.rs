@@ -167,6 +167,14 @@ fn watch_ovs(lab: &Lab, watching: Arc<AtomicBool>) -> thread::JoinHandle<[Option
     })
 }
 
+/// The uptime stamp (`[   6.121376] ...`) of the first console line
+/// containing `needle`.
+fn uptime_of(text: &str, needle: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.contains(needle))?;
+    let stamp = line.strip_prefix('[')?.split(']').next()?;
+    stamp.trim().parse().ok()
+}
+
 fn image_run(paths: &Paths, dir: &Path) -> std::result::Result<(f64, f64), String> {
     let image = crate::image::build(paths).map_err(|e| e.to_string())?;
     let run_dir = dir.join("image");
@@ -194,8 +202,14 @@ fn image_run(paths: &Paths, dir: &Path) -> std::result::Result<(f64, f64), Strin
         .hard_timeout(Duration::from_secs(150))
         .spawn()
         .map_err(|e| e.to_string())?;
-    qemu.wait_for_serial("http: serving", Duration::from_secs(90))
+    let serving = qemu
+        .wait_for_serial("http: serving", Duration::from_secs(90))
         .map_err(|e| e.to_string())?;
+    // The console's clock (uptime) against QEMU's start: where the console
+    // says "http: serving", and when this process saw it (an upper bound).
+    let offset = uptime_of(&serving, "http: serving")
+        .map(|uptime| qemu.elapsed().as_secs_f64() - uptime)
+        .ok_or("no uptime on the console's http line")?;
     let enabled = |lab: &Lab| {
         let bond = lab.appctl(&["bond/show", "bond0"]).unwrap_or_default();
         (0..2).all(|i| bond.contains(&format!("member {}: enabled", lab.ovs_end(i))))
@@ -260,6 +274,12 @@ fn image_run(paths: &Paths, dir: &Path) -> std::result::Result<(f64, f64), Strin
     let watcher = watch_ovs(&lab, watching.clone());
     lab.ns_run(&["ip", "link", "set", &lab.ovs_end(member), "down"])?;
     let cut_time = StdInstant::now();
+    let cut_qemu = qemu.elapsed().as_secs_f64();
+    let cut_note = format!(
+        "cut eth{} (tap {}) {cut_qemu:.3} s after QEMU started\n",
+        member + 1,
+        lab.ovs_end(member),
+    );
     let out = pinger.wait_with_output().map_err(|e| e.to_string())?;
     watching.store(false, Ordering::Relaxed);
     let disabled_at = watcher
@@ -287,9 +307,28 @@ fn image_run(paths: &Paths, dir: &Path) -> std::result::Result<(f64, f64), Strin
     let peer = disabled_at[member]
         .ok_or("OVS never reported the cut member disabled")?
         .saturating_duration_since(cut_time);
-    // The image's own account (bond and LACP events), kept for reading.
-    let _ = std::fs::write(run_dir.join("serial.log"), qemu.serial());
-    let _ = std::fs::write(run_dir.join("ping.txt"), text.as_bytes());
+    // The image's own account (bond and LACP events), kept for reading;
+    // from it, when the image took the member out, on QEMU's clock.
+    let serial = qemu.serial();
+    let _ = std::fs::write(run_dir.join("serial.log"), &serial);
+    let line = format!("bond: member {member} ");
+    let disabled = serial
+        .lines()
+        .filter(|l| l.contains(&line) && l.ends_with(" disabled"))
+        .filter_map(|l| uptime_of(l, &line))
+        .next_back();
+    match disabled {
+        Some(uptime) => println!(
+            "bench lacp-failover-image: the image disabled eth{} {:.3} s after the cut (LACP timeout, from its console)",
+            member + 1,
+            uptime + offset - cut_qemu
+        ),
+        None => println!(
+            "bench lacp-failover-image: the image never disabled eth{}",
+            member + 1
+        ),
+    }
+    let _ = std::fs::write(run_dir.join("ping.txt"), format!("{cut_note}{text}"));
     drop(qemu);
     Ok((f64::from(longest_gap) * 0.01, peer.as_secs_f64()))
 }
