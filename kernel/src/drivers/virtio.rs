@@ -52,9 +52,10 @@ unsafe impl Hal for KernelHal {
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
 
-/// Descriptors per virtio-net queue. `VirtIONet::new` builds its queue
-/// state on the stack; 256 (QEMU's size) overflows the 64 KiB boot stack.
-const NET_QUEUE_SIZE: usize = 64;
+/// Descriptors per virtio-net queue: QEMU's queue size, so a burst at line
+/// rate is buffered while the boot CPU is busy elsewhere. (`VirtIONet::new`
+/// builds its queue state on the stack: the boot stack is sized for it.)
+const NET_QUEUE_SIZE: usize = 256;
 /// IP MTU the NIC carries: jumbo frames, for storage networks. Which MTU a
 /// network actually uses is the host config's (1500 unless set); this is
 /// the ceiling.

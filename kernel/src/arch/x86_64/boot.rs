@@ -220,7 +220,7 @@ boot_pd_direct0:
     .skip 4096
     .global boot_stack_bottom
 boot_stack_bottom:
-    .skip 65536
+    .skip 262144
     .global boot_stack_top
 boot_stack_top:
     .code64
