@@ -110,9 +110,14 @@ pub fn fuzz(paths: &Paths, args: &[String]) -> Result<()> {
         .arg(target)
         .arg(&corpus)
         .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
-        .arg(format!("-jobs={jobs}"))
-        .arg(format!("-workers={jobs}"))
+        .arg(format!("-max_total_time={seconds}"));
+    if jobs > 1 {
+        // libFuzzer writes one fuzz-N.log per job into the current folder.
+        run.arg(format!("-jobs={jobs}"))
+            .arg(format!("-workers={jobs}"))
+            .current_dir(paths.target.join("fuzz"));
+    }
+    run
         // The harness has its own workspace and lock file; keep its build
         // apart from the main target folder.
         .env("CARGO_TARGET_DIR", paths.target.join("fuzz/build"));
