@@ -62,24 +62,20 @@ pub fn api(paths: &Paths) -> Result<()> {
 
     for wire in [Wire::Xml, Wire::Json] {
         let name = wire.name();
-        let host_call = |rpc: &mut Client| {
-            let body = rpc.call(wire, "host.get_record", &[&session, &host])?;
-            expect(&body, "software_version", 1, "host.get_record")
-        };
-        let records_call = |rpc: &mut Client| {
-            let body = rpc.call(wire, "VM.get_all_records", &[&session])?;
-            expect(&body, "bench-vm-", VMS, "VM.get_all_records")
-        };
-        timed(&mut rpc, 50, host_call)?;
+        let host_call = |rpc: &mut Client| rpc.call(wire, "host.get_record", &[&session, &host]);
+        let host_ok = |body: &[u8]| expect(body, "software_version", 1, "host.get_record");
+        let records_call = |rpc: &mut Client| rpc.call(wire, "VM.get_all_records", &[&session]);
+        let records_ok = |body: &[u8]| expect(body, "bench-vm-", VMS, "VM.get_all_records");
+        timed(&mut rpc, 50, host_call, host_ok)?;
         report(
             &format!("api-host-get-record-rust-{name}"),
-            &timed(&mut rpc, HOST_CALLS, host_call)?,
+            &timed(&mut rpc, HOST_CALLS, host_call, host_ok)?,
         );
-        timed(&mut rpc, 2, records_call)?;
+        timed(&mut rpc, 2, records_call, records_ok)?;
         let sizes = rpc.last_body_len;
         report(
             &format!("api-vm-get-all-records-rust-{name}"),
-            &timed(&mut rpc, RECORDS_CALLS, records_call)?,
+            &timed(&mut rpc, RECORDS_CALLS, records_call, records_ok)?,
         );
         println!("bench api: VM.get_all_records over {name} is {sizes} bytes");
     }
@@ -126,16 +122,20 @@ pub fn api(paths: &Paths) -> Result<()> {
 }
 
 /// Runs `call` `n` times; returns each call's duration in microseconds.
+/// Each answer is checked with `check` after its clock stopped (the check
+/// runs in xtask's debug build and would dwarf the call).
 fn timed(
     rpc: &mut Client,
     n: usize,
-    mut call: impl FnMut(&mut Client) -> Result<()>,
+    mut call: impl FnMut(&mut Client) -> Result<Vec<u8>>,
+    check: impl Fn(&[u8]) -> Result<()>,
 ) -> Result<Vec<f64>> {
     let mut durations = Vec::with_capacity(n);
     for _ in 0..n {
         let start = Instant::now();
-        call(rpc)?;
+        let body = call(rpc)?;
         durations.push(start.elapsed().as_secs_f64() * 1e6);
+        check(&body)?;
     }
     Ok(durations)
 }

@@ -5,7 +5,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use serde_json::{Map, Number, Value as Json, json};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::{Value as Json, json};
 
 use super::error::ApiError;
 use super::value::Value;
@@ -139,8 +140,11 @@ fn from_json(json: Json) -> Value {
     }
 }
 
-/// A value as JSON: ints are numbers, datetimes strings.
+/// A value as JSON: ints are numbers, datetimes strings (the reference
+/// [`AsJson`] is checked against).
+#[cfg(test)]
 pub fn to_json(value: &Value) -> Json {
+    use serde_json::{Map, Number};
     match value {
         Value::Nil => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
@@ -158,20 +162,77 @@ pub fn to_json(value: &Value) -> Json {
     }
 }
 
+/// A value serialized as [`to_json`] converts it, without building the
+/// intermediate JSON tree (large `get_all_records` answers spent most of
+/// their time allocating it).
+struct AsJson<'a>(&'a Value);
+
+impl Serialize for AsJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Nil => serializer.serialize_unit(),
+            Value::Bool(b) => serializer.serialize_bool(*b),
+            Value::Int(i) => serializer.serialize_i64(*i),
+            Value::I4(i) => serializer.serialize_i32(*i),
+            Value::Double(d) if d.is_finite() => serializer.serialize_f64(*d),
+            Value::Double(_) => serializer.serialize_unit(),
+            Value::String(s) | Value::DateTime(s) => serializer.serialize_str(s),
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&AsJson(item))?;
+                }
+                seq.end()
+            }
+            Value::Struct(members) => {
+                let mut map = serializer.serialize_map(Some(members.len()))?;
+                for (k, v) in members {
+                    map.serialize_entry(k, &AsJson(v))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
 /// The response body for `call`'s outcome.
 pub fn response(version: Version, id: &Json, outcome: &Result<Value, ApiError>) -> Vec<u8> {
-    let body = match (version, outcome) {
-        (Version::V2, Ok(v)) => json!({"jsonrpc": "2.0", "result": to_json(v), "id": id}),
-        (Version::V2, Err(e)) => json!({
+    let written = match (version, outcome) {
+        (Version::V2, Ok(v)) => serde_json::to_vec(&V2Result {
+            jsonrpc: "2.0",
+            result: AsJson(v),
+            id,
+        }),
+        (Version::V2, Err(e)) => serde_json::to_vec(&json!({
             "jsonrpc": "2.0",
             "error": {"code": 1, "message": e.code, "data": e.params},
             "id": id,
+        })),
+        (Version::V1, Ok(v)) => serde_json::to_vec(&V1Result {
+            result: AsJson(v),
+            error: (),
+            id,
         }),
-        (Version::V1, Ok(v)) => json!({"result": to_json(v), "error": null, "id": id}),
-        (Version::V1, Err(e)) => json!({"result": null, "error": e.description(), "id": id}),
+        (Version::V1, Err(e)) => {
+            serde_json::to_vec(&json!({"result": null, "error": e.description(), "id": id}))
+        }
     };
-    // Serializing a Value into a Vec cannot fail.
-    serde_json::to_vec(&body).unwrap_or_default()
+    // Serializing into a Vec cannot fail: every value has a JSON form.
+    written.unwrap_or_default()
+}
+
+#[derive(serde::Serialize)]
+struct V2Result<'a> {
+    jsonrpc: &'static str,
+    result: AsJson<'a>,
+    id: &'a Json,
+}
+
+#[derive(serde::Serialize)]
+struct V1Result<'a> {
+    result: AsJson<'a>,
+    error: (),
+    id: &'a Json,
 }
 
 #[cfg(test)]
@@ -233,6 +294,33 @@ mod tests {
         let quoted = format!(r#"["\"{}"]"#, "[{".repeat(100));
         assert!(parse_call(call(&quoted).as_bytes()).is_ok());
         assert_eq!(nesting(br#"{"a":[{"b":"]]]"},[]]}"#), 3);
+    }
+
+    #[test]
+    fn streamed_values_match_the_json_conversion() {
+        let mut members = BTreeMap::new();
+        members.insert(
+            String::from("b"),
+            Value::Array(vec![Value::Int(-3), Value::I4(7)]),
+        );
+        members.insert(
+            String::from("a\"q"),
+            Value::DateTime(String::from("20250319T04:16:24Z")),
+        );
+        members.insert(String::from("n"), Value::Double(f64::NAN));
+        members.insert(String::from("x"), Value::Double(1.5));
+        members.insert(String::from("z"), Value::Nil);
+        members.insert(String::from("t"), Value::Bool(true));
+        let value = Value::Struct(members);
+        for version in [Version::V1, Version::V2] {
+            let body = response(version, &json!("id"), &Ok(value.clone()));
+            let parsed: Json = serde_json::from_slice(&body).unwrap();
+            assert_eq!(parsed["result"], to_json(&value));
+            assert_eq!(parsed["id"], "id");
+        }
+        let v1: Json =
+            serde_json::from_slice(&response(Version::V1, &json!(1), &Ok(Value::Nil))).unwrap();
+        assert_eq!(v1, json!({"result": null, "error": null, "id": 1}));
     }
 
     #[test]

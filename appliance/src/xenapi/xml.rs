@@ -288,15 +288,23 @@ fn reference(name: &str) -> Option<char> {
 /// Appends `text` to `out` escaped for character data. CR is escaped too, or
 /// a parser's end-of-line normalisation would turn it into LF.
 pub fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
-        }
+    // Copies the runs between special characters whole: records are mostly
+    // plain text, and a char-by-char push dominated large answers.
+    let mut start = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let replacement = match byte {
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'&' => "&amp;",
+            b'\r' => "&#13;",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices end on char boundaries.
+        out.push_str(text.get(start..i).unwrap_or_default());
+        out.push_str(replacement);
+        start = i + 1;
     }
+    out.push_str(text.get(start..).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -369,5 +377,13 @@ mod tests {
         let mut out = String::new();
         escape_into(&mut out, "a<b>&\r\"");
         assert_eq!(out, "a&lt;b&gt;&amp;&#13;\"");
+        // Multi-byte characters around and between the escapes stay whole.
+        let mut out = String::new();
+        escape_into(&mut out, "é<ü&€x>");
+        assert_eq!(out, "é&lt;ü&amp;€x&gt;");
+        let mut out = String::from("kept ");
+        escape_into(&mut out, "");
+        escape_into(&mut out, "plain ünïcode");
+        assert_eq!(out, "kept plain ünïcode");
     }
 }
