@@ -4,7 +4,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use crate::arch::x86_64::boot::{PROTO_MULTIBOOT2, PROTO_PVH, boot_stack_bottom, boot_stack_top};
+use crate::arch::x86_64::boot::{
+    PROTO_MULTIBOOT2, PROTO_PVH, boot_stack_bottom, boot_stack_guard, boot_stack_top,
+};
 use crate::arch::x86_64::gdt::CpuTables;
 use crate::arch::x86_64::{apic, cpu, idt, ioapic, pic};
 use crate::bootinfo::{self, BootInfo, PhysRead};
@@ -217,6 +219,10 @@ fn init_memory(bi: &BootInfo) -> Vec<Vec<u8>> {
     if let Err(e) = mem::init(bi, &reserved) {
         fatal(format_args!("memory: {e:?}"));
     }
+    let guard = core::ptr::addr_of!(boot_stack_guard) as u64;
+    if !mem::paging::unmap_4k(guard) {
+        log::warn!("mem: the boot stack has no guard page");
+    }
     bi.modules
         .iter()
         .filter_map(|m| {
@@ -236,9 +242,25 @@ fn init_memory(bi: &BootInfo) -> Vec<Vec<u8>> {
 }
 
 /// Boot-time self-tests requested with `keel.selftest=` (used by the image tests).
+/// Recurses until the stack runs out (the `stack-overflow` self-test).
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let pad = [depth; 64];
+    // Keeps `pad` on the stack and the call non-tail.
+    core::hint::black_box(&pad);
+    recurse(depth + 1).wrapping_add(core::hint::black_box(pad[0]))
+}
+
 fn selftest(which: &str) {
     log::info!("selftest: {which}");
     match which {
+        "stack-overflow" => {
+            let n = recurse(0);
+            log::error!("selftest: the stack never ran out ({n})");
+        }
         "panic" => panic!("selftest: deliberate panic requested on the kernel command line"),
         "pagefault" => {
             // SAFETY: deliberately reads an unmapped address (page 0 is never

@@ -71,6 +71,57 @@ fn map_2m(virt: u64, phys: u64, flags: u64) -> bool {
     true
 }
 
+/// Unmaps the 4 KiB page at `virt` (identity map, below 4 GiB), splitting
+/// the 2 MiB page around it into 4 KiB pages with the same attributes.
+/// Returns false if `virt` is not mapped by a 2 MiB or 4 KiB page or no
+/// frame is left for the new table.
+pub fn unmap_4k(virt: u64) -> bool {
+    let _guard = LOCK.lock();
+    let i4 = ((virt >> 39) & 511) as usize;
+    let i3 = ((virt >> 30) & 511) as usize;
+    let i2 = ((virt >> 21) & 511) as usize;
+    let i1 = ((virt >> 12) & 511) as usize;
+    // SAFETY: the boot PML4 is live and we hold the lock; every table on the
+    // walk is reached via the direct map. A split table maps exactly what the
+    // 2 MiB page did (same frames, same attributes), so replacing the
+    // directory entry changes no translation but the guard page's; the TLB
+    // is flushed by reloading CR3 before anyone relies on the guard.
+    unsafe {
+        let Some(pdpt) = next_table(pml4(), i4) else {
+            return false;
+        };
+        let Some(pd) = next_table(pdpt, i3) else {
+            return false;
+        };
+        let pde = pd.add(i2);
+        let value = pde.read_volatile();
+        if value & PRESENT == 0 {
+            return false;
+        }
+        let pt = if value & HUGE != 0 {
+            let Some(frame) = alloc_frames(1, 1) else {
+                return false;
+            };
+            let table = phys_to_virt(frame) as *mut u64;
+            let base = value & ADDR_MASK & !(TWO_MIB - 1);
+            // Low attribute bits (bit 7 means PAT in a 4 KiB entry, not size) and NX.
+            let flags = (value & 0xfff & !HUGE) | (value & (1 << 63));
+            for i in 0..512u64 {
+                table
+                    .add(i as usize)
+                    .write_volatile((base + i * 4096) | flags);
+            }
+            pde.write_volatile(frame | (value & 0xfff & !HUGE));
+            table
+        } else {
+            phys_to_virt(value & ADDR_MASK) as *mut u64
+        };
+        pt.add(i1).write_volatile(0);
+        cpu::write_cr3(cpu::read_cr3());
+    }
+    true
+}
+
 /// The boot tables map the first 4 GiB; map RAM above that into the direct map.
 pub fn map_ram_above_4g(bi: &BootInfo) {
     for r in bi.memory.iter().filter(|r| r.kind == MemKind::Usable) {

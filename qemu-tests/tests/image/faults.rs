@@ -36,3 +36,21 @@ fn page_fault_is_reported() {
     assert_eq!(status.code(), Some(EXIT_STATUS_KERNEL_FAULT), "{status}");
     assert_serial_order(&qemu.serial(), "EXCEPTION #PF", "RIP=");
 }
+
+#[test]
+fn boot_stack_overflow_hits_its_guard_page() {
+    let qemu = keel(2, 512)
+        .append("keel.selftest=stack-overflow")
+        .spawn()
+        .expect("spawn QEMU");
+    // The push that leaves the stack faults on the guard page; delivering
+    // that #PF on the same stack faults again: a double fault, reported on
+    // its own stack.
+    qemu.wait_for_serial("EXCEPTION #DF", BOOT_TIMEOUT)
+        .expect("double fault report");
+    let status = qemu
+        .wait_exit(EXIT_TIMEOUT)
+        .expect("QEMU exits after a fatal exception");
+    assert_eq!(status.code(), Some(EXIT_STATUS_KERNEL_FAULT), "{status}");
+    assert!(!qemu.serial().contains("the stack never ran out"));
+}

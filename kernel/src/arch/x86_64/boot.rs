@@ -25,6 +25,8 @@ unsafe extern "C" {
     pub static boot_stack_top: u8;
     /// Bottom of the BSP's boot stack.
     pub static boot_stack_bottom: u8;
+    /// The page below the boot stack, unmapped as its guard.
+    pub static boot_stack_guard: u8;
 }
 
 global_asm!(
@@ -217,6 +219,11 @@ boot_pt0:
 boot_pdpt_direct:
     .skip 4096
 boot_pd_direct0:
+    .skip 4096
+    /* Unmapped once paging is ours: a boot-stack overflow faults here
+       instead of running over the page tables above. */
+    .global boot_stack_guard
+boot_stack_guard:
     .skip 4096
     .global boot_stack_bottom
 boot_stack_bottom:
