@@ -447,6 +447,12 @@ impl XenApi {
                 None => Err(ApiError::field_type("args")),
             },
             Op::VmDestroy => self.destroy_vm(arg(0)),
+            Op::MessageCreate => {
+                let priority = args.get(1).and_then(Value::as_int).unwrap_or(0);
+                self.create_message(arg(0), priority, arg(2), arg(3), arg(4), platform)
+            }
+            Op::MessageDestroy => self.destroy_message(arg(0)),
+            Op::MessageGetSince => Ok(self.messages_since(arg(0))),
             Op::NotImplemented => Err(ApiError::not_implemented(&method.name())),
         };
         Outcome::Done(result)
@@ -454,6 +460,7 @@ impl XenApi {
 }
 
 mod generic;
+mod messages;
 mod sessions;
 mod tasks;
 mod vms;

@@ -12,7 +12,8 @@ import XenAPI
 from conftest import ADDRESS, HOSTNAME, PASSWORD
 
 CLASSES = ["pool", "host", "host_metrics", "network", "PIF", "SR", "VDI", "VM",
-           "VM_metrics", "task"]
+           "VM_metrics", "task", "VBD", "VIF", "PBD", "Bond", "VLAN", "console",
+           "message"]
 
 # Fields every record must carry (what XO, Ansible and the SDK read).
 REQUIRED = {
