@@ -14,12 +14,14 @@ use alloc::rc::Rc;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use appliance::Appliance;
-use appliance::platform::{BootSlots, Platform, SystemInfo};
+use appliance::platform::{
+    BootSlots, Platform, SystemInfo, UpgradeFailure, UpgradeUnavailable, UpgradeWritten,
+};
 use appliance::state_store::BlockStore;
 use appliance::xenapi::StateStore;
 use core::cell::RefCell;
 use host_config::HostConfig;
-use host_config::upgrade::{self, BootState, Booted};
+use host_config::upgrade::{self, BootState, Booted, Upgrade, UpgradeError};
 use kernel::Boot;
 use kernel::drivers::virtio::VirtioDisk;
 use kernel::hv::vm::{GuestBoot, VmSpec};
@@ -29,8 +31,30 @@ kernel::entry_point!(main);
 
 /// The appliance's view of the machine, backed by the kernel.
 struct Machine {
-    /// Set at boot, updated when a trial slot commits.
+    /// Set at boot, updated when a trial slot commits or an upgrade is written.
     boot_slots: Rc<RefCell<Option<BootSlots>>>,
+    /// The keel disk GRUB booted from, and how: what upgrades write.
+    boot_disk: Option<(Booted, SharedDisk)>,
+    /// Signers whose images an upgrade accepts (host config `trusted_keys`).
+    trusted_keys: Vec<[u8; 32]>,
+    /// The upgrade upload in progress.
+    upload: Option<Upgrade>,
+    /// When a requested reboot happens (time since boot): a moment after
+    /// the request, so its answer gets out first.
+    reboot_at: Option<Duration>,
+}
+
+/// How long a reboot waits for the answer to `host.reboot` to go out.
+const REBOOT_DELAY: Duration = Duration::from_secs(1);
+
+fn upgrade_failure(e: UpgradeError<storage::BlockError>) -> UpgradeFailure {
+    let refused = !matches!(
+        e,
+        UpgradeError::Disk(_) | UpgradeError::Esp(_) | UpgradeError::Env(_)
+    );
+    let message = e.to_string();
+    log::warn!("upgrade: failed: {message}");
+    UpgradeFailure { refused, message }
 }
 
 impl Platform for Machine {
@@ -52,6 +76,16 @@ impl Platform for Machine {
     }
 
     fn idle(&mut self, deadline: Option<Duration>) {
+        if let Some(at) = self.reboot_at {
+            if kernel::now() >= at {
+                self.reboot_at = None;
+                kernel::power::reboot();
+                log::error!("power: the reboot failed; still running");
+                return;
+            }
+            kernel::idle(Some(deadline.map_or(at, |d| d.min(at))));
+            return;
+        }
         kernel::idle(deadline)
     }
 
@@ -62,6 +96,79 @@ impl Platform for Machine {
     fn unix_time(&self) -> Option<u64> {
         // Zero means the CMOS clock could not be read at boot.
         Some(kernel::time::wall_clock()).filter(|t| *t != 0)
+    }
+
+    fn upgrade_begin(&mut self) -> Result<(), UpgradeUnavailable> {
+        let Some((booted, _)) = &self.boot_disk else {
+            return Err(UpgradeUnavailable::NoBootDisk);
+        };
+        if self.upload.is_some() {
+            return Err(UpgradeUnavailable::Busy);
+        }
+        let upload = Upgrade::new(*booted, &self.trusted_keys);
+        log::info!(
+            "upgrade: receiving an image for slot {}",
+            upload.target().name()
+        );
+        self.upload = Some(upload);
+        Ok(())
+    }
+
+    fn upgrade_feed(&mut self, bytes: &[u8]) -> Result<(), UpgradeFailure> {
+        let (Some((_, disk)), Some(upload)) = (self.boot_disk.as_mut(), self.upload.as_mut())
+        else {
+            return Err(UpgradeFailure {
+                refused: false,
+                message: "no upgrade upload is in progress".into(),
+            });
+        };
+        upload.feed(&mut BootDisk(disk), bytes).map_err(|e| {
+            self.upload = None;
+            upgrade_failure(e)
+        })
+    }
+
+    fn upgrade_finish(&mut self) -> Result<UpgradeWritten, UpgradeFailure> {
+        let (Some((_, disk)), Some(upload)) = (self.boot_disk.as_mut(), self.upload.take()) else {
+            return Err(UpgradeFailure {
+                refused: false,
+                message: "no upgrade upload is in progress".into(),
+            });
+        };
+        let slot = upload.target();
+        let manifest = upload
+            .finish(&mut BootDisk(disk))
+            .map_err(upgrade_failure)?;
+        let version = manifest.version().to_string();
+        log::info!(
+            "upgrade: version {version} written to slot {}, marked for one trial boot",
+            slot.name()
+        );
+        if let Some(slots) = self.boot_slots.borrow_mut().as_mut() {
+            match slot {
+                upgrade::Slot::A => slots.slot_a = Some(version.clone()),
+                upgrade::Slot::B => slots.slot_b = Some(version.clone()),
+            }
+        }
+        Ok(UpgradeWritten {
+            slot: slot.name(),
+            version,
+        })
+    }
+
+    fn upgrade_abort(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            log::warn!(
+                "upgrade: the upload to slot {} was cut off; nothing is marked for trial",
+                upload.target().name()
+            );
+        }
+    }
+
+    fn reboot(&mut self) -> Result<(), String> {
+        log::info!("power: reboot requested");
+        self.reboot_at = Some(kernel::now() + REBOOT_DELAY);
+        Ok(())
     }
 }
 
@@ -381,6 +488,10 @@ fn main(mut boot: Boot) -> ! {
     let boot_disk = boot_disk.and_then(|(booted, _, i)| Some((booted, disks.get(i)?.clone())));
     let machine = Machine {
         boot_slots: Rc::clone(&boot_slots),
+        boot_disk: boot_disk.clone(),
+        trusted_keys: config.trusted_keys.clone(),
+        upload: None,
+        reboot_at: None,
     };
     match Appliance::new(machine, nics, config) {
         Ok(mut appliance) => {

@@ -34,6 +34,33 @@ pub struct BootSlots {
     pub failed_upgrade_slot: Option<&'static str>,
 }
 
+/// Why an upgrade upload cannot start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeUnavailable {
+    /// The host did not boot from a keel disk (a direct `-kernel` boot, PXE):
+    /// there are no slots to write.
+    NoBootDisk,
+    /// Another upload is in progress.
+    Busy,
+}
+
+/// Why an upgrade upload failed. The writer never marks a slot for trial
+/// unless the whole image verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeFailure {
+    /// The image was refused (bad signature, untrusted signer, truncated,
+    /// too large); otherwise the boot disk failed.
+    pub refused: bool,
+    pub message: String,
+}
+
+/// An upgrade written and marked for its one trial boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeWritten {
+    pub slot: &'static str,
+    pub version: String,
+}
+
 /// The machine under the appliance.
 pub trait Platform {
     /// Monotonic time since boot.
@@ -58,5 +85,35 @@ pub trait Platform {
     /// The A/B slots, when the host booted from a keel disk.
     fn boot_slots(&self) -> Option<BootSlots> {
         None
+    }
+
+    /// Starts an upgrade upload into the slot not running (one at a time).
+    fn upgrade_begin(&mut self) -> Result<(), UpgradeUnavailable> {
+        Err(UpgradeUnavailable::NoBootDisk)
+    }
+
+    /// The next bytes of the upload. After an error the upload is over.
+    fn upgrade_feed(&mut self, _bytes: &[u8]) -> Result<(), UpgradeFailure> {
+        Err(no_upgrade())
+    }
+
+    /// The upload is complete: verify it and mark the slot for a trial boot.
+    fn upgrade_finish(&mut self) -> Result<UpgradeWritten, UpgradeFailure> {
+        Err(no_upgrade())
+    }
+
+    /// The upload will not complete; nothing is marked for trial.
+    fn upgrade_abort(&mut self) {}
+
+    /// Reboots the machine soon (after the answer saying so went out).
+    fn reboot(&mut self) -> Result<(), String> {
+        Err("this platform cannot reboot the machine it runs on".into())
+    }
+}
+
+fn no_upgrade() -> UpgradeFailure {
+    UpgradeFailure {
+        refused: false,
+        message: "no upgrade upload is in progress".into(),
     }
 }

@@ -1,16 +1,18 @@
 //! What the appliance serves over HTTP: `/health`, and the XenAPI on `/`,
-//! `/RPC2`, `/xmlrpc` and `/jsonrpc`. The image and the hosted server use
-//! the same [`Endpoints`].
+//! `/RPC2`, `/xmlrpc` and `/jsonrpc`, and `PUT /upgrade` (streamed, see
+//! [`upgrade`]). The image and the hosted server use the same [`Endpoints`].
 
 use core::time::Duration;
 
 use smoltcp::wire::Ipv4Address;
 
 use crate::health::HealthReport;
-use crate::http::{Method, Request, Response, Status};
+use crate::http::{Method, Request, RequestHead, Response, Status};
 use crate::platform::Platform;
 use crate::server::{Handler, Reply, Ticket};
 use crate::xenapi::XenApi;
+
+mod upgrade;
 
 /// Every endpoint, over the service state and the platform, for one poll.
 pub struct Endpoints<'a> {
@@ -48,6 +50,26 @@ impl Handler for Endpoints<'_> {
 
     fn cancel(&mut self, ticket: Ticket) {
         self.api.cancel(ticket);
+    }
+
+    fn streams(&self, head: &RequestHead<'_>) -> bool {
+        head.path == upgrade::PATH
+    }
+
+    fn stream_start(&mut self, head: &RequestHead<'_>, _length: u64) -> Result<(), Response> {
+        upgrade::start(head, self.api, self.platform)
+    }
+
+    fn stream_chunk(&mut self, bytes: &[u8]) -> Result<(), Response> {
+        upgrade::chunk(bytes, self.platform)
+    }
+
+    fn stream_end(&mut self) -> Response {
+        upgrade::end(self.platform)
+    }
+
+    fn stream_abort(&mut self) {
+        self.platform.upgrade_abort();
     }
 }
 

@@ -15,7 +15,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 
-use crate::http::{Limits, Request, Response};
+use crate::http::{Limits, Request, RequestHead, Response, Status};
 
 mod connection;
 
@@ -45,6 +45,35 @@ pub trait Handler {
 
     /// The connection that awaited `ticket` is gone.
     fn cancel(&mut self, _ticket: Ticket) {}
+
+    /// Whether the request with this head streams its body to
+    /// [`Handler::stream_start`] and [`Handler::stream_chunk`] as it arrives
+    /// instead of being buffered whole (and bounded by
+    /// [`Limits::max_body_bytes`]). Asked once the head is in.
+    fn streams(&self, _head: &RequestHead<'_>) -> bool {
+        false
+    }
+
+    /// A streamed body of `length` bytes begins. `Err` answers the request
+    /// now; its body is then read and dropped.
+    fn stream_start(&mut self, _head: &RequestHead<'_>, _length: u64) -> Result<(), Response> {
+        Err(Response::json_error(Status::NOT_FOUND, "not found"))
+    }
+
+    /// The next bytes of the streamed body. `Err` answers the request now;
+    /// the rest of the body is read and dropped.
+    fn stream_chunk(&mut self, _bytes: &[u8]) -> Result<(), Response> {
+        Err(Response::json_error(Status::NOT_FOUND, "not found"))
+    }
+
+    /// The whole streamed body arrived: the answer.
+    fn stream_end(&mut self) -> Response {
+        Response::json_error(Status::NOT_FOUND, "not found")
+    }
+
+    /// The streamed body will not be completed (the peer went away or
+    /// closed early, or its connection timed out).
+    fn stream_abort(&mut self) {}
 }
 
 impl<F> Handler for F

@@ -31,6 +31,6 @@ mod syntax;
 pub use error::HttpError;
 pub use request::{
     Header, Headers, Limits, MAX_METHOD_LEN, Method, Parse, Request, RequestHead, Version,
-    parse_head, parse_request, request_size,
+    declared_length, parse_head, parse_request, request_size,
 };
 pub use response::{Response, Status};

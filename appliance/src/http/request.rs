@@ -275,6 +275,22 @@ pub fn request_size(buf: &[u8], limits: &Limits) -> Option<usize> {
     })
 }
 
+/// The body length a request declares, for a route that streams its body
+/// instead of buffering it (the route bounds the size itself, so
+/// [`Limits::max_body_bytes`] does not apply): `Ok(Some(0))` without a body,
+/// `Ok(None)` for a chunked body (not streamed: its length is unknown).
+pub fn declared_length(head: &RequestHead<'_>, limits: &Limits) -> Result<Option<u64>, HttpError> {
+    let unbounded = Limits {
+        max_body_bytes: usize::MAX,
+        ..*limits
+    };
+    Ok(match framing(head, &unbounded)? {
+        Framing::Empty => Some(0),
+        Framing::Length(len) => Some(len as u64),
+        Framing::Chunked => None,
+    })
+}
+
 /// Parses the request line and headers at the front of `buf`; `Ok(None)`
 /// until the empty line ending them has arrived. The server uses it to answer
 /// `Expect: 100-continue` before the body.

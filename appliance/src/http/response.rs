@@ -25,8 +25,11 @@ impl Status {
     pub const NO_CONTENT: Status = Status(204);
     pub const NOT_MODIFIED: Status = Status(304);
     pub const BAD_REQUEST: Status = Status(400);
+    pub const UNAUTHORIZED: Status = Status(401);
     pub const NOT_FOUND: Status = Status(404);
     pub const METHOD_NOT_ALLOWED: Status = Status(405);
+    pub const CONFLICT: Status = Status(409);
+    pub const LENGTH_REQUIRED: Status = Status(411);
     pub const CONTENT_TOO_LARGE: Status = Status(413);
     pub const URI_TOO_LONG: Status = Status(414);
     pub const REQUEST_HEADER_FIELDS_TOO_LARGE: Status = Status(431);
@@ -67,6 +70,7 @@ impl Status {
             405 => "Method Not Allowed",
             408 => "Request Timeout",
             409 => "Conflict",
+            411 => "Length Required",
             413 => "Content Too Large",
             414 => "URI Too Long",
             415 => "Unsupported Media Type",

@@ -1,12 +1,14 @@
 //! One HTTP connection's state, whatever carries its bytes: input waiting
 //! to be parsed, responses waiting to be sent, and a request whose answer
-//! the handler deferred. The smoltcp server and the hosted std server both
-//! drive it.
+//! the handler deferred, or a body streaming to the handler. The smoltcp
+//! server and the hosted std server both drive it.
 
 use alloc::vec::Vec;
 
 use super::{Handler, Reply, Ticket};
-use crate::http::{HttpError, Limits, Method, Parse, Response, parse_head, parse_request};
+use crate::http::{
+    HttpError, Limits, Method, Parse, Response, Status, declared_length, parse_head, parse_request,
+};
 
 /// Responses queued but not yet sent, above which no further pipelined
 /// request is answered (back-pressure on the client).
@@ -14,6 +16,21 @@ const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
 /// The interim answer to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Input held at most while a body streams to the handler: it is handed
+/// over as it arrives, so a streamed body is never buffered whole.
+pub const STREAM_WINDOW: usize = 64 * 1024;
+
+/// A request body going to the handler as it arrives (see [`Handler::streams`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Streaming {
+    /// Body bytes still to come.
+    remaining: u64,
+    keep_alive: bool,
+    /// The request was answered already (refused or failed): the rest of
+    /// the body is read and dropped, then the connection closes.
+    answered: bool,
+}
 
 /// A request whose answer comes later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +53,7 @@ pub struct Connection {
     close_after_flush: bool,
     continue_sent: bool,
     deferred: Option<Deferred>,
+    streaming: Option<Streaming>,
 }
 
 /// Bytes of input a connection holds at most: a whole request, with room
@@ -51,7 +69,11 @@ impl Connection {
 
     /// How many more input bytes may be taken now.
     pub fn room(&self, limits: &Limits) -> usize {
-        input_capacity(limits).saturating_sub(self.input.len())
+        let capacity = match self.streaming {
+            Some(_) => STREAM_WINDOW,
+            None => input_capacity(limits),
+        };
+        capacity.saturating_sub(self.input.len())
     }
 
     /// Input bytes held (a request not yet complete, or pipelined ones).
@@ -62,6 +84,9 @@ impl Connection {
     /// The size of the request at the front of the input, once its head is in
     /// (see [`crate::http::request_size`]).
     pub fn pending_request_size(&self, limits: &Limits) -> Option<usize> {
+        if self.streaming.is_some() {
+            return Some(STREAM_WINDOW);
+        }
         crate::http::request_size(&self.input, limits)
     }
 
@@ -87,6 +112,11 @@ impl Connection {
         }
     }
 
+    /// Whether a request body is streaming to the handler.
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.is_some()
+    }
+
     /// Whether a deferred answer is awaited.
     pub fn is_waiting(&self) -> bool {
         self.deferred.is_some()
@@ -96,13 +126,19 @@ impl Connection {
     /// either side is done.
     pub fn finished(&self, peer_closed: bool) -> bool {
         self.output().is_empty()
-            && (self.close_after_flush || (peer_closed && self.deferred.is_none()))
+            && ((self.close_after_flush && self.streaming.is_none())
+                || (peer_closed && self.deferred.is_none()))
     }
 
     /// Tells the handler a deferred answer is no longer wanted.
     pub fn abandon<H: Handler + ?Sized>(&mut self, handler: &mut H) {
         if let Some(d) = self.deferred.take() {
             handler.cancel(d.ticket);
+        }
+        if let Some(stream) = self.streaming.take()
+            && !stream.answered
+        {
+            handler.stream_abort();
         }
     }
 
@@ -123,7 +159,20 @@ impl Connection {
                 None => return,
             }
         }
+        if self.streaming.is_some() {
+            self.pump(handler, peer_closed);
+            if self.streaming.is_some() {
+                return;
+            }
+        }
         while self.unparsed && !self.close_after_flush && self.output().len() < OUTPUT_HIGH_WATER {
+            if self.start_stream(handler, limits) {
+                self.pump(handler, peer_closed);
+                if self.streaming.is_some() {
+                    return;
+                }
+                continue;
+            }
             match parse_request(&self.input, limits) {
                 Ok(Parse::Complete { request, consumed }) => {
                     let keep_alive = request.keep_alive();
@@ -170,6 +219,107 @@ impl Connection {
         }
     }
 
+    /// Starts streaming the body of the request at the front of the input
+    /// if the handler streams it; whether it does.
+    fn start_stream<H: Handler + ?Sized>(&mut self, handler: &mut H, limits: &Limits) -> bool {
+        let Ok(Some(head)) = parse_head(&self.input, limits) else {
+            return false;
+        };
+        if !handler.streams(&head) {
+            return false;
+        }
+        let keep_alive = head.keep_alive();
+        let expects_continue = head.expects_continue();
+        let head_len = head.len;
+        let started = match declared_length(&head, limits) {
+            Ok(Some(length)) => handler
+                .stream_start(&head, length)
+                .map(|()| length)
+                .map_err(|response| (response, length)),
+            Ok(None) => Err((
+                Response::json_error(
+                    Status::LENGTH_REQUIRED,
+                    "this request's body must have a Content-Length (chunked is not accepted)",
+                ),
+                0,
+            )),
+            Err(error) => Err((Response::for_error(&error), 0)),
+        };
+        drop(head);
+        self.input.drain(..head_len);
+        self.continue_sent = false;
+        self.streaming = Some(match started {
+            Ok(length) => {
+                if expects_continue && length > 0 {
+                    self.output.extend_from_slice(CONTINUE);
+                }
+                Streaming {
+                    remaining: length,
+                    keep_alive,
+                    answered: false,
+                }
+            }
+            Err((response, length)) => {
+                self.write(&response, false, false);
+                Streaming {
+                    // A client waiting for `100 Continue` sends no body now.
+                    remaining: if expects_continue { 0 } else { length },
+                    keep_alive: false,
+                    answered: true,
+                }
+            }
+        });
+        true
+    }
+
+    /// Hands the streamed body's bytes that arrived to the handler (or
+    /// drops them once answered), and answers when the body is complete or
+    /// the peer closed before it was.
+    fn pump<H: Handler + ?Sized>(&mut self, handler: &mut H, peer_closed: bool) {
+        let Some(mut stream) = self.streaming else {
+            return;
+        };
+        let take = usize::try_from(stream.remaining)
+            .unwrap_or(usize::MAX)
+            .min(self.input.len());
+        if take > 0 {
+            if !stream.answered
+                && let Err(response) =
+                    handler.stream_chunk(self.input.get(..take).unwrap_or_default())
+            {
+                self.write(&response, false, false);
+                stream.answered = true;
+            }
+            self.input.drain(..take);
+            stream.remaining -= take as u64;
+        }
+        if stream.remaining == 0 {
+            self.streaming = None;
+            if stream.answered {
+                self.close_after_flush = true;
+            } else {
+                let response = handler.stream_end();
+                self.write(&response, stream.keep_alive, false);
+            }
+            self.unparsed = !self.input.is_empty();
+        } else if peer_closed {
+            self.streaming = None;
+            if !stream.answered {
+                handler.stream_abort();
+                let response = Response::json_error(
+                    Status::BAD_REQUEST,
+                    "the request body ended before its Content-Length",
+                );
+                self.write(&response, false, false);
+            }
+            self.close_after_flush = true;
+            self.input.clear();
+            self.unparsed = false;
+        } else {
+            self.streaming = Some(stream);
+        }
+    }
+
     fn write(&mut self, response: &Response, keep_alive: bool, head_only: bool) {
         let keep_alive = keep_alive && !response.closes_connection();
         response.write_to(&mut self.output, keep_alive, !head_only);
@@ -185,3 +335,6 @@ impl Connection {
         self.close_after_flush = true;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -62,6 +62,7 @@ pub enum Op {
     TaskCancel,
     TaskDestroy,
     HostGetServertime,
+    HostReboot,
     VmCreate,
     VmDestroy,
     MessageCreate,
@@ -455,7 +456,7 @@ pub const HOST: Class = Class {
         todo_call("disable", &[p("host", Ty::Ref("host"))]),
         todo_call("enable", &[p("host", Ty::Ref("host"))]),
         todo_call("evacuate", &[p("host", Ty::Ref("host"))]),
-        todo_call("reboot", &[p("host", Ty::Ref("host"))]),
+        call("reboot", &[p("host", Ty::Ref("host"))], Op::HostReboot),
         todo_call("shutdown", &[p("host", Ty::Ref("host"))]),
         todo_call(
             "migrate_receive",

@@ -442,6 +442,12 @@ impl XenApi {
                 Ok(Value::str(""))
             }
             Op::HostGetServertime => Ok(Value::DateTime(format_datetime(self.unix_now(platform)))),
+            // Reboots at once, without `host.disable` first: this host runs
+            // no pool and migrates nothing, so there is nothing to evacuate.
+            Op::HostReboot => platform
+                .reboot()
+                .map(|()| Value::str(""))
+                .map_err(|e| ApiError::new("NOT_IMPLEMENTED", &["host.reboot", &e])),
             Op::VmCreate => match args.first() {
                 Some(record) => self.create_vm(record, platform),
                 None => Err(ApiError::field_type("args")),

@@ -14,6 +14,13 @@ use crate::xenapi::schema::SESSION;
 use crate::xenapi::value::{Value, format_datetime};
 
 impl XenApi {
+    /// Whether `handle` is a live session (and marks it used), for HTTP
+    /// handlers outside the RPC that authenticate xapi's way: a
+    /// `session_id` in the query string.
+    pub fn session_valid(&mut self, handle: &str, now: Duration) -> bool {
+        self.check_session(handle, now).is_ok()
+    }
+
     pub(super) fn check_session(&mut self, handle: &str, now: Duration) -> Result<(), ApiError> {
         match self.sessions.get_mut(handle) {
             Some(last) if now.saturating_sub(*last) < SESSION_IDLE_TIMEOUT => {

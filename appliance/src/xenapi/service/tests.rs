@@ -387,7 +387,7 @@ fn async_failures_land_in_error_info() {
     let task = json(
         &mut api,
         &mut p,
-        "Async.host.reboot",
+        "Async.host.shutdown",
         serde_json::json!([s, host]),
     )["result"]
         .clone();
@@ -401,7 +401,7 @@ fn async_failures_land_in_error_info() {
     assert_eq!(record["status"], "failure");
     assert_eq!(
         record["error_info"],
-        serde_json::json!(["NOT_IMPLEMENTED", "host.reboot"])
+        serde_json::json!(["NOT_IMPLEMENTED", "host.shutdown"])
     );
     assert_eq!(record["progress"], 1.0);
     let unknown = json(&mut api, &mut p, "Async.VM.fly", serde_json::json!([s]));
@@ -620,4 +620,32 @@ fn vm_create_checks_its_record() {
         .as_array()
         .map(Vec::len);
     assert_eq!(count, Some(0), "no VM was made by a refused call");
+}
+
+#[test]
+fn host_reboot_on_a_platform_that_cannot_is_an_honest_error() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let host = json(&mut api, &mut p, "host.get_all", serde_json::json!([s]))["result"][0].clone();
+    let answer = json(
+        &mut api,
+        &mut p,
+        "host.reboot",
+        serde_json::json!([s, host]),
+    );
+    assert_eq!(answer["error"]["message"], "NOT_IMPLEMENTED");
+    assert_eq!(answer["error"]["data"][0], "host.reboot");
+    assert!(
+        answer["error"]["data"][1]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot reboot")),
+        "{answer}"
+    );
+    let bad = json(
+        &mut api,
+        &mut p,
+        "host.reboot",
+        serde_json::json!([s, "OpaqueRef:nope"]),
+    );
+    assert_eq!(bad["error"]["message"], "HANDLE_INVALID");
 }

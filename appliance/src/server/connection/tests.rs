@@ -1,0 +1,208 @@
+//! The streaming-body path of a connection, driven byte by byte.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::*;
+use crate::http::{Request, RequestHead};
+
+/// Streams `/stream` bodies (refusing as told), answers anything else 200.
+#[derive(Default)]
+struct Sink {
+    received: Vec<u8>,
+    chunks: usize,
+    refuse_start: bool,
+    /// Fails the chunk that takes the total past this many bytes.
+    fail_after: Option<usize>,
+    ended: bool,
+    aborted: bool,
+}
+
+impl Handler for Sink {
+    fn handle(&mut self, request: &Request<'_>) -> Reply {
+        Reply::Now(Response::json_error(Status::OK, request.path()))
+    }
+    fn streams(&self, head: &RequestHead<'_>) -> bool {
+        head.path == "/stream"
+    }
+    fn stream_start(&mut self, _head: &RequestHead<'_>, _length: u64) -> Result<(), Response> {
+        if self.refuse_start {
+            return Err(Response::json_error(Status::CONFLICT, "busy"));
+        }
+        Ok(())
+    }
+    fn stream_chunk(&mut self, bytes: &[u8]) -> Result<(), Response> {
+        self.received.extend_from_slice(bytes);
+        self.chunks += 1;
+        if self.fail_after.is_some_and(|n| self.received.len() > n) {
+            return Err(Response::json_error(Status::BAD_REQUEST, "bad image"));
+        }
+        Ok(())
+    }
+    fn stream_end(&mut self) -> Response {
+        self.ended = true;
+        Response::json_error(Status::OK, "stored")
+    }
+    fn stream_abort(&mut self) {
+        self.aborted = true;
+    }
+}
+
+fn body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn put(len: usize, extra: &str) -> Vec<u8> {
+    let mut raw =
+        alloc::format!("PUT /stream HTTP/1.1\r\nHost: h\r\nContent-Length: {len}\r\n{extra}\r\n")
+            .into_bytes();
+    raw.extend_from_slice(&body(len));
+    raw
+}
+
+/// Feeds `input` as the server would (never more than the connection's
+/// room, 1000 bytes at a time), answering after each piece; checks the
+/// bound on held input all along. Returns everything written.
+fn drive(conn: &mut Connection, sink: &mut Sink, input: &[u8], peer_closes: bool) -> String {
+    let limits = Limits::default();
+    let mut out = Vec::new();
+    let mut rest = input;
+    let mut stalled = 0;
+    while !rest.is_empty() && stalled < 3 {
+        let n = conn.room(&limits).min(rest.len()).min(1000);
+        conn.receive(&rest[..n]);
+        rest = &rest[n..];
+        conn.respond(sink, &limits, false);
+        if conn.is_streaming() {
+            assert!(conn.buffered_input() <= STREAM_WINDOW);
+        }
+        out.extend_from_slice(conn.output());
+        let sent = conn.output().len();
+        conn.sent(sent);
+        stalled = if n == 0 { stalled + 1 } else { 0 };
+    }
+    conn.respond(sink, &limits, peer_closes);
+    out.extend_from_slice(conn.output());
+    let sent = conn.output().len();
+    conn.sent(sent);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn a_body_beyond_the_buffer_limit_streams_in_order_then_the_next_request_is_served() {
+    let len = 3 * 1024 * 1024;
+    let mut input = put(len, "");
+    input.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n");
+    let (mut conn, mut sink) = (Connection::new(), Sink::default());
+    let out = drive(&mut conn, &mut sink, &input, false);
+    assert_eq!(sink.received, body(len));
+    assert!(sink.chunks > 1);
+    assert!(sink.ended && !sink.aborted);
+    let stored = out.find(r#"{"error":"stored"}"#).unwrap();
+    let after = out.find(r#"{"error":"/after"}"#).unwrap();
+    assert!(stored < after, "{out}");
+    assert!(!conn.finished(false));
+}
+
+#[test]
+fn other_routes_keep_the_buffered_limit() {
+    let len = Limits::default().max_body_bytes + 1;
+    let mut input =
+        alloc::format!("PUT /other HTTP/1.1\r\nHost: h\r\nContent-Length: {len}\r\n\r\n")
+            .into_bytes();
+    input.extend_from_slice(&body(len));
+    let (mut conn, mut sink) = (Connection::new(), Sink::default());
+    let out = drive(&mut conn, &mut sink, &input, false);
+    assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+    assert!(sink.received.is_empty());
+}
+
+#[test]
+fn a_refused_start_is_answered_and_its_body_dropped() {
+    let (mut conn, mut sink) = (
+        Connection::new(),
+        Sink {
+            refuse_start: true,
+            ..Sink::default()
+        },
+    );
+    let out = drive(&mut conn, &mut sink, &put(200_000, ""), false);
+    assert!(out.starts_with("HTTP/1.1 409 "), "{out}");
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+    assert!(sink.received.is_empty());
+    assert!(conn.finished(false));
+}
+
+#[test]
+fn a_refused_start_sends_no_continue_and_closes_at_once() {
+    let (mut conn, mut sink) = (
+        Connection::new(),
+        Sink {
+            refuse_start: true,
+            ..Sink::default()
+        },
+    );
+    let raw =
+        b"PUT /stream HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
+    let out = drive(&mut conn, &mut sink, raw, false);
+    assert!(out.starts_with("HTTP/1.1 409 "), "{out}");
+    assert!(conn.finished(false));
+}
+
+#[test]
+fn an_accepted_start_sends_continue() {
+    let (mut conn, mut sink) = (Connection::new(), Sink::default());
+    let raw =
+        b"PUT /stream HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+    let out = drive(&mut conn, &mut sink, raw, false);
+    assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\n");
+    let out = drive(&mut conn, &mut sink, b"abcde", false);
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(sink.received, b"abcde");
+}
+
+#[test]
+fn a_failing_chunk_is_answered_once_and_the_rest_dropped() {
+    let (mut conn, mut sink) = (
+        Connection::new(),
+        Sink {
+            fail_after: Some(10_000),
+            ..Sink::default()
+        },
+    );
+    let out = drive(&mut conn, &mut sink, &put(300_000, ""), false);
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+    assert!(sink.received.len() < 300_000);
+    assert!(!sink.ended && !sink.aborted);
+    assert!(conn.finished(false));
+}
+
+#[test]
+fn a_body_cut_short_aborts_the_stream() {
+    let (mut conn, mut sink) = (Connection::new(), Sink::default());
+    let input = put(100_000, "");
+    let out = drive(&mut conn, &mut sink, &input[..50_000], true);
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    assert!(sink.aborted && !sink.ended);
+    assert!(conn.finished(true));
+}
+
+#[test]
+fn a_connection_dropped_mid_stream_aborts_it() {
+    let (mut conn, mut sink) = (Connection::new(), Sink::default());
+    let input = put(100_000, "");
+    drive(&mut conn, &mut sink, &input[..50_000], false);
+    conn.abandon(&mut sink);
+    assert!(sink.aborted && !sink.ended);
+}
+
+#[test]
+fn a_chunked_body_is_refused_with_411() {
+    let (mut conn, mut sink) = (Connection::new(), Sink::default());
+    let raw = b"PUT /stream HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n";
+    let out = drive(&mut conn, &mut sink, raw, false);
+    assert!(out.starts_with("HTTP/1.1 411 "), "{out}");
+    assert!(sink.received.is_empty());
+    assert!(conn.finished(false));
+}
