@@ -14,6 +14,7 @@ mod hypervisor;
 mod media;
 mod persistence;
 mod power;
+mod upgrade_api;
 mod upgrade_writer;
 mod xenapi;
 

@@ -1,7 +1,7 @@
 //! The A/B upgrade writer (`host_config::upgrade`) against the real disk
 //! image and the real boot path: the test process plays the upload (the
-//! HTTP upgrade call that drives the writer inside the host is not written
-//! yet) and writes the disk file between QEMU runs; GRUB picks the slot,
+//! HTTP upgrade call inside the host is tested in `upgrade_api.rs`) and
+//! writes the disk file between QEMU runs; GRUB picks the slot,
 //! and the image reports the slots, commits a healthy trial itself and
 //! reports a failed one.
 

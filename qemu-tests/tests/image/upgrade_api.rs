@@ -1,0 +1,222 @@
+//! The upgrade API end to end: the image booted from its disk (SeaBIOS)
+//! takes `keel.img` over `PUT /upgrade?session_id=...` (curl, as the README
+//! shows), reboots on `host.reboot` (JSON-RPC), boots the new slot on trial
+//! and commits it; a corrupted upload is refused and the host reboots into
+//! its old slot.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use host_config::artifacts::{self, PUBLIC_KEY, SIGNED_IMAGE};
+use host_config::disk_layout::{self, Role, SECTOR_BYTES};
+use qemu_tests::{Qemu, QemuBuilder, TestDir, host_config_bin_from_env, media_from_env};
+use serde_json::Value;
+
+use super::{EXIT_TIMEOUT, health, keel};
+
+const PASSWORD: &str = "qemu-upgrade-password";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+const HARD_TIMEOUT: Duration = Duration::from_secs(300);
+/// curl's own limit for one call (an upload of ~1.3 MB into TCG).
+const CURL_SECONDS: &str = "120";
+
+fn run(command: &mut Command) -> String {
+    let output = command.output().expect("run a tool");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A copy of the media's disk with a host config on its ESP: the root
+/// password and the media's signing key as the one trusted key.
+fn prepared_disk(dir: &Path) -> PathBuf {
+    let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
+    let disk = dir.join("keel-disk.img");
+    fs::copy(media.join(artifacts::DISK_IMAGE), &disk).expect("copy the disk image");
+    let key = fs::read_to_string(media.join(PUBLIC_KEY)).expect("keel-signing.pub");
+    let toml = dir.join("upgrade.toml");
+    fs::write(
+        &toml,
+        format!(
+            "hostname = \"keel-upgrade-test\"\nroot_password = \"{PASSWORD}\"\n\
+             trusted_keys = [\"{}\"]\n",
+            key.trim()
+        ),
+    )
+    .expect("write the config");
+    let module = dir.join("host-config.bin");
+    let tool = host_config_bin_from_env().expect("the host-config tool");
+    run(Command::new(tool)
+        .arg("compile")
+        .arg(&toml)
+        .arg("-o")
+        .arg(&module));
+    let esp = disk_layout::partition(Role::Esp).first_lba * SECTOR_BYTES;
+    let image = format!("{}@@{esp}", disk.display());
+    run(Command::new("mmd").args(["-i", &image, "::/keel"]));
+    run(Command::new("mcopy")
+        .args(["-i", &image])
+        .arg(&module)
+        .arg("::/keel/host-config.bin"));
+    disk
+}
+
+fn builder(name: &str, disk: &Path) -> QemuBuilder {
+    keel(2, 512)
+        .hard_timeout(HARD_TIMEOUT)
+        .name(name)
+        .expect("run dir")
+        .boot_disk(disk)
+}
+
+/// Boots `disk` until GRUB's command line shows `slot_line` and `/health`
+/// answers; returns QEMU and the `boot` object of `/health`.
+fn boot(name: &str, disk: &Path, slot_line: &str) -> (Qemu, Value) {
+    let qemu = builder(name, disk).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial(slot_line, BOOT_TIMEOUT)
+        .expect("GRUB booted the expected slot");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["hostname"], "keel-upgrade-test", "{json}");
+    (qemu, json["boot"].clone())
+}
+
+fn url(qemu: &Qemu, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", qemu.http_port())
+}
+
+/// One JSON-RPC call; returns the whole answer.
+fn call(qemu: &Qemu, method: &str, params: Value) -> Value {
+    let body = serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+    let out = run(Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            CURL_SECONDS,
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .arg("--data-binary")
+        .arg(body.to_string())
+        .arg(url(qemu, "/jsonrpc")));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: not JSON ({e}): {out:?}"))
+}
+
+fn login(qemu: &Qemu) -> String {
+    let answer = call(
+        qemu,
+        "session.login_with_password",
+        serde_json::json!(["root", PASSWORD, "1.0", "upgrade-test"]),
+    );
+    answer["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("login: {answer}"))
+        .to_string()
+}
+
+/// `curl -T file 'http://host/upgrade?session_id=...'`: the status and the JSON body.
+fn upload(qemu: &Qemu, file: &Path, session: &str) -> (u16, Value) {
+    let out = run(Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            CURL_SECONDS,
+            "-w",
+            "\n%{http_code}",
+            "-T",
+        ])
+        .arg(file)
+        .arg(url(qemu, &format!("/upgrade?session_id={session}"))));
+    let (body, code) = out.rsplit_once('\n').expect("curl's status line");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
+    (code.trim().parse().expect("a status code"), json)
+}
+
+/// `host.reboot`: answered, then the machine resets (QEMU exits under -no-reboot).
+fn reboot(qemu: &Qemu, session: &str) {
+    let host = call(qemu, "host.get_all", serde_json::json!([session]))["result"][0].clone();
+    let answer = call(qemu, "host.reboot", serde_json::json!([session, host]));
+    assert_eq!(answer["result"], "", "{answer}");
+    let status = qemu.wait_exit(EXIT_TIMEOUT).expect("QEMU exits on reset");
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(qemu.serial().contains("power: reboot"));
+}
+
+#[test]
+fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
+    let dir = TestDir::for_current_test().expect("test dir");
+    let disk = prepared_disk(dir.path());
+    let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
+    let image_path = media.join(SIGNED_IMAGE);
+    let image = fs::read(&image_path).expect("keel.img");
+    // One byte of the payload flipped: the header verifies, the digest does not.
+    let mut corrupted = image.clone();
+    let at = image.len() - 1000;
+    corrupted[at] ^= 0x40;
+    let corrupted_path = dir.path().join("corrupted.img");
+    fs::write(&corrupted_path, &corrupted).expect("write the corrupted image");
+
+    let (qemu, report) = boot(
+        "upgrade-api-1",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+    );
+    assert_eq!(report["committed_slot"], "a", "{report}");
+    let session = login(&qemu);
+
+    let (status, json) = upload(&qemu, &image_path, "OpaqueRef:not-a-session");
+    assert_eq!(status, 401, "{json}");
+    let (status, json) = upload(&qemu, &corrupted_path, &session);
+    assert_eq!(status, 400, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused")),
+        "{json}"
+    );
+    qemu.wait_for_serial("upgrade: failed", BOOT_TIMEOUT)
+        .expect("the refusal in the log");
+    reboot(&qemu, &session);
+    drop(qemu);
+
+    let (qemu, report) = boot(
+        "upgrade-api-2",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+    );
+    assert_eq!(report["committed_slot"], "a", "{report}");
+    let session = login(&qemu);
+    let (status, json) = upload(&qemu, &image_path, &session);
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["slot"], "b", "{json}");
+    let version = json["version"].as_str().expect("version").to_string();
+    assert!(!version.is_empty(), "{json}");
+    let (_, after) = health(&qemu);
+    assert_eq!(after["boot"]["slot_b"], version.as_str(), "{after}");
+    reboot(&qemu, &session);
+    drop(qemu);
+
+    let (qemu, report) = boot(
+        "upgrade-api-3",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=b keel.slot_state=trial",
+    );
+    qemu.wait_for_serial(
+        "boot: slot b is healthy and now the committed slot",
+        BOOT_TIMEOUT,
+    )
+    .expect("the trial commits");
+    assert_eq!(report["slot"], "b", "{report}");
+    assert_eq!(report["slot_b"], version.as_str(), "{report}");
+    assert!(
+        report["slot_a"].is_string(),
+        "the old slot is kept: {report}"
+    );
+    let (_, now) = health(&qemu);
+    assert_eq!(now["boot"]["committed_slot"], "b", "{now}");
+    assert!(now["boot"]["failed_upgrade_slot"].is_null(), "{now}");
+}
