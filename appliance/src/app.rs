@@ -16,7 +16,7 @@ use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use crate::platform::Platform;
 use crate::routes::Endpoints;
 use crate::server::HttpServer;
-use crate::xenapi::{HostFacts, ManagementFacts, XenApi};
+use crate::xenapi::{HostFacts, ManagementFacts, NetworkLayout, XenApi, network_layout};
 
 /// Where the management API listens.
 pub const HTTP_PORT: u16 = 80;
@@ -49,11 +49,16 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         let mut seed = [0u8; 8];
         platform.fill_random(&mut seed);
         let now = to_instant(platform.now());
+        let macs: Vec<Option<[u8; 6]>> = nics.iter().map(|n| Some(n.mac().0)).collect();
         let mut net = networks::build(&config, nics, now, u64::from_le_bytes(seed))?;
         let mut http = HttpServer::new(HTTP_PORT);
         http.attach(net.primary_mut().sockets_mut());
         log::info!("http: serving on port {}", http.port());
-        let facts = host_facts(&config, net.primary(), platform.system_info());
+        let mut facts = host_facts(&config, net.primary(), platform.system_info());
+        facts.networks = network_layout(&config, &macs, &|name| {
+            net.interfaces().any(|i| i.name() == name)
+        });
+        live_layout(&net, &mut facts.networks);
         let api = XenApi::new(&config, facts, &mut platform);
         Ok(Appliance {
             platform,
@@ -78,12 +83,14 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         }
 
         let cidr = self.net.primary().ipv4_cidr();
-        if cidr != self.described {
-            // A DHCP lease came or went: the PIF and host objects follow.
+        if cidr != self.described || layout_changed(&self.net, &self.api.facts().networks) {
+            // A DHCP lease came or went, a bond member went up or down: the
+            // PIF, Bond and host objects follow.
             self.described = cidr;
             let mut facts = self.api.facts().clone();
             facts.management = management_facts(self.net.primary(), facts.management.dhcp);
-            self.api.update_facts(facts);
+            live_layout(&self.net, &mut facts.networks);
+            self.api.update_facts(facts, &mut self.platform);
         }
 
         let Appliance {
@@ -184,6 +191,7 @@ fn host_facts<N: Nic>(
         hostname: config.hostname.clone(),
         system,
         management: management_facts(management, matches!(config.management.ip, IpMode::Dhcp)),
+        networks: NetworkLayout::default(),
     }
 }
 
@@ -201,6 +209,50 @@ fn management_facts<N: Nic>(management: &HostInterface<N>, dhcp: bool) -> Manage
             .iter()
             .map(|d| d.octets())
             .collect(),
+    }
+}
+
+/// Bond members that can carry traffic now (0 without a bond).
+fn links_up<N: Nic>(net: &HostNetworks<Uplink<N>>) -> u32 {
+    match net.uplink() {
+        Uplink::Bond(bond) => {
+            let up = (0..bond.member_count())
+                .filter(|i| bond.is_member_usable(*i))
+                .count();
+            u32::try_from(up).unwrap_or(u32::MAX)
+        }
+        Uplink::Nic(_) => 0,
+    }
+}
+
+/// The address of the host interface `name`.
+fn address_of<N: Nic>(net: &HostNetworks<Uplink<N>>, name: &str) -> Option<([u8; 4], u8)> {
+    net.interfaces()
+        .find(|i| i.name() == name)
+        .and_then(|i| i.ipv4_cidr())
+        .map(|c| (c.address().octets(), c.prefix_len()))
+}
+
+/// Whether the bond links or a VLAN network's address moved since `layout` was taken.
+fn layout_changed<N: Nic>(net: &HostNetworks<Uplink<N>>, layout: &NetworkLayout) -> bool {
+    layout.bonds.iter().any(|b| b.links_up != links_up(net))
+        || layout
+            .vlans
+            .iter()
+            .filter(|v| v.name != crate::xenapi::MANAGEMENT_NETWORK)
+            .any(|v| v.address != address_of(net, &v.name))
+}
+
+/// Fills in what only the running networks know: bond links, VLAN addresses.
+fn live_layout<N: Nic>(net: &HostNetworks<Uplink<N>>, layout: &mut NetworkLayout) {
+    let up = links_up(net);
+    for bond in &mut layout.bonds {
+        bond.links_up = up;
+    }
+    for vlan in &mut layout.vlans {
+        if vlan.name != crate::xenapi::MANAGEMENT_NETWORK {
+            vlan.address = address_of(net, &vlan.name);
+        }
     }
 }
 

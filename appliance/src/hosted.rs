@@ -121,7 +121,19 @@ pub fn hosted_facts(config: &HostConfig, listen: SocketAddr, system: SystemInfo)
             gateway: None,
             dns: Vec::new(),
         },
+        // A hosted host has no NICs of its own: it shows the ones the config
+        // names and the bond and VLAN networks it declares on management.
+        networks: crate::xenapi::network_layout(
+            config,
+            &alloc_nics(crate::xenapi::named_nics(config)),
+            &|_| true,
+        ),
     }
+}
+
+/// `count` NICs whose MACs are unknown.
+fn alloc_nics(count: usize) -> Vec<Option<[u8; 6]>> {
+    vec![None; count]
 }
 
 enum Input {

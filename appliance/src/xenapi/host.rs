@@ -5,10 +5,10 @@
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 
 use super::db::{Db, default_record};
+use super::layout::NetworkLayout;
 use super::schema::{Class, HOST, HOST_METRICS, NETWORK, PIF, POOL};
 use super::value::Value;
 use crate::health::{BUILD_ID, VERSION};
@@ -37,6 +37,8 @@ pub struct HostFacts {
     pub hostname: String,
     pub system: SystemInfo,
     pub management: ManagementFacts,
+    /// NICs, the bond and the VLAN networks (default: the management NIC alone).
+    pub networks: NetworkLayout,
 }
 
 /// References of the singleton objects.
@@ -58,6 +60,13 @@ fn netmask(prefix: u8) -> [u8; 4] {
         .checked_shl(32 - u32::from(prefix.min(32)))
         .unwrap_or(0);
     bits.to_be_bytes()
+}
+
+fn mac_text(b: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5]
+    )
 }
 
 fn map(pairs: &[(&str, String)]) -> Value {
@@ -84,14 +93,12 @@ pub fn create(
     let (pool, pool_uuid) = new_id();
     let (host, host_uuid) = new_id();
     let (metrics, metrics_uuid) = new_id();
-    let (network, network_uuid) = new_id();
-    let (pif, pif_uuid) = new_id();
-    let refs = HostRefs {
+    let mut refs = HostRefs {
         pool,
         host,
         metrics,
-        network,
-        pif,
+        network: String::new(),
+        pif: String::new(),
     };
     db.insert(&POOL, refs.pool.clone(), default_record(&POOL, &pool_uuid));
     db.insert(&HOST, refs.host.clone(), default_record(&HOST, &host_uuid));
@@ -100,12 +107,6 @@ pub fn create(
         refs.metrics.clone(),
         default_record(&HOST_METRICS, &metrics_uuid),
     );
-    db.insert(
-        &NETWORK,
-        refs.network.clone(),
-        default_record(&NETWORK, &network_uuid),
-    );
-    db.insert(&PIF, refs.pif.clone(), default_record(&PIF, &pif_uuid));
 
     set(
         db,
@@ -149,40 +150,7 @@ pub fn create(
         "metrics",
         Value::String(refs.metrics.clone()),
     );
-    set(
-        db,
-        &HOST,
-        &refs.host,
-        "PIFs",
-        Value::Array(vec![Value::String(refs.pif.clone())]),
-    );
-
-    set(db, &NETWORK, &refs.network, "bridge", Value::str("xenbr0"));
-    set(
-        db,
-        &NETWORK,
-        &refs.network,
-        "PIFs",
-        Value::Array(vec![Value::String(refs.pif.clone())]),
-    );
-
-    set(
-        db,
-        &PIF,
-        &refs.pif,
-        "network",
-        Value::String(refs.network.clone()),
-    );
-    set(
-        db,
-        &PIF,
-        &refs.pif,
-        "host",
-        Value::String(refs.host.clone()),
-    );
-    set(db, &PIF, &refs.pif, "management", Value::Bool(true));
-
-    update(db, &refs, facts);
+    update(db, &mut refs, facts, &mut new_id);
     refs
 }
 
@@ -229,7 +197,12 @@ pub fn find(db: &mut Db, new_id: impl FnOnce() -> (String, String)) -> Option<Ho
 }
 
 /// Brings the objects in line with `facts`; only real changes make events.
-pub fn update(db: &mut Db, refs: &HostRefs, facts: &HostFacts) {
+pub fn update(
+    db: &mut Db,
+    refs: &mut HostRefs,
+    facts: &HostFacts,
+    new_id: &mut dyn FnMut() -> (String, String),
+) {
     let m = &facts.management;
     set(
         db,
@@ -263,30 +236,7 @@ pub fn update(db: &mut Db, refs: &HostRefs, facts: &HostFacts) {
     );
     update_metrics(db, refs, &facts.system);
 
-    set(
-        db,
-        &NETWORK,
-        &refs.network,
-        "name_label",
-        Value::String(format!("Pool-wide network associated with {}", m.device)),
-    );
-    set(
-        db,
-        &PIF,
-        &refs.pif,
-        "device",
-        Value::String(m.device.clone()),
-    );
-    let mac = m
-        .mac
-        .map(|b| {
-            format!(
-                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-                b[0], b[1], b[2], b[3], b[4], b[5]
-            )
-        })
-        .unwrap_or_default();
-    set(db, &PIF, &refs.pif, "MAC", Value::String(mac));
+    pifs::reconcile(db, refs, facts, new_id);
     set(
         db,
         &PIF,
@@ -317,6 +267,8 @@ pub fn update(db: &mut Db, refs: &HostRefs, facts: &HostFacts) {
         Value::Bool(m.address.is_some()),
     );
 }
+
+mod pifs;
 
 /// When the metrics were last taken (xapi datetime form).
 pub fn metrics_taken(db: &mut Db, refs: &HostRefs, when: String) {

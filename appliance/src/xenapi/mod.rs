@@ -16,6 +16,7 @@ mod events;
 pub mod fuzz;
 mod host;
 mod jsonrpc;
+mod layout;
 pub mod persist;
 pub mod schema;
 mod service;
@@ -27,6 +28,10 @@ pub use auth::{Auth, AuthError};
 pub use dispatch::all_methods;
 pub use error::ApiError;
 pub use host::{API_VERSION, HostFacts, ManagementFacts};
+pub use layout::{
+    BondFacts, MANAGEMENT as MANAGEMENT_NETWORK, NetworkLayout, NicFacts, VlanFacts,
+    from_config as network_layout, named_nics,
+};
 pub use persist::{Change, StateStore};
 pub use service::{Attached, SESSION_IDLE_TIMEOUT, XenApi};
 pub use value::Value;

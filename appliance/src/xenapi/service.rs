@@ -141,9 +141,9 @@ impl XenApi {
         }
         let count = records.len();
         let (mut db, skipped) = persist::load(version, records).map_err(|e| e.to_string())?;
-        let refs = host::find(&mut db, || new_id(platform))
+        let mut refs = host::find(&mut db, || new_id(platform))
             .ok_or_else(|| String::from("the stored database has no host object"))?;
-        host::update(&mut db, &refs, &self.facts);
+        host::update(&mut db, &mut refs, &self.facts, &mut || new_id(platform));
         host::update_metrics(&mut db, &refs, &self.facts.system);
         let taken = format_datetime(self.unix_now(platform));
         host::metrics_taken(&mut db, &refs, taken);
@@ -302,9 +302,11 @@ impl XenApi {
     }
 
     /// Updates the host objects when the facts change (a DHCP lease, say).
-    pub fn update_facts(&mut self, facts: HostFacts) {
+    pub fn update_facts(&mut self, facts: HostFacts, platform: &mut dyn Platform) {
         if facts != self.facts {
-            host::update(&mut self.db, &self.refs, &facts);
+            host::update(&mut self.db, &mut self.refs, &facts, &mut || {
+                new_id(platform)
+            });
             self.facts = facts;
             if let Err(e) = self.persist() {
                 log::error!("db: host changes could not be saved: {e}");

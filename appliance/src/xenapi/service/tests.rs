@@ -54,6 +54,7 @@ fn service() -> (XenApi, FakePlatform) {
             gateway: Some([192, 0, 2, 1]),
             dns: vec![[192, 0, 2, 53]],
         },
+        networks: Default::default(),
     };
     let api = XenApi::new(&config, facts, &mut platform);
     (api, platform)
