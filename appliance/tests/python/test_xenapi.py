@@ -116,8 +116,9 @@ def test_host_is_described_truthfully(session):
     assert len(version.split(".")) == 3
     metrics = session.xenapi.host_metrics.get_record(record["metrics"])
     assert int(metrics["memory_total"]) > 0
-    pif = session.xenapi.PIF.get_record(record["PIFs"][0])
-    assert pif["management"] and pif["IP"] == ADDRESS
+    pifs = [session.xenapi.PIF.get_record(p) for p in record["PIFs"]]
+    management = [p for p in pifs if p["management"]]
+    assert len(management) == 1 and management[0]["IP"] == ADDRESS
 
 
 def test_setter_and_map_helper(session):
