@@ -2,9 +2,12 @@
 //! takes `keel.img` over `PUT /upgrade?session_id=...` (curl, as the README
 //! shows), reboots on `host.reboot` (JSON-RPC), boots the new slot on trial
 //! and commits it; a corrupted upload is refused and the host reboots into
-//! its old slot.
+//! its old slot; a second upload while one runs is refused, a body cut short
+//! frees the host for the next; a host booted without its disk says so.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -32,12 +35,10 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A copy of the media's disk with a host config on its ESP: the root
-/// password and the media's signing key as the one trusted key.
-fn prepared_disk(dir: &Path) -> PathBuf {
+/// The host config: the root password and the media's signing key as the
+/// one trusted key.
+fn host_config(dir: &Path) -> PathBuf {
     let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
-    let disk = dir.join("keel-disk.img");
-    fs::copy(media.join(artifacts::DISK_IMAGE), &disk).expect("copy the disk image");
     let key = fs::read_to_string(media.join(PUBLIC_KEY)).expect("keel-signing.pub");
     let toml = dir.join("upgrade.toml");
     fs::write(
@@ -56,6 +57,15 @@ fn prepared_disk(dir: &Path) -> PathBuf {
         .arg(&toml)
         .arg("-o")
         .arg(&module));
+    module
+}
+
+/// A copy of the media's disk with [`host_config`] on its ESP.
+fn prepared_disk(dir: &Path) -> PathBuf {
+    let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
+    let disk = dir.join("keel-disk.img");
+    fs::copy(media.join(artifacts::DISK_IMAGE), &disk).expect("copy the disk image");
+    let module = host_config(dir);
     let esp = disk_layout::partition(Role::Esp).first_lba * SECTOR_BYTES;
     let image = format!("{}@@{esp}", disk.display());
     run(Command::new("mmd").args(["-i", &image, "::/keel"]));
@@ -126,12 +136,16 @@ fn upload(qemu: &Qemu, file: &Path, session: &str) -> (u16, Value) {
             "--max-time",
             CURL_SECONDS,
             "-w",
-            "\n%{http_code}",
+            "\n%{http_code} %{time_total}",
             "-T",
         ])
         .arg(file)
         .arg(url(qemu, &format!("/upgrade?session_id={session}"))));
-    let (body, code) = out.rsplit_once('\n').expect("curl's status line");
+    let (body, tail) = out.rsplit_once('\n').expect("curl's status line");
+    let (code, seconds) = tail.split_once(' ').expect("status and time");
+    let bytes = fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    // A figure for the report, never asserted.
+    eprintln!("FIGURE upgrade_upload bytes={bytes} status={code} curl_seconds={seconds}");
     let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"));
     (code.trim().parse().expect("a status code"), json)
 }
@@ -219,4 +233,83 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
     let (_, now) = health(&qemu);
     assert_eq!(now["boot"]["committed_slot"], "b", "{now}");
     assert!(now["boot"]["failed_upgrade_slot"].is_null(), "{now}");
+}
+
+/// An upload in progress makes a second one wait its turn (409); the first,
+/// cut short by its client, is answered 400 and frees the host, and the next
+/// upload is accepted. Nothing is marked for trial by the cut one.
+#[test]
+fn one_upload_at_a_time_and_a_cut_upload_frees_the_host() {
+    let dir = TestDir::for_current_test().expect("test dir");
+    let disk = prepared_disk(dir.path());
+    let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
+    let image_path = media.join(SIGNED_IMAGE);
+    let image = fs::read(&image_path).expect("keel.img");
+    let (qemu, _) = boot(
+        "upgrade-api-busy",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+    );
+    let session = login(&qemu);
+
+    let mut first =
+        TcpStream::connect(("127.0.0.1", qemu.http_port())).expect("connect to the image");
+    first
+        .set_read_timeout(Some(BOOT_TIMEOUT))
+        .expect("read timeout");
+    write!(
+        first,
+        "PUT /upgrade?session_id={session} HTTP/1.1\r\nHost: keel\r\nContent-Length: {}\r\n\r\n",
+        image.len()
+    )
+    .expect("send the head");
+    first
+        .write_all(&image[..100 * 1024])
+        .expect("send part of the body");
+    qemu.wait_for_serial("upgrade: receiving an image for slot b", BOOT_TIMEOUT)
+        .expect("the first upload started");
+
+    let (status, json) = upload(&qemu, &image_path, &session);
+    assert_eq!(status, 409, "{json}");
+
+    first.shutdown(Shutdown::Write).expect("half-close");
+    let mut answer = String::new();
+    first
+        .read_to_string(&mut answer)
+        .expect("the answer to the cut upload");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("ended before its Content-Length"),
+        "{answer}"
+    );
+    qemu.wait_for_serial("nothing is marked for trial", BOOT_TIMEOUT)
+        .expect("the cut upload is reported");
+    let (_, now) = health(&qemu);
+    assert!(now["boot"]["slot_b"].is_null(), "{now}");
+
+    let (status, json) = upload(&qemu, &image_path, &session);
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["slot"], "b", "{json}");
+}
+
+/// Booted with `-kernel` (no keel disk): the upload is refused with 503 and
+/// a reason, not pretended.
+#[test]
+fn a_host_without_its_boot_disk_answers_503() {
+    let builder = keel(2, 512).hard_timeout(HARD_TIMEOUT);
+    let module = host_config(builder.dir());
+    let qemu = builder.initrd(module).spawn().expect("spawn QEMU");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["hostname"], "keel-upgrade-test", "{json}");
+    assert!(json["boot"].is_null(), "{json}");
+    let session = login(&qemu);
+    let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
+    let (status, json) = upload(&qemu, &media.join(SIGNED_IMAGE), &session);
+    assert_eq!(status, 503, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not boot from a keel disk")),
+        "{json}"
+    );
 }
