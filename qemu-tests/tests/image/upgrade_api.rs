@@ -1,8 +1,9 @@
 //! The upgrade API end to end: the image booted from its disk (SeaBIOS)
-//! takes `keel.img` over `PUT /upgrade?session_id=...` (curl, as the README
-//! shows), reboots on `host.reboot` (JSON-RPC), boots the new slot on trial
-//! and commits it; a corrupted upload is refused and the host reboots into
-//! its old slot; a second upload while one runs is refused, a body cut short
+//! takes a next version over `PUT /upgrade?session_id=...` (curl, as the
+//! README shows; the media's payload signed as another version by a second
+//! trusted key), reboots on `host.reboot` (JSON-RPC), boots the new slot on
+//! trial and commits it, keeping the old one; a corrupted upload and one
+//! from an untrusted signer are refused and the host reboots into its old slot; a second upload while one runs is refused, a body cut short
 //! frees the host for the next; a host booted without its disk says so.
 
 use std::fs;
@@ -14,12 +15,19 @@ use std::time::Duration;
 
 use host_config::artifacts::{self, PUBLIC_KEY, SIGNED_IMAGE};
 use host_config::disk_layout::{self, Role, SECTOR_BYTES};
+use host_config::signed::{self, HEADER_BYTES, public_key};
 use qemu_tests::{Qemu, QemuBuilder, TestDir, host_config_bin_from_env, media_from_env};
 use serde_json::Value;
 
 use super::{EXIT_TIMEOUT, health, keel};
 
 const PASSWORD: &str = "qemu-upgrade-password";
+/// A second signer the test host trusts besides the build's key: it signs
+/// the "next version" (the media's payload under another version string).
+const NEXT_SEED: [u8; 32] = [9; 32];
+const NEXT_VERSION: &str = "9.9.9+upgrade-test";
+/// A signer the host does not trust.
+const STRANGER_SEED: [u8; 32] = [7; 32];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
 const HARD_TIMEOUT: Duration = Duration::from_secs(300);
 /// curl's own limit for one call (an upload of ~1.3 MB into TCG).
@@ -35,8 +43,8 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The host config: the root password and the media's signing key as the
-/// one trusted key.
+/// The host config: the root password, and as trusted keys the media's
+/// signing key and the key of [`NEXT_SEED`].
 fn host_config(dir: &Path) -> PathBuf {
     let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
     let key = fs::read_to_string(media.join(PUBLIC_KEY)).expect("keel-signing.pub");
@@ -45,8 +53,9 @@ fn host_config(dir: &Path) -> PathBuf {
         &toml,
         format!(
             "hostname = \"keel-upgrade-test\"\nroot_password = \"{PASSWORD}\"\n\
-             trusted_keys = [\"{}\"]\n",
-            key.trim()
+             trusted_keys = [\"{}\", \"{}\"]\n",
+            key.trim(),
+            hex(&public_key(&NEXT_SEED))
         ),
     )
     .expect("write the config");
@@ -74,6 +83,20 @@ fn prepared_disk(dir: &Path) -> PathBuf {
         .arg(&module)
         .arg("::/keel/host-config.bin"));
     disk
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The media's payload signed as `version` with `seed`, written to `dir/name`.
+fn resigned(dir: &Path, name: &str, image: &[u8], version: &str, seed: &[u8; 32]) -> PathBuf {
+    let payload = &image[HEADER_BYTES..];
+    let mut out = signed::sign(payload, version, seed).expect("sign").to_vec();
+    out.extend_from_slice(payload);
+    let path = dir.join(name);
+    fs::write(&path, out).expect("write the signed image");
+    path
 }
 
 fn builder(name: &str, disk: &Path) -> QemuBuilder {
@@ -173,6 +196,14 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
     corrupted[at] ^= 0x40;
     let corrupted_path = dir.path().join("corrupted.img");
     fs::write(&corrupted_path, &corrupted).expect("write the corrupted image");
+    let next = resigned(dir.path(), "next.img", &image, NEXT_VERSION, &NEXT_SEED);
+    let stranger = resigned(
+        dir.path(),
+        "stranger.img",
+        &image,
+        NEXT_VERSION,
+        &STRANGER_SEED,
+    );
 
     let (qemu, report) = boot(
         "upgrade-api-1",
@@ -194,6 +225,14 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
     );
     qemu.wait_for_serial("upgrade: failed", BOOT_TIMEOUT)
         .expect("the refusal in the log");
+    let (status, json) = upload(&qemu, &stranger, &session);
+    assert_eq!(status, 400, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("trusted")),
+        "{json}"
+    );
     reboot(&qemu, &session);
     drop(qemu);
 
@@ -203,14 +242,19 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
         "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
     );
     assert_eq!(report["committed_slot"], "a", "{report}");
+    assert!(report["slot_b"].is_null(), "nothing was written: {report}");
+    let old_version = report["slot_a"]
+        .as_str()
+        .expect("slot a's version")
+        .to_string();
     let session = login(&qemu);
-    let (status, json) = upload(&qemu, &image_path, &session);
+    let (status, json) = upload(&qemu, &next, &session);
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["slot"], "b", "{json}");
-    let version = json["version"].as_str().expect("version").to_string();
-    assert!(!version.is_empty(), "{json}");
+    assert_eq!(json["version"], NEXT_VERSION, "{json}");
+    let version = NEXT_VERSION;
     let (_, after) = health(&qemu);
-    assert_eq!(after["boot"]["slot_b"], version.as_str(), "{after}");
+    assert_eq!(after["boot"]["slot_b"], version, "{after}");
     reboot(&qemu, &session);
     drop(qemu);
 
@@ -225,9 +269,9 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
     )
     .expect("the trial commits");
     assert_eq!(report["slot"], "b", "{report}");
-    assert_eq!(report["slot_b"], version.as_str(), "{report}");
-    assert!(
-        report["slot_a"].is_string(),
+    assert_eq!(report["slot_b"], version, "{report}");
+    assert_eq!(
+        report["slot_a"], old_version,
         "the old slot is kept: {report}"
     );
     let (_, now) = health(&qemu);
