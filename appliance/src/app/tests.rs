@@ -35,10 +35,15 @@ impl Platform for TestPlatform {
         }
     }
 
+    /// Deterministic, but different on every call (refs must be unique).
     fn fill_random(&mut self, buf: &mut [u8]) {
+        static CALLS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+        let call = CALLS
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+            .to_le_bytes();
         buf.iter_mut()
             .enumerate()
-            .for_each(|(i, b)| *b = 0x5a ^ i as u8);
+            .for_each(|(i, b)| *b = 0x5a ^ i as u8 ^ call[i % 8]);
     }
 
     fn idle(&mut self, deadline: Option<Duration>) {
@@ -408,6 +413,115 @@ mod bonded {
             gateway: None,
             dns: vec![],
         }
+    }
+
+    /// A record's field as text.
+    fn text(record: &crate::xenapi::Value, field: &str) -> String {
+        match record {
+            crate::xenapi::Value::Struct(f) => match f.get(field) {
+                Some(crate::xenapi::Value::String(s)) => s.clone(),
+                Some(crate::xenapi::Value::Int(i)) => format!("{i}"),
+                Some(crate::xenapi::Value::Bool(b)) => format!("{b}"),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            },
+            _ => String::new(),
+        }
+    }
+
+    #[test]
+    fn the_xenapi_shows_the_bond_and_vlans_brought_up() {
+        let clock = SimClock::new();
+        let wires = [
+            Wire::new(1504, 64),
+            Wire::new(1504, 64),
+            Wire::new(1504, 64),
+        ];
+        let nics: Vec<WireNic> = wires
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let i = u8::try_from(i).unwrap();
+                w.pair(
+                    MacAddress([0x52, 0x54, 0, 0, 0, i + 1]),
+                    MacAddress([2, 0, 0, 9, 0, i + 1]),
+                )
+                .0
+            })
+            .collect();
+        let platform = TestPlatform {
+            clock: clock.clone(),
+            idles: Vec::new(),
+        };
+        let appliance = Appliance::new(platform, nics, config()).expect("networks");
+        let api = appliance.api();
+        let pifs = api.records("PIF");
+        let mut layout: Vec<(String, String, String, String)> = pifs
+            .values()
+            .map(|p| {
+                (
+                    text(p, "device"),
+                    text(p, "VLAN"),
+                    text(p, "MAC"),
+                    text(p, "management"),
+                )
+            })
+            .collect();
+        layout.sort();
+        let mac = |i: u8| format!("52:54:00:00:00:{i:02x}");
+        let management_mac = {
+            let m = appliance.management().mac().0;
+            format!(
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            )
+        };
+        let row = |d: &str, v: &str, m: &str, g: bool| {
+            (
+                String::from(d),
+                String::from(v),
+                String::from(m),
+                format!("{g}"),
+            )
+        };
+        assert_eq!(
+            layout,
+            [
+                row("bond0", "-1", &management_mac, true),
+                row("bond0", "20", &management_mac, false),
+                row("eth0", "-1", &mac(1), false),
+                row("eth1", "-1", &mac(2), false),
+                row("eth2", "-1", &mac(3), false),
+            ]
+        );
+        let find = |device: &str, vlan: &str| {
+            pifs.iter()
+                .find(|(_, p)| text(p, "device") == device && text(p, "VLAN") == vlan)
+                .map(|(r, p)| (r.clone(), p.clone()))
+                .unwrap()
+        };
+        let (master, bond_pif) = find("bond0", "-1");
+        assert_eq!(text(&bond_pif, "IP"), "192.0.2.10");
+        assert_eq!(text(&find("eth2", "-1").1, "currently_attached"), "false");
+        let (storage_ref, storage) = find("bond0", "20");
+        assert_eq!(text(&storage, "IP"), "198.51.100.10");
+        assert_eq!(text(&storage, "ip_configuration_mode"), "Static");
+
+        let bonds = api.records("Bond");
+        let (bond_ref, bond) = bonds.iter().next().unwrap();
+        assert_eq!(bonds.len(), 1);
+        assert_eq!(text(bond, "master"), master);
+        assert_eq!(text(bond, "mode"), "lacp");
+        assert_eq!(text(bond, "primary_slave"), find("eth0", "-1").0);
+        assert_eq!(text(&find("eth1", "-1").1, "bond_slave_of"), *bond_ref);
+        let vlans = api.records("VLAN");
+        let (vlan_ref, vlan) = vlans.iter().next().unwrap();
+        assert_eq!(vlans.len(), 1);
+        assert_eq!(text(vlan, "tag"), "20");
+        assert_eq!(text(vlan, "tagged_PIF"), master);
+        assert_eq!(text(vlan, "untagged_PIF"), storage_ref);
+        assert_eq!(text(&storage, "VLAN_master_of"), *vlan_ref);
+        assert_eq!(api.records("network").len(), 5);
     }
 
     #[test]

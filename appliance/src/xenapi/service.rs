@@ -318,6 +318,18 @@ impl XenApi {
         &self.facts
     }
 
+    /// Every record of `class`, by reference (tests look at the objects).
+    #[cfg(test)]
+    pub(crate) fn records(&self, class: &str) -> BTreeMap<String, Value> {
+        let Some(declared) = CLASSES.iter().find(|c| c.name == class) else {
+            return BTreeMap::new();
+        };
+        self.db
+            .objects(class)
+            .map(|(r, o)| (r.clone(), super::db::record(declared, o)))
+            .collect()
+    }
+
     fn refresh(&mut self, platform: &mut dyn Platform) {
         let now = platform.now();
         if now >= self.metrics_at + METRICS_PERIOD {
