@@ -398,22 +398,33 @@ impl XenApi {
     /// Every reference argument must name an existing object; the object a
     /// method acts on may not be null either.
     fn check_refs(&self, method: &Method, args: &[Value]) -> Result<(), ApiError> {
-        for (i, (param, value)) in method.params().iter().zip(args).enumerate() {
-            let Ty::Ref(class) = param.ty else { continue };
-            let Some(reference) = value.as_str() else {
-                continue;
-            };
-            if !CLASSES
+        let stored = |class: &str| {
+            CLASSES
                 .iter()
                 .any(|c| c.name == class && !c.fields.is_empty())
-            {
-                continue;
-            }
-            if reference == NULL_REF && i > 0 {
-                continue;
-            }
-            if !self.db.contains(class, reference) {
-                return Err(ApiError::handle_invalid(class, reference));
+        };
+        for (i, (param, value)) in method.params().iter().zip(args).enumerate() {
+            match (param.ty, value) {
+                (Ty::Ref(class), value) if stored(class) => {
+                    let Some(reference) = value.as_str() else {
+                        continue;
+                    };
+                    if reference == NULL_REF && i > 0 {
+                        continue;
+                    }
+                    if !self.db.contains(class, reference) {
+                        return Err(ApiError::handle_invalid(class, reference));
+                    }
+                }
+                // A set of references (`Bond.create`'s members): every one must exist.
+                (Ty::Set(Ty::Ref(class)), Value::Array(items)) if stored(class) => {
+                    for reference in items.iter().filter_map(Value::as_str) {
+                        if !self.db.contains(class, reference) {
+                            return Err(ApiError::handle_invalid(class, reference));
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())

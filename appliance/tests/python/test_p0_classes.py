@@ -61,6 +61,10 @@ def test_constructors_check_arguments_then_say_not_implemented(session):
         "NOT_IMPLEMENTED", "Bond.create"]
     assert failure_of(x.Bond.create, NULL, [pif], "", "lacp")[:2] == [
         "HANDLE_INVALID", "network"]
+    assert failure_of(x.Bond.create, network, [pif, NULL], "", "lacp") == [
+        "HANDLE_INVALID", "PIF", NULL]
+    assert failure_of(x.Bond.create, network, [pif], "", "round-robin") == [
+        "INVALID_VALUE", "mode", "round-robin"]
     assert failure_of(x.VLAN.create, pif, "10", network) == [
         "NOT_IMPLEMENTED", "VLAN.create"]
     assert failure_of(x.pool.create_VLAN_from_PIF, pif, network, "10") == [
