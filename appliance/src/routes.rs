@@ -56,8 +56,8 @@ impl Handler for Endpoints<'_> {
         head.path == upgrade::PATH
     }
 
-    fn stream_start(&mut self, head: &RequestHead<'_>, _length: u64) -> Result<(), Response> {
-        upgrade::start(head, self.api, self.platform)
+    fn stream_start(&mut self, head: &RequestHead<'_>, length: u64) -> Result<(), Response> {
+        upgrade::start(head, length, self.api, self.platform)
     }
 
     fn stream_chunk(&mut self, bytes: &[u8]) -> Result<(), Response> {

@@ -18,6 +18,7 @@ use smoltcp::time::{Duration, Instant};
 use crate::http::{Limits, Request, RequestHead, Response, Status};
 
 mod connection;
+pub mod fuzz;
 
 pub use connection::Connection;
 

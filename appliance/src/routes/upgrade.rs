@@ -14,9 +14,14 @@ use crate::xenapi::XenApi;
 
 pub const PATH: &str = "/upgrade";
 
+/// The largest upload a slot takes: the signed header and a full slot's payload.
+const MAX_UPLOAD_BYTES: u64 = host_config::signed::HEADER_BYTES as u64
+    + host_config::disk_layout::SLOT_PAYLOAD_SECTORS * host_config::disk_layout::SECTOR_BYTES;
+
 /// Checks the method and the session, then claims the upload.
 pub fn start(
     head: &RequestHead<'_>,
+    length: u64,
     api: &mut XenApi,
     platform: &mut dyn Platform,
 ) -> Result<(), Response> {
@@ -36,6 +41,14 @@ pub fn start(
         return Err(Response::json_error(
             Status::UNAUTHORIZED,
             "SESSION_INVALID: the session_id is not a live XenAPI session",
+        ));
+    }
+    if length > MAX_UPLOAD_BYTES {
+        return Err(Response::json_error(
+            Status::CONTENT_TOO_LARGE,
+            &alloc::format!(
+                "an upgrade image is at most {MAX_UPLOAD_BYTES} bytes (a slot); this one is {length}"
+            ),
         ));
     }
     platform.upgrade_begin().map_err(|e| match e {

@@ -337,7 +337,7 @@ fn one_upload_at_a_time_and_a_cut_upload_frees_the_host() {
 }
 
 /// Booted with `-kernel` (no keel disk): the upload is refused with 503 and
-/// a reason, not pretended.
+/// a reason, not pretended; an upload larger than a slot gets 413 at once.
 #[test]
 fn a_host_without_its_boot_disk_answers_503() {
     let builder = keel(2, 512).hard_timeout(HARD_TIMEOUT);
@@ -356,4 +356,20 @@ fn a_host_without_its_boot_disk_answers_503() {
             .is_some_and(|e| e.contains("did not boot from a keel disk")),
         "{json}"
     );
+
+    // More than a slot holds is refused from its head, before any body.
+    let mut raw =
+        TcpStream::connect(("127.0.0.1", qemu.http_port())).expect("connect to the image");
+    raw.set_read_timeout(Some(BOOT_TIMEOUT))
+        .expect("read timeout");
+    write!(
+        raw,
+        "PUT /upgrade?session_id={session} HTTP/1.1\r\nHost: keel\r\n\
+         Content-Length: 1000000000000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    .expect("send the head");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).expect("the answer");
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
 }
