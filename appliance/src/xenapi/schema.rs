@@ -68,6 +68,12 @@ pub enum Op {
     MessageCreate,
     MessageDestroy,
     MessageGetSince,
+    /// `Bond.create`: the members are checked, then `NOT_IMPLEMENTED`.
+    BondCreate,
+    /// `VLAN.create(tagged_PIF, tag, network)`: checked, then `NOT_IMPLEMENTED`.
+    VlanCreate,
+    /// `pool.create_VLAN_from_PIF(pif, network, VLAN)`: as `VlanCreate`.
+    PoolCreateVlanFromPif,
     /// A XenAPI call this host cannot carry out yet: `NOT_IMPLEMENTED [name]`
     /// after the arguments are checked (so a wrong ref still gets `HANDLE_INVALID`).
     NotImplemented,
@@ -359,13 +365,14 @@ pub const POOL: Class = Class {
                 p("VLAN", I),
             ],
         ),
-        todo_call(
+        call(
             "create_VLAN_from_PIF",
             &[
                 p("pif", Ty::Ref("PIF")),
                 p("network", Ty::Ref("network")),
                 p("VLAN", I),
             ],
+            Op::PoolCreateVlanFromPif,
         ),
     ],
 };
@@ -1001,7 +1008,7 @@ pub const BOND: Class = Class {
         ro_d("auto_update_mac", B, Default::Bool(true)),
     ],
     messages: &[
-        todo_call(
+        call(
             "create",
             &[
                 p("network", Ty::Ref("network")),
@@ -1010,6 +1017,7 @@ pub const BOND: Class = Class {
                 p_d("mode", Ty::Enum(BOND_MODES), Default::Str("balance-slb")),
                 p_d("properties", MAP_SS, Default::Empty),
             ],
+            Op::BondCreate,
         ),
         todo_call("destroy", &[p("self", BOND_REF)]),
         todo_call(
@@ -1034,13 +1042,14 @@ pub const VLAN: Class = Class {
         rw("other_config", MAP_SS),
     ],
     messages: &[
-        todo_call(
+        call(
             "create",
             &[
                 p("tagged_PIF", Ty::Ref("PIF")),
                 p("tag", I),
                 p("network", Ty::Ref("network")),
             ],
+            Op::VlanCreate,
         ),
         todo_call("destroy", &[p("self", Ty::Ref("VLAN"))]),
     ],

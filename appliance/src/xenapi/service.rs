@@ -484,6 +484,19 @@ impl XenApi {
             }
             Op::MessageDestroy => self.destroy_message(arg(0)),
             Op::MessageGetSince => Ok(self.messages_since(arg(0))),
+            Op::BondCreate => self
+                .check_bond_members(args.get(1))
+                .and(Err(ApiError::not_implemented(&method.name()))),
+            Op::VlanCreate => {
+                let tag = args.get(1).and_then(Value::as_int).unwrap_or(-1);
+                self.check_vlan(arg(0), tag)
+                    .and(Err(ApiError::not_implemented(&method.name())))
+            }
+            Op::PoolCreateVlanFromPif => {
+                let tag = args.get(2).and_then(Value::as_int).unwrap_or(-1);
+                self.check_vlan(arg(0), tag)
+                    .and(Err(ApiError::not_implemented(&method.name())))
+            }
             Op::NotImplemented => Err(ApiError::not_implemented(&method.name())),
         };
         Outcome::Done(result)
@@ -492,6 +505,7 @@ impl XenApi {
 
 mod generic;
 mod messages;
+mod network_checks;
 mod sessions;
 mod tasks;
 mod vms;

@@ -43,6 +43,11 @@ name = "backup"
 purpose = "storage"
 interface = "eth2"
 mode = "dhcp"
+[[network]]
+name = "backup2"
+purpose = "migration"
+interface = "eth3"
+mode = "dhcp"
 """
 
 NULL = "OpaqueRef:NULL"
@@ -110,7 +115,7 @@ def test_bond_vlans_and_pifs(bonded):
     objects = layout(url)
     pifs = by_device(objects["PIF"])
     assert sorted(pifs) == [("bond0", -1), ("bond0", 5), ("bond0", 20), ("bond0", 30),
-                            ("eth0", -1), ("eth1", -1), ("eth2", -1)]
+                            ("eth0", -1), ("eth1", -1), ("eth2", -1), ("eth3", -1)]
     (host_ref, host), = objects["host"].items()
     assert sorted(host["PIFs"]) == sorted(objects["PIF"])
     for ref, pif in objects["PIF"].items():
@@ -190,3 +195,37 @@ def test_layout_keeps_its_identity_across_restarts(bonded):
         assert sorted(before[cls]) == sorted(after[cls]), cls
         assert {r: o["uuid"] for r, o in before[cls].items()} == \
             {r: o["uuid"] for r, o in after[cls].items()}, cls
+
+
+def test_bond_and_vlan_requests_are_checked_as_xapi_does(bonded):
+    url = bonded[0]
+    s = XenAPI.Session(url)
+    s.xenapi.login_with_password("root", PASSWORD, "2.21", "pytest")
+    x = s.xenapi
+    try:
+        pifs = by_device(x.PIF.get_all_records())
+        eth0, eth2, eth3 = (pifs[(d, -1)][0] for d in ["eth0", "eth2", "eth3"])
+        bond0, _ = pifs[("bond0", -1)]
+        storage, _ = pifs[("bond0", 20)]
+        network = x.PIF.get_network(eth2)
+
+        def details(call, *args):
+            with pytest.raises(XenAPI.Failure) as failure:
+                call(*args)
+            return failure.value.details
+
+        assert details(x.Bond.create, network, [eth0, eth2], "", "lacp") == [
+            "PIF_ALREADY_BONDED", eth0]
+        assert details(x.Bond.create, network, [eth2, eth3], "", "lacp") == [
+            "NOT_IMPLEMENTED", "Bond.create"]
+        assert details(x.VLAN.create, bond0, "20", network) == ["PIF_VLAN_EXISTS", "bond0"]
+        assert details(x.pool.create_VLAN_from_PIF, bond0, network, "30") == [
+            "PIF_VLAN_EXISTS", "bond0"]
+        assert details(x.VLAN.create, storage, "40", network) == ["PIF_IS_VLAN", storage]
+        assert details(x.VLAN.create, bond0, "-1", network) == ["VLAN_TAG_INVALID", "-1"]
+        assert details(x.VLAN.create, bond0, "40", network) == [
+            "NOT_IMPLEMENTED", "VLAN.create"]
+        assert details(x.pool.create_VLAN_from_PIF, eth2, network, "40") == [
+            "NOT_IMPLEMENTED", "pool.create_VLAN_from_PIF"]
+    finally:
+        x.session.logout()

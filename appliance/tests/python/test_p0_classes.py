@@ -58,7 +58,7 @@ def test_constructors_check_arguments_then_say_not_implemented(session):
     network = x.PIF.get_network(pif)
     # XO's bond and VLAN paths: 4 arguments, MAC "".
     assert failure_of(x.Bond.create, network, [pif], "", "lacp") == [
-        "NOT_IMPLEMENTED", "Bond.create"]
+        "PIF_BOND_NEEDS_MORE_MEMBERS"]
     assert failure_of(x.Bond.create, NULL, [pif], "", "lacp")[:2] == [
         "HANDLE_INVALID", "network"]
     assert failure_of(x.Bond.create, network, [pif, NULL], "", "lacp") == [
@@ -71,6 +71,7 @@ def test_constructors_check_arguments_then_say_not_implemented(session):
         "NOT_IMPLEMENTED", "pool.create_VLAN_from_PIF"]
     assert failure_of(x.pool.create_VLAN_from_PIF, NULL, network, "10") == [
         "HANDLE_INVALID", "PIF", NULL]
+    assert failure_of(x.VLAN.create, pif, "4095", network) == ["VLAN_TAG_INVALID", "4095"]
 
 
 def test_messages_are_real(session):
