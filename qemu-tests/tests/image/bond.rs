@@ -5,7 +5,8 @@
 //! 9000. From OVS internal ports on those VLANs, `/health` answers on the
 //! management address and the storage address answers 8000-byte pings that
 //! may not be fragmented (`ping -M do -s 8000`); OVS shows both members
-//! enabled with us as its LACP partner.
+//! enabled with us as its LACP partner, and the XenAPI (JSON-RPC) shows the
+//! PIFs, the Bond and the VLAN that were brought up.
 //!
 //! QEMU runs inside the namespace (its taps are there); OVS's daemons run
 //! under `timeout` and are killed by their pids; deleting the namespace
@@ -406,6 +407,69 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
         both_members_enabled(&ovs, &ns, &taps),
         "both members still enabled"
     );
+
+    // The XenAPI shows what was brought up: a PIF per NIC, the bond and its
+    // master PIF, the storage VLAN with its PIF and network.
+    let call = |method: &str, params: serde_json::Value| -> serde_json::Value {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let out = ns
+            .run(&[
+                "curl",
+                "-s",
+                "-m",
+                "10",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+                &format!("http://{MGMT_IP}/jsonrpc"),
+            ])
+            .unwrap_or_else(|e| panic!("{method}: {e}"));
+        let answer: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: {e}: {out}"));
+        assert!(answer["error"].is_null(), "{method}: {answer}");
+        answer["result"].clone()
+    };
+    let session = call(
+        "session.login_with_password",
+        serde_json::json!(["root", "qemu-tests-password"]),
+    );
+    let session = session.as_str().expect("a session ref").to_string();
+    let records = |class: &str| {
+        let all = call(
+            &format!("{class}.get_all_records"),
+            serde_json::json!([session]),
+        );
+        all.as_object().expect("records").clone()
+    };
+    let pifs = records("PIF");
+    let pif = |device: &str, vlan: i64| {
+        pifs.iter()
+            .find(|(_, p)| p["device"] == device && p["VLAN"] == vlan)
+            .map(|(r, p)| (r.clone(), p.clone()))
+            .unwrap_or_else(|| panic!("no PIF {device} VLAN {vlan}: {pifs:?}"))
+    };
+    assert_eq!(pifs.len(), 5, "eth0..eth2, bond0, bond0 VLAN 20: {pifs:?}");
+    let (master, bond_pif) = pif("bond0", -1);
+    assert_eq!(bond_pif["management"], true);
+    assert_eq!(bond_pif["IP"], MGMT_IP);
+    assert_eq!(bond_pif["MTU"], 9000);
+    let (storage_ref, storage) = pif("bond0", 20);
+    assert_eq!(storage["IP"], STORAGE_IP);
+    assert_eq!(storage["MTU"], 9000);
+    let bonds = records("Bond");
+    let (bond_ref, bond) = bonds.iter().next().expect("a Bond");
+    assert_eq!(bond["master"], master.as_str());
+    assert_eq!(bond["mode"], "lacp");
+    assert_eq!(bond["properties"]["lacp-time"], "fast");
+    assert_eq!(bond["primary_slave"], pif("eth1", -1).0.as_str());
+    assert_eq!(pif("eth2", -1).1["bond_slave_of"], bond_ref.as_str());
+    let vlans = records("VLAN");
+    let (_, vlan) = vlans.iter().next().expect("a VLAN");
+    assert_eq!(vlan["tag"], 20);
+    assert_eq!(vlan["tagged_PIF"], master.as_str());
+    assert_eq!(vlan["untagged_PIF"], storage_ref.as_str());
     drop(qemu);
     drop(ovs);
 }
