@@ -104,8 +104,6 @@ pub struct Image {
     pub start: u64,
     pub end: u64,
     pub tls: Option<Tls>,
-    /// The version byte of a Hermit entry-version note, if the image has one.
-    pub hermit_entry_version: Option<u8>,
 }
 
 /// One program header's fields (64-bit layout).
@@ -250,13 +248,11 @@ pub fn load_image(
             align: s.align,
         })
     });
-    let hermit_entry_version = hermit_entry_version(image);
     Ok(Image {
         entry: entry.wrapping_add(base),
         start,
         end,
         tls,
-        hermit_entry_version,
     })
 }
 
@@ -462,7 +458,6 @@ mod tests {
         let img = load_image(&pie, &mut m, 0x1000, 0x2000).unwrap();
         assert_eq!(img.entry, 0x2040);
         assert_eq!((img.start, img.end), (0x2000, 0x2000 + pie.len() as u64));
-        assert_eq!(img.hermit_entry_version, Some(4));
         assert_eq!(hermit_entry_version(&pie), Some(4));
         let slot = 0x2000 + pie.len() as u64 - 8;
         assert_eq!(m.read_u64(GuestAddress(slot)), Ok(0x2000 + 0x1234));

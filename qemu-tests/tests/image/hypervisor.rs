@@ -26,36 +26,28 @@ fn assemble(name: &str, out_dir: &Path) -> PathBuf {
     assemble_as(name, name, &[], out_dir)
 }
 
-/// Assembles `guests/<source>.S` with `--defsym` symbols into `<name>.elf`.
+/// How a test guest is linked.
+const STATIC_AT_2MIB: &[&str] = &["-static", "-Ttext=0x200000"];
+/// A static PIE linked at 0 and relocated by the loader, as Hermit applications are.
+const STATIC_PIE: &[&str] = &["-pie", "--no-dynamic-linker", "-z", "noexecstack"];
+
+/// Assembles `guests/<source>.S` with `--defsym` symbols into a static ELF `<name>.elf`.
 fn assemble_as(source: &str, name: &str, defs: &[(&str, u64)], out_dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("guests")
-        .join(format!("{source}.S"));
-    let obj = out_dir.join(format!("{name}.o"));
-    let elf = out_dir.join(format!("{name}.elf"));
-    let mut as_cmd = Command::new("as");
-    as_cmd.arg("--64");
-    for (sym, value) in defs {
-        as_cmd.arg("--defsym").arg(format!("{sym}={value}"));
-    }
-    run(as_cmd.arg("-o").arg(&obj).arg(&src));
-    run(Command::new("ld")
-        .args([
-            "-static",
-            "-nostdlib",
-            "-Ttext=0x200000",
-            "-e",
-            "_start",
-            "-o",
-        ])
-        .arg(&elf)
-        .arg(&obj));
-    elf
+    assemble_linked(source, name, defs, STATIC_AT_2MIB, out_dir)
 }
 
-/// Assembles `guests/<source>.S` into a static PIE `<name>.elf` (linked at
-/// 0, relocated by the loader), the way Hermit applications are linked.
+/// The same, linked as a static PIE.
 fn assemble_pie(source: &str, name: &str, defs: &[(&str, u64)], out_dir: &Path) -> PathBuf {
+    assemble_linked(source, name, defs, STATIC_PIE, out_dir)
+}
+
+fn assemble_linked(
+    source: &str,
+    name: &str,
+    defs: &[(&str, u64)],
+    link: &[&str],
+    out_dir: &Path,
+) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("guests")
         .join(format!("{source}.S"));
@@ -68,16 +60,8 @@ fn assemble_pie(source: &str, name: &str, defs: &[(&str, u64)], out_dir: &Path) 
     }
     run(as_cmd.arg("-o").arg(&obj).arg(&src));
     run(Command::new("ld")
-        .args([
-            "-pie",
-            "--no-dynamic-linker",
-            "-nostdlib",
-            "-z",
-            "noexecstack",
-            "-e",
-            "_start",
-            "-o",
-        ])
+        .args(link)
+        .args(["-nostdlib", "-e", "_start", "-o"])
         .arg(&elf)
         .arg(&obj));
     elf
