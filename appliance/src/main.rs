@@ -24,6 +24,7 @@ use host_config::HostConfig;
 use host_config::upgrade::{self, BootState, Booted, Upgrade, UpgradeError};
 use kernel::Boot;
 use kernel::drivers::virtio::VirtioDisk;
+use kernel::drivers::watchdog;
 use kernel::hv::vm::{GuestBoot, VmSpec};
 use storage::BlockDevice;
 
@@ -149,6 +150,7 @@ impl Platform for Machine {
                 upgrade::Slot::A => slots.slot_a = Some(version.clone()),
                 upgrade::Slot::B => slots.slot_b = Some(version.clone()),
             }
+            slots.pending_trial_slot = Some(slot.name());
         }
         Ok(UpgradeWritten {
             slot: slot.name(),
@@ -350,6 +352,7 @@ fn boot_disk(boot: &mut Boot) -> Option<(Booted, BootSlots, usize)> {
                     slot_a: status.slot_a,
                     slot_b: status.slot_b,
                     failed_upgrade_slot: status.failed_trial.map(|s| s.name()),
+                    pending_trial_slot: None,
                 };
                 return Some((booted, slots, i));
             }
@@ -377,11 +380,34 @@ fn commit_trial(disk: &mut SharedDisk, booted: Booted, slots: &RefCell<Option<Bo
             if let Some(slots) = slots.borrow_mut().as_mut() {
                 slots.committed_slot = booted.slot.name();
             }
+            // Committed: from here a reset boots this slot anyway, so the
+            // watchdog has nothing left to protect (it is not a general hang
+            // watchdog: nothing in the main loop bounds its own latency).
+            if watchdog::disarm() {
+                log::info!(
+                    "watchdog: disarmed, slot {} is committed",
+                    booted.slot.name()
+                );
+            }
         }
-        Err(e) => log::error!(
-            "boot: could not commit slot {}: {e}; the next boot returns to the previous slot",
-            booted.slot.name()
-        ),
+        Err(e) => {
+            log::error!(
+                "boot: could not commit slot {}: {e}; the next boot returns to the previous slot",
+                booted.slot.name()
+            );
+            watchdog_stays();
+        }
+    }
+}
+
+/// A trial that did not commit keeps the watchdog armed: the reset it makes
+/// is the fall-back to the previous slot.
+fn watchdog_stays() {
+    if let Some(at) = watchdog::reset_by() {
+        log::warn!(
+            "watchdog: stays armed; the machine resets {} s after boot and GRUB boots the previous slot",
+            at.as_secs()
+        );
     }
 }
 
@@ -521,10 +547,13 @@ fn main(mut boot: Boot) -> ! {
             };
             match boot_disk {
                 Some((booted, mut disk)) if healthy => commit_trial(&mut disk, booted, &boot_slots),
-                Some((booted, _)) if booted.state == BootState::Trial => log::error!(
-                    "boot: slot {} is unhealthy and stays on trial; the next boot returns to the previous slot",
-                    booted.slot.name()
-                ),
+                Some((booted, _)) if booted.state == BootState::Trial => {
+                    log::error!(
+                        "boot: slot {} is unhealthy and stays on trial; the next boot returns to the previous slot",
+                        booted.slot.name()
+                    );
+                    watchdog_stays();
+                }
                 _ => {}
             }
             appliance.run()
@@ -533,6 +562,7 @@ fn main(mut boot: Boot) -> ! {
             log::error!(
                 "net: cannot bring up the management network: {e}; the host is unreachable"
             );
+            watchdog_stays();
             loop {
                 kernel::idle(None);
             }

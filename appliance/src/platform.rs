@@ -32,6 +32,31 @@ pub struct BootSlots {
     pub slot_b: Option<String>,
     /// An upgrade to this slot never reported healthy; the host fell back.
     pub failed_upgrade_slot: Option<&'static str>,
+    /// An upgrade was written to this slot in this boot; the next boot tries it.
+    pub pending_trial_slot: Option<&'static str>,
+}
+
+impl BootSlots {
+    /// The outcome of the latest upgrade this host knows of: `failed` (a
+    /// trial fell back; kept until the next upgrade), `pending` (written,
+    /// waiting for its trial boot), `committed` (this boot is the trial and
+    /// it committed), `trial` (this boot is the trial, not committed yet),
+    /// or `none`.
+    pub fn last_upgrade(&self) -> &'static str {
+        if self.pending_trial_slot.is_some() {
+            "pending"
+        } else if self.slot_state == "trial" {
+            if self.committed_slot == self.slot {
+                "committed"
+            } else {
+                "trial"
+            }
+        } else if self.failed_upgrade_slot.is_some() {
+            "failed"
+        } else {
+            "none"
+        }
+    }
 }
 
 /// Why an upgrade upload cannot start now.

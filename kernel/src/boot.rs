@@ -118,6 +118,7 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
     );
 
     let modules = init_memory(&bi);
+    trial_watchdog(&bi.cmdline);
 
     let platform =
         acpi::discover(bi.rsdp).unwrap_or_else(|e| fatal(format_args!("ACPI tables: {e:?}")));
@@ -241,6 +242,47 @@ fn init_memory(bi: &BootInfo) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// How long an upgrade's trial boot has, from here, to become healthy and
+/// commit (`keel.trial_deadline=SECONDS` overrides it): a slow TCG boot to a
+/// healthy appliance takes well under a minute even on a loaded machine.
+const TRIAL_DEADLINE: Duration = Duration::from_secs(240);
+
+/// On a trial boot (`keel.slot_state=trial`, set by GRUB), arms the hardware
+/// watchdog before anything else can hang; the appliance disarms it when the
+/// trial commits. Any boot reports a reset the watchdog caused.
+fn trial_watchdog(cmdline: &str) {
+    use crate::drivers::watchdog;
+    if watchdog::last_reset_was_watchdog() == Some(true) {
+        log::warn!("watchdog: the previous boot was reset by the watchdog");
+    }
+    if cmdline::get(cmdline, "keel.slot_state") != Some("trial") {
+        return;
+    }
+    let deadline = match cmdline::get(cmdline, "keel.trial_deadline") {
+        None => TRIAL_DEADLINE,
+        Some(text) => match text.parse::<u64>() {
+            Ok(seconds) => Duration::from_secs(seconds),
+            Err(_) => {
+                log::warn!(
+                    "watchdog: keel.trial_deadline={text:?} is not a number of seconds; using {} s",
+                    TRIAL_DEADLINE.as_secs()
+                );
+                TRIAL_DEADLINE
+            }
+        },
+    };
+    match watchdog::arm(deadline) {
+        Ok(real) => log::info!(
+            "watchdog: armed ({}.{} s) for the trial boot; the machine resets unless the trial commits by then",
+            real.as_secs(),
+            real.subsec_millis() / 100
+        ),
+        Err(e) => log::error!(
+            "watchdog: not armed for the trial boot: {e}; a hang of this trial will not fall back by itself"
+        ),
+    }
+}
+
 /// Boot-time self-tests requested with `keel.selftest=` (used by the image tests).
 /// Recurses until the stack runs out (the `stack-overflow` self-test).
 #[inline(never)]
@@ -271,6 +313,13 @@ fn selftest(which: &str) {
         }
         "poweroff" => power::poweroff(),
         "reboot" => power::reboot(),
+        "hang" => {
+            log::info!("selftest: hanging with interrupts off");
+            cpu::cli();
+            loop {
+                core::hint::spin_loop();
+            }
+        }
         other => log::warn!("selftest: unknown test {other:?}"),
     }
 }

@@ -15,6 +15,7 @@ pub mod cpio;
 pub mod hv;
 pub mod le;
 pub mod mem;
+pub mod tco;
 
 #[cfg(target_os = "none")]
 pub mod acpi;

@@ -305,6 +305,11 @@ impl Machine {
             "none",
             "-device",
             "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            // The ICH9 TCO watchdog resets the machine at its second timeout,
+            // as on a server board; QEMU 7.2's q35 models a pin strap that
+            // forbids it unless told otherwise (8.0 changed the default).
+            "-global",
+            "ICH9-LPC.noreboot=false",
         ]
         .iter()
         .map(|s| s.to_string())

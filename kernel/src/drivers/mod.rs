@@ -2,3 +2,4 @@
 
 pub mod intx;
 pub mod virtio;
+pub mod watchdog;

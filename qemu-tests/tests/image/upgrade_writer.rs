@@ -8,16 +8,19 @@
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use host_config::artifacts::{self, PUBLIC_KEY, SIGNED_IMAGE};
+use host_config::disk_layout::{self, Role};
 use host_config::signed::{self, public_key};
 use host_config::upgrade::{self, BootState, Booted, Disk, Slot, Upgrade};
 use qemu_tests::{QemuBuilder, TestDir, media_from_env};
 
 use super::{health, keel};
 
-const BOOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(150);
-const HARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(240);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
+const HARD_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// The disk image file as 512-byte sectors.
 struct FileDisk(File);
@@ -200,4 +203,123 @@ fn bad_signature_writes_nothing_and_a_cut_upload_still_boots_the_old_slot() {
         "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
         "slot b: empty",
     );
+}
+
+/// Runs one mtools command on the disk's ESP; returns its output.
+fn mtools(disk: &Path, tool: &str, args: &[&str]) -> String {
+    let esp = disk_layout::partition(Role::Esp).first_lba * disk_layout::SECTOR_BYTES;
+    let image = format!("{}@@{esp}", disk.display());
+    let output = Command::new(tool)
+        .args(["-i", &image])
+        .args(args)
+        .output()
+        .expect("run mtools");
+    assert!(
+        output.status.success(),
+        "{tool} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The trial deadline the hanging trial is given (the default, 240 s, would
+/// only make the test slower).
+const HANG_DEADLINE_SECONDS: u64 = 30;
+
+/// An upgrade that hangs on its trial boot: the watchdog, armed before the
+/// appliance starts, resets the machine; GRUB boots the committed slot and
+/// the host reports the failed upgrade. The slot holds a valid image; the
+/// hang comes from the trial boot's command line (`keel.selftest=hang`,
+/// which spins with interrupts off), added to the ESP's `grub.cfg` for the
+/// trial entry only, as an image that hangs early would behave.
+#[test]
+fn hung_trial_is_reset_by_the_watchdog_and_falls_back() {
+    let dir = TestDir::for_current_test().expect("test dir");
+    let disk = disk_copy(dir.path());
+    let (image, _) = media_image();
+    let seed = [5u8; 32];
+    let payload = &image[signed::HEADER_BYTES..];
+    let mut hanging = signed::sign(payload, "0.0.0+hangs", &seed)
+        .expect("sign")
+        .to_vec();
+    hanging.extend_from_slice(payload);
+    let mut writer = Upgrade::new(ON_A, &[public_key(&seed)]);
+    for chunk in hanging.chunks(64 * 1024) {
+        writer.feed(&mut open(&disk), chunk).expect("chunk");
+    }
+    writer.finish(&mut open(&disk)).expect("finish");
+
+    let cfg = mtools(&disk, "mtype", &["::/boot/grub/grub.cfg"]);
+    let hang = format!("keel.selftest=hang keel.trial_deadline={HANG_DEADLINE_SECONDS}");
+    let edited = cfg
+        .replace(
+            "  set keel_boot=trial\n",
+            &format!("  set keel_boot=trial\n  set keel_hang=\"{hang}\"\n"),
+        )
+        .replace("export keel_disk", "export keel_hang keel_disk")
+        .replace(
+            "keel.slot_state=$keel_boot\n",
+            "keel.slot_state=$keel_boot $keel_hang\n",
+        );
+    assert_eq!(
+        edited.matches("keel_hang").count(),
+        3,
+        "grub.cfg changed shape:\n{cfg}"
+    );
+    let cfg_path = dir.path().join("grub.cfg");
+    fs::write(&cfg_path, &edited).expect("write grub.cfg");
+    let cfg_arg = cfg_path.display().to_string();
+    mtools(&disk, "mcopy", &["-o", &cfg_arg, "::/boot/grub/grub.cfg"]);
+
+    let qemu = run("upgrade-hang", &disk).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial(
+        &format!("keel.slot=b keel.slot_state=trial {hang}"),
+        BOOT_TIMEOUT,
+    )
+    .expect("GRUB boots slot b on trial, told to hang");
+    qemu.wait_for_serial("watchdog: armed (30.0 s) for the trial boot", BOOT_TIMEOUT)
+        .expect("the watchdog is armed early in the trial");
+    qemu.wait_for_serial("selftest: hanging with interrupts off", BOOT_TIMEOUT)
+        .expect("the trial hangs");
+    let hung = Instant::now();
+    let status = qemu
+        .wait_exit(Duration::from_secs(HANG_DEADLINE_SECONDS * 4))
+        .expect("the watchdog resets the machine (QEMU exits under -no-reboot)");
+    let hang_to_reset = hung.elapsed();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a reset, not a panic exit: {status}"
+    );
+    let serial = qemu.serial();
+    let after = &serial[serial
+        .find("selftest: hanging with interrupts off")
+        .expect("the hang line")..];
+    assert!(
+        after.lines().count() <= 1,
+        "nothing ran after the hang: {after}"
+    );
+    drop(qemu);
+
+    let fallback = Instant::now();
+    let (booted, report) = boot(
+        "upgrade-hang-fallback",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+        "boot: the upgrade to slot b failed",
+    );
+    let reset_to_fallback = fallback.elapsed();
+    // Figures for the report, never asserted.
+    eprintln!(
+        "FIGURE upgrade_hang deadline_s={HANG_DEADLINE_SECONDS} hang_to_reset_s={:.1} \
+         reset_to_fallback_health_s={:.1}",
+        hang_to_reset.as_secs_f64(),
+        reset_to_fallback.as_secs_f64()
+    );
+    assert_eq!(report["failed_upgrade_slot"], "b", "{report}");
+    assert_eq!(report["slot_b"], "0.0.0+hangs", "{report}");
+    assert_eq!(report["committed_slot"], "a", "{report}");
+    let status = upgrade::status(&mut open(&disk), booted).expect("status");
+    assert_eq!(status.active, Slot::A);
+    assert_eq!(status.failed_trial, Some(Slot::B));
 }
