@@ -55,6 +55,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         http.attach(net.primary_mut().sockets_mut());
         log::info!("http: serving on port {}", http.port());
         let mut facts = host_facts(&config, net.primary(), platform.system_info());
+        facts.boot = platform.boot_slots();
         facts.networks = network_layout(&config, &macs, &|name| {
             net.interfaces().any(|i| i.name() == name)
         });
@@ -90,6 +91,13 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             let mut facts = self.api.facts().clone();
             facts.management = management_facts(self.net.primary(), facts.management.dhcp);
             live_layout(&self.net, &mut facts.networks);
+            self.api.update_facts(facts, &mut self.platform);
+        }
+        let boot = self.platform.boot_slots();
+        if boot != self.api.facts().boot {
+            // A trial committed, an upgrade was written: host.software_version follows.
+            let mut facts = self.api.facts().clone();
+            facts.boot = boot;
             self.api.update_facts(facts, &mut self.platform);
         }
 
@@ -192,6 +200,7 @@ fn host_facts<N: Nic>(
         system,
         management: management_facts(management, matches!(config.management.ip, IpMode::Dhcp)),
         networks: NetworkLayout::default(),
+        boot: None,
     }
 }
 

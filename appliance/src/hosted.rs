@@ -128,6 +128,7 @@ pub fn hosted_facts(config: &HostConfig, listen: SocketAddr, system: SystemInfo)
             &alloc_nics(crate::xenapi::named_nics(config)),
             &|_| true,
         ),
+        boot: None,
     }
 }
 

@@ -12,7 +12,7 @@ use super::layout::NetworkLayout;
 use super::schema::{Class, HOST, HOST_METRICS, NETWORK, PIF, POOL};
 use super::value::Value;
 use crate::health::{BUILD_ID, VERSION};
-use crate::platform::SystemInfo;
+use crate::platform::{BootSlots, SystemInfo};
 
 /// The XenAPI version this host speaks.
 pub const API_VERSION: (i64, i64) = (2, 21);
@@ -39,6 +39,8 @@ pub struct HostFacts {
     pub management: ManagementFacts,
     /// NICs, the bond and the VLAN networks (default: the management NIC alone).
     pub networks: NetworkLayout,
+    /// The A/B slots and the last upgrade, when booted from a keel disk.
+    pub boot: Option<BootSlots>,
 }
 
 /// References of the singleton objects.
@@ -116,19 +118,6 @@ pub fn create(
         Value::String(refs.host.clone()),
     );
 
-    let version = String::from(VERSION);
-    let software = map(&[
-        ("product_brand", String::from("keel")),
-        ("product_version", version.clone()),
-        ("product_version_text", version.clone()),
-        ("product_version_text_short", version.clone()),
-        ("platform_name", String::from("keel")),
-        ("platform_version", version.clone()),
-        ("build_number", String::from(BUILD_ID)),
-        ("xapi", format!("{}.{}", API_VERSION.0, API_VERSION.1)),
-        ("xapi_build", version),
-    ]);
-    set(db, &HOST, &refs.host, "software_version", software);
     set(
         db,
         &HOST,
@@ -196,6 +185,51 @@ pub fn find(db: &mut Db, new_id: impl FnOnce() -> (String, String)) -> Option<Ho
     })
 }
 
+/// `host.software_version`: the running version the xapi way, and the A/B
+/// upgrade state under `keel_` keys (README, "A/B upgrades"): the slot
+/// booted and how, the committed slot, each slot's version (empty: no
+/// image), the slot a failed upgrade was tried in, and the last upgrade's
+/// outcome ([`BootSlots::last_upgrade`]). Without a keel disk (`-kernel`,
+/// PXE, hosted) `keel_boot_slot` is empty and `keel_last_upgrade` is `none`.
+fn software_version(boot: Option<&BootSlots>) -> Value {
+    let version = String::from(VERSION);
+    let text = |s: Option<&str>| String::from(s.unwrap_or(""));
+    map(&[
+        ("product_brand", String::from("keel")),
+        ("product_version", version.clone()),
+        ("product_version_text", version.clone()),
+        ("product_version_text_short", version.clone()),
+        ("platform_name", String::from("keel")),
+        ("platform_version", version.clone()),
+        ("build_number", String::from(BUILD_ID)),
+        ("xapi", format!("{}.{}", API_VERSION.0, API_VERSION.1)),
+        ("xapi_build", version),
+        ("keel_boot_slot", text(boot.map(|b| b.slot))),
+        ("keel_boot_slot_state", text(boot.map(|b| b.slot_state))),
+        ("keel_committed_slot", text(boot.map(|b| b.committed_slot))),
+        (
+            "keel_slot_a_version",
+            text(boot.and_then(|b| b.slot_a.as_deref())),
+        ),
+        (
+            "keel_slot_b_version",
+            text(boot.and_then(|b| b.slot_b.as_deref())),
+        ),
+        (
+            "keel_failed_upgrade_slot",
+            text(boot.and_then(|b| b.failed_upgrade_slot)),
+        ),
+        (
+            "keel_pending_upgrade_slot",
+            text(boot.and_then(|b| b.pending_trial_slot)),
+        ),
+        (
+            "keel_last_upgrade",
+            String::from(boot.map_or("none", BootSlots::last_upgrade)),
+        ),
+    ])
+}
+
 /// Brings the objects in line with `facts`; only real changes make events.
 pub fn update(
     db: &mut Db,
@@ -204,6 +238,14 @@ pub fn update(
     new_id: &mut dyn FnMut() -> (String, String),
 ) {
     let m = &facts.management;
+    // Also after loading a stored database: an upgraded host shows its new version.
+    set(
+        db,
+        &HOST,
+        &refs.host,
+        "software_version",
+        software_version(facts.boot.as_ref()),
+    );
     set(
         db,
         &HOST,
@@ -311,5 +353,70 @@ mod tests {
         assert_eq!(netmask(32), [255; 4]);
         assert_eq!(netmask(0), [0; 4]);
         assert_eq!(netmask(1), [128, 0, 0, 0]);
+    }
+
+    fn key(v: &Value, k: &str) -> String {
+        match v {
+            Value::Struct(m) => m
+                .get(k)
+                .and_then(Value::as_str)
+                .map(String::from)
+                .unwrap_or_else(|| panic!("no {k} in {v:?}")),
+            other => panic!("not a map: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn software_version_shows_the_slots_and_the_last_upgrade() {
+        let none = software_version(None);
+        assert_eq!(key(&none, "product_version"), VERSION);
+        assert_eq!(key(&none, "keel_boot_slot"), "");
+        assert_eq!(key(&none, "keel_last_upgrade"), "none");
+
+        let fell_back = BootSlots {
+            slot: "a",
+            slot_state: "fallback",
+            committed_slot: "a",
+            slot_a: Some(String::from("1.0")),
+            slot_b: Some(String::from("2.0")),
+            failed_upgrade_slot: Some("b"),
+            pending_trial_slot: None,
+        };
+        let v = software_version(Some(&fell_back));
+        assert_eq!(key(&v, "keel_boot_slot"), "a");
+        assert_eq!(key(&v, "keel_boot_slot_state"), "fallback");
+        assert_eq!(key(&v, "keel_slot_a_version"), "1.0");
+        assert_eq!(key(&v, "keel_slot_b_version"), "2.0");
+        assert_eq!(key(&v, "keel_failed_upgrade_slot"), "b");
+        assert_eq!(key(&v, "keel_last_upgrade"), "failed");
+
+        let retried = BootSlots {
+            pending_trial_slot: Some("b"),
+            ..fell_back.clone()
+        };
+        assert_eq!(retried.last_upgrade(), "pending");
+        let on_trial = BootSlots {
+            slot: "b",
+            slot_state: "trial",
+            failed_upgrade_slot: None,
+            ..fell_back.clone()
+        };
+        assert_eq!(on_trial.last_upgrade(), "trial");
+        let committed = BootSlots {
+            committed_slot: "b",
+            ..on_trial.clone()
+        };
+        assert_eq!(committed.last_upgrade(), "committed");
+        let empty_b = BootSlots {
+            slot_b: None,
+            failed_upgrade_slot: None,
+            slot_state: "committed",
+            ..fell_back
+        };
+        assert_eq!(
+            key(&software_version(Some(&empty_b)), "keel_slot_b_version"),
+            ""
+        );
+        assert_eq!(empty_b.last_upgrade(), "none");
     }
 }

@@ -173,6 +173,20 @@ fn upload(qemu: &Qemu, file: &Path, session: &str) -> (u16, Value) {
     (code.trim().parse().expect("a status code"), json)
 }
 
+/// `host.software_version` read with the PyPI `XenAPI` SDK (XML-RPC).
+fn software_version(qemu: &Qemu) -> Value {
+    let script = format!(
+        "import XenAPI, json\n\
+         s = XenAPI.Session('http://127.0.0.1:{}')\n\
+         s.xenapi.login_with_password('root', '{PASSWORD}')\n\
+         host = s.xenapi.host.get_all()[0]\n\
+         print(json.dumps(s.xenapi.host.get_software_version(host)))\n",
+        qemu.http_port()
+    );
+    let out = run(Command::new("python3").arg("-c").arg(&script));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
+}
+
 /// `host.reboot`: answered, then the machine resets (QEMU exits under -no-reboot).
 fn reboot(qemu: &Qemu, session: &str) {
     let host = call(qemu, "host.get_all", serde_json::json!([session]))["result"][0].clone();
@@ -212,6 +226,16 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
     );
     assert_eq!(report["committed_slot"], "a", "{report}");
     let session = login(&qemu);
+    let software = software_version(&qemu);
+    assert_eq!(software["keel_boot_slot"], "a", "{software}");
+    assert_eq!(software["keel_boot_slot_state"], "committed", "{software}");
+    assert_eq!(software["keel_committed_slot"], "a", "{software}");
+    assert_eq!(
+        software["keel_slot_a_version"], report["slot_a"],
+        "{software}"
+    );
+    assert_eq!(software["keel_slot_b_version"], "", "{software}");
+    assert_eq!(software["keel_last_upgrade"], "none", "{software}");
 
     let (status, json) = upload(&qemu, &image_path, "OpaqueRef:not-a-session");
     assert_eq!(status, 401, "{json}");
@@ -255,6 +279,10 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
     let version = NEXT_VERSION;
     let (_, after) = health(&qemu);
     assert_eq!(after["boot"]["slot_b"], version, "{after}");
+    let software = software_version(&qemu);
+    assert_eq!(software["keel_slot_b_version"], version, "{software}");
+    assert_eq!(software["keel_pending_upgrade_slot"], "b", "{software}");
+    assert_eq!(software["keel_last_upgrade"], "pending", "{software}");
     reboot(&qemu, &session);
     drop(qemu);
 
@@ -277,6 +305,18 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
     let (_, now) = health(&qemu);
     assert_eq!(now["boot"]["committed_slot"], "b", "{now}");
     assert!(now["boot"]["failed_upgrade_slot"].is_null(), "{now}");
+    let software = software_version(&qemu);
+    assert_eq!(software["keel_boot_slot"], "b", "{software}");
+    assert_eq!(software["keel_boot_slot_state"], "trial", "{software}");
+    assert_eq!(software["keel_committed_slot"], "b", "{software}");
+    assert_eq!(software["keel_slot_a_version"], old_version, "{software}");
+    assert_eq!(software["keel_slot_b_version"], version, "{software}");
+    assert_eq!(software["keel_failed_upgrade_slot"], "", "{software}");
+    assert_eq!(software["keel_last_upgrade"], "committed", "{software}");
+    assert_eq!(
+        software["product_version"], now["version"],
+        "the running version: {software} {now}"
+    );
 }
 
 /// An upload in progress makes a second one wait its turn (409); the first,
@@ -347,6 +387,9 @@ fn a_host_without_its_boot_disk_answers_503() {
     assert_eq!(json["hostname"], "keel-upgrade-test", "{json}");
     assert!(json["boot"].is_null(), "{json}");
     let session = login(&qemu);
+    let software = software_version(&qemu);
+    assert_eq!(software["keel_boot_slot"], "", "{software}");
+    assert_eq!(software["keel_last_upgrade"], "none", "{software}");
     let media = media_from_env().expect("the boot media (KEEL_MEDIA)");
     let (status, json) = upload(&qemu, &media.join(SIGNED_IMAGE), &session);
     assert_eq!(status, 503, "{json}");

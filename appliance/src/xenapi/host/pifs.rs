@@ -378,6 +378,7 @@ mod tests {
                 dns: Vec::new(),
             },
             networks,
+            boot: None,
         }
     }
 

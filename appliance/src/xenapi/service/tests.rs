@@ -55,6 +55,7 @@ fn service() -> (XenApi, FakePlatform) {
             dns: vec![[192, 0, 2, 53]],
         },
         networks: Default::default(),
+        boot: None,
     };
     let api = XenApi::new(&config, facts, &mut platform);
     (api, platform)
