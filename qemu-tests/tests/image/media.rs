@@ -2,7 +2,8 @@
 //! boots under UEFI (OVMF) and legacy BIOS (SeaBIOS), GRUB falls back from
 //! an empty slot (trials and commits: `upgrade_writer.rs`); the ISO
 //! boots as a CD under UEFI; the PXE tree boots a host with its own host
-//! config; the signed image verifies with the build's key; two builds give
+//! config, from RAM without a disk and with a blank local disk as its state
+//! store; the signed image verifies with the build's key; two builds give
 //! identical SHA256SUMS.
 
 use std::fs;
@@ -160,6 +161,63 @@ fn pxe_boots_with_its_host_config() {
         json["hostname"], "keel-pxe-test",
         "the host config for this MAC came over TFTP: {json}"
     );
+}
+
+/// Stateless mode: booted over PXE with no local disk, the host runs from
+/// RAM with the host config it got over TFTP (its database in memory only);
+/// with a blank local disk it formats it as its state store, and the next
+/// PXE boot opens the database the first one left there.
+#[test]
+fn pxe_runs_from_ram_without_a_disk_and_keeps_its_state_on_a_local_disk() {
+    let pxe =
+        |builder: QemuBuilder| builder.pxe(media().join(artifacts::PXE_DIR), PXE_BOOTFILE_BIOS);
+    let qemu = pxe(firmware_run()).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial("cmdline: keel.boot=pxe", MEDIA_BOOT_TIMEOUT)
+        .expect("booted over TFTP");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["hostname"], "keel-pxe-test", "{json}");
+    assert!(json["boot"].is_null(), "no A/B slots: {json}");
+    let serial = qemu.serial();
+    assert!(
+        serial.contains("db: no state disk; the database is kept in memory only"),
+        "runs from RAM: {}",
+        qemu.serial_tail(30)
+    );
+    drop(qemu);
+
+    let dir = TestDir::for_current_test().expect("test dir");
+    let disk = dir.path().join("local.img");
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("blank local disk");
+    let qemu = pxe(firmware_run().disk(&disk)).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial("cmdline: keel.boot=pxe", MEDIA_BOOT_TIMEOUT)
+        .expect("booted over TFTP with a local disk");
+    qemu.wait_for_serial(
+        "db: blk0 was blank: formatted the whole disk as the state store",
+        MEDIA_BOOT_TIMEOUT,
+    )
+    .expect("the blank local disk becomes the state store");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["hostname"], "keel-pxe-test", "{json}");
+    drop(qemu);
+
+    let qemu = pxe(firmware_run().disk(&disk)).spawn().expect("spawn QEMU");
+    let line = qemu
+        .wait_for_serial(
+            "db: database on blk0 (the whole disk): ",
+            MEDIA_BOOT_TIMEOUT,
+        )
+        .expect("the next PXE boot opens the state store");
+    let loaded: usize = line
+        .split("the whole disk): ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("objects loaded: {line}"));
+    assert!(loaded > 0, "the first boot's objects are there: {line}");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["hostname"], "keel-pxe-test", "{json}");
 }
 
 #[test]
