@@ -222,9 +222,67 @@ fn mtools(disk: &Path, tool: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The trial deadline the hanging trial is given (the default, 240 s, would
-/// only make the test slower).
-const HANG_DEADLINE_SECONDS: u64 = 30;
+/// The trial deadline the failing trials get (the default, 240 s, would
+/// only make the tests slower).
+const TRIAL_DEADLINE_SECONDS: u64 = 30;
+
+/// Writes the media's payload, signed as `version`, into slot B and marks
+/// it for a trial boot.
+fn write_trial_slot(disk: &Path, version: &str) {
+    let (image, _) = media_image();
+    let seed = [5u8; 32];
+    let payload = &image[signed::HEADER_BYTES..];
+    let mut next = signed::sign(payload, version, &seed)
+        .expect("sign")
+        .to_vec();
+    next.extend_from_slice(payload);
+    let mut writer = Upgrade::new(ON_A, &[public_key(&seed)]);
+    for chunk in next.chunks(64 * 1024) {
+        writer.feed(&mut open(disk), chunk).expect("chunk");
+    }
+    writer.finish(&mut open(disk)).expect("finish");
+}
+
+/// Adds `args` to the kernel command line of trial boots only, in the ESP's
+/// `grub.cfg` (committed and fallback boots are unchanged).
+fn trial_args(disk: &Path, dir: &Path, args: &str) {
+    let cfg = mtools(disk, "mtype", &["::/boot/grub/grub.cfg"]);
+    let edited = cfg
+        .replace(
+            "  set keel_boot=trial\n",
+            &format!("  set keel_boot=trial\n  set keel_test_args=\"{args}\"\n"),
+        )
+        .replace("export keel_disk", "export keel_test_args keel_disk")
+        .replace(
+            "keel.slot_state=$keel_boot\n",
+            "keel.slot_state=$keel_boot $keel_test_args\n",
+        );
+    assert_eq!(
+        edited.matches("keel_test_args").count(),
+        3,
+        "grub.cfg changed shape:\n{cfg}"
+    );
+    let cfg_path = dir.join("grub.cfg");
+    fs::write(&cfg_path, &edited).expect("write grub.cfg");
+    let cfg_arg = cfg_path.display().to_string();
+    mtools(disk, "mcopy", &["-o", &cfg_arg, "::/boot/grub/grub.cfg"]);
+}
+
+/// The boot after a failed trial: slot a, committed, reporting slot b failed.
+fn falls_back(name: &str, disk: &Path, version: &str) {
+    let (booted, report) = boot(
+        name,
+        disk,
+        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+        "boot: the upgrade to slot b failed",
+    );
+    assert_eq!(report["failed_upgrade_slot"], "b", "{report}");
+    assert_eq!(report["slot_b"], version, "{report}");
+    assert_eq!(report["committed_slot"], "a", "{report}");
+    let status = upgrade::status(&mut open(disk), booted).expect("status");
+    assert_eq!(status.active, Slot::A);
+    assert_eq!(status.failed_trial, Some(Slot::B));
+}
 
 /// An upgrade that hangs on its trial boot: the watchdog, armed before the
 /// appliance starts, resets the machine; GRUB boots the committed slot and
@@ -236,40 +294,9 @@ const HANG_DEADLINE_SECONDS: u64 = 30;
 fn hung_trial_is_reset_by_the_watchdog_and_falls_back() {
     let dir = TestDir::for_current_test().expect("test dir");
     let disk = disk_copy(dir.path());
-    let (image, _) = media_image();
-    let seed = [5u8; 32];
-    let payload = &image[signed::HEADER_BYTES..];
-    let mut hanging = signed::sign(payload, "0.0.0+hangs", &seed)
-        .expect("sign")
-        .to_vec();
-    hanging.extend_from_slice(payload);
-    let mut writer = Upgrade::new(ON_A, &[public_key(&seed)]);
-    for chunk in hanging.chunks(64 * 1024) {
-        writer.feed(&mut open(&disk), chunk).expect("chunk");
-    }
-    writer.finish(&mut open(&disk)).expect("finish");
-
-    let cfg = mtools(&disk, "mtype", &["::/boot/grub/grub.cfg"]);
-    let hang = format!("keel.selftest=hang keel.trial_deadline={HANG_DEADLINE_SECONDS}");
-    let edited = cfg
-        .replace(
-            "  set keel_boot=trial\n",
-            &format!("  set keel_boot=trial\n  set keel_hang=\"{hang}\"\n"),
-        )
-        .replace("export keel_disk", "export keel_hang keel_disk")
-        .replace(
-            "keel.slot_state=$keel_boot\n",
-            "keel.slot_state=$keel_boot $keel_hang\n",
-        );
-    assert_eq!(
-        edited.matches("keel_hang").count(),
-        3,
-        "grub.cfg changed shape:\n{cfg}"
-    );
-    let cfg_path = dir.path().join("grub.cfg");
-    fs::write(&cfg_path, &edited).expect("write grub.cfg");
-    let cfg_arg = cfg_path.display().to_string();
-    mtools(&disk, "mcopy", &["-o", &cfg_arg, "::/boot/grub/grub.cfg"]);
+    write_trial_slot(&disk, "0.0.0+hangs");
+    let hang = format!("keel.selftest=hang keel.trial_deadline={TRIAL_DEADLINE_SECONDS}");
+    trial_args(&disk, dir.path(), &hang);
 
     let qemu = run("upgrade-hang", &disk).spawn().expect("spawn QEMU");
     qemu.wait_for_serial(
@@ -283,7 +310,7 @@ fn hung_trial_is_reset_by_the_watchdog_and_falls_back() {
         .expect("the trial hangs");
     let hung = Instant::now();
     let status = qemu
-        .wait_exit(Duration::from_secs(HANG_DEADLINE_SECONDS * 4))
+        .wait_exit(Duration::from_secs(TRIAL_DEADLINE_SECONDS * 4))
         .expect("the watchdog resets the machine (QEMU exits under -no-reboot)");
     let hang_to_reset = hung.elapsed();
     assert_eq!(
@@ -302,24 +329,73 @@ fn hung_trial_is_reset_by_the_watchdog_and_falls_back() {
     drop(qemu);
 
     let fallback = Instant::now();
-    let (booted, report) = boot(
-        "upgrade-hang-fallback",
-        &disk,
-        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
-        "boot: the upgrade to slot b failed",
-    );
-    let reset_to_fallback = fallback.elapsed();
+    falls_back("upgrade-hang-fallback", &disk, "0.0.0+hangs");
     // Figures for the report, never asserted.
     eprintln!(
-        "FIGURE upgrade_hang deadline_s={HANG_DEADLINE_SECONDS} hang_to_reset_s={:.1} \
+        "FIGURE upgrade_hang deadline_s={TRIAL_DEADLINE_SECONDS} hang_to_reset_s={:.1} \
          reset_to_fallback_health_s={:.1}",
         hang_to_reset.as_secs_f64(),
-        reset_to_fallback.as_secs_f64()
+        fallback.elapsed().as_secs_f64()
     );
-    assert_eq!(report["failed_upgrade_slot"], "b", "{report}");
-    assert_eq!(report["slot_b"], "0.0.0+hangs", "{report}");
-    assert_eq!(report["committed_slot"], "a", "{report}");
-    let status = upgrade::status(&mut open(&disk), booted).expect("status");
-    assert_eq!(status.active, Slot::A);
-    assert_eq!(status.failed_trial, Some(Slot::B));
+}
+
+/// An upgrade whose trial boots and serves but never becomes healthy: its
+/// database on the state partition was written by a newer keel (schema
+/// version 1000), which this build refuses to open. The trial does not
+/// commit, the watchdog stays armed while the API answers, resets the
+/// machine, and the host falls back and reports the failed upgrade.
+#[test]
+fn unhealthy_trial_does_not_commit_and_falls_back() {
+    let dir = TestDir::for_current_test().expect("test dir");
+    let disk = disk_copy(dir.path());
+    write_trial_slot(&disk, "0.0.0+unhealthy");
+    trial_args(
+        &disk,
+        dir.path(),
+        &format!("keel.trial_deadline={TRIAL_DEADLINE_SECONDS}"),
+    );
+    let state = disk_layout::partition(Role::State);
+    let mut dev = storage::file::FileBlockDevice::open(&disk, 512, false).expect("open the disk");
+    let region = storage::region::Region {
+        start_lba: state.first_lba,
+        blocks: state.sectors,
+    };
+    let mut store =
+        storage::config_store::ConfigStore::format(&mut dev, region, 0x6b65_656c_7465_7374)
+            .expect("format the state store");
+    let mut batch = storage::config_store::Batch::new();
+    batch
+        .put("host/OpaqueRef:from-the-future", b"?")
+        .schema_version(1000);
+    store.commit(&mut dev, batch).expect("commit");
+    drop(dev);
+
+    let qemu = run("upgrade-unhealthy", &disk).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial("keel.slot=b keel.slot_state=trial", BOOT_TIMEOUT)
+        .expect("GRUB boots slot b on trial");
+    qemu.wait_for_serial("schema version 1000", BOOT_TIMEOUT)
+        .expect("the database does not open");
+    qemu.wait_for_serial("boot: slot b is unhealthy and stays on trial", BOOT_TIMEOUT)
+        .expect("the trial is unhealthy");
+    qemu.wait_for_serial("watchdog: stays armed", BOOT_TIMEOUT)
+        .expect("the watchdog stays armed");
+    let (_, json) = health(&qemu);
+    assert_eq!(json["boot"]["slot_state"], "trial", "{json}");
+    assert_eq!(json["boot"]["committed_slot"], "a", "not committed: {json}");
+    let status = qemu
+        .wait_exit(Duration::from_secs(TRIAL_DEADLINE_SECONDS * 4))
+        .expect("the watchdog resets the machine (QEMU exits under -no-reboot)");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a reset, not a panic exit: {status}"
+    );
+    let serial = qemu.serial();
+    assert!(
+        !serial.contains("now the committed slot") && !serial.contains("power: reboot"),
+        "{serial}"
+    );
+    drop(qemu);
+
+    falls_back("upgrade-unhealthy-fallback", &disk, "0.0.0+unhealthy");
 }
