@@ -424,9 +424,19 @@ fn take_file(boot: &mut Boot, path: &str) -> Option<Vec<u8>> {
         .map(|(_, data)| core::mem::take(data))
 }
 
+/// A boot file as the guest's disk `vda`: a RAM disk of 512-byte sectors
+/// (a last partial sector is zero-padded) whose checksum is logged when the
+/// VM ends, since its contents go with it.
+fn ram_disk(image: Vec<u8>) -> kernel::hv::vm::GuestDisk {
+    let sectors = image.len().div_ceil(512) as u64;
+    let mut dev = storage::mem::MemBlockDevice::new(512, sectors);
+    dev.bytes_mut()[..image.len()].copy_from_slice(&image);
+    kernel::hv::vm::GuestDisk::new("vda", Box::new(dev), false, true)
+}
+
 /// Starts the guests carried in boot files: every `guests/<name>.elf` (a
 /// static ELF) and every `guests/<name>/kernel` (a Linux bzImage, with
-/// optional `initrd`, `cmdline`, `memory_mib` and `vcpus` files beside it).
+/// optional `initrd`, `cmdline`, `memory_mib`, `vcpus` and `disk` files beside it).
 fn start_boot_guests(boot: &mut Boot) {
     let mut specs = Vec::new();
     let names: Vec<String> = boot.files.iter().map(|(p, _)| p.clone()).collect();
@@ -450,6 +460,7 @@ fn start_boot_guests(boot: &mut Boot) {
                 boot: GuestBoot::Elf(image),
                 memory_mib: ELF_GUEST_MEMORY_MIB,
                 vcpus: 1,
+                disks: Vec::new(),
             });
         } else if let Some(name) = rest.strip_suffix("/kernel") {
             let Some(kernel) = take_file(boot, path) else {
@@ -475,6 +486,10 @@ fn start_boot_guests(boot: &mut Boot) {
                 }
                 None => 1,
             };
+            let disks = take_file(boot, &alloc::format!("guests/{name}/disk"))
+                .map(ram_disk)
+                .into_iter()
+                .collect();
             specs.push(VmSpec {
                 name: name.into(),
                 boot: GuestBoot::Linux {
@@ -484,6 +499,7 @@ fn start_boot_guests(boot: &mut Boot) {
                 },
                 memory_mib,
                 vcpus,
+                disks,
             });
         }
     }

@@ -1,7 +1,7 @@
 //! A guest VM handed to the image at boot: `cargo xtask run --guest-kernel`
 //! and `bench guest-boot` pack it, with the host config, into one boot-module
 //! archive (cpio newc) that the image unpacks: `host-config.bin` and
-//! `guests/<name>/{kernel,initrd,cmdline,memory_mib}`.
+//! `guests/<name>/{kernel,initrd,cmdline,memory_mib,vcpus,disk}`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use qemu_tests::cpio::Cpio;
 
 /// Linux guests get ACPI (a LAPIC per vCPU and the IOAPIC in the MADT, PM
 /// timer, S5) but no PCI bus yet. vCPUs share the host CPUs other than the boot CPU.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 pci=off";
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
 
 /// What to boot as a guest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub struct GuestOptions {
     pub cmdline: String,
     pub cpus: u32,
     pub memory_mib: u32,
+    /// A file the guest sees as its virtio-blk disk `vda` (a RAM disk of the file's bytes).
+    pub disk: Option<PathBuf>,
 }
 
 impl GuestOptions {
@@ -34,6 +36,7 @@ impl GuestOptions {
             cmdline: DEFAULT_CMDLINE.into(),
             cpus: 1,
             memory_mib: 256,
+            disk: None,
         }
     }
 
@@ -69,6 +72,9 @@ pub fn write_archive(host_config: &Path, guest: Option<&GuestOptions>, out: &Pat
         );
         if let Some(initrd) = &g.initrd {
             archive.file(&format!("guests/{}/initrd", g.name), 0o644, &read(initrd)?);
+        }
+        if let Some(disk) = &g.disk {
+            archive.file(&format!("guests/{}/disk", g.name), 0o644, &read(disk)?);
         }
         archive.file(
             &format!("guests/{}/cmdline", g.name),

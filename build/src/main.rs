@@ -43,7 +43,8 @@ commands:
       --image FILE      boot this ELF instead of building the image
       --guest-kernel F  a Linux bzImage the image starts as guest VM `guest` at boot
       --guest-initrd F  its initrd
-      --guest-cmdline S its command line (default: console=ttyS0 pci=off)
+      --guest-disk F    its virtio-blk disk vda: a RAM disk holding F's bytes
+      --guest-cmdline S its command line (default: console=ttyS0)
       --guest-cpus N    its vCPUs (default 1; time-sliced on the non-boot CPUs)
       --guest-memory M  its RAM in MiB (default 256)
       --nic tap=NAME    a further NIC on an existing tap device (repeatable; eth1, eth2, ...)

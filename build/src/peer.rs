@@ -19,6 +19,24 @@ pub const CMDLINE: &str = "console=ttyS0 quiet";
 const META_PACKAGE: &str = "linux-image-amd64";
 /// busybox-static's binary.
 const BUSYBOX: &str = "/bin/busybox";
+/// The stock kernel's virtio modules guests load from their initrd, in
+/// dependency order (`modinfo -F depends`), kept in `target/peer/modules/`.
+pub const VIRTIO_MODULES: &[&str] = &[
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_pci_legacy_dev.ko",
+    "drivers/virtio/virtio_pci_modern_dev.ko",
+    "drivers/virtio/virtio_pci.ko",
+    "drivers/block/virtio_blk.ko",
+    "drivers/char/hw_random/virtio-rng.ko",
+];
+/// Where they are kept, under the peer folder.
+pub const MODULES_DIR: &str = "modules";
+
+/// A module's file name in `MODULES_DIR`.
+pub fn module_file(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
 
 /// The peer's `/init`: mounts nothing, says it ran, powers off at once.
 pub const INIT_SCRIPT: &str = "#!/bin/busybox sh
@@ -64,7 +82,10 @@ impl Peer {
 pub fn ensure(paths: &Paths, apt: &mut Apt) -> Result<()> {
     let dir = paths.peer();
     fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-    if !dir.join("vmlinuz").is_file() || !dir.join("VERSION").is_file() {
+    let modules_present = VIRTIO_MODULES
+        .iter()
+        .all(|m| dir.join(MODULES_DIR).join(module_file(m)).is_file());
+    if !dir.join("vmlinuz").is_file() || !dir.join("VERSION").is_file() || !modules_present {
         fetch_kernel(&dir, apt)?;
     }
     let init_copy = dir.join("init");
@@ -141,7 +162,26 @@ fn fetch_kernel(dir: &Path, apt: &mut Apt) -> Result<()> {
         })
         .ok_or_else(|| Error::new(format!("{} holds no boot/vmlinuz-*", deb.display())))?;
     fs::copy(&vmlinuz, dir.join("vmlinuz")).context(|| format!("copying {}", vmlinuz.display()))?;
-    // The modules are hundreds of MB; the bench needs only the kernel.
+    // The modules are hundreds of MB; guests need only the virtio ones.
+    let release = vmlinuz
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_start_matches("vmlinuz-")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let modules = dir.join(MODULES_DIR);
+    fs::create_dir_all(&modules).context(|| format!("creating {}", modules.display()))?;
+    for m in VIRTIO_MODULES {
+        let from = extract
+            .join("lib/modules")
+            .join(&release)
+            .join("kernel")
+            .join(m);
+        fs::copy(&from, modules.join(module_file(m)))
+            .context(|| format!("copying {}", from.display()))?;
+    }
     fs::remove_dir_all(&extract).context(|| format!("removing {}", extract.display()))?;
     let version = format!("{package} {}\n", version.trim());
     fs::write(dir.join("VERSION"), &version).context(|| "writing VERSION".into())?;

@@ -74,6 +74,7 @@ impl RunOptions {
                 "--image" => options.image = Some(PathBuf::from(value()?)),
                 "--guest-kernel" => guest.kernel = PathBuf::from(value()?),
                 "--guest-initrd" => guest.initrd = Some(PathBuf::from(value()?)),
+                "--guest-disk" => guest.disk = Some(PathBuf::from(value()?)),
                 "--guest-cmdline" => guest.cmdline = value()?,
                 "--guest-cpus" => guest.cpus = number(flag, &value()?)?,
                 "--guest-memory" => guest.memory_mib = number(flag, &value()?)?,

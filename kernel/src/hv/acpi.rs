@@ -1,7 +1,12 @@
 //! The firmware tables a guest reads: RSDP, XSDT, FADT and a DSDT that
 //! declares `\_S5`, placed in the reserved BIOS area below 1 MiB; and the
 //! fixed ACPI hardware behind them (`devices::pm`); and the MADT describing
-//! one local APIC per vCPU and the I/O APIC.
+//! one local APIC per vCPU and the I/O APIC; the MCFG and a PCI root
+//! bridge (`\_SB.PCI0`: segment 0, bus 0, its I/O and memory windows) for
+//! the guest's PCI bus (`super::pci`).
+
+use alloc::vec;
+use alloc::vec::Vec;
 
 use super::memory::{GuestAddress, GuestMemory, OutOfBounds};
 
@@ -11,6 +16,7 @@ const XSDT: u64 = 0xe_0100;
 const FADT: u64 = 0xe_0200;
 const DSDT: u64 = 0xe_0400;
 const MADT: u64 = 0xe_0500;
+const MCFG: u64 = 0xe_0800;
 /// Most vCPUs the MADT area holds (8 bytes per local APIC entry).
 pub const MAX_VCPUS: u32 = 64;
 
@@ -58,14 +64,97 @@ fn gas_io(port: u16, bits: u8) -> [u8; 12] {
     g
 }
 
-fn dsdt() -> [u8; 36 + 14] {
-    let mut t = [0u8; 50];
-    t[..36].copy_from_slice(&header(b"DSDT", 50, 2));
+/// An AML package (scope, device, buffer): `op`, PkgLength, then `body`.
+fn aml_package(op: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = op.to_vec();
+    // PkgLength counts itself: one byte up to 63, else two (up to 4095).
+    let one = body.len() + 1;
+    if one <= 63 {
+        out.push(one as u8);
+    } else {
+        let two = body.len() + 2;
+        out.push(0x40 | (two & 0xf) as u8);
+        out.push((two >> 4) as u8);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// `Name (NAME, EisaId ("PNP0Axx"))`: PNP0A08 (PCI Express root) and PNP0A03 (PCI root).
+fn aml_eisa_name(name: &[u8; 4], product: u8) -> [u8; 10] {
+    [
+        0x08, name[0], name[1], name[2], name[3], 0x0c, 0x41, 0xd0, 0x0a, product,
+    ]
+}
+
+/// The root bridge's `_CRS`: bus 0, the config ports it consumes, the I/O
+/// ranges on either side of them, and the BAR hole.
+fn pci_root_resources() -> Vec<u8> {
+    use super::pci::{CONFIG_ADDRESS, MMIO_BASE, MMIO_END};
+    let word_space = |kind: u8, min: u16, max: u16| {
+        let mut d = vec![
+            0x88,
+            0x0d,
+            0x00,
+            kind,
+            0x0c,
+            if kind == 1 { 0x03 } else { 0 },
+            0,
+            0,
+        ];
+        d.extend_from_slice(&min.to_le_bytes());
+        d.extend_from_slice(&max.to_le_bytes());
+        d.extend_from_slice(&0u16.to_le_bytes());
+        d.extend_from_slice(&(max - min).wrapping_add(1).to_le_bytes());
+        d
+    };
+    let mut r = word_space(2, 0, 0);
+    let port = CONFIG_ADDRESS.to_le_bytes();
+    r.extend_from_slice(&[0x47, 0x01, port[0], port[1], port[0], port[1], 0x01, 0x08]);
+    r.extend(word_space(1, 0, CONFIG_ADDRESS - 1));
+    r.extend(word_space(1, CONFIG_ADDRESS + 8, 0xffff));
+    // DWordMemory: producer, fixed, non-cacheable, read/write.
+    r.extend_from_slice(&[0x87, 0x17, 0x00, 0x00, 0x0c, 0x01, 0, 0, 0, 0]);
+    for v in [MMIO_BASE, MMIO_END - 1, 0, MMIO_END - MMIO_BASE] {
+        r.extend_from_slice(&(v as u32).to_le_bytes());
+    }
+    r.extend_from_slice(&[0x79, 0x00]);
+    r
+}
+
+fn dsdt() -> Vec<u8> {
+    let mut t = vec![0u8; 36];
     // Name (_S5, Package (0x04) { 0x05, 0x05, Zero, Zero })
-    t[36..50].copy_from_slice(&[
+    t.extend_from_slice(&[
         0x08, b'_', b'S', b'5', b'_', 0x12, 0x08, 0x04, 0x0a, S5_SLP_TYP, 0x0a, S5_SLP_TYP, 0x00,
         0x00,
     ]);
+    let mut pci0 = b"PCI0".to_vec();
+    pci0.extend_from_slice(&aml_eisa_name(b"_HID", 0x08));
+    pci0.extend_from_slice(&aml_eisa_name(b"_CID", 0x03));
+    for name in [b"_UID", b"_SEG", b"_BBN"] {
+        pci0.extend_from_slice(&[0x08, name[0], name[1], name[2], name[3], 0x00]);
+    }
+    let crs = pci_root_resources();
+    let mut buffer = vec![0x0a, crs.len() as u8];
+    buffer.extend_from_slice(&crs);
+    pci0.extend_from_slice(&[0x08, b'_', b'C', b'R', b'S']);
+    pci0.extend(aml_package(&[0x11], &buffer));
+    let mut sb = vec![0x5c, b'_', b'S', b'B', b'_'];
+    sb.extend(aml_package(&[0x5b, 0x82], &pci0));
+    t.extend(aml_package(&[0x10], &sb));
+    let len = t.len() as u32;
+    t[..36].copy_from_slice(&header(b"DSDT", len, 2));
+    finish(&mut t);
+    t
+}
+
+/// MCFG: ECAM for segment 0, bus 0.
+fn mcfg() -> [u8; 60] {
+    let mut t = [0u8; 60];
+    t[..36].copy_from_slice(&header(b"MCFG", 60, 1));
+    t[44..52].copy_from_slice(&super::pci::ECAM_BASE.to_le_bytes());
+    // segment 0, buses 0..=0
     finish(&mut t);
     t
 }
@@ -84,8 +173,8 @@ fn fadt() -> [u8; FADT_LEN] {
     t[88] = 4; // PM1_EVT_LEN
     t[89] = 2; // PM1_CNT_LEN
     t[91] = 4; // PM_TMR_LEN
-    // IAPC_BOOT_ARCH: legacy devices present, no 8042, no VGA, no MSI yet.
-    t[109..111].copy_from_slice(&(0x0001u16 | 0x0004 | 0x0008).to_le_bytes());
+    // IAPC_BOOT_ARCH: legacy devices present, no VGA, no 8042 (MSI is supported).
+    t[109..111].copy_from_slice(&(0x0001u16 | 0x0004).to_le_bytes());
     // Flags: WBINVD, PROC_C1, PWR_BUTTON (control method: none), SLP_BUTTON, TMR_VAL_EXT, RESET_REG_SUP.
     let flags: u32 = 1 | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 10);
     t[112..116].copy_from_slice(&flags.to_le_bytes());
@@ -100,11 +189,12 @@ fn fadt() -> [u8; FADT_LEN] {
     t
 }
 
-fn xsdt() -> [u8; 52] {
-    let mut t = [0u8; 52];
-    t[..36].copy_from_slice(&header(b"XSDT", 52, 1));
+fn xsdt() -> [u8; 60] {
+    let mut t = [0u8; 60];
+    t[..36].copy_from_slice(&header(b"XSDT", 60, 1));
     t[36..44].copy_from_slice(&FADT.to_le_bytes());
     t[44..52].copy_from_slice(&MADT.to_le_bytes());
+    t[52..60].copy_from_slice(&MCFG.to_le_bytes());
     finish(&mut t);
     t
 }
@@ -112,8 +202,8 @@ fn xsdt() -> [u8; 52] {
 /// MADT: local APIC address and PC-AT compatibility (an 8259 pair exists),
 /// a processor entry per vCPU, the I/O APIC, ISA IRQ 0 on GSI 2, the SCI on
 /// GSI 9 (level, active high), and LINT1 as NMI.
-fn madt(vcpus: u32) -> alloc::vec::Vec<u8> {
-    let mut t = alloc::vec![0u8; 44];
+fn madt(vcpus: u32) -> Vec<u8> {
+    let mut t = vec![0u8; 44];
     t[36..40].copy_from_slice(&(super::devices::lapic::BASE as u32).to_le_bytes());
     t[40..44].copy_from_slice(&1u32.to_le_bytes());
     for cpu in 0..vcpus.min(MAX_VCPUS) {
@@ -146,6 +236,7 @@ fn rsdp() -> [u8; 36] {
 /// Writes the tables for `vcpus` vCPUs into guest memory; returns the RSDP address.
 pub fn write_tables(mem: &mut GuestMemory<'_>, vcpus: u32) -> Result<u64, OutOfBounds> {
     mem.write(GuestAddress(MADT), &madt(vcpus))?;
+    mem.write(GuestAddress(MCFG), &mcfg())?;
     mem.write(GuestAddress(DSDT), &dsdt())?;
     mem.write(GuestAddress(FADT), &fadt())?;
     mem.write(GuestAddress(XSDT), &xsdt())?;
@@ -168,9 +259,10 @@ mod tests {
         assert_eq!(checksum(&r), 0);
         let madt_len = 44 + 2 * 8 + 12 + 10 + 10 + 6;
         for (addr, len, sig) in [
-            (XSDT, 52, b"XSDT"),
+            (XSDT, 60, b"XSDT"),
             (FADT, FADT_LEN, b"FACP"),
-            (DSDT, 50, b"DSDT"),
+            (DSDT, dsdt().len(), b"DSDT"),
+            (MCFG, 60, b"MCFG"),
             (MADT, madt_len, b"APIC"),
         ] {
             let mut t = vec![0u8; len];

@@ -175,11 +175,14 @@ pub fn load(
             .copy_from_slice(&(size as u32).to_le_bytes());
     }
 
-    // E820: low RAM, the legacy hole (VGA, option ROMs, BIOS), RAM above 1 MiB.
-    let map: [(u64, u64, u32); 3] = [
+    // E820: low RAM, the legacy hole (VGA, option ROMs, BIOS), RAM above
+    // 1 MiB, and the PCI ECAM window (Linux trusts the MCFG only where E820
+    // reserves it).
+    let map: [(u64, u64, u32); 4] = [
         (0, 0x9_fc00, E820_RAM),
         (0x9_fc00, 0x10_0000 - 0x9_fc00, E820_RESERVED),
         (0x10_0000, mem.size() - 0x10_0000, E820_RAM),
+        (super::pci::ECAM_BASE, super::pci::ECAM_SIZE, E820_RESERVED),
     ];
     params[hdr::E820_ENTRIES] = map.len() as u8;
     for (i, (addr, size, kind)) in map.iter().enumerate() {
@@ -253,7 +256,8 @@ mod tests {
         let mut r = [0u8; 6];
         m.read(GuestAddress(rd), &mut r).unwrap();
         assert_eq!(&r, b"INITRD");
-        assert_eq!(p[hdr::E820_ENTRIES], 3);
+        assert_eq!(p[hdr::E820_ENTRIES], 4);
+        assert_eq!(u64_at(&p, hdr::E820_TABLE + 60), Some(0xe000_0000));
         assert_eq!(u64_at(&p, hdr::ACPI_RSDP_ADDR), Some(0xe_0000));
         assert_eq!(u64_at(&p, hdr::E820_TABLE + 40), Some(0x10_0000));
         let mut c = [0u8; 14];

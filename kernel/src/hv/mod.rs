@@ -11,8 +11,10 @@ pub mod linux;
 pub mod longmode;
 pub mod memory;
 pub mod mmio;
+pub mod pci;
 pub mod profile;
 pub mod string_io;
+pub mod virtio;
 #[cfg(target_os = "none")]
 pub mod vm;
 

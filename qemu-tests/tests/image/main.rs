@@ -9,6 +9,7 @@ mod boot;
 mod disk;
 mod faults;
 mod grub;
+mod guest_disk;
 mod host_config;
 mod hypervisor;
 mod media;

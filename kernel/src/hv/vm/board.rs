@@ -13,6 +13,10 @@ use crate::hv::devices::lapic::{MSR_TSC_DEADLINE, X2APIC_MSR_FIRST, X2APIC_MSR_L
 use crate::hv::devices::pm::{Pm, SleepRequest};
 use crate::hv::devices::uart::{ConsoleSink, Uart};
 use crate::hv::devices::{ioapic, lapic, pic, pit, rtc};
+use crate::hv::memory::GuestMemory;
+use crate::hv::pci::{MsiMessage, MsiQueue, PciBus};
+use crate::hv::virtio::blk::Blk;
+use crate::hv::virtio::pci::VirtioPci;
 use crate::time;
 
 const COM1: u16 = 0x3f8;
@@ -73,6 +77,8 @@ pub struct Board {
     pub ioapic: ioapic::IoApic,
     pub lapics: Vec<lapic::Lapic>,
     pub startup: Vec<Startup>,
+    /// The PCI bus: the host bridge and the VM's virtio devices.
+    pub pci: PciBus,
     uart_line: bool,
     /// AMD's northbridge configuration MSR, which Linux reads and writes
     /// without checking for #GP; kept per VM, it configures nothing.
@@ -86,8 +92,26 @@ pub struct Board {
 }
 
 impl Board {
-    pub fn new(vm: Arc<VmHandle>, vcpus: usize) -> Board {
+    pub fn new(vm: Arc<VmHandle>, vcpus: usize, disks: &[super::GuestDisk]) -> Board {
+        let mut pci = PciBus::default();
+        for (i, d) in disks.iter().enumerate() {
+            let blk = Blk::new(Arc::clone(&d.disk), d.read_only, &d.name);
+            let placed = VirtioPci::new(blk)
+                .ok_or(crate::hv::pci::PciError::BusFull)
+                .and_then(|f| pci.add(alloc::boxed::Box::new(f)));
+            match placed {
+                Ok(slot) => log::info!(
+                    "vm {}: disk {} ({} bytes{}) is virtio-blk at 00:{slot:02x}.0",
+                    vm.name,
+                    d.name,
+                    d.bytes(),
+                    if d.read_only { ", read-only" } else { "" }
+                ),
+                Err(e) => log::error!("vm {}: disk {i} ({}) not attached: {e}", vm.name, d.name),
+            }
+        }
         Board {
+            pci,
             uart: Uart::new(ConsoleLog {
                 vm,
                 line: heapless::Vec::new(),
@@ -128,6 +152,14 @@ impl Board {
             (1u64 << (size * 8)) - 1
         };
         let byte = value as u8;
+        let mut msis = MsiQueue::default();
+        if let Some(read) = self
+            .pci
+            .io(port, size, write.then_some(value as u32), &mut msis)
+        {
+            self.deliver_msis(msis);
+            return u64::from(read);
+        }
         match (port, size) {
             (COM1..=0x3ff, 1) if write => self.uart.write(port - COM1, byte),
             (COM1..=0x3ff, 1) => return u64::from(self.uart.read(port - COM1)),
@@ -263,10 +295,42 @@ impl Board {
         }
     }
 
-    /// Whether a device decodes `gpa`.
+    /// Whether `gpa` is device memory: the APICs and the PCI windows.
     pub fn is_device(gpa: u64) -> bool {
         (lapic::BASE..lapic::BASE + lapic::SIZE).contains(&gpa)
             || (ioapic::BASE..ioapic::BASE + ioapic::SIZE).contains(&gpa)
+            || PciBus::decodes(gpa)
+    }
+
+    /// Sends MSIs to the local APICs: fixed or lowest-priority delivery to
+    /// the destination APIC ID (physical) or set (logical; its first member).
+    fn deliver_msis(&mut self, msis: MsiQueue) {
+        for m in msis.0 {
+            self.deliver_msi(m);
+        }
+    }
+
+    fn deliver_msi(&mut self, m: MsiMessage) {
+        if m.delivery_mode() > 1 {
+            log::debug!("MSI delivery mode {} is not emulated", m.delivery_mode());
+            return;
+        }
+        let target = self
+            .lapics
+            .iter()
+            .position(|l| l.matches(m.destination(), m.logical()));
+        if let Some(t) = target {
+            self.lapics[t].accept(m.vector());
+            self.kick(t);
+        }
+    }
+
+    /// Runs the device work that notifies queued (virtqueue requests) and
+    /// delivers the completions' interrupts.
+    pub fn service_pci(&mut self, mem: &mut GuestMemory<'_>) {
+        let mut msis = MsiQueue::default();
+        self.pci.service(mem, &mut msis);
+        self.deliver_msis(msis);
     }
 
     /// A read of `size` bytes of device memory by vCPU `me`; `None` if no device is there.
@@ -278,6 +342,9 @@ impl Board {
         }
         if (ioapic::BASE..ioapic::BASE + ioapic::SIZE).contains(&gpa) && size == 4 {
             return Some(u64::from(self.ioapic.read(gpa - ioapic::BASE)));
+        }
+        if PciBus::decodes(gpa) {
+            return Some(self.pci.mmio_read(gpa, size));
         }
         None
     }
@@ -295,6 +362,12 @@ impl Board {
         }
         if (ioapic::BASE..ioapic::BASE + ioapic::SIZE).contains(&gpa) && size == 4 {
             self.ioapic.write(gpa - ioapic::BASE, value as u32);
+            return true;
+        }
+        if PciBus::decodes(gpa) {
+            let mut msis = MsiQueue::default();
+            self.pci.mmio_write(gpa, size, value, &mut msis);
+            self.deliver_msis(msis);
             return true;
         }
         false

@@ -21,7 +21,8 @@ use super::acpi;
 use super::longmode::{self, LongModeEntry};
 use super::memory::GuestMemory;
 use super::profile::ExitProfile;
-use super::{elf, hermit, linux};
+use super::virtio::blk::SharedDisk;
+use super::{elf, hermit, linux, pci};
 use crate::arch::x86_64::npt::NestedPageTable;
 use crate::arch::x86_64::svm;
 use crate::sched::{self, Waker};
@@ -44,6 +45,70 @@ pub enum GuestBoot {
     },
 }
 
+/// A disk the guest sees as a virtio-blk device.
+#[derive(Clone)]
+pub struct GuestDisk {
+    /// What the guest's GET_ID answers (and the host's log calls it).
+    pub name: String,
+    pub disk: SharedDisk,
+    pub read_only: bool,
+    /// Log a checksum of the whole disk when the VM ends: for RAM disks
+    /// handed in at boot, whose contents are otherwise lost with the VM.
+    pub checksum_at_end: bool,
+}
+
+impl GuestDisk {
+    pub fn new(
+        name: &str,
+        disk: alloc::boxed::Box<dyn storage::BlockDevice + Send>,
+        read_only: bool,
+        checksum_at_end: bool,
+    ) -> GuestDisk {
+        GuestDisk {
+            name: name.into(),
+            disk: Arc::new(Mutex::new(disk)),
+            read_only,
+            checksum_at_end,
+        }
+    }
+
+    /// The disk's size in bytes.
+    pub fn bytes(&self) -> u64 {
+        let d = self.disk.lock();
+        d.num_blocks().saturating_mul(u64::from(d.block_size()))
+    }
+
+    /// FNV-1a (64-bit) over every byte; `None` if a read fails.
+    pub fn checksum(&self) -> Option<u64> {
+        let mut d = self.disk.lock();
+        let bs = d.block_size().max(1) as usize;
+        let per_read = (64 * 1024 / bs).max(1);
+        let mut buf = alloc::vec![0u8; per_read * bs];
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let blocks = d.num_blocks();
+        let mut lba = 0u64;
+        while lba < blocks {
+            let n = (blocks - lba).min(per_read as u64) as usize;
+            d.read_blocks(lba, &mut buf[..n * bs]).ok()?;
+            for b in &buf[..n * bs] {
+                hash = (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            lba += n as u64;
+        }
+        Some(hash)
+    }
+}
+
+impl core::fmt::Debug for GuestDisk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GuestDisk")
+            .field("name", &self.name)
+            .field("bytes", &self.bytes())
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
 /// What to start.
 #[derive(Debug)]
 pub struct VmSpec {
@@ -51,6 +116,8 @@ pub struct VmSpec {
     pub boot: GuestBoot,
     pub memory_mib: u64,
     pub vcpus: u32,
+    /// virtio-blk disks, in PCI slot order (kept across guest resets).
+    pub disks: Vec<GuestDisk>,
 }
 
 /// Where a VM is in its life.
@@ -265,6 +332,16 @@ impl VmCore {
         Some(f(&mut GuestMemory::new(slice)))
     }
 
+    /// Serves the work device notifies queued (virtqueue requests) over
+    /// guest RAM, and wakes the vCPUs their completions interrupt.
+    fn service_devices(&self, me: usize) {
+        self.with_memory(|m| {
+            let mut b = self.board.lock();
+            b.service_pci(m);
+            self.kick_from(me, &mut b);
+        });
+    }
+
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
@@ -339,6 +416,20 @@ impl VmCore {
         drop(self.ram.lock().take());
         let mut state = self.outcome.lock().clone().unwrap_or(VmState::Halted);
         let h = &self.handle;
+        let restarting = self.reset.load(Ordering::Acquire) && state == VmState::Halted;
+        if !restarting && let Some(spec) = self.spec.lock().as_ref() {
+            for d in spec.disks.iter().filter(|d| d.checksum_at_end) {
+                match d.checksum() {
+                    Some(sum) => log::info!(
+                        "vm {}: disk {}: {} bytes, fnv1a64 {sum:016x}",
+                        h.name,
+                        d.name,
+                        d.bytes()
+                    ),
+                    None => log::warn!("vm {}: disk {} cannot be read back", h.name, d.name),
+                }
+            }
+        }
         let spec = (self.reset.load(Ordering::Acquire) && state == VmState::Halted)
             .then(|| self.spec.lock().take())
             .flatten();
@@ -403,6 +494,14 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
     // Exactly the RAM asked for (at least 4 MiB): the host block is 2 MiB
     // aligned, so nested paging uses large pages but for an odd last MiB.
     let bytes = (spec.memory_mib << 20).max(TWO_MIB * 2);
+    if bytes > pci::MMIO_BASE {
+        return Err(VmError::Setup(format!(
+            "{} MiB of guest RAM would overlap the PCI hole at {:#x}; at most {} MiB",
+            spec.memory_mib,
+            pci::MMIO_BASE,
+            pci::MMIO_BASE >> 20
+        )));
+    }
     let phys = mem::alloc_frames(
         bytes / mem::frames::FRAME_SIZE,
         TWO_MIB / mem::frames::FRAME_SIZE,
@@ -416,7 +515,7 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
     *handle.state.lock() = VmState::Running;
     let vcpus = spec.vcpus as usize;
     let mut core = VmCore {
-        board: Mutex::new(Board::new(Arc::clone(&handle), vcpus)),
+        board: Mutex::new(Board::new(Arc::clone(&handle), vcpus, &spec.disks)),
         handle: Arc::clone(&handle),
         ram: Mutex::new(Some(ram)),
         npt,

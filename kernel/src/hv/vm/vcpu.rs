@@ -364,10 +364,18 @@ fn emulate_mmio(
             let mut b = core.board.lock();
             let claimed = b.mmio_write(me, gpa, size, value, now);
             core.kick_from(me, &mut b);
+            let work = b.pci.has_work();
+            drop(b);
             if !claimed {
                 return Err(format!(
                     "{size}-byte write to device memory at {gpa:#x}, which no device accepts"
                 ));
+            }
+            if work {
+                // A virtqueue notify: served here, after the write itself
+                // completed and without the board held across the decode.
+                // (Moving this to a host I/O task changes only this call.)
+                core.service_devices(me);
             }
         }
         mmio::Access::Read {
