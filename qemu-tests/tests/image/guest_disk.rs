@@ -3,7 +3,8 @@
 //! xtask setup`) and finds `/dev/vda` on our PCI bus. It reads what the host
 //! put on the disk and writes a sector; when the VM ends the host logs a
 //! checksum of the whole disk, which must match the host's copy with the
-//! guest's sector in it.
+//! guest's sector in it. The guest's `virtio-rng` module finds our
+//! virtio-rng and `/dev/hwrng` answers.
 
 use std::fs;
 
@@ -19,6 +20,7 @@ const MODULES: &[&str] = &[
     "virtio_pci_modern_dev",
     "virtio_pci",
     "virtio_blk",
+    "virtio-rng",
 ];
 
 const DISK_BYTES: usize = 8 << 20;
@@ -46,6 +48,7 @@ printf 'GUEST_MARK' > /tmp/mark
 dd if=/tmp/mark of=/dev/vda bs=512 seek=GUEST_SECTOR count=1 conv=sync,fsync 2>/dev/null && echo KEEL-VDA-WRITTEN > /dev/console
 echo "KEEL-PCI=$(cat /sys/bus/pci/devices/0000:00:01.0/vendor):$(cat /sys/bus/pci/devices/0000:00:01.0/device)" > /dev/console
 grep virtio0 /proc/interrupts > /dev/console
+echo "KEEL-HWRNG=$(cat /sys/class/misc/hw_random/rng_current) $(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | wc -c)" > /dev/console
 echo "KEEL-VDA-MSIX=$(grep -c 'virtio0-req' /proc/interrupts)" > /dev/console
 poweroff -f
 "#;
@@ -131,6 +134,7 @@ fn debian_guest_reads_and_writes_its_virtio_disk() {
         ),
         "vm vdisk: KEEL-VDA-WRITTEN".to_string(),
         "vm vdisk: KEEL-PCI=0x1af4:0x1042".to_string(),
+        "vm vdisk: KEEL-HWRNG=virtio_rng.0 32".to_string(),
         "vm vdisk: powered off (ACPI S5)".to_string(),
     ] {
         qemu.wait_for_serial(&line, timeout)

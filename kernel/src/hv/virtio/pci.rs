@@ -3,9 +3,8 @@
 //! byte, the device configuration, the notify area and the MSI-X table.
 //!
 //! A notify write only records which queue has work ([`PciFunction::has_work`]);
-//! the requests run in [`PciFunction::service`], which the VM calls once the
-//! MMIO exit is finished, so the work can move to another host task without
-//! changing the device.
+//! the requests run in [`PciFunction::service`], which the VM's device task
+//! calls off the vCPU's exit path.
 
 use alloc::vec::Vec;
 

@@ -17,6 +17,7 @@ use crate::hv::memory::GuestMemory;
 use crate::hv::pci::{MsiMessage, MsiQueue, PciBus};
 use crate::hv::virtio::blk::Blk;
 use crate::hv::virtio::pci::VirtioPci;
+use crate::hv::virtio::rng::Rng;
 use crate::time;
 
 const COM1: u16 = 0x3f8;
@@ -109,6 +110,14 @@ impl Board {
                 ),
                 Err(e) => log::error!("vm {}: disk {i} ({}) not attached: {e}", vm.name, d.name),
             }
+        }
+        // Every guest gets a virtio-rng fed from the host's entropy source.
+        let rng = Rng::new(alloc::boxed::Box::new(crate::entropy::fill));
+        let placed = VirtioPci::new(rng)
+            .ok_or(crate::hv::pci::PciError::BusFull)
+            .and_then(|f| pci.add(alloc::boxed::Box::new(f)));
+        if let Err(e) = placed {
+            log::error!("vm {}: virtio-rng not attached: {e}", vm.name);
         }
         Board {
             pci,

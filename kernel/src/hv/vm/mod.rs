@@ -253,6 +253,8 @@ struct VmCore {
     entry: LongModeEntry,
     /// Wakes each vCPU's task (ends its sleep, or forces an exit).
     wakers: Vec<Waker>,
+    /// Wakes the device task (`DeviceTask`).
+    io_waker: Waker,
     stopping: AtomicBool,
     outcome: Mutex<Option<VmState>>,
     running: AtomicU32,
@@ -311,6 +313,24 @@ impl sched::Task for VcpuTask {
     }
 }
 
+/// Serves the VM's device work off the vCPUs: a virtqueue notify only
+/// queues the work and wakes this task, which runs the requests over guest
+/// RAM and raises their completion interrupts, on a host CPU the scheduler
+/// picks (beside the vCPUs when there are few CPUs).
+struct DeviceTask {
+    core: Arc<VmCore>,
+}
+
+impl sched::Task for DeviceTask {
+    fn run(&self, _slice_end: Duration) -> sched::Step {
+        if self.core.stopping() {
+            return sched::Step::Done;
+        }
+        self.core.service_devices();
+        sched::Step::Block(None)
+    }
+}
+
 impl VmCore {
     /// Runs `f` on guest RAM; `None` once the RAM was freed (the VM ended).
     fn with_memory<R>(&self, f: impl FnOnce(&mut GuestMemory<'_>) -> R) -> Option<R> {
@@ -334,11 +354,11 @@ impl VmCore {
 
     /// Serves the work device notifies queued (virtqueue requests) over
     /// guest RAM, and wakes the vCPUs their completions interrupt.
-    fn service_devices(&self, me: usize) {
+    fn service_devices(&self) {
         self.with_memory(|m| {
             let mut b = self.board.lock();
             b.service_pci(m);
-            self.kick_from(me, &mut b);
+            self.kick_from(usize::MAX, &mut b);
         });
     }
 
@@ -378,6 +398,7 @@ impl VmCore {
         for t in 0..self.vcpus {
             self.kick(t);
         }
+        self.io_waker.wake();
     }
 
     /// Creates vCPU `me` on the calling host CPU: vCPU 0 at the boot entry,
@@ -525,6 +546,7 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
         vcpus,
         entry: LongModeEntry::default(),
         wakers: (0..vcpus).map(|_| Waker::default()).collect(),
+        io_waker: Waker::default(),
         stopping: AtomicBool::new(false),
         outcome: Mutex::new(None),
         running: AtomicU32::new(spec.vcpus),
@@ -580,11 +602,16 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
             cpus.push(cpu);
         }
     }
+    let devices = Arc::new(DeviceTask {
+        core: Arc::clone(&core),
+    });
+    let io_cpu = sched::spawn(devices, core.io_waker.clone());
     log::info!(
-        "vm {}: started, {} vCPU(s) on cpu{:?} ({} MiB, entry {:#x})",
+        "vm {}: started, {} vCPU(s) on cpu{:?}, devices served on cpu{} ({} MiB, entry {:#x})",
         handle.name,
         vcpus,
         cpus,
+        io_cpu.unwrap_or(0),
         bytes >> 20,
         core.entry.rip
     );

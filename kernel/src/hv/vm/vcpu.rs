@@ -372,10 +372,9 @@ fn emulate_mmio(
                 ));
             }
             if work {
-                // A virtqueue notify: served here, after the write itself
-                // completed and without the board held across the decode.
-                // (Moving this to a host I/O task changes only this call.)
-                core.service_devices(me);
+                // A virtqueue notify: the device task serves it; this vCPU
+                // goes back to the guest.
+                core.io_waker.wake();
             }
         }
         mmio::Access::Read {
