@@ -25,6 +25,7 @@ pub const HTTP_PORT: u16 = 80;
 /// must never stall the host for longer than this.
 pub const MAX_IDLE: Duration = Duration::from_millis(50);
 
+mod iscsi_jobs;
 mod networks;
 pub use networks::NetworkError;
 
@@ -39,6 +40,8 @@ pub struct Appliance<P: Platform, N: Nic> {
     api: XenApi,
     /// The management address the API objects last described.
     described: Option<Ipv4Cidr>,
+    /// iSCSI jobs the XenAPI asked for (SR probe, create, VDI create...).
+    iscsi: iscsi_jobs::IscsiJobs,
 }
 
 impl<P: Platform, N: Nic> Appliance<P, N> {
@@ -60,7 +63,8 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             net.interfaces().any(|i| i.name() == name)
         });
         live_layout(&net, &mut facts.networks);
-        let api = XenApi::new(&config, facts, &mut platform);
+        let mut api = XenApi::new(&config, facts, &mut platform);
+        api.enable_storage_driver();
         Ok(Appliance {
             platform,
             hostname: config.hostname,
@@ -68,6 +72,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             net,
             http,
             api,
+            iscsi: iscsi_jobs::IscsiJobs::default(),
         })
     }
 
@@ -117,15 +122,23 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             uptime,
         };
         let http_due = http.poll(net.primary_mut().sockets_mut(), now, &mut endpoints);
+        // Storage calls just made queue jobs; jobs that ended answer them
+        // (the HTTP server picks the answers up on its next poll).
+        let iscsi_due = self
+            .iscsi
+            .poll(&mut self.net, &mut self.api, &mut self.platform)
+            .map(|d| to_instant(d.max(uptime)));
         let api_due = self.api.next_deadline().map(to_instant);
 
         // Send the responses just queued now rather than a round later.
         let flush_due = self.net.poll(now);
-        [uplink_due, iface_due, http_due, flush_due, api_due]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(to_duration)
+        [
+            uplink_due, iface_due, http_due, flush_due, api_due, iscsi_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(to_duration)
     }
 
     /// Serves forever: poll, then idle until the next deadline (at most [`MAX_IDLE`]).

@@ -9,6 +9,7 @@ pub mod health;
 #[cfg(feature = "hosted")]
 pub mod hosted;
 pub mod http;
+pub mod iscsi;
 pub mod platform;
 pub mod routes;
 pub mod server;

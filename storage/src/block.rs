@@ -112,3 +112,24 @@ impl<B: BlockDevice + ?Sized> BlockDevice for alloc::boxed::Box<B> {
         (**self).flush()
     }
 }
+
+impl<B: BlockDevice + ?Sized> BlockDevice for &mut B {
+    fn block_size(&self) -> u32 {
+        (**self).block_size()
+    }
+    fn num_blocks(&self) -> u64 {
+        (**self).num_blocks()
+    }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
+    fn read_blocks(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        (**self).read_blocks(lba, buf)
+    }
+    fn write_blocks(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        (**self).write_blocks(lba, buf)
+    }
+    fn flush(&mut self) -> Result<(), BlockError> {
+        (**self).flush()
+    }
+}

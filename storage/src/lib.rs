@@ -21,6 +21,7 @@ pub mod mem;
 pub mod region;
 pub mod scsi;
 pub mod sr;
+pub mod staged;
 
 pub use block::{BlockDevice, BlockError};
 #[cfg(all(feature = "std", not(target_os = "none")))]

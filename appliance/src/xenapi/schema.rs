@@ -74,6 +74,13 @@ pub enum Op {
     VlanCreate,
     /// `pool.create_VLAN_from_PIF(pif, network, VLAN)`: as `VlanCreate`.
     PoolCreateVlanFromPif,
+    /// `SR.probe` on an iSCSI target (see `service::srs`).
+    SrProbe,
+    SrCreate,
+    SrScan,
+    SrForget,
+    VdiCreate,
+    VdiDestroy,
     /// A XenAPI call this host cannot carry out yet: `NOT_IMPLEMENTED [name]`
     /// after the arguments are checked (so a wrong ref still gets `HANDLE_INVALID`).
     NotImplemented,
@@ -605,7 +612,7 @@ pub const SR: Class = Class {
         ro("is_tools_sr", B),
     ],
     messages: &[
-        todo_call(
+        call(
             "create",
             &[
                 p("host", Ty::Ref("host")),
@@ -618,8 +625,9 @@ pub const SR: Class = Class {
                 p("shared", B),
                 p_d("sm_config", MAP_SS, Default::Empty),
             ],
+            Op::SrCreate,
         ),
-        todo_call(
+        call(
             "probe",
             &[
                 p("host", Ty::Ref("host")),
@@ -627,6 +635,7 @@ pub const SR: Class = Class {
                 p("type", S),
                 p_d("sm_config", MAP_SS, Default::Empty),
             ],
+            Op::SrProbe,
         ),
         todo_call(
             "introduce",
@@ -640,9 +649,9 @@ pub const SR: Class = Class {
                 p_d("sm_config", MAP_SS, Default::Empty),
             ],
         ),
-        todo_call("forget", &[p("sr", Ty::Ref("SR"))]),
+        call("forget", &[p("sr", Ty::Ref("SR"))], Op::SrForget),
         todo_call("destroy", &[p("sr", Ty::Ref("SR"))]),
-        todo_call("scan", &[p("sr", Ty::Ref("SR"))]),
+        call("scan", &[p("sr", Ty::Ref("SR"))], Op::SrScan),
     ],
 };
 
@@ -684,8 +693,8 @@ pub const VDI: Class = Class {
         ro("cbt_enabled", B),
     ],
     messages: &[
-        todo_call("create", &[p("args", Ty::Record)]),
-        todo_call("destroy", &[p("self", Ty::Ref("VDI"))]),
+        call("create", &[p("args", Ty::Record)], Op::VdiCreate),
+        call("destroy", &[p("self", Ty::Ref("VDI"))], Op::VdiDestroy),
     ],
 };
 

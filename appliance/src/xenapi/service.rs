@@ -49,6 +49,20 @@ struct Waiting {
 enum Outcome {
     Done(Result<Value, ApiError>),
     Wait(Waiting),
+    /// It needs an iSCSI job; answered when the job ends.
+    Storage(alloc::boxed::Box<srs::StorageCall>),
+}
+
+/// A call whose iSCSI job is queued or running.
+#[derive(Debug)]
+struct StorageWait {
+    completion: srs::Completion,
+    /// The target asked (where discovery was sent).
+    asked: String,
+    /// The connection awaiting the answer, if it is a plain call.
+    ticket: Option<(u64, Wire)>,
+    /// The task reporting it, for an `Async.` call.
+    task: Option<String>,
 }
 
 /// The XenAPI service of this host.
@@ -65,6 +79,14 @@ pub struct XenApi {
     next_ticket: u64,
     /// Where changes are saved; `None`: in memory only.
     store: Option<Store>,
+    /// Whether the platform runs iSCSI jobs (see [`XenApi::take_storage_jobs`]).
+    storage_driver: bool,
+    /// Jobs not yet taken by the platform, by id.
+    storage_queue: alloc::collections::VecDeque<(u64, crate::iscsi::JobSpec)>,
+    /// Calls whose job is queued or running, by job id.
+    storage_waits: BTreeMap<u64, StorageWait>,
+    /// Answers ready for deferred calls, by ticket.
+    storage_answers: BTreeMap<u64, Response>,
 }
 
 /// The attached state store.
@@ -116,6 +138,10 @@ impl XenApi {
             waiting: BTreeMap::new(),
             next_ticket: 1,
             store: None,
+            storage_driver: false,
+            storage_queue: alloc::collections::VecDeque::new(),
+            storage_waits: BTreeMap::new(),
+            storage_answers: BTreeMap::new(),
         }
     }
 
@@ -245,6 +271,12 @@ impl XenApi {
         };
         match outcome {
             Outcome::Done(result) => Reply::Now(respond(&wire, &result, bare)),
+            Outcome::Storage(call) => {
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                self.queue_storage(ticket, *call, Some(wire), None);
+                Reply::Later(Ticket(ticket))
+            }
             Outcome::Wait(mut waiting) => {
                 if self.waiting.len() >= MAX_WAITING {
                     // Too many waiters: answer now, as a timeout would.
@@ -263,6 +295,9 @@ impl XenApi {
 
     /// The answer to a waiting `event.from`, once there is one.
     pub fn resume(&mut self, ticket: Ticket, platform: &mut dyn Platform) -> Option<Response> {
+        if let Some(answer) = self.storage_answers.remove(&ticket.0) {
+            return Some(answer);
+        }
         let generation = self.db.generation();
         let now = platform.now();
         {
@@ -294,6 +329,72 @@ impl XenApi {
     /// Forgets a waiting call whose connection went away.
     pub fn cancel(&mut self, ticket: Ticket) {
         self.waiting.remove(&ticket.0);
+        self.storage_answers.remove(&ticket.0);
+        // The job still runs and its result still reaches the objects.
+        if let Some(wait) = self.storage_waits.get_mut(&ticket.0) {
+            wait.ticket = None;
+        }
+    }
+
+    /// Declares that the platform runs iSCSI jobs: storage calls queue a
+    /// job instead of answering `NOT_IMPLEMENTED`.
+    pub fn enable_storage_driver(&mut self) {
+        self.storage_driver = true;
+    }
+
+    /// The iSCSI jobs queued since the last call, each with the id to
+    /// report its end with ([`XenApi::storage_finished`]).
+    pub fn take_storage_jobs(&mut self) -> Vec<(u64, crate::iscsi::JobSpec)> {
+        self.storage_queue.drain(..).collect()
+    }
+
+    fn queue_storage(
+        &mut self,
+        id: u64,
+        call: srs::StorageCall,
+        ticket: Option<Wire>,
+        task: Option<String>,
+    ) {
+        let [a, b, c, d] = call.spec.portal.ip;
+        self.storage_waits.insert(
+            id,
+            StorageWait {
+                completion: call.completion,
+                asked: format!("{a}.{b}.{c}.{d}"),
+                ticket: ticket.map(|w| (id, w)),
+                task,
+            },
+        );
+        self.storage_queue.push_back((id, call.spec));
+    }
+
+    /// A job ended: its call is answered and the objects follow.
+    pub fn storage_finished(
+        &mut self,
+        id: u64,
+        result: Result<crate::iscsi::JobOutput, crate::iscsi::JobError>,
+        platform: &mut dyn Platform,
+    ) {
+        let Some(wait) = self.storage_waits.remove(&id) else {
+            return;
+        };
+        let answer = self.storage_result(wait.completion, &wait.asked, result, platform);
+        if let Some(task) = &wait.task {
+            self.finish_task(task, &answer, platform);
+        }
+        let answer = match (self.persist(), answer) {
+            (Err(e), Ok(_)) => {
+                log::error!("db: a storage change was made but could not be saved: {e}");
+                Err(ApiError::internal(&format!(
+                    "the change was made but could not be saved: {e}"
+                )))
+            }
+            (_, answer) => answer,
+        };
+        if let Some((ticket, wire)) = wait.ticket {
+            self.storage_answers
+                .insert(ticket, respond(&wire, &answer, false));
+        }
     }
 
     /// When a waiting call times out next.
@@ -440,6 +541,14 @@ impl XenApi {
     ) -> Outcome {
         let arg = |i: usize| args.get(i).and_then(Value::as_str).unwrap_or("");
         let session = session.unwrap_or_default();
+        let needs_driver = matches!(
+            op,
+            Op::SrProbe | Op::SrCreate | Op::SrScan | Op::VdiCreate | Op::VdiDestroy
+        );
+        if needs_driver && !self.storage_driver {
+            // The hosted service has no iSCSI driver; the image has.
+            return Outcome::Done(Err(ApiError::not_implemented(&method.name())));
+        }
         let result = match op {
             Op::LoginWithPassword => self.login(arg(0), arg(1), arg(3), platform),
             Op::Logout => {
@@ -497,6 +606,33 @@ impl XenApi {
                 self.check_vlan(arg(0), tag)
                     .and(Err(ApiError::not_implemented(&method.name())))
             }
+            Op::SrProbe => {
+                let config = args.get(1).cloned().unwrap_or(Value::Nil);
+                return storage(self.sr_probe(&config, arg(2)));
+            }
+            Op::SrCreate => {
+                let config = args.get(1).cloned().unwrap_or(Value::Nil);
+                let shared = matches!(args.get(7), Some(Value::Bool(true)));
+                let sm_config = args.get(8).cloned().unwrap_or(Value::Nil);
+                return storage(self.sr_create(
+                    arg(0),
+                    &config,
+                    arg(3),
+                    arg(4),
+                    arg(5),
+                    arg(6),
+                    shared,
+                    sm_config,
+                    platform,
+                ));
+            }
+            Op::SrScan => return storage(self.sr_scan(arg(0))),
+            Op::SrForget => self.sr_forget(arg(0)),
+            Op::VdiCreate => match args.first() {
+                Some(record) => return storage(self.vdi_create(record, platform)),
+                None => Err(ApiError::field_type("args")),
+            },
+            Op::VdiDestroy => return storage(self.vdi_destroy(arg(0))),
             Op::NotImplemented => Err(ApiError::not_implemented(&method.name())),
         };
         Outcome::Done(result)
@@ -507,12 +643,20 @@ mod generic;
 mod messages;
 mod network_checks;
 mod sessions;
+mod srs;
 mod tasks;
 mod vms;
 mod watch;
 mod wire;
 
 use wire::{Wire, bad_body, cors, respond};
+
+fn storage(call: Result<srs::StorageCall, ApiError>) -> Outcome {
+    match call {
+        Ok(call) => Outcome::Storage(alloc::boxed::Box::new(call)),
+        Err(e) => Outcome::Done(Err(e)),
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,7 @@ mod grub;
 mod guest_disk;
 mod host_config;
 mod hypervisor;
+mod iscsi_sr;
 mod media;
 mod persistence;
 mod power;

@@ -45,6 +45,7 @@
 
 pub mod chap;
 pub mod client;
+pub mod conn;
 pub mod crc32c;
 pub mod login;
 pub mod params;

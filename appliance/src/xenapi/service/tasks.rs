@@ -39,18 +39,37 @@ impl XenApi {
         let result = match self.call(inner, params, platform) {
             Outcome::Done(r) => r,
             Outcome::Wait(_) => Err(ApiError::method_unknown(name)),
+            Outcome::Storage(call) => {
+                // The task stays pending until the job ends.
+                let task = self.create_task(&method.name(), "", platform);
+                let id = self.next_ticket;
+                self.next_ticket += 1;
+                self.queue_storage(id, *call, None, Some(task.clone()));
+                return Ok(Value::String(task));
+            }
         };
         let task = self.create_task(&method.name(), "", platform);
+        self.finish_task(&task, &result, platform);
+        Ok(Value::String(task))
+    }
+
+    /// Ends a task with a call's result.
+    pub(super) fn finish_task(
+        &mut self,
+        task: &str,
+        result: &Result<Value, ApiError>,
+        platform: &mut dyn Platform,
+    ) {
         let now = Value::DateTime(format_datetime(self.unix_now(platform)));
         let set = |db: &mut Db, field: &str, value: Value| {
             if let Some((i, _)) = TASK.field(field) {
-                db.set_field(&TASK, &task, i, value);
+                db.set_field(&TASK, task, i, value);
             }
         };
         match result {
             Ok(value) => {
                 let mut xml = String::new();
-                xmlrpc::write_value(&mut xml, &value);
+                xmlrpc::write_value(&mut xml, value);
                 set(&mut self.db, "result", Value::String(xml));
                 set(&mut self.db, "status", Value::str("success"));
             }
@@ -62,7 +81,6 @@ impl XenApi {
         }
         set(&mut self.db, "progress", Value::Double(1.0));
         set(&mut self.db, "finished", now);
-        Ok(Value::String(task))
     }
 
     pub(super) fn create_task(

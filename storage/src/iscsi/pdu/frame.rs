@@ -110,6 +110,14 @@ impl Decoder {
         self.end - self.start
     }
 
+    /// Hands over the bytes received but not yet returned as frames (the
+    /// start of the full-feature stream when a login ends).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf[self.start..self.end].to_vec();
+        self.clear();
+        rest
+    }
+
     /// Drops everything buffered (after a connection drop).
     pub fn clear(&mut self) {
         self.start = 0;

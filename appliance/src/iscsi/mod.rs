@@ -1,0 +1,225 @@
+//! iSCSI work the XenAPI asks for (SR probe, create, scan, VDI create and
+//! destroy on an `lvmoiscsi` SR), run without blocking: each request is a
+//! [`Job`], one TCP connection to the target and one iSCSI session on it,
+//! driven from the appliance's poll loop through a [`Link`] (a smoltcp
+//! socket in the image, a non-blocking `std::net` stream hosted).
+//!
+//! A job logs in (CHAP one-way or mutual), then runs its work: SendTargets,
+//! or REPORT LUNS and each LUN's identity, then an SR operation on the LUN
+//! with the wanted SCSIid. SR operations are the storage crate's
+//! synchronous [`storage::sr::Sr`] code run over a
+//! [`storage::staged::StagedDevice`]: blocks it reads are fetched first
+//! (READ(16)), and what it writes is sent afterwards (WRITE(16), with
+//! SYNCHRONIZE CACHE at each of its flushes), so the poll loop never waits.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use storage::iscsi::client::DiscoveredTarget;
+use storage::sr::VdiInfo;
+
+mod job;
+
+pub use job::{Job, RANDOM_BYTES};
+
+/// iSCSI's well-known port.
+pub const DEFAULT_PORT: u16 = 3260;
+/// How long a target may take to accept the TCP connection.
+pub const CONNECT_TIMEOUT_MS: u64 = 10_000;
+/// How long a login may take once connected.
+pub const LOGIN_TIMEOUT_MS: u64 = 15_000;
+/// How long a whole job may take (a format of a large LUN writes little:
+/// the metadata only).
+pub const JOB_TIMEOUT_MS: u64 = 300_000;
+
+/// Where the target listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Portal {
+    pub ip: [u8; 4],
+    pub port: u16,
+}
+
+/// CHAP credentials as device_config gives them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub secret: String,
+}
+
+impl core::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What to do on the SR of a LUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SrOp {
+    /// Open it if there is one (`SR.probe` with a SCSIid).
+    Probe,
+    /// Format an empty SR with this uuid.
+    Format {
+        uuid: [u8; 16],
+    },
+    /// Open and list the VDIs.
+    Scan,
+    CreateVdi {
+        uuid: [u8; 16],
+        name: String,
+        size: u64,
+    },
+    DeleteVdi {
+        uuid: [u8; 16],
+    },
+}
+
+/// What a job does once logged in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// SendTargets on a discovery session.
+    Discover,
+    /// Every LUN of the target with its identity.
+    Luns,
+    /// An operation on the SR of the LUN whose SCSIid is given.
+    Sr { scsi_id: String, op: SrOp },
+}
+
+/// One request: where, who, what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    pub portal: Portal,
+    pub initiator: String,
+    /// `None` for discovery.
+    pub target_iqn: Option<String>,
+    pub chap: Option<Credentials>,
+    /// The target's credentials for mutual CHAP.
+    pub mutual: Option<Credentials>,
+    pub work: Work,
+}
+
+/// A LUN as `SR.probe` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LunEntry {
+    pub lun: u16,
+    pub vendor: String,
+    pub serial: String,
+    pub size: u64,
+    pub scsi_id: String,
+}
+
+/// An SR as a job found or left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrSummary {
+    pub uuid: [u8; 16],
+    pub physical_size: u64,
+    pub physical_utilisation: u64,
+    pub vdis: Vec<VdiInfo>,
+}
+
+/// What a job produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutput {
+    Targets(Vec<DiscoveredTarget>),
+    Luns(Vec<LunEntry>),
+    /// The LUN holds no SR of ours (`SR.probe`).
+    NoSr,
+    Sr(SrSummary),
+}
+
+/// Why a job failed, sorted the way the XenAPI reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// No TCP connection to the portal.
+    Unreachable(String),
+    /// The target refused the login, or failed to prove itself (mutual CHAP).
+    Login(String),
+    /// The session broke or the target answered nonsense.
+    Session(String),
+    /// No LUN with that SCSIid behind the target (the LUNs there are).
+    NoSuchLun(String, Vec<LunEntry>),
+    /// The SR on the LUN refused the operation or could not be read.
+    Sr(String),
+}
+
+impl core::fmt::Display for JobError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            JobError::Unreachable(w) => write!(f, "target unreachable: {w}"),
+            JobError::Login(w) => write!(f, "iSCSI login failed: {w}"),
+            JobError::Session(w) => write!(f, "iSCSI session failed: {w}"),
+            JobError::NoSuchLun(id, _) => write!(f, "no LUN with SCSIid {id} on the target"),
+            JobError::Sr(w) => write!(f, "{w}"),
+        }
+    }
+}
+
+/// What a job measured (logged on the serial console).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// From connecting to the full-feature phase.
+    pub login_ms: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// The SR operation, from its first fetch to its last write.
+    pub sr_ms: u64,
+}
+
+/// The state of the TCP connection under a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Connecting,
+    Open,
+    /// Closed by the peer or reset (or never established).
+    Closed,
+}
+
+/// A non-blocking byte stream to the target.
+pub trait Link {
+    fn state(&self) -> LinkState;
+    /// Queues what fits; returns how much.
+    fn send(&mut self, bytes: &[u8]) -> usize;
+    /// Reads what has arrived; 0 when nothing has.
+    fn recv(&mut self, buf: &mut [u8]) -> usize;
+    /// Starts a graceful close.
+    fn close(&mut self);
+}
+
+/// Parses a dotted IPv4 address (targets are named by address: the
+/// appliance has no resolver on the storage path).
+pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.trim().split('.');
+    for slot in &mut out {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *slot = part.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_addresses() {
+        assert_eq!(parse_ipv4("10.0.2.2"), Some([10, 0, 2, 2]));
+        assert_eq!(parse_ipv4(" 192.168.1.254 "), Some([192, 168, 1, 254]));
+        for bad in [
+            "",
+            "10.0.2",
+            "10.0.2.2.1",
+            "256.1.1.1",
+            "a.b.c.d",
+            "10..2.2",
+            "target.example",
+        ] {
+            assert_eq!(parse_ipv4(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,157 @@
+"""Drives SR.probe / SR.create / VDI.create on the image with the PyPI XenAPI SDK.
+
+Run by iscsi_sr.rs with the target's address, port, IQN and CHAP accounts in
+the environment; prints one JSON object with what it saw on its last line.
+Every step asserts what xapi (and Xen Orchestra's probe flow) expects.
+"""
+
+import json
+import os
+import sys
+import time
+import xml.dom.minidom
+
+import XenAPI
+
+URL = os.environ["KEEL_URL"]
+PASSWORD = os.environ["KEEL_PASSWORD"]
+TARGET = os.environ["ISCSI_TARGET"]
+PORT = os.environ["ISCSI_PORT"]
+IQN = os.environ["ISCSI_IQN"]
+CHAP = (os.environ["ISCSI_CHAP_USER"], os.environ["ISCSI_CHAP_SECRET"])
+MUTUAL = (os.environ["ISCSI_MUTUAL_USER"], os.environ["ISCSI_MUTUAL_SECRET"])
+
+
+def failure(call, *args):
+    try:
+        result = call(*args)
+    except XenAPI.Failure as f:
+        return f.details
+    raise AssertionError(f"expected a failure, got {result!r}")
+
+
+def texts(doc, tag):
+    return [n.firstChild.data.strip() for n in doc.getElementsByTagName(tag) if n.firstChild]
+
+
+def main():
+    out = {}
+    session = XenAPI.Session(URL)
+    session.xenapi.login_with_password("root", PASSWORD, "2.21", "iscsi-test")
+    x = session.xenapi
+    host = x.host.get_all()[0]
+    base = {
+        "target": TARGET,
+        "port": PORT,
+        "chapuser": CHAP[0],
+        "chappassword": CHAP[1],
+        "incoming_chapuser": MUTUAL[0],
+        "incoming_chappassword": MUTUAL[1],
+    }
+
+    # 1. No targetIQN: the target's IQNs, as XO parses them.
+    details = failure(x.SR.probe, host, base, "lvmoiscsi", {})
+    assert details[0] == "SR_BACKEND_FAILURE_96", details
+    assert details[1] == "", details
+    doc = xml.dom.minidom.parseString(details[3])
+    assert doc.documentElement.tagName == "iscsi-target-iqns", details[3]
+    iqns = texts(doc, "TargetIQN")
+    assert IQN in iqns, iqns
+    out["iqns"] = iqns
+    out["iqn_addresses"] = texts(doc, "IPAddress")
+
+    # 2. targetIQN, no SCSIid: the LUNs with their SCSIids.
+    config = dict(base, targetIQN=IQN)
+    details = failure(x.SR.probe, host, config, "lvmoiscsi", {})
+    assert details[0] == "SR_BACKEND_FAILURE_107", details
+    doc = xml.dom.minidom.parseString(details[3])
+    assert doc.documentElement.tagName == "iscsi-target", details[3]
+    luns = doc.getElementsByTagName("LUN")
+    assert len(luns) == 1, details[3]
+    lun = {n.tagName: n.firstChild.data.strip() for n in luns[0].childNodes if n.nodeType == n.ELEMENT_NODE}
+    out["lun"] = lun
+    scsi_id = lun["SCSIid"]
+    assert lun["LUNid"] == "1", lun
+    assert int(lun["size"]) == int(os.environ["ISCSI_LUN_BYTES"]), lun
+
+    # 3. Complete: an empty LUN holds no SR.
+    config["SCSIid"] = scsi_id
+    listing = x.SR.probe(host, config, "lvmoiscsi", {})
+    assert xml.dom.minidom.parseString(listing).getElementsByTagName("SR") == [], listing
+
+    # A wrong CHAP secret and a target that fails mutual authentication are refused.
+    details = failure(x.SR.probe, host, dict(config, chappassword="wrong-secret-123"), "lvmoiscsi", {})
+    assert details[0] == "SR_BACKEND_FAILURE_68", details
+    out["wrong_secret"] = details
+    details = failure(
+        x.SR.probe, host, dict(config, incoming_chappassword="not-the-target-secret"), "lvmoiscsi", {}
+    )
+    assert details[0] == "SR_BACKEND_FAILURE_68", details
+    out["mutual_failure"] = details
+    # An unreachable portal.
+    details = failure(x.SR.probe, host, dict(base, port="1"), "lvmoiscsi", {})
+    assert details[0] == "SR_BACKEND_FAILURE_141", details
+
+    # SR.create formats our SR on the LUN, creates and plugs the PBD.
+    started = time.monotonic()
+    sr = x.SR.create(host, config, "0", "iscsi-sr", "test SR", "lvmoiscsi", "user", True, {})
+    out["sr_create_s"] = time.monotonic() - started
+    record = x.SR.get_record(sr)
+    assert record["type"] == "lvmoiscsi" and record["shared"] is True, record
+    assert int(record["physical_size"]) > 0, record
+    assert len(record["PBDs"]) == 1, record
+    pbd = x.PBD.get_record(record["PBDs"][0])
+    assert pbd["currently_attached"] is True and pbd["host"] == host, pbd
+    assert pbd["device_config"]["SCSIid"] == scsi_id, pbd
+    out["sr_uuid"] = record["uuid"]
+    out["physical_size"] = int(record["physical_size"])
+    x.SR.add_to_other_config(sr, "auto-scan", "true")
+
+    # The probe now finds it.
+    listing = x.SR.probe(host, config, "lvmoiscsi", {})
+    uuids = texts(xml.dom.minidom.parseString(listing), "UUID")
+    assert uuids == [record["uuid"]], listing
+
+    # VDIs: created (and one destroyed) on the LUN.
+    vdi_record = {
+        "SR": sr,
+        "name_label": "disk0",
+        "name_description": "",
+        "virtual_size": str(256 * 1024 * 1024),
+        "type": "user",
+        "sharable": False,
+        "read_only": False,
+        "other_config": {},
+    }
+    vdi = x.VDI.create(vdi_record)
+    v = x.VDI.get_record(vdi)
+    assert v["SR"] == sr and int(v["virtual_size"]) == 256 * 1024 * 1024, v
+    out["vdi_uuid"] = v["uuid"]
+    task = x.Async.VDI.create(dict(vdi_record, name_label="scratch"))
+    for _ in range(600):
+        if x.task.get_status(task) != "pending":
+            break
+        time.sleep(0.1)
+    assert x.task.get_status(task) == "success", x.task.get_record(task)
+    scratch = xml.dom.minidom.parseString(
+        "<v>" + x.task.get_result(task) + "</v>"
+    ).documentElement.getElementsByTagName("value")[0].firstChild.data
+    assert x.VDI.get_name_label(scratch) == "scratch"
+    x.VDI.destroy(scratch)
+    assert set(x.SR.get_VDIs(sr)) == {vdi}, x.SR.get_VDIs(sr)
+
+    # SR.scan agrees with the LUN.
+    x.SR.scan(sr)
+    assert x.SR.get_VDIs(sr) == [vdi], x.SR.get_VDIs(sr)
+    out["virtual_allocation"] = int(x.SR.get_virtual_allocation(sr))
+    assert out["virtual_allocation"] == 256 * 1024 * 1024, out
+    session.xenapi.session.logout()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"assertion failed: {e}", file=sys.stderr)
+        raise
