@@ -4,6 +4,7 @@
 //! and MSI-X, so the models are plain Rust over the checked guest memory.
 
 pub mod blk;
+pub mod net;
 pub mod pci;
 pub mod queue;
 pub mod rng;
@@ -53,6 +54,11 @@ pub trait VirtioDevice: Send + core::fmt::Debug {
         queue: &mut Queue,
         mem: &mut GuestMemory<'_>,
     ) -> Result<bool, QueueError>;
+    /// Queues (bit per queue) the device has work for without a notify:
+    /// frames waiting for a network device's receive queue.
+    fn pending(&self) -> u64 {
+        0
+    }
     /// The driver reset the device.
     fn reset(&mut self) {}
 }

@@ -150,6 +150,11 @@ impl<D: VirtioDevice> VirtioPci<D> {
         self.status & status::DEVICE_NEEDS_RESET != 0
     }
 
+    /// The driver is running the device and it is not broken.
+    fn live(&self) -> bool {
+        self.status & status::DRIVER_OK != 0 && !self.broken()
+    }
+
     /// The guest broke the protocol: stop serving it and tell the driver.
     fn needs_reset(&mut self, why: &dyn core::fmt::Display, irq: &mut dyn InterruptSink) {
         log::warn!(
@@ -402,8 +407,7 @@ impl<D: VirtioDevice> PciFunction for VirtioPci<D> {
             }
             o if (NOTIFY..NOTIFY + NOTIFY_LEN).contains(&o) => {
                 let index = (o - NOTIFY) / u64::from(NOTIFY_MULTIPLIER);
-                let drive = self.status & status::DRIVER_OK != 0 && !self.broken();
-                if drive && (index as usize) < self.queues.len() {
+                if self.live() && (index as usize) < self.queues.len() {
                     self.notified |= 1 << index;
                 }
             }
@@ -415,11 +419,14 @@ impl<D: VirtioDevice> PciFunction for VirtioPci<D> {
     }
 
     fn has_work(&self) -> bool {
-        self.notified != 0
+        self.notified != 0 || (self.live() && self.device.pending() != 0)
     }
 
     fn service(&mut self, mem: &mut GuestMemory<'_>, irq: &mut dyn InterruptSink) {
-        let notified = core::mem::take(&mut self.notified);
+        let mut notified = core::mem::take(&mut self.notified);
+        if self.live() {
+            notified |= self.device.pending();
+        }
         for index in (0..self.queues.len() as u16).filter(|i| notified & (1 << i) != 0) {
             if self.broken() {
                 return;
