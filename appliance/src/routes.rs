@@ -61,15 +61,15 @@ impl Handler for Endpoints<'_> {
     }
 
     fn stream_chunk(&mut self, bytes: &[u8]) -> Result<(), Response> {
-        upgrade::chunk(bytes, self.platform)
+        upgrade::chunk(bytes, self.api, self.platform)
     }
 
     fn stream_end(&mut self) -> Response {
-        upgrade::end(self.platform)
+        upgrade::end(self.api, self.platform)
     }
 
     fn stream_abort(&mut self) {
-        self.platform.upgrade_abort();
+        upgrade::abort(self.api, self.platform);
     }
 }
 

@@ -1,7 +1,13 @@
 //! `PUT /upgrade?session_id=<session ref>`: a signed image (`keel.img`)
 //! streamed into the A/B slot not running, then marked for one trial boot
 //! (see `image/README.md`). Authenticated the way xapi's HTTP handlers are:
-//! the `session_id` query parameter names a live XenAPI session.
+//! the `session_id` query parameter names a live XenAPI session. An
+//! optional `task_id` (a pending task from `task.create`, as xapi's import
+//! handlers take it) follows the upload: its `progress` is the share of the
+//! body received, then it ends `success` (result: the version written) or
+//! `failure` (`error_info`: `IMPORT_ERROR` for a refused image,
+//! `INTERNAL_ERROR` for a disk failure, a cut upload or a host that cannot
+//! take one now).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -10,7 +16,7 @@ use serde::Serialize;
 
 use crate::http::{Method, RequestHead, Response, Status};
 use crate::platform::{Platform, UpgradeFailure, UpgradeUnavailable};
-use crate::xenapi::XenApi;
+use crate::xenapi::{UploadOutcome, XenApi};
 
 pub const PATH: &str = "/upgrade";
 
@@ -37,36 +43,104 @@ pub fn start(
             "a session_id query parameter (a XenAPI session from session.login_with_password) is required",
         ));
     };
+    // Without a live session nothing is touched, the task included.
     if !api.session_valid(&session, platform.now()) {
         return Err(Response::json_error(
             Status::UNAUTHORIZED,
             "SESSION_INVALID: the session_id is not a live XenAPI session",
         ));
     }
-    if length > MAX_UPLOAD_BYTES {
+    let task = head.query.and_then(|q| query_param(q, "task_id"));
+    if let Some(task) = &task
+        && !api.task_pending(task)
+    {
         return Err(Response::json_error(
-            Status::CONTENT_TOO_LARGE,
-            &alloc::format!(
-                "an upgrade image is at most {MAX_UPLOAD_BYTES} bytes (a slot); this one is {length}"
-            ),
+            Status::BAD_REQUEST,
+            "task_id is not a pending task (make one with task.create)",
         ));
     }
-    platform.upgrade_begin().map_err(|e| match e {
-        UpgradeUnavailable::NoBootDisk => Response::json_error(
-            Status::SERVICE_UNAVAILABLE,
-            "this host did not boot from a keel disk (no A/B slots): nothing to upgrade",
-        ),
-        UpgradeUnavailable::Busy => {
-            Response::json_error(Status::CONFLICT, "another upgrade upload is in progress")
+    // From here a refusal also ends the task, so a client following it sees why.
+    let refuse = |api: &mut XenApi, platform: &dyn Platform, status, code, message: &str| {
+        if let Some(task) = &task {
+            api.finish_upload_task(
+                task,
+                UploadOutcome::Failed(code, String::from(message)),
+                platform,
+            );
         }
-    })
+        Response::json_error(status, message)
+    };
+    if length > MAX_UPLOAD_BYTES {
+        let message = alloc::format!(
+            "an upgrade image is at most {MAX_UPLOAD_BYTES} bytes (a slot); this one is {length}"
+        );
+        return Err(refuse(
+            api,
+            platform,
+            Status::CONTENT_TOO_LARGE,
+            "IMPORT_ERROR",
+            &message,
+        ));
+    }
+    match platform.upgrade_begin() {
+        Ok(()) => {
+            if let Some(task) = &task {
+                api.upload_task_begin(task, length);
+            }
+            Ok(())
+        }
+        Err(UpgradeUnavailable::NoBootDisk) => Err(refuse(
+            api,
+            platform,
+            Status::SERVICE_UNAVAILABLE,
+            "INTERNAL_ERROR",
+            "this host did not boot from a keel disk (no A/B slots): nothing to upgrade",
+        )),
+        Err(UpgradeUnavailable::Busy) => Err(refuse(
+            api,
+            platform,
+            Status::CONFLICT,
+            "INTERNAL_ERROR",
+            "another upgrade upload is in progress",
+        )),
+    }
 }
 
-pub fn chunk(bytes: &[u8], platform: &mut dyn Platform) -> Result<(), Response> {
-    platform.upgrade_feed(bytes).map_err(|e| failure(&e))
+pub fn chunk(bytes: &[u8], api: &mut XenApi, platform: &mut dyn Platform) -> Result<(), Response> {
+    match platform.upgrade_feed(bytes) {
+        Ok(()) => {
+            api.upload_task_progress(bytes.len());
+            Ok(())
+        }
+        Err(e) => {
+            api.upload_task_end(failed(&e), platform);
+            Err(failure(&e))
+        }
+    }
 }
 
-pub fn end(platform: &mut dyn Platform) -> Response {
+/// The upload was cut short: its task fails.
+pub fn abort(api: &mut XenApi, platform: &mut dyn Platform) {
+    platform.upgrade_abort();
+    api.upload_task_end(
+        UploadOutcome::Failed(
+            "INTERNAL_ERROR",
+            String::from("the request body ended before its Content-Length"),
+        ),
+        platform,
+    );
+}
+
+fn failed(e: &UpgradeFailure) -> UploadOutcome {
+    let code = if e.refused {
+        "IMPORT_ERROR"
+    } else {
+        "INTERNAL_ERROR"
+    };
+    UploadOutcome::Failed(code, e.message.clone())
+}
+
+pub fn end(api: &mut XenApi, platform: &mut dyn Platform) -> Response {
     #[derive(Serialize)]
     struct Written<'a> {
         status: &'a str,
@@ -74,7 +148,13 @@ pub fn end(platform: &mut dyn Platform) -> Response {
         version: &'a str,
         next: &'a str,
     }
-    match platform.upgrade_finish() {
+    let finished = platform.upgrade_finish();
+    let outcome = match &finished {
+        Ok(written) => UploadOutcome::Done(written.version.clone()),
+        Err(e) => failed(e),
+    };
+    api.upload_task_end(outcome, platform);
+    match finished {
         Ok(written) => {
             let body = Written {
                 status: "written",

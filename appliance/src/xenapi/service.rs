@@ -87,7 +87,11 @@ pub struct XenApi {
     storage_waits: BTreeMap<u64, StorageWait>,
     /// Answers ready for deferred calls, by ticket.
     storage_answers: BTreeMap<u64, Response>,
+    /// The task the upload in progress reports through, if it has one.
+    upload: Option<upload::UploadTask>,
 }
+
+pub use upload::UploadOutcome;
 
 /// The attached state store.
 struct Store(alloc::boxed::Box<dyn StateStore>);
@@ -142,6 +146,7 @@ impl XenApi {
             storage_queue: alloc::collections::VecDeque::new(),
             storage_waits: BTreeMap::new(),
             storage_answers: BTreeMap::new(),
+            upload: None,
         }
     }
 
@@ -645,6 +650,7 @@ mod network_checks;
 mod sessions;
 mod srs;
 mod tasks;
+mod upload;
 mod vms;
 mod watch;
 mod wire;

@@ -153,6 +153,36 @@ fn login(qemu: &Qemu) -> String {
 
 /// `curl -T file 'http://host/upgrade?session_id=...'`: the status and the JSON body.
 fn upload(qemu: &Qemu, file: &Path, session: &str) -> (u16, Value) {
+    upload_to(qemu, file, &format!("/upgrade?session_id={session}"))
+}
+
+/// A task from `task.create` for an upload to report through.
+fn new_task(qemu: &Qemu, session: &str) -> String {
+    let answer = call(
+        qemu,
+        "task.create",
+        serde_json::json!([session, "upgrade", "keel.img upload"]),
+    );
+    answer["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("task.create: {answer}"))
+        .to_string()
+}
+
+/// The task's record, read with the PyPI `XenAPI` SDK.
+fn task_record(qemu: &Qemu, task: &str) -> Value {
+    let script = format!(
+        "import XenAPI, json\n\
+         s = XenAPI.Session('http://127.0.0.1:{}')\n\
+         s.xenapi.login_with_password('root', '{PASSWORD}')\n\
+         print(json.dumps(s.xenapi.task.get_record('{task}'), default=str))\n",
+        qemu.http_port()
+    );
+    let out = run(Command::new("python3").arg("-c").arg(&script));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out:?}"))
+}
+
+fn upload_to(qemu: &Qemu, file: &Path, path: &str) -> (u16, Value) {
     let out = run(Command::new("curl")
         .args([
             "-sS",
@@ -163,7 +193,7 @@ fn upload(qemu: &Qemu, file: &Path, session: &str) -> (u16, Value) {
             "-T",
         ])
         .arg(file)
-        .arg(url(qemu, &format!("/upgrade?session_id={session}"))));
+        .arg(url(qemu, path)));
     let (body, tail) = out.rsplit_once('\n').expect("curl's status line");
     let (code, seconds) = tail.split_once(' ').expect("status and time");
     let bytes = fs::metadata(file).map(|m| m.len()).unwrap_or(0);
@@ -239,8 +269,17 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
 
     let (status, json) = upload(&qemu, &image_path, "OpaqueRef:not-a-session");
     assert_eq!(status, 401, "{json}");
-    let (status, json) = upload(&qemu, &corrupted_path, &session);
+    let task = new_task(&qemu, &session);
+    let (status, json) = upload_to(
+        &qemu,
+        &corrupted_path,
+        &format!("/upgrade?session_id={session}&task_id={task}"),
+    );
     assert_eq!(status, 400, "{json}");
+    let record = task_record(&qemu, &task);
+    assert_eq!(record["status"], "failure", "{record}");
+    assert_eq!(record["error_info"][0], "IMPORT_ERROR", "{record}");
+    assert_eq!(record["error_info"][1], json["error"], "{record}");
     assert!(
         json["error"]
             .as_str()
@@ -272,8 +311,21 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
         .expect("slot a's version")
         .to_string();
     let session = login(&qemu);
-    let (status, json) = upload(&qemu, &next, &session);
+    let task = new_task(&qemu, &session);
+    let (status, json) = upload_to(
+        &qemu,
+        &next,
+        &format!("/upgrade?session_id={session}&task_id={task}"),
+    );
     assert_eq!(status, 200, "{json}");
+    let record = task_record(&qemu, &task);
+    assert_eq!(record["status"], "success", "{record}");
+    assert_eq!(record["progress"], 1.0, "{record}");
+    assert_eq!(
+        record["result"],
+        format!("<value>{NEXT_VERSION}</value>"),
+        "{record}"
+    );
     assert_eq!(json["slot"], "b", "{json}");
     assert_eq!(json["version"], NEXT_VERSION, "{json}");
     let version = NEXT_VERSION;
@@ -335,6 +387,7 @@ fn one_upload_at_a_time_and_a_cut_upload_frees_the_host() {
         "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
     );
     let session = login(&qemu);
+    let task = new_task(&qemu, &session);
 
     let mut first =
         TcpStream::connect(("127.0.0.1", qemu.http_port())).expect("connect to the image");
@@ -343,15 +396,32 @@ fn one_upload_at_a_time_and_a_cut_upload_frees_the_host() {
         .expect("read timeout");
     write!(
         first,
-        "PUT /upgrade?session_id={session} HTTP/1.1\r\nHost: keel\r\nContent-Length: {}\r\n\r\n",
+        "PUT /upgrade?session_id={session}&task_id={task} HTTP/1.1\r\nHost: keel\r\nContent-Length: {}\r\n\r\n",
         image.len()
     )
     .expect("send the head");
+    let sent = 100 * 1024;
     first
-        .write_all(&image[..100 * 1024])
+        .write_all(&image[..sent])
         .expect("send part of the body");
     qemu.wait_for_serial("upgrade: receiving an image for slot b", BOOT_TIMEOUT)
         .expect("the first upload started");
+    // The SDK follows the upload through its task while it runs.
+    let expected = (sent * 100 / image.len()) as f64 / 100.0;
+    let mut record = task_record(&qemu, &task);
+    for _ in 0..50 {
+        if record["progress"].as_f64() == Some(expected) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        record = task_record(&qemu, &task);
+    }
+    assert_eq!(record["status"], "pending", "{record}");
+    assert_eq!(
+        record["progress"].as_f64(),
+        Some(expected),
+        "progress is the share received: {record}"
+    );
 
     let (status, json) = upload(&qemu, &image_path, &session);
     assert_eq!(status, 409, "{json}");
@@ -368,6 +438,9 @@ fn one_upload_at_a_time_and_a_cut_upload_frees_the_host() {
     );
     qemu.wait_for_serial("nothing is marked for trial", BOOT_TIMEOUT)
         .expect("the cut upload is reported");
+    let record = task_record(&qemu, &task);
+    assert_eq!(record["status"], "failure", "{record}");
+    assert_eq!(record["error_info"][0], "INTERNAL_ERROR", "{record}");
     let (_, now) = health(&qemu);
     assert!(now["boot"]["slot_b"].is_null(), "{now}");
 

@@ -651,3 +651,71 @@ fn host_reboot_on_a_platform_that_cannot_is_an_honest_error() {
     );
     assert_eq!(bad["error"]["message"], "HANDLE_INVALID");
 }
+
+#[test]
+fn an_upload_reports_through_its_task() {
+    let (mut api, mut p) = service();
+    let s = login(&mut api, &mut p);
+    let task = |api: &mut XenApi, p: &mut FakePlatform| {
+        json(
+            api,
+            p,
+            "task.create",
+            serde_json::json!([s, "upgrade", "keel.img"]),
+        )["result"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let record = |api: &mut XenApi, p: &mut FakePlatform, t: &str| {
+        json(api, p, "task.get_record", serde_json::json!([s, t]))["result"].clone()
+    };
+
+    let ok = task(&mut api, &mut p);
+    assert!(api.task_pending(&ok));
+    assert!(!api.task_pending("OpaqueRef:nothing"));
+    api.upload_task_begin(&ok, 1000);
+    api.upload_task_progress(10);
+    assert_eq!(record(&mut api, &mut p, &ok)["progress"], 0.01);
+    api.upload_task_progress(500);
+    assert_eq!(record(&mut api, &mut p, &ok)["progress"], 0.51);
+    api.upload_task_progress(490);
+    let r = record(&mut api, &mut p, &ok);
+    assert_eq!(r["progress"], 0.99, "all received, not yet written: {r}");
+    assert_eq!(r["status"], "pending");
+    api.upload_task_end(UploadOutcome::Done("9.9.9".into()), &p);
+    let r = record(&mut api, &mut p, &ok);
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["progress"], 1.0);
+    assert_eq!(r["result"], "<value>9.9.9</value>");
+    assert!(!api.task_pending(&ok));
+    // The upload is over: nothing more reaches the task.
+    api.upload_task_progress(1);
+    api.upload_task_end(UploadOutcome::Failed("INTERNAL_ERROR", "late".into()), &p);
+    assert_eq!(record(&mut api, &mut p, &ok)["status"], "success");
+
+    let bad = task(&mut api, &mut p);
+    api.upload_task_begin(&bad, 0);
+    api.upload_task_end(
+        UploadOutcome::Failed("IMPORT_ERROR", "upgrade refused: bad signature".into()),
+        &p,
+    );
+    let r = record(&mut api, &mut p, &bad);
+    assert_eq!(r["status"], "failure", "{r}");
+    assert_eq!(
+        r["error_info"],
+        serde_json::json!(["IMPORT_ERROR", "upgrade refused: bad signature"])
+    );
+    assert!(r["finished"].as_str().is_some_and(|f| !f.is_empty()), "{r}");
+
+    // A refusal before the upload began ends a pending task only.
+    let early = task(&mut api, &mut p);
+    api.finish_upload_task(
+        &early,
+        UploadOutcome::Failed("INTERNAL_ERROR", "busy".into()),
+        &p,
+    );
+    assert_eq!(record(&mut api, &mut p, &early)["status"], "failure");
+    api.finish_upload_task(&early, UploadOutcome::Done("x".into()), &p);
+    assert_eq!(record(&mut api, &mut p, &early)["status"], "failure");
+}
