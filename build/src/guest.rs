@@ -11,7 +11,8 @@ use crate::{Error, Result};
 use qemu_tests::cpio::Cpio;
 
 /// Linux guests get ACPI (a LAPIC per vCPU and the IOAPIC in the MADT, PM
-/// timer, S5) but no PCI bus yet. vCPUs share the host CPUs other than the boot CPU.
+/// timer, S5, the PCI root bridge and MCFG) and a PCI bus with virtio
+/// devices. vCPUs share the host CPUs other than the boot CPU.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
 
 /// What to boot as a guest.
@@ -109,11 +110,18 @@ mod tests {
         let (cfg, kernel, out) = (dir.join("hc.bin"), dir.join("vmlinuz"), dir.join("a.cpio"));
         fs::write(&cfg, b"CONFIG").unwrap();
         fs::write(&kernel, b"KERNEL").unwrap();
-        let g = GuestOptions::new(kernel);
+        let disk = dir.join("disk.img");
+        fs::write(&disk, b"DISKBYTES").unwrap();
+        let g = GuestOptions {
+            disk: Some(disk),
+            ..GuestOptions::new(kernel)
+        };
         write_archive(&cfg, Some(&g), &out).unwrap();
         let data = fs::read(&out).unwrap();
         for needle in [
             &b"guests/guest/vcpus"[..],
+            b"guests/guest/disk",
+            b"DISKBYTES",
             &b"host-config.bin"[..],
             b"guests/guest/kernel",
             b"KERNEL",

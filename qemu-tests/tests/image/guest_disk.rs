@@ -46,6 +46,10 @@ echo "KEEL-VDA-READ0=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 25)" 
 echo "KEEL-VDA-READ1M=$(dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 24)" > /dev/console
 printf 'GUEST_MARK' > /tmp/mark
 dd if=/tmp/mark of=/dev/vda bs=512 seek=GUEST_SECTOR count=1 conv=sync,fsync 2>/dev/null && echo KEEL-VDA-WRITTEN > /dev/console
+t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+for pass in 1 2 3 4; do dd if=/dev/vda of=/dev/null bs=1M count=8 iflag=direct 2>/dev/null; done
+t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+echo "KEEL-VDA-DD=32 MiB in $((t1 - t0))0 ms" > /dev/console
 echo "KEEL-PCI=$(cat /sys/bus/pci/devices/0000:00:01.0/vendor):$(cat /sys/bus/pci/devices/0000:00:01.0/device)" > /dev/console
 grep virtio0 /proc/interrupts > /dev/console
 echo "KEEL-HWRNG=$(cat /sys/class/misc/hw_random/rng_current) $(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | wc -c)" > /dev/console
@@ -150,6 +154,11 @@ fn debian_guest_reads_and_writes_its_virtio_disk() {
     );
     qemu.wait_for_serial(&line, timeout)
         .unwrap_or_else(|e| panic!("the disk holds the host's data and the guest's sector: {e}"));
+    // Direct 1 MiB reads of the whole RAM disk, four times, timed by the guest's uptime (10 ms steps).
+    for l in qemu.serial().lines().filter(|l| l.contains("KEEL-VDA-DD=")) {
+        let at = l.find("KEEL-VDA-DD=").unwrap_or(0) + "KEEL-VDA-DD=".len();
+        println!("FIGURE guest virtio-blk direct reads: {}", &l[at..]);
+    }
     let (_, json) = health(&qemu);
     assert_eq!(json["status"], "ok", "{json}");
     let serial = qemu.serial();
