@@ -424,19 +424,20 @@ fn take_file(boot: &mut Boot, path: &str) -> Option<Vec<u8>> {
         .map(|(_, data)| core::mem::take(data))
 }
 
-/// A boot file as the guest's disk `vda`: a RAM disk of 512-byte sectors
-/// (a last partial sector is zero-padded) whose checksum is logged when the
-/// VM ends, since its contents go with it.
-fn ram_disk(image: Vec<u8>) -> kernel::hv::vm::GuestDisk {
+/// A boot file as a guest disk: a RAM disk of 512-byte sectors (a last
+/// partial sector is zero-padded). A writable one's checksum is logged when
+/// the VM ends, since its contents go with it; a read-only one (an ISO) is
+/// attached with VIRTIO_BLK_F_RO.
+fn ram_disk(name: &str, image: Vec<u8>, read_only: bool) -> kernel::hv::vm::GuestDisk {
     let sectors = image.len().div_ceil(512) as u64;
     let mut dev = storage::mem::MemBlockDevice::new(512, sectors);
     dev.bytes_mut()[..image.len()].copy_from_slice(&image);
-    kernel::hv::vm::GuestDisk::new("vda", Box::new(dev), false, true)
+    kernel::hv::vm::GuestDisk::new(name, Box::new(dev), read_only, !read_only)
 }
 
 /// Starts the guests carried in boot files: every `guests/<name>.elf` (a
 /// static ELF) and every `guests/<name>/kernel` (a Linux bzImage, with
-/// optional `initrd`, `cmdline`, `memory_mib`, `vcpus` and `disk` files beside it).
+/// optional `initrd`, `cmdline`, `memory_mib`, `vcpus`, `disk` and `iso` files beside it).
 fn start_boot_guests(boot: &mut Boot) {
     let mut specs = Vec::new();
     let names: Vec<String> = boot.files.iter().map(|(p, _)| p.clone()).collect();
@@ -486,10 +487,13 @@ fn start_boot_guests(boot: &mut Boot) {
                 }
                 None => 1,
             };
-            let disks = take_file(boot, &alloc::format!("guests/{name}/disk"))
-                .map(ram_disk)
-                .into_iter()
-                .collect();
+            let mut disks = Vec::new();
+            if let Some(image) = take_file(boot, &alloc::format!("guests/{name}/disk")) {
+                disks.push(ram_disk("vda", image, false));
+            }
+            if let Some(image) = take_file(boot, &alloc::format!("guests/{name}/iso")) {
+                disks.push(ram_disk("vdb", image, true));
+            }
             specs.push(VmSpec {
                 name: name.into(),
                 boot: GuestBoot::Linux {

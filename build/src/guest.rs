@@ -1,7 +1,7 @@
 //! A guest VM handed to the image at boot: `cargo xtask run --guest-kernel`
 //! and `bench guest-boot` pack it, with the host config, into one boot-module
 //! archive (cpio newc) that the image unpacks: `host-config.bin` and
-//! `guests/<name>/{kernel,initrd,cmdline,memory_mib,vcpus,disk}`.
+//! `guests/<name>/{kernel,initrd,cmdline,memory_mib,vcpus,disk,iso}`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,8 @@ pub struct GuestOptions {
     pub memory_mib: u32,
     /// A file the guest sees as its virtio-blk disk `vda` (a RAM disk of the file's bytes).
     pub disk: Option<PathBuf>,
+    /// A file the guest sees as the read-only virtio-blk disk `vdb` (an ISO).
+    pub iso: Option<PathBuf>,
 }
 
 impl GuestOptions {
@@ -38,6 +40,7 @@ impl GuestOptions {
             cpus: 1,
             memory_mib: 256,
             disk: None,
+            iso: None,
         }
     }
 
@@ -76,6 +79,9 @@ pub fn write_archive(host_config: &Path, guest: Option<&GuestOptions>, out: &Pat
         }
         if let Some(disk) = &g.disk {
             archive.file(&format!("guests/{}/disk", g.name), 0o644, &read(disk)?);
+        }
+        if let Some(iso) = &g.iso {
+            archive.file(&format!("guests/{}/iso", g.name), 0o644, &read(iso)?);
         }
         archive.file(
             &format!("guests/{}/cmdline", g.name),

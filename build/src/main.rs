@@ -44,6 +44,7 @@ commands:
       --guest-kernel F  a Linux bzImage the image starts as guest VM `guest` at boot
       --guest-initrd F  its initrd
       --guest-disk F    its virtio-blk disk vda: a RAM disk holding F's bytes
+      --guest-iso F     its read-only virtio-blk disk vdb (VIRTIO_BLK_F_RO), e.g. an ISO
       --guest-cmdline S its command line (default: console=ttyS0)
       --guest-cpus N    its vCPUs (default 1; time-sliced on the non-boot CPUs)
       --guest-memory M  its RAM in MiB (default 256)

@@ -3,7 +3,8 @@
 //! xtask setup`) and finds `/dev/vda` on our PCI bus. It reads what the host
 //! put on the disk and writes a sector; when the VM ends the host logs a
 //! checksum of the whole disk, which must match the host's copy with the
-//! guest's sector in it. The guest's `virtio-rng` module finds our
+//! guest's sector in it. A second, read-only disk (as an ISO is attached)
+//! reads but refuses writes. The guest's `virtio-rng` module finds our
 //! virtio-rng and `/dev/hwrng` answers.
 
 use std::fs;
@@ -28,6 +29,7 @@ const HOST_MARK_0: &[u8] = b"KEEL-HOST-SECTOR-0-f3a9c2";
 const HOST_MARK_1M: &[u8] = b"KEEL-HOST-AT-1MIB-7b41e0";
 const GUEST_MARK: &[u8] = b"KEEL-GUEST-WROTE-SECTOR-9";
 const GUEST_SECTOR: usize = 9;
+const ISO_MARK: &[u8] = b"KEEL-READ-ONLY-ISO-1";
 
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -50,6 +52,8 @@ t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 for pass in 1 2 3 4; do dd if=/dev/vda of=/dev/null bs=1M count=8 iflag=direct 2>/dev/null; done
 t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 echo "KEEL-VDA-DD=32 MiB in $((t1 - t0))0 ms" > /dev/console
+echo "KEEL-VDB-RO=$(cat /sys/block/vdb/ro) $(dd if=/dev/vdb bs=512 count=1 2>/dev/null | head -c 20)" > /dev/console
+dd if=/tmp/mark of=/dev/vdb bs=512 count=1 conv=sync,fsync 2>/dev/null || echo KEEL-VDB-WRITE-REFUSED > /dev/console
 echo "KEEL-PCI=$(cat /sys/bus/pci/devices/0000:00:01.0/vendor):$(cat /sys/bus/pci/devices/0000:00:01.0/device)" > /dev/console
 grep virtio0 /proc/interrupts > /dev/console
 echo "KEEL-HWRNG=$(cat /sys/class/misc/hw_random/rng_current) $(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | wc -c)" > /dev/console
@@ -102,6 +106,8 @@ fn debian_guest_reads_and_writes_its_virtio_disk() {
     let builder = keel(2, 1024).hard_timeout(std::time::Duration::from_secs(300));
     let peer = qemu_tests::workspace_root().join("target/peer");
     let disk = disk_image();
+    let mut iso = vec![0u8; 1 << 20];
+    iso[..ISO_MARK.len()].copy_from_slice(ISO_MARK);
     let mut cpio = Cpio::default();
     let files: Vec<(String, Vec<u8>)> = vec![
         (
@@ -111,6 +117,7 @@ fn debian_guest_reads_and_writes_its_virtio_disk() {
         ("guests/vdisk/initrd".into(), guest_initrd()),
         ("guests/vdisk/cmdline".into(), b"console=ttyS0".to_vec()),
         ("guests/vdisk/disk".into(), disk.clone()),
+        ("guests/vdisk/iso".into(), iso.clone()),
     ];
     for (path, data) in &files {
         cpio.file(path, 0o644, data);
@@ -137,6 +144,12 @@ fn debian_guest_reads_and_writes_its_virtio_disk() {
             std::str::from_utf8(HOST_MARK_1M).unwrap()
         ),
         "vm vdisk: KEEL-VDA-WRITTEN".to_string(),
+        "vm vdisk: disk vdb (1048576 bytes, read-only) is virtio-blk at 00:02.0".to_string(),
+        format!(
+            "vm vdisk: KEEL-VDB-RO=1 {}",
+            String::from_utf8_lossy(ISO_MARK)
+        ),
+        "vm vdisk: KEEL-VDB-WRITE-REFUSED".to_string(),
         "vm vdisk: KEEL-PCI=0x1af4:0x1042".to_string(),
         "vm vdisk: KEEL-HWRNG=virtio_rng.0 32".to_string(),
         "vm vdisk: powered off (ACPI S5)".to_string(),
