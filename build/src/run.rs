@@ -1,7 +1,6 @@
 //! `cargo xtask run`: boot the image in QEMU with its serial console on stdout.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use qemu_tests::{Machine, QEMU_BIN, http_poll_get, is_noise};
+use qemu_tests::{Machine, PortRelay, QEMU_BIN, free_loopback_port, http_poll_get, is_noise};
 
 use crate::cmd::{Context, describe};
 use crate::guest::{self, GuestOptions};
@@ -155,15 +154,17 @@ pub fn run(paths: &Paths, args: &[String]) -> Result<ExitCode> {
         }
         None => image::build(paths)?,
     };
-    // QEMU would fail later with a terse hostfwd error; say it plainly now.
-    drop(
-        TcpListener::bind(("127.0.0.1", options.api_port)).context(|| {
+    // QEMU's port forward queues one connection (a client opening many at
+    // once, as Xen Orchestra does, sees SYNs dropped and backs off for
+    // seconds): QEMU forwards a private port, the relay serves --api-port.
+    let forward = free_loopback_port().context(|| "finding a free loopback port".into())?;
+    let _relay =
+        PortRelay::on(options.api_port, ([127, 0, 0, 1], forward).into()).context(|| {
             format!(
                 "127.0.0.1:{} is not free (choose another with --api-port)",
                 options.api_port
             )
-        })?,
-    );
+        })?;
 
     let machine = Machine {
         cpus: options.cpus,
@@ -181,7 +182,7 @@ pub fn run(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     let mut qemu = Command::new(QEMU_BIN);
     // stdin stays closed: QEMU then leaves the terminal's mode alone, so
     // killing it can never leave the terminal raw.
-    qemu.args(machine.args(options.api_port, "stdio"))
+    qemu.args(machine.args(forward, "stdio"))
         .stdin(Stdio::null())
         .stderr(Stdio::piped());
     eprintln!("run: {}", describe(&qemu));

@@ -11,6 +11,7 @@
 pub mod cpio;
 pub mod http;
 pub mod process;
+pub mod relay;
 mod testdir;
 
 use std::fmt;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 
 pub use http::{HttpResponse, get as http_get_once, poll_get as http_poll_get};
 pub use process::{Finished, run_bounded};
+pub use relay::PortRelay;
 pub use testdir::{TestDir, workspace_root};
 
 /// Environment variable naming the keel image ELF to boot.
