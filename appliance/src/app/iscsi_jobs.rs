@@ -22,6 +22,8 @@ const RX_BUFFER: usize = 256 * 1024;
 const TX_BUFFER: usize = 256 * 1024;
 /// Jobs running at once; more wait in the service's queue.
 pub const MAX_JOBS: usize = 8;
+/// How long a job waits for its interface to get an address (DHCP at boot).
+const ADDRESS_WAIT_MS: u64 = 60_000;
 
 /// A job and where its socket lives.
 struct Running {
@@ -36,8 +38,9 @@ struct Running {
 pub struct IscsiJobs {
     running: Vec<Running>,
     next_port: u16,
-    /// Jobs taken from the service but not started (over [`MAX_JOBS`]).
-    waiting: Vec<(u64, JobSpec)>,
+    /// Jobs taken from the service but not started (over [`MAX_JOBS`], or
+    /// their interface has no address yet), with when they were taken (ms).
+    waiting: Vec<(u64, JobSpec, u64)>,
 }
 
 impl core::fmt::Debug for IscsiJobs {
@@ -105,15 +108,31 @@ impl IscsiJobs {
         platform: &mut dyn Platform,
     ) -> Option<Duration> {
         let now = millis(platform.now());
-        self.waiting.extend(api.take_storage_jobs());
-        while self.running.len() < MAX_JOBS && !self.waiting.is_empty() {
-            let (id, spec) = self.waiting.remove(0);
+        self.waiting.extend(
+            api.take_storage_jobs()
+                .into_iter()
+                .map(|(id, spec)| (id, spec, now)),
+        );
+        let mut due: Option<u64> = None;
+        let mut w = 0;
+        while self.running.len() < MAX_JOBS && w < self.waiting.len() {
+            let (_, spec, taken) = &self.waiting[w];
+            let ip = Ipv4Address::from(spec.portal.ip);
+            let addressed = net
+                .interface(&interface_for(net, ip))
+                .is_some_and(|i| i.ipv4_cidr().is_some());
+            if !addressed && now.saturating_sub(*taken) < ADDRESS_WAIT_MS {
+                // At boot the PBDs are plugged before DHCP has answered.
+                due = Some(due.map_or(now + 100, |d| d.min(now + 100)));
+                w += 1;
+                continue;
+            }
+            let (id, spec, _) = self.waiting.remove(w);
             if let Err(e) = self.start(net, id, spec, now, platform) {
                 log::warn!("iscsi: job {id} did not start: {e}");
                 api.storage_finished(id, Err(e), platform);
             }
         }
-        let mut due: Option<u64> = None;
         let mut i = 0;
         while i < self.running.len() {
             let r = &mut self.running[i];
@@ -142,7 +161,7 @@ impl IscsiJobs {
                     let mut spec = r.job.spec().clone();
                     spec.chap = None;
                     spec.mutual = None;
-                    self.waiting.insert(0, (r.id, spec));
+                    self.waiting.insert(0, (r.id, spec, now));
                     due = Some(now);
                     i += 1;
                     continue;

@@ -800,6 +800,23 @@ fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
             sr.close().map_err(e)?;
             Ok(JobOutput::Sr(s))
         }
+        SrOp::Wipe => {
+            let sr = Sr::open(&mut *dev).map_err(e)?;
+            let s = summary(&sr);
+            if !s.vdis.is_empty() {
+                return Err(alloc::format!(
+                    "the SR still holds {} VDIs; destroy them first",
+                    s.vdis.len()
+                ));
+            }
+            drop(sr);
+            // Both superblock copies (and the lease after them) go: the
+            // LUN is no SR any more, and no host opens it as one.
+            let zeros = vec![0u8; storage::sr::superblock::LEASE_OFFSET as usize + 4096];
+            storage::region::write_bytes(&mut *dev, 0, &zeros).map_err(|e| e.to_string())?;
+            dev.flush().map_err(|e| e.to_string())?;
+            Ok(JobOutput::Sr(s))
+        }
         SrOp::DeleteVdi { uuid } => {
             let mut sr = Sr::open(dev).map_err(e)?;
             sr.delete(uuid).map_err(e)?;

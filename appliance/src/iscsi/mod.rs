@@ -74,6 +74,8 @@ pub enum SrOp {
     DeleteVdi {
         uuid: [u8; 16],
     },
+    /// Check it is an SR and empty, then erase its superblocks (`SR.destroy`).
+    Wipe,
 }
 
 /// What a job does once logged in.

@@ -81,6 +81,12 @@ pub enum Op {
     SrForget,
     VdiCreate,
     VdiDestroy,
+    SrIntroduce,
+    SrDestroy,
+    PbdPlug,
+    PbdUnplug,
+    PbdCreate,
+    PbdDestroy,
     /// A XenAPI call this host cannot carry out yet: `NOT_IMPLEMENTED [name]`
     /// after the arguments are checked (so a wrong ref still gets `HANDLE_INVALID`).
     NotImplemented,
@@ -637,7 +643,7 @@ pub const SR: Class = Class {
             ],
             Op::SrProbe,
         ),
-        todo_call(
+        call(
             "introduce",
             &[
                 p("uuid", S),
@@ -648,9 +654,10 @@ pub const SR: Class = Class {
                 p("shared", B),
                 p_d("sm_config", MAP_SS, Default::Empty),
             ],
+            Op::SrIntroduce,
         ),
         call("forget", &[p("sr", Ty::Ref("SR"))], Op::SrForget),
-        todo_call("destroy", &[p("sr", Ty::Ref("SR"))]),
+        call("destroy", &[p("sr", Ty::Ref("SR"))], Op::SrDestroy),
         call("scan", &[p("sr", Ty::Ref("SR"))], Op::SrScan),
     ],
 };
@@ -989,10 +996,10 @@ pub const PBD: Class = Class {
         rw("other_config", MAP_SS),
     ],
     messages: &[
-        todo_call("create", &[p("args", Ty::Record)]),
-        todo_call("destroy", &[p("self", PBD_REF)]),
-        todo_call("plug", &[p("self", PBD_REF)]),
-        todo_call("unplug", &[p("self", PBD_REF)]),
+        call("create", &[p("args", Ty::Record)], Op::PbdCreate),
+        call("destroy", &[p("self", PBD_REF)], Op::PbdDestroy),
+        call("plug", &[p("self", PBD_REF)], Op::PbdPlug),
+        call("unplug", &[p("self", PBD_REF)], Op::PbdUnplug),
         todo_call(
             "set_device_config",
             &[p("self", PBD_REF), p("value", MAP_SS)],

@@ -191,6 +191,11 @@ impl XenApi {
         self.refs = refs;
         self.sessions.clear();
         self.store = Some(Store(store));
+        // SRs on iSCSI LUNs are opened again (their PBDs re-plugged).
+        self.replug_storage();
+        if let Err(e) = self.persist() {
+            log::error!("db: PBD states could not be saved: {e}");
+        }
         Ok(Attached {
             loaded: count - skipped,
             skipped,
@@ -548,7 +553,13 @@ impl XenApi {
         let session = session.unwrap_or_default();
         let needs_driver = matches!(
             op,
-            Op::SrProbe | Op::SrCreate | Op::SrScan | Op::VdiCreate | Op::VdiDestroy
+            Op::SrProbe
+                | Op::SrCreate
+                | Op::SrScan
+                | Op::VdiCreate
+                | Op::VdiDestroy
+                | Op::SrDestroy
+                | Op::PbdPlug
         );
         if needs_driver && !self.storage_driver {
             // The hosted service has no iSCSI driver; the image has.
@@ -638,6 +649,28 @@ impl XenApi {
                 None => Err(ApiError::field_type("args")),
             },
             Op::VdiDestroy => return storage(self.vdi_destroy(arg(0))),
+            Op::SrIntroduce => {
+                let shared = matches!(args.get(5), Some(Value::Bool(true)));
+                let sm_config = args.get(6).cloned().unwrap_or(Value::Nil);
+                self.sr_introduce(
+                    arg(0),
+                    arg(1),
+                    arg(2),
+                    arg(3),
+                    arg(4),
+                    shared,
+                    sm_config,
+                    platform,
+                )
+            }
+            Op::SrDestroy => return storage(self.sr_destroy(arg(0))),
+            Op::PbdCreate => match args.first() {
+                Some(record) => self.pbd_create(record, platform),
+                None => Err(ApiError::field_type("args")),
+            },
+            Op::PbdDestroy => self.pbd_destroy(arg(0)),
+            Op::PbdPlug => return storage(self.pbd_plug(arg(0))),
+            Op::PbdUnplug => self.pbd_unplug(arg(0)),
             Op::NotImplemented => Err(ApiError::not_implemented(&method.name())),
         };
         Outcome::Done(result)

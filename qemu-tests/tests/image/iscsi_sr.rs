@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use qemu_tests::{Qemu, host_config_bin_from_env, run_bounded, workspace_root};
+use qemu_tests::{Qemu, TestDir, host_config_bin_from_env, run_bounded, workspace_root};
 use storage::sr::Sr;
 
 use super::{BOOT_TIMEOUT, health, keel};
@@ -235,16 +235,35 @@ fn figures(serial: &str, needle: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn sr_probe_create_and_vdis_on_tgtd_with_mutual_chap() {
-    let builder = keel(2, 512).hard_timeout(QEMU_HARD_TIMEOUT);
-    let tgtd = Tgtd::start(builder.dir());
-    let module = host_config(builder.dir());
-    let qemu: Qemu = builder.initrd(module).spawn().expect("spawn QEMU");
+/// A blank state disk, so the database (SR, PBD, VDI objects) survives a reboot.
+const STATE_DISK_BYTES: u64 = 16 << 20;
+/// How long after boot the PBD may take to be plugged again.
+const REPLUG_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn boot(module: &Path, disk: &Path) -> Qemu {
+    let qemu = keel(2, 512)
+        .hard_timeout(QEMU_HARD_TIMEOUT)
+        .initrd(module)
+        .disk(disk)
+        .spawn()
+        .expect("spawn QEMU");
     let (_, json) = health(&qemu);
     assert_eq!(json["hostname"], HOSTNAME, "{json}");
     qemu.wait_for_serial("DHCP lease", BOOT_TIMEOUT)
         .expect("the management address");
+    qemu
+}
+
+#[test]
+fn sr_probe_create_and_vdis_on_tgtd_with_mutual_chap() {
+    let dir = TestDir::for_current_test().expect("test dir");
+    let tgtd = Tgtd::start(dir.path());
+    let module = host_config(dir.path());
+    let disk = dir.path().join("state.img");
+    File::create(&disk)
+        .and_then(|f| f.set_len(STATE_DISK_BYTES))
+        .expect("blank state disk");
+    let qemu = boot(&module, &disk);
 
     let script = workspace_root().join("qemu-tests/tests/image/iscsi_sr.py");
     let mut python = Command::new("python3");
@@ -290,34 +309,131 @@ fn sr_probe_create_and_vdis_on_tgtd_with_mutual_chap() {
     if let Some(s) = seen["sr_create_s"].as_f64() {
         println!("FIGURE iscsi SR.create through the SDK: {s:.2} s");
     }
-
-    // The SR is in tgtd's backing file: the storage crate opens it there.
-    drop(tgtd);
-    let mut dev = storage::file::FileBlockDevice::open(&qemu.dir().join("lun1.img"), 512, true)
-        .expect("open the backing file");
-    let sr = Sr::open(&mut dev).expect("the backing file holds the SR the appliance formatted");
-    assert_eq!(
-        storage::sr::Superblock::decode(&{
-            let mut sector = vec![0u8; 4096];
-            let f = File::open(qemu.dir().join("lun1.img")).expect("backing file");
-            std::os::unix::fs::FileExt::read_exact_at(&f, &mut sector, 0).expect("read");
-            sector
-        })
-        .map(|sb| sb.uuid)
-        .ok()
-        .map(storage_uuid),
-        seen["sr_uuid"].as_str().map(String::from),
-        "the superblock at offset 0 names the SR the API created"
-    );
-    let vdis = sr.vdis();
-    assert_eq!(vdis.len(), 1, "{vdis:?}");
-    assert_eq!(vdis[0].name, "disk0");
-    assert_eq!(vdis[0].virtual_size, 256 * 1024 * 1024);
-    assert_eq!(
-        Some(storage_uuid(vdis[0].uuid)),
-        seen["vdi_uuid"].as_str().map(String::from)
-    );
     assert!(qemu.try_exit_status().expect("poll QEMU").is_none());
+    qemu.kill();
+    drop(qemu);
+
+    // After a reboot the database still has the SR, and the PBD is plugged
+    // again from it: the appliance logs in and opens the SR on the LUN.
+    let qemu = boot(&module, &disk);
+    let sr_uuid = seen["sr_uuid"].as_str().expect("SR uuid").to_string();
+    let vdi_uuid = seen["vdi_uuid"].as_str().expect("VDI uuid").to_string();
+    let check = format!(
+        "import XenAPI, time\n\
+         s = XenAPI.Session('http://127.0.0.1:{port}')\n\
+         s.xenapi.login_with_password('root', '{PASSWORD}')\n\
+         x = s.xenapi\n\
+         sr = x.SR.get_by_uuid('{sr_uuid}')\n\
+         pbd = x.SR.get_PBDs(sr)[0]\n\
+         end = time.monotonic() + {wait}\n\
+         while not x.PBD.get_currently_attached(pbd) and time.monotonic() < end:\n\
+         \x20   time.sleep(0.2)\n\
+         assert x.PBD.get_currently_attached(pbd), x.PBD.get_record(pbd)\n\
+         vdis = [x.VDI.get_uuid(v) for v in x.SR.get_VDIs(sr)]\n\
+         assert vdis == ['{vdi_uuid}'], vdis\n\
+         x.PBD.unplug(pbd)\n\
+         assert not x.PBD.get_currently_attached(pbd)\n\
+         x.PBD.plug(pbd)\n\
+         assert x.PBD.get_currently_attached(pbd)\n\
+         print('replugged')\n",
+        port = qemu.http_port(),
+        wait = REPLUG_TIMEOUT.as_secs(),
+    );
+    let mut python = Command::new("python3");
+    python.arg("-c").arg(&check);
+    let finished = run_bounded(python, SCRIPT_TIMEOUT, qemu.dir(), "iscsi-replug")
+        .expect("the check finishes");
+    assert!(
+        finished.status.success() && finished.stdout.contains("replugged"),
+        "after the reboot ({}):\n{}\nserial tail:\n{}",
+        finished.status,
+        finished.output(),
+        qemu.serial_tail(40)
+    );
+    let serial = qemu.serial();
+    assert!(
+        serial.contains(&format!("SR {sr_uuid} with 1 VDIs")),
+        "no re-plug at boot on the serial log:\n{}",
+        qemu.serial_tail(40)
+    );
+    for line in figures(&serial, "SR Scan done") {
+        println!("{line} (after reboot)");
+    }
+
+    // The SR is in tgtd's backing file: the storage crate opens it there
+    // (tgtd writes through to the file; the appliance synchronised it).
+    let backing = tgtd.backing.clone();
+    {
+        let mut dev = storage::file::FileBlockDevice::open(&backing, 512, true)
+            .expect("open the backing file");
+        let sr = Sr::open(&mut dev).expect("the backing file holds the SR the appliance formatted");
+        let mut sector = vec![0u8; 4096];
+        let f = File::open(&backing).expect("backing file");
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut sector, 0).expect("read");
+        assert_eq!(
+            storage::sr::Superblock::decode(&sector)
+                .map(|sb| storage_uuid(sb.uuid))
+                .ok(),
+            Some(sr_uuid.clone()),
+            "the superblock at offset 0 names the SR the API created"
+        );
+        let vdis = sr.vdis();
+        assert_eq!(vdis.len(), 1, "{vdis:?}");
+        assert_eq!(vdis[0].name, "disk0");
+        assert_eq!(vdis[0].virtual_size, 256 * 1024 * 1024);
+        assert_eq!(storage_uuid(vdis[0].uuid), vdi_uuid);
+    }
+
+    // Forget and introduce it again (XO's "attach an existing SR"), then
+    // destroy it: its VDI first, then the SR, which erases it on the LUN.
+    let again = format!(
+        "import XenAPI\n\
+         s = XenAPI.Session('http://127.0.0.1:{port}')\n\
+         s.xenapi.login_with_password('root', '{PASSWORD}')\n\
+         x = s.xenapi\n\
+         sr = x.SR.get_by_uuid('{sr_uuid}')\n\
+         pbd = x.SR.get_PBDs(sr)[0]\n\
+         host = x.PBD.get_host(pbd)\n\
+         config = x.PBD.get_device_config(pbd)\n\
+         x.PBD.unplug(pbd)\n\
+         x.SR.forget(sr)\n\
+         assert x.SR.get_all() == [] and x.VDI.get_all() == [] and x.PBD.get_all() == []\n\
+         sr = x.SR.introduce('{sr_uuid}', 'again', '', 'lvmoiscsi', 'user', True, {{}})\n\
+         pbd = x.PBD.create({{'host': host, 'SR': sr, 'device_config': config, 'other_config': {{}}}})\n\
+         x.PBD.plug(pbd)\n\
+         vdis = x.SR.get_VDIs(sr)\n\
+         assert [x.VDI.get_uuid(v) for v in vdis] == ['{vdi_uuid}'], vdis\n\
+         try:\n\
+         \x20   x.SR.destroy(sr)\n\
+         \x20   raise AssertionError('SR.destroy of a non-empty SR')\n\
+         except XenAPI.Failure as f:\n\
+         \x20   assert f.details[0] == 'SR_NOT_EMPTY', f.details\n\
+         x.VDI.destroy(vdis[0])\n\
+         x.SR.destroy(sr)\n\
+         assert x.SR.get_all() == [] and x.PBD.get_all() == []\n\
+         print('destroyed')\n",
+        port = qemu.http_port(),
+    );
+    let mut python = Command::new("python3");
+    python.arg("-c").arg(&again);
+    let finished = run_bounded(python, SCRIPT_TIMEOUT, qemu.dir(), "iscsi-destroy")
+        .expect("the check finishes");
+    assert!(
+        finished.status.success() && finished.stdout.contains("destroyed"),
+        "introduce and destroy ({}):\n{}\nserial tail:\n{}",
+        finished.status,
+        finished.output(),
+        qemu.serial_tail(40)
+    );
+    qemu.kill();
+    drop(qemu);
+    drop(tgtd);
+    let mut dev =
+        storage::file::FileBlockDevice::open(&backing, 512, true).expect("open the backing file");
+    assert!(
+        Sr::open(&mut dev).is_err(),
+        "SR.destroy left an SR on the LUN"
+    );
 }
 
 fn storage_uuid(b: [u8; 16]) -> String {

@@ -61,6 +61,14 @@ pub(crate) enum Completion {
         sr: String,
         vdi: String,
     },
+    /// `PBD.plug`, and every iSCSI PBD at boot.
+    Plug {
+        pbd: String,
+        sr: String,
+    },
+    DestroySr {
+        sr: String,
+    },
 }
 
 /// A call waiting for its job.
@@ -442,6 +450,197 @@ impl XenApi {
         Ok(Value::str(""))
     }
 
+    /// `SR.introduce`: an SR record for an SR that exists on some LUN;
+    /// `PBD.create` then says how to reach it and `PBD.plug` attaches it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sr_introduce(
+        &mut self,
+        uuid: &str,
+        name_label: &str,
+        name_description: &str,
+        sr_type: &str,
+        content_type: &str,
+        shared: bool,
+        sm_config: Value,
+        platform: &mut dyn Platform,
+    ) -> Result<Value, ApiError> {
+        if !ISCSI_TYPES.contains(&sr_type) {
+            return Err(ApiError::new("SR_UNKNOWN_DRIVER", &[sr_type]));
+        }
+        let uuid = match uuid {
+            "" => {
+                let (_, u) = new_id(platform);
+                u
+            }
+            u => {
+                let bytes = parse_uuid(u).ok_or_else(|| ApiError::invalid_value("uuid", u))?;
+                let _ = bytes;
+                u.to_ascii_lowercase()
+            }
+        };
+        if self
+            .db
+            .objects("SR")
+            .any(|(_, o)| o.field(field_index(&SR, "uuid")).as_str() == Some(uuid.as_str()))
+        {
+            return Err(ApiError::new("SR_UUID_EXISTS", &[&uuid]));
+        }
+        let (sr, _) = new_id(platform);
+        let mut fields = default_record(&SR, &uuid);
+        for (name, v) in [
+            ("name_label", Value::str(name_label)),
+            ("name_description", Value::str(name_description)),
+            ("type", Value::str(sr_type)),
+            ("content_type", Value::str(content_type)),
+            ("shared", Value::Bool(shared)),
+        ] {
+            if let Some(slot) = fields.get_mut(field_index(&SR, name)) {
+                *slot = v;
+            }
+        }
+        if let (Value::Struct(_), Some(slot)) =
+            (&sm_config, fields.get_mut(field_index(&SR, "sm_config")))
+        {
+            *slot = sm_config;
+        }
+        self.db.insert(&SR, sr.clone(), fields);
+        Ok(Value::String(sr))
+    }
+
+    /// `PBD.create({host, SR, device_config})`: detached until plugged.
+    pub(super) fn pbd_create(
+        &mut self,
+        args: &Value,
+        platform: &mut dyn Platform,
+    ) -> Result<Value, ApiError> {
+        let Value::Struct(record) = args else {
+            return Err(ApiError::field_type("args"));
+        };
+        let get = |k: &str| record.get(k).and_then(Value::as_str).unwrap_or("");
+        let (host, sr) = (get("host"), get("SR"));
+        if !self.db.contains("host", host) {
+            return Err(ApiError::handle_invalid("host", host));
+        }
+        if !self.db.contains("SR", sr) {
+            return Err(ApiError::handle_invalid("SR", sr));
+        }
+        let Some(Value::Struct(config)) = record.get("device_config") else {
+            return Err(ApiError::field_type("device_config"));
+        };
+        if let Some((existing, _)) = self.db.objects("PBD").find(|(_, o)| {
+            o.field(field_index(&PBD, "SR")).as_str() == Some(sr)
+                && o.field(field_index(&PBD, "host")).as_str() == Some(host)
+        }) {
+            return Err(ApiError::new("PBD_EXISTS", &[sr, host, existing]));
+        }
+        let (pbd, uuid) = new_id(platform);
+        let mut fields = default_record(&PBD, &uuid);
+        for (name, v) in [
+            ("host", Value::str(host)),
+            ("SR", Value::str(sr)),
+            ("device_config", Value::Struct(config.clone())),
+            (
+                "other_config",
+                record
+                    .get("other_config")
+                    .cloned()
+                    .unwrap_or(Value::Struct(BTreeMap::new())),
+            ),
+        ] {
+            if let Some(slot) = fields.get_mut(field_index(&PBD, name)) {
+                *slot = v;
+            }
+        }
+        self.db.insert(&PBD, pbd.clone(), fields);
+        self.add_to_set(&SR, sr, "PBDs", &pbd);
+        self.add_to_set(&HOST, host, "PBDs", &pbd);
+        Ok(Value::String(pbd))
+    }
+
+    /// `PBD.destroy`: only a detached one, as xapi.
+    pub(super) fn pbd_destroy(&mut self, pbd: &str) -> Result<Value, ApiError> {
+        if self.field(&PBD, pbd, "currently_attached") == Value::Bool(true) {
+            return Err(ApiError::new(
+                "OPERATION_NOT_ALLOWED",
+                &["PBD is currently attached"],
+            ));
+        }
+        let sr = String::from(self.field(&PBD, pbd, "SR").as_str().unwrap_or(""));
+        let host = String::from(self.field(&PBD, pbd, "host").as_str().unwrap_or(""));
+        self.db.remove(&PBD, pbd);
+        self.remove_from_set(&SR, &sr, "PBDs", pbd);
+        self.remove_from_set(&HOST, &host, "PBDs", pbd);
+        Ok(Value::str(""))
+    }
+
+    /// `PBD.plug`: log in, open the SR on the LUN, list its VDIs. No
+    /// session is kept open between calls (each storage call logs in), so
+    /// plugged means "reachable and readable when last checked".
+    pub(super) fn pbd_plug(&self, pbd: &str) -> Result<StorageCall, ApiError> {
+        let sr = String::from(self.field(&PBD, pbd, "SR").as_str().unwrap_or(""));
+        let Value::Struct(config) = self.field(&PBD, pbd, "device_config") else {
+            return Err(ApiError::field_type("device_config"));
+        };
+        let sr_type = self.field(&SR, &sr, "type");
+        if !sr_type.as_str().is_some_and(|t| ISCSI_TYPES.contains(&t)) {
+            return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", &[&sr]));
+        }
+        Ok(StorageCall {
+            spec: self.sr_spec(&config, SrOp::Scan)?,
+            completion: Completion::Plug {
+                pbd: String::from(pbd),
+                sr,
+            },
+        })
+    }
+
+    pub(super) fn pbd_unplug(&mut self, pbd: &str) -> Result<Value, ApiError> {
+        self.set(&PBD, pbd, "currently_attached", Value::Bool(false));
+        Ok(Value::str(""))
+    }
+
+    /// At boot (the database just loaded): every iSCSI PBD of this host is
+    /// detached until its SR has been opened again; jobs to do so are queued.
+    pub(crate) fn replug_storage(&mut self) {
+        if !self.storage_driver {
+            return;
+        }
+        let host = self.refs.host.clone();
+        let pbds: Vec<String> = self
+            .db
+            .objects("PBD")
+            .filter(|(_, o)| o.field(field_index(&PBD, "host")).as_str() == Some(host.as_str()))
+            .map(|(r, _)| r.clone())
+            .collect();
+        for pbd in pbds {
+            self.set(&PBD, &pbd, "currently_attached", Value::Bool(false));
+            match self.pbd_plug(&pbd) {
+                Ok(call) => {
+                    let id = self.next_ticket;
+                    self.next_ticket += 1;
+                    log::info!("sr: plugging PBD {pbd} again at boot");
+                    self.queue_storage(id, call, None, None);
+                }
+                Err(e) => log::warn!("sr: PBD {pbd} is not plugged at boot: {e:?}"),
+            }
+        }
+    }
+
+    /// `SR.destroy`: the SR must hold no VDIs; its superblocks are erased
+    /// on the LUN, then its objects go.
+    pub(super) fn sr_destroy(&self, sr: &str) -> Result<StorageCall, ApiError> {
+        if matches!(self.field(&SR, sr, "VDIs"), Value::Array(a) if !a.is_empty()) {
+            return Err(ApiError::new("SR_NOT_EMPTY", &[]));
+        }
+        let config = self.sr_config(sr)?;
+        Ok(StorageCall {
+            spec: self.sr_spec(&config, SrOp::Wipe)?,
+            completion: Completion::DestroySr {
+                sr: String::from(sr),
+            },
+        })
+    }
+
     pub(super) fn vdi_create(
         &self,
         args: &Value,
@@ -630,6 +829,29 @@ impl XenApi {
                 self.sr_sizes(&sr, &s);
                 Ok(Value::String(vdi))
             }
+            (Completion::Plug { pbd, sr }, JobOutput::Sr(s)) => {
+                let expected = self.field(&SR, &sr, "uuid");
+                if expected.as_str() != Some(uuid_from(s.uuid).as_str()) {
+                    return Err(backend(
+                        47,
+                        "The SR is not available",
+                        &format!(
+                            "the LUN holds SR {} where SR {} was expected",
+                            uuid_from(s.uuid),
+                            expected.as_str().unwrap_or("?")
+                        ),
+                    ));
+                }
+                self.set(&PBD, &pbd, "currently_attached", Value::Bool(true));
+                self.sync_vdis(&sr, &s, platform);
+                log::info!(
+                    "sr: PBD {pbd} plugged: SR {} with {} VDIs",
+                    uuid_from(s.uuid),
+                    s.vdis.len()
+                );
+                Ok(Value::str(""))
+            }
+            (Completion::DestroySr { sr }, JobOutput::Sr(_)) => self.sr_forget(&sr),
             (Completion::DestroyVdi { sr, vdi }, JobOutput::Sr(s)) => {
                 self.db.remove(&VDI, &vdi);
                 self.remove_from_set(&SR, &sr, "VDIs", &vdi);
