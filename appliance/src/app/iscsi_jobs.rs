@@ -98,6 +98,16 @@ fn interface_for<N: Nic>(net: &HostNetworks<Uplink<N>>, ip: Ipv4Address) -> Stri
         .into()
 }
 
+/// Whether two jobs work on the SR of the same LUN.
+fn same_sr(a: &JobSpec, b: &JobSpec) -> bool {
+    match (&a.work, &b.work) {
+        (Work::Sr { scsi_id: x, .. }, Work::Sr { scsi_id: y, .. }) => {
+            x == y && a.portal == b.portal && a.target_iqn == b.target_iqn
+        }
+        _ => false,
+    }
+}
+
 impl IscsiJobs {
     /// Starts the jobs the service queued, moves every job forward, and
     /// reports the ended ones. Returns when to poll again.
@@ -117,6 +127,12 @@ impl IscsiJobs {
         let mut w = 0;
         while self.running.len() < MAX_JOBS && w < self.waiting.len() {
             let (_, spec, taken) = &self.waiting[w];
+            if self.running.iter().any(|r| same_sr(r.job.spec(), spec)) {
+                // One SR operation per LUN at a time, in the order asked:
+                // each appends to the SR's journal where it found its end.
+                w += 1;
+                continue;
+            }
             let ip = Ipv4Address::from(spec.portal.ip);
             let addressed = net
                 .interface(&interface_for(net, ip))

@@ -127,17 +127,23 @@ def main():
     v = x.VDI.get_record(vdi)
     assert v["SR"] == sr and int(v["virtual_size"]) == 256 * 1024 * 1024, v
     out["vdi_uuid"] = v["uuid"]
-    task = x.Async.VDI.create(dict(vdi_record, name_label="scratch"))
-    for _ in range(600):
-        if x.task.get_status(task) != "pending":
-            break
+    # Two Async calls at once: the appliance runs one SR operation per LUN
+    # at a time, so both VDIs land in the journal.
+    tasks = [x.Async.VDI.create(dict(vdi_record, name_label=f"scratch{i}")) for i in (1, 2)]
+    end = time.monotonic() + 60
+    while any(x.task.get_status(t) == "pending" for t in tasks) and time.monotonic() < end:
         time.sleep(0.1)
-    assert x.task.get_status(task) == "success", x.task.get_record(task)
-    scratch = xml.dom.minidom.parseString(
-        "<v>" + x.task.get_result(task) + "</v>"
-    ).documentElement.getElementsByTagName("value")[0].firstChild.data
-    assert x.VDI.get_name_label(scratch) == "scratch"
-    x.VDI.destroy(scratch)
+    scratch = []
+    for t in tasks:
+        assert x.task.get_status(t) == "success", x.task.get_record(t)
+        result = xml.dom.minidom.parseString("<v>" + x.task.get_result(t) + "</v>")
+        scratch.append(result.documentElement.getElementsByTagName("value")[0].firstChild.data)
+        x.task.destroy(t)
+    assert sorted(x.VDI.get_name_label(v) for v in scratch) == ["scratch1", "scratch2"]
+    x.SR.scan(sr)
+    assert set(x.SR.get_VDIs(sr)) == {vdi, *scratch}, x.SR.get_VDIs(sr)
+    for v in scratch:
+        x.VDI.destroy(v)
     assert set(x.SR.get_VDIs(sr)) == {vdi}, x.SR.get_VDIs(sr)
 
     # SR.scan agrees with the LUN.
