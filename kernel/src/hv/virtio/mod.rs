@@ -4,6 +4,7 @@
 //! and MSI-X, so the models are plain Rust over the checked guest memory.
 
 pub mod blk;
+pub mod fuzz;
 pub mod net;
 pub mod pci;
 pub mod queue;
