@@ -26,6 +26,9 @@ pub const HTTP_PORT: u16 = 80;
 pub const MAX_IDLE: Duration = Duration::from_millis(50);
 
 mod iscsi_jobs;
+
+/// iSCSI jobs running at once (the image and the hosted service); more wait.
+pub const MAX_ISCSI_JOBS: usize = 8;
 mod networks;
 pub use networks::NetworkError;
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use host_config::HostConfig;
 
 use crate::http::Limits;
+use crate::iscsi::{self, Job, JobSpec, std_link::StdLink};
 use crate::platform::{Platform, SystemInfo};
 use crate::routes::Endpoints;
 use crate::server::Connection;
@@ -180,6 +181,8 @@ pub fn serve(
     let listen = listener.local_addr()?;
     let facts = hosted_facts(config, listen, platform.system_info());
     let mut api = XenApi::new(config, facts, &mut platform);
+    // iSCSI jobs run in the service loop over non-blocking std TCP.
+    api.enable_storage_driver();
     if let Some(path) = state {
         let attached = api
             .attach_store(open_state(path)?, &mut platform)
@@ -261,15 +264,19 @@ fn run(
 ) -> std::io::Result<()> {
     let limits = Limits::default();
     let mut peers: HashMap<u64, Peer> = HashMap::new();
+    let mut jobs = HostedJobs::default();
     let management_ip = match listen.ip() {
         IpAddr::V4(ip) => Some(smoltcp::wire::Ipv4Address::from(ip.octets())),
         IpAddr::V6(_) => None,
     };
     loop {
+        let busy = jobs.poll(api, platform);
         let now = platform.now();
         let wait = api
             .next_deadline()
             .map_or(MAX_WAIT, |d| d.saturating_sub(now).min(MAX_WAIT));
+        // A running iSCSI job is moved forward every few milliseconds.
+        let wait = if busy { wait.min(JOB_POLL) } else { wait };
         let touched = match rx.recv_timeout(wait) {
             Ok(Input::Accepted(id, stream, closed)) => {
                 peers.insert(
@@ -353,6 +360,64 @@ fn run(
                 keep
             });
         }
+    }
+}
+
+/// How often running iSCSI jobs are moved forward.
+const JOB_POLL: Duration = Duration::from_millis(2);
+
+/// iSCSI jobs of the hosted service, each over its own [`StdLink`].
+#[derive(Default)]
+struct HostedJobs {
+    running: Vec<(u64, Job, StdLink)>,
+    waiting: Vec<(u64, JobSpec)>,
+}
+
+impl HostedJobs {
+    /// Starts queued jobs, moves the running ones, reports the ended ones;
+    /// whether any job is still running.
+    fn poll(&mut self, api: &mut XenApi, platform: &mut StdPlatform) -> bool {
+        let now = u64::try_from(platform.now().as_millis()).unwrap_or(u64::MAX);
+        self.waiting.extend(api.take_storage_jobs());
+        let mut w = 0;
+        while w < self.waiting.len() && self.running.len() < crate::app::MAX_ISCSI_JOBS {
+            let spec = &self.waiting[w].1;
+            if self
+                .running
+                .iter()
+                .any(|(_, j, _)| iscsi::same_sr(j.spec(), spec))
+            {
+                w += 1;
+                continue;
+            }
+            let (id, spec) = self.waiting.remove(w);
+            let mut random = [0u8; iscsi::RANDOM_BYTES];
+            platform.fill_random(&mut random);
+            let portal = spec.portal;
+            match Job::new(spec, now, &random) {
+                Ok(job) => self.running.push((id, job, StdLink::connect(portal))),
+                Err(e) => api.storage_finished(id, Err(e), platform),
+            }
+        }
+        let mut i = 0;
+        while i < self.running.len() {
+            let (id, job, link) = &mut self.running[i];
+            job.poll(link, now);
+            if let Some(result) = job.take_result() {
+                if let Some(spec) = iscsi::retry_without_chap(job.spec(), &result) {
+                    self.waiting.insert(0, (*id, spec));
+                } else {
+                    iscsi::report(*id, job.spec(), &result, job.figures());
+                    api.storage_finished(*id, result, platform);
+                }
+            }
+            if job.closed() {
+                self.running.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        !self.running.is_empty() || !self.waiting.is_empty()
     }
 }
 

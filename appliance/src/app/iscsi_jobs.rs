@@ -13,7 +13,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, Ipv4Address};
 
-use crate::iscsi::{Figures, Job, JobError, JobSpec, Link, LinkState, RANDOM_BYTES, Work};
+use crate::iscsi::{Job, JobError, JobSpec, Link, LinkState, RANDOM_BYTES};
 use crate::platform::Platform;
 use crate::xenapi::XenApi;
 
@@ -21,7 +21,7 @@ use crate::xenapi::XenApi;
 const RX_BUFFER: usize = 256 * 1024;
 const TX_BUFFER: usize = 256 * 1024;
 /// Jobs running at once; more wait in the service's queue.
-pub const MAX_JOBS: usize = 8;
+pub const MAX_JOBS: usize = crate::app::MAX_ISCSI_JOBS;
 /// How long a job waits for its interface to get an address (DHCP at boot).
 const ADDRESS_WAIT_MS: u64 = 60_000;
 
@@ -98,16 +98,6 @@ fn interface_for<N: Nic>(net: &HostNetworks<Uplink<N>>, ip: Ipv4Address) -> Stri
         .into()
 }
 
-/// Whether two jobs work on the SR of the same LUN.
-fn same_sr(a: &JobSpec, b: &JobSpec) -> bool {
-    match (&a.work, &b.work) {
-        (Work::Sr { scsi_id: x, .. }, Work::Sr { scsi_id: y, .. }) => {
-            x == y && a.portal == b.portal && a.target_iqn == b.target_iqn
-        }
-        _ => false,
-    }
-}
-
 impl IscsiJobs {
     /// Starts the jobs the service queued, moves every job forward, and
     /// reports the ended ones. Returns when to poll again.
@@ -127,7 +117,11 @@ impl IscsiJobs {
         let mut w = 0;
         while self.running.len() < MAX_JOBS && w < self.waiting.len() {
             let (_, spec, taken) = &self.waiting[w];
-            if self.running.iter().any(|r| same_sr(r.job.spec(), spec)) {
+            if self
+                .running
+                .iter()
+                .any(|r| crate::iscsi::same_sr(r.job.spec(), spec))
+            {
                 // One SR operation per LUN at a time, in the order asked:
                 // each appends to the SR's journal where it found its end.
                 w += 1;
@@ -163,26 +157,13 @@ impl IscsiJobs {
                 None => None,
             };
             if let Some(result) = r.job.take_result() {
-                if matches!(result, Err(JobError::Login(_)))
-                    && r.job.spec().work == Work::Discover
-                    && r.job.spec().chap.is_some()
-                {
-                    // Targets such as tgt keep no accounts for discovery
-                    // sessions and refuse CHAP there; the IQN list is then
-                    // asked for without credentials (the login to the
-                    // target itself still uses them).
-                    log::info!(
-                        "iscsi: discovery with CHAP refused; asking again without credentials"
-                    );
-                    let mut spec = r.job.spec().clone();
-                    spec.chap = None;
-                    spec.mutual = None;
+                if let Some(spec) = crate::iscsi::retry_without_chap(r.job.spec(), &result) {
                     self.waiting.insert(0, (r.id, spec, now));
                     due = Some(now);
                     i += 1;
                     continue;
                 }
-                report(r.id, r.job.spec(), &result, r.job.figures());
+                crate::iscsi::report(r.id, r.job.spec(), &result, r.job.figures());
                 api.storage_finished(r.id, result, platform);
                 // The answer goes out on the next round, straight away.
                 due = Some(now);
@@ -250,36 +231,5 @@ impl IscsiJobs {
             handle,
         });
         Ok(())
-    }
-}
-
-/// The figures of a finished job on the serial log.
-fn report(id: u64, spec: &JobSpec, result: &Result<crate::iscsi::JobOutput, JobError>, f: Figures) {
-    let what = match &spec.work {
-        crate::iscsi::Work::Discover => String::from("discovery"),
-        crate::iscsi::Work::Luns => String::from("LUN listing"),
-        crate::iscsi::Work::Sr { op, .. } => format!("SR {op:?}"),
-    };
-    let what: String = what.split(" {").next().unwrap_or("").into();
-    match result {
-        Ok(_) => {
-            // MB/s with one decimal, in integers (no floats in the image's hot paths).
-            let bytes = f.bytes_read + f.bytes_written;
-            let tenths = if f.sr_ms == 0 {
-                0
-            } else {
-                bytes * 10_000 / (f.sr_ms * 1_000_000).max(1)
-            };
-            log::info!(
-                "iscsi: job {id} {what} done: login {} ms, read {} bytes, wrote {} bytes, SR work {} ms ({}.{} MB/s)",
-                f.login_ms,
-                f.bytes_read,
-                f.bytes_written,
-                f.sr_ms,
-                tenths / 10,
-                tenths % 10
-            );
-        }
-        Err(e) => log::warn!("iscsi: job {id} {what} failed: {e}"),
     }
 }

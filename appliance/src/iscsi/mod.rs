@@ -12,6 +12,7 @@
 //! (READ(16)), and what it writes is sent afterwards (WRITE(16), with
 //! SYNCHRONIZE CACHE at each of its flushes), so the poll loop never waits.
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -19,6 +20,10 @@ use storage::iscsi::client::DiscoveredTarget;
 use storage::sr::VdiInfo;
 
 mod job;
+#[cfg(any(test, feature = "hosted"))]
+pub mod std_link;
+#[cfg(test)]
+mod tests;
 
 pub use job::{Job, RANDOM_BYTES};
 
@@ -189,6 +194,64 @@ pub trait Link {
     fn close(&mut self);
 }
 
+/// Whether two jobs work on the SR of the same LUN.
+pub fn same_sr(a: &JobSpec, b: &JobSpec) -> bool {
+    match (&a.work, &b.work) {
+        (Work::Sr { scsi_id: x, .. }, Work::Sr { scsi_id: y, .. }) => {
+            x == y && a.portal == b.portal && a.target_iqn == b.target_iqn
+        }
+        _ => false,
+    }
+}
+
+/// A discovery whose CHAP login was refused is asked again without
+/// credentials: targets such as tgt keep no accounts for discovery sessions
+/// and refuse CHAP there (the login to the target itself still uses them).
+pub fn retry_without_chap(spec: &JobSpec, result: &Result<JobOutput, JobError>) -> Option<JobSpec> {
+    if !matches!(result, Err(JobError::Login(_)))
+        || spec.work != Work::Discover
+        || spec.chap.is_none()
+    {
+        return None;
+    }
+    log::info!("iscsi: discovery with CHAP refused; asking again without credentials");
+    let mut spec = spec.clone();
+    spec.chap = None;
+    spec.mutual = None;
+    Some(spec)
+}
+
+/// The figures of a finished job on the serial log.
+pub fn report(id: u64, spec: &JobSpec, result: &Result<JobOutput, JobError>, f: Figures) {
+    let what = match &spec.work {
+        Work::Discover => String::from("discovery"),
+        Work::Luns => String::from("LUN listing"),
+        Work::Sr { op, .. } => format!("SR {op:?}"),
+    };
+    let what: String = what.split(" {").next().unwrap_or("").into();
+    match result {
+        Ok(_) => {
+            // MB/s with one decimal, in integers (no floats in the image's hot paths).
+            let bytes = f.bytes_read + f.bytes_written;
+            let tenths = if f.sr_ms == 0 {
+                0
+            } else {
+                bytes * 10_000 / (f.sr_ms * 1_000_000).max(1)
+            };
+            log::info!(
+                "iscsi: job {id} {what} done: login {} ms, read {} bytes, wrote {} bytes, SR work {} ms ({}.{} MB/s)",
+                f.login_ms,
+                f.bytes_read,
+                f.bytes_written,
+                f.sr_ms,
+                tenths / 10,
+                tenths % 10
+            );
+        }
+        Err(e) => log::warn!("iscsi: job {id} {what} failed: {e}"),
+    }
+}
+
 /// Parses a dotted IPv4 address (targets are named by address: the
 /// appliance has no resolver on the storage path).
 pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
@@ -205,7 +268,7 @@ pub fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
 }
 
 #[cfg(test)]
-mod tests {
+mod address_tests {
     use super::*;
 
     #[test]

@@ -265,7 +265,7 @@ fn sr_probe_create_and_vdis_on_tgtd_with_mutual_chap() {
         .expect("blank state disk");
     let qemu = boot(&module, &disk);
 
-    let script = workspace_root().join("qemu-tests/tests/image/iscsi_sr.py");
+    let script = workspace_root().join("appliance/tests/python/iscsi_flow.py");
     let mut python = Command::new("python3");
     python
         .arg(&script)

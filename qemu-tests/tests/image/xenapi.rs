@@ -83,6 +83,8 @@ fn python_sdk_and_xen_orchestra_client_against_the_image() {
         .env("KEEL_PASSWORD", PASSWORD)
         .env("KEEL_HOSTNAME", HOSTNAME)
         .env("KEEL_ADDRESS", ADDRESS)
+        // test_iscsi.py's tgtd listens on the host's loopback: 10.0.2.2 from the guest.
+        .env("KEEL_ISCSI_ADDRESS", "10.0.2.2")
         .env_remove("KEEL_HOSTED");
     let finished =
         run_bounded(pytest, SUITE_TIMEOUT, qemu.dir(), "pytest").expect("pytest finishes");

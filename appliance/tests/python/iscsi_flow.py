@@ -1,8 +1,10 @@
-"""Drives SR.probe / SR.create / VDI.create on the image with the PyPI XenAPI SDK.
+"""Drives SR.probe / SR.create / VDI.create with the PyPI XenAPI SDK.
 
-Run by iscsi_sr.rs with the target's address, port, IQN and CHAP accounts in
-the environment; prints one JSON object with what it saw on its last line.
-Every step asserts what xapi (and Xen Orchestra's probe flow) expects.
+Used by test_iscsi.py (hosted and image, through pytest) and run as a
+script by qemu-tests' iscsi_sr.rs with the target's address, port, IQN and
+CHAP accounts in the environment (it then prints one JSON object with what
+it saw on its last line). Every step asserts what xapi (and Xen
+Orchestra's probe flow) expects.
 """
 
 import json
@@ -12,15 +14,6 @@ import time
 import xml.dom.minidom
 
 import XenAPI
-
-URL = os.environ["KEEL_URL"]
-PASSWORD = os.environ["KEEL_PASSWORD"]
-TARGET = os.environ["ISCSI_TARGET"]
-PORT = os.environ["ISCSI_PORT"]
-IQN = os.environ["ISCSI_IQN"]
-CHAP = (os.environ["ISCSI_CHAP_USER"], os.environ["ISCSI_CHAP_SECRET"])
-MUTUAL = (os.environ["ISCSI_MUTUAL_USER"], os.environ["ISCSI_MUTUAL_SECRET"])
-
 
 def failure(call, *args):
     try:
@@ -34,19 +27,20 @@ def texts(doc, tag):
     return [n.firstChild.data.strip() for n in doc.getElementsByTagName(tag) if n.firstChild]
 
 
-def main():
+def flow(url, password, target, port, iqn, lun_bytes, chap, mutual, destroy=False):
+    """The whole flow; returns what it saw. `destroy` removes the SR at the end."""
     out = {}
-    session = XenAPI.Session(URL)
-    session.xenapi.login_with_password("root", PASSWORD, "2.21", "iscsi-test")
+    session = XenAPI.Session(url)
+    session.xenapi.login_with_password("root", password, "2.21", "iscsi-test")
     x = session.xenapi
     host = x.host.get_all()[0]
     base = {
-        "target": TARGET,
-        "port": PORT,
-        "chapuser": CHAP[0],
-        "chappassword": CHAP[1],
-        "incoming_chapuser": MUTUAL[0],
-        "incoming_chappassword": MUTUAL[1],
+        "target": target,
+        "port": str(port),
+        "chapuser": chap[0],
+        "chappassword": chap[1],
+        "incoming_chapuser": mutual[0],
+        "incoming_chappassword": mutual[1],
     }
 
     # 1. No targetIQN: the target's IQNs, as XO parses them.
@@ -56,12 +50,12 @@ def main():
     doc = xml.dom.minidom.parseString(details[3])
     assert doc.documentElement.tagName == "iscsi-target-iqns", details[3]
     iqns = texts(doc, "TargetIQN")
-    assert IQN in iqns, iqns
+    assert iqn in iqns, iqns
     out["iqns"] = iqns
     out["iqn_addresses"] = texts(doc, "IPAddress")
 
     # 2. targetIQN, no SCSIid: the LUNs with their SCSIids.
-    config = dict(base, targetIQN=IQN)
+    config = dict(base, targetIQN=iqn)
     details = failure(x.SR.probe, host, config, "lvmoiscsi", {})
     assert details[0] == "SR_BACKEND_FAILURE_107", details
     doc = xml.dom.minidom.parseString(details[3])
@@ -72,7 +66,7 @@ def main():
     out["lun"] = lun
     scsi_id = lun["SCSIid"]
     assert lun["LUNid"] == "1", lun
-    assert int(lun["size"]) == int(os.environ["ISCSI_LUN_BYTES"]), lun
+    assert int(lun["size"]) == lun_bytes, lun
 
     # 3. Complete: an empty LUN holds no SR.
     config["SCSIid"] = scsi_id
@@ -151,7 +145,25 @@ def main():
     assert x.SR.get_VDIs(sr) == [vdi], x.SR.get_VDIs(sr)
     out["virtual_allocation"] = int(x.SR.get_virtual_allocation(sr))
     assert out["virtual_allocation"] == 256 * 1024 * 1024, out
+    if destroy:
+        x.VDI.destroy(vdi)
+        x.SR.destroy(sr)
+        assert x.SR.probe(host, config, "lvmoiscsi", {}).count("<UUID>") == 0
     session.xenapi.session.logout()
+    return out
+
+
+def main():
+    out = flow(
+        os.environ["KEEL_URL"],
+        os.environ["KEEL_PASSWORD"],
+        os.environ["ISCSI_TARGET"],
+        os.environ["ISCSI_PORT"],
+        os.environ["ISCSI_IQN"],
+        int(os.environ["ISCSI_LUN_BYTES"]),
+        (os.environ["ISCSI_CHAP_USER"], os.environ["ISCSI_CHAP_SECRET"]),
+        (os.environ["ISCSI_MUTUAL_USER"], os.environ["ISCSI_MUTUAL_SECRET"]),
+    )
     print(json.dumps(out))
 
 

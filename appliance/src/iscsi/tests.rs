@@ -1,0 +1,343 @@
+//! Jobs against a real tgtd on loopback with mutual CHAP, over [`StdLink`]:
+//! the same state machine the image drives over smoltcp.
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use super::std_link::StdLink;
+use super::*;
+
+const IQN: &str = "iqn.2026-12.dev.keel:job-test";
+const LUN_BYTES: u64 = 32 * 1024 * 1024;
+const CHAP: (&str, &str) = ("job-initiator", "initiator-secret-0123");
+const MUTUAL: (&str, &str) = ("job-target", "target-secret-456789");
+/// tgtd is killed after this whatever happens.
+const TGTD_HARD_TIMEOUT: Duration = Duration::from_secs(120);
+const JOB_WAIT: Duration = Duration::from_secs(30);
+
+static SEQ: AtomicU16 = AtomicU16::new(0);
+
+fn kill(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// tgtd with target tid 1 and LUN 1, CHAP in and out; killed by pid.
+struct Tgtd {
+    child: Child,
+    port: u16,
+    control: u16,
+    dir: PathBuf,
+    done: Arc<AtomicBool>,
+}
+
+impl Tgtd {
+    fn start() -> Tgtd {
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            let control = 21_000
+                + (std::process::id() % 4_000) as u16
+                + SEQ.fetch_add(1, Ordering::SeqCst) * 17;
+            let dir = std::env::temp_dir().join(format!(
+                "keel-appliance-tgtd-{}-{control}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            File::create(dir.join("lun1.img"))
+                .and_then(|f| f.set_len(LUN_BYTES))
+                .expect("backing file");
+            let log = File::create(dir.join("tgtd.log")).expect("log");
+            let child = Command::new("tgtd")
+                .args(["-f", "--iscsi", &format!("portal=127.0.0.1:{port}")])
+                .args(["-C", &control.to_string()])
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("tgtd (Debian package tgt) must be installed");
+            let done = Arc::new(AtomicBool::new(false));
+            let (pid, flag) = (child.id(), done.clone());
+            std::thread::spawn(move || {
+                let end = Instant::now() + TGTD_HARD_TIMEOUT;
+                while Instant::now() < end && !flag.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                if !flag.load(Ordering::SeqCst) {
+                    kill(pid);
+                }
+            });
+            let mut t = Tgtd {
+                child,
+                port,
+                control,
+                dir,
+                done,
+            };
+            if t.ready() {
+                t.configure();
+                return t;
+            }
+        }
+        panic!("tgtd did not start");
+    }
+
+    fn ready(&mut self) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            if self.admin(&["--op", "show", "--mode", "sys"])
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn admin(&self, args: &[&str]) -> bool {
+        let Ok(mut child) = Command::new("tgtadm")
+            .args(["-C", &self.control.to_string(), "--lld", "iscsi"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) => return s.success(),
+                Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(10)),
+                _ => {
+                    kill(child.id());
+                    let _ = child.wait();
+                    return false;
+                }
+            }
+        }
+    }
+
+    fn configure(&self) {
+        let backing = self.dir.join("lun1.img").to_string_lossy().into_owned();
+        for args in [
+            &["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN][..],
+            &[
+                "--op",
+                "new",
+                "--mode",
+                "logicalunit",
+                "--tid",
+                "1",
+                "--lun",
+                "1",
+                "-b",
+                &backing,
+            ],
+            &[
+                "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
+            ],
+            &[
+                "--op",
+                "new",
+                "--mode",
+                "account",
+                "--user",
+                CHAP.0,
+                "--password",
+                CHAP.1,
+            ],
+            &[
+                "--op",
+                "new",
+                "--mode",
+                "account",
+                "--user",
+                MUTUAL.0,
+                "--password",
+                MUTUAL.1,
+            ],
+            &[
+                "--op", "bind", "--mode", "account", "--tid", "1", "--user", CHAP.0,
+            ],
+            &[
+                "--op",
+                "bind",
+                "--mode",
+                "account",
+                "--tid",
+                "1",
+                "--user",
+                MUTUAL.0,
+                "--outgoing",
+            ],
+        ] {
+            assert!(self.admin(args), "tgtadm {args:?}");
+        }
+    }
+}
+
+impl Drop for Tgtd {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        kill(self.child.id());
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spec(port: u16, work: Work, secret: &str, target_secret: &str) -> JobSpec {
+    JobSpec {
+        portal: Portal {
+            ip: [127, 0, 0, 1],
+            port,
+        },
+        initiator: String::from("iqn.2026-12.dev.keel:job-test-host"),
+        target_iqn: (work != Work::Discover).then(|| String::from(IQN)),
+        chap: Some(Credentials {
+            user: String::from(CHAP.0),
+            secret: String::from(secret),
+        }),
+        mutual: (work != Work::Discover).then(|| Credentials {
+            user: String::from(MUTUAL.0),
+            secret: String::from(target_secret),
+        }),
+        work,
+    }
+}
+
+/// Runs a job to its end over a fresh connection, as the appliance does.
+fn run(spec: JobSpec) -> (Result<JobOutput, JobError>, Figures) {
+    let start = Instant::now();
+    let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut link = StdLink::connect(spec.portal);
+    let random: Vec<u8> = (0..RANDOM_BYTES as u8)
+        .map(|i| i.wrapping_mul(37) ^ 0x5a)
+        .collect();
+    let mut job = Job::new(spec, now(), &random).expect("job");
+    let mut result = None;
+    while start.elapsed() < JOB_WAIT {
+        job.poll(&mut link, now());
+        if result.is_none() {
+            result = job.take_result();
+        }
+        if result.is_some() && job.closed() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (result.expect("the job ended in time"), job.figures())
+}
+
+fn sr(port: u16, scsi_id: &str, op: SrOp) -> Result<JobOutput, JobError> {
+    run(spec(
+        port,
+        Work::Sr {
+            scsi_id: String::from(scsi_id),
+            op,
+        },
+        CHAP.1,
+        MUTUAL.1,
+    ))
+    .0
+}
+
+#[test]
+fn discovery_luns_and_an_sr_with_vdis_on_tgtd_with_mutual_chap() {
+    let tgtd = Tgtd::start();
+    let (found, _) = run(spec(tgtd.port, Work::Discover, CHAP.1, MUTUAL.1));
+    let Ok(JobOutput::Targets(targets)) = found else {
+        panic!("discovery: {found:?}");
+    };
+    assert!(targets.iter().any(|t| t.name == IQN), "{targets:?}");
+
+    let (luns, figures) = run(spec(tgtd.port, Work::Luns, CHAP.1, MUTUAL.1));
+    let Ok(JobOutput::Luns(luns)) = luns else {
+        panic!("LUNs: {luns:?}");
+    };
+    assert_eq!(luns.len(), 1, "{luns:?}");
+    assert_eq!((luns[0].lun, luns[0].size), (1, LUN_BYTES));
+    assert!(!luns[0].scsi_id.is_empty());
+    assert!(figures.login_ms < JOB_WAIT.as_millis() as u64);
+    let id = luns[0].scsi_id.clone();
+
+    assert_eq!(sr(tgtd.port, &id, SrOp::Probe), Ok(JobOutput::NoSr));
+    let uuid = [0x42u8; 16];
+    let Ok(JobOutput::Sr(formatted)) = sr(tgtd.port, &id, SrOp::Format { uuid }) else {
+        panic!("format failed");
+    };
+    assert_eq!(formatted.uuid, uuid);
+    assert!(formatted.vdis.is_empty());
+    let Ok(JobOutput::Sr(probed)) = sr(tgtd.port, &id, SrOp::Probe) else {
+        panic!("probe after format");
+    };
+    assert_eq!(probed.uuid, uuid);
+
+    let vdi = [0x17u8; 16];
+    let create = SrOp::CreateVdi {
+        uuid: vdi,
+        name: String::from("disk"),
+        size: 8 << 20,
+    };
+    let Ok(JobOutput::Sr(after)) = sr(tgtd.port, &id, create) else {
+        panic!("VDI create");
+    };
+    assert_eq!(after.vdis.len(), 1);
+    let Ok(JobOutput::Sr(scanned)) = sr(tgtd.port, &id, SrOp::Scan) else {
+        panic!("scan");
+    };
+    assert_eq!(scanned.vdis, after.vdis);
+    // A non-empty SR is not wiped.
+    assert!(matches!(
+        sr(tgtd.port, &id, SrOp::Wipe),
+        Err(JobError::Sr(_))
+    ));
+    assert!(matches!(
+        sr(tgtd.port, &id, SrOp::DeleteVdi { uuid: vdi }),
+        Ok(JobOutput::Sr(s)) if s.vdis.is_empty()
+    ));
+    assert!(matches!(
+        sr(tgtd.port, &id, SrOp::Wipe),
+        Ok(JobOutput::Sr(_))
+    ));
+    assert_eq!(sr(tgtd.port, &id, SrOp::Probe), Ok(JobOutput::NoSr));
+
+    // A SCSIid the target does not have.
+    assert!(matches!(
+        sr(tgtd.port, "3600000000000000000000000000dead", SrOp::Probe),
+        Err(JobError::NoSuchLun(_, luns)) if luns.len() == 1
+    ));
+}
+
+#[test]
+fn wrong_secrets_and_a_closed_port_are_refused() {
+    let tgtd = Tgtd::start();
+    let (r, _) = run(spec(tgtd.port, Work::Luns, "wrong-secret-123", MUTUAL.1));
+    assert!(
+        matches!(&r, Err(JobError::Login(w)) if w.contains("authentication")),
+        "{r:?}"
+    );
+    let (r, _) = run(spec(tgtd.port, Work::Luns, CHAP.1, "not-the-target-secret"));
+    assert!(
+        matches!(&r, Err(JobError::Login(w)) if w.contains("mutual")),
+        "{r:?}"
+    );
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let (r, _) = run(spec(closed, Work::Luns, CHAP.1, MUTUAL.1));
+    assert!(matches!(r, Err(JobError::Unreachable(_))), "{r:?}");
+}
