@@ -32,6 +32,17 @@ use crate::xenapi::error::ApiError;
 use crate::xenapi::schema::{Class, HOST, PBD, SR, VDI};
 use crate::xenapi::value::Value;
 
+/// Fields `VDI.create` takes from its record (others are ignored, as xapi does).
+const VDI_CREATE_FIELDS: &[&str] = &[
+    "name_label",
+    "name_description",
+    "other_config",
+    "sharable",
+    "read_only",
+    "tags",
+    "type",
+];
+
 /// SR types this host creates on an iSCSI LUN.
 pub const ISCSI_TYPES: &[&str] = &["lvmoiscsi", "iscsi"];
 
@@ -670,6 +681,17 @@ impl XenApi {
             .get("name_label")
             .and_then(Value::as_str)
             .unwrap_or("");
+        // The fields kept from the record, typed as declared ("false" from
+        // a client that sends strings becomes a bool), checked before the
+        // VDI exists on the LUN.
+        let mut kept = BTreeMap::new();
+        for key in VDI_CREATE_FIELDS {
+            if let (Some(v), Some((_, field))) = (record.get(*key), VDI.field(key)) {
+                let v = crate::xenapi::dispatch::coerce(v.clone(), &field.ty, key)?;
+                kept.insert(String::from(*key), v);
+            }
+        }
+        let record = &kept;
         let config = self.sr_config(sr)?;
         let (_, uuid) = new_id(platform);
         let uuid = parse_uuid(&uuid).ok_or_else(|| ApiError::internal("bad uuid"))?;
@@ -802,20 +824,10 @@ impl XenApi {
                         *slot = v;
                     }
                 };
-                for key in [
-                    "name_label",
-                    "name_description",
-                    "other_config",
-                    "sharable",
-                    "read_only",
-                    "tags",
-                ] {
-                    if let Some(v) = record.get(key) {
+                for key in VDI_CREATE_FIELDS {
+                    if let Some(v) = record.get(*key) {
                         put(key, v.clone());
                     }
-                }
-                if let Some(t) = record.get("type").and_then(Value::as_str) {
-                    put("type", Value::str(t));
                 }
                 put("SR", Value::String(sr.clone()));
                 put("virtual_size", Value::Int(info.virtual_size as i64));

@@ -719,3 +719,202 @@ fn an_upload_reports_through_its_task() {
     api.finish_upload_task(&early, UploadOutcome::Done("x".into()), &p);
     assert_eq!(record(&mut api, &mut p, &early)["status"], "failure");
 }
+
+/// Storage calls become iSCSI jobs for the platform; each is answered when
+/// its job ends (here the results are made up: the jobs themselves are
+/// tested against tgtd in `crate::iscsi::tests`).
+#[test]
+fn storage_calls_are_answered_when_their_job_ends() {
+    use crate::iscsi::{JobError, JobOutput, SrOp, SrSummary, Work};
+    use storage::iscsi::client::DiscoveredTarget;
+
+    let (mut api, mut p) = service();
+    api.enable_storage_driver();
+    let s = login(&mut api, &mut p);
+    let host = json(&mut api, &mut p, "host.get_all", serde_json::json!([s]))["result"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deferred = |api: &mut XenApi, p: &mut FakePlatform, method: &str, params| {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": params})
+                .to_string();
+        let Reply::Later(ticket) = post(api, p, "/jsonrpc", &body) else {
+            panic!("{method} must wait for its job")
+        };
+        assert!(api.resume(ticket, p).is_none());
+        ticket
+    };
+    let answer = |api: &mut XenApi, p: &mut FakePlatform, ticket| -> serde_json::Value {
+        let response = api.resume(ticket, p).expect("answered once the job ended");
+        serde_json::from_slice(response.body()).unwrap()
+    };
+
+    // No IQN: discovery, answered with the IQN list as SR_BACKEND_FAILURE_96.
+    let config = serde_json::json!({"target": "192.0.2.20", "chapuser": "u", "chappassword": "p",
+        "incoming_chapuser": "t", "incoming_chappassword": "q"});
+    let ticket = deferred(
+        &mut api,
+        &mut p,
+        "SR.probe",
+        serde_json::json!([s, host, config, "lvmoiscsi", {}]),
+    );
+    let jobs = api.take_storage_jobs();
+    assert_eq!(jobs.len(), 1);
+    let (id, spec) = &jobs[0];
+    assert_eq!(spec.work, Work::Discover);
+    assert_eq!((spec.portal.ip, spec.portal.port), ([192, 0, 2, 20], 3260));
+    assert!(
+        spec.chap.is_some() && spec.mutual.is_none(),
+        "discovery is one-way CHAP"
+    );
+    let found = DiscoveredTarget {
+        name: String::from("iqn.2026-12.example:pool"),
+        addresses: vec![String::from("192.0.2.20:3260,1")],
+    };
+    api.storage_finished(*id, Ok(JobOutput::Targets(vec![found])), &mut p);
+    let r = answer(&mut api, &mut p, ticket);
+    assert_eq!(r["error"]["message"], "SR_BACKEND_FAILURE_96", "{r}");
+    let data = r["error"]["data"].as_array().unwrap();
+    assert_eq!(data[0], "");
+    let xml = data[2].as_str().unwrap();
+    assert!(
+        xml.contains("<IPAddress>192.0.2.20</IPAddress>")
+            && xml.contains("<TargetIQN>iqn.2026-12.example:pool</TargetIQN>"),
+        "{xml}"
+    );
+
+    // An unreachable target is SR_BACKEND_FAILURE_141.
+    let ticket = deferred(
+        &mut api,
+        &mut p,
+        "SR.probe",
+        serde_json::json!([s, host, config, "lvmoiscsi", {}]),
+    );
+    let (id, _) = api.take_storage_jobs().remove(0);
+    api.storage_finished(
+        id,
+        Err(JobError::Unreachable(String::from("refused"))),
+        &mut p,
+    );
+    assert_eq!(
+        answer(&mut api, &mut p, ticket)["error"]["message"],
+        "SR_BACKEND_FAILURE_141"
+    );
+
+    // Async.SR.create: a pending task until the format job ends.
+    let mut full = config.clone();
+    full["targetIQN"] = "iqn.2026-12.example:pool".into();
+    full["SCSIid"] = "36001405abcdef".into();
+    full["port"] = 3261.into();
+    let task = json(
+        &mut api,
+        &mut p,
+        "Async.SR.create",
+        serde_json::json!([
+            s,
+            host,
+            full,
+            "0",
+            "pool-sr",
+            "",
+            "lvmoiscsi",
+            "user",
+            true,
+            {}
+        ]),
+    )["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = |api: &mut XenApi, p: &mut FakePlatform| {
+        json(api, p, "task.get_status", serde_json::json!([s, task]))["result"].clone()
+    };
+    assert_eq!(status(&mut api, &mut p), "pending");
+    let (id, spec) = api.take_storage_jobs().remove(0);
+    assert_eq!(spec.portal.port, 3261);
+    assert!(spec.mutual.is_some());
+    let Work::Sr {
+        scsi_id,
+        op: SrOp::Format { uuid },
+    } = spec.work
+    else {
+        panic!("a format job: {:?}", spec.work)
+    };
+    assert_eq!(scsi_id, "36001405abcdef");
+    let summary = SrSummary {
+        uuid,
+        physical_size: 1 << 30,
+        physical_utilisation: 0,
+        vdis: Vec::new(),
+    };
+    api.storage_finished(id, Ok(JobOutput::Sr(summary)), &mut p);
+    assert_eq!(status(&mut api, &mut p), "success");
+    let result = json(
+        &mut api,
+        &mut p,
+        "task.get_result",
+        serde_json::json!([s, task]),
+    )["result"]
+        .clone();
+    let sr = result
+        .as_str()
+        .unwrap()
+        .trim_start_matches("<value>")
+        .trim_end_matches("</value>")
+        .to_string();
+    let record = json(
+        &mut api,
+        &mut p,
+        "SR.get_record",
+        serde_json::json!([s, sr]),
+    )["result"]
+        .clone();
+    assert_eq!(record["type"], "lvmoiscsi");
+    assert_eq!(record["shared"], true);
+    assert_eq!(record["physical_size"], 1 << 30);
+    assert_eq!(record["uuid"], crate::xenapi::db::uuid_from(uuid));
+    let pbd = record["PBDs"][0].clone();
+    let pbd = json(
+        &mut api,
+        &mut p,
+        "PBD.get_record",
+        serde_json::json!([s, pbd]),
+    )["result"]
+        .clone();
+    assert_eq!(pbd["currently_attached"], true);
+    assert_eq!(pbd["host"], host.as_str());
+    assert_eq!(pbd["device_config"]["port"], "3261");
+
+    // A VDI.create whose login is refused: SR_BACKEND_FAILURE_68, no VDI.
+    let ticket = deferred(
+        &mut api,
+        &mut p,
+        "VDI.create",
+        serde_json::json!([s, {"SR": sr, "name_label": "d", "virtual_size": "1048576", "sharable": "false"}]),
+    );
+    let (id, spec) = api.take_storage_jobs().remove(0);
+    assert!(matches!(
+        spec.work,
+        Work::Sr {
+            op: SrOp::CreateVdi { size: 1048576, .. },
+            ..
+        }
+    ));
+    api.storage_finished(id, Err(JobError::Login(String::from("refused"))), &mut p);
+    assert_eq!(
+        answer(&mut api, &mut p, ticket)["error"]["message"],
+        "SR_BACKEND_FAILURE_68"
+    );
+    let vdis = json(&mut api, &mut p, "VDI.get_all", serde_json::json!([s]))["result"].clone();
+    assert_eq!(vdis, serde_json::json!([]));
+    // A record with a wrong type is refused before any job.
+    let r = json(
+        &mut api,
+        &mut p,
+        "VDI.create",
+        serde_json::json!([s, {"SR": sr, "virtual_size": "1048576", "sharable": "maybe"}]),
+    );
+    assert_eq!(r["error"]["message"], "FIELD_TYPE_ERROR");
+    assert!(api.take_storage_jobs().is_empty());
+}
