@@ -28,7 +28,8 @@ pub const MAX_IDLE: Duration = Duration::from_millis(50);
 mod iscsi_jobs;
 
 /// iSCSI jobs running at once (the image and the hosted service); more wait.
-pub const MAX_ISCSI_JOBS: usize = 8;
+/// Each holds its socket buffers and the SR blocks it fetched (a few MiB).
+pub const MAX_ISCSI_JOBS: usize = 4;
 mod networks;
 pub use networks::NetworkError;
 

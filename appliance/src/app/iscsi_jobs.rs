@@ -17,9 +17,10 @@ use crate::iscsi::{Job, JobError, JobSpec, Link, LinkState, RANDOM_BYTES};
 use crate::platform::Platform;
 use crate::xenapi::XenApi;
 
-/// Socket buffers of one iSCSI connection (a 1 MiB fetch streams through).
-const RX_BUFFER: usize = 256 * 1024;
-const TX_BUFFER: usize = 256 * 1024;
+/// Socket buffers of one iSCSI connection (a 1 MiB fetch streams through;
+/// the heap is small, and several jobs may run at once).
+const RX_BUFFER: usize = 128 * 1024;
+const TX_BUFFER: usize = 128 * 1024;
 /// Jobs running at once; more wait in the service's queue.
 pub const MAX_JOBS: usize = crate::app::MAX_ISCSI_JOBS;
 /// How long a job waits for its interface to get an address (DHCP at boot).

@@ -33,6 +33,8 @@ const MAX_ATTEMPTS: u32 = 4096;
 const UNIT_ATTENTION_RETRIES: u8 = 3;
 /// How long a logout may take before the connection is just closed.
 const LOGOUT_GRACE_MS: u64 = 2000;
+/// Bytes taken from the link per read.
+const RECEIVE_CHUNK: usize = 32 * 1024;
 /// Writes in flight at most while an SR operation's changes are sent.
 const WRITES_IN_FLIGHT: usize = 16;
 
@@ -111,6 +113,8 @@ pub struct Job {
     logged_out: bool,
     figures: Figures,
     login_logged: bool,
+    /// The receive buffer, kept between polls.
+    rx: Vec<u8>,
 }
 
 impl Job {
@@ -169,6 +173,7 @@ impl Job {
             logged_out: false,
             figures: Figures::default(),
             login_logged: false,
+            rx: Vec::new(),
         })
     }
 
@@ -219,7 +224,8 @@ impl Job {
             )));
         }
         // What arrived first: a target that refuses a login answers, then closes.
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = core::mem::take(&mut self.rx);
+        buf.resize(RECEIVE_CHUNK, 0);
         loop {
             let n = link.recv(&mut buf);
             if n == 0 {
@@ -231,6 +237,7 @@ impl Job {
                 break;
             }
         }
+        self.rx = buf;
         match link.state() {
             LinkState::Connecting => {
                 if now.saturating_sub(self.started) > CONNECT_TIMEOUT_MS {
