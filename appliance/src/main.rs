@@ -123,7 +123,24 @@ impl Platform for Machine {
                 message: "no upgrade upload is in progress".into(),
             });
         };
-        upload.feed(&mut BootDisk(disk), bytes).map_err(|e| {
+        let fed = upload.feed(&mut BootDisk(disk), bytes);
+        if upload.writing() {
+            // The target slot's old image is gone, and any trial of it taken back.
+            let target = upload.target();
+            if let Some(slots) = self.boot_slots.borrow_mut().as_mut() {
+                match target {
+                    upgrade::Slot::A => slots.slot_a = None,
+                    upgrade::Slot::B => slots.slot_b = None,
+                }
+                if slots.pending_trial_slot == Some(target.name()) {
+                    slots.pending_trial_slot = None;
+                }
+                if slots.failed_upgrade_slot == Some(target.name()) {
+                    slots.failed_upgrade_slot = None;
+                }
+            }
+        }
+        fed.map_err(|e| {
             self.upload = None;
             upgrade_failure(e)
         })

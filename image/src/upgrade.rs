@@ -325,8 +325,17 @@ impl Upgrade {
         Ok(())
     }
 
-    /// Verifies the signature before anything is written, then wipes the
-    /// target slot's old header so a half-written slot never looks valid.
+    /// Whether the header verified and the target slot is being overwritten
+    /// (its old image is gone from here on).
+    pub fn writing(&self) -> bool {
+        self.manifest.is_some()
+    }
+
+    /// Verifies the signature before anything is written, then takes back a
+    /// trial still marked for the target slot (an earlier upload not booted
+    /// yet, or one that failed: GRUB loads a slot's payload without looking
+    /// at its header, so it must never try a half-written one), then wipes
+    /// the target slot's old header so a half-written slot never looks valid.
     fn accept_header<D: Disk>(&mut self, disk: &mut D) -> Result<(), UpgradeError<D::Error>> {
         let header = Header::parse(&self.header).map_err(UpgradeError::Image)?;
         let manifest = header
@@ -338,6 +347,13 @@ impl Upgrade {
             return Err(UpgradeError::TooLarge {
                 payload_bytes: manifest.payload_len,
             });
+        }
+        let (lba, mut env) = read_env(disk)?;
+        let target = Some(self.target.name());
+        if env.get("keel_trial") == target || env.get("keel_tried") == target {
+            set(&mut env, "keel_trial", "")?;
+            set(&mut env, "keel_tried", "")?;
+            write_env(disk, lba, &env)?;
         }
         disk.write(self.target.first_lba(), &[0u8; HEADER_BYTES])
             .map_err(UpgradeError::Disk)?;
@@ -567,6 +583,54 @@ mod tests {
         assert_eq!(s.slot_b, None, "old header wiped before the payload");
         assert_eq!(env(&mut disk).get("keel_trial"), Some(""));
         assert_eq!(env(&mut disk).get("keel_active"), Some("a"));
+    }
+
+    #[test]
+    fn a_new_upload_takes_back_the_trial_of_the_slot_it_overwrites() {
+        let mut disk = disk("a");
+        let first = image("0.2.0", 3000);
+        let mut upgrade = Upgrade::new(ON_A, &[public_key(&SEED)]);
+        upgrade.feed(&mut disk, &first).expect("feed");
+        upgrade.finish(&mut disk).expect("finish");
+        assert_eq!(env(&mut disk).get("keel_trial"), Some("b"));
+
+        // A second upload, cut after its header: b is no longer tried.
+        let second = image("0.3.0", 9000);
+        let mut upgrade = Upgrade::new(ON_A, &[public_key(&SEED)]);
+        upgrade.feed(&mut disk, &second[..100]).expect("feed");
+        assert!(!upgrade.writing(), "header not complete yet");
+        assert_eq!(env(&mut disk).get("keel_trial"), Some("b"));
+        upgrade.feed(&mut disk, &second[100..6000]).expect("feed");
+        assert!(upgrade.writing());
+        drop(upgrade);
+        let e = env(&mut disk);
+        assert_eq!(
+            (
+                e.get("keel_active"),
+                e.get("keel_trial"),
+                e.get("keel_tried")
+            ),
+            (Some("a"), Some(""), Some(""))
+        );
+        let s = status(&mut disk, ON_A).expect("status");
+        assert_eq!(s.slot_b, None);
+        assert_eq!(s.failed_trial, None);
+
+        // A failed trial of b is superseded by the next upload to b.
+        let mut upgrade = Upgrade::new(ON_A, &[public_key(&SEED)]);
+        upgrade.feed(&mut disk, &first).expect("feed");
+        upgrade.finish(&mut disk).expect("finish");
+        let mut e = env(&mut disk);
+        e.set("keel_trial", "").expect("GRUB consumed the trial");
+        let (lba, _) = read_env(&mut disk).expect("env");
+        write_env(&mut disk, lba, &e).expect("write");
+        assert_eq!(
+            status(&mut disk, ON_A).expect("status").failed_trial,
+            Some(Slot::B)
+        );
+        let mut upgrade = Upgrade::new(ON_A, &[public_key(&SEED)]);
+        upgrade.feed(&mut disk, &second[..5000]).expect("feed");
+        assert_eq!(status(&mut disk, ON_A).expect("status").failed_trial, None);
     }
 
     #[test]

@@ -373,7 +373,8 @@ fn upload_reboot_trial_commit_and_a_corrupted_upload_is_refused() {
 
 /// An upload in progress makes a second one wait its turn (409); the first,
 /// cut short by its client, is answered 400 and frees the host, and the next
-/// upload is accepted. Nothing is marked for trial by the cut one.
+/// upload is accepted. Nothing is marked for trial by the cut one, and a cut
+/// upload over a slot marked for trial takes that trial back.
 #[test]
 fn one_upload_at_a_time_and_a_cut_upload_frees_the_host() {
     let dir = TestDir::for_current_test().expect("test dir");
@@ -447,6 +448,48 @@ fn one_upload_at_a_time_and_a_cut_upload_frees_the_host() {
     let (status, json) = upload(&qemu, &image_path, &session);
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["slot"], "b", "{json}");
+    let (_, now) = health(&qemu);
+    assert_eq!(now["boot"]["pending_trial_slot"], "b", "{now}");
+
+    // Another upload to b, cut once its header verified: b's old image is
+    // gone, so its trial is taken back and the next boot stays on a.
+    let mut again =
+        TcpStream::connect(("127.0.0.1", qemu.http_port())).expect("connect to the image");
+    again
+        .set_read_timeout(Some(BOOT_TIMEOUT))
+        .expect("read timeout");
+    write!(
+        again,
+        "PUT /upgrade?session_id={session} HTTP/1.1\r\nHost: keel\r\nContent-Length: {}\r\n\r\n",
+        image.len()
+    )
+    .expect("send the head");
+    again
+        .write_all(&image[..100 * 1024])
+        .expect("send part of the body");
+    let mut now = health(&qemu).1;
+    for _ in 0..50 {
+        if now["boot"]["slot_b"].is_null() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        now = health(&qemu).1;
+    }
+    assert!(now["boot"]["slot_b"].is_null(), "slot b overwritten: {now}");
+    assert!(now["boot"]["pending_trial_slot"].is_null(), "{now}");
+    again.shutdown(Shutdown::Write).expect("half-close");
+    let mut answer = String::new();
+    again.read_to_string(&mut answer).expect("the answer");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    reboot(&qemu, &session);
+    drop(qemu);
+    let (_, report) = boot(
+        "upgrade-api-busy-2",
+        &disk,
+        "cmdline: keel.boot=disk keel.slot=a keel.slot_state=committed",
+    );
+    assert!(report["failed_upgrade_slot"].is_null(), "{report}");
+    assert!(report["slot_b"].is_null(), "{report}");
 }
 
 /// Booted with `-kernel` (no keel disk): the upload is refused with 503 and
