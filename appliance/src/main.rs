@@ -453,7 +453,7 @@ fn ram_disk(name: &str, image: Vec<u8>, read_only: bool) -> kernel::hv::vm::Gues
 }
 
 /// Starts the guests carried in boot files: every `guests/<name>.elf` (a
-/// static ELF) and every `guests/<name>/kernel` (a Linux bzImage, with
+/// static ELF, with an optional `guests/<name>.disk`) and every `guests/<name>/kernel` (a Linux bzImage, with
 /// optional `initrd`, `cmdline`, `memory_mib`, `vcpus`, `disk` and `iso` files beside it).
 fn start_boot_guests(boot: &mut Boot) {
     let mut specs = Vec::new();
@@ -478,7 +478,10 @@ fn start_boot_guests(boot: &mut Boot) {
                 boot: GuestBoot::Elf(image),
                 memory_mib: ELF_GUEST_MEMORY_MIB,
                 vcpus: 1,
-                disks: Vec::new(),
+                disks: take_file(boot, &alloc::format!("guests/{name}.disk"))
+                    .map(|image| ram_disk("vda", image, false))
+                    .into_iter()
+                    .collect(),
             });
         } else if let Some(name) = rest.strip_suffix("/kernel") {
             let Some(kernel) = take_file(boot, path) else {

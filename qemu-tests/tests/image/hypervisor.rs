@@ -476,3 +476,39 @@ fn string_port_io_is_emulated() {
     }
     assert!(!qemu.serial().contains("CHECK FAILED"));
 }
+
+#[test]
+fn a_hostile_virtio_driver_gets_its_device_reset_not_the_host() {
+    let builder = keel(2, 1024);
+    let files = vec![
+        (
+            "guests/vhostile.elf".to_string(),
+            fs::read(assemble("virtio_hostile", builder.dir())).expect("read guest"),
+        ),
+        ("guests/vhostile.disk".to_string(), vec![0x5a; 4096]),
+        (
+            "guests/hello.elf".to_string(),
+            fs::read(assemble("hello", builder.dir())).expect("read guest"),
+        ),
+    ];
+    let archive = archive(builder.dir(), &files);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    for line in [
+        "vm vhostile: disk vda (4096 bytes) is virtio-blk at 00:01.0",
+        "vm vhostile: KEEL-VIRTIO-FEATURES-OK",
+        "vm vhostile: disk vda: needs reset: a descriptor chain is longer than the queue (a loop)",
+        "vm vhostile: KEEL-VIRTIO-NEEDS-RESET",
+        "vm vhostile: KEEL-VIRTIO-GARBAGE-DONE",
+        "vm vhostile: halted after",
+        "vm hello: halted after",
+    ] {
+        qemu.wait_for_serial(line, BOOT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+    }
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+    assert!(
+        !qemu.serial().contains("vm vhostile: crashed"),
+        "garbage in the device's BAR and config space is absorbed, as on a real bus"
+    );
+}

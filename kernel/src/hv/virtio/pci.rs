@@ -6,6 +6,7 @@
 //! the requests run in [`PciFunction::service`], which the VM's device task
 //! calls off the vCPU's exit path.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::queue::{NO_VECTOR, Queue};
@@ -75,6 +76,8 @@ pub struct VirtioPci<D: VirtioDevice> {
     config_vector: u16,
     queue_select: u16,
     isr: u8,
+    /// How the host's log names the device ("vm NAME: disk vda").
+    label: String,
 }
 
 impl<D: VirtioDevice> VirtioPci<D> {
@@ -118,7 +121,14 @@ impl<D: VirtioDevice> VirtioPci<D> {
             config_vector: NO_VECTOR,
             queue_select: 0,
             isr: 0,
+            label: alloc::format!("virtio device {id}"),
         })
+    }
+
+    /// Names the device in the host's log.
+    pub fn with_label(mut self, label: String) -> Self {
+        self.label = label;
+        self
     }
 
     pub fn status(&self) -> u8 {
@@ -157,10 +167,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
 
     /// The guest broke the protocol: stop serving it and tell the driver.
     fn needs_reset(&mut self, why: &dyn core::fmt::Display, irq: &mut dyn InterruptSink) {
-        log::warn!(
-            "virtio device {}: needs reset: {why}",
-            self.device.device_id()
-        );
+        log::warn!("{}: needs reset: {why}", self.label);
         self.status |= status::DEVICE_NEEDS_RESET;
         self.notified = 0;
         self.isr |= ISR_CONFIG;

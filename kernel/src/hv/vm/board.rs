@@ -98,6 +98,7 @@ impl Board {
         for (i, d) in disks.iter().enumerate() {
             let blk = Blk::new(Arc::clone(&d.disk), d.read_only, &d.name);
             let placed = VirtioPci::new(blk)
+                .map(|f| f.with_label(alloc::format!("vm {}: disk {}", vm.name, d.name)))
                 .ok_or(crate::hv::pci::PciError::BusFull)
                 .and_then(|f| pci.add(alloc::boxed::Box::new(f)));
             match placed {
@@ -114,6 +115,7 @@ impl Board {
         // Every guest gets a virtio-rng fed from the host's entropy source.
         let rng = Rng::new(alloc::boxed::Box::new(crate::entropy::fill));
         let placed = VirtioPci::new(rng)
+            .map(|f| f.with_label(alloc::format!("vm {}: virtio-rng", vm.name)))
             .ok_or(crate::hv::pci::PciError::BusFull)
             .and_then(|f| pci.add(alloc::boxed::Box::new(f)));
         if let Err(e) = placed {
