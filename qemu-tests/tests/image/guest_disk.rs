@@ -55,7 +55,7 @@ echo "KEEL-VDA-DD=32 MiB in $((t1 - t0))0 ms" > /dev/console
 echo "KEEL-VDB-RO=$(cat /sys/block/vdb/ro) $(dd if=/dev/vdb bs=512 count=1 2>/dev/null | head -c 20)" > /dev/console
 dd if=/tmp/mark of=/dev/vdb bs=512 count=1 conv=sync,fsync 2>/dev/null || echo KEEL-VDB-WRITE-REFUSED > /dev/console
 echo "KEEL-PCI=$(cat /sys/bus/pci/devices/0000:00:01.0/vendor):$(cat /sys/bus/pci/devices/0000:00:01.0/device)" > /dev/console
-grep virtio0 /proc/interrupts > /dev/console
+grep -E 'CPU|virtio0' /proc/interrupts > /dev/console
 echo "KEEL-HWRNG=$(cat /sys/class/misc/hw_random/rng_current) $(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | wc -c)" > /dev/console
 echo "KEEL-VDA-MSIX=$(grep -c 'virtio0-req' /proc/interrupts)" > /dev/console
 poweroff -f
@@ -116,6 +116,8 @@ fn debian_guest_reads_and_writes_its_virtio_disk() {
         ),
         ("guests/vdisk/initrd".into(), guest_initrd()),
         ("guests/vdisk/cmdline".into(), b"console=ttyS0".to_vec()),
+        // Two vCPUs: Linux may aim the queue's MSI-X vector at either.
+        ("guests/vdisk/vcpus".into(), b"2".to_vec()),
         ("guests/vdisk/disk".into(), disk.clone()),
         ("guests/vdisk/iso".into(), iso.clone()),
     ];
