@@ -78,6 +78,12 @@ pub trait PciFunction: Send {
         self.config_mut().write(offset, data);
     }
 
+    /// A guest read of config space (`data` is 1, 2 or 4 bytes within one dword).
+    /// Functions whose config reads have effects (a window into a BAR) override it.
+    fn config_read(&mut self, offset: u16, data: &mut [u8]) {
+        self.config().read(offset, data);
+    }
+
     /// A read of `data.len()` bytes at `offset` inside BAR `bar`.
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]);
 
@@ -204,20 +210,20 @@ impl PciBus {
     }
 
     /// Config read of `size` bytes at `offset` of bus 0, device `dev`, function `func`.
-    fn config_read(&self, bus: u8, dev: u8, func: u8, offset: u16, size: u8) -> u32 {
+    fn config_read(&mut self, bus: u8, dev: u8, func: u8, offset: u16, size: u8) -> u32 {
         let all_ones = if size >= 4 {
             u32::MAX
         } else {
             (1u32 << (size * 8)) - 1
         };
-        let Some(f) = self.slots.get(usize::from(dev)) else {
+        let Some(f) = self.slots.get_mut(usize::from(dev)) else {
             return all_ones;
         };
         if bus != 0 || func != 0 || !fits_dword(offset, size) {
             return all_ones;
         }
         let mut b = [0u8; 4];
-        f.config().read(offset, &mut b[..usize::from(size)]);
+        f.config_read(offset, &mut b[..usize::from(size)]);
         u32::from_le_bytes(b)
     }
 

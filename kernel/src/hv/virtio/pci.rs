@@ -34,6 +34,14 @@ const CAP_COMMON: u8 = 1;
 const CAP_NOTIFY: u8 = 2;
 const CAP_ISR: u8 = 3;
 const CAP_DEVICE: u8 = 4;
+const CAP_PCI_CFG: u8 = 5;
+/// `virtio_pci_cfg_cap`: a `virtio_pci_cap` whose bar, offset and length the
+/// driver sets, then `pci_cfg_data`, a window onto that part of the BAR.
+const PCI_CFG_LEN: usize = 20;
+const PCI_CFG_BAR: u16 = 4;
+const PCI_CFG_OFFSET: u16 = 8;
+const PCI_CFG_LENGTH: u16 = 12;
+const PCI_CFG_DATA: u16 = 16;
 
 /// Common configuration offsets.
 mod common {
@@ -78,6 +86,8 @@ pub struct VirtioPci<D: VirtioDevice> {
     isr: u8,
     /// How the host's log names the device ("vm NAME: disk vda").
     label: String,
+    /// Where the VIRTIO_PCI_CAP_PCI_CFG capability is in config space.
+    pci_cfg: u16,
 }
 
 impl<D: VirtioDevice> VirtioPci<D> {
@@ -99,6 +109,13 @@ impl<D: VirtioDevice> VirtioPci<D> {
             &vendor_cap(CAP_NOTIFY, NOTIFY, NOTIFY_LEN, Some(NOTIFY_MULTIPLIER)),
             &[],
         );
+        let mut cfg_cap = vendor_cap(CAP_PCI_CFG, 0, 0, None);
+        cfg_cap[2] = PCI_CFG_LEN as u8;
+        cfg_cap.extend_from_slice(&[0; 4]);
+        let mut writable = [0u8; PCI_CFG_LEN];
+        writable[usize::from(PCI_CFG_BAR)] = 0xff;
+        writable[usize::from(PCI_CFG_OFFSET)..].fill(0xff);
+        let pci_cfg = u16::from(config.add_capability(&cfg_cap, &writable)?);
         let queues = device.num_queues().min(63);
         let msix = Msix::new(
             &mut config,
@@ -122,6 +139,7 @@ impl<D: VirtioDevice> VirtioPci<D> {
             queue_select: 0,
             isr: 0,
             label: alloc::format!("virtio device {id}"),
+            pci_cfg,
         })
     }
 
@@ -172,6 +190,19 @@ impl<D: VirtioDevice> VirtioPci<D> {
         self.notified = 0;
         self.isr |= ISR_CONFIG;
         self.msix.signal(&self.config, self.config_vector, irq);
+    }
+
+    /// The BAR access an access to `pci_cfg_data` stands for: when it
+    /// touches the data field and the driver named a length of 1, 2 or 4.
+    fn pci_cfg_window(&self, offset: u16, len: usize) -> Option<(usize, u64, usize)> {
+        let data = self.pci_cfg + PCI_CFG_DATA;
+        if offset + len as u16 <= data || offset >= data + 4 {
+            return None;
+        }
+        let bar = usize::from(self.config.byte(self.pci_cfg + PCI_CFG_BAR));
+        let at = u64::from(self.config.dword(self.pci_cfg + PCI_CFG_OFFSET));
+        let length = self.config.dword(self.pci_cfg + PCI_CFG_LENGTH) as usize;
+        matches!(length, 1 | 2 | 4).then_some((bar, at, length))
     }
 
     fn selected(&mut self) -> Option<&mut Queue> {
@@ -373,7 +404,21 @@ impl<D: VirtioDevice> PciFunction for VirtioPci<D> {
 
     fn config_write(&mut self, offset: u16, data: &[u8], irq: &mut dyn InterruptSink) {
         self.config.write(offset, data);
+        if let Some((bar, at, len)) = self.pci_cfg_window(offset, data.len()) {
+            let mut value = [0u8; 4];
+            self.config.read(self.pci_cfg + PCI_CFG_DATA, &mut value);
+            self.bar_write(bar, at, &value[..len], irq);
+        }
         self.msix.flush(&self.config, irq);
+    }
+
+    fn config_read(&mut self, offset: u16, data: &mut [u8]) {
+        if let Some((bar, at, len)) = self.pci_cfg_window(offset, data.len()) {
+            let mut value = [0u8; 4];
+            self.bar_read(bar, at, &mut value[..len]);
+            self.config.put(self.pci_cfg + PCI_CFG_DATA, &value);
+        }
+        self.config.read(offset, data);
     }
 
     fn bar_read(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
@@ -612,10 +657,48 @@ pub mod tests {
                 (CAP_COMMON, 0, 0x40),
                 (CAP_ISR, 0x1000, 1),
                 (CAP_DEVICE, 0x2000, 0x1000),
-                (CAP_NOTIFY, 0x3000, 0x1000)
+                (CAP_NOTIFY, 0x3000, 0x1000),
+                (CAP_PCI_CFG, 0, 0)
             ]
         );
         assert_eq!(c.bar(0).size, BAR_SIZE);
+    }
+
+    #[test]
+    fn the_pci_cfg_capability_is_a_window_onto_the_bar() {
+        let mut dev = VirtioPci::new(Echo).unwrap();
+        let mut irq = MsiQueue::default();
+        let cap = dev.pci_cfg;
+        assert_eq!(dev.config.byte(cap), CAP_VENDOR);
+        assert_eq!(dev.config.byte(cap + 3), CAP_PCI_CFG);
+        // Write the device status through the window, read it back both ways.
+        dev.config_write(cap + PCI_CFG_BAR, &[0], &mut irq);
+        dev.config_write(
+            cap + PCI_CFG_OFFSET,
+            &(common::DEVICE_STATUS as u32).to_le_bytes(),
+            &mut irq,
+        );
+        dev.config_write(cap + PCI_CFG_LENGTH, &1u32.to_le_bytes(), &mut irq);
+        dev.config_write(cap + PCI_CFG_DATA, &[3, 0, 0, 0], &mut irq);
+        assert_eq!(dev.status(), 3);
+        let mut b = [0u8; 4];
+        dev.config_read(cap + PCI_CFG_DATA, &mut b);
+        assert_eq!(b[0], 3);
+        // Device features through a 4-byte window.
+        dev.config_write(
+            cap + PCI_CFG_OFFSET,
+            &(common::DEVICE_FEATURE as u32).to_le_bytes(),
+            &mut irq,
+        );
+        dev.config_write(cap + PCI_CFG_LENGTH, &4u32.to_le_bytes(), &mut irq);
+        dev.config_read(cap + PCI_CFG_DATA, &mut b);
+        assert_eq!(u32::from_le_bytes(b), 1 << 3);
+        // A length other than 1, 2 or 4 opens no window; reads of other fields do not either.
+        dev.config_write(cap + PCI_CFG_LENGTH, &3u32.to_le_bytes(), &mut irq);
+        dev.config_write(cap + PCI_CFG_DATA, &[0, 0, 0, 0], &mut irq);
+        assert_eq!(dev.status(), 3);
+        dev.config_read(cap + PCI_CFG_OFFSET, &mut b);
+        assert_eq!(u32::from_le_bytes(b), common::DEVICE_FEATURE as u32);
     }
 
     #[test]
