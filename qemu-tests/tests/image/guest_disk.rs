@@ -43,6 +43,7 @@ done
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
 echo "KEEL-VDA-SECTORS=$(cat /sys/block/vda/size)" > /dev/console
+echo "KEEL-VDA-WRITE-ZEROES-MAX=$(cat /sys/block/vda/queue/write_zeroes_max_bytes)" > /dev/console
 echo "KEEL-VDA-SERIAL=$(cat /sys/block/vda/serial)" > /dev/console
 echo "KEEL-VDA-READ0=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 25)" > /dev/console
 echo "KEEL-VDA-READ1M=$(dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 24)" > /dev/console
@@ -137,6 +138,8 @@ fn debian_guest_reads_and_writes_its_virtio_disk() {
     for line in [
         format!("vm vdisk: KEEL-VDA-SECTORS={}", DISK_BYTES / 512),
         "vm vdisk: KEEL-VDA-SERIAL=vda".to_string(),
+        // VIRTIO_BLK_F_WRITE_ZEROES was negotiated, with our limit (65536 sectors).
+        "vm vdisk: KEEL-VDA-WRITE-ZEROES-MAX=33554432".to_string(),
         format!(
             "vm vdisk: KEEL-VDA-READ0={}",
             std::str::from_utf8(HOST_MARK_0).unwrap()

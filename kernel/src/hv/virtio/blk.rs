@@ -21,12 +21,14 @@ pub const F_SEG_MAX: u64 = 1 << 2;
 pub const F_RO: u64 = 1 << 5;
 pub const F_BLK_SIZE: u64 = 1 << 6;
 pub const F_FLUSH: u64 = 1 << 9;
+pub const F_WRITE_ZEROES: u64 = 1 << 14;
 
 /// Request types and status values (§5.2.6).
 const T_IN: u32 = 0;
 const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
 const T_GET_ID: u32 = 8;
+const T_WRITE_ZEROES: u32 = 13;
 const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
@@ -38,6 +40,10 @@ const ID_BYTES: usize = 20;
 const SEG_MAX: u32 = 254;
 /// The largest transfer served; Linux's default request limit is 1280 KiB.
 pub const MAX_REQUEST_BYTES: u64 = 4 << 20;
+/// Sectors one write-zeroes request may cover (written in `MAX_REQUEST_BYTES` pieces).
+const MAX_WRITE_ZEROES_SECTORS: u32 = 1 << 16;
+/// A write-zeroes range: sector u64, num_sectors u32, flags u32.
+const ZEROES_RANGE: usize = 16;
 const CLASS_MASS_STORAGE_OTHER: u32 = 0x01_80_00;
 
 /// A disk shared between the device and the host (which may read it back after the VM ends).
@@ -108,6 +114,7 @@ impl Blk {
                     let ok = self.read_only || self.disk.lock().flush().is_ok();
                     (if ok { S_OK } else { S_IOERR }, 0)
                 }
+                T_WRITE_ZEROES => (self.write_zeroes(chain, mem)?, 0),
                 T_GET_ID => {
                     let n = (status_at as usize).min(ID_BYTES);
                     chain.write(mem, 0, &self.serial[..n])?;
@@ -176,12 +183,60 @@ impl Blk {
         })
     }
 
-    /// The configuration structure's bytes (capacity, seg_max, blk_size).
-    fn config_bytes(&self) -> [u8; 24] {
-        let mut c = [0u8; 24];
+    /// Zeroes one range (`max_write_zeroes_seg` is 1), in pieces.
+    fn write_zeroes(&mut self, chain: &Chain, mem: &GuestMemory<'_>) -> Result<u8, QueueError> {
+        if self.read_only {
+            return Ok(S_IOERR);
+        }
+        let mut range = [0u8; ZEROES_RANGE];
+        if chain.readable_len() != (HEADER + ZEROES_RANGE) as u64
+            || chain.read(mem, HEADER as u64, &mut range)? != ZEROES_RANGE
+        {
+            return Ok(S_UNSUPP);
+        }
+        let sector = u64::from_le_bytes(range[0..8].try_into().unwrap_or_default());
+        let sectors = u32::from_le_bytes(range[8..12].try_into().unwrap_or_default());
+        if sectors == 0 || sectors > MAX_WRITE_ZEROES_SECTORS {
+            return Ok(S_IOERR);
+        }
+        let end = sector.saturating_add(u64::from(sectors));
+        let piece_sectors = MAX_REQUEST_BYTES / SECTOR;
+        let zeroes = vec![0u8; MAX_REQUEST_BYTES as usize];
+        let mut at = sector;
+        // Every piece is checked before any is written: no partial zeroing of a bad range.
+        while at < end {
+            let n = (end - at).min(piece_sectors);
+            if self.blocks(at, n * SECTOR).is_none() {
+                return Ok(S_IOERR);
+            }
+            at += n;
+        }
+        at = sector;
+        while at < end {
+            let n = (end - at).min(piece_sectors);
+            let lba = self.blocks(at, n * SECTOR).unwrap_or_default();
+            if self
+                .disk
+                .lock()
+                .write_blocks(lba, &zeroes[..(n * SECTOR) as usize])
+                .is_err()
+            {
+                return Ok(S_IOERR);
+            }
+            at += n;
+        }
+        Ok(S_OK)
+    }
+
+    /// The configuration structure's bytes (capacity, seg_max, blk_size,
+    /// the write-zeroes limits).
+    fn config_bytes(&self) -> [u8; 60] {
+        let mut c = [0u8; 60];
         c[0..8].copy_from_slice(&self.capacity_sectors.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         c[20..24].copy_from_slice(&self.block_size.to_le_bytes());
+        c[48..52].copy_from_slice(&MAX_WRITE_ZEROES_SECTORS.to_le_bytes());
+        c[52..56].copy_from_slice(&1u32.to_le_bytes());
         c
     }
 }
@@ -194,7 +249,7 @@ impl VirtioDevice for Blk {
         CLASS_MASS_STORAGE_OTHER
     }
     fn features(&self) -> u64 {
-        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | if self.read_only { F_RO } else { 0 }
+        F_SEG_MAX | F_BLK_SIZE | F_FLUSH | if self.read_only { F_RO } else { F_WRITE_ZEROES }
     }
     fn num_queues(&self) -> u16 {
         1
@@ -391,6 +446,54 @@ mod tests {
         );
         bus.kick(&mut mem, 0);
         assert_eq!(status(&mem, 0xa006), S_OK);
+    }
+
+    #[test]
+    fn write_zeroes_zeroes_whole_ranges_only() {
+        let shared = disk(4096, 1100); // 8800 sectors: a range spans two 4 MiB pieces
+        let mut ram = vec![0u8; 0x40000];
+        let mut mem = GuestMemory::new(&mut ram);
+        let mut dev = VirtioPci::new(Blk::new(Arc::clone(&shared), false, "z")).unwrap();
+        let mut bus = Bus {
+            dev: &mut dev,
+            irq: MsiQueue::default(),
+        };
+        assert_eq!(bus.r(0x2000 + 48, 4), u64::from(MAX_WRITE_ZEROES_SECTORS));
+        let mut d = TestDriver::new(16, 0x1000);
+        bus.bring_up(&mut mem, FEATURES | F_WRITE_ZEROES, &[&d]);
+        let range = |mem: &mut GuestMemory<'_>, at: u64, sector: u64, n: u32| {
+            let mut r = [0u8; 16];
+            r[..8].copy_from_slice(&sector.to_le_bytes());
+            r[8..12].copy_from_slice(&n.to_le_bytes());
+            mem.write(GuestAddress(at), &r).unwrap();
+        };
+        // Sectors 8..8200 (two pieces); then a range past the end, untouched.
+        header(&mut mem, 0x8000, T_WRITE_ZEROES, 0);
+        range(&mut mem, 0x8010, 8, 8192);
+        d.add(
+            &mut mem,
+            &[(0x8000, 16, false), (0x8010, 16, false), (0xa000, 1, true)],
+        );
+        header(&mut mem, 0x8100, T_WRITE_ZEROES, 0);
+        range(&mut mem, 0x8110, 8792, 16);
+        d.add(
+            &mut mem,
+            &[(0x8100, 16, false), (0x8110, 16, false), (0xa001, 1, true)],
+        );
+        bus.kick(&mut mem, 0);
+        assert_eq!(
+            (status(&mem, 0xa000), status(&mem, 0xa001)),
+            (S_OK, S_IOERR)
+        );
+        let mut all = vec![0u8; 1100 * 4096];
+        shared.lock().read_blocks(0, &mut all).unwrap();
+        assert!(all[..4096].iter().any(|b| *b != 0), "block 0 kept");
+        assert!(all[4096..8200 * 512].iter().all(|b| *b == 0));
+        assert!(all[8200 * 512..8200 * 512 + 4096].iter().any(|b| *b != 0));
+        assert!(
+            all[8792 * 512..].iter().any(|b| *b != 0),
+            "a bad range writes nothing"
+        );
     }
 
     #[test]
