@@ -13,7 +13,7 @@ use spin::Mutex;
 use storage::BlockDevice;
 
 use super::queue::{Chain, Queue, QueueError};
-use super::{ID_BLOCK, VirtioDevice};
+use super::{BATCH, ID_BLOCK, VirtioDevice};
 use crate::hv::memory::GuestMemory;
 
 /// Feature bits (§5.2.3).
@@ -271,7 +271,7 @@ impl VirtioDevice for Blk {
     ) -> Result<bool, QueueError> {
         let mut used = false;
         // At most a ring's worth per notify; the driver notifies again for more.
-        for _ in 0..queue.size {
+        for _ in 0..BATCH.min(queue.size) {
             let Some(chain) = queue.pop(mem)? else {
                 break;
             };

@@ -13,6 +13,11 @@ pub mod rng;
 use crate::hv::memory::GuestMemory;
 pub use queue::{Chain, Queue, QueueError};
 
+/// Chains a device serves per queue per `process` call: what is left waits
+/// for the next call, so the host never holds the VM's memory and board
+/// for long (the transport keeps the queue marked while buffers remain).
+pub const BATCH: u16 = 16;
+
 /// Feature bits common to every device.
 pub const F_VERSION_1: u64 = 1 << 32;
 

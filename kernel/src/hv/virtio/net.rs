@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::queue::{Queue, QueueError};
-use super::{ID_NET, VirtioDevice};
+use super::{BATCH, ID_NET, VirtioDevice};
 use crate::hv::memory::GuestMemory;
 
 /// Feature bits (§5.1.3).
@@ -105,7 +105,7 @@ impl<B: VifBackend> Net<B> {
     ) -> Result<bool, QueueError> {
         let mut used = false;
         let limit = HEADER + ETH_HEADER + VLAN_TAG + usize::from(self.mtu);
-        for _ in 0..queue.size {
+        for _ in 0..BATCH.min(queue.size) {
             let Some(chain) = queue.pop(mem)? else {
                 break;
             };

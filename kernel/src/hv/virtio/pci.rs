@@ -378,6 +378,10 @@ impl<D: VirtioDevice> VirtioPci<D> {
             let vector = q.msix_vector;
             self.msix.signal(&self.config, vector, irq);
         }
+        // A batch was served and more is available: come back for it.
+        if q.has_available(mem)? {
+            self.notified |= 1 << i;
+        }
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use alloc::vec;
 use core::fmt;
 
 use super::queue::{Queue, QueueError};
-use super::{ID_RNG, VirtioDevice};
+use super::{BATCH, ID_RNG, VirtioDevice};
 use crate::hv::memory::GuestMemory;
 
 const CLASS_OTHER: u32 = 0xff_00_00;
@@ -59,7 +59,7 @@ impl VirtioDevice for Rng {
         mem: &mut GuestMemory<'_>,
     ) -> Result<bool, QueueError> {
         let mut used = false;
-        for _ in 0..queue.size {
+        for _ in 0..BATCH.min(queue.size) {
             let Some(chain) = queue.pop(mem)? else {
                 break;
             };
@@ -79,11 +79,11 @@ impl VirtioDevice for Rng {
 mod tests {
     use super::*;
     use crate::hv::memory::GuestAddress;
-    use crate::hv::pci::MsiQueue;
-    use crate::hv::virtio::F_VERSION_1;
+    use crate::hv::pci::{MsiQueue, PciFunction};
     use crate::hv::virtio::pci::VirtioPci;
     use crate::hv::virtio::pci::tests::Bus;
     use crate::hv::virtio::queue::driver::TestDriver;
+    use crate::hv::virtio::{BATCH, F_VERSION_1};
 
     #[test]
     fn buffers_are_filled_from_the_source() {
@@ -116,5 +116,29 @@ mod tests {
         mem.read(GuestAddress(0x8000), &mut got).unwrap();
         assert_eq!(got, [7, 14, 21]);
         assert_eq!(bus.irq.0.len(), 1);
+    }
+
+    #[test]
+    fn a_full_ring_is_served_in_batches() {
+        let mut ram = vec![0u8; 0x20000];
+        let mut mem = GuestMemory::new(&mut ram);
+        let source: EntropySource = Box::new(|buf: &mut [u8]| buf.fill(1));
+        let mut dev = VirtioPci::new(Rng::new(source)).unwrap();
+        let mut bus = Bus {
+            dev: &mut dev,
+            irq: MsiQueue::default(),
+        };
+        let mut d = TestDriver::new(32, 0x1000);
+        bus.bring_up(&mut mem, F_VERSION_1, &[&d]);
+        for i in 0..20 {
+            d.add(&mut mem, &[(0x8000 + 16 * i, 16, true)]);
+        }
+        bus.kick(&mut mem, 0);
+        assert_eq!(TestDriver::used(&mem, &d.queue, 0).0, BATCH);
+        assert!(bus.dev.has_work(), "the rest waits for the next call");
+        bus.dev.service(&mut mem, &mut bus.irq);
+        assert_eq!(TestDriver::used(&mem, &d.queue, 0).0, 20);
+        assert!(!bus.dev.has_work());
+        assert_eq!(bus.irq.0.len(), 2, "an interrupt per batch");
     }
 }

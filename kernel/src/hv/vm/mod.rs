@@ -322,12 +322,20 @@ struct DeviceTask {
 }
 
 impl sched::Task for DeviceTask {
-    fn run(&self, _slice_end: Duration) -> sched::Step {
-        if self.core.stopping() {
-            return sched::Step::Done;
+    fn run(&self, slice_end: Duration) -> sched::Step {
+        loop {
+            if self.core.stopping() {
+                return sched::Step::Done;
+            }
+            // One batch per queue, then guest RAM and the board are free
+            // again for the vCPUs before the next.
+            if !self.core.service_devices() {
+                return sched::Step::Block(None);
+            }
+            if time::now() >= slice_end || sched::should_yield() {
+                return sched::Step::Yield;
+            }
         }
-        self.core.service_devices();
-        sched::Step::Block(None)
     }
 }
 
@@ -354,12 +362,15 @@ impl VmCore {
 
     /// Serves the work device notifies queued (virtqueue requests) over
     /// guest RAM, and wakes the vCPUs their completions interrupt.
-    fn service_devices(&self) {
+    /// Returns whether work is left (a batch did not empty a queue).
+    fn service_devices(&self) -> bool {
         self.with_memory(|m| {
             let mut b = self.board.lock();
             b.service_pci(m);
             self.kick_from(usize::MAX, &mut b);
-        });
+            b.pci.has_work()
+        })
+        .unwrap_or(false)
     }
 
     fn stopping(&self) -> bool {
