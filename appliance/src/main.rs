@@ -441,15 +441,29 @@ fn take_file(boot: &mut Boot, path: &str) -> Option<Vec<u8>> {
         .map(|(_, data)| core::mem::take(data))
 }
 
-/// A boot file as a guest disk: a RAM disk of 512-byte sectors (a last
-/// partial sector is zero-padded). A writable one's checksum is logged when
-/// the VM ends, since its contents go with it; a read-only one (an ISO) is
-/// attached with VIRTIO_BLK_F_RO.
-fn ram_disk(name: &str, image: Vec<u8>, read_only: bool) -> kernel::hv::vm::GuestDisk {
-    let sectors = image.len().div_ceil(512) as u64;
-    let mut dev = storage::mem::MemBlockDevice::new(512, sectors);
-    dev.bytes_mut()[..image.len()].copy_from_slice(&image);
-    kernel::hv::vm::GuestDisk::new(name, Box::new(dev), read_only, !read_only)
+/// A boot file as a guest disk: the file's buffer becomes a RAM disk of
+/// 512-byte sectors (a last partial sector is zero-padded). A writable
+/// one's checksum is logged when the VM ends, since its contents go with
+/// it; a read-only one (an ISO) is attached with VIRTIO_BLK_F_RO. `None`
+/// (logged) if the padding cannot be allocated.
+fn ram_disk(
+    vm: &str,
+    name: &str,
+    image: Vec<u8>,
+    read_only: bool,
+) -> Option<kernel::hv::vm::GuestDisk> {
+    match kernel::hv::ramdisk::RamDisk::from_image(image) {
+        Ok(disk) => Some(kernel::hv::vm::GuestDisk::new(
+            name,
+            Box::new(disk),
+            read_only,
+            !read_only,
+        )),
+        Err(e) => {
+            log::error!("vm {vm}: disk {name} not attached: {e}");
+            None
+        }
+    }
 }
 
 /// Starts the guests carried in boot files: every `guests/<name>.elf` (a
@@ -479,7 +493,7 @@ fn start_boot_guests(boot: &mut Boot) {
                 memory_mib: ELF_GUEST_MEMORY_MIB,
                 vcpus: 1,
                 disks: take_file(boot, &alloc::format!("guests/{name}.disk"))
-                    .map(|image| ram_disk("vda", image, false))
+                    .and_then(|image| ram_disk(name, "vda", image, false))
                     .into_iter()
                     .collect(),
             });
@@ -508,12 +522,10 @@ fn start_boot_guests(boot: &mut Boot) {
                 None => 1,
             };
             let mut disks = Vec::new();
-            if let Some(image) = take_file(boot, &alloc::format!("guests/{name}/disk")) {
-                disks.push(ram_disk("vda", image, false));
-            }
-            if let Some(image) = take_file(boot, &alloc::format!("guests/{name}/iso")) {
-                disks.push(ram_disk("vdb", image, true));
-            }
+            let image = take_file(boot, &alloc::format!("guests/{name}/disk"));
+            disks.extend(image.and_then(|i| ram_disk(name, "vda", i, false)));
+            let image = take_file(boot, &alloc::format!("guests/{name}/iso"));
+            disks.extend(image.and_then(|i| ram_disk(name, "vdb", i, true)));
             specs.push(VmSpec {
                 name: name.into(),
                 boot: GuestBoot::Linux {

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod mmio;
 pub mod pci;
 pub mod profile;
+pub mod ramdisk;
 pub mod string_io;
 pub mod virtio;
 #[cfg(target_os = "none")]

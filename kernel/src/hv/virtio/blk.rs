@@ -7,6 +7,7 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec;
+use alloc::vec::Vec;
 use core::fmt;
 
 use spin::Mutex;
@@ -40,8 +41,11 @@ const ID_BYTES: usize = 20;
 const SEG_MAX: u32 = 254;
 /// The largest transfer served; Linux's default request limit is 1280 KiB.
 pub const MAX_REQUEST_BYTES: u64 = 4 << 20;
-/// Sectors one write-zeroes request may cover (written in `MAX_REQUEST_BYTES` pieces).
+/// Sectors one write-zeroes request may cover.
 const MAX_WRITE_ZEROES_SECTORS: u32 = 1 << 16;
+/// The bounce buffer's size: requests move through it in pieces, so a
+/// request costs no allocation.
+const SCRATCH_BYTES: usize = 64 << 10;
 /// A write-zeroes range: sector u64, num_sectors u32, flags u32.
 const ZEROES_RANGE: usize = 16;
 const CLASS_MASS_STORAGE_OTHER: u32 = 0x01_80_00;
@@ -55,6 +59,8 @@ pub struct Blk {
     block_size: u32,
     capacity_sectors: u64,
     serial: [u8; ID_BYTES],
+    /// Bounce buffer between the disk and guest RAM (a multiple of the block size).
+    scratch: Vec<u8>,
     /// Requests served and failed, for the host's log.
     pub served: u64,
     pub failed: u64,
@@ -86,6 +92,7 @@ impl Blk {
             disk,
             read_only: read_only || backend_ro,
             block_size,
+            scratch: vec![0u8; SCRATCH_BYTES.div_ceil(block_size as usize) * block_size as usize],
             serial: id,
             served: 0,
             failed: 0,
@@ -132,16 +139,20 @@ impl Blk {
         Ok(u32::try_from(written + 1).unwrap_or(u32::MAX))
     }
 
-    /// The backend blocks a guest transfer covers, if it is whole blocks inside the disk.
+    /// The first backend block of a guest transfer, if it is whole blocks
+    /// inside the disk and no larger than one request may be.
     fn blocks(&self, sector: u64, len: u64) -> Option<u64> {
+        (len <= MAX_REQUEST_BYTES).then_some(())?;
+        self.blocks_unbounded(sector, len)
+    }
+
+    /// The same without the size limit (write-zeroes ranges).
+    fn blocks_unbounded(&self, sector: u64, len: u64) -> Option<u64> {
         let bs = u64::from(self.block_size);
         let offset = sector.checked_mul(SECTOR)?;
-        let end = sector.checked_add(len / SECTOR)?;
-        let whole = len > 0
-            && offset.is_multiple_of(bs)
-            && len.is_multiple_of(bs)
-            && len <= MAX_REQUEST_BYTES;
-        (whole && end <= self.capacity_sectors).then_some(offset / bs)
+        let end = offset.checked_add(len)?;
+        let whole = len > 0 && offset.is_multiple_of(bs) && len.is_multiple_of(bs);
+        (whole && end <= self.capacity_sectors.saturating_mul(SECTOR)).then_some(offset / bs)
     }
 
     fn read(
@@ -154,11 +165,17 @@ impl Blk {
         let Some(lba) = self.blocks(sector, len) else {
             return Ok((S_IOERR, 0));
         };
-        let mut buf = vec![0u8; len as usize];
-        if self.disk.lock().read_blocks(lba, &mut buf).is_err() {
-            return Ok((S_IOERR, 0));
+        let bs = u64::from(self.block_size);
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(self.scratch.len() as u64) as usize;
+            let buf = &mut self.scratch[..n];
+            if self.disk.lock().read_blocks(lba + done / bs, buf).is_err() {
+                return Ok((S_IOERR, 0));
+            }
+            chain.write(mem, done, buf)?;
+            done += n as u64;
         }
-        chain.write(mem, 0, &buf)?;
         Ok((S_OK, len))
     }
 
@@ -175,12 +192,18 @@ impl Blk {
         if self.read_only {
             return Ok(S_IOERR);
         }
-        let mut buf = vec![0u8; len as usize];
-        chain.read(mem, HEADER as u64, &mut buf)?;
-        Ok(match self.disk.lock().write_blocks(lba, &buf) {
-            Ok(()) => S_OK,
-            Err(_) => S_IOERR,
-        })
+        let bs = u64::from(self.block_size);
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(self.scratch.len() as u64) as usize;
+            let buf = &mut self.scratch[..n];
+            chain.read(mem, HEADER as u64 + done, buf)?;
+            if self.disk.lock().write_blocks(lba + done / bs, buf).is_err() {
+                return Ok(S_IOERR);
+            }
+            done += n as u64;
+        }
+        Ok(S_OK)
     }
 
     /// Zeroes one range (`max_write_zeroes_seg` is 1), in pieces.
@@ -199,31 +222,25 @@ impl Blk {
         if sectors == 0 || sectors > MAX_WRITE_ZEROES_SECTORS {
             return Ok(S_IOERR);
         }
-        let end = sector.saturating_add(u64::from(sectors));
-        let piece_sectors = MAX_REQUEST_BYTES / SECTOR;
-        let zeroes = vec![0u8; MAX_REQUEST_BYTES as usize];
-        let mut at = sector;
-        // Every piece is checked before any is written: no partial zeroing of a bad range.
-        while at < end {
-            let n = (end - at).min(piece_sectors);
-            if self.blocks(at, n * SECTOR).is_none() {
-                return Ok(S_IOERR);
-            }
-            at += n;
-        }
-        at = sector;
-        while at < end {
-            let n = (end - at).min(piece_sectors);
-            let lba = self.blocks(at, n * SECTOR).unwrap_or_default();
+        // The whole range is checked before any block is written.
+        let Some(lba) = self.blocks_unbounded(sector, u64::from(sectors) * SECTOR) else {
+            return Ok(S_IOERR);
+        };
+        let len = u64::from(sectors) * SECTOR;
+        let bs = u64::from(self.block_size);
+        self.scratch.fill(0);
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(self.scratch.len() as u64) as usize;
             if self
                 .disk
                 .lock()
-                .write_blocks(lba, &zeroes[..(n * SECTOR) as usize])
+                .write_blocks(lba + done / bs, &self.scratch[..n])
                 .is_err()
             {
                 return Ok(S_IOERR);
             }
-            at += n;
+            done += n as u64;
         }
         Ok(S_OK)
     }
