@@ -411,6 +411,16 @@ impl Drop for Daemon {
         {
             let _ = run(&["kill", "-KILL", &pid.to_string()]);
         }
+        // Without a pidfile, TERM to `timeout` reaches its daemon; killing
+        // `timeout` outright would orphan it.
+        let _ = run(&["kill", "-TERM", &self.wrapper.id().to_string()]);
+        let deadline = StdInstant::now() + Duration::from_secs(2);
+        while StdInstant::now() < deadline {
+            if let Ok(Some(_)) = self.wrapper.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.wrapper.kill();
         let _ = self.wrapper.wait();
     }

@@ -117,6 +117,17 @@ impl Drop for Daemon {
         {
             let _ = run(&["kill", "-KILL", &pid.to_string()]);
         }
+        // The pidfile may be gone with the test directory (the QEMU run
+        // owning it drops first): `timeout` passes TERM on to its daemon,
+        // whereas killing `timeout` outright would orphan it.
+        let _ = run(&["kill", "-TERM", &self.wrapper.id().to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.wrapper.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.wrapper.kill();
         let _ = self.wrapper.wait();
     }
