@@ -15,7 +15,8 @@ use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
 use crate::platform::Platform;
 use crate::routes::Endpoints;
-use crate::server::HttpServer;
+use crate::server::{HttpServer, ServerConfig};
+use crate::tls;
 use crate::xenapi::{HostFacts, ManagementFacts, NetworkLayout, XenApi, network_layout};
 
 /// Where the management API listens.
@@ -41,6 +42,10 @@ pub struct Appliance<P: Platform, N: Nic> {
     /// management first.
     net: HostNetworks<Uplink<N>>,
     http: HttpServer,
+    /// HTTPS on 443, once [`Appliance::enable_https`] made the identity.
+    https: Option<HttpServer>,
+    /// The wall clock TLS reads, set every poll.
+    tls_clock: alloc::sync::Arc<tls::Clock>,
     api: XenApi,
     /// The management address the API objects last described.
     described: Option<Ipv4Cidr>,
@@ -75,9 +80,52 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             described: net.primary().ipv4_cidr(),
             net,
             http,
+            https: None,
+            tls_clock: alloc::sync::Arc::new(tls::Clock::default()),
             api,
             iscsi: iscsi_jobs::IscsiJobs::default(),
         })
+    }
+
+    /// Serves HTTPS on [`tls::HTTPS_PORT`] with the host's identity: the one
+    /// in `store` (the configuration store), else a new one (kept there when
+    /// there is a store). Returns the certificate's SHA-256 fingerprint.
+    pub fn enable_https(
+        &mut self,
+        store: Option<&mut dyn crate::xenapi::StateStore>,
+    ) -> Result<String, String> {
+        let subject = tls::Subject {
+            hostname: &self.hostname,
+            address: self.net.primary().ipv4_cidr().map(|c| c.address().octets()),
+            unix_now: self.platform.unix_time(),
+        };
+        let platform = &mut self.platform;
+        let mut random = |buf: &mut [u8]| platform.fill_random(buf);
+        let (identity, origin) = match store {
+            Some(store) => tls::store::load_or_generate(store, &subject, &mut random)?,
+            None => (
+                tls::Identity::generate(&subject, &mut random)
+                    .map_err(|e| alloc::format!("{e}"))?,
+                tls::store::Origin::Generated,
+            ),
+        };
+        self.tls_clock.set(self.platform.unix_time());
+        let config = tls::server_config(&identity, alloc::sync::Arc::clone(&self.tls_clock))?;
+        let mut https = HttpServer::with_config(https_server_config()).with_tls(config);
+        https.attach(self.net.primary_mut().sockets_mut());
+        let fingerprint = identity.fingerprint();
+        log::info!(
+            "tls: serving https on port {} with the {} certificate, sha256 {fingerprint}",
+            tls::HTTPS_PORT,
+            match origin {
+                tls::store::Origin::Stored => "stored",
+                tls::store::Origin::Generated => "new",
+            }
+        );
+        self.api
+            .set_server_certificate(tls::server_certificate(&identity));
+        self.https = Some(https);
+        Ok(fingerprint)
     }
 
     /// One round of work: network in, requests answered, network out.
@@ -110,11 +158,13 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             self.api.update_facts(facts, &mut self.platform);
         }
 
+        self.tls_clock.set(self.platform.unix_time());
         let Appliance {
             platform,
             hostname,
             net,
             http,
+            https,
             api,
             ..
         } = self;
@@ -126,6 +176,9 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             uptime,
         };
         let http_due = http.poll(net.primary_mut().sockets_mut(), now, &mut endpoints);
+        let https_due = https
+            .as_mut()
+            .and_then(|s| s.poll(net.primary_mut().sockets_mut(), now, &mut endpoints));
         // Storage calls just made queue jobs; jobs that ended answer them
         // (the HTTP server picks the answers up on its next poll).
         let iscsi_due = self
@@ -137,7 +190,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         // Send the responses just queued now rather than a round later.
         let flush_due = self.net.poll(now);
         [
-            uplink_due, iface_due, http_due, flush_due, api_due, iscsi_due,
+            uplink_due, iface_due, http_due, https_due, flush_due, api_due, iscsi_due,
         ]
         .into_iter()
         .flatten()
@@ -186,6 +239,11 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         &self.http
     }
 
+    /// The HTTPS server, once enabled.
+    pub fn https(&self) -> Option<&HttpServer> {
+        self.https.as_ref()
+    }
+
     /// The XenAPI service.
     pub fn api(&self) -> &XenApi {
         &self.api
@@ -203,6 +261,23 @@ impl<P: Platform, N: Nic> fmt::Debug for Appliance<P, N> {
             .field("management", self.net.primary())
             .field("http", &self.http)
             .finish_non_exhaustive()
+    }
+}
+
+/// HTTPS next to plain HTTP: fewer ready listeners and smaller buffers (a
+/// TLS record is at most 16 KiB), still room for Xen Orchestra's burst of
+/// 20 connections, and its own budgets so the two ports together stay
+/// within the heap.
+fn https_server_config() -> ServerConfig {
+    ServerConfig {
+        port: tls::HTTPS_PORT,
+        spare_listeners: 20,
+        max_sockets: 48,
+        rx_buffer: 24 * 1024,
+        tx_buffer: 32 * 1024,
+        input_budget: 2 * 1024 * 1024,
+        output_budget: 4 * 1024 * 1024,
+        ..ServerConfig::default()
     }
 }
 

@@ -32,6 +32,10 @@ pub struct HealthReport<'a> {
     /// The management interface's address; `null` until it has one.
     #[serde(serialize_with = "dotted_quad")]
     pub management_ip: Option<Ipv4Address>,
+    /// SHA-256 of the HTTPS certificate (`AB:CD:...`, to pin); absent
+    /// without HTTPS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_sha256: Option<&'a str>,
     /// The A/B slots; absent unless booted from a keel disk.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootSlots>,
@@ -65,8 +69,15 @@ impl<'a> HealthReport<'a> {
                 free_bytes: system.memory_free,
             },
             management_ip,
+            tls_sha256: None,
             boot: None,
         }
+    }
+
+    /// The report with the HTTPS certificate's fingerprint.
+    pub fn with_tls(mut self, sha256: Option<&'a str>) -> Self {
+        self.tls_sha256 = sha256;
+        self
     }
 
     /// The report with the host's A/B slots.

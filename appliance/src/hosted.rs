@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +21,8 @@ use crate::http::Limits;
 use crate::iscsi::{self, Job, JobSpec, std_link::StdLink};
 use crate::platform::{Platform, SystemInfo};
 use crate::routes::Endpoints;
-use crate::server::Connection;
+use crate::server::Stream;
+use crate::tls;
 use crate::xenapi::{HostFacts, ManagementFacts, XenApi};
 
 /// A connection with no traffic (and nothing awaited) for this long is closed.
@@ -139,8 +140,9 @@ fn alloc_nics(count: usize) -> Vec<Option<[u8; 6]>> {
 }
 
 enum Input {
-    /// A new connection, and the flag that tells its reader it was closed.
-    Accepted(u64, TcpStream, Arc<AtomicBool>),
+    /// A new connection, the flag that tells its reader it was closed, and
+    /// whether it came to the HTTPS listener.
+    Accepted(u64, TcpStream, Arc<AtomicBool>, bool),
     Data(u64, Vec<u8>),
     Closed(u64),
 }
@@ -148,7 +150,9 @@ enum Input {
 struct Peer {
     stream: TcpStream,
     closed: Arc<AtomicBool>,
-    http: Connection,
+    http: Stream,
+    /// Bytes read and not yet taken by `http` (TLS takes at most two records at a time).
+    unread: Vec<u8>,
     last_activity: Instant,
     peer_closed: bool,
 }
@@ -157,7 +161,7 @@ struct Peer {
 pub const STATE_FILE_BYTES: u64 = 64 << 20;
 
 /// Opens (creating a blank one if missing) the state file as the database's store.
-fn open_state(path: &std::path::Path) -> std::io::Result<Box<dyn crate::xenapi::StateStore>> {
+pub fn open_state(path: &std::path::Path) -> std::io::Result<Box<dyn crate::xenapi::StateStore>> {
     use crate::state_store::BlockStore;
     if !path.exists() {
         std::fs::File::create_new(path)?.set_len(STATE_FILE_BYTES)?;
@@ -171,9 +175,11 @@ fn open_state(path: &std::path::Path) -> std::io::Result<Box<dyn crate::xenapi::
     }
 }
 
-/// Serves `listener` forever, keeping the database in `state` if given.
+/// Serves `listener` (and HTTPS on `tls_listener`) forever, keeping the
+/// database in `state` if given.
 pub fn serve(
     listener: TcpListener,
+    tls_listener: Option<TcpListener>,
     config: &HostConfig,
     state: Option<&std::path::Path>,
 ) -> std::io::Result<()> {
@@ -183,9 +189,43 @@ pub fn serve(
     let mut api = XenApi::new(config, facts, &mut platform);
     // iSCSI jobs run in the service loop over non-blocking std TCP.
     api.enable_storage_driver();
-    if let Some(path) = state {
+    let mut store = state.map(open_state).transpose()?;
+    let tls_config = match &tls_listener {
+        Some(l) => {
+            let address = match l.local_addr()?.ip() {
+                IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip.octets()),
+                _ => None,
+            };
+            let subject = tls::Subject {
+                hostname: &config.hostname,
+                address,
+                unix_now: platform.unix_time(),
+            };
+            let mut random = |buf: &mut [u8]| platform.fill_random(buf);
+            let identity = match store.as_deref_mut() {
+                Some(store) => {
+                    tls::store::load_or_generate(store, &subject, &mut random)
+                        .map_err(std::io::Error::other)?
+                        .0
+                }
+                None => tls::Identity::generate(&subject, &mut random)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            };
+            let clock = Arc::new(tls::Clock::default());
+            clock.set(platform.unix_time());
+            let server = tls::server_config(&identity, clock).map_err(std::io::Error::other)?;
+            api.set_server_certificate(tls::server_certificate(&identity));
+            println!(
+                "keel-hosted: tls certificate sha256 {}",
+                identity.fingerprint()
+            );
+            Some(server)
+        }
+        None => None,
+    };
+    if let (Some(path), Some(store)) = (state, store) {
         let attached = api
-            .attach_store(open_state(path)?, &mut platform)
+            .attach_store(Box::new(tls::store::HideIdentity(store)), &mut platform)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
         println!(
             "keel-hosted: database in {} ({} objects loaded)",
@@ -194,13 +234,32 @@ pub fn serve(
         );
     }
     let (tx, rx) = sync_channel::<Input>(64);
-    std::thread::spawn(move || accept(listener, tx));
-    run(&rx, &mut api, &mut platform, &config.hostname, listen)
+    let ids = Arc::new(AtomicU64::new(1));
+    let open = Arc::new(AtomicUsize::new(0));
+    if let Some(l) = tls_listener {
+        let (tx, ids, open) = (tx.clone(), Arc::clone(&ids), Arc::clone(&open));
+        std::thread::spawn(move || accept(l, true, &tx, &ids, &open));
+    }
+    std::thread::spawn(move || accept(listener, false, &tx, &ids, &open));
+    run(
+        &rx,
+        &mut api,
+        &mut platform,
+        &config.hostname,
+        listen,
+        tls_config,
+    )
 }
 
-fn accept(listener: TcpListener, tx: SyncSender<Input>) {
-    let open = Arc::new(AtomicUsize::new(0));
-    for (id, stream) in (1u64..).zip(listener.incoming()) {
+fn accept(
+    listener: TcpListener,
+    tls: bool,
+    tx: &SyncSender<Input>,
+    ids: &AtomicU64,
+    open: &Arc<AtomicUsize>,
+) {
+    for stream in listener.incoming() {
+        let id = ids.fetch_add(1, Ordering::Relaxed);
         let Ok(stream) = stream else { continue };
         if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
             log::warn!("hosted: {MAX_CONNECTIONS} connections open; refusing another");
@@ -218,14 +277,14 @@ fn accept(listener: TcpListener, tx: SyncSender<Input>) {
         };
         let closed = Arc::new(AtomicBool::new(false));
         if tx
-            .send(Input::Accepted(id, stream, Arc::clone(&closed)))
+            .send(Input::Accepted(id, stream, Arc::clone(&closed), tls))
             .is_err()
         {
             return;
         }
         let tx = tx.clone();
         open.fetch_add(1, Ordering::Relaxed);
-        let open = Arc::clone(&open);
+        let open = Arc::clone(open);
         std::thread::spawn(move || {
             read(id, reader, &tx, &closed);
             open.fetch_sub(1, Ordering::Relaxed);
@@ -261,6 +320,7 @@ fn run(
     platform: &mut StdPlatform,
     hostname: &str,
     listen: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     let limits = Limits::default();
     let mut peers: HashMap<u64, Peer> = HashMap::new();
@@ -278,24 +338,35 @@ fn run(
         // A running iSCSI job is moved forward every few milliseconds.
         let wait = if busy { wait.min(JOB_POLL) } else { wait };
         let touched = match rx.recv_timeout(wait) {
-            Ok(Input::Accepted(id, stream, closed)) => {
-                peers.insert(
-                    id,
-                    Peer {
-                        stream,
-                        closed,
-                        http: Connection::new(),
-                        last_activity: Instant::now(),
-                        peer_closed: false,
-                    },
-                );
+            Ok(Input::Accepted(id, stream, closed, is_tls)) => {
+                match Stream::new(tls.as_ref().filter(|_| is_tls)) {
+                    Some(http) => {
+                        peers.insert(
+                            id,
+                            Peer {
+                                stream,
+                                closed,
+                                http,
+                                unread: Vec::new(),
+                                last_activity: Instant::now(),
+                                peer_closed: false,
+                            },
+                        );
+                    }
+                    None => {
+                        closed.store(true, Ordering::Relaxed);
+                        let _ = stream.shutdown(Shutdown::Both);
+                    }
+                }
                 Some(id)
             }
             Ok(Input::Data(id, data)) => {
                 if let Some(peer) = peers.get_mut(&id) {
-                    let room = peer.http.room(&limits);
-                    peer.http
-                        .receive(data.get(..room.min(data.len())).unwrap_or_default());
+                    if peer.unread.is_empty() {
+                        peer.unread = data;
+                    } else {
+                        peer.unread.extend_from_slice(&data);
+                    }
                     peer.last_activity = Instant::now();
                 }
                 Some(id)
@@ -328,10 +399,7 @@ fn run(
             let Some(peer) = peers.get_mut(&id) else {
                 continue;
             };
-            peer.http.respond(&mut endpoints, &limits, peer.peer_closed);
-            let out = peer.http.output().len();
-            let written = out == 0 || peer.stream.write_all(peer.http.output()).is_ok();
-            peer.http.sent(out);
+            let written = peer.serve(&mut endpoints, &limits);
             if peer.http.is_waiting() {
                 peer.last_activity = Instant::now();
             }
@@ -422,6 +490,37 @@ impl HostedJobs {
 }
 
 impl Peer {
+    /// Hands the unread bytes to the connection, answers what is complete and
+    /// writes the answers; whether every write succeeded.
+    fn serve(&mut self, endpoints: &mut Endpoints<'_>, limits: &Limits) -> bool {
+        loop {
+            let room = self.http.room(limits).min(self.unread.len());
+            if room > 0 {
+                self.http
+                    .receive(self.unread.get(..room).unwrap_or_default());
+                self.unread.drain(..room);
+            }
+            let closed = self.peer_closed && self.unread.is_empty();
+            self.http.respond(endpoints, limits, closed);
+            // A large TLS answer is encrypted in parts as the earlier ones go out.
+            while !self.http.output().is_empty() {
+                let out = self.http.output().len();
+                if self.stream.write_all(self.http.output()).is_err() {
+                    return false;
+                }
+                self.http.sent(out, limits);
+            }
+            // Plain HTTP holds a whole request; more than that is dropped,
+            // as the connection answers 413 and closes.
+            if self.unread.is_empty() || self.http.room(limits) == 0 {
+                if matches!(self.http, Stream::Plain(_)) {
+                    self.unread.clear();
+                }
+                return true;
+            }
+        }
+    }
+
     /// Closes our side (`how`) and lets the reader thread end.
     fn close(&self, how: Shutdown) {
         self.closed.store(true, Ordering::Relaxed);
@@ -437,14 +536,16 @@ impl Peer {
 #[derive(Debug)]
 pub struct Options {
     pub listen: SocketAddr,
+    /// Where HTTPS listens (`--listen-tls`), if it is served.
+    pub listen_tls: Option<SocketAddr>,
     pub config: HostConfig,
     /// Where the database is kept (`--state`); in memory only without it.
     pub state: Option<std::path::PathBuf>,
 }
 
 pub const USAGE: &str = "\
-usage: keel-hosted [--listen ADDR:PORT] [--host-config FILE] [--root-password PW]
-                   [--state FILE]
+usage: keel-hosted [--listen ADDR:PORT] [--listen-tls ADDR:PORT]
+                   [--host-config FILE] [--root-password PW] [--state FILE]
 
 Serves the keel appliance's HTTP endpoints (XenAPI on /, /RPC2, /xmlrpc and
 /jsonrpc; /health) as a Linux process, for tests and development.
@@ -452,6 +553,12 @@ Serves the keel appliance's HTTP endpoints (XenAPI on /, /RPC2, /xmlrpc and
   --listen ADDR:PORT   where to listen (default 127.0.0.1:8080; port 0 picks a
                        free one). The first line on stdout is
                        `keel-hosted: listening on http://ADDR:PORT/`.
+  --listen-tls ADDR:PORT  also serve HTTPS there (port 0 picks a free one),
+                       with the host's self-signed ECDSA P-256 certificate
+                       (kept in --state FILE, else made anew at each start).
+                       Stdout then says
+                       `keel-hosted: listening on https://ADDR:PORT/` and
+                       `keel-hosted: tls certificate sha256 AB:CD:...`.
   --host-config FILE   host configuration: TOML (as for `host-config check`)
                        or a compiled boot module (`host-config compile`)
   --root-password PW   set or override the root password (hashed at start)
@@ -464,6 +571,7 @@ Serves the keel appliance's HTTP endpoints (XenAPI on /, /RPC2, /xmlrpc and
 /// Parses the arguments after the program name.
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+    let mut listen_tls = None;
     let mut config = HostConfig::default();
     let mut password = None;
     let mut state = None;
@@ -478,6 +586,10 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "--listen" => {
                 let v = value()?;
                 listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
+            }
+            "--listen-tls" => {
+                let v = value()?;
+                listen_tls = Some(v.parse().map_err(|e| format!("--listen-tls {v}: {e}"))?);
             }
             "--host-config" => {
                 let path = std::path::PathBuf::from(value()?);
@@ -501,6 +613,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
     }
     Ok(Options {
         listen,
+        listen_tls,
         config,
         state,
     })

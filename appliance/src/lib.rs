@@ -14,6 +14,7 @@ pub mod platform;
 pub mod routes;
 pub mod server;
 pub mod state_store;
+pub mod tls;
 pub mod xenapi;
 
 #[cfg(test)]

@@ -547,6 +547,14 @@ fn start_boot_guests(boot: &mut Boot) {
     }
 }
 
+/// The TLS provider's randomness (ECDHE keys, nonces, ECDSA signatures):
+/// the kernel's, as every other secret the appliance draws.
+fn tls_random(buf: &mut [u8]) -> Result<(), getrandom::Error> {
+    kernel::fill_random(buf);
+    Ok(())
+}
+getrandom::register_custom_getrandom!(tls_random);
+
 fn main(mut boot: Boot) -> ! {
     let config = host_config(&boot);
     report_disks(&mut boot);
@@ -575,8 +583,16 @@ fn main(mut boot: Boot) -> ! {
         Ok(mut appliance) => {
             // Healthy: the management network and the API are up and the
             // database opened (or there is no state disk to open).
-            let healthy = match state_store(disks) {
-                Some((name, store)) => match appliance.attach_store(store) {
+            let mut store = state_store(disks);
+            // The host's TLS identity lives beside the database in the store.
+            let https = appliance.enable_https(store.as_mut().map(|(_, s)| &mut **s as _));
+            if let Err(e) = &https {
+                log::error!("tls: no https: {e}");
+            }
+            let healthy = match store {
+                Some((name, store)) => match appliance
+                    .attach_store(Box::new(appliance::tls::store::HideIdentity(store)))
+                {
                     Ok(a) => {
                         log::info!(
                             "db: database on {name}: {} objects loaded, {} unreadable records skipped",

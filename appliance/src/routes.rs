@@ -38,8 +38,10 @@ impl Handler for Endpoints<'_> {
         }
         let platform = &*self.platform;
         let (hostname, uptime, ip) = (self.hostname, self.uptime, self.management_ip);
+        let tls = self.api.server_certificate().map(|c| c.sha256.as_str());
         Reply::Now(route(request, || {
             HealthReport::new(hostname, uptime, platform.system_info(), ip)
+                .with_tls(tls)
                 .with_boot(platform.boot_slots())
         }))
     }

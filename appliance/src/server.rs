@@ -8,6 +8,7 @@
 //! waiting: read what arrived, answer every complete request, write what
 //! fits, close what is done or idle. Time comes from the caller.
 
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -19,8 +20,10 @@ use crate::http::{Limits, Request, RequestHead, Response, Status};
 
 mod connection;
 pub mod fuzz;
+mod stream;
 
 pub use connection::Connection;
+pub use stream::Stream;
 
 /// A handler's answer: now, or later for a request that waits for
 /// something (an `event.from` for a change).
@@ -156,6 +159,8 @@ pub struct HttpServer {
     slots: Vec<Slot>,
     /// Connections accepted so far: orders them by age.
     accepted: u64,
+    /// Serves HTTPS with this (every connection is TLS); plain HTTP without.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 #[derive(Debug)]
@@ -171,7 +176,7 @@ struct SlotConnection {
     serial: u64,
     /// Input budget held for the request being received.
     reserved: usize,
-    http: Connection,
+    http: Stream,
     last_activity: Instant,
     /// When `close()` was called on the socket.
     closing_since: Option<Instant>,
@@ -191,7 +196,19 @@ impl HttpServer {
             config,
             slots: Vec::new(),
             accepted: 0,
+            tls: None,
         }
+    }
+
+    /// The server speaking TLS with `config` on every connection (HTTPS).
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Whether connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn port(&self) -> u16 {
@@ -275,13 +292,24 @@ impl HttpServer {
             input_left: config.input_budget.saturating_sub(reserved),
             output_held: self.buffered().1,
         };
-        let accepted = &mut self.accepted;
+        let mut accepting = Accepting {
+            accepted: &mut self.accepted,
+            tls: self.tls.as_ref(),
+        };
         let due = self
             .slots
             .iter_mut()
             .filter_map(|slot| {
                 let socket = sockets.get_mut::<tcp::Socket<'_>>(slot.handle);
-                poll_slot(slot, socket, &config, now, handler, accepted, &mut budget)
+                poll_slot(
+                    slot,
+                    socket,
+                    &config,
+                    now,
+                    handler,
+                    &mut accepting,
+                    &mut budget,
+                )
             })
             .min();
         self.shrink(sockets);
@@ -376,6 +404,13 @@ impl HttpServer {
     }
 }
 
+/// What a new connection is made with.
+struct Accepting<'a> {
+    /// Connections accepted so far (see [`HttpServer::accepted`]).
+    accepted: &'a mut u64,
+    tls: Option<&'a Arc<rustls::ServerConfig>>,
+}
+
 fn listen(socket: &mut tcp::Socket<'_>, port: u16) {
     if let Err(e) = socket.listen(port) {
         log::error!("http: cannot listen on port {port}: {e}");
@@ -388,7 +423,7 @@ fn poll_slot<H: Handler + ?Sized>(
     config: &ServerConfig,
     now: Instant,
     handler: &mut H,
-    accepted: &mut u64,
+    accepting: &mut Accepting<'_>,
     budget: &mut Budget,
 ) -> Option<Instant> {
     // Closed or TIME-WAIT: the connection is over; serve the next one. Leaving
@@ -408,16 +443,21 @@ fn poll_slot<H: Handler + ?Sized>(
         }
         return None;
     }
-    let conn = slot.conn.get_or_insert_with(|| {
-        *accepted += 1;
-        SlotConnection {
-            serial: *accepted,
+    if slot.conn.is_none() {
+        let Some(http) = Stream::new(accepting.tls) else {
+            socket.abort();
+            return None;
+        };
+        *accepting.accepted += 1;
+        slot.conn = Some(SlotConnection {
+            serial: *accepting.accepted,
             reserved: 0,
-            http: Connection::new(),
+            http,
             last_activity: now,
             closing_since: None,
-        }
-    });
+        });
+    }
+    let conn = slot.conn.as_mut()?;
 
     if let Some(since) = conn.closing_since {
         // Whatever still arrives is of no use; keep the window open so the
@@ -450,7 +490,7 @@ fn poll_slot<H: Handler + ?Sized>(
             conn.reserved = conn.reserved.min(still);
         }
     }
-    transmit(conn, socket, now);
+    transmit(conn, socket, &config.limits, now);
     budget.output_held = (budget.output_held + conn.http.output().len()).saturating_sub(before);
     // A connection waiting for a deferred answer is not idle.
     if conn.http.is_waiting() {
@@ -525,15 +565,27 @@ fn head_allowance(limits: &Limits) -> usize {
 }
 
 /// Hands as much pending output to the socket as it takes.
-fn transmit(conn: &mut SlotConnection, socket: &mut tcp::Socket<'_>, now: Instant) {
-    if !conn.http.output().is_empty() && socket.can_send() {
+fn transmit(
+    conn: &mut SlotConnection,
+    socket: &mut tcp::Socket<'_>,
+    limits: &Limits,
+    now: Instant,
+) {
+    // TLS encrypts the rest of a large answer as the first part goes out.
+    for _ in 0..2 {
+        if conn.http.output().is_empty() || !socket.can_send() {
+            return;
+        }
         match socket.send_slice(conn.http.output()) {
             Ok(n) if n > 0 => {
-                conn.http.sent(n);
+                conn.http.sent(n, limits);
                 conn.last_activity = now;
             }
-            Ok(_) => {}
-            Err(e) => log::debug!("http: send failed: {e}"),
+            Ok(_) => return,
+            Err(e) => {
+                log::debug!("http: send failed: {e}");
+                return;
+            }
         }
     }
 }

@@ -54,6 +54,8 @@ pub const HARD_TIMEOUT_GRUB: Duration = Duration::from_secs(180);
 pub const GUEST_MAC: &str = "52:54:00:12:34:56";
 /// The guest port the host forward points at.
 pub const GUEST_HTTP_PORT: u16 = 80;
+/// The port the image serves HTTPS on.
+pub const GUEST_HTTPS_PORT: u16 = 443;
 /// Exit status of QEMU when the kernel writes 0x11 to isa-debug-exit (panic, fatal exception).
 pub const EXIT_STATUS_KERNEL_FAULT: i32 = (0x11 << 1) | 1;
 
@@ -266,6 +268,8 @@ pub struct Machine {
     /// Existing tap devices, each a further virtio-net NIC after the first
     /// (user-network) one: `eth1`, `eth2`, ... in the image.
     pub taps: Vec<String>,
+    /// A second loopback port forwarded to the guest's HTTPS port 443.
+    pub https_forward: Option<u16>,
 }
 
 impl Machine {
@@ -283,6 +287,7 @@ impl Machine {
             boot_disk: false,
             pxe: None,
             taps: Vec::new(),
+            https_forward: None,
         }
     }
 
@@ -352,9 +357,13 @@ impl Machine {
                 args.extend(["-append".into(), append.clone()]);
             }
         }
+        let https = self
+            .https_forward
+            .map(|p| format!(",hostfwd=tcp:127.0.0.1:{p}-:{GUEST_HTTPS_PORT}"))
+            .unwrap_or_default();
         args.extend([
             "-netdev".into(),
-            format!("user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_HTTP_PORT}{tftp}"),
+            format!("user,id=n0,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_HTTP_PORT}{https}{tftp}"),
             "-device".into(),
             format!("virtio-net-pci,netdev=n0,disable-legacy=on,mac={GUEST_MAC}"),
         ]);
@@ -532,6 +541,10 @@ impl QemuBuilder {
     pub fn spawn(self) -> Result<Qemu, HarnessError> {
         self.machine.check_files()?;
         let port = free_loopback_port()?;
+        let mut https_port = free_loopback_port()?;
+        while https_port == port {
+            https_port = free_loopback_port()?;
+        }
         let serial_path = self.dir.path().join("serial.log");
         let stderr_path = self.dir.path().join("qemu-stderr.log");
         // Create the log up front so readers never race QEMU's open().
@@ -539,9 +552,11 @@ impl QemuBuilder {
             .map_err(io_err(format!("creating {}", serial_path.display())))?;
         let stderr_file = fs::File::create(&stderr_path)
             .map_err(io_err(format!("creating {}", stderr_path.display())))?;
-        let args = self
-            .machine
-            .args(port, &format!("file:{}", serial_path.display()));
+        let machine = Machine {
+            https_forward: Some(https_port),
+            ..self.machine.clone()
+        };
+        let args = machine.args(port, &format!("file:{}", serial_path.display()));
         fs::write(
             self.dir.path().join("qemu-command.txt"),
             format!("{QEMU_BIN} {}\n", args.join(" ")),
@@ -600,6 +615,7 @@ impl QemuBuilder {
             child,
             pid,
             port,
+            https_port,
             started,
             hard_timeout: self.hard_timeout,
             watchdog_fired,
@@ -625,6 +641,7 @@ pub struct Qemu {
     child: Arc<Mutex<Child>>,
     pid: u32,
     port: u16,
+    https_port: u16,
     started: Instant,
     hard_timeout: Duration,
     watchdog_fired: Arc<AtomicBool>,
@@ -654,6 +671,11 @@ impl Qemu {
     /// The loopback port forwarded to the guest's port 80.
     pub fn http_port(&self) -> u16 {
         self.port
+    }
+
+    /// The loopback port forwarded to the guest's port 443 (HTTPS).
+    pub fn https_port(&self) -> u16 {
+        self.https_port
     }
 
     /// Time since QEMU was spawned.

@@ -26,12 +26,33 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls_listener = match options.listen_tls.map(TcpListener::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "keel-hosted: cannot listen on {:?}: {e}",
+                options.listen_tls
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     match listener.local_addr() {
         Ok(addr) => println!("keel-hosted: listening on http://{addr}/"),
         Err(e) => eprintln!("keel-hosted: {e}"),
     }
+    if let Some(l) = &tls_listener {
+        match l.local_addr() {
+            Ok(addr) => println!("keel-hosted: listening on https://{addr}/"),
+            Err(e) => eprintln!("keel-hosted: {e}"),
+        }
+    }
     let _ = std::io::stdout().flush();
-    match hosted::serve(listener, &options.config, options.state.as_deref()) {
+    match hosted::serve(
+        listener,
+        tls_listener,
+        &options.config,
+        options.state.as_deref(),
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keel-hosted: {e}");

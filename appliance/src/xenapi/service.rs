@@ -89,6 +89,16 @@ pub struct XenApi {
     storage_answers: BTreeMap<u64, Response>,
     /// The task the upload in progress reports through, if it has one.
     upload: Option<upload::UploadTask>,
+    /// The certificate HTTPS presents, if it is served.
+    server_certificate: Option<ServerCertificate>,
+}
+
+/// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerCertificate {
+    pub pem: String,
+    /// SHA-256 of the DER, `AB:CD:...`.
+    pub sha256: String,
 }
 
 pub use upload::UploadOutcome;
@@ -147,6 +157,7 @@ impl XenApi {
             storage_waits: BTreeMap::new(),
             storage_answers: BTreeMap::new(),
             upload: None,
+            server_certificate: None,
         }
     }
 
@@ -200,6 +211,15 @@ impl XenApi {
             loaded: count - skipped,
             skipped,
         })
+    }
+
+    /// The certificate HTTPS presents (for `host.get_server_certificate`).
+    pub fn set_server_certificate(&mut self, certificate: ServerCertificate) {
+        self.server_certificate = Some(certificate);
+    }
+
+    pub fn server_certificate(&self) -> Option<&ServerCertificate> {
+        self.server_certificate.as_ref()
     }
 
     /// Writes the changed objects to the store (if one is attached).
@@ -592,6 +612,13 @@ impl XenApi {
                 Ok(Value::str(""))
             }
             Op::HostGetServertime => Ok(Value::DateTime(format_datetime(self.unix_now(platform)))),
+            Op::HostGetServerCertificate => match &self.server_certificate {
+                Some(cert) => Ok(Value::str(&cert.pem)),
+                None => Err(ApiError::new(
+                    "NOT_IMPLEMENTED",
+                    &["host.get_server_certificate", "this host serves no HTTPS"],
+                )),
+            },
             // Reboots at once, without `host.disable` first: this host runs
             // no pool and migrates nothing, so there is nothing to evacuate.
             Op::HostReboot => platform

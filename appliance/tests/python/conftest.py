@@ -23,29 +23,48 @@ ADDRESS = os.environ.get("KEEL_ADDRESS", "127.0.0.1")
 
 
 @pytest.fixture(scope="session")
-def server():
+def servers():
+    """(http URL, https URL or None) of the server under test."""
     if EXTERNAL_URL:
-        yield EXTERNAL_URL.rstrip("/")
+        tls = os.environ.get("KEEL_TLS_URL")
+        yield EXTERNAL_URL.rstrip("/"), tls.rstrip("/") if tls else None
         return
     binary = os.environ.get("KEEL_HOSTED")
     if not binary:
         pytest.fail("set KEEL_HOSTED to the keel-hosted binary "
                     "(cargo build -p appliance --features hosted --bin keel-hosted)")
     proc = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--root-password", PASSWORD],
+        [binary, "--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0",
+         "--root-password", PASSWORD],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         match = re.search(r"http://([0-9.]+):([0-9]+)/", line)
-        if not match:
-            pytest.fail(f"keel-hosted did not start: {line!r} {proc.stderr.read()!r}")
-        yield f"http://{match.group(1)}:{match.group(2)}"
+        tls_line = proc.stdout.readline()
+        tls = re.search(r"https://([0-9.]+):([0-9]+)/", tls_line)
+        if not match or not tls:
+            pytest.fail(f"keel-hosted did not start: {line!r} {tls_line!r}")
+        yield (f"http://{match.group(1)}:{match.group(2)}",
+               f"https://{tls.group(1)}:{tls.group(2)}")
     finally:
         proc.kill()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+
+@pytest.fixture(scope="session")
+def server(servers):
+    return servers[0]
+
+
+@pytest.fixture(scope="session")
+def tls_server(servers):
+    """The HTTPS URL ($KEEL_TLS_URL for an image)."""
+    if servers[1] is None:
+        pytest.fail("set KEEL_TLS_URL to the image's HTTPS address")
+    return servers[1]
 
 
 @pytest.fixture()

@@ -22,3 +22,9 @@ def test_xen_api_client(server, transport):
         cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "followed an event" in result.stdout
+
+
+@pytest.mark.parametrize("transport", ["json-rpc", "xml-rpc"])
+def test_xen_api_client_over_https(tls_server, transport):
+    """Over HTTPS, as Xen Orchestra adds a host with `allowUnauthorized`."""
+    test_xen_api_client(tls_server, transport)

@@ -77,6 +77,49 @@ fn python(qemu: &Qemu, body: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The HTTPS certificate's fingerprint as the serial log announces it
+/// (`stored` or `new`), checked against the one the server presents over TLS
+/// and the one `/health` reports.
+fn tls_fingerprint(qemu: &Qemu, origin: &str) -> String {
+    let line = qemu
+        .wait_for_serial(
+            &format!("tls: serving https on port 443 with the {origin} certificate, sha256 "),
+            BOOT_TIMEOUT,
+        )
+        .expect("the https line");
+    let logged = line
+        .rsplit("sha256 ")
+        .next()
+        .expect("a fingerprint")
+        .trim()
+        .to_string();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import ssl, hashlib, json, urllib.request\n\
+             pem = ssl.get_server_certificate(('127.0.0.1', {port}))\n\
+             der = ssl.PEM_cert_to_DER_cert(pem)\n\
+             print(':'.join('%02X' % b for b in hashlib.sha256(der).digest()))\n\
+             ctx = ssl.create_default_context(cadata=pem)\n\
+             ctx.check_hostname = False\n\
+             h = json.load(urllib.request.urlopen('https://127.0.0.1:{port}/health', context=ctx, timeout=60))\n\
+             print(h['tls_sha256'])\n",
+            port = qemu.https_port()
+        ))
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "https client failed: {}\nserial:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        qemu.serial_tail(20)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let seen: Vec<&str> = stdout.lines().collect();
+    assert_eq!(seen, [logged.as_str(), logged.as_str()], "{stdout}");
+    logged
+}
+
 #[test]
 fn the_database_survives_reboots_and_power_cuts() {
     let dir = TestDir::new("persistence").expect("test dir");
@@ -93,6 +136,8 @@ fn the_database_survives_reboots_and_power_cuts() {
         BOOT_TIMEOUT,
     )
     .expect("the blank disk is taken");
+    // The host's certificate is made at first boot and kept in the store.
+    let certificate = tls_fingerprint(&qemu, "new");
     let before = python(
         &qemu,
         "p = s.xenapi.pool.get_all()[0]\n\
@@ -109,6 +154,7 @@ fn the_database_survives_reboots_and_power_cuts() {
     let qemu = boot(&disk, &module);
     qemu.wait_for_serial("db: database on blk0 (the whole disk):", BOOT_TIMEOUT)
         .expect("the store is opened");
+    assert_eq!(tls_fingerprint(&qemu, "stored"), certificate);
     let after = python(
         &qemu,
         "p = s.xenapi.pool.get_all()[0]\n\

@@ -61,6 +61,8 @@ fn python_sdk_and_xen_orchestra_client_against_the_image() {
     // Xen Orchestra's client opens a connection per object class at once;
     // QEMU's port forward queues one (see `PortRelay`), the relay all of them.
     let relay = PortRelay::start(([127, 0, 0, 1], qemu.http_port()).into()).expect("relay");
+    let tls_relay =
+        PortRelay::start(([127, 0, 0, 1], qemu.https_port()).into()).expect("https relay");
     let root = workspace_root();
     let mut pytest = Command::new("python3");
     pytest
@@ -80,6 +82,10 @@ fn python_sdk_and_xen_orchestra_client_against_the_image() {
             "no:cacheprovider",
         ])
         .env("KEEL_URL", format!("http://127.0.0.1:{}", relay.port()))
+        .env(
+            "KEEL_TLS_URL",
+            format!("https://127.0.0.1:{}", tls_relay.port()),
+        )
         .env("KEEL_PASSWORD", PASSWORD)
         .env("KEEL_HOSTNAME", HOSTNAME)
         .env("KEEL_ADDRESS", ADDRESS)

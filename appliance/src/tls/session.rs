@@ -1,0 +1,301 @@
+//! One HTTPS connection: TLS records in and out, the HTTP state machine
+//! inside. The carrier (a smoltcp socket, a std stream) moves ciphertext;
+//! every method returns without waiting.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
+
+use crate::http::Limits;
+use crate::server::{Connection, Handler};
+
+/// Ciphertext held at most before it is decrypted: two full records.
+pub const MAX_INCOMING: usize = 2 * (16 * 1024 + 2048 + 5);
+/// Decrypted bytes waiting for room in the HTTP input, above which no
+/// further record is decrypted (the peer is held back by TCP).
+const PLAIN_HIGH_WATER: usize = 32 * 1024;
+/// Plaintext encrypted per round while ciphertext waits to be sent.
+const ENCRYPT_CHUNK: usize = 64 * 1024;
+
+pub struct TlsConnection {
+    tls: UnbufferedServerConnection,
+    /// Ciphertext received and not yet processed.
+    incoming: Vec<u8>,
+    /// Ciphertext to send, from `written` on.
+    outgoing: Vec<u8>,
+    written: usize,
+    /// Plaintext decrypted and not yet taken by `http`.
+    plain: Vec<u8>,
+    http: Connection,
+    /// A TLS error (bad record, failed handshake): the connection is dropped.
+    failed: bool,
+    /// The peer sent close_notify.
+    peer_closed: bool,
+    /// Our close_notify is queued.
+    close_sent: bool,
+}
+
+impl core::fmt::Debug for TlsConnection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TlsConnection")
+            .field("incoming", &self.incoming.len())
+            .field("outgoing", &self.output().len())
+            .field("failed", &self.failed)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConnection {
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Result<Self, rustls::Error> {
+        Ok(TlsConnection {
+            tls: UnbufferedServerConnection::new(config)?,
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            written: 0,
+            plain: Vec::new(),
+            http: Connection::new(),
+            failed: false,
+            peer_closed: false,
+            close_sent: false,
+        })
+    }
+
+    /// How many more ciphertext bytes may be taken now.
+    pub fn room(&self) -> usize {
+        if self.failed || self.plain.len() >= PLAIN_HIGH_WATER {
+            return 0;
+        }
+        MAX_INCOMING.saturating_sub(self.incoming.len())
+    }
+
+    /// Takes received ciphertext (at most [`TlsConnection::room`] of it).
+    pub fn receive(&mut self, data: &[u8]) {
+        if !self.failed {
+            self.incoming.extend_from_slice(data);
+        }
+    }
+
+    /// Request bytes held, decrypted (the HTTP input and what waits for it).
+    pub fn buffered_input(&self) -> usize {
+        self.http.buffered_input() + self.plain.len()
+    }
+
+    pub fn pending_request_size(&self, limits: &Limits) -> Option<usize> {
+        self.http.pending_request_size(limits)
+    }
+
+    /// Ciphertext waiting to be sent.
+    pub fn output(&self) -> &[u8] {
+        self.outgoing.get(self.written..).unwrap_or_default()
+    }
+
+    /// Marks `n` bytes of [`TlsConnection::output`] as sent.
+    pub fn sent(&mut self, n: usize) {
+        self.written = (self.written + n).min(self.outgoing.len());
+        if self.written == self.outgoing.len() {
+            self.outgoing.clear();
+            self.written = 0;
+        }
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.http.is_waiting()
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.http.is_streaming()
+    }
+
+    /// Whether the TLS layer failed (the connection is then closed).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Whether the connection should now be closed: all ciphertext is sent,
+    /// and TLS failed, or we said close_notify, or the peer went away with
+    /// nothing left to answer.
+    pub fn finished(&self, transport_closed: bool) -> bool {
+        self.output().is_empty()
+            && (self.failed
+                || self.close_sent
+                || (transport_closed && self.http.finished(true) && self.plain.is_empty()))
+    }
+
+    pub fn abandon<H: Handler + ?Sized>(&mut self, handler: &mut H) {
+        self.http.abandon(handler);
+    }
+
+    /// Decrypts what arrived, answers every complete request, encrypts the
+    /// answers (see [`crate::server::Connection::respond`]).
+    pub fn respond<H: Handler + ?Sized>(
+        &mut self,
+        handler: &mut H,
+        limits: &Limits,
+        transport_closed: bool,
+    ) {
+        self.process(limits);
+        if self.failed {
+            return;
+        }
+        let closed = transport_closed || self.peer_closed;
+        self.http
+            .respond(handler, limits, closed && self.plain.is_empty());
+        self.process(limits);
+    }
+
+    /// Encrypts more of the HTTP output, if it waits (call after sending).
+    pub fn flush(&mut self, limits: &Limits) {
+        if !self.http.output().is_empty() {
+            self.process(limits);
+        }
+    }
+
+    /// Runs the TLS state machine as far as it goes without the peer.
+    fn process(&mut self, limits: &Limits) {
+        self.feed_http(limits);
+        // Each round takes at least one step; the bound only guards a loop.
+        for _ in 0..64 {
+            if self.failed || self.plain.len() >= PLAIN_HIGH_WATER {
+                return;
+            }
+            let status = self.tls.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let mut again = true;
+            match status.state {
+                Err(e) => {
+                    log::debug!("tls: connection dropped: {e}");
+                    self.failed = true;
+                    again = false;
+                }
+                Ok(ConnectionState::ReadTraffic(mut read)) => {
+                    while let Some(record) = read.next_record() {
+                        match record {
+                            Ok(record) => self.plain.extend_from_slice(record.payload),
+                            Err(e) => {
+                                log::debug!("tls: bad record: {e}");
+                                self.failed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(ConnectionState::ReadEarlyData(_)) => {
+                    // Never enabled (`max_early_data_size` is 0).
+                    self.failed = true;
+                    again = false;
+                }
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    let start = self.outgoing.len();
+                    let mut size = 4096;
+                    loop {
+                        self.outgoing.resize(start + size, 0);
+                        let out = self.outgoing.get_mut(start..).unwrap_or_default();
+                        match encode.encode(out) {
+                            Ok(n) => {
+                                self.outgoing.truncate(start + n);
+                                break;
+                            }
+                            Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                                required_size,
+                            })) if required_size > size => size = required_size,
+                            Err(e) => {
+                                log::debug!("tls: encoding a handshake record: {e}");
+                                self.outgoing.truncate(start);
+                                self.failed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    // Queued in `outgoing`; the carrier sends it in order.
+                    transmit.done();
+                }
+                Ok(ConnectionState::BlockedHandshake) => again = false,
+                Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
+                Ok(ConnectionState::Closed) => {
+                    self.peer_closed = true;
+                    again = false;
+                }
+                Ok(ConnectionState::WriteTraffic(mut write)) => {
+                    again = false;
+                    let pending = self.http.output();
+                    if !pending.is_empty() && self.outgoing.len() - self.written < ENCRYPT_CHUNK {
+                        let take = pending.len().min(ENCRYPT_CHUNK);
+                        let plain = pending.get(..take).unwrap_or_default();
+                        match encrypt_into(&mut self.outgoing, |out| write.encrypt(plain, out)) {
+                            Ok(()) => self.http.sent(take),
+                            Err(e) => {
+                                log::debug!("tls: encrypting: {e}");
+                                self.failed = true;
+                            }
+                        }
+                        again = !self.http.output().is_empty()
+                            && self.outgoing.len() - self.written < ENCRYPT_CHUNK;
+                    }
+                    let closed = self.peer_closed && self.plain.is_empty();
+                    if !self.close_sent
+                        && self.http.output().is_empty()
+                        && self.http.finished(closed)
+                    {
+                        match encrypt_into(&mut self.outgoing, |out| write.queue_close_notify(out))
+                        {
+                            Ok(()) => self.close_sent = true,
+                            Err(_) => self.failed = true,
+                        }
+                        again = false;
+                    }
+                }
+                Ok(_) => again = false,
+            }
+            self.incoming.drain(..discard.min(self.incoming.len()));
+            self.feed_http(limits);
+            if !again {
+                return;
+            }
+        }
+    }
+
+    /// Moves decrypted bytes into the HTTP input, as far as it has room.
+    fn feed_http(&mut self, limits: &Limits) {
+        if self.plain.is_empty() {
+            return;
+        }
+        let n = self.http.room(limits).min(self.plain.len());
+        if n > 0 {
+            self.http.receive(self.plain.get(..n).unwrap_or_default());
+            self.plain.drain(..n);
+        }
+    }
+}
+
+/// Appends what `encrypt` writes to `out`, growing the space it gets until
+/// it fits.
+fn encrypt_into(
+    out: &mut Vec<u8>,
+    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> Result<(), EncryptError> {
+    let start = out.len();
+    let mut size = 1024;
+    loop {
+        out.resize(start + size, 0);
+        match encrypt(out.get_mut(start..).unwrap_or_default()) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
+                if required_size > size =>
+            {
+                size = required_size;
+            }
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+}
