@@ -5,6 +5,9 @@
 //! and JSON-RPC) and from the official Python SDK (XML-RPC). Prints
 //! `BENCH api-<call>-<client> p50_us=.. p99_us=.. calls_per_s=..`; there is no
 //! peer server on this machine, so the figures are recorded in the README.
+//! Then HTTPS against plain HTTP (`build/scripts/bench_api_tls.py`):
+//! `BENCH api-connect-{plain,tls13,tls12}` (TCP connect, plus a full
+//! handshake) and `BENCH api-host-get-record-{plain,tls}-jsonrpc`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -27,6 +30,9 @@ const PASSWORD: &str = "keel-bench-password";
 /// Any single call slower than this means the server is stuck.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const SDK_TIMEOUT: Duration = Duration::from_secs(600);
+/// Connections opened (and handshakes made) per TLS figure.
+const TLS_CONNECTS: usize = 200;
+const TLS_CALLS: usize = 2000;
 
 pub fn api(paths: &Paths) -> Result<()> {
     let mut build = cargo(paths);
@@ -118,6 +124,40 @@ pub fn api(paths: &Paths) -> Result<()> {
         })?;
         report(name, &durations);
     }
+
+    let mut tls = Command::new("python3");
+    tls.current_dir(&paths.root).args([
+        "build/scripts/bench_api_tls.py",
+        &server.url(),
+        &server.tls_url(),
+        PASSWORD,
+        &TLS_CONNECTS.to_string(),
+        &TLS_CALLS.to_string(),
+    ]);
+    println!("{}", describe(&tls));
+    let finished = run_bounded(tls, SDK_TIMEOUT, &dir, "tls")?;
+    if !finished.status.success() {
+        return Err(Error::new(format!(
+            "bench api: the TLS run failed ({}):\n{}",
+            finished.status,
+            finished.output()
+        )));
+    }
+    for (key, name) in [
+        ("connect_plain", "api-connect-plain"),
+        ("connect_tls13", "api-connect-tls13"),
+        ("connect_tls12", "api-connect-tls12"),
+        ("call_plain", "api-host-get-record-plain-jsonrpc"),
+        ("call_tls", "api-host-get-record-tls-jsonrpc"),
+    ] {
+        let durations = json_list(&finished.stdout, key).ok_or_else(|| {
+            Error::new(format!(
+                "bench api: no {key:?} list in the TLS run's output: {}",
+                finished.output()
+            ))
+        })?;
+        report(name, &durations);
+    }
     Ok(())
 }
 
@@ -195,42 +235,62 @@ fn json_list(text: &str, key: &str) -> Option<Vec<f64>> {
 struct Hosted {
     child: Child,
     port: u16,
+    tls_port: u16,
 }
 
 impl Hosted {
     fn start(binary: &std::path::Path) -> Result<Hosted> {
         let mut child = Command::new(binary)
-            .args(["--listen", "127.0.0.1:0", "--root-password", PASSWORD])
+            .args(["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0"])
+            .args(["--root-password", PASSWORD])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take();
-        let mut server = Hosted { child, port: 0 };
+        let mut server = Hosted {
+            child,
+            port: 0,
+            tls_port: 0,
+        };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
+            // The http line, then the https one.
+            let mut lines = String::new();
             if let Some(out) = stdout {
-                let _ = BufReader::new(out).read_line(&mut line);
+                let mut out = BufReader::new(out);
+                let _ = out.read_line(&mut lines);
+                let _ = out.read_line(&mut lines);
             }
-            let _ = tx.send(line);
+            let _ = tx.send(lines);
         });
-        let line = rx
+        let lines = rx
             .recv_timeout(Duration::from_secs(30))
             .map_err(|_| Error::new("keel-hosted did not report its address within 30 s"))?;
-        server.port = line
-            .trim()
-            .trim_end_matches('/')
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| Error::new(format!("keel-hosted said {line:?}, not its address")))?;
+        let port = |scheme: &str| {
+            lines
+                .lines()
+                .find(|l| l.contains(scheme))
+                .and_then(|l| l.trim().trim_end_matches('/').rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| {
+                    Error::new(format!(
+                        "keel-hosted said {lines:?}, not its {scheme} address"
+                    ))
+                })
+        };
+        server.port = port("http://")?;
+        server.tls_port = port("https://")?;
         Ok(server)
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn tls_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.tls_port)
     }
 }
 
