@@ -185,6 +185,8 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             .iscsi
             .poll(&mut self.net, &mut self.api, &mut self.platform)
             .map(|d| to_instant(d.max(uptime)));
+        // Guests that powered off, reset or crashed: the VM records follow.
+        self.api.poll_vms(&mut self.platform);
         let api_due = self.api.next_deadline().map(to_instant);
 
         // Send the responses just queued now rather than a round later.

@@ -331,6 +331,9 @@ fn run(
     };
     loop {
         let busy = jobs.poll(api, platform);
+        // No guests run here; the first round still checks the VM records
+        // and adds the built-in template.
+        api.poll_vms(platform);
         let now = platform.now();
         let wait = api
             .next_deadline()

@@ -10,12 +10,15 @@ use core::fmt::Write as _;
 use core::time::Duration;
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use appliance::Appliance;
 use appliance::platform::{
-    BootSlots, Platform, SystemInfo, UpgradeFailure, UpgradeUnavailable, UpgradeWritten,
+    BootSlots, BootSource, Platform, SystemInfo, UpgradeFailure, UpgradeUnavailable,
+    UpgradeWritten, VmFailure, VmId, VmStart, VmStatus,
 };
 use appliance::state_store::BlockStore;
 use appliance::xenapi::StateStore;
@@ -25,7 +28,7 @@ use host_config::upgrade::{self, BootState, Booted, Upgrade, UpgradeError};
 use kernel::Boot;
 use kernel::drivers::virtio::VirtioDisk;
 use kernel::drivers::watchdog;
-use kernel::hv::vm::{GuestBoot, VmSpec};
+use kernel::hv::vm::{GuestBoot, VmError, VmHandle, VmSpec, VmState};
 use storage::BlockDevice;
 
 kernel::entry_point!(main);
@@ -43,7 +46,16 @@ struct Machine {
     /// When a requested reboot happens (time since boot): a moment after
     /// the request, so its answer gets out first.
     reboot_at: Option<Duration>,
+    /// Boot-archive files under `library/`, by name without the folder:
+    /// what `boot:<name>` kernels and initrds refer to.
+    library: BTreeMap<String, Vec<u8>>,
+    /// Guests started through the API, by the id handed out.
+    vms: BTreeMap<u64, Arc<VmHandle>>,
+    next_vm: u64,
 }
+
+/// Where boot files that VMs can boot from sit in the boot-module archive.
+const LIBRARY: &str = "library/";
 
 /// How long a reboot waits for the answer to `host.reboot` to go out.
 const REBOOT_DELAY: Duration = Duration::from_secs(1);
@@ -188,6 +200,91 @@ impl Platform for Machine {
         log::info!("power: reboot requested");
         self.reboot_at = Some(kernel::now() + REBOOT_DELAY);
         Ok(())
+    }
+
+    fn vm_start(&mut self, spec: VmStart) -> Result<VmId, VmFailure> {
+        let file = |source: &BootSource| match source {
+            BootSource::BootFile(name) => self
+                .library
+                .get(name)
+                .cloned()
+                .ok_or_else(|| VmFailure::Boot(alloc::format!("no boot file {LIBRARY}{name}"))),
+        };
+        let kernel = file(&spec.kernel)?;
+        let initrd = spec.ramdisk.as_ref().map(file).transpose()?;
+        let memory_mib = spec.memory_bytes.div_ceil(1 << 20);
+        let available = kernel::memory().free_frame_bytes;
+        if memory_mib << 20 > available {
+            return Err(VmFailure::NoMemory {
+                needed: memory_mib << 20,
+                available,
+            });
+        }
+        let vm = VmSpec {
+            name: spec.name.clone(),
+            boot: GuestBoot::Linux {
+                kernel,
+                initrd,
+                cmdline: spec.cmdline,
+            },
+            memory_mib,
+            vcpus: spec.vcpus,
+            disks: Vec::new(),
+        };
+        let handle = kernel::hv::vm::start_with(vm, spec.paused).map_err(|e| match e {
+            VmError::NoMemory { mib } => VmFailure::NoMemory {
+                needed: mib << 20,
+                available: kernel::memory().free_frame_bytes,
+            },
+            VmError::BadKernel(_) | VmError::BadImage(_) => VmFailure::Boot(e.to_string()),
+            e => VmFailure::Other(e.to_string()),
+        })?;
+        let id = self.next_vm;
+        self.next_vm += 1;
+        // An ended guest of the same VM (the API starts a VM again only
+        // after it saw it end) is forgotten.
+        self.vms
+            .retain(|_, h| h.state() == VmState::Running || h.name != spec.name);
+        self.vms.insert(id, handle);
+        Ok(VmId(id))
+    }
+
+    fn vm_status(&self, id: VmId) -> Option<VmStatus> {
+        let h = self.vms.get(&id.0)?;
+        Some(match h.state() {
+            VmState::Running => VmStatus::Running {
+                paused: h.is_paused(),
+                restarts: h.restarts(),
+            },
+            VmState::Halted => VmStatus::Halted,
+            VmState::Crashed(why) => VmStatus::Crashed(why),
+        })
+    }
+
+    fn vm_hard_stop(&mut self, id: VmId) -> bool {
+        self.vms.get(&id.0).is_some_and(|h| h.hard_stop())
+    }
+
+    fn vm_power_button(&mut self, id: VmId) -> bool {
+        self.vms.get(&id.0).is_some_and(|h| h.press_power_button())
+    }
+
+    fn vm_set_paused(&mut self, id: VmId, paused: bool) -> bool {
+        self.vms
+            .get(&id.0)
+            .is_some_and(|h| if paused { h.pause() } else { h.unpause() })
+    }
+
+    fn vm_console_read(&self, id: VmId, from: u64) -> Option<(Vec<u8>, u64)> {
+        self.vms.get(&id.0).map(|h| h.console_since(from))
+    }
+
+    fn vm_console_write(&mut self, id: VmId, bytes: &[u8]) -> usize {
+        self.vms.get(&id.0).map_or(0, |h| h.send_console(bytes))
+    }
+
+    fn has_boot_file(&self, name: &str) -> bool {
+        self.library.contains_key(name)
     }
 }
 
@@ -572,12 +669,23 @@ fn main(mut boot: Boot) -> ! {
         .map(|disk| SharedDisk(Rc::new(RefCell::new(disk))))
         .collect();
     let boot_disk = boot_disk.and_then(|(booted, _, i)| Some((booted, disks.get(i)?.clone())));
+    let library: BTreeMap<String, Vec<u8>> = core::mem::take(&mut boot.files)
+        .into_iter()
+        .filter_map(|(path, data)| Some((path.strip_prefix(LIBRARY)?.to_string(), data)))
+        .filter(|(name, data)| !name.is_empty() && !data.is_empty())
+        .collect();
+    for (name, data) in &library {
+        log::info!("vm: boot file boot:{name} ({} bytes)", data.len());
+    }
     let machine = Machine {
         boot_slots: Rc::clone(&boot_slots),
         boot_disk: boot_disk.clone(),
         trusted_keys: config.trusted_keys.clone(),
         upload: None,
         reboot_at: None,
+        library,
+        vms: BTreeMap::new(),
+        next_vm: 1,
     };
     match Appliance::new(machine, nics, config) {
         Ok(mut appliance) => {

@@ -2,6 +2,7 @@
 //! this over the kernel (`src/main.rs`); hosted tests implement it over `std`.
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::time::Duration;
 
 use serde::Serialize;
@@ -134,6 +135,103 @@ pub trait Platform {
     fn reboot(&mut self) -> Result<(), String> {
         Err("this platform cannot reboot the machine it runs on".into())
     }
+
+    /// Starts a guest. A platform without a hypervisor (hosted mode)
+    /// answers [`VmFailure::NoHypervisor`]; it never pretends.
+    fn vm_start(&mut self, _spec: VmStart) -> Result<VmId, VmFailure> {
+        Err(VmFailure::NoHypervisor)
+    }
+
+    /// What guest `id` is doing now; `None` for an id this platform never gave.
+    fn vm_status(&self, _id: VmId) -> Option<VmStatus> {
+        None
+    }
+
+    /// Pulls the plug on a running guest; it shows `Halted` once its
+    /// vCPUs have stopped. False if it was not running.
+    fn vm_hard_stop(&mut self, _id: VmId) -> bool {
+        false
+    }
+
+    /// Presses the guest's ACPI power button. False if it is not running.
+    fn vm_power_button(&mut self, _id: VmId) -> bool {
+        false
+    }
+
+    /// Pauses (`true`) or unpauses the guest's vCPUs. False if it is not running.
+    fn vm_set_paused(&mut self, _id: VmId, _paused: bool) -> bool {
+        false
+    }
+
+    /// Serial console output after position `from` (bytes since the guest
+    /// started) still held, and the position after it.
+    fn vm_console_read(&self, _id: VmId, _from: u64) -> Option<(Vec<u8>, u64)> {
+        None
+    }
+
+    /// Types bytes on the guest's serial console; returns how many the
+    /// guest's UART took (the rest are offered again later).
+    fn vm_console_write(&mut self, _id: VmId, _bytes: &[u8]) -> usize {
+        0
+    }
+
+    /// Whether the host holds boot file `name` (a kernel or initrd named
+    /// `boot:<name>` in `PV_kernel`/`PV_ramdisk`; see the README).
+    fn has_boot_file(&self, _name: &str) -> bool {
+        false
+    }
+}
+
+/// A guest the platform runs, as the platform numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VmId(pub u64);
+
+/// Where a guest's kernel or initrd comes from (see `xenapi::boot_source`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootSource {
+    /// A file of the boot-module archive's `library/` folder.
+    BootFile(String),
+}
+
+/// A guest to start by direct kernel boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmStart {
+    /// The name the host's log and console prefix use.
+    pub name: String,
+    pub kernel: BootSource,
+    pub ramdisk: Option<BootSource>,
+    pub cmdline: String,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    /// Created with its vCPUs paused (`VM.start(start_paused=true)`).
+    pub paused: bool,
+}
+
+/// What a started guest is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmStatus {
+    Running {
+        paused: bool,
+        /// Times the guest reset itself and was started again.
+        restarts: u32,
+    },
+    /// It powered off, or the host stopped it.
+    Halted,
+    /// It did something that ends a VM (a triple fault...).
+    Crashed(String),
+}
+
+/// Why a guest did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmFailure {
+    /// This platform runs no guests (hosted mode).
+    NoHypervisor,
+    /// Not enough free host memory: bytes needed and available.
+    NoMemory { needed: u64, available: u64 },
+    /// A boot file is missing or cannot be loaded.
+    Boot(String),
+    /// Anything else, said plainly.
+    Other(String),
 }
 
 fn no_upgrade() -> UpgradeFailure {

@@ -51,6 +51,8 @@ enum Outcome {
     Wait(Waiting),
     /// It needs an iSCSI job; answered when the job ends.
     Storage(alloc::boxed::Box<srs::StorageCall>),
+    /// A power call answered when the VM is off: `(vm, what next, timeout)`.
+    VmWait(String, vm_power::WaitFor, Duration),
 }
 
 /// A call whose iSCSI job is queued or running.
@@ -91,6 +93,17 @@ pub struct XenApi {
     upload: Option<upload::UploadTask>,
     /// The certificate HTTPS presents, if it is served.
     server_certificate: Option<ServerCertificate>,
+    /// VMs running now, by VM ref.
+    running: BTreeMap<String, vm_power::Running>,
+    /// Power calls waiting for their VM to be off.
+    vm_waits: Vec<vm_power::VmWait>,
+    /// The last domid handed out.
+    next_domid: i64,
+    /// Whether the VM records were checked since boot (see `poll_vms`).
+    vms_checked: bool,
+    /// VMs still to start by `auto_poweron`, in order, and when the next may.
+    autostart: alloc::collections::VecDeque<String>,
+    autostart_at: Duration,
 }
 
 /// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
@@ -158,6 +171,12 @@ impl XenApi {
             storage_answers: BTreeMap::new(),
             upload: None,
             server_certificate: None,
+            running: BTreeMap::new(),
+            vm_waits: Vec::new(),
+            next_domid: 0,
+            vms_checked: false,
+            autostart: alloc::collections::VecDeque::new(),
+            autostart_at: Duration::ZERO,
         }
     }
 
@@ -307,6 +326,13 @@ impl XenApi {
                 self.queue_storage(ticket, *call, Some(wire), None);
                 Reply::Later(Ticket(ticket))
             }
+            Outcome::VmWait(vm, kind, timeout) => {
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                let now = platform.now();
+                self.queue_vm_wait(vm, kind, timeout, Some((ticket, wire)), None, now);
+                Reply::Later(Ticket(ticket))
+            }
             Outcome::Wait(mut waiting) => {
                 if self.waiting.len() >= MAX_WAITING {
                     // Too many waiters: answer now, as a timeout would.
@@ -363,6 +389,12 @@ impl XenApi {
         // The job still runs and its result still reaches the objects.
         if let Some(wait) = self.storage_waits.get_mut(&ticket.0) {
             wait.ticket = None;
+        }
+        // The VM still goes off; only the answer has nowhere to go.
+        for wait in &mut self.vm_waits {
+            if wait.ticket.as_ref().is_some_and(|(t, _)| *t == ticket.0) {
+                wait.ticket = None;
+            }
         }
     }
 
@@ -429,7 +461,13 @@ impl XenApi {
 
     /// When a waiting call times out next.
     pub fn next_deadline(&self) -> Option<Duration> {
-        self.waiting.values().map(|w| w.deadline).min()
+        let autostart = (!self.autostart.is_empty()).then_some(self.autostart_at);
+        self.waiting
+            .values()
+            .map(|w| w.deadline)
+            .chain(self.vm_deadline())
+            .chain(autostart)
+            .min()
     }
 
     /// Updates the host objects when the facts change (a DHCP lease, say).
@@ -629,7 +667,55 @@ impl XenApi {
                 Some(record) => self.create_vm(record, platform),
                 None => Err(ApiError::field_type("args")),
             },
-            Op::VmDestroy => self.destroy_vm(arg(0)),
+            Op::VmDestroy => {
+                if self.running.contains_key(arg(0)) {
+                    Err(ApiError::new(
+                        "VM_BAD_POWER_STATE",
+                        &[arg(0), "halted", "running"],
+                    ))
+                } else {
+                    self.destroy_vm(arg(0))
+                }
+            }
+            Op::VmStart => {
+                let paused = args.get(1) == Some(&Value::Bool(true));
+                self.vm_start(arg(0), paused, platform)
+            }
+            Op::VmCleanShutdown
+            | Op::VmHardShutdown
+            | Op::VmCleanReboot
+            | Op::VmHardReboot
+            | Op::VmPause
+            | Op::VmUnpause => {
+                let name = match op {
+                    Op::VmCleanShutdown => "clean_shutdown",
+                    Op::VmHardShutdown => "hard_shutdown",
+                    Op::VmCleanReboot => "clean_reboot",
+                    Op::VmHardReboot => "hard_reboot",
+                    Op::VmPause => "pause",
+                    _ => "unpause",
+                };
+                match self.vm_power(name, arg(0), platform) {
+                    vm_power::Power::Done(r) => r,
+                    vm_power::Power::Wait(vm, kind, timeout) => {
+                        return Outcome::VmWait(vm, kind, timeout);
+                    }
+                }
+            }
+            Op::VmClone | Op::VmCopy => self.clone_vm(arg(0), arg(1), platform),
+            Op::VmProvision => self.provision_vm(arg(0)),
+            Op::VmSetMemoryLimits => {
+                let int = |i: usize| args.get(i).and_then(Value::as_int).unwrap_or(-1);
+                self.set_memory_limits(arg(0), [int(1), int(2), int(3), int(4)])
+            }
+            Op::VmSetMemory => {
+                let v = args.get(1).and_then(Value::as_int).unwrap_or(-1);
+                self.set_memory(arg(0), v)
+            }
+            Op::VmSetVcpusMax | Op::VmSetVcpusAtStartup => {
+                let v = args.get(1).and_then(Value::as_int).unwrap_or(0);
+                self.set_vcpus(arg(0), op == Op::VmSetVcpusMax, v)
+            }
             Op::MessageCreate => {
                 let priority = args.get(1).and_then(Value::as_int).unwrap_or(0);
                 self.create_message(arg(0), priority, arg(2), arg(3), arg(4), platform)
@@ -711,6 +797,8 @@ mod sessions;
 mod srs;
 mod tasks;
 mod upload;
+mod vm_power;
+mod vm_templates;
 mod vms;
 mod watch;
 mod wire;

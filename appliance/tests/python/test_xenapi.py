@@ -266,3 +266,33 @@ def test_vm_create_and_destroy(session):
     with pytest.raises(XenAPI.Failure) as failure:
         session.xenapi.VM.create(dict(record, VCPUs_at_startup="3"))
     assert failure.value.details == ["INVALID_VALUE", "VCPUs_at_startup", "3"]
+
+
+def test_vm_power_calls_answer_honestly_without_a_hypervisor(session):
+    """Hosted mode runs no guests: VM.start says so; the template and clone
+    are served; power calls on a halted VM get xapi's power-state error."""
+    x = session.xenapi
+    templates = x.VM.get_by_name_label("Debian-style direct boot")
+    assert len(templates) == 1
+    template = templates[0]
+    assert x.VM.get_is_a_template(template) is True
+    with pytest.raises(XenAPI.Failure) as failure:
+        x.VM.start(template, False, False)
+    assert failure.value.details == ["VM_IS_TEMPLATE", template]
+    vm = x.VM.clone(template, "pytest direct boot")
+    try:
+        x.VM.provision(vm)
+        x.VM.set_is_a_template(vm, False)
+        x.VM.set_PV_kernel(vm, "boot:debian/vmlinuz")
+        with pytest.raises(XenAPI.Failure) as failure:
+            x.VM.start(vm, False, False)
+        assert failure.value.details == ["NOT_IMPLEMENTED", "VM.start"]
+        for call in (x.VM.clean_shutdown, x.VM.hard_shutdown, x.VM.pause):
+            with pytest.raises(XenAPI.Failure) as failure:
+                call(vm)
+            assert failure.value.details[0] == "VM_BAD_POWER_STATE"
+            assert failure.value.details[1] == vm
+            assert failure.value.details[3] == "halted"
+        assert x.VM.get_power_state(vm) == "Halted"
+    finally:
+        x.VM.destroy(vm)

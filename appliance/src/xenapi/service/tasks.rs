@@ -39,6 +39,13 @@ impl XenApi {
         let result = match self.call(inner, params, platform) {
             Outcome::Done(r) => r,
             Outcome::Wait(_) => Err(ApiError::method_unknown(name)),
+            Outcome::VmWait(vm, kind, timeout) => {
+                // The task stays pending until the VM is off.
+                let task = self.create_task(&method.name(), "", platform);
+                let now = platform.now();
+                self.queue_vm_wait(vm, kind, timeout, None, Some(task.clone()), now);
+                return Ok(Value::String(task));
+            }
             Outcome::Storage(call) => {
                 // The task stays pending until the job ends.
                 let task = self.create_task(&method.name(), "", platform);

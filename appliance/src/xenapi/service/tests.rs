@@ -11,6 +11,16 @@ use crate::xenapi::host::ManagementFacts;
 struct FakePlatform {
     now: Duration,
     counter: u64,
+    /// A fake hypervisor: guests by id, `None` for a hosted-style platform.
+    hv: Option<FakeHv>,
+}
+
+#[derive(Default)]
+struct FakeHv {
+    guests: BTreeMap<u64, (crate::platform::VmStart, crate::platform::VmStatus)>,
+    /// The guest obeys the power button (powers off at once).
+    obeys_button: bool,
+    console_in: Vec<u8>,
 }
 
 impl Platform for FakePlatform {
@@ -32,12 +42,86 @@ impl Platform for FakePlatform {
             .for_each(|(i, b)| *b = bytes[i % 8] ^ (i as u8));
     }
     fn idle(&mut self, _deadline: Option<Duration>) {}
+    fn vm_start(
+        &mut self,
+        spec: crate::platform::VmStart,
+    ) -> Result<crate::platform::VmId, crate::platform::VmFailure> {
+        use crate::platform::{BootSource, VmFailure, VmId, VmStatus};
+        let Some(hv) = self.hv.as_mut() else {
+            return Err(VmFailure::NoHypervisor);
+        };
+        if spec.kernel != BootSource::BootFile("debian/vmlinuz".into()) {
+            return Err(VmFailure::Boot("no boot file".into()));
+        }
+        if spec.memory_bytes > 1 << 30 {
+            return Err(VmFailure::NoMemory {
+                needed: spec.memory_bytes,
+                available: 1 << 30,
+            });
+        }
+        let id = hv.guests.len() as u64 + 1;
+        let paused = spec.paused;
+        hv.guests.insert(
+            id,
+            (
+                spec,
+                VmStatus::Running {
+                    paused,
+                    restarts: 0,
+                },
+            ),
+        );
+        Ok(VmId(id))
+    }
+    fn vm_status(&self, id: crate::platform::VmId) -> Option<crate::platform::VmStatus> {
+        self.hv.as_ref()?.guests.get(&id.0).map(|g| g.1.clone())
+    }
+    fn vm_hard_stop(&mut self, id: crate::platform::VmId) -> bool {
+        self.set_status(id, crate::platform::VmStatus::Halted)
+    }
+    fn vm_power_button(&mut self, id: crate::platform::VmId) -> bool {
+        let obeys = self.hv.as_ref().is_some_and(|h| h.obeys_button);
+        if obeys {
+            self.set_status(id, crate::platform::VmStatus::Halted)
+        } else {
+            self.vm_status(id).is_some()
+        }
+    }
+    fn vm_set_paused(&mut self, id: crate::platform::VmId, paused: bool) -> bool {
+        self.set_status(
+            id,
+            crate::platform::VmStatus::Running {
+                paused,
+                restarts: 0,
+            },
+        )
+    }
+    fn vm_console_write(&mut self, _id: crate::platform::VmId, bytes: &[u8]) -> usize {
+        self.hv.as_mut().map_or(0, |h| {
+            h.console_in.extend_from_slice(bytes);
+            bytes.len()
+        })
+    }
+}
+
+impl FakePlatform {
+    fn set_status(&mut self, id: crate::platform::VmId, to: crate::platform::VmStatus) -> bool {
+        let Some(g) = self.hv.as_mut().and_then(|h| h.guests.get_mut(&id.0)) else {
+            return false;
+        };
+        let was_running = matches!(g.1, crate::platform::VmStatus::Running { .. });
+        if was_running {
+            g.1 = to;
+        }
+        was_running
+    }
 }
 
 fn service() -> (XenApi, FakePlatform) {
     let mut platform = FakePlatform {
         now: Duration::from_secs(10),
         counter: 0,
+        hv: None,
     };
     let config = HostConfig {
         root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
@@ -512,7 +596,10 @@ fn vm_create_makes_a_halted_vm_with_metrics_and_destroy_removes_both() {
     assert_eq!(record["VCPUs_max"], 2);
     assert_eq!(record["domid"], -1);
     assert_eq!(record["other_config"]["auto_poweron"], "true");
-    assert_eq!(record["allowed_operations"], serde_json::json!(["destroy"]));
+    assert_eq!(
+        record["allowed_operations"],
+        serde_json::json!(["start", "clone", "copy", "destroy"])
+    );
     let metrics = record["metrics"].clone();
     assert!(
         json(
@@ -918,3 +1005,5 @@ fn storage_calls_are_answered_when_their_job_ends() {
     assert_eq!(r["error"]["message"], "FIELD_TYPE_ERROR");
     assert!(api.take_storage_jobs().is_empty());
 }
+
+mod vm_power;

@@ -1,6 +1,5 @@
 //! `VM.create` and `VM.destroy`: the VM records themselves. A new VM is
-//! halted and owns a `VM_metrics` object; nothing runs until the VM manager
-//! can start it (`VM.start` answers `NOT_IMPLEMENTED` until then).
+//! halted and owns a `VM_metrics` object; `service::vm_power` runs it.
 
 use alloc::format;
 use alloc::string::String;
@@ -61,9 +60,6 @@ const REQUIRED: &[&str] = &[
     "VCPUs_max",
     "VCPUs_at_startup",
 ];
-
-/// What `allowed_operations` lists for a halted VM: what this host can do to one.
-const HALTED_OPERATIONS: &[&str] = &["destroy"];
 
 impl XenApi {
     pub(super) fn create_vm(
@@ -142,7 +138,10 @@ impl XenApi {
             ("domid", Value::Int(-1)),
             (
                 "allowed_operations",
-                Value::Array(HALTED_OPERATIONS.iter().map(|op| Value::str(op)).collect()),
+                super::vm_power::allowed_operations(
+                    "Halted",
+                    given.get("is_a_template") == Some(&Value::Bool(true)),
+                ),
             ),
         ] {
             if let Some(slot) = VM.field(name).and_then(|(i, _)| fields.get_mut(i)) {

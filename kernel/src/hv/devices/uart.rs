@@ -1,7 +1,7 @@
 //! A 16550A UART as guests see it at 0x3f8: enough for Linux's 8250 driver
 //! and early console to probe it and write through it. Transmitted bytes go
-//! to a [`ConsoleSink`]; there is no receive path yet (the guest console is
-//! output-only until the API's console class exists).
+//! to a [`ConsoleSink`]; bytes the host types (the XenAPI console) wait in a
+//! bounded receive FIFO, with the data-ready status and interrupt.
 
 /// Where transmitted bytes go.
 pub trait ConsoleSink {
@@ -29,6 +29,12 @@ const MCR_LOOPBACK: u8 = 0x10;
 const MCR_OUT2: u8 = 0x08;
 const IER_THRE: u8 = 0x02;
 const IIR_THRE: u8 = 0x02;
+/// "Received data available": ranks above THRE in IIR.
+const IIR_RDA: u8 = 0x04;
+const IER_RDA: u8 = 0x01;
+const LSR_DR: u8 = 0x01;
+/// Bytes the receive FIFO holds; input beyond it waits with the host.
+pub const RX_FIFO: usize = 64;
 
 /// Register state, kept plain so it can be saved for migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +56,8 @@ pub struct UartState {
 pub struct Uart<S: ConsoleSink> {
     pub state: UartState,
     pub sink: S,
+    /// Received bytes the guest has not read yet.
+    pub rx: heapless::Deque<u8, RX_FIFO>,
 }
 
 impl<S: ConsoleSink> Uart<S> {
@@ -60,7 +68,21 @@ impl<S: ConsoleSink> Uart<S> {
                 ..UartState::default()
             },
             sink,
+            rx: heapless::Deque::new(),
         }
+    }
+
+    /// Bytes arriving on the line (the host's console input): as many as
+    /// the receive FIFO has room for; returns how many were taken.
+    pub fn receive(&mut self, bytes: &[u8]) -> usize {
+        let mut taken = 0;
+        for b in bytes {
+            if self.rx.push_back(*b).is_err() {
+                break;
+            }
+            taken += 1;
+        }
+        taken
     }
 
     /// A read of register `offset` (0..8).
@@ -69,13 +91,19 @@ impl<S: ConsoleSink> Uart<S> {
         let dlab = s.lcr & LCR_DLAB != 0;
         match offset {
             reg::DATA if dlab => s.dll,
-            reg::DATA => s.loopback.take().unwrap_or(0),
+            reg::DATA => match s.loopback.take() {
+                Some(b) => b,
+                None => self.rx.pop_front().unwrap_or(0),
+            },
             reg::IER if dlab => s.dlm,
             reg::IER => s.ier,
             reg::IIR_FCR => {
                 let fifo = if s.fifo_enabled { IIR_FIFO_ENABLED } else { 0 };
-                // Reading IIR while it reports THRE acknowledges that interrupt.
-                if s.thre_pending && s.ier & IER_THRE != 0 {
+                // Received data ranks first and stays until the FIFO is read;
+                // reading IIR while it reports THRE acknowledges that interrupt.
+                if !self.rx.is_empty() && s.ier & IER_RDA != 0 {
+                    IIR_RDA | fifo
+                } else if s.thre_pending && s.ier & IER_THRE != 0 {
                     s.thre_pending = false;
                     IIR_THRE | fifo
                 } else {
@@ -84,7 +112,11 @@ impl<S: ConsoleSink> Uart<S> {
             }
             reg::LCR => s.lcr,
             reg::MCR => s.mcr,
-            reg::LSR => LSR_THRE | LSR_TEMT | u8::from(s.loopback.is_some()),
+            reg::LSR => {
+                let ready =
+                    s.loopback.is_some() || (s.mcr & MCR_LOOPBACK == 0 && !self.rx.is_empty());
+                LSR_THRE | LSR_TEMT | if ready { LSR_DR } else { 0 }
+            }
             // In loopback, modem outputs appear on the inputs (Linux's probe checks this).
             // RTS→CTS, DTR→DSR, OUT1→RI, OUT2→DCD.
             reg::MSR if s.mcr & MCR_LOOPBACK != 0 => {
@@ -127,7 +159,8 @@ impl<S: ConsoleSink> Uart<S> {
     /// Level of the UART's interrupt line (ISA IRQ 4 for COM1).
     pub fn interrupt_line(&self) -> bool {
         let s = &self.state;
-        s.thre_pending && s.ier & IER_THRE != 0 && s.mcr & MCR_OUT2 != 0
+        let rda = !self.rx.is_empty() && s.ier & IER_RDA != 0 && s.mcr & MCR_LOOPBACK == 0;
+        (rda || s.thre_pending && s.ier & IER_THRE != 0) && s.mcr & MCR_OUT2 != 0
     }
 }
 
@@ -192,5 +225,30 @@ mod tests {
         assert!(u.interrupt_line());
         u.write(4, 0);
         assert!(!u.interrupt_line(), "OUT2 low keeps the line quiet");
+    }
+
+    #[test]
+    fn received_bytes_are_read_in_order_with_data_ready_and_their_interrupt() {
+        let mut u = Uart::new(Collect::default());
+        u.write(4, MCR_OUT2);
+        u.write(1, IER_RDA);
+        assert_eq!(u.read(5) & LSR_DR, 0);
+        assert!(!u.interrupt_line());
+        assert_eq!(u.receive(b"ls\n"), 3);
+        assert!(u.interrupt_line());
+        assert_eq!(u.read(2) & 0x0f, IIR_RDA);
+        assert!(
+            u.interrupt_line(),
+            "reading IIR does not acknowledge received data"
+        );
+        let mut got = Vec::new();
+        while u.read(5) & LSR_DR != 0 {
+            got.push(u.read(0));
+        }
+        assert_eq!(got, b"ls\n");
+        assert!(!u.interrupt_line());
+        assert_eq!(u.read(2) & 0x0f, IIR_NO_INTERRUPT);
+        let long = [b'x'; RX_FIFO + 10];
+        assert_eq!(u.receive(&long), RX_FIFO, "a full FIFO refuses the rest");
     }
 }

@@ -178,6 +178,12 @@ pub struct VmHandle {
     /// Exits by kind, over all vCPUs.
     pub profile: Mutex<ExitProfile>,
     console: Mutex<heapless::Deque<u8, CONSOLE_RING>>,
+    /// Console bytes written since the VM was created: a reader's position.
+    console_written: AtomicU64,
+    /// The host paused the vCPUs (XenAPI `VM.pause`): they stay off the CPU.
+    paused: AtomicBool,
+    /// Times the VM restarted after a guest reset.
+    restarts: AtomicU32,
     /// The running instance (replaced when the VM restarts after a reset).
     core: Mutex<Weak<VmCore>>,
 }
@@ -207,12 +213,90 @@ impl VmHandle {
         self.console.lock().iter().copied().collect()
     }
 
+    /// Console output after position `from` (a count of bytes since the VM
+    /// was created) that the ring still holds, and the position after it.
+    /// A reader that fell more than the ring behind loses the oldest bytes.
+    pub fn console_since(&self, from: u64) -> (Vec<u8>, u64) {
+        let ring = self.console.lock();
+        let end = self.console_written.load(Ordering::Acquire);
+        let held = ring.len() as u64;
+        let start = from.clamp(end.saturating_sub(held), end);
+        let skip = (held - (end - start)) as usize;
+        (ring.iter().skip(skip).copied().collect(), end)
+    }
+
     fn remember_console(&self, byte: u8) {
         let mut ring = self.console.lock();
         if ring.is_full() {
             ring.pop_front();
         }
         let _ = ring.push_back(byte);
+        self.console_written.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Types `bytes` on the guest's serial console (its UART's receive
+    /// side); returns how many the UART took (its FIFO may be full: the
+    /// caller keeps the rest). 0 if the VM is not running.
+    pub fn send_console(&self, bytes: &[u8]) -> usize {
+        let Some(core) = self.core.lock().upgrade() else {
+            return 0;
+        };
+        if core.stopping() {
+            return 0;
+        }
+        let mut b = core.board.lock();
+        let taken = b.uart.receive(bytes);
+        // vCPU 0 polls the UART's interrupt line.
+        b.kicks |= 1;
+        core.kick_from(usize::MAX, &mut b);
+        taken
+    }
+
+    /// Ends the VM at once, as pulling the plug would (XenAPI
+    /// `VM.hard_shutdown`): no restart follows. False if it was not running.
+    pub fn hard_stop(&self) -> bool {
+        let Some(core) = self.core.lock().upgrade() else {
+            return false;
+        };
+        core.reset.store(false, Ordering::Release);
+        let was_running = !core.stopping();
+        core.stop(VmState::Halted);
+        was_running
+    }
+
+    /// Takes the vCPUs off the host CPUs until [`VmHandle::unpause`]; the
+    /// guest's RAM and devices stay. False if the VM is not running.
+    pub fn pause(&self) -> bool {
+        self.set_paused(true)
+    }
+
+    /// Lets paused vCPUs run again. False if the VM is not running.
+    pub fn unpause(&self) -> bool {
+        self.set_paused(false)
+    }
+
+    fn set_paused(&self, paused: bool) -> bool {
+        let Some(core) = self.core.lock().upgrade() else {
+            return false;
+        };
+        if core.stopping() {
+            return false;
+        }
+        self.paused.store(paused, Ordering::Release);
+        // A running vCPU exits to see it; a paused one wakes to run on.
+        for t in 0..core.vcpus {
+            core.kick(t);
+        }
+        true
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Times the guest reset and the VM started again.
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Acquire)
     }
 }
 
@@ -277,6 +361,9 @@ impl sched::Task for VcpuTask {
         let mut slot = self.vcpu.lock();
         let turn = if core.stopping() {
             Turn::End(None)
+        } else if core.handle.is_paused() {
+            // `set_paused(false)` wakes this task.
+            Turn::Block(None)
         } else if let Some(v) = slot.as_mut() {
             vcpu::run(core, self.me, v, slice_end)
         } else {
@@ -467,6 +554,7 @@ impl VmCore {
             .flatten();
         if let Some(spec) = spec {
             log::info!("vm {}: restarting after the guest reset", h.name);
+            h.restarts.fetch_add(1, Ordering::AcqRel);
             match boot(spec, Arc::clone(h)) {
                 Ok(()) => return,
                 Err(e) => state = VmState::Crashed(format!("restart failed: {e}")),
@@ -500,6 +588,12 @@ impl VmCore {
 
 /// Loads the guest and starts its vCPUs as tasks of the host scheduler.
 pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
+    start_with(spec, false)
+}
+
+/// As [`start`]; `paused`: the vCPUs wait for [`VmHandle::unpause`] before
+/// running a single guest instruction.
+pub fn start_with(spec: VmSpec, paused: bool) -> Result<Arc<VmHandle>, VmError> {
     if spec.vcpus == 0 || spec.vcpus > acpi::MAX_VCPUS {
         return Err(VmError::TooManyVcpus(spec.vcpus));
     }
@@ -513,10 +607,16 @@ pub fn start(spec: VmSpec) -> Result<Arc<VmHandle>, VmError> {
         exits: AtomicU64::new(0),
         profile: Mutex::new(ExitProfile::default()),
         console: Mutex::new(heapless::Deque::new()),
+        console_written: AtomicU64::new(0),
+        paused: AtomicBool::new(paused),
+        restarts: AtomicU32::new(0),
         core: Mutex::new(Weak::new()),
     });
     boot(spec, Arc::clone(&handle))?;
-    VMS.lock().push(Arc::clone(&handle));
+    let mut vms = VMS.lock();
+    // An ended VM of the same name is what this start replaces.
+    vms.retain(|v| v.name != handle.name || v.state() == VmState::Running);
+    vms.push(Arc::clone(&handle));
     Ok(handle)
 }
 

@@ -52,6 +52,10 @@ fn run_inner(
         if core.stopping() {
             return Ok(Turn::End(None));
         }
+        if core.handle.is_paused() {
+            // The task blocks on its next turn until unpaused.
+            return Ok(Turn::Yield);
+        }
         let now = time::now();
         if now >= slice_end || sched::should_yield() {
             return Ok(Turn::Yield);
