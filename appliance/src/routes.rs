@@ -36,6 +36,9 @@ impl Handler for Endpoints<'_> {
         if XenApi::serves(request.path()) {
             return self.api.handle(request, self.platform);
         }
+        if request.path() == crate::xenapi::CONSOLE_PATH {
+            return self.api.console_connect(request, self.platform);
+        }
         let platform = &*self.platform;
         let (hostname, uptime, ip) = (self.hostname, self.uptime, self.management_ip);
         let tls = self.api.server_certificate().map(|c| c.sha256.as_str());
@@ -72,6 +75,19 @@ impl Handler for Endpoints<'_> {
 
     fn stream_abort(&mut self) {
         upgrade::abort(self.api, self.platform);
+    }
+
+    fn tunnel_io(
+        &mut self,
+        ticket: Ticket,
+        input: &[u8],
+        output: &mut alloc::vec::Vec<u8>,
+    ) -> Option<usize> {
+        self.api.console_io(ticket, input, output, self.platform)
+    }
+
+    fn tunnel_close(&mut self, ticket: Ticket) {
+        self.api.console_close(ticket);
     }
 }
 

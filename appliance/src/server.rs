@@ -31,6 +31,9 @@ pub use stream::Stream;
 pub enum Reply {
     Now(Response),
     Later(Ticket),
+    /// `CONNECT` accepted: `200 OK`, then the connection carries raw bytes
+    /// both ways through [`Handler::tunnel_io`] (xapi's console protocol).
+    Tunnel(Ticket),
 }
 
 /// Names a deferred answer between a handler and the connection awaiting it.
@@ -78,6 +81,21 @@ pub trait Handler {
     /// The streamed body will not be completed (the peer went away or
     /// closed early, or its connection timed out).
     fn stream_abort(&mut self) {}
+
+    /// A tunnel's turn: `input` is what the peer sent and was not taken
+    /// yet; returns how many of those bytes were taken, after appending to
+    /// `output` what goes to the peer. `None`: the tunnel is over (close).
+    fn tunnel_io(
+        &mut self,
+        _ticket: Ticket,
+        _input: &[u8],
+        _output: &mut Vec<u8>,
+    ) -> Option<usize> {
+        None
+    }
+
+    /// The tunnel's connection is gone.
+    fn tunnel_close(&mut self, _ticket: Ticket) {}
 }
 
 impl<F> Handler for F

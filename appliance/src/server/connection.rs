@@ -54,7 +54,12 @@ pub struct Connection {
     continue_sent: bool,
     deferred: Option<Deferred>,
     streaming: Option<Streaming>,
+    /// After an accepted `CONNECT`: raw bytes both ways (see [`Reply::Tunnel`]).
+    tunnel: Option<Ticket>,
 }
+
+/// Output a tunnel may queue before it waits for the peer to read.
+const TUNNEL_HIGH_WATER: usize = 16 * 1024;
 
 /// Bytes of input a connection holds at most: a whole request, with room
 /// for chunk framing.
@@ -69,9 +74,10 @@ impl Connection {
 
     /// How many more input bytes may be taken now.
     pub fn room(&self, limits: &Limits) -> usize {
-        let capacity = match self.streaming {
-            Some(_) => STREAM_WINDOW,
-            None => input_capacity(limits),
+        let capacity = match (self.streaming, self.tunnel) {
+            (Some(_), _) => STREAM_WINDOW,
+            (None, Some(_)) => TUNNEL_HIGH_WATER,
+            (None, None) => input_capacity(limits),
         };
         capacity.saturating_sub(self.input.len())
     }
@@ -119,7 +125,7 @@ impl Connection {
 
     /// Whether a deferred answer is awaited.
     pub fn is_waiting(&self) -> bool {
-        self.deferred.is_some()
+        self.deferred.is_some() || self.tunnel.is_some()
     }
 
     /// Whether the connection should now be closed: everything is sent and
@@ -127,13 +133,17 @@ impl Connection {
     pub fn finished(&self, peer_closed: bool) -> bool {
         self.output().is_empty()
             && ((self.close_after_flush && self.streaming.is_none())
-                || (peer_closed && self.deferred.is_none()))
+                || (peer_closed && self.deferred.is_none())
+                || (peer_closed && self.tunnel.is_some()))
     }
 
     /// Tells the handler a deferred answer is no longer wanted.
     pub fn abandon<H: Handler + ?Sized>(&mut self, handler: &mut H) {
         if let Some(d) = self.deferred.take() {
             handler.cancel(d.ticket);
+        }
+        if let Some(t) = self.tunnel.take() {
+            handler.tunnel_close(t);
         }
         if let Some(stream) = self.streaming.take()
             && !stream.answered
@@ -150,6 +160,25 @@ impl Connection {
         limits: &Limits,
         peer_closed: bool,
     ) {
+        if let Some(t) = self.tunnel {
+            if self.close_after_flush || self.output().len() >= TUNNEL_HIGH_WATER {
+                return;
+            }
+            let mut out = Vec::new();
+            match handler.tunnel_io(t, &self.input, &mut out) {
+                Some(taken) => {
+                    self.input.drain(..taken.min(self.input.len()));
+                }
+                None => {
+                    self.tunnel = None;
+                    handler.tunnel_close(t);
+                    self.input.clear();
+                    self.close_after_flush = true;
+                }
+            }
+            self.output.extend_from_slice(&out);
+            return;
+        }
         if let Some(d) = self.deferred {
             match handler.resume(d.ticket) {
                 Some(response) => {
@@ -184,6 +213,11 @@ impl Connection {
                     self.continue_sent = false;
                     match reply {
                         Reply::Now(response) => self.write(&response, keep_alive, head_only),
+                        Reply::Tunnel(ticket) => {
+                            self.output.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+                            self.tunnel = Some(ticket);
+                            return;
+                        }
                         Reply::Later(ticket) => {
                             self.deferred = Some(Deferred {
                                 ticket,

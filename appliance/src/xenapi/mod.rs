@@ -33,6 +33,8 @@ pub use layout::{
     from_config as network_layout, named_nics,
 };
 pub use persist::{Change, StateStore};
-pub use service::{Attached, SESSION_IDLE_TIMEOUT, ServerCertificate, UploadOutcome, XenApi};
+pub use service::{
+    Attached, CONSOLE_PATH, SESSION_IDLE_TIMEOUT, ServerCertificate, UploadOutcome, XenApi,
+};
 pub use value::Value;
 pub use xml::XmlError;

@@ -104,6 +104,8 @@ pub struct XenApi {
     /// VMs still to start by `auto_poweron`, in order, and when the next may.
     autostart: alloc::collections::VecDeque<String>,
     autostart_at: Duration,
+    /// Open console connections, by ticket.
+    consoles: BTreeMap<u64, consoles::ConsoleTunnel>,
 }
 
 /// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
@@ -114,6 +116,7 @@ pub struct ServerCertificate {
     pub sha256: String,
 }
 
+pub use consoles::CONSOLE_PATH;
 pub use upload::UploadOutcome;
 
 /// The attached state store.
@@ -177,6 +180,7 @@ impl XenApi {
             vms_checked: false,
             autostart: alloc::collections::VecDeque::new(),
             autostart_at: Duration::ZERO,
+            consoles: BTreeMap::new(),
         }
     }
 
@@ -790,6 +794,7 @@ impl XenApi {
     }
 }
 
+mod consoles;
 mod generic;
 mod messages;
 mod network_checks;

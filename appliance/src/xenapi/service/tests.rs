@@ -96,6 +96,14 @@ impl Platform for FakePlatform {
             },
         )
     }
+    fn vm_console_read(&self, id: crate::platform::VmId, from: u64) -> Option<(Vec<u8>, u64)> {
+        // The guest wrote "boot ok\n" then echoes what it was sent.
+        self.vm_status(id)?;
+        let mut all = b"boot ok\n".to_vec();
+        all.extend_from_slice(&self.hv.as_ref()?.console_in);
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(all.len());
+        Some((all[from..].to_vec(), all.len() as u64))
+    }
     fn vm_console_write(&mut self, _id: crate::platform::VmId, bytes: &[u8]) -> usize {
         self.hv.as_mut().map_or(0, |h| {
             h.console_in.extend_from_slice(bytes);

@@ -618,3 +618,73 @@ fn auto_poweron_starts_marked_vms_in_order_after_their_delay() {
     assert_eq!(state(&mut api, &mut p, &a), "Running");
     assert_eq!(state(&mut api, &mut p, &c), "Halted", "not marked");
 }
+
+#[test]
+fn console_connect_carries_the_guest_console_both_ways() {
+    let (mut api, mut p, s) = with_hv(false);
+    let vm = debian_vm(&mut api, &mut p, &s);
+    ok(
+        &mut api,
+        &mut p,
+        "VM.start",
+        serde_json::json!([s, vm, false, false]),
+    );
+    let console = ok(
+        &mut api,
+        &mut p,
+        "VM.get_consoles",
+        serde_json::json!([s, vm]),
+    )[0]
+    .as_str()
+    .unwrap()
+    .to_string();
+    let connect = |api: &mut XenApi, p: &mut FakePlatform, query: &str| {
+        let raw = format!("CONNECT /console?{query} HTTP/1.0\r\n\r\n");
+        let Ok(Parse::Complete { request, .. }) = parse_request(raw.as_bytes(), &Limits::default())
+        else {
+            panic!("request must parse");
+        };
+        api.console_connect(&request, p)
+    };
+    let status = |reply: Reply| match reply {
+        Reply::Now(r) => r.status().code(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        status(connect(
+            &mut api,
+            &mut p,
+            &format!("ref={console}&session_id=OpaqueRef:nope")
+        )),
+        401
+    );
+    assert_eq!(
+        status(connect(
+            &mut api,
+            &mut p,
+            &format!("ref=OpaqueRef:nope&session_id={s}")
+        )),
+        404
+    );
+    let Reply::Tunnel(ticket) = connect(&mut api, &mut p, &format!("ref={console}&session_id={s}"))
+    else {
+        panic!("tunnel")
+    };
+    let mut out = Vec::new();
+    assert_eq!(api.console_io(ticket, b"", &mut out, &mut p), Some(0));
+    assert_eq!(out, b"boot ok\n");
+    out.clear();
+    assert_eq!(api.console_io(ticket, b"ls\n", &mut out, &mut p), Some(3));
+    assert_eq!(api.console_io(ticket, b"", &mut out, &mut p), Some(0));
+    assert_eq!(
+        out, b"ls\n",
+        "what was typed reached the guest, and its echo came back"
+    );
+    p.set_status(crate::platform::VmId(1), crate::platform::VmStatus::Halted);
+    api.poll_vms(&mut p);
+    assert_eq!(
+        api.console_io(ticket, b"", &mut out, &mut p),
+        None,
+        "the VM is off: closed"
+    );
+}
