@@ -175,8 +175,10 @@ fn fadt() -> [u8; FADT_LEN] {
     t[91] = 4; // PM_TMR_LEN
     // IAPC_BOOT_ARCH: legacy devices present, no VGA, no 8042 (MSI is supported).
     t[109..111].copy_from_slice(&(0x0001u16 | 0x0004).to_le_bytes());
-    // Flags: WBINVD, PROC_C1, PWR_BUTTON (control method: none), SLP_BUTTON, TMR_VAL_EXT, RESET_REG_SUP.
-    let flags: u32 = 1 | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 10);
+    // Flags: WBINVD, PROC_C1, SLP_BUTTON (no sleep button), TMR_VAL_EXT,
+    // RESET_REG_SUP. PWR_BUTTON (bit 4) stays clear: the power button is the
+    // fixed-feature one (PM1 PWRBTN_STS/EN), which `VM.clean_shutdown` presses.
+    let flags: u32 = 1 | (1 << 2) | (1 << 5) | (1 << 8) | (1 << 10);
     t[112..116].copy_from_slice(&flags.to_le_bytes());
     t[116..128].copy_from_slice(&gas_io(0xcf9, 8));
     t[128] = 0x06; // reset value
