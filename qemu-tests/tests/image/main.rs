@@ -18,6 +18,7 @@ mod persistence;
 mod power;
 mod upgrade_api;
 mod upgrade_writer;
+mod vm_lifecycle;
 mod xenapi;
 
 use std::time::Duration;
