@@ -109,7 +109,8 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
                 tls::store::Origin::Generated,
             ),
         };
-        self.tls_clock.set(self.platform.unix_time());
+        self.tls_clock
+            .set(self.platform.unix_time(), self.platform.now());
         let config = tls::server_config(&identity, alloc::sync::Arc::clone(&self.tls_clock))?;
         let mut https = HttpServer::with_config(https_server_config()).with_tls(config);
         https.attach(self.net.primary_mut().sockets_mut());
@@ -158,7 +159,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             self.api.update_facts(facts, &mut self.platform);
         }
 
-        self.tls_clock.set(self.platform.unix_time());
+        self.tls_clock.set(self.platform.unix_time(), uptime);
         let Appliance {
             platform,
             hostname,

@@ -212,7 +212,7 @@ pub fn serve(
                     .map_err(|e| std::io::Error::other(e.to_string()))?,
             };
             let clock = Arc::new(tls::Clock::default());
-            clock.set(platform.unix_time());
+            clock.set(platform.unix_time(), platform.now());
             let server = tls::server_config(&identity, clock).map_err(std::io::Error::other)?;
             api.set_server_certificate(tls::server_certificate(&identity));
             println!(

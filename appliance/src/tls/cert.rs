@@ -209,6 +209,9 @@ const OID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
 const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
 const OID_AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1d, 0x23];
+const OID_EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
+/// id-kp-serverAuth (1.3.6.1.5.5.7.3.1).
+const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(content.len() + 4);
@@ -320,12 +323,18 @@ fn self_signed(key: &SigningKey, subject: &Subject<'_>, serial: &[u8; 16]) -> Ve
     if let Some(address) = subject.address {
         names.extend_from_slice(&tlv(0x87, &address));
     }
-    // Like `openssl req -x509`: its own trust anchor (CA, may sign
-    // certificates: itself), with key identifiers OpenSSL's strict mode wants.
+    // A server certificate that is its own trust anchor when pinned: not a
+    // CA (webpki-based clients refuse a CA certificate as a server's), with
+    // the key identifiers OpenSSL's strict mode wants.
     let extensions = seq(&[
-        &extension(OID_BASIC_CONSTRAINTS, true, &seq(&[&tlv(BOOLEAN, &[0xff])])),
-        // digitalSignature (bit 0) and keyCertSign (bit 5).
-        &extension(OID_KEY_USAGE, true, &tlv(BIT_STRING, &[0x02, 0x84])),
+        &extension(OID_BASIC_CONSTRAINTS, true, &seq(&[])),
+        // digitalSignature (bit 0) only.
+        &extension(OID_KEY_USAGE, true, &tlv(BIT_STRING, &[0x07, 0x80])),
+        &extension(
+            OID_EXT_KEY_USAGE,
+            false,
+            &seq(&[&tlv(OID, OID_SERVER_AUTH)]),
+        ),
         &extension(OID_SUBJECT_KEY_ID, false, &tlv(OCTET_STRING, key_id)),
         &extension(OID_AUTHORITY_KEY_ID, false, &seq(&[&tlv(0x80, key_id)])),
         &extension(OID_SUBJECT_ALT_NAME, false, &tlv(SEQUENCE, &names)),

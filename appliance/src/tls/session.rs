@@ -299,3 +299,169 @@ fn encrypt_into(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Request, Response, Status};
+    use crate::tls::{Clock, Identity, Subject, server_config};
+    use std::io::{Read, Write};
+
+    fn identity() -> Identity {
+        let mut n = 7u8;
+        let subject = Subject {
+            hostname: "keel-test",
+            address: Some([127, 0, 0, 1]),
+            unix_now: Some(1_796_515_200),
+        };
+        Identity::generate(&subject, &mut |buf: &mut [u8]| {
+            for b in buf {
+                n = n.wrapping_mul(13).wrapping_add(5);
+                *b = n;
+            }
+        })
+        .unwrap()
+    }
+
+    fn new_server(identity: &Identity) -> TlsConnection {
+        // A platform that does not know the date: the handshake still completes.
+        let clock = Arc::new(Clock::default());
+        clock.set(None, core::time::Duration::from_secs(5));
+        TlsConnection::new(server_config(identity, clock).unwrap()).unwrap()
+    }
+
+    fn client(
+        identity: &Identity,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> rustls::ClientConnection {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(identity.cert_der.clone().into()).unwrap();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls_rustcrypto::provider()))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        rustls::ClientConnection::new(Arc::new(config), "keel-test".try_into().unwrap()).unwrap()
+    }
+
+    /// Moves bytes both ways until neither side has anything to say.
+    fn pump(
+        client: &mut rustls::ClientConnection,
+        server: &mut TlsConnection,
+        handler: &mut impl FnMut(&Request<'_>) -> Response,
+        received: &mut Vec<u8>,
+    ) {
+        let limits = Limits::default();
+        for _ in 0..50 {
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            let mut rest = &wire[..];
+            loop {
+                let n = server.room().min(rest.len());
+                server.receive(&rest[..n]);
+                rest = &rest[n..];
+                server.respond(handler, &limits, false);
+                if rest.is_empty() {
+                    break;
+                }
+            }
+            let out = server.output().to_vec();
+            server.sent(out.len());
+            server.flush(&limits);
+            if wire.is_empty() && out.is_empty() && server.output().is_empty() {
+                return;
+            }
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                client.read_tls(&mut rest).unwrap();
+                client.process_new_packets().unwrap();
+                let _ = client.reader().read_to_end(received);
+            }
+        }
+        panic!("the conversation never settled");
+    }
+
+    #[test]
+    fn a_rustls_client_is_answered_over_tls_1_3_and_1_2() {
+        let identity = identity();
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let mut server = new_server(&identity);
+            let mut client = client(&identity, version);
+            let mut handler =
+                |request: &Request<'_>| Response::json_error(Status::NOT_FOUND, request.path());
+            client
+                .writer()
+                .write_all(b"GET /over-tls HTTP/1.1\r\nHost: keel-test\r\n\r\n")
+                .unwrap();
+            let mut received = Vec::new();
+            pump(&mut client, &mut server, &mut handler, &mut received);
+            assert_eq!(client.protocol_version(), Some(version.version));
+            let answer = String::from_utf8_lossy(&received);
+            assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+            assert!(answer.contains("/over-tls"), "{answer}");
+            assert!(!server.failed() && !server.finished(false));
+
+            // A large answer spans many records and several encryption rounds.
+            let big = "x".repeat(300_000);
+            let mut handler = |_: &Request<'_>| Response::json_error(Status::NOT_FOUND, &big);
+            client
+                .writer()
+                .write_all(b"GET /big HTTP/1.1\r\nHost: keel-test\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = Vec::new();
+            pump(&mut client, &mut server, &mut handler, &mut answer);
+            assert!(answer.len() > 300_000, "{}", answer.len());
+            assert!(answer.starts_with(b"HTTP/1.1 404"));
+            // Connection: close ends with close_notify, then the connection is done.
+            assert!(server.finished(false));
+        }
+    }
+
+    #[test]
+    fn bad_tls_input_fails_the_connection_without_an_answer() {
+        let identity = identity();
+        let limits = Limits::default();
+        let mut handler = |_: &Request<'_>| -> Response { panic!("no request may get through") };
+        let inputs: [&[u8]; 4] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            &[0x16, 0x03, 0x03, 0xff, 0xff, 0, 0, 0],
+            &[
+                0x17, 0x03, 0x03, 0x00, 0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+            ],
+            &[0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x00, 0x00],
+        ];
+        for input in inputs {
+            let mut server = new_server(&identity);
+            server.receive(input);
+            server.respond(&mut handler, &limits, false);
+            assert!(server.failed(), "{input:?}");
+            assert_eq!(server.room(), 0);
+            assert!(server.finished(false) || !server.output().is_empty());
+        }
+        // A truncated hello waits for more; the peer going away ends it.
+        let mut server = new_server(&identity);
+        server.receive(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01]);
+        server.respond(&mut handler, &limits, false);
+        assert!(!server.failed() && !server.finished(false));
+        server.respond(&mut handler, &limits, true);
+        assert!(server.finished(true));
+        // Deterministic garbage of every length never panics.
+        let mut x = 1u32;
+        for len in 0..300 {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            let mut server = new_server(&identity);
+            server.receive(&junk);
+            server.respond(&mut handler, &limits, true);
+        }
+    }
+}
