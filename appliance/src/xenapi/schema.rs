@@ -68,6 +68,8 @@ pub enum Op {
     VmDestroy,
     /// `VM.start(vm, start_paused, force)` (see `service::vm_power`).
     VmStart,
+    /// `VM.start_on(vm, host, start_paused, force)`: this host is the only one.
+    VmStartOn,
     VmCleanShutdown,
     VmHardShutdown,
     VmCleanReboot,
@@ -840,7 +842,7 @@ pub const VM: Class = Class {
             &[p("vm", VM_REF), p("start_paused", B), p("force", B)],
             Op::VmStart,
         ),
-        todo_call(
+        call(
             "start_on",
             &[
                 p("vm", VM_REF),
@@ -848,6 +850,7 @@ pub const VM: Class = Class {
                 p("start_paused", B),
                 p("force", B),
             ],
+            Op::VmStartOn,
         ),
         call("clean_shutdown", &[p("vm", VM_REF)], Op::VmCleanShutdown),
         call("hard_shutdown", &[p("vm", VM_REF)], Op::VmHardShutdown),

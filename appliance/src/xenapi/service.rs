@@ -685,6 +685,11 @@ impl XenApi {
                 let paused = args.get(1) == Some(&Value::Bool(true));
                 self.vm_start(arg(0), paused, platform)
             }
+            // The host ref was checked to exist; this host is the only one.
+            Op::VmStartOn => {
+                let paused = args.get(2) == Some(&Value::Bool(true));
+                self.vm_start(arg(0), paused, platform)
+            }
             Op::VmCleanShutdown
             | Op::VmHardShutdown
             | Op::VmCleanReboot

@@ -15,7 +15,7 @@ use super::{XenApi, new_id};
 use crate::platform::{BootSource, Platform, VmFailure, VmId, VmStart, VmStatus};
 use crate::xenapi::db::{NULL_REF, default_record};
 use crate::xenapi::error::ApiError;
-use crate::xenapi::schema::{CONSOLE, VM, VM_METRICS};
+use crate::xenapi::schema::{CONSOLE, HOST, VM, VM_METRICS};
 use crate::xenapi::value::{Value, format_datetime};
 
 /// How long `VM.clean_shutdown` waits for the guest to power off after the
@@ -145,6 +145,15 @@ impl XenApi {
         }
     }
 
+    /// `host.resident_VMs`: the VMs running here.
+    fn update_resident_vms(&mut self) {
+        let vms = Value::Array(self.running.keys().map(|vm| Value::str(vm)).collect());
+        let host = self.refs.host.clone();
+        if let Some((i, _)) = HOST.field("resident_VMs") {
+            self.db.set_field(&HOST, &host, i, vms);
+        }
+    }
+
     fn is_template(&self, vm: &str) -> bool {
         self.vm_field(vm, "is_a_template") == Some(Value::Bool(true))
     }
@@ -244,6 +253,7 @@ impl XenApi {
                 console: console.clone(),
             },
         );
+        self.update_resident_vms();
         let host = self.refs.host.clone();
         self.set_vm(vm, "power_state", Value::str(state));
         self.set_vm(vm, "resident_on", Value::String(host));
@@ -272,6 +282,7 @@ impl XenApi {
     fn mark_halted(&mut self, vm: &str, platform: &dyn Platform) {
         if let Some(r) = self.running.remove(vm) {
             self.db.remove(&CONSOLE, &r.console);
+            self.update_resident_vms();
         }
         self.set_vm(vm, "power_state", Value::str("Halted"));
         self.set_vm(vm, "resident_on", Value::str(NULL_REF));

@@ -108,6 +108,16 @@ fn start_follows_the_guest_until_it_powers_off() {
             .unwrap()
             .contains(&"clean_shutdown".into())
     );
+    let host_ref = r["resident_on"].clone();
+    assert_eq!(
+        ok(
+            &mut api,
+            &mut p,
+            "host.get_resident_VMs",
+            serde_json::json!([s, host_ref])
+        ),
+        serde_json::json!([vm])
+    );
     let console = r["consoles"][0].as_str().unwrap().to_string();
     let c = ok(
         &mut api,
@@ -181,6 +191,33 @@ fn start_follows_the_guest_until_it_powers_off() {
     assert_eq!(r["power_state"], "Halted");
     assert_eq!(r["domid"], -1);
     assert_eq!(r["consoles"], serde_json::json!([]));
+    assert_eq!(
+        ok(
+            &mut api,
+            &mut p,
+            "host.get_resident_VMs",
+            serde_json::json!([s, host_ref])
+        ),
+        serde_json::json!([])
+    );
+    // start_on this host is start.
+    ok(
+        &mut api,
+        &mut p,
+        "VM.start_on",
+        serde_json::json!([s, vm, host_ref, false, false]),
+    );
+    assert_eq!(
+        ok(
+            &mut api,
+            &mut p,
+            "VM.get_power_state",
+            serde_json::json!([s, vm])
+        ),
+        "Running"
+    );
+    p.set_status(crate::platform::VmId(2), crate::platform::VmStatus::Halted);
+    api.poll_vms(&mut p);
     let ev = ok(
         &mut api,
         &mut p,
