@@ -61,7 +61,34 @@ impl GuestOptions {
 
 /// Writes the boot-module archive to `out`: the compiled host config, and the guest if any.
 pub fn write_archive(host_config: &Path, guest: Option<&GuestOptions>, out: &Path) -> Result<()> {
+    write_archive_with(host_config, guest, &[], out)
+}
+
+/// As [`write_archive`], with files VMs boot from through the XenAPI:
+/// `library/<name>` for each `(name, file)` (`PV_kernel = boot:<name>`).
+pub fn write_archive_with(
+    host_config: &Path,
+    guest: Option<&GuestOptions>,
+    library: &[(String, std::path::PathBuf)],
+    out: &Path,
+) -> Result<()> {
     let mut archive = Cpio::default();
+    if !library.is_empty() {
+        archive.directory("library");
+    }
+    for (name, file) in library {
+        let mut dir = String::from("library");
+        for part in name
+            .split('/')
+            .take(name.split('/').count().saturating_sub(1))
+        {
+            dir.push('/');
+            dir.push_str(part);
+            archive.directory(&dir);
+        }
+        let bytes = fs::read(file).context(|| format!("reading boot file {}", file.display()))?;
+        archive.file(&format!("library/{name}"), 0o644, &bytes);
+    }
     let config = fs::read(host_config).context(|| format!("reading {}", host_config.display()))?;
     archive.file("host-config.bin", 0o644, &config);
     if let Some(g) = guest {
@@ -138,6 +165,28 @@ mod tests {
         }
         let none = GuestOptions { cpus: 0, ..g };
         assert!(write_archive(&cfg, Some(&none), &out).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn archive_carries_boot_files_under_library() {
+        let dir = std::env::temp_dir().join(format!("xtask-library-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (cfg, kernel, out) = (dir.join("hc.bin"), dir.join("vmlinuz"), dir.join("a.cpio"));
+        fs::write(&cfg, b"CONFIG").unwrap();
+        fs::write(&kernel, b"LIBKERNEL").unwrap();
+        let library = [("debian/vmlinuz".to_string(), kernel)];
+        write_archive_with(&cfg, None, &library, &out).unwrap();
+        let data = fs::read(&out).unwrap();
+        for needle in [
+            &b"library/debian/vmlinuz"[..],
+            b"library/debian\0",
+            b"LIBKERNEL",
+        ] {
+            assert!(data.windows(needle.len()).any(|w| w == needle));
+        }
+        let missing = [("x".to_string(), dir.join("nope"))];
+        assert!(write_archive_with(&cfg, None, &missing, &out).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -48,6 +48,8 @@ commands:
       --guest-cmdline S its command line (default: console=ttyS0)
       --guest-cpus N    its vCPUs (default 1; time-sliced on the non-boot CPUs)
       --guest-memory M  its RAM in MiB (default 256)
+      --boot-file N=F   file F as boot:N for VMs started through the XenAPI (PV_kernel,
+                        PV_ramdisk; repeatable), e.g. --boot-file debian/vmlinuz=target/peer/vmlinuz
       --nic tap=NAME    a further NIC on an existing tap device (repeatable; eth1, eth2, ...)
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
   fuzz <target> [--seconds N] [--jobs N] | fuzz list

@@ -28,6 +28,9 @@ pub struct RunOptions {
     pub guest: Option<GuestOptions>,
     /// Existing tap devices given to the image as further NICs (eth1, eth2, ...).
     pub taps: Vec<String>,
+    /// Files VMs boot from through the XenAPI (`PV_kernel = boot:NAME`):
+    /// `library/NAME` in the boot archive.
+    pub library: Vec<(String, PathBuf)>,
 }
 
 impl Default for RunOptions {
@@ -41,6 +44,7 @@ impl Default for RunOptions {
             image: None,
             guest: None,
             taps: Vec::new(),
+            library: Vec::new(),
         }
     }
 }
@@ -78,6 +82,19 @@ impl RunOptions {
                 "--guest-cmdline" => guest.cmdline = value()?,
                 "--guest-cpus" => guest.cpus = number(flag, &value()?)?,
                 "--guest-memory" => guest.memory_mib = number(flag, &value()?)?,
+                "--boot-file" => {
+                    let spec = value()?;
+                    match spec.split_once('=') {
+                        Some((name, file)) if !name.is_empty() && !file.is_empty() => options
+                            .library
+                            .push((name.to_string(), PathBuf::from(file))),
+                        _ => {
+                            return Err(Error::usage(format!(
+                                "--boot-file takes NAME=FILE (booted as PV_kernel boot:NAME), got {spec:?}"
+                            )));
+                        }
+                    }
+                }
                 "--nic" => {
                     let spec = value()?;
                     match spec.strip_prefix("tap=").filter(|name| !name.is_empty()) {
@@ -129,20 +146,29 @@ pub fn run(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     if let Some(password) = hostcfg::compile(source, &config_bin)? {
         println!("root password: {password}");
     }
-    // With a guest, the host config and the guest travel in one archive.
-    let boot_modules = match &options.guest {
-        None => config_bin,
-        Some(g) => {
-            let archive = paths.target.join("run/boot-modules.cpio");
-            guest::write_archive(&config_bin, Some(g), &archive)?;
+    // With a guest or boot files, the host config travels with them in one archive.
+    let boot_modules = if options.guest.is_none() && options.library.is_empty() {
+        config_bin
+    } else {
+        let archive = paths.target.join("run/boot-modules.cpio");
+        guest::write_archive_with(
+            &config_bin,
+            options.guest.as_ref(),
+            &options.library,
+            &archive,
+        )?;
+        if let Some(g) = &options.guest {
             println!(
                 "run: guest {} ({}) starts at boot; its console is prefixed `vm {}:`",
                 g.name,
                 g.kernel.display(),
                 g.name
             );
-            archive
         }
+        for (name, file) in &options.library {
+            println!("run: boot file boot:{name} is {}", file.display());
+        }
+        archive
     };
     let image = match &options.image {
         Some(image) if image.is_file() => image.clone(),
@@ -293,6 +319,30 @@ mod tests {
         assert!(parse(&["--cpus"]).is_err());
         assert!(parse(&["--cpus", "x"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
+    }
+
+    #[test]
+    fn boot_files_for_the_xenapi() {
+        let options = parse(&[
+            "--boot-file",
+            "debian/vmlinuz=target/peer/vmlinuz",
+            "--boot-file=initrd=a=b",
+        ])
+        .expect("valid");
+        assert_eq!(
+            options.library,
+            [
+                (
+                    "debian/vmlinuz".to_string(),
+                    PathBuf::from("target/peer/vmlinuz")
+                ),
+                ("initrd".to_string(), PathBuf::from("a=b")),
+            ]
+        );
+        for bad in ["vmlinuz", "=x", "x="] {
+            let e = parse(&["--boot-file", bad]).expect_err(bad);
+            assert!(e.to_string().contains("NAME=FILE"), "{e}");
+        }
     }
 
     #[test]
