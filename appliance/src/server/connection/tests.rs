@@ -206,3 +206,91 @@ fn a_chunked_body_is_refused_with_411() {
     assert!(sink.received.is_empty());
     assert!(conn.finished(false));
 }
+
+/// A tunnel that upper-cases what it is sent, takes at most `window`
+/// bytes a turn, and ends when it sees `!`.
+#[derive(Default)]
+struct Upper {
+    window: usize,
+    closed: bool,
+}
+
+impl Handler for Upper {
+    fn handle(&mut self, request: &Request<'_>) -> Reply {
+        if request.method() == crate::http::Method::Other("CONNECT") {
+            Reply::Tunnel(Ticket(7))
+        } else {
+            Reply::Now(Response::json_error(Status::OK, request.path()))
+        }
+    }
+    fn tunnel_io(&mut self, ticket: Ticket, input: &[u8], output: &mut Vec<u8>) -> Option<usize> {
+        assert_eq!(ticket, Ticket(7));
+        if input.contains(&b'!') {
+            return None;
+        }
+        let take = input.len().min(self.window);
+        output.extend(input[..take].iter().map(u8::to_ascii_uppercase));
+        Some(take)
+    }
+    fn tunnel_close(&mut self, _ticket: Ticket) {
+        self.closed = true;
+    }
+}
+
+fn flush(conn: &mut Connection) -> String {
+    let out = String::from_utf8_lossy(conn.output()).into_owned();
+    let n = conn.output().len();
+    conn.sent(n);
+    out
+}
+
+#[test]
+fn connect_turns_the_connection_into_a_tunnel_both_ways() {
+    let limits = Limits::default();
+    let mut conn = Connection::new();
+    let mut h = Upper {
+        window: 3,
+        ..Upper::default()
+    };
+    // Bytes right behind the head already belong to the tunnel.
+    conn.receive(b"CONNECT /console?ref=x HTTP/1.0\r\n\r\nabcde");
+    conn.respond(&mut h, &limits, false);
+    assert_eq!(flush(&mut conn), "HTTP/1.1 200 OK\r\n\r\n");
+    assert!(conn.is_waiting(), "a tunnel is never idle");
+    conn.respond(&mut h, &limits, false);
+    assert_eq!(
+        flush(&mut conn),
+        "ABC",
+        "the handler took 3; the rest waits"
+    );
+    conn.receive(b"GET / HTTP/1.1\r\n\r\n");
+    conn.respond(&mut h, &limits, false);
+    conn.respond(&mut h, &limits, false);
+    assert_eq!(
+        flush(&mut conn),
+        "DEGET ",
+        "after CONNECT nothing is parsed as HTTP"
+    );
+    assert!(!conn.finished(false));
+    // The handler ends it: closed once flushed.
+    conn.receive(b"!");
+    for _ in 0..8 {
+        conn.respond(&mut h, &limits, false);
+    }
+    flush(&mut conn);
+    assert!(h.closed);
+    assert!(conn.finished(false));
+
+    // The peer going away closes the tunnel.
+    let mut conn = Connection::new();
+    let mut h = Upper {
+        window: 100,
+        ..Upper::default()
+    };
+    conn.receive(b"CONNECT /c HTTP/1.0\r\n\r\n");
+    conn.respond(&mut h, &limits, false);
+    flush(&mut conn);
+    assert!(conn.finished(true));
+    conn.abandon(&mut h);
+    assert!(h.closed);
+}

@@ -725,3 +725,51 @@ fn console_connect_carries_the_guest_console_both_ways() {
         "the VM is off: closed"
     );
 }
+
+#[test]
+fn a_guest_reset_is_a_new_domain_and_a_crash_halts_the_vm() {
+    let (mut api, mut p, s) = with_hv(false);
+    let vm = debian_vm(&mut api, &mut p, &s);
+    ok(
+        &mut api,
+        &mut p,
+        "VM.start",
+        serde_json::json!([s, vm, false, false]),
+    );
+    let domid = |api: &mut XenApi, p: &mut FakePlatform| {
+        ok(api, p, "VM.get_domid", serde_json::json!([s, vm]))
+    };
+    assert_eq!(domid(&mut api, &mut p), 1);
+    // The kernel restarted the guest after it reset itself.
+    let g = p.hv.as_mut().unwrap().guests.get_mut(&1).unwrap();
+    g.1 = crate::platform::VmStatus::Running {
+        paused: false,
+        restarts: 1,
+    };
+    api.poll_vms(&mut p);
+    assert_eq!(domid(&mut api, &mut p), 2);
+    assert_eq!(
+        ok(
+            &mut api,
+            &mut p,
+            "VM.get_power_state",
+            serde_json::json!([s, vm])
+        ),
+        "Running"
+    );
+    p.set_status(
+        crate::platform::VmId(1),
+        crate::platform::VmStatus::Crashed("triple fault".into()),
+    );
+    api.poll_vms(&mut p);
+    assert_eq!(
+        ok(
+            &mut api,
+            &mut p,
+            "VM.get_power_state",
+            serde_json::json!([s, vm])
+        ),
+        "Halted"
+    );
+    assert_eq!(domid(&mut api, &mut p), -1);
+}
