@@ -142,7 +142,7 @@ fn alloc_nics(count: usize) -> Vec<Option<[u8; 6]>> {
 enum Input {
     /// A new connection, the flag that tells its reader it was closed, and
     /// whether it came to the HTTPS listener.
-    Accepted(u64, TcpStream, Arc<AtomicBool>, bool),
+    Accepted(u64, TcpStream, Arc<AtomicBool>, bool, Arc<AtomicUsize>),
     Data(u64, Vec<u8>),
     Closed(u64),
 }
@@ -153,6 +153,10 @@ struct Peer {
     http: Stream,
     /// Bytes read and not yet taken by `http` (TLS takes at most two records at a time).
     unread: Vec<u8>,
+    /// Bytes read and not yet taken (`unread` and what is on its way): the
+    /// reader waits while there are [`MAX_QUEUED`] (a streamed body the
+    /// handler holds back stays bounded).
+    queued: Arc<AtomicUsize>,
     last_activity: Instant,
     peer_closed: bool,
 }
@@ -276,8 +280,15 @@ fn accept(
             continue;
         };
         let closed = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
         if tx
-            .send(Input::Accepted(id, stream, Arc::clone(&closed), tls))
+            .send(Input::Accepted(
+                id,
+                stream,
+                Arc::clone(&closed),
+                tls,
+                Arc::clone(&queued),
+            ))
             .is_err()
         {
             return;
@@ -286,18 +297,32 @@ fn accept(
         open.fetch_add(1, Ordering::Relaxed);
         let open = Arc::clone(open);
         std::thread::spawn(move || {
-            read(id, reader, &tx, &closed);
+            read(id, reader, &tx, &closed, &queued);
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-fn read(id: u64, mut stream: TcpStream, tx: &SyncSender<Input>, closed: &AtomicBool) {
+fn read(
+    id: u64,
+    mut stream: TcpStream,
+    tx: &SyncSender<Input>,
+    closed: &AtomicBool,
+    queued: &AtomicUsize,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
+        // Back-pressure: the service has not taken what was read before.
+        while queued.load(Ordering::Relaxed) >= MAX_QUEUED {
+            if closed.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                queued.fetch_add(n, Ordering::Relaxed);
                 let data = buf.get(..n).unwrap_or_default().to_vec();
                 if tx.send(Input::Data(id, data)).is_err() {
                     return;
@@ -341,7 +366,7 @@ fn run(
         // A running iSCSI job is moved forward every few milliseconds.
         let wait = if busy { wait.min(JOB_POLL) } else { wait };
         let touched = match rx.recv_timeout(wait) {
-            Ok(Input::Accepted(id, stream, closed, is_tls)) => {
+            Ok(Input::Accepted(id, stream, closed, is_tls, queued)) => {
                 match Stream::new(tls.as_ref().filter(|_| is_tls)) {
                     Some(http) => {
                         peers.insert(
@@ -351,6 +376,7 @@ fn run(
                                 closed,
                                 http,
                                 unread: Vec::new(),
+                                queued,
                                 last_activity: Instant::now(),
                                 peer_closed: false,
                             },
@@ -420,6 +446,11 @@ fn run(
                 peer.close(how);
                 peers.remove(&id);
             }
+        }
+        // Jobs the answers just queued (the next piece of a raw VDI
+        // transfer, say) start now, not after the next wait.
+        if api.storage_jobs_queued() {
+            jobs.poll(api, platform);
         }
         if touched.is_none() {
             // Close idle connections now and then.
@@ -492,6 +523,9 @@ impl HostedJobs {
     }
 }
 
+/// Bytes a connection's reader may have read ahead of the service.
+const MAX_QUEUED: usize = 1024 * 1024;
+
 impl Peer {
     /// Hands the unread bytes to the connection, answers what is complete and
     /// writes the answers; whether every write succeeded.
@@ -502,21 +536,31 @@ impl Peer {
                 self.http
                     .receive(self.unread.get(..room).unwrap_or_default());
                 self.unread.drain(..room);
+                self.queued.fetch_sub(room, Ordering::Relaxed);
             }
             let closed = self.peer_closed && self.unread.is_empty();
             self.http.respond(endpoints, limits, closed);
             // A large TLS answer is encrypted in parts as the earlier ones go out.
+            let mut wrote = false;
             while !self.http.output().is_empty() {
                 let out = self.http.output().len();
                 if self.stream.write_all(self.http.output()).is_err() {
                     return false;
                 }
                 self.http.sent(out, limits);
+                wrote = true;
+            }
+            // A streamed response body goes on while pieces are ready
+            // (the write blocks on a slow client).
+            if wrote && self.http.is_sending() {
+                continue;
             }
             // Plain HTTP holds a whole request; more than that is dropped,
-            // as the connection answers 413 and closes.
+            // as the connection answers 413 and closes. A streamed body
+            // the handler holds back (back-pressure) is kept.
             if self.unread.is_empty() || self.http.room(limits) == 0 {
-                if matches!(self.http, Stream::Plain(_)) {
+                if matches!(self.http, Stream::Plain(_)) && !self.http.is_waiting() {
+                    self.queued.fetch_sub(self.unread.len(), Ordering::Relaxed);
                     self.unread.clear();
                 }
                 return true;

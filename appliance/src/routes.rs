@@ -2,6 +2,7 @@
 //! `/RPC2`, `/xmlrpc` and `/jsonrpc`, and `PUT /upgrade` (streamed, see
 //! [`upgrade`]). The image and the hosted server use the same [`Endpoints`].
 
+use alloc::vec::Vec;
 use core::time::Duration;
 
 use smoltcp::wire::Ipv4Address;
@@ -9,10 +10,10 @@ use smoltcp::wire::Ipv4Address;
 use crate::health::HealthReport;
 use crate::http::{Method, Request, RequestHead, Response, Status};
 use crate::platform::Platform;
-use crate::server::{Handler, Reply, Ticket};
+use crate::server::{BodyCut, Handler, Reply, Ticket};
 use crate::xenapi::XenApi;
 
-mod upgrade;
+pub(crate) mod upgrade;
 
 /// Every endpoint, over the service state and the platform, for one poll.
 pub struct Endpoints<'a> {
@@ -39,6 +40,9 @@ impl Handler for Endpoints<'_> {
         if request.path() == crate::xenapi::CONSOLE_PATH {
             return self.api.console_connect(request, self.platform);
         }
+        if request.path() == crate::xenapi::EXPORT_RAW_PATH {
+            return Reply::Now(self.api.export_start(request, self.platform));
+        }
         let platform = &*self.platform;
         let (hostname, uptime, ip) = (self.hostname, self.uptime, self.management_ip);
         let tls = self.api.server_certificate().map(|c| c.sha256.as_str());
@@ -54,27 +58,44 @@ impl Handler for Endpoints<'_> {
     }
 
     fn cancel(&mut self, ticket: Ticket) {
-        self.api.cancel(ticket);
+        self.api.cancel(ticket, self.platform);
     }
 
     fn streams(&self, head: &RequestHead<'_>) -> bool {
-        head.path == upgrade::PATH
+        head.path == upgrade::PATH || head.path == crate::xenapi::IMPORT_RAW_PATH
     }
 
-    fn stream_start(&mut self, head: &RequestHead<'_>, length: u64) -> Result<(), Response> {
-        upgrade::start(head, length, self.api, self.platform)
+    fn stream_start(&mut self, head: &RequestHead<'_>, length: u64) -> Result<Ticket, Response> {
+        if head.path == crate::xenapi::IMPORT_RAW_PATH {
+            return self.api.import_start(head, length, self.platform);
+        }
+        upgrade::start(head, length, self.api, self.platform).map(|()| UPGRADE_TICKET)
     }
 
-    fn stream_chunk(&mut self, bytes: &[u8]) -> Result<(), Response> {
-        upgrade::chunk(bytes, self.api, self.platform)
+    fn stream_chunk(&mut self, ticket: Ticket, bytes: &[u8]) -> Result<usize, Response> {
+        if ticket == UPGRADE_TICKET {
+            return upgrade::chunk(bytes, self.api, self.platform).map(|()| bytes.len());
+        }
+        self.api.import_chunk(ticket, bytes, self.platform)
     }
 
-    fn stream_end(&mut self) -> Response {
-        upgrade::end(self.api, self.platform)
+    fn stream_end(&mut self, ticket: Ticket) -> Reply {
+        if ticket == UPGRADE_TICKET {
+            return Reply::Now(upgrade::end(self.api, self.platform));
+        }
+        self.api.import_end(ticket, self.platform)
     }
 
-    fn stream_abort(&mut self) {
-        upgrade::abort(self.api, self.platform);
+    fn stream_abort(&mut self, ticket: Ticket) {
+        if ticket == UPGRADE_TICKET {
+            upgrade::abort(self.api, self.platform);
+        } else {
+            self.api.import_abort(ticket, self.platform);
+        }
+    }
+
+    fn body_chunk(&mut self, ticket: Ticket, max: usize) -> Result<Option<Vec<u8>>, BodyCut> {
+        self.api.export_chunk(ticket, max, self.platform)
     }
 
     fn tunnel_io(
@@ -90,6 +111,10 @@ impl Handler for Endpoints<'_> {
         self.api.console_close(ticket);
     }
 }
+
+/// The ticket of the upgrade upload (one runs at a time); the service's
+/// tickets count up from 1 and never reach it.
+const UPGRADE_TICKET: Ticket = Ticket(u64::MAX);
 
 /// Answers `request`. `health` builds the report only when it is asked for.
 pub fn route<'h>(request: &Request<'_>, health: impl FnOnce() -> HealthReport<'h>) -> Response {

@@ -40,6 +40,11 @@ pub enum Reply {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ticket(pub u64);
 
+/// A streamed response body that cannot be completed (see
+/// [`Handler::body_chunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyCut;
+
 /// Answers requests. Implemented for any `FnMut(&Request) -> Response`.
 pub trait Handler {
     fn handle(&mut self, request: &Request<'_>) -> Reply;
@@ -61,26 +66,39 @@ pub trait Handler {
         false
     }
 
-    /// A streamed body of `length` bytes begins. `Err` answers the request
-    /// now; its body is then read and dropped.
-    fn stream_start(&mut self, _head: &RequestHead<'_>, _length: u64) -> Result<(), Response> {
+    /// A streamed body of `length` bytes begins: `Ok` with the ticket its
+    /// bytes are handed over with. `Err` answers the request now; its body
+    /// is then read and dropped.
+    fn stream_start(&mut self, _head: &RequestHead<'_>, _length: u64) -> Result<Ticket, Response> {
         Err(Response::json_error(Status::NOT_FOUND, "not found"))
     }
 
-    /// The next bytes of the streamed body. `Err` answers the request now;
-    /// the rest of the body is read and dropped.
-    fn stream_chunk(&mut self, _bytes: &[u8]) -> Result<(), Response> {
+    /// The next bytes of the streamed body: how many of them the handler
+    /// took (0 to n; fewer is back-pressure: the rest is offered again on
+    /// a later poll, and the client is not read meanwhile). `Err` answers
+    /// the request now; the rest of the body is read and dropped.
+    fn stream_chunk(&mut self, _ticket: Ticket, _bytes: &[u8]) -> Result<usize, Response> {
         Err(Response::json_error(Status::NOT_FOUND, "not found"))
     }
 
-    /// The whole streamed body arrived: the answer.
-    fn stream_end(&mut self) -> Response {
-        Response::json_error(Status::NOT_FOUND, "not found")
+    /// The whole streamed body was taken: the answer, now or later.
+    fn stream_end(&mut self, _ticket: Ticket) -> Reply {
+        Reply::Now(Response::json_error(Status::NOT_FOUND, "not found"))
     }
 
     /// The streamed body will not be completed (the peer went away or
     /// closed early, or its connection timed out).
-    fn stream_abort(&mut self) {}
+    fn stream_abort(&mut self, _ticket: Ticket) {}
+
+    /// The next bytes of a streamed response body (see
+    /// [`Response::streamed`]), at most `max`: `Ok(None)` when none are
+    /// ready yet (asked again on a later poll), `Err` when the body cannot
+    /// be completed (the connection closes, the client sees a short body).
+    /// The end of the body, or the connection going away first, is told
+    /// with [`Handler::cancel`].
+    fn body_chunk(&mut self, _ticket: Ticket, _max: usize) -> Result<Option<Vec<u8>>, BodyCut> {
+        Err(BodyCut)
+    }
 
     /// A tunnel's turn: `input` is what the peer sent and was not taken
     /// yet; returns how many of those bytes were taken, after appending to

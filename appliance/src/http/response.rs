@@ -116,6 +116,9 @@ pub struct Response {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     close: bool,
+    /// A body the handler supplies piece by piece after the head (see
+    /// [`Response::streamed`]): its length, and the ticket it is asked by.
+    streamed: Option<(u64, u64)>,
 }
 
 impl Response {
@@ -126,7 +129,23 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             close: false,
+            streamed: None,
         }
+    }
+
+    /// A response whose body of `length` bytes the handler supplies after
+    /// the head, as the connection has room for it
+    /// (`Handler::body_chunk` with `ticket`): a large download is never
+    /// held whole.
+    pub fn streamed(status: Status, content_type: &str, length: u64, ticket: u64) -> Self {
+        let mut r = Response::new(status).with_header("Content-Type", content_type);
+        r.streamed = Some((length, ticket));
+        r
+    }
+
+    /// The length and ticket of a streamed body.
+    pub fn streamed_body(&self) -> Option<(u64, u64)> {
+        self.streamed
     }
 
     /// A JSON response.
@@ -222,7 +241,10 @@ impl Response {
             let _ = write!(w, "{name}: {value}\r\n");
         }
         if self.status.allows_body() {
-            let _ = write!(w, "Content-Length: {}\r\n", self.body.len());
+            let length = self
+                .streamed
+                .map_or(self.body.len() as u64, |(length, _)| length);
+            let _ = write!(w, "Content-Length: {length}\r\n");
         }
         let connection = if keep_alive && !self.close {
             "keep-alive"

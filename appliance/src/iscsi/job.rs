@@ -824,6 +824,35 @@ fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
             dev.flush().map_err(|e| e.to_string())?;
             Ok(JobOutput::Sr(s))
         }
+        SrOp::WriteVdi { uuid, offset, data } => {
+            let mut sr = Sr::open(dev).map_err(e)?;
+            sr.write(uuid, *offset, &data.0).map_err(e)?;
+            let s = summary(&sr);
+            sr.close().map_err(e)?;
+            Ok(JobOutput::Sr(s))
+        }
+        SrOp::ReadVdi { uuid, offset, len } => {
+            let mut sr = Sr::open(dev).map_err(e)?;
+            let mut buf = vec![0u8; *len as usize];
+            sr.read(uuid, *offset, &mut buf).map_err(e)?;
+            Ok(JobOutput::Data(buf))
+        }
+        SrOp::CopyVdi {
+            of,
+            new,
+            name,
+            snapshot,
+        } => {
+            let mut sr = Sr::open(dev).map_err(e)?;
+            if *snapshot {
+                sr.snapshot(of, *new, name).map_err(e)?;
+            } else {
+                sr.clone_vdi(of, *new, name).map_err(e)?;
+            }
+            let s = summary(&sr);
+            sr.close().map_err(e)?;
+            Ok(JobOutput::Sr(s))
+        }
         SrOp::DeleteVdi { uuid } => {
             let mut sr = Sr::open(dev).map_err(e)?;
             sr.delete(uuid).map_err(e)?;

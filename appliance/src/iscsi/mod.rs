@@ -81,6 +81,39 @@ pub enum SrOp {
     },
     /// Check it is an SR and empty, then erase its superblocks (`SR.destroy`).
     Wipe,
+    /// Write `data` into the VDI at byte `offset`, then flush (a piece of
+    /// `PUT /import_raw_vdi`).
+    WriteVdi {
+        uuid: [u8; 16],
+        offset: u64,
+        data: Chunk,
+    },
+    /// Read `len` bytes of the VDI at byte `offset` (a piece of
+    /// `GET /export_raw_vdi`).
+    ReadVdi {
+        uuid: [u8; 16],
+        offset: u64,
+        len: u32,
+    },
+    /// A snapshot (read-only) or clone (writable) of VDI `of`, sharing its
+    /// clusters (`VDI.snapshot`, `VDI.clone`).
+    CopyVdi {
+        of: [u8; 16],
+        new: [u8; 16],
+        name: String,
+        snapshot: bool,
+    },
+}
+
+/// Bytes a job writes: shared, so the job's attempts do not copy them,
+/// and shown by length only in logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Chunk(pub alloc::sync::Arc<[u8]>);
+
+impl core::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
 }
 
 /// What a job does once logged in.
@@ -134,6 +167,8 @@ pub enum JobOutput {
     /// The LUN holds no SR of ours (`SR.probe`).
     NoSr,
     Sr(SrSummary),
+    /// Bytes read from a VDI.
+    Data(Vec<u8>),
 }
 
 /// Why a job failed, sorted the way the XenAPI reports it.

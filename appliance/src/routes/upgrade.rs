@@ -181,7 +181,7 @@ fn failure(e: &UpgradeFailure) -> Response {
 }
 
 /// The percent-decoded value of `name` in a query string.
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
     let value = query
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;

@@ -5,7 +5,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Handler, Reply, Ticket};
+use super::{BodyCut, Handler, Reply, Ticket};
 use crate::http::{
     HttpError, Limits, Method, Parse, Response, Status, declared_length, parse_head, parse_request,
 };
@@ -24,6 +24,7 @@ pub const STREAM_WINDOW: usize = 64 * 1024;
 /// A request body going to the handler as it arrives (see [`Handler::streams`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Streaming {
+    ticket: Ticket,
     /// Body bytes still to come.
     remaining: u64,
     keep_alive: bool,
@@ -56,6 +57,16 @@ pub struct Connection {
     streaming: Option<Streaming>,
     /// After an accepted `CONNECT`: raw bytes both ways (see [`Reply::Tunnel`]).
     tunnel: Option<Ticket>,
+    /// A streamed response body being sent.
+    sending: Option<Sending>,
+}
+
+/// A response body the handler supplies piece by piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sending {
+    ticket: Ticket,
+    remaining: u64,
+    keep_alive: bool,
 }
 
 /// Output a tunnel may queue before it waits for the peer to read.
@@ -123,15 +134,27 @@ impl Connection {
         self.streaming.is_some()
     }
 
-    /// Whether a deferred answer is awaited.
+    /// Whether a streamed response body is being sent.
+    pub fn is_sending(&self) -> bool {
+        self.sending.is_some()
+    }
+
+    /// Whether the connection waits on the handler rather than on its
+    /// peer: a deferred answer, a streamed body the handler has not taken
+    /// whole yet, or a streamed response body being sent. Such a
+    /// connection is asked again on every poll.
     pub fn is_waiting(&self) -> bool {
-        self.deferred.is_some() || self.tunnel.is_some()
+        self.deferred.is_some()
+            || self.tunnel.is_some()
+            || self.sending.is_some()
+            || (self.streaming.is_some_and(|s| !s.answered) && !self.input.is_empty())
     }
 
     /// Whether the connection should now be closed: everything is sent and
     /// either side is done.
     pub fn finished(&self, peer_closed: bool) -> bool {
         self.output().is_empty()
+            && self.sending.is_none()
             && ((self.close_after_flush && self.streaming.is_none())
                 || (peer_closed && self.deferred.is_none())
                 || (peer_closed && self.tunnel.is_some()))
@@ -148,7 +171,10 @@ impl Connection {
         if let Some(stream) = self.streaming.take()
             && !stream.answered
         {
-            handler.stream_abort();
+            handler.stream_abort(stream.ticket);
+        }
+        if let Some(s) = self.sending.take() {
+            handler.cancel(s.ticket);
         }
     }
 
@@ -188,16 +214,26 @@ impl Connection {
                 None => return,
             }
         }
-        if self.streaming.is_some() {
-            self.pump(handler, peer_closed);
-            if self.streaming.is_some() {
+        if self.sending.is_some() {
+            self.send_body(handler);
+            if self.sending.is_some() {
                 return;
             }
         }
-        while self.unparsed && !self.close_after_flush && self.output().len() < OUTPUT_HIGH_WATER {
+        if self.streaming.is_some() {
+            self.pump(handler, peer_closed);
+            if self.streaming.is_some() || self.deferred.is_some() {
+                return;
+            }
+        }
+        while self.unparsed
+            && !self.close_after_flush
+            && self.sending.is_none()
+            && self.output().len() < OUTPUT_HIGH_WATER
+        {
             if self.start_stream(handler, limits) {
                 self.pump(handler, peer_closed);
-                if self.streaming.is_some() {
+                if self.streaming.is_some() || self.deferred.is_some() {
                     return;
                 }
                 continue;
@@ -251,6 +287,9 @@ impl Connection {
                 }
             }
         }
+        if self.sending.is_some() {
+            self.send_body(handler);
+        }
     }
 
     /// Starts streaming the body of the request at the front of the input
@@ -268,7 +307,7 @@ impl Connection {
         let started = match declared_length(&head, limits) {
             Ok(Some(length)) => handler
                 .stream_start(&head, length)
-                .map(|()| length)
+                .map(|ticket| (ticket, length))
                 .map_err(|response| (response, length)),
             Ok(None) => Err((
                 Response::json_error(
@@ -283,11 +322,12 @@ impl Connection {
         self.input.drain(..head_len);
         self.continue_sent = false;
         self.streaming = Some(match started {
-            Ok(length) => {
+            Ok((ticket, length)) => {
                 if expects_continue && length > 0 {
                     self.output.extend_from_slice(CONTINUE);
                 }
                 Streaming {
+                    ticket,
                     remaining: length,
                     keep_alive,
                     answered: false,
@@ -296,6 +336,7 @@ impl Connection {
             Err((response, length)) => {
                 self.write(&response, false, false);
                 Streaming {
+                    ticket: Ticket(0),
                     // A client waiting for `100 Continue` sends no body now.
                     remaining: if expects_continue { 0 } else { length },
                     keep_alive: false,
@@ -317,29 +358,58 @@ impl Connection {
             .unwrap_or(usize::MAX)
             .min(self.input.len());
         if take > 0 {
-            if !stream.answered
-                && let Err(response) =
-                    handler.stream_chunk(self.input.get(..take).unwrap_or_default())
-            {
-                self.write(&response, false, false);
-                stream.answered = true;
+            let mut taken = take;
+            if !stream.answered {
+                match handler
+                    .stream_chunk(stream.ticket, self.input.get(..take).unwrap_or_default())
+                {
+                    Ok(n) => taken = n.min(take),
+                    Err(response) => {
+                        self.write(&response, false, false);
+                        stream.answered = true;
+                    }
+                }
             }
-            self.input.drain(..take);
-            stream.remaining -= take as u64;
+            self.input.drain(..taken);
+            stream.remaining -= taken as u64;
+            if taken < take {
+                // Back-pressure: the rest waits in the input (bounded by
+                // the stream window, so the peer is not read meanwhile),
+                // offered again on the next poll, even once the peer closed.
+                self.streaming = Some(stream);
+                return;
+            }
         }
         if stream.remaining == 0 {
             self.streaming = None;
             if stream.answered {
                 self.close_after_flush = true;
             } else {
-                let response = handler.stream_end();
-                self.write(&response, stream.keep_alive, false);
+                match handler.stream_end(stream.ticket) {
+                    Reply::Now(response) => self.write(&response, stream.keep_alive, false),
+                    Reply::Later(ticket) => {
+                        self.deferred = Some(Deferred {
+                            ticket,
+                            keep_alive: stream.keep_alive,
+                            head_only: false,
+                        });
+                    }
+                    Reply::Tunnel(ticket) => {
+                        // An upload does not turn into a tunnel.
+                        handler.tunnel_close(ticket);
+                        let response = Response::json_error(
+                            Status::INTERNAL_SERVER_ERROR,
+                            "the upload's handler answered with a tunnel",
+                        );
+                        self.write(&response, false, false);
+                    }
+                }
             }
             self.unparsed = !self.input.is_empty();
         } else if peer_closed {
             self.streaming = None;
             if !stream.answered {
-                handler.stream_abort();
+                handler.stream_abort(stream.ticket);
                 let response = Response::json_error(
                     Status::BAD_REQUEST,
                     "the request body ended before its Content-Length",
@@ -358,6 +428,50 @@ impl Connection {
         let keep_alive = keep_alive && !response.closes_connection();
         response.write_to(&mut self.output, keep_alive, !head_only);
         self.close_after_flush = !keep_alive;
+        if let Some((length, ticket)) = response.streamed_body() {
+            self.sending = Some(Sending {
+                ticket: Ticket(ticket),
+                remaining: if head_only { 0 } else { length },
+                keep_alive,
+            });
+        }
+    }
+
+    /// Moves a streamed response body forward: asks the handler for what
+    /// fits under the output bound.
+    fn send_body<H: Handler + ?Sized>(&mut self, handler: &mut H) {
+        while let Some(mut s) = self.sending {
+            if s.remaining == 0 {
+                self.sending = None;
+                handler.cancel(s.ticket);
+                self.close_after_flush = !s.keep_alive;
+                return;
+            }
+            let room = OUTPUT_HIGH_WATER.saturating_sub(self.output().len());
+            if room == 0 {
+                return;
+            }
+            let max = usize::try_from(s.remaining).unwrap_or(usize::MAX).min(room);
+            match handler.body_chunk(s.ticket, max) {
+                Ok(Some(bytes)) if !bytes.is_empty() => {
+                    let n = bytes.len().min(max);
+                    self.output
+                        .extend_from_slice(bytes.get(..n).unwrap_or_default());
+                    s.remaining -= n as u64;
+                    self.sending = Some(s);
+                }
+                Ok(_) => return,
+                Err(BodyCut) => {
+                    // The body cannot be completed: the client sees it cut short.
+                    self.sending = None;
+                    handler.cancel(s.ticket);
+                    self.close_after_flush = true;
+                    self.input.clear();
+                    self.unparsed = false;
+                    return;
+                }
+            }
+        }
     }
 
     /// Answers a request that cannot be served and arranges to close: after

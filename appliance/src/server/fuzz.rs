@@ -10,7 +10,7 @@
 use alloc::vec::Vec;
 
 use super::connection::{self, Connection};
-use super::{Handler, Reply};
+use super::{Handler, Reply, Ticket};
 use crate::http::{Limits, Request, RequestHead, Response, Status};
 
 #[derive(Default)]
@@ -20,6 +20,8 @@ struct Streams {
     /// Refuse the next start, fail the chunk after this many bytes.
     refuse_next: bool,
     fail_after: Option<u64>,
+    /// Take at most a few bytes per chunk (back-pressure).
+    trickle: bool,
 }
 
 impl Handler for Streams {
@@ -29,30 +31,37 @@ impl Handler for Streams {
     fn streams(&self, head: &RequestHead<'_>) -> bool {
         head.path == "/s"
     }
-    fn stream_start(&mut self, _head: &RequestHead<'_>, length: u64) -> Result<(), Response> {
+    fn stream_start(&mut self, _head: &RequestHead<'_>, length: u64) -> Result<Ticket, Response> {
         assert!(self.open.is_none(), "a stream started while one is open");
         if core::mem::take(&mut self.refuse_next) {
             return Err(Response::new(Status::CONFLICT));
         }
         self.open = Some((length, 0));
-        Ok(())
+        Ok(Ticket(7))
     }
-    fn stream_chunk(&mut self, bytes: &[u8]) -> Result<(), Response> {
+    fn stream_chunk(&mut self, ticket: Ticket, bytes: &[u8]) -> Result<usize, Response> {
+        assert_eq!(ticket, Ticket(7));
         let (length, got) = self.open.as_mut().expect("a chunk without a stream");
-        *got += bytes.len() as u64;
+        // Back-pressure: take a few bytes at a time when told to.
+        let take = if self.trickle {
+            bytes.len().min(7)
+        } else {
+            bytes.len()
+        };
+        *got += take as u64;
         assert!(*got <= *length, "{got} bytes of a {length}-byte body");
         if self.fail_after.is_some_and(|n| *got > n) {
             self.open = None;
             return Err(Response::new(Status::BAD_REQUEST));
         }
-        Ok(())
+        Ok(take)
     }
-    fn stream_end(&mut self) -> Response {
+    fn stream_end(&mut self, _ticket: Ticket) -> Reply {
         let (length, got) = self.open.take().expect("an end without a stream");
         assert_eq!(length, got, "ended before the whole body");
-        Response::new(Status::OK)
+        Reply::Now(Response::new(Status::OK))
     }
-    fn stream_abort(&mut self) {
+    fn stream_abort(&mut self, _ticket: Ticket) {
         assert!(self.open.take().is_some(), "an abort without a stream");
     }
 }
@@ -66,7 +75,8 @@ pub fn fuzz_stream(data: &[u8]) {
     let input = data.get(2..).unwrap_or_default();
     let mut handler = Streams {
         refuse_next: mode & 1 != 0,
-        fail_after: (mode & 2 != 0).then_some(u64::from(mode >> 2) * 16),
+        fail_after: (mode & 2 != 0).then_some(u64::from((mode >> 2) & 0x1f) * 16),
+        trickle: mode & 0x80 != 0,
         ..Streams::default()
     };
     let piece = usize::from(piece).max(1);

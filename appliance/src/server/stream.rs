@@ -85,6 +85,14 @@ impl Stream {
         }
     }
 
+    /// Whether a streamed response body is being sent.
+    pub fn is_sending(&self) -> bool {
+        match self {
+            Stream::Plain(c) => c.is_sending(),
+            Stream::Tls(t) => t.is_sending(),
+        }
+    }
+
     pub fn finished(&self, peer_closed: bool) -> bool {
         match self {
             Stream::Plain(c) => c.finished(peer_closed),

@@ -105,6 +105,10 @@ impl TlsConnection {
         self.http.is_waiting()
     }
 
+    pub fn is_sending(&self) -> bool {
+        self.http.is_sending()
+    }
+
     pub fn is_streaming(&self) -> bool {
         self.http.is_streaming()
     }

@@ -100,6 +100,8 @@ pub enum Op {
     SrForget,
     VdiCreate,
     VdiDestroy,
+    VdiSnapshot,
+    VdiClone,
     SrIntroduce,
     SrDestroy,
     PbdPlug,
@@ -726,6 +728,16 @@ pub const VDI: Class = Class {
     messages: &[
         call("create", &[p("args", Ty::Record)], Op::VdiCreate),
         call("destroy", &[p("self", Ty::Ref("VDI"))], Op::VdiDestroy),
+        call(
+            "snapshot",
+            &[p("vdi", Ty::Ref("VDI")), p("driver_params", MAP_SS)],
+            Op::VdiSnapshot,
+        ),
+        call(
+            "clone",
+            &[p("vdi", Ty::Ref("VDI")), p("driver_params", MAP_SS)],
+            Op::VdiClone,
+        ),
     ],
 };
 

@@ -106,6 +106,11 @@ pub struct XenApi {
     autostart_at: Duration,
     /// Open console connections, by ticket.
     consoles: BTreeMap<u64, consoles::ConsoleTunnel>,
+    /// Raw VDI imports and exports in progress, by ticket.
+    imports: BTreeMap<u64, transfer::Import>,
+    exports: BTreeMap<u64, transfer::Export>,
+    /// The transfer each of their storage jobs belongs to.
+    transfer_jobs: transfer::TransferJobs,
 }
 
 /// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
@@ -117,6 +122,7 @@ pub struct ServerCertificate {
 }
 
 pub use consoles::CONSOLE_PATH;
+pub use transfer::{EXPORT_RAW_PATH, IMPORT_RAW_PATH};
 pub use upload::UploadOutcome;
 
 /// The attached state store.
@@ -181,6 +187,9 @@ impl XenApi {
             autostart: alloc::collections::VecDeque::new(),
             autostart_at: Duration::ZERO,
             consoles: BTreeMap::new(),
+            imports: BTreeMap::new(),
+            exports: BTreeMap::new(),
+            transfer_jobs: BTreeMap::new(),
         }
     }
 
@@ -387,7 +396,8 @@ impl XenApi {
     }
 
     /// Forgets a waiting call whose connection went away.
-    pub fn cancel(&mut self, ticket: Ticket) {
+    pub fn cancel(&mut self, ticket: Ticket, platform: &mut dyn Platform) {
+        self.export_cancel(ticket.0, platform);
         self.waiting.remove(&ticket.0);
         self.storage_answers.remove(&ticket.0);
         // The job still runs and its result still reaches the objects.
@@ -412,6 +422,11 @@ impl XenApi {
     /// report its end with ([`XenApi::storage_finished`]).
     pub fn take_storage_jobs(&mut self) -> Vec<(u64, crate::iscsi::JobSpec)> {
         self.storage_queue.drain(..).collect()
+    }
+
+    /// Whether jobs wait to be taken with [`XenApi::take_storage_jobs`].
+    pub fn storage_jobs_queued(&self) -> bool {
+        !self.storage_queue.is_empty()
     }
 
     fn queue_storage(
@@ -441,6 +456,10 @@ impl XenApi {
         result: Result<crate::iscsi::JobOutput, crate::iscsi::JobError>,
         platform: &mut dyn Platform,
     ) {
+        if let Some(owner) = self.transfer_jobs.remove(&id) {
+            self.transfer_finished(owner, result, platform);
+            return;
+        }
         let Some(wait) = self.storage_waits.remove(&id) else {
             return;
         };
@@ -620,6 +639,8 @@ impl XenApi {
                 | Op::SrScan
                 | Op::VdiCreate
                 | Op::VdiDestroy
+                | Op::VdiSnapshot
+                | Op::VdiClone
                 | Op::SrDestroy
                 | Op::PbdPlug
         );
@@ -771,6 +792,8 @@ impl XenApi {
                 None => Err(ApiError::field_type("args")),
             },
             Op::VdiDestroy => return storage(self.vdi_destroy(arg(0))),
+            Op::VdiSnapshot => return storage(self.vdi_copy(arg(0), true, platform)),
+            Op::VdiClone => return storage(self.vdi_copy(arg(0), false, platform)),
             Op::SrIntroduce => {
                 let shared = matches!(args.get(5), Some(Value::Bool(true)));
                 let sm_config = args.get(6).cloned().unwrap_or(Value::Nil);
@@ -806,6 +829,7 @@ mod network_checks;
 mod sessions;
 mod srs;
 mod tasks;
+mod transfer;
 mod upload;
 mod vm_power;
 mod vm_templates;

@@ -16,6 +16,10 @@ struct Sink {
     fail_after: Option<usize>,
     ended: bool,
     aborted: bool,
+    /// Takes nothing (back-pressure) while set.
+    paused: bool,
+    /// Takes at most this many bytes per chunk.
+    take_at_most: Option<usize>,
 }
 
 impl Handler for Sink {
@@ -25,25 +29,30 @@ impl Handler for Sink {
     fn streams(&self, head: &RequestHead<'_>) -> bool {
         head.path == "/stream"
     }
-    fn stream_start(&mut self, _head: &RequestHead<'_>, _length: u64) -> Result<(), Response> {
+    fn stream_start(&mut self, _head: &RequestHead<'_>, _length: u64) -> Result<Ticket, Response> {
         if self.refuse_start {
             return Err(Response::json_error(Status::CONFLICT, "busy"));
         }
-        Ok(())
+        Ok(Ticket(3))
     }
-    fn stream_chunk(&mut self, bytes: &[u8]) -> Result<(), Response> {
-        self.received.extend_from_slice(bytes);
+    fn stream_chunk(&mut self, _ticket: Ticket, bytes: &[u8]) -> Result<usize, Response> {
+        let n = if self.paused {
+            0
+        } else {
+            bytes.len().min(self.take_at_most.unwrap_or(usize::MAX))
+        };
+        self.received.extend_from_slice(&bytes[..n]);
         self.chunks += 1;
         if self.fail_after.is_some_and(|n| self.received.len() > n) {
             return Err(Response::json_error(Status::BAD_REQUEST, "bad image"));
         }
-        Ok(())
+        Ok(n)
     }
-    fn stream_end(&mut self) -> Response {
+    fn stream_end(&mut self, _ticket: Ticket) -> Reply {
         self.ended = true;
-        Response::json_error(Status::OK, "stored")
+        Reply::Now(Response::json_error(Status::OK, "stored"))
     }
-    fn stream_abort(&mut self) {
+    fn stream_abort(&mut self, _ticket: Ticket) {
         self.aborted = true;
     }
 }
@@ -204,6 +213,154 @@ fn a_chunked_body_is_refused_with_411() {
     let out = drive(&mut conn, &mut sink, raw, false);
     assert!(out.starts_with("HTTP/1.1 411 "), "{out}");
     assert!(sink.received.is_empty());
+    assert!(conn.finished(false));
+}
+
+#[test]
+fn back_pressure_holds_the_body_until_the_handler_takes_it() {
+    let len = 200_000;
+    let (mut conn, mut sink) = (
+        Connection::new(),
+        Sink {
+            paused: true,
+            ..Sink::default()
+        },
+    );
+    let limits = Limits::default();
+    let input = put(len, "");
+    let mut rest = &input[..];
+    // Paused: the input fills to the stream window and no further.
+    for _ in 0..200 {
+        let n = conn.room(&limits).min(rest.len()).min(1000);
+        conn.receive(&rest[..n]);
+        rest = &rest[n..];
+        conn.respond(&mut sink, &limits, false);
+    }
+    assert!(sink.received.is_empty());
+    assert_eq!(conn.buffered_input(), STREAM_WINDOW);
+    assert!(
+        conn.is_waiting(),
+        "a stalled stream is asked again every poll"
+    );
+    // Taking a little at a time, everything arrives in order.
+    sink.paused = false;
+    sink.take_at_most = Some(777);
+    let out = drive(&mut conn, &mut sink, rest, false);
+    for _ in 0..1000 {
+        if sink.ended {
+            break;
+        }
+        conn.respond(&mut sink, &limits, false);
+    }
+    let mut out = out;
+    out.push_str(core::str::from_utf8(conn.output()).unwrap());
+    assert_eq!(sink.received, body(len));
+    assert!(sink.ended && !sink.aborted);
+    assert!(out.contains(r#"{"error":"stored"}"#), "{out}");
+}
+
+/// Serves `GET /download` as a streamed body of `len` pattern bytes, handed
+/// over in pieces of at most `piece`, with a pause every other ask.
+struct Source {
+    len: u64,
+    given: u64,
+    piece: usize,
+    asks: usize,
+    fail_at: Option<u64>,
+    cancelled: bool,
+}
+
+impl Handler for Source {
+    fn handle(&mut self, request: &Request<'_>) -> Reply {
+        if request.path() == "/download" {
+            return Reply::Now(Response::streamed(
+                Status::OK,
+                "application/octet-stream",
+                self.len,
+                9,
+            ));
+        }
+        Reply::Now(Response::json_error(Status::OK, request.path()))
+    }
+    fn body_chunk(&mut self, ticket: Ticket, max: usize) -> Result<Option<Vec<u8>>, BodyCut> {
+        assert_eq!(ticket, Ticket(9));
+        self.asks += 1;
+        if self.asks.is_multiple_of(2) {
+            return Ok(None);
+        }
+        if self.fail_at.is_some_and(|f| self.given >= f) {
+            return Err(BodyCut);
+        }
+        let n = (self.len - self.given)
+            .min(max as u64)
+            .min(self.piece as u64) as usize;
+        let bytes = (0..n)
+            .map(|i| ((self.given + i as u64) % 251) as u8)
+            .collect();
+        self.given += n as u64;
+        Ok(Some(bytes))
+    }
+    fn cancel(&mut self, _ticket: Ticket) {
+        self.cancelled = true;
+    }
+}
+
+fn download(source: &mut Source) -> (Vec<u8>, Connection) {
+    let limits = Limits::default();
+    let mut conn = Connection::new();
+    conn.receive(b"GET /download HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        conn.respond(source, &limits, false);
+        assert!(conn.output().len() <= 2 * OUTPUT_HIGH_WATER);
+        out.extend_from_slice(conn.output());
+        let n = conn.output().len();
+        conn.sent(n);
+        if !conn.is_waiting() && conn.buffered_input() == 0 {
+            break;
+        }
+    }
+    (out, conn)
+}
+
+#[test]
+fn a_streamed_response_body_is_sent_in_pieces_then_the_next_request_is_served() {
+    let len = 300_001;
+    let mut source = Source {
+        len,
+        given: 0,
+        piece: 50_000,
+        asks: 0,
+        fail_at: None,
+        cancelled: false,
+    };
+    let (out, conn) = download(&mut source);
+    let head_end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = core::str::from_utf8(&out[..head_end]).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(head.contains("Content-Length: 300001\r\n"), "{head}");
+    let body = &out[head_end..head_end + len as usize];
+    assert_eq!(body, &self::body(len as usize)[..]);
+    let rest = core::str::from_utf8(&out[head_end + len as usize..]).unwrap();
+    assert!(rest.contains(r#"{"error":"/next"}"#), "{rest}");
+    assert!(source.cancelled, "the handler is told the body is over");
+    assert!(!conn.finished(false));
+}
+
+#[test]
+fn a_streamed_response_that_fails_is_cut_short_and_the_connection_closes() {
+    let mut source = Source {
+        len: 300_000,
+        given: 0,
+        piece: 50_000,
+        asks: 0,
+        fail_at: Some(100_000),
+        cancelled: false,
+    };
+    let (out, conn) = download(&mut source);
+    let head_end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(out.len() - head_end, 100_000);
+    assert!(source.cancelled);
     assert!(conn.finished(false));
 }
 

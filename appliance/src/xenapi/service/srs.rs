@@ -72,6 +72,13 @@ pub(crate) enum Completion {
         sr: String,
         vdi: String,
     },
+    /// `VDI.snapshot` (read-only) or `VDI.clone` of `of`.
+    CopyVdi {
+        sr: String,
+        of: String,
+        uuid: [u8; 16],
+        snapshot: bool,
+    },
     /// `PBD.plug`, and every iSCSI PBD at boot.
     Plug {
         pbd: String,
@@ -94,7 +101,7 @@ fn backend(code: u32, reason: &str, detail: &str) -> ApiError {
     ApiError::new(&format!("SR_BACKEND_FAILURE_{code}"), &["", reason, detail])
 }
 
-fn job_error(e: &JobError) -> ApiError {
+pub(super) fn job_error(e: &JobError) -> ApiError {
     match e {
         // sm's ISCSITarget.
         JobError::Unreachable(w) => backend(141, "Unable to connect to iSCSI service on target", w),
@@ -215,7 +222,7 @@ fn config_str<'a>(config: &'a BTreeMap<String, Value>, key: &str) -> Option<&'a 
         .filter(|s| !s.is_empty())
 }
 
-fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+pub(super) fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
     if hex.len() != 32 || s.len() != 36 {
         return None;
@@ -228,19 +235,19 @@ fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-fn field_index(class: &Class, name: &str) -> usize {
+pub(super) fn field_index(class: &Class, name: &str) -> usize {
     class.field(name).map_or(usize::MAX, |(i, _)| i)
 }
 
 impl XenApi {
-    fn field(&self, class: &Class, reference: &str, name: &str) -> Value {
+    pub(super) fn field(&self, class: &Class, reference: &str, name: &str) -> Value {
         self.db
             .get(class, reference)
             .map(|o| o.field(field_index(class, name)).clone())
             .unwrap_or(Value::Nil)
     }
 
-    fn set(&mut self, class: &Class, reference: &str, name: &str, value: Value) {
+    pub(super) fn set(&mut self, class: &Class, reference: &str, name: &str, value: Value) {
         self.db
             .set_field(class, reference, field_index(class, name), value);
     }
@@ -401,7 +408,7 @@ impl XenApi {
     }
 
     /// The device_config of the SR's (first) PBD: how to reach its LUN.
-    fn sr_config(&self, sr: &str) -> Result<BTreeMap<String, Value>, ApiError> {
+    pub(super) fn sr_config(&self, sr: &str) -> Result<BTreeMap<String, Value>, ApiError> {
         let sr_type = self.field(&SR, sr, "type");
         if !sr_type.as_str().is_some_and(|t| ISCSI_TYPES.contains(&t)) {
             return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", &[sr]));
@@ -429,7 +436,11 @@ impl XenApi {
     }
 
     /// A job on an SR's LUN: the config must name it completely.
-    fn sr_spec(&self, config: &BTreeMap<String, Value>, op: SrOp) -> Result<JobSpec, ApiError> {
+    pub(super) fn sr_spec(
+        &self,
+        config: &BTreeMap<String, Value>,
+        op: SrOp,
+    ) -> Result<JobSpec, ApiError> {
         let spec = self.iscsi_spec(config, op)?;
         if !matches!(spec.work, Work::Sr { .. }) {
             return Err(ApiError::internal(
@@ -712,6 +723,44 @@ impl XenApi {
         })
     }
 
+    /// `VDI.snapshot` and `VDI.clone`: a new VDI sharing `vdi`'s clusters
+    /// (copy-on-write in the SR), read-only for a snapshot.
+    pub(super) fn vdi_copy(
+        &self,
+        vdi: &str,
+        snapshot: bool,
+        platform: &mut dyn Platform,
+    ) -> Result<StorageCall, ApiError> {
+        let sr = self.field(&VDI, vdi, "SR");
+        let sr = sr.as_str().unwrap_or(NULL_REF);
+        let of = self
+            .field(&VDI, vdi, "uuid")
+            .as_str()
+            .and_then(parse_uuid)
+            .ok_or_else(|| ApiError::handle_invalid("VDI", vdi))?;
+        let name = String::from(self.field(&VDI, vdi, "name_label").as_str().unwrap_or(""));
+        let config = self.sr_config(sr)?;
+        let (_, uuid) = new_id(platform);
+        let uuid = parse_uuid(&uuid).ok_or_else(|| ApiError::internal("bad uuid"))?;
+        Ok(StorageCall {
+            spec: self.sr_spec(
+                &config,
+                SrOp::CopyVdi {
+                    of,
+                    new: uuid,
+                    name,
+                    snapshot,
+                },
+            )?,
+            completion: Completion::CopyVdi {
+                sr: String::from(sr),
+                of: String::from(vdi),
+                uuid,
+                snapshot,
+            },
+        })
+    }
+
     pub(super) fn vdi_destroy(&self, vdi: &str) -> Result<StorageCall, ApiError> {
         let sr = self.field(&VDI, vdi, "SR");
         let sr = sr.as_str().unwrap_or(NULL_REF);
@@ -841,6 +890,64 @@ impl XenApi {
                 self.sr_sizes(&sr, &s);
                 Ok(Value::String(vdi))
             }
+            (
+                Completion::CopyVdi {
+                    sr,
+                    of,
+                    uuid,
+                    snapshot,
+                },
+                JobOutput::Sr(s),
+            ) => {
+                let info = s
+                    .vdis
+                    .iter()
+                    .find(|v| v.uuid == uuid)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ApiError::internal("the VDI was copied but the SR does not list the copy")
+                    })?;
+                let (vdi, _) = new_id(platform);
+                let mut fields = default_record(&VDI, &uuid_from(uuid));
+                // The copy keeps the original's description and type.
+                let copied: Vec<(&str, Value)> =
+                    ["name_description", "type", "sharable", "other_config"]
+                        .iter()
+                        .map(|k| (*k, self.field(&VDI, &of, k)))
+                        .collect();
+                let mut put = |name: &str, v: Value| {
+                    if let Some(slot) = fields.get_mut(field_index(&VDI, name)) {
+                        *slot = v;
+                    }
+                };
+                for (k, v) in copied {
+                    if v != Value::Nil {
+                        put(k, v);
+                    }
+                }
+                put("name_label", Value::String(info.name.clone()));
+                put("SR", Value::String(sr.clone()));
+                put("virtual_size", Value::Int(info.virtual_size as i64));
+                put(
+                    "physical_utilisation",
+                    Value::Int(info.physical_utilisation as i64),
+                );
+                put("read_only", Value::Bool(info.read_only));
+                put("is_a_snapshot", Value::Bool(snapshot));
+                if snapshot {
+                    put("snapshot_of", Value::String(of.clone()));
+                    let now = crate::xenapi::value::format_datetime(self.unix_now(platform));
+                    put("snapshot_time", Value::DateTime(now));
+                }
+                put("location", Value::String(uuid_from(uuid)));
+                self.db.insert(&VDI, vdi.clone(), fields);
+                self.add_to_set(&SR, &sr, "VDIs", &vdi);
+                if snapshot {
+                    self.add_to_set(&VDI, &of, "snapshots", &vdi);
+                }
+                self.sr_sizes(&sr, &s);
+                Ok(Value::String(vdi))
+            }
             (Completion::Plug { pbd, sr }, JobOutput::Sr(s)) => {
                 let expected = self.field(&SR, &sr, "uuid");
                 if expected.as_str() != Some(uuid_from(s.uuid).as_str()) {
@@ -865,6 +972,9 @@ impl XenApi {
             }
             (Completion::DestroySr { sr }, JobOutput::Sr(_)) => self.sr_forget(&sr),
             (Completion::DestroyVdi { sr, vdi }, JobOutput::Sr(s)) => {
+                if let Value::String(of) = self.field(&VDI, &vdi, "snapshot_of") {
+                    self.remove_from_set(&VDI, &of, "snapshots", &vdi);
+                }
                 self.db.remove(&VDI, &vdi);
                 self.remove_from_set(&SR, &sr, "VDIs", &vdi);
                 self.sr_sizes(&sr, &s);
