@@ -11,6 +11,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod block;
+pub mod channel;
 pub mod config_store;
 #[cfg(test)]
 mod crash;

@@ -837,6 +837,28 @@ fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
             sr.read(uuid, *offset, &mut buf).map_err(e)?;
             Ok(JobOutput::Data(buf))
         }
+        SrOp::Io { uuid, requests } => {
+            let mut sr = Sr::open(dev).map_err(e)?;
+            let mut done = Vec::with_capacity(requests.len());
+            {
+                let mut disk = sr.vdi_device(uuid).map_err(e)?;
+                for r in requests {
+                    let result = match &r.op {
+                        super::IoOp::Read { lba, blocks } => {
+                            let mut buf = vec![0u8; *blocks as usize * 512];
+                            disk.read_blocks(*lba, &mut buf).map(|()| buf)
+                        }
+                        super::IoOp::Write { lba, data } => {
+                            disk.write_blocks(*lba, &data.0).map(|()| Vec::new())
+                        }
+                        super::IoOp::Flush => disk.flush().map(|()| Vec::new()),
+                    };
+                    done.push(storage::channel::DiskCompletion { tag: r.tag, result });
+                }
+            }
+            sr.close().map_err(e)?;
+            Ok(JobOutput::Io(done))
+        }
         SrOp::CopyVdi {
             of,
             new,

@@ -19,6 +19,7 @@ use alloc::vec::Vec;
 use storage::iscsi::client::DiscoveredTarget;
 use storage::sr::VdiInfo;
 
+pub mod disk;
 mod job;
 #[cfg(any(test, feature = "hosted"))]
 pub mod std_link;
@@ -95,6 +96,12 @@ pub enum SrOp {
         offset: u64,
         len: u32,
     },
+    /// A batch of an attached disk's requests, in order (see [`disk`]):
+    /// completions for each; every write is durable when the job ends.
+    Io {
+        uuid: [u8; 16],
+        requests: Vec<IoRequest>,
+    },
     /// A snapshot (read-only) or clone (writable) of VDI `of`, sharing its
     /// clusters (`VDI.snapshot`, `VDI.clone`).
     CopyVdi {
@@ -103,6 +110,20 @@ pub enum SrOp {
         name: String,
         snapshot: bool,
     },
+}
+
+/// One request of an [`SrOp::Io`] batch, by 512-byte sector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoRequest {
+    pub tag: u64,
+    pub op: IoOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoOp {
+    Read { lba: u64, blocks: u32 },
+    Write { lba: u64, data: Chunk },
+    Flush,
 }
 
 /// Bytes a job writes: shared, so the job's attempts do not copy them,
@@ -169,6 +190,8 @@ pub enum JobOutput {
     Sr(SrSummary),
     /// Bytes read from a VDI.
     Data(Vec<u8>),
+    /// The completions of an [`SrOp::Io`] batch, in its order.
+    Io(Vec<storage::channel::DiskCompletion>),
 }
 
 /// Why a job failed, sorted the way the XenAPI reports it.

@@ -341,3 +341,133 @@ fn wrong_secrets_and_a_closed_port_are_refused() {
     let (r, _) = run(spec(closed, Work::Luns, CHAP.1, MUTUAL.1));
     assert!(matches!(r, Err(JobError::Unreachable(_))), "{r:?}");
 }
+
+/// A VDI on tgtd attached through a disk channel: a device thread runs a
+/// random read/write/flush model test through the blocking adapter while
+/// this thread serves the channel with batch jobs, as the poll loop does.
+#[test]
+fn an_attached_vdi_serves_random_io_through_the_channel() {
+    use storage::BlockDevice;
+    use storage::channel::{ChannelDevice, DiskChannel, DiskGeometry, Wait};
+
+    let tgtd = Tgtd::start();
+    let (luns, _) = run(spec(tgtd.port, Work::Luns, CHAP.1, MUTUAL.1));
+    let Ok(JobOutput::Luns(luns)) = luns else {
+        panic!("LUNs: {luns:?}");
+    };
+    let id = luns[0].scsi_id.clone();
+    assert!(matches!(
+        sr(tgtd.port, &id, SrOp::Format { uuid: [0x51; 16] }),
+        Ok(JobOutput::Sr(_))
+    ));
+    let vdi = [0x52u8; 16];
+    let size: u64 = 4 << 20;
+    let create = SrOp::CreateVdi {
+        uuid: vdi,
+        name: String::from("guest"),
+        size,
+    };
+    assert!(matches!(sr(tgtd.port, &id, create), Ok(JobOutput::Sr(_))));
+
+    let blocks = size / 512;
+    let channel = Arc::new(DiskChannel::new(
+        DiskGeometry {
+            block_size: 512,
+            num_blocks: blocks,
+            read_only: false,
+        },
+        16,
+    ));
+    let template = spec(
+        tgtd.port,
+        Work::Sr {
+            scsi_id: id.clone(),
+            op: SrOp::Scan,
+        },
+        CHAP.1,
+        MUTUAL.1,
+    );
+    let mut server = disk::DiskServer::new(Arc::clone(&channel), vdi, template);
+
+    struct Sleep;
+    impl Wait for Sleep {
+        fn wait(&mut self) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let device_channel = Arc::clone(&channel);
+    let device = std::thread::spawn(move || {
+        let mut dev = ChannelDevice::new(device_channel, Sleep);
+        let mut model = vec![0u8; size as usize];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut ops = 0;
+        for _ in 0..120 {
+            let r = next();
+            // Clusters are 1 MiB: spans that cross them, start inside
+            // them, and land on clusters written before or never.
+            let count = 1 + (r >> 8) % 300;
+            let lba = (r >> 20) % (blocks - count);
+            let (at, len) = ((lba * 512) as usize, (count * 512) as usize);
+            match r % 5 {
+                0 | 1 => {
+                    let data: Vec<u8> = (0..len).map(|i| (i as u64 ^ r) as u8).collect();
+                    dev.write_blocks(lba, &data).expect("write");
+                    model[at..at + len].copy_from_slice(&data);
+                }
+                2 => dev.flush().expect("flush"),
+                _ => {
+                    let mut buf = vec![0u8; len];
+                    dev.read_blocks(lba, &mut buf).expect("read");
+                    assert!(buf == model[at..at + len], "read at {lba} differs");
+                }
+            }
+            ops += 1;
+        }
+        // Out of range is refused before reaching the LUN.
+        let mut buf = vec![0u8; 1024];
+        assert!(dev.read_blocks(blocks - 1, &mut buf).is_err());
+        (ops, model)
+    });
+
+    // The serving loop: one batch job at a time over a fresh connection.
+    let start = Instant::now();
+    let mut batches = 0;
+    while !device.is_finished() {
+        assert!(
+            start.elapsed() < Duration::from_secs(100),
+            "the model test did not finish"
+        );
+        match server.next_job() {
+            Some(job) => {
+                batches += 1;
+                let (result, _) = run(job);
+                server.finished(result);
+            }
+            None => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    let (ops, model) = device.join().expect("the device thread");
+    assert_eq!(ops, 120);
+    assert!(batches > 0);
+    // What the disk holds on the LUN, read back by plain jobs.
+    let Ok(JobOutput::Data(back)) = sr(
+        tgtd.port,
+        &id,
+        SrOp::ReadVdi {
+            uuid: vdi,
+            offset: 0,
+            len: size as u32,
+        },
+    ) else {
+        panic!("read back");
+    };
+    assert!(back == model, "the LUN holds what the model holds");
+    server.close();
+    assert!(channel.is_closed());
+}

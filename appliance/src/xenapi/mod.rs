@@ -34,8 +34,8 @@ pub use layout::{
 };
 pub use persist::{Change, StateStore};
 pub use service::{
-    Attached, CONSOLE_PATH, EXPORT_RAW_PATH, IMPORT_RAW_PATH, SESSION_IDLE_TIMEOUT,
-    ServerCertificate, UploadOutcome, XenApi,
+    Attached, CONSOLE_PATH, DISK_QUEUE_DEPTH, EXPORT_RAW_PATH, IMPORT_RAW_PATH,
+    SESSION_IDLE_TIMEOUT, ServerCertificate, UploadOutcome, VmDisk, XenApi,
 };
 pub use value::Value;
 pub use xml::XmlError;

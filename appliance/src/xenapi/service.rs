@@ -111,6 +111,9 @@ pub struct XenApi {
     exports: BTreeMap<u64, transfer::Export>,
     /// The transfer each of their storage jobs belongs to.
     transfer_jobs: transfer::TransferJobs,
+    /// Disks attached for running VMs, and their batch jobs (job → disk).
+    disks: vbds::Disks,
+    disk_jobs: BTreeMap<u64, u64>,
 }
 
 /// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
@@ -124,6 +127,7 @@ pub struct ServerCertificate {
 pub use consoles::CONSOLE_PATH;
 pub use transfer::{EXPORT_RAW_PATH, IMPORT_RAW_PATH};
 pub use upload::UploadOutcome;
+pub use vbds::{DISK_QUEUE_DEPTH, VmDisk};
 
 /// The attached state store.
 struct Store(alloc::boxed::Box<dyn StateStore>);
@@ -190,6 +194,8 @@ impl XenApi {
             imports: BTreeMap::new(),
             exports: BTreeMap::new(),
             transfer_jobs: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            disk_jobs: BTreeMap::new(),
         }
     }
 
@@ -421,6 +427,7 @@ impl XenApi {
     /// The iSCSI jobs queued since the last call, each with the id to
     /// report its end with ([`XenApi::storage_finished`]).
     pub fn take_storage_jobs(&mut self) -> Vec<(u64, crate::iscsi::JobSpec)> {
+        self.pump_disks();
         self.storage_queue.drain(..).collect()
     }
 
@@ -456,6 +463,10 @@ impl XenApi {
         result: Result<crate::iscsi::JobOutput, crate::iscsi::JobError>,
         platform: &mut dyn Platform,
     ) {
+        if let Some(disk) = self.disk_jobs.remove(&id) {
+            self.disk_finished(disk, result);
+            return;
+        }
         if let Some(owner) = self.transfer_jobs.remove(&id) {
             self.transfer_finished(owner, result, platform);
             return;
@@ -792,6 +803,11 @@ impl XenApi {
                 None => Err(ApiError::field_type("args")),
             },
             Op::VdiDestroy => return storage(self.vdi_destroy(arg(0))),
+            Op::VbdCreate => match args.first() {
+                Some(record) => self.vbd_create(record, platform),
+                None => Err(ApiError::field_type("args")),
+            },
+            Op::VbdDestroy => self.vbd_destroy(arg(0)),
             Op::VdiSnapshot => return storage(self.vdi_copy(arg(0), true, platform)),
             Op::VdiClone => return storage(self.vdi_copy(arg(0), false, platform)),
             Op::SrIntroduce => {
@@ -831,6 +847,7 @@ mod srs;
 mod tasks;
 mod transfer;
 mod upload;
+mod vbds;
 mod vm_power;
 mod vm_templates;
 mod vms;

@@ -48,7 +48,7 @@ def test_constructors_check_arguments_then_say_not_implemented(session):
                                      "empty": False, "other_config": {},
                                      "qos_algorithm_type": "",
                                      "qos_algorithm_params": {}}) == [
-        "NOT_IMPLEMENTED", "VBD.create"]
+        "HANDLE_INVALID", "VM", NULL]
     assert failure_of(x.VIF.create, {"device": "0", "network": NULL, "VM": NULL,
                                      "MAC": "", "MTU": "1500", "other_config": {},
                                      "qos_algorithm_type": "",

@@ -252,7 +252,7 @@ impl XenApi {
             .set_field(class, reference, field_index(class, name), value);
     }
 
-    fn add_to_set(&mut self, class: &Class, reference: &str, name: &str, item: &str) {
+    pub(super) fn add_to_set(&mut self, class: &Class, reference: &str, name: &str, item: &str) {
         let mut items = match self.field(class, reference, name) {
             Value::Array(a) => a,
             _ => Vec::new(),
@@ -263,7 +263,13 @@ impl XenApi {
         }
     }
 
-    fn remove_from_set(&mut self, class: &Class, reference: &str, name: &str, item: &str) {
+    pub(super) fn remove_from_set(
+        &mut self,
+        class: &Class,
+        reference: &str,
+        name: &str,
+        item: &str,
+    ) {
         if let Value::Array(mut items) = self.field(class, reference, name) {
             items.retain(|v| v.as_str() != Some(item));
             self.set(class, reference, name, Value::Array(items));

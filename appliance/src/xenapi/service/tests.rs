@@ -1012,6 +1012,172 @@ fn storage_calls_are_answered_when_their_job_ends() {
     );
     assert_eq!(r["error"]["message"], "FIELD_TYPE_ERROR");
     assert!(api.take_storage_jobs().is_empty());
+
+    // A VDI made, a VM with a VBD for it; the VM's disks attached at its
+    // start serve I/O through their channel as batch jobs.
+    let ticket = deferred(
+        &mut api,
+        &mut p,
+        "VDI.create",
+        serde_json::json!([s, {"SR": sr, "name_label": "root", "virtual_size": "1048576"}]),
+    );
+    let (id, spec) = api.take_storage_jobs().remove(0);
+    let Work::Sr {
+        op: SrOp::CreateVdi { uuid: vdi_uuid, .. },
+        ..
+    } = spec.work
+    else {
+        panic!("a VDI create job")
+    };
+    let info = storage::sr::VdiInfo {
+        uuid: vdi_uuid,
+        name: String::from("root"),
+        virtual_size: 1048576,
+        read_only: false,
+        physical_utilisation: 0,
+        chain_len: 1,
+        origin: None,
+        is_a_snapshot: false,
+    };
+    let summary = SrSummary {
+        uuid,
+        physical_size: 1 << 30,
+        physical_utilisation: 0,
+        vdis: alloc::vec![info],
+    };
+    api.storage_finished(id, Ok(JobOutput::Sr(summary)), &mut p);
+    let vdi = answer(&mut api, &mut p, ticket)["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vm = json(
+        &mut api,
+        &mut p,
+        "VM.create",
+        serde_json::json!([s, {"name_label": "g", "memory_static_max": "1", "memory_dynamic_max": "1",
+            "memory_dynamic_min": "1", "memory_static_min": "1", "VCPUs_max": "1", "VCPUs_at_startup": "1"}]),
+    )["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vbd_record = serde_json::json!({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": true,
+        "mode": "RW", "type": "Disk", "empty": false, "other_config": {}});
+    let vbd = json(
+        &mut api,
+        &mut p,
+        "VBD.create",
+        serde_json::json!([s, vbd_record]),
+    )["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let again = json(
+        &mut api,
+        &mut p,
+        "VBD.create",
+        serde_json::json!([s, vbd_record]),
+    );
+    assert_eq!(again["error"]["message"], "DEVICE_ALREADY_EXISTS");
+    let bad = json(
+        &mut api,
+        &mut p,
+        "VBD.create",
+        serde_json::json!([s, {"VM": vm, "VDI": "OpaqueRef:nope", "userdevice": "1", "type": "Disk"}]),
+    );
+    assert_eq!(bad["error"]["message"], "HANDLE_INVALID");
+    let get = |api: &mut XenApi, p: &mut FakePlatform, m: &str, r: &str| {
+        json(api, p, m, serde_json::json!([s, r]))["result"].clone()
+    };
+    assert_eq!(
+        get(&mut api, &mut p, "VM.get_VBDs", &vm),
+        serde_json::json!([vbd])
+    );
+    assert_eq!(
+        get(&mut api, &mut p, "VDI.get_VBDs", &vdi),
+        serde_json::json!([vbd])
+    );
+    assert_eq!(
+        get(&mut api, &mut p, "VBD.get_currently_attached", &vbd),
+        false
+    );
+
+    let disks = api.attach_vm_disks(&vm).expect("attached");
+    assert_eq!(disks.len(), 1);
+    assert_eq!(
+        get(&mut api, &mut p, "VBD.get_currently_attached", &vbd),
+        true
+    );
+    assert_eq!(get(&mut api, &mut p, "VBD.get_device", &vbd), "xvda");
+    let refused = json(&mut api, &mut p, "VBD.destroy", serde_json::json!([s, vbd]));
+    assert_eq!(refused["error"]["message"], "OPERATION_NOT_ALLOWED");
+    let channel = &disks[0].channel;
+    assert_eq!(channel.geometry().num_blocks, 2048);
+    use storage::channel::{DiskCompletion, DiskOp, DiskRequest};
+    channel
+        .submit(DiskRequest {
+            tag: 7,
+            op: DiskOp::Read { lba: 8, blocks: 2 },
+        })
+        .unwrap();
+    channel
+        .submit(DiskRequest {
+            tag: 8,
+            op: DiskOp::Flush,
+        })
+        .unwrap();
+    let (id, spec) = api.take_storage_jobs().remove(0);
+    let Work::Sr {
+        op: SrOp::Io { uuid: u, requests },
+        ..
+    } = spec.work
+    else {
+        panic!("a batch job")
+    };
+    assert_eq!(u, vdi_uuid);
+    assert_eq!(requests.len(), 2);
+    // One batch at a time per disk.
+    channel
+        .submit(DiskRequest {
+            tag: 9,
+            op: DiskOp::Flush,
+        })
+        .unwrap();
+    assert!(api.take_storage_jobs().is_empty());
+    let done = alloc::vec![
+        DiskCompletion {
+            tag: 7,
+            result: Ok(alloc::vec![5; 1024]),
+        },
+        DiskCompletion {
+            tag: 8,
+            result: Ok(Vec::new()),
+        },
+    ];
+    api.storage_finished(id, Ok(JobOutput::Io(done)), &mut p);
+    assert_eq!(channel.completion().map(|c| c.tag), Some(7));
+    assert_eq!(channel.completion().map(|c| c.tag), Some(8));
+    // The next batch; its job fails: the request fails with an I/O error.
+    let (id, _) = api.take_storage_jobs().remove(0);
+    api.storage_finished(id, Err(JobError::Session(String::from("gone"))), &mut p);
+    assert_eq!(
+        channel.completion(),
+        Some(DiskCompletion {
+            tag: 9,
+            result: Err(storage::BlockError::Io)
+        })
+    );
+    api.detach_vm_disks(&vm);
+    assert!(channel.is_closed());
+    assert_eq!(
+        get(&mut api, &mut p, "VBD.get_currently_attached", &vbd),
+        false
+    );
+    let r = json(&mut api, &mut p, "VBD.destroy", serde_json::json!([s, vbd]));
+    assert_eq!(r["result"], "");
+    assert_eq!(
+        get(&mut api, &mut p, "VM.get_VBDs", &vm),
+        serde_json::json!([])
+    );
 }
 
 mod vm_power;

@@ -109,6 +109,18 @@ fn refusal(status: Status, error: &ApiError) -> Response {
     Response::json_error(status, &text)
 }
 
+impl Import {
+    pub(super) fn vdi(&self) -> &str {
+        &self.vdi
+    }
+}
+
+impl Export {
+    pub(super) fn vdi(&self) -> &str {
+        &self.vdi
+    }
+}
+
 impl XenApi {
     fn transfer_busy(&self, vdi: &str) -> Option<&'static str> {
         if self.imports.values().any(|i| i.vdi == vdi) {
@@ -121,6 +133,7 @@ impl XenApi {
             self.field(&VBD, r, "VDI").as_str() == Some(vdi)
                 && self.field(&VBD, r, "currently_attached") == Value::Bool(true)
         });
+        let attached = attached || self.disks.values().any(|d| d.vdi_of(self) == Some(vdi));
         attached.then_some("attached")
     }
 
