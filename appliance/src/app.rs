@@ -92,6 +92,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
     /// there is a store). Returns the certificate's SHA-256 fingerprint.
     pub fn enable_https(
         &mut self,
+        supplied: Option<&host_config::SuppliedTls>,
         store: Option<&mut dyn crate::xenapi::StateStore>,
     ) -> Result<String, String> {
         let subject = tls::Subject {
@@ -99,32 +100,37 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             address: self.net.primary().ipv4_cidr().map(|c| c.address().octets()),
             unix_now: self.platform.unix_time(),
         };
-        let platform = &mut self.platform;
-        let mut random = |buf: &mut [u8]| platform.fill_random(buf);
-        let (identity, origin) = match store {
-            Some(store) => tls::store::load_or_generate(store, &subject, &mut random)?,
-            None => (
-                tls::Identity::generate(&subject, &mut random)
-                    .map_err(|e| alloc::format!("{e}"))?,
-                tls::store::Origin::Generated,
-            ),
-        };
         self.tls_clock
             .set(self.platform.unix_time(), self.platform.now());
-        let config = tls::server_config(&identity, alloc::sync::Arc::clone(&self.tls_clock))?;
+        let platform = &mut self.platform;
+        let mut random = |buf: &mut [u8]| platform.fill_random(buf);
+        let tls::HostTls {
+            config,
+            certificate,
+            source,
+            refused,
+        } = tls::host_tls(
+            supplied,
+            store,
+            &subject,
+            &mut random,
+            alloc::sync::Arc::clone(&self.tls_clock),
+        )?;
+        if let Some(why) = refused {
+            log::error!(
+                "tls: the certificate supplied in the host config cannot be used: {why}; \
+                 serving the host's own certificate instead"
+            );
+        }
         let mut https = HttpServer::with_config(https_server_config()).with_tls(config);
         https.attach(self.net.primary_mut().sockets_mut());
-        let fingerprint = identity.fingerprint();
+        let fingerprint = certificate.sha256.clone();
         log::info!(
             "tls: serving https on port {} with the {} certificate, sha256 {fingerprint}",
             tls::HTTPS_PORT,
-            match origin {
-                tls::store::Origin::Stored => "stored",
-                tls::store::Origin::Generated => "new",
-            }
+            source.word()
         );
-        self.api
-            .set_server_certificate(tls::server_certificate(&identity));
+        self.api.set_server_certificate(certificate);
         self.https = Some(https);
         Ok(fingerprint)
     }

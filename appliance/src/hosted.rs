@@ -205,24 +205,34 @@ pub fn serve(
                 address,
                 unix_now: platform.unix_time(),
             };
-            let mut random = |buf: &mut [u8]| platform.fill_random(buf);
-            let identity = match store.as_deref_mut() {
-                Some(store) => {
-                    tls::store::load_or_generate(store, &subject, &mut random)
-                        .map_err(std::io::Error::other)?
-                        .0
-                }
-                None => tls::Identity::generate(&subject, &mut random)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?,
-            };
             let clock = Arc::new(tls::Clock::default());
             clock.set(platform.unix_time(), platform.now());
-            let server = tls::server_config(&identity, clock).map_err(std::io::Error::other)?;
-            api.set_server_certificate(tls::server_certificate(&identity));
+            let mut random = |buf: &mut [u8]| platform.fill_random(buf);
+            let tls::HostTls {
+                config: server,
+                certificate,
+                source,
+                refused,
+            } = tls::host_tls(
+                config.tls.as_ref(),
+                store.as_deref_mut().map(|s| s as _),
+                &subject,
+                &mut random,
+                clock,
+            )
+            .map_err(std::io::Error::other)?;
+            if let Some(why) = refused {
+                eprintln!(
+                    "keel-hosted: the certificate supplied in the host config cannot be \
+                     used: {why}; serving the host's own certificate instead"
+                );
+            }
             println!(
-                "keel-hosted: tls certificate sha256 {}",
-                identity.fingerprint()
+                "keel-hosted: tls certificate sha256 {} ({})",
+                certificate.sha256,
+                source.word()
             );
+            api.set_server_certificate(certificate);
             Some(server)
         }
         None => None,

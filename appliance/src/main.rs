@@ -653,7 +653,9 @@ fn tls_random(buf: &mut [u8]) -> Result<(), getrandom::Error> {
 getrandom::register_custom_getrandom!(tls_random);
 
 fn main(mut boot: Boot) -> ! {
-    let config = host_config(&boot);
+    let mut config = host_config(&boot);
+    // The supplied TLS key goes to the HTTPS setup only.
+    let supplied_tls = config.tls.take();
     report_disks(&mut boot);
     let boot_disk = boot_disk(&mut boot);
     start_boot_guests(&mut boot);
@@ -693,7 +695,10 @@ fn main(mut boot: Boot) -> ! {
             // database opened (or there is no state disk to open).
             let mut store = state_store(disks);
             // The host's TLS identity lives beside the database in the store.
-            let https = appliance.enable_https(store.as_mut().map(|(_, s)| &mut **s as _));
+            let https = appliance.enable_https(
+                supplied_tls.as_ref(),
+                store.as_mut().map(|(_, s)| &mut **s as _),
+            );
             if let Err(e) = &https {
                 log::error!("tls: no https: {e}");
             }

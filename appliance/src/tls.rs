@@ -82,6 +82,158 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The server side of TLS for a certificate chain and key the operator
+/// supplied in the host config, and what the XenAPI says of it. Refused
+/// (with the reason, for the log) when the key does not load with the
+/// provider or does not match the first certificate: a signature made with
+/// the key must verify with the certificate's public key.
+pub fn supplied_server_config(
+    supplied: &host_config::SuppliedTls,
+    clock: Arc<Clock>,
+) -> Result<(Arc<rustls::ServerConfig>, crate::xenapi::ServerCertificate), String> {
+    use host_config::KeyKind;
+    use rustls::pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+    let Some(leaf) = supplied.certificate_chain.first() else {
+        return Err("the certificate file holds no certificate".into());
+    };
+    let chain: Vec<CertificateDer<'static>> = supplied
+        .certificate_chain
+        .iter()
+        .map(|der| CertificateDer::from(der.clone()))
+        .collect();
+    let key: PrivateKeyDer<'static> = match supplied.key_kind {
+        KeyKind::Pkcs8 => PrivatePkcs8KeyDer::from(supplied.key.clone()).into(),
+        KeyKind::Sec1 => PrivateSec1KeyDer::from(supplied.key.clone()).into(),
+        KeyKind::Pkcs1 => PrivatePkcs1KeyDer::from(supplied.key.clone()).into(),
+    };
+    let provider = Arc::new(rustls_rustcrypto::provider());
+    let signing = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| {
+            alloc::format!(
+                "the key does not load ({e}); supported: ECDSA P-256 and P-384, RSA, Ed25519 \
+                 in PKCS#8, SEC 1 or PKCS#1"
+            )
+        })?;
+    let leaf_der = CertificateDer::from(leaf.as_slice());
+    let cert = webpki::EndEntityCert::try_from(&leaf_der)
+        .map_err(|e| alloc::format!("the certificate cannot be read ({e:?})"))?;
+    let mapping = provider.signature_verification_algorithms.mapping;
+    let schemes: Vec<rustls::SignatureScheme> = mapping.iter().map(|(s, _)| *s).collect();
+    let signer = signing.choose_scheme(&schemes).ok_or_else(|| {
+        String::from("the key signs with no scheme this build can check a certificate with")
+    })?;
+    const PROBE: &[u8] = b"keel: does the supplied key match its certificate?";
+    let signature = signer
+        .sign(PROBE)
+        .map_err(|e| alloc::format!("the key cannot sign ({e})"))?;
+    let matches = mapping
+        .iter()
+        .filter(|(s, _)| *s == signer.scheme())
+        .flat_map(|(_, algs)| algs.iter())
+        .any(|alg| cert.verify_signature(*alg, PROBE, &signature).is_ok());
+    if !matches {
+        return Err(
+            "the key does not match the certificate (a signature made with the key does not \
+             verify with the certificate's public key)"
+                .into(),
+        );
+    }
+    let mut config = rustls::ServerConfig::builder_with_details(provider, clock)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| alloc::format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| alloc::format!("TLS certificate: {e}"))?;
+    config.send_tls13_tickets = 0;
+    let certificate = crate::xenapi::ServerCertificate {
+        pem: cert::pem("CERTIFICATE", leaf),
+        sha256: cert::fingerprint(leaf),
+    };
+    Ok((Arc::new(config), certificate))
+}
+
+/// Where the certificate HTTPS serves came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The host config's `tls_certificate_file`/`tls_key_file`.
+    Supplied,
+    /// The host's own, read from the configuration store.
+    Stored,
+    /// The host's own, made now (and stored when there is a store).
+    Generated,
+}
+
+impl Source {
+    /// The word the serial log uses.
+    pub fn word(self) -> &'static str {
+        match self {
+            Source::Supplied => "supplied",
+            Source::Stored => "stored",
+            Source::Generated => "new",
+        }
+    }
+}
+
+/// What HTTPS serves, from [`host_tls`].
+#[derive(Debug)]
+pub struct HostTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub certificate: crate::xenapi::ServerCertificate,
+    pub source: Source,
+    /// Why the supplied certificate is not the one served, if one was
+    /// supplied and refused (the caller logs it).
+    pub refused: Option<String>,
+}
+
+/// The host's TLS setup: the supplied certificate when it is usable, else
+/// the host's own from `store`, made there at first boot. The supplied one
+/// is never written to the store: removing it from the host config brings
+/// the host's own certificate back.
+pub fn host_tls(
+    supplied: Option<&host_config::SuppliedTls>,
+    store: Option<&mut dyn crate::xenapi::StateStore>,
+    subject: &Subject<'_>,
+    random: &mut dyn FnMut(&mut [u8]),
+    clock: Arc<Clock>,
+) -> Result<HostTls, String> {
+    let mut refused = None;
+    if let Some(supplied) = supplied {
+        match supplied_server_config(supplied, Arc::clone(&clock)) {
+            Ok((config, certificate)) => {
+                return Ok(HostTls {
+                    config,
+                    certificate,
+                    source: Source::Supplied,
+                    refused,
+                });
+            }
+            Err(e) => refused = Some(e),
+        }
+    }
+    let (identity, source) = match store {
+        Some(store) => {
+            let (identity, origin) = store::load_or_generate(store, subject, random)?;
+            let source = match origin {
+                store::Origin::Stored => Source::Stored,
+                store::Origin::Generated => Source::Generated,
+            };
+            (identity, source)
+        }
+        None => (
+            Identity::generate(subject, random).map_err(|e| alloc::format!("{e}"))?,
+            Source::Generated,
+        ),
+    };
+    Ok(HostTls {
+        config: server_config(&identity, clock)?,
+        certificate: server_certificate(&identity),
+        source,
+        refused,
+    })
+}
+
 /// What the XenAPI and `/health` say of `identity`.
 pub fn server_certificate(identity: &Identity) -> crate::xenapi::ServerCertificate {
     crate::xenapi::ServerCertificate {

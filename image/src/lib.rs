@@ -40,8 +40,8 @@ pub use password::{
 #[cfg(feature = "std")]
 pub use password::{RandomnessUnavailable, hash_password_random};
 pub use schema::{
-    Bond, BondHashing, BondMode, DEFAULT_MTU, HostConfig, IpMode, LacpRate, Management, Network,
-    NetworkPurpose, StaticIpv4, Vlan,
+    Bond, BondHashing, BondMode, DEFAULT_MTU, HostConfig, IpMode, KeyKind, LacpRate, Management,
+    Network, NetworkPurpose, StaticIpv4, SuppliedTls, Vlan,
 };
 #[cfg(feature = "std")]
 pub use toml_front::{ConfigError, parse_toml};

@@ -4,7 +4,7 @@
 //! ```text
 //! offset  size  field
 //! 0       8     magic "KEELHCFG"
-//! 8       2     format version, u16 LE (2; 1 is still read)
+//! 8       2     format version, u16 LE (4; 1 to 3 are still read)
 //! 10      4     payload length N, u32 LE
 //! 14      N     HostConfig, postcard
 //! 14+N    4     CRC-32 (IEEE) of bytes 0..14+N, u32 LE
@@ -14,20 +14,23 @@
 //! version lets a later image refuse a module it would misread, since
 //! postcard is positional and carries no field names. Format 1 had no
 //! bonds, networks, management VLAN or MTU; a format-1 module still decodes
-//! (to untagged management at MTU 1500, no bonds or networks).
+//! (to untagged management at MTU 1500, no bonds or networks). Format 3
+//! appends the trusted upgrade keys to the format-2 payload, format 4 the
+//! supplied TLS certificate and key (an `Option`) after those; a format-2
+//! or 3 module decodes with none.
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use crate::crc32::crc32;
-use crate::schema::{HostConfig, HostConfigV1};
+use crate::schema::{HostConfig, HostConfigV1, SuppliedTls};
 use crate::validate::ValidationError;
 
 /// First bytes of every module.
 pub const MAGIC: [u8; 8] = *b"KEELHCFG";
 
 /// The layout and payload schema this build writes.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 
 /// The oldest format this build still reads.
 pub const OLDEST_FORMAT_VERSION: u16 = 1;
@@ -114,10 +117,15 @@ pub fn encode(cfg: &HostConfig) -> Vec<u8> {
     #[allow(clippy::expect_used)]
     let keys = postcard::to_allocvec(&cfg.trusted_keys).expect("postcard encodes keys into a Vec");
     payload.extend_from_slice(&keys);
+    // Format 4: the supplied TLS certificate and key follow.
+    #[allow(clippy::expect_used)]
+    let tls = postcard::to_allocvec(&cfg.tls).expect("postcard encodes the TLS files into a Vec");
+    payload.extend_from_slice(&tls);
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TRAILER_LEN);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // A HostConfig is a few hundred bytes, far below u32::MAX.
+    // A HostConfig is a few hundred bytes (plus a certificate chain of a
+    // few kilobytes), far below u32::MAX.
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&payload);
     let crc = crc32(&out);
@@ -172,6 +180,11 @@ pub fn decode(bytes: &[u8]) -> Result<HostConfig, DecodeError> {
         postcard::take_from_bytes::<HostConfig>(payload).and_then(|(mut cfg, rest)| {
             let (keys, rest) = postcard::take_from_bytes::<Vec<[u8; 32]>>(rest)?;
             cfg.trusted_keys = keys;
+            if version == 3 {
+                return Ok((cfg, rest));
+            }
+            let (tls, rest) = postcard::take_from_bytes::<Option<SuppliedTls>>(rest)?;
+            cfg.tls = tls;
             Ok((cfg, rest))
         })
     }
@@ -198,7 +211,7 @@ mod tests {
     use super::*;
     use crate::password::hash_password;
     use crate::schema::{
-        Bond, BondMode, IpMode, Management, Network, NetworkPurpose, StaticIpv4, Vlan,
+        Bond, BondMode, IpMode, KeyKind, Management, Network, NetworkPurpose, StaticIpv4, Vlan,
     };
     use alloc::vec;
 
@@ -233,6 +246,11 @@ mod tests {
                 ip: IpMode::Dhcp,
             }],
             trusted_keys: vec![[0x11; 32], [0x22; 32]],
+            tls: Some(SuppliedTls {
+                certificate_chain: vec![vec![0x30, 0x82, 1, 2], vec![0x30, 3]],
+                key: vec![0x30, 0x81, 0x87],
+                key_kind: KeyKind::Pkcs8,
+            }),
         }
     }
 
@@ -263,12 +281,16 @@ mod tests {
             0,                         // no bonds
             0,                         // no networks
             0,                         // no trusted keys (format 3)
+            0,                         // tls: None (format 4)
         ];
-        assert_eq!(bytes, with_payload(3, &payload));
-        assert_eq!(&bytes[..14], b"KEELHCFG\x03\x00\x12\x00\x00\x00");
+        assert_eq!(bytes, with_payload(4, &payload));
+        assert_eq!(&bytes[..14], b"KEELHCFG\x04\x00\x13\x00\x00\x00");
         assert_eq!(decode(&bytes), Ok(HostConfig::default()));
-        // The same payload without the keys is format 2, still read.
-        let v2 = with_payload(2, &payload[..payload.len() - 1]);
+        // Without the TLS option it is format 3, without the keys too
+        // format 2: both still read.
+        let v3 = with_payload(3, &payload[..payload.len() - 1]);
+        assert_eq!(decode(&v3), Ok(HostConfig::default()));
+        let v2 = with_payload(2, &payload[..payload.len() - 2]);
         assert_eq!(decode(&v2), Ok(HostConfig::default()));
     }
 
@@ -279,10 +301,29 @@ mod tests {
         assert_eq!(decode(&bytes), Ok(cfg.clone()));
         // Format 2 has no keys: the key bytes are trailing garbage there.
         let payload = &bytes[14..bytes.len() - 4];
+        let tls_len = postcard::to_allocvec(&cfg.tls).unwrap().len();
         assert!(matches!(
             decode(&with_payload(2, payload)),
-            Err(DecodeError::PayloadTrailingBytes(n)) if n == 1 + 64
+            Err(DecodeError::PayloadTrailingBytes(n)) if n == 1 + 64 + tls_len
         ));
+    }
+
+    #[test]
+    fn supplied_tls_round_trips_and_stays_out_of_format_3() {
+        let cfg = sample();
+        let bytes = encode(&cfg);
+        assert_eq!(decode(&bytes).map(|c| c.tls), Ok(cfg.tls.clone()));
+        let payload = &bytes[14..bytes.len() - 4];
+        let tls_len = postcard::to_allocvec(&cfg.tls).unwrap().len();
+        assert!(matches!(
+            decode(&with_payload(3, payload)),
+            Err(DecodeError::PayloadTrailingBytes(n)) if n == tls_len
+        ));
+        // A format-3 module (no TLS bytes) decodes to no supplied certificate.
+        let v3 = with_payload(3, &payload[..payload.len() - tls_len]);
+        let old = decode(&v3).expect("format 3 decodes");
+        assert_eq!(old.tls, None);
+        assert_eq!(old.trusted_keys, cfg.trusted_keys);
     }
 
     #[test]
@@ -366,6 +407,7 @@ mod tests {
             let _ = decode(&with_payload(1, &payload));
             let _ = decode(&with_payload(2, &payload));
             let _ = decode(&with_payload(3, &payload));
+            let _ = decode(&with_payload(4, &payload));
         }
     }
 
@@ -379,8 +421,8 @@ mod tests {
         assert_eq!(decode(b"ELF"), Err(DecodeError::BadMagic));
 
         assert_eq!(
-            decode(&with_payload(4, &good[14..good.len() - 4])),
-            Err(DecodeError::UnsupportedVersion(4))
+            decode(&with_payload(5, &good[14..good.len() - 4])),
+            Err(DecodeError::UnsupportedVersion(5))
         );
         assert_eq!(
             decode(&with_payload(0, &good[14..good.len() - 4])),

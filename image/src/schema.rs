@@ -31,6 +31,44 @@ pub struct HostConfig {
     /// payload (see [`crate::module`]), hence `skip` here.
     #[serde(skip)]
     pub trusted_keys: Vec<[u8; 32]>,
+    /// The HTTPS certificate and key the operator supplies
+    /// (`tls_certificate_file`/`tls_key_file`); `None`: the host makes its
+    /// own at first boot. Format 4 on, after the trusted keys, hence `skip`.
+    #[serde(skip)]
+    pub tls: Option<SuppliedTls>,
+}
+
+/// A certificate chain and its private key, as the host-config tool read
+/// them from PEM files. The appliance checks that the key loads and matches
+/// the first certificate; the tool only checks the PEM armour.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuppliedTls {
+    /// DER certificates, the host's own first, then any intermediates.
+    pub certificate_chain: Vec<Vec<u8>>,
+    /// The private key, DER, in the encoding `key_kind` names.
+    pub key: Vec<u8>,
+    pub key_kind: KeyKind,
+}
+
+impl core::fmt::Debug for SuppliedTls {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never the key.
+        f.debug_struct("SuppliedTls")
+            .field("certificates", &self.certificate_chain.len())
+            .field("key_kind", &self.key_kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a supplied private key is encoded (its PEM label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyKind {
+    /// `PRIVATE KEY`: PKCS#8, any algorithm.
+    Pkcs8,
+    /// `EC PRIVATE KEY`: SEC 1.
+    Sec1,
+    /// `RSA PRIVATE KEY`: PKCS#1.
+    Pkcs1,
 }
 
 /// The management network interface.
@@ -184,6 +222,7 @@ impl Default for HostConfig {
             bonds: Vec::new(),
             networks: Vec::new(),
             trusted_keys: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -216,6 +255,7 @@ impl From<HostConfigV1> for HostConfig {
             bonds: Vec::new(),
             networks: Vec::new(),
             trusted_keys: Vec::new(),
+            tls: None,
         }
     }
 }

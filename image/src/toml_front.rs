@@ -9,14 +9,15 @@ use core::net::Ipv4Addr;
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
+use std::path::Path;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::password::hash_password_random;
 use crate::schema::{
-    Bond, BondHashing, BondMode, DEFAULT_MTU, HostConfig, IpMode, LacpRate, Management, Network,
-    NetworkPurpose, StaticIpv4, Vlan,
+    Bond, BondHashing, BondMode, DEFAULT_MTU, HostConfig, IpMode, KeyKind, LacpRate, Management,
+    Network, NetworkPurpose, StaticIpv4, SuppliedTls, Vlan,
 };
 use crate::validate::{BondField, Field, NetworkField};
 
@@ -46,7 +47,16 @@ impl std::error::Error for ConfigError {}
 
 /// Parses, validates and (for a plain `root_password`) hashes a TOML host
 /// configuration.
+///
+/// `tls_certificate_file`/`tls_key_file` are read relative to the current
+/// directory; [`parse_toml_in`] names another.
 pub fn parse_toml(text: &str) -> Result<HostConfig, ConfigError> {
+    parse_toml_in(text, Path::new("."))
+}
+
+/// [`parse_toml`] with relative file names (`tls_certificate_file`,
+/// `tls_key_file`) taken from `base`, the TOML file's own directory.
+pub fn parse_toml_in(text: &str, base: &Path) -> Result<HostConfig, ConfigError> {
     let doc = DeTable::parse(text).map_err(|e| {
         let at = e.span().map_or(0, |s| s.start);
         error_at(text, at, e.message().trim_end())
@@ -55,8 +65,10 @@ pub fn parse_toml(text: &str) -> Result<HostConfig, ConfigError> {
         text,
         spans: Spans::default(),
         password: None,
+        tls_files: TlsFiles::default(),
     };
     let mut cfg = reader.document(doc.get_ref())?;
+    cfg.tls = reader.tls_files.load(text, base)?;
     let spans = reader.spans;
     cfg.validate()
         .map_err(|e| error_at(text, spans.of(e.field()).start, &e.to_string()))?;
@@ -132,6 +144,164 @@ struct Reader<'t> {
     spans: Spans,
     /// A plain-text password, hashed once everything else is known good.
     password: Option<String>,
+    tls_files: TlsFiles,
+}
+
+/// The `tls_certificate_file` and `tls_key_file` settings, with the spans
+/// of their values.
+#[derive(Default)]
+struct TlsFiles {
+    certificate: Option<(String, Range<usize>)>,
+    key: Option<(String, Range<usize>)>,
+    /// Where the first of the two was written (for "give both").
+    first: Option<Range<usize>>,
+}
+
+/// Most a certificate chain or key file may hold: far above any real one,
+/// far below what would bloat the boot module.
+pub const MAX_TLS_FILE_LEN: u64 = 64 * 1024;
+
+impl TlsFiles {
+    /// Reads and unwraps both files, or none; errors point at the setting.
+    fn load(&self, text: &str, base: &Path) -> Result<Option<SuppliedTls>, ConfigError> {
+        let (certificate, key) = match (&self.certificate, &self.key) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            (Some(_), None) | (None, Some(_)) => {
+                let at = self.first.clone().unwrap_or_default();
+                return Err(error_at(
+                    text,
+                    at.start,
+                    "give both `tls_certificate_file` and `tls_key_file` (PEM files: the \
+                     host's certificate chain and its private key), or neither (the host \
+                     makes its own certificate)",
+                ));
+            }
+        };
+        let read = |(name, span): &(String, Range<usize>)| {
+            let path = base.join(name);
+            let at = (path.display().to_string(), span.start);
+            let fail = |why: String| error_at(text, at.1, &format!("{}: {why}", at.0));
+            let len = std::fs::metadata(&path)
+                .map_err(|e| fail(format!("cannot read: {e}")))?
+                .len();
+            if len > MAX_TLS_FILE_LEN {
+                return Err(fail(format!(
+                    "{len} bytes; a PEM certificate chain or key is at most {MAX_TLS_FILE_LEN}"
+                )));
+            }
+            let pem =
+                std::fs::read_to_string(&path).map_err(|e| fail(format!("cannot read: {e}")))?;
+            let blocks = pem_blocks(&pem).map_err(fail)?;
+            Ok::<_, ConfigError>((blocks, at))
+        };
+        let fail_at =
+            |at: &(String, usize), why: String| error_at(text, at.1, &format!("{}: {why}", at.0));
+        let (blocks, at) = read(certificate)?;
+        let fail = |why: String| fail_at(&at, why);
+        let mut chain = Vec::new();
+        for (label, der) in blocks {
+            if label != "CERTIFICATE" {
+                return Err(fail(format!(
+                    "holds a {label:?} PEM block; `tls_certificate_file` holds only \
+                     CERTIFICATE blocks (the host's first, then intermediates)"
+                )));
+            }
+            chain.push(der);
+        }
+        if chain.is_empty() {
+            return Err(fail("holds no -----BEGIN CERTIFICATE----- block".into()));
+        }
+        let (blocks, at) = read(key)?;
+        let fail = |why: String| fail_at(&at, why);
+        let mut keys = blocks
+            .into_iter()
+            .filter(|(label, _)| label != "EC PARAMETERS");
+        let (Some((label, der)), None) = (keys.next(), keys.next()) else {
+            return Err(fail(
+                "must hold exactly one private key PEM block (PRIVATE KEY, EC PRIVATE KEY \
+                 or RSA PRIVATE KEY)"
+                    .into(),
+            ));
+        };
+        let key_kind = match label.as_str() {
+            "PRIVATE KEY" => KeyKind::Pkcs8,
+            "EC PRIVATE KEY" => KeyKind::Sec1,
+            "RSA PRIVATE KEY" => KeyKind::Pkcs1,
+            "ENCRYPTED PRIVATE KEY" => {
+                return Err(fail(
+                    "the key is encrypted; the host cannot ask for its passphrase at boot: \
+                     decrypt it (openssl pkey -in KEY -out PLAIN)"
+                        .into(),
+                ));
+            }
+            other => {
+                return Err(fail(format!(
+                    "holds a {other:?} PEM block, not a private key (PRIVATE KEY, EC PRIVATE \
+                     KEY or RSA PRIVATE KEY)"
+                )));
+            }
+        };
+        Ok(Some(SuppliedTls {
+            certificate_chain: chain,
+            key: der,
+            key_kind,
+        }))
+    }
+}
+
+/// The `-----BEGIN <label>-----` blocks of a PEM text, decoded; text
+/// outside blocks (openssl's "Bag Attributes", comments) is ignored.
+pub fn pem_blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, String, usize)> = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        let n = n + 1;
+        match &mut open {
+            None => {
+                if let Some(label) = line
+                    .strip_prefix("-----BEGIN ")
+                    .and_then(|l| l.strip_suffix("-----"))
+                {
+                    open = Some((label.to_string(), String::new(), n));
+                }
+            }
+            Some((label, body, start)) => {
+                if let Some(end) = line
+                    .strip_prefix("-----END ")
+                    .and_then(|l| l.strip_suffix("-----"))
+                {
+                    if end != label {
+                        return Err(format!(
+                            "line {n}: -----END {end}----- closes -----BEGIN {label}----- \
+                             of line {start}"
+                        ));
+                    }
+                    if body.contains(':') {
+                        return Err(format!(
+                            "line {start}: the {label} block has headers (an encrypted \
+                             legacy key?); the host needs a plain one"
+                        ));
+                    }
+                    let b64 = body.trim_end_matches('=');
+                    let der = crate::base64::decode(b64)
+                        .filter(|d| !d.is_empty())
+                        .ok_or_else(|| format!("line {start}: the {label} block is not base64"))?;
+                    blocks.push((core::mem::take(label), der));
+                    open = None;
+                } else {
+                    body.push_str(line);
+                }
+            }
+        }
+    }
+    if let Some((label, _, start)) = open {
+        return Err(format!(
+            "line {start}: -----BEGIN {label}----- has no -----END {label}-----"
+        ));
+    }
+    Ok(blocks)
 }
 
 impl Reader<'_> {
@@ -248,13 +418,26 @@ impl Reader<'_> {
                     }
                 }
                 "trusted_keys" => cfg.trusted_keys = self.trusted_keys(key, value)?,
+                "tls_certificate_file" | "tls_key_file" => {
+                    let path = self.string(key, value)?;
+                    if path.is_empty() {
+                        return Err(self.err(&value.span(), "the file name is empty"));
+                    }
+                    let entry = Some((String::from(path), value.span()));
+                    if key.get_ref() == "tls_key_file" {
+                        self.tls_files.key = entry;
+                    } else {
+                        self.tls_files.certificate = entry;
+                    }
+                    self.tls_files.first.get_or_insert(key.span());
+                }
                 other => {
                     return Err(self.err(
                         &key.span(),
                         format!(
                             "unknown key `{other}`; expected hostname, root_password, \
-                             root_password_hash, trusted_keys, [management], [[bond]] or \
-                             [[network]]"
+                             root_password_hash, trusted_keys, tls_certificate_file, \
+                             tls_key_file, [management], [[bond]] or [[network]]"
                         ),
                     ));
                 }

@@ -7,14 +7,17 @@ use std::path::Path;
 
 use crate::module::{decode, encode};
 use crate::password::PasswordHash;
-use crate::schema::{BondHashing, BondMode, HostConfig, IpMode, LacpRate, NetworkPurpose, Vlan};
-use crate::toml_front::parse_toml;
+use crate::schema::{
+    BondHashing, BondMode, HostConfig, IpMode, KeyKind, LacpRate, NetworkPurpose, Vlan,
+};
+use crate::toml_front::parse_toml_in;
 
 /// Reads and validates a TOML host configuration.
 pub fn load_file(path: &Path) -> Result<HostConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    parse_toml(&text)
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_toml_in(&text, base)
         .map_err(|e| format!("{}:{}:{}: {}", path.display(), e.line, e.column, e.message))
 }
 
@@ -185,6 +188,23 @@ pub fn describe(cfg: &HostConfig) -> String {
     for key in &cfg.trusted_keys {
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         let _ = writeln!(out, "  ed25519 {hex}");
+    }
+    match &cfg.tls {
+        None => {
+            let _ = writeln!(out, "tls:           made by the host at first boot");
+        }
+        Some(tls) => {
+            let kind = match tls.key_kind {
+                KeyKind::Pkcs8 => "PKCS#8",
+                KeyKind::Sec1 => "SEC 1 EC",
+                KeyKind::Pkcs1 => "PKCS#1 RSA",
+            };
+            let _ = writeln!(
+                out,
+                "tls:           supplied: {} certificate(s), {kind} key",
+                tls.certificate_chain.len()
+            );
+        }
     }
     out
 }

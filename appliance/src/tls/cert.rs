@@ -97,15 +97,7 @@ impl Identity {
 
     /// SHA-256 of the certificate, `AB:CD:...` (as `openssl x509 -fingerprint -sha256`).
     pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(&self.cert_der);
-        let mut out = String::with_capacity(95);
-        for (i, b) in digest.iter().enumerate() {
-            if i > 0 {
-                out.push(':');
-            }
-            out.push_str(&format!("{b:02X}"));
-        }
-        out
+        fingerprint(&self.cert_der)
     }
 
     /// The stored form: version, certificate length (u32 LE), certificate, key.
@@ -147,6 +139,19 @@ impl Identity {
             key,
         })
     }
+}
+
+/// SHA-256 of a DER certificate, `AB:CD:...` (as `openssl x509 -fingerprint -sha256`).
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    let digest = Sha256::digest(cert_der);
+    let mut out = String::with_capacity(95);
+    for (i, b) in digest.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        out.push_str(&format!("{b:02X}"));
+    }
+    out
 }
 
 /// PEM armour of `der` under `label`, 64 columns.

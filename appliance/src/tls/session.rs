@@ -424,6 +424,111 @@ mod tests {
         }
     }
 
+    fn other_identity() -> Identity {
+        let mut n = 99u8;
+        let subject = Subject {
+            hostname: "keel-other",
+            address: None,
+            unix_now: None,
+        };
+        Identity::generate(&subject, &mut |buf: &mut [u8]| {
+            for b in buf {
+                n = n.wrapping_mul(29).wrapping_add(11);
+                *b = n;
+            }
+        })
+        .unwrap()
+    }
+
+    fn supplied(cert: &Identity, key: &Identity) -> host_config::SuppliedTls {
+        host_config::SuppliedTls {
+            certificate_chain: vec![cert.cert_der.clone()],
+            key: key.key_pkcs8().unwrap(),
+            key_kind: host_config::KeyKind::Pkcs8,
+        }
+    }
+
+    #[test]
+    fn a_supplied_certificate_is_served_and_a_bad_one_refused() {
+        use crate::tls::{Source, host_tls, supplied_server_config};
+        let identity = identity();
+        let clock = Arc::new(Clock::default());
+        let (config, certificate) =
+            supplied_server_config(&supplied(&identity, &identity), Arc::clone(&clock)).unwrap();
+        assert_eq!(certificate.sha256, identity.fingerprint());
+        assert_eq!(certificate.pem, identity.cert_pem());
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let mut server = TlsConnection::new(Arc::clone(&config)).unwrap();
+            let mut client = client(&identity, version);
+            let mut handler =
+                |request: &Request<'_>| Response::json_error(Status::NOT_FOUND, request.path());
+            client
+                .writer()
+                .write_all(b"GET /supplied HTTP/1.1\r\nHost: keel-test\r\n\r\n")
+                .unwrap();
+            let mut received = Vec::new();
+            pump(&mut client, &mut server, &mut handler, &mut received);
+            let answer = String::from_utf8_lossy(&received);
+            assert!(answer.contains("/supplied"), "{answer}");
+        }
+
+        // A key of another certificate, a key that is no key, a certificate
+        // that is no certificate, no certificate at all: each refused with its reason.
+        let other = other_identity();
+        let mismatched = supplied(&identity, &other);
+        let e = supplied_server_config(&mismatched, Arc::clone(&clock)).unwrap_err();
+        assert!(e.contains("does not match the certificate"), "{e}");
+        let mut garbage_key = supplied(&identity, &identity);
+        garbage_key.key = vec![0x30, 3, 2, 1, 0];
+        let e = supplied_server_config(&garbage_key, Arc::clone(&clock)).unwrap_err();
+        assert!(e.contains("the key does not load"), "{e}");
+        let mut sec1_label = supplied(&identity, &identity);
+        sec1_label.key_kind = host_config::KeyKind::Pkcs1;
+        let e = supplied_server_config(&sec1_label, Arc::clone(&clock)).unwrap_err();
+        assert!(e.contains("the key does not load"), "{e}");
+        let mut garbage_cert = supplied(&identity, &identity);
+        garbage_cert.certificate_chain = vec![vec![0x30, 0x03, 1, 2, 3]];
+        let e = supplied_server_config(&garbage_cert, Arc::clone(&clock)).unwrap_err();
+        assert!(e.contains("the certificate cannot be read"), "{e}");
+        let mut none = supplied(&identity, &identity);
+        none.certificate_chain.clear();
+        let e = supplied_server_config(&none, Arc::clone(&clock)).unwrap_err();
+        assert!(e.contains("no certificate"), "{e}");
+
+        // host_tls serves the supplied one, and falls back to the host's own
+        // when the supplied one is unusable.
+        let subject = Subject {
+            hostname: "keel-test",
+            address: None,
+            unix_now: None,
+        };
+        let mut n = 1u8;
+        let mut random = |buf: &mut [u8]| {
+            for b in buf {
+                n = n.wrapping_add(3);
+                *b = n;
+            }
+        };
+        let good = supplied(&identity, &identity);
+        let served =
+            host_tls(Some(&good), None, &subject, &mut random, Arc::clone(&clock)).unwrap();
+        assert_eq!(served.source, Source::Supplied);
+        assert_eq!(served.certificate.sha256, identity.fingerprint());
+        assert_eq!(served.refused, None);
+        let served = host_tls(
+            Some(&mismatched),
+            None,
+            &subject,
+            &mut random,
+            Arc::clone(&clock),
+        )
+        .unwrap();
+        assert_eq!(served.source, Source::Generated);
+        assert!(served.refused.unwrap().contains("does not match"));
+        assert_ne!(served.certificate.sha256, identity.fingerprint());
+        assert_ne!(served.certificate.sha256, other.fingerprint());
+    }
+
     #[test]
     fn bad_tls_input_fails_the_connection_without_an_answer() {
         let identity = identity();

@@ -431,3 +431,162 @@ fn trusted_keys() {
         "at most 8",
     );
 }
+
+/// A fresh directory for the TLS file tests.
+fn tls_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("keel-tls-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = crate::base64::encode(der);
+    let pad = "=".repeat((4 - b64.len() % 4) % 4);
+    let body: Vec<String> = format!("{b64}{pad}")
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        body.join("\n")
+    )
+}
+
+#[test]
+fn tls_files_are_read_beside_the_config_and_unwrapped() {
+    let dir = tls_dir("ok");
+    let chain = format!(
+        "subject=CN=xen1\n{}{}",
+        pem("CERTIFICATE", &[0x30, 1, 2, 3, 4]),
+        pem("CERTIFICATE", &[0x30, 9])
+    );
+    std::fs::write(dir.join("host.crt"), chain).unwrap();
+    std::fs::write(
+        dir.join("host.key"),
+        format!(
+            "{}{}",
+            pem("EC PARAMETERS", &[6, 8]),
+            pem("EC PRIVATE KEY", &[0x30, 0x77, 1])
+        ),
+    )
+    .unwrap();
+    let text = "tls_certificate_file = \"host.crt\"\ntls_key_file = \"host.key\"\n";
+    let cfg = parse_toml_in(text, &dir).expect("valid");
+    let tls = cfg.tls.expect("supplied");
+    assert_eq!(
+        tls.certificate_chain,
+        vec![vec![0x30, 1, 2, 3, 4], vec![0x30, 9]]
+    );
+    assert_eq!(
+        (tls.key, tls.key_kind),
+        (vec![0x30, 0x77, 1], KeyKind::Sec1)
+    );
+    // Relative to the current directory without a base: not found there.
+    let e = parse_toml(text).expect_err("not in the current directory");
+    assert!(e.message.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn tls_file_errors_point_at_the_setting() {
+    let dir = tls_dir("bad");
+    let cert = pem("CERTIFICATE", &[0x30, 1]);
+    std::fs::write(dir.join("ok.crt"), &cert).unwrap();
+    std::fs::write(dir.join("ok.key"), pem("PRIVATE KEY", &[0x30, 2])).unwrap();
+    std::fs::write(
+        dir.join("two.key"),
+        format!(
+            "{}{}",
+            pem("PRIVATE KEY", &[0x30, 2]),
+            pem("PRIVATE KEY", &[0x30, 3])
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("enc.key"),
+        pem("ENCRYPTED PRIVATE KEY", &[0x30, 2]),
+    )
+    .unwrap();
+    std::fs::write(dir.join("key.crt"), pem("PRIVATE KEY", &[0x30, 2])).unwrap();
+    std::fs::write(dir.join("open.crt"), "-----BEGIN CERTIFICATE-----\nMAE=\n").unwrap();
+    std::fs::write(
+        dir.join("junk.crt"),
+        "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("empty.crt"), "no pem here\n").unwrap();
+    std::fs::write(dir.join("huge.crt"), vec![b'A'; 70_000]).unwrap();
+    let cases = [
+        ("tls_certificate_file = \"ok.crt\"\n", 1, "give both"),
+        (
+            "hostname = \"x\"\ntls_key_file = \"ok.key\"\n",
+            2,
+            "give both",
+        ),
+        (
+            "tls_certificate_file = \"ok.crt\"\ntls_key_file = \"two.key\"\n",
+            2,
+            "exactly one private key",
+        ),
+        (
+            "tls_certificate_file = \"ok.crt\"\ntls_key_file = \"enc.key\"\n",
+            2,
+            "encrypted",
+        ),
+        (
+            "tls_certificate_file = \"ok.crt\"\ntls_key_file = \"ok.crt\"\n",
+            2,
+            "not a private key",
+        ),
+        (
+            "tls_certificate_file = \"key.crt\"\ntls_key_file = \"ok.key\"\n",
+            1,
+            "only CERTIFICATE",
+        ),
+        (
+            "tls_certificate_file = \"open.crt\"\ntls_key_file = \"ok.key\"\n",
+            1,
+            "has no -----END",
+        ),
+        (
+            "tls_certificate_file = \"junk.crt\"\ntls_key_file = \"ok.key\"\n",
+            1,
+            "not base64",
+        ),
+        (
+            "tls_certificate_file = \"empty.crt\"\ntls_key_file = \"ok.key\"\n",
+            1,
+            "no -----BEGIN CERTIFICATE",
+        ),
+        (
+            "tls_certificate_file = \"huge.crt\"\ntls_key_file = \"ok.key\"\n",
+            1,
+            "at most 65536",
+        ),
+        (
+            "tls_certificate_file = \"gone.crt\"\ntls_key_file = \"ok.key\"\n",
+            1,
+            "cannot read",
+        ),
+        (
+            "tls_certificate_file = \"\"\ntls_key_file = \"ok.key\"\n",
+            1,
+            "empty",
+        ),
+        (
+            "tls_certificate_file = 3\ntls_key_file = \"ok.key\"\n",
+            1,
+            "string",
+        ),
+    ];
+    for (text, line, needle) in cases {
+        let e = parse_toml_in(text, &dir).expect_err(text);
+        assert_eq!(e.line, line, "{text}: {e}");
+        assert!(e.message.contains(needle), "{text}: {e}");
+    }
+    // The supplied files survive compilation into a module.
+    let ok = "tls_certificate_file = \"ok.crt\"\ntls_key_file = \"ok.key\"\n";
+    let cfg = parse_toml_in(ok, &dir).expect("valid");
+    assert_eq!(crate::module::decode(&crate::module::encode(&cfg)), Ok(cfg));
+}

@@ -20,11 +20,19 @@ const DISK_BYTES: u64 = 16 << 20;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn host_config(dir: &Path) -> PathBuf {
+    host_config_with(dir, "persist", "")
+}
+
+/// A module from `<name>.toml` in `dir`: the hostname and password, then `extra`.
+fn host_config_with(dir: &Path, name: &str, extra: &str) -> PathBuf {
     let tool = host_config_bin_from_env().expect("the host-config tool");
-    let (toml, module) = (dir.join("persist.toml"), dir.join("persist.bin"));
+    let (toml, module) = (
+        dir.join(format!("{name}.toml")),
+        dir.join(format!("{name}.bin")),
+    );
     fs::write(
         &toml,
-        format!("hostname = \"keel-persist\"\nroot_password = \"{PASSWORD}\"\n"),
+        format!("hostname = \"keel-persist\"\nroot_password = \"{PASSWORD}\"\n{extra}"),
     )
     .expect("write the config");
     let out = Command::new(&tool)
@@ -308,4 +316,83 @@ fn on_a_keel_disk_the_database_lives_in_the_state_partition() {
         now[start..end] != original[start..end],
         "the state partition holds the store"
     );
+}
+
+/// A self-signed ECDSA P-256 certificate and key from openssl, `<name>.crt`
+/// and `<name>.key` in `dir`; returns the certificate's SHA-256 as
+/// `AB:CD:...`.
+fn openssl_certificate(dir: &Path, name: &str) -> String {
+    let out = Command::new("timeout")
+        .args(["60", "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "30"])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(dir.join(format!("{name}.crt")))
+        .args(["-subj", &format!("/CN={name}")])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            "openssl",
+            "x509",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+            "-in",
+        ])
+        .arg(dir.join(format!("{name}.crt")))
+        .output()
+        .expect("run openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .rsplit('=')
+        .next()
+        .expect("a fingerprint")
+        .to_string()
+}
+
+#[test]
+fn a_certificate_supplied_in_the_host_config_is_served() {
+    let dir = TestDir::new("persistence-supplied-tls").expect("test dir");
+    let disk = dir.path().join("state.img");
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(DISK_BYTES))
+        .expect("blank state disk");
+    let supplied = openssl_certificate(dir.path(), "supplied");
+    openssl_certificate(dir.path(), "other");
+    let at = |cert: &str, key: &str| {
+        format!(
+            "tls_certificate_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            dir.path().join(format!("{cert}.crt")).display(),
+            dir.path().join(format!("{key}.key")).display()
+        )
+    };
+    let good = host_config_with(dir.path(), "good", &at("supplied", "supplied"));
+    let qemu = boot(&disk, &good);
+    assert_eq!(tls_fingerprint(&qemu, "supplied"), supplied);
+    qemu.kill();
+    drop(qemu);
+
+    // A key that is not the certificate's: logged, and the host's own
+    // certificate (made now: the supplied one was never stored) is served.
+    let mismatched = host_config_with(dir.path(), "mismatched", &at("supplied", "other"));
+    let qemu = boot(&disk, &mismatched);
+    let own = tls_fingerprint(&qemu, "new");
+    assert_ne!(own, supplied);
+    assert!(
+        qemu.serial().contains(
+            "tls: the certificate supplied in the host config cannot be used: the key does not \
+             match the certificate"
+        ),
+        "the reason is logged:\n{}",
+        qemu.serial_tail(30)
+    );
+    assert!(!qemu.serial().contains("KERNEL PANIC"));
 }
