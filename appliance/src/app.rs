@@ -33,6 +33,8 @@ mod iscsi_jobs;
 pub const MAX_ISCSI_JOBS: usize = 4;
 mod networks;
 pub use networks::NetworkError;
+pub mod vifs;
+pub use vifs::{PluggedVif, VifError, guest_mac};
 
 /// The appliance over platform `P` with NICs of type `N`.
 pub struct Appliance<P: Platform, N: Nic> {
@@ -215,6 +217,33 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
                 self.platform.idle(Some(deadline));
             }
         }
+    }
+
+    /// Plugs VM `vm`'s VIF into host network `network` (`management` or a
+    /// host interface name): `link` is the switch side of the guest's
+    /// virtio-net, whose device announces the returned MTU; the switch locks
+    /// the port to `mac`.
+    pub fn plug_vif(
+        &mut self,
+        vm: &str,
+        network: &str,
+        mac: [u8; 6],
+        link: netstack::switch::VifLink,
+    ) -> Result<PluggedVif, VifError> {
+        vifs::plug(&mut self.net, vm, network, mac, link)
+    }
+
+    /// Unplugs the VIF on `port` (the VM stopped, or its NIC went away).
+    pub fn unplug_vif(&mut self, port: netstack::switch::PortId) -> Result<(), VifError> {
+        self.net
+            .remove_vif(port)
+            .map_err(|e| VifError::Switch(alloc::format!("{e}")))
+    }
+
+    /// Who to wake (the CPU running [`Appliance::run`]) when a guest sends
+    /// on a VIF.
+    pub fn set_vif_waker(&mut self, waker: alloc::sync::Arc<dyn netstack::switch::Wake>) {
+        self.net.set_vif_waker(waker);
     }
 
     /// Keeps the XenAPI database in `store` from now on (see

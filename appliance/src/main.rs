@@ -563,10 +563,16 @@ fn ram_disk(
     }
 }
 
-/// Starts the guests carried in boot files: every `guests/<name>.elf` (a
+/// A guest from the boot files, and the host network its NIC goes on.
+struct BootGuest {
+    spec: VmSpec,
+    nic: Option<String>,
+}
+
+/// Reads the guests carried in boot files: every `guests/<name>.elf` (a
 /// static ELF, with an optional `guests/<name>.disk`) and every `guests/<name>/kernel` (a Linux bzImage, with
-/// optional `initrd`, `cmdline`, `memory_mib`, `vcpus`, `disk` and `iso` files beside it).
-fn start_boot_guests(boot: &mut Boot) {
+/// optional `initrd`, `cmdline`, `memory_mib`, `vcpus`, `disk`, `iso` and `nic` files beside it).
+fn boot_guests(boot: &mut Boot) -> Vec<BootGuest> {
     let mut specs = Vec::new();
     let names: Vec<String> = boot.files.iter().map(|(p, _)| p.clone()).collect();
     for path in &names {
@@ -584,7 +590,7 @@ fn start_boot_guests(boot: &mut Boot) {
             let Some(image) = take_file(boot, path) else {
                 continue;
             };
-            specs.push(VmSpec {
+            let spec = VmSpec {
                 name: name.into(),
                 boot: GuestBoot::Elf(image),
                 memory_mib: ELF_GUEST_MEMORY_MIB,
@@ -593,7 +599,9 @@ fn start_boot_guests(boot: &mut Boot) {
                     .and_then(|image| ram_disk(name, "vda", image, false))
                     .into_iter()
                     .collect(),
-            });
+                nics: Vec::new(),
+            };
+            specs.push(BootGuest { spec, nic: None });
         } else if let Some(name) = rest.strip_suffix("/kernel") {
             let Some(kernel) = take_file(boot, path) else {
                 continue;
@@ -623,7 +631,8 @@ fn start_boot_guests(boot: &mut Boot) {
             disks.extend(image.and_then(|i| ram_disk(name, "vda", i, false)));
             let image = take_file(boot, &alloc::format!("guests/{name}/iso"));
             disks.extend(image.and_then(|i| ram_disk(name, "vdb", i, true)));
-            specs.push(VmSpec {
+            let nic = text(boot, "nic").filter(|n| !n.is_empty());
+            let spec = VmSpec {
                 name: name.into(),
                 boot: GuestBoot::Linux {
                     kernel,
@@ -633,13 +642,46 @@ fn start_boot_guests(boot: &mut Boot) {
                 memory_mib,
                 vcpus,
                 disks,
-            });
+                nics: Vec::new(),
+            };
+            specs.push(BootGuest { spec, nic });
         }
     }
-    for spec in specs {
+    specs
+}
+
+/// Starts the boot-file guests, each NIC plugged into its host network on
+/// `appliance`'s switch (without one, the guests start without NICs).
+fn start_boot_guests<N: netstack::Nic>(
+    guests: Vec<BootGuest>,
+    mut appliance: Option<&mut Appliance<Machine, N>>,
+) {
+    for BootGuest { mut spec, nic } in guests {
         let name = spec.name.clone();
+        let mut plugged = None;
+        if let Some(network) = nic {
+            let mac = appliance::app::guest_mac(&name, 0);
+            let link = netstack::switch::VifLink::new();
+            match appliance.as_deref_mut() {
+                Some(a) => match a.plug_vif(&name, &network, mac, link.clone()) {
+                    Ok(p) => {
+                        spec.nics.push(kernel::hv::vm::GuestNic {
+                            mac,
+                            mtu: p.mtu,
+                            link,
+                        });
+                        plugged = Some(p.port);
+                    }
+                    Err(e) => log::error!("vm {name}: nic not attached: {e}"),
+                },
+                None => log::error!("vm {name}: nic not attached: the host has no networks"),
+            }
+        }
         if let Err(e) = kernel::hv::vm::start(spec) {
             log::error!("vm {name}: not started: {e}");
+            if let (Some(a), Some(port)) = (appliance.as_deref_mut(), plugged) {
+                let _ = a.unplug_vif(port);
+            }
         }
     }
 }
@@ -658,7 +700,7 @@ fn main(mut boot: Boot) -> ! {
     let supplied_tls = config.tls.take();
     report_disks(&mut boot);
     let boot_disk = boot_disk(&mut boot);
-    start_boot_guests(&mut boot);
+    let guests = boot_guests(&mut boot);
     // Boxed: a virtio NIC is kilobytes (its queues' shadow rings), and a
     // bond holding four by value would not fit on the boot stack.
     let nics: Vec<Box<_>> = core::mem::take(&mut boot.nics)
@@ -691,6 +733,8 @@ fn main(mut boot: Boot) -> ! {
     };
     match Appliance::new(machine, nics, config) {
         Ok(mut appliance) => {
+            appliance.set_vif_waker(alloc::sync::Arc::new(kernel::smp::BootCpuWaker));
+            start_boot_guests(guests, Some(&mut appliance));
             // Healthy: the management network and the API are up and the
             // database opened (or there is no state disk to open).
             let mut store = state_store(disks);
@@ -743,6 +787,7 @@ fn main(mut boot: Boot) -> ! {
             log::error!(
                 "net: cannot bring up the management network: {e}; the host is unreachable"
             );
+            start_boot_guests::<Box<kernel::drivers::virtio::VirtioNic>>(guests, None);
             watchdog_stays();
             loop {
                 kernel::idle(None);

@@ -1,7 +1,7 @@
 //! A guest VM handed to the image at boot: `cargo xtask run --guest-kernel`
 //! and `bench guest-boot` pack it, with the host config, into one boot-module
 //! archive (cpio newc) that the image unpacks: `host-config.bin` and
-//! `guests/<name>/{kernel,initrd,cmdline,memory_mib,vcpus,disk,iso}`.
+//! `guests/<name>/{kernel,initrd,cmdline,memory_mib,vcpus,disk,iso,nic}`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,9 @@ pub struct GuestOptions {
     pub disk: Option<PathBuf>,
     /// A file the guest sees as the read-only virtio-blk disk `vdb` (an ISO).
     pub iso: Option<PathBuf>,
+    /// The host network (`management`, or a host interface name) its
+    /// virtio-net NIC is a VIF on; no NIC when `None`.
+    pub nic: Option<String>,
 }
 
 impl GuestOptions {
@@ -41,6 +44,7 @@ impl GuestOptions {
             memory_mib: 256,
             disk: None,
             iso: None,
+            nic: None,
         }
     }
 
@@ -50,6 +54,16 @@ impl GuestOptions {
             return Err(Error::usage(format!(
                 "--guest-cpus {}: between 1 and 64",
                 self.cpus
+            )));
+        }
+        if let Some(n) = &self.nic
+            && (n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err(Error::usage(format!(
+                "--guest-nic {n:?}: a host network name (`management`, or a host interface name)"
             )));
         }
         if self.memory_mib < 16 {
@@ -110,6 +124,9 @@ pub fn write_archive_with(
         if let Some(iso) = &g.iso {
             archive.file(&format!("guests/{}/iso", g.name), 0o644, &read(iso)?);
         }
+        if let Some(network) = &g.nic {
+            archive.file(&format!("guests/{}/nic", g.name), 0o644, network.as_bytes());
+        }
         archive.file(
             &format!("guests/{}/cmdline", g.name),
             0o644,
@@ -147,6 +164,7 @@ mod tests {
         fs::write(&disk, b"DISKBYTES").unwrap();
         let g = GuestOptions {
             disk: Some(disk),
+            nic: Some("management".into()),
             ..GuestOptions::new(kernel)
         };
         write_archive(&cfg, Some(&g), &out).unwrap();
@@ -154,6 +172,8 @@ mod tests {
         for needle in [
             &b"guests/guest/vcpus"[..],
             b"guests/guest/disk",
+            b"guests/guest/nic",
+            b"management",
             b"DISKBYTES",
             &b"host-config.bin"[..],
             b"guests/guest/kernel",
@@ -163,6 +183,11 @@ mod tests {
         ] {
             assert!(data.windows(needle.len()).any(|w| w == needle));
         }
+        let bad_nic = GuestOptions {
+            nic: Some("no such/network".into()),
+            ..g.clone()
+        };
+        assert!(write_archive(&cfg, Some(&bad_nic), &out).is_err());
         let none = GuestOptions { cpus: 0, ..g };
         assert!(write_archive(&cfg, Some(&none), &out).is_err());
         fs::remove_dir_all(&dir).unwrap();

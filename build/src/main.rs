@@ -45,6 +45,8 @@ commands:
       --guest-initrd F  its initrd
       --guest-disk F    its virtio-blk disk vda: a RAM disk holding F's bytes
       --guest-iso F     its read-only virtio-blk disk vdb (VIRTIO_BLK_F_RO), e.g. an ISO
+      --guest-nic NET   a virtio-net NIC, a VIF on host network NET of the image's switch
+                        (`management`, or a host interface name); MAC 00:16:3e:.. from the VM name
       --guest-cmdline S its command line (default: console=ttyS0)
       --guest-cpus N    its vCPUs (default 1; time-sliced on the non-boot CPUs)
       --guest-memory M  its RAM in MiB (default 256)

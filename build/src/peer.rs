@@ -29,6 +29,9 @@ pub const VIRTIO_MODULES: &[&str] = &[
     "drivers/virtio/virtio_pci.ko",
     "drivers/block/virtio_blk.ko",
     "drivers/char/hw_random/virtio-rng.ko",
+    "net/core/failover.ko",
+    "drivers/net/net_failover.ko",
+    "drivers/net/virtio_net.ko",
 ];
 /// Where they are kept, under the peer folder.
 pub const MODULES_DIR: &str = "modules";

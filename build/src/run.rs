@@ -79,6 +79,7 @@ impl RunOptions {
                 "--guest-initrd" => guest.initrd = Some(PathBuf::from(value()?)),
                 "--guest-disk" => guest.disk = Some(PathBuf::from(value()?)),
                 "--guest-iso" => guest.iso = Some(PathBuf::from(value()?)),
+                "--guest-nic" => guest.nic = Some(value()?),
                 "--guest-cmdline" => guest.cmdline = value()?,
                 "--guest-cpus" => guest.cpus = number(flag, &value()?)?,
                 "--guest-memory" => guest.memory_mib = number(flag, &value()?)?,

@@ -169,3 +169,24 @@ pub fn ipi_check() -> usize {
     }
     answered
 }
+
+/// Ends the boot CPU's idle (an IPI) when called from another CPU: the
+/// host's poll loop runs there, and a guest's device task on an AP wakes it
+/// when the guest sends a frame. On the boot CPU itself, nothing to do.
+pub fn wake_boot_cpu() {
+    if let Some(bsp) = cpus().first()
+        && percpu::index() != bsp.index
+    {
+        apic::send_ipi(bsp.apic_id, idt::vector::IPI_WAKE);
+    }
+}
+
+/// [`wake_boot_cpu`] as the waker of the switch side of guest VIFs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BootCpuWaker;
+
+impl netstack::switch::Wake for BootCpuWaker {
+    fn wake(&self) {
+        wake_boot_cpu();
+    }
+}

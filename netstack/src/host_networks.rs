@@ -9,6 +9,7 @@
 //! (through [`HostNetworks::uplink_mut`]) before this.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
@@ -17,13 +18,16 @@ use smoltcp::time::Instant;
 
 use crate::iface::{HostInterface, IpConfig};
 use crate::nic::{MacAddress, Nic, NicError};
-use crate::switch::{HostPort, PortId, SCRATCH_LEN, Switch, SwitchError, VlanMode};
+use crate::switch::{HostPort, PortId, SCRATCH_LEN, Switch, SwitchError, VifLink, VlanMode, Wake};
 
 /// Frames taken from the uplink per poll before the interfaces get a turn.
 const UPLINK_FRAMES_PER_POLL: usize = 128;
 /// Rounds of "run the interfaces, switch what they sent" per poll: enough
 /// for a reply to a frame sent between two host interfaces.
 const ROUNDS_PER_POLL: usize = 3;
+/// Frames taken from each guest VIF per poll, so one flooding guest cannot
+/// keep the host's own interfaces (and its API) from their turn.
+const VIF_FRAMES_PER_POLL: usize = 64;
 /// Receive buffer for the uplink: any jumbo frame, tagged, with room to
 /// spare so a frame over the limit arrives whole and is counted as oversize
 /// rather than truncated.
@@ -99,6 +103,13 @@ struct HostNetwork {
     iface: HostInterface<HostPort>,
 }
 
+/// A guest's VIF: its switch port and the wire to its virtio-net device.
+#[derive(Debug)]
+struct Vif {
+    port: PortId,
+    link: VifLink,
+}
+
 /// The uplink, the switch and the host interfaces (at least one).
 #[derive(Debug)]
 pub struct HostNetworks<U: Nic> {
@@ -107,6 +118,10 @@ pub struct HostNetworks<U: Nic> {
     uplink_up: bool,
     switch: Switch,
     networks: Vec<HostNetwork>,
+    vifs: Vec<Vif>,
+    /// Given to every VIF's link: wakes whoever polls these networks when a
+    /// guest sends.
+    vif_waker: Option<Arc<dyn Wake>>,
     buffer: Vec<u8>,
     scratch: Vec<u8>,
     stats: UplinkStats,
@@ -159,6 +174,8 @@ impl<U: Nic> HostNetworks<U> {
             uplink_port,
             switch,
             networks: host,
+            vifs: Vec::new(),
+            vif_waker: None,
             buffer: vec![0; UPLINK_BUFFER_LEN],
             scratch: vec![0; SCRATCH_LEN],
             stats: UplinkStats::default(),
@@ -188,6 +205,10 @@ impl<U: Nic> HostNetworks<U> {
                 }
             }
         }
+        let mut more_from_vifs = false;
+        for i in 0..self.vifs.len() {
+            more_from_vifs |= self.drain_vif(now, i);
+        }
         let mut due = self.switch.poll(now);
         for _ in 0..ROUNDS_PER_POLL {
             for net in &mut self.networks {
@@ -205,7 +226,7 @@ impl<U: Nic> HostNetworks<U> {
             .networks
             .iter()
             .any(|n| n.iface.nic().has_received() || n.iface.nic().has_sent());
-        if more_from_uplink || pending {
+        if more_from_uplink || more_from_vifs || pending {
             return Some(now);
         }
         due
@@ -232,6 +253,65 @@ impl<U: Nic> HostNetworks<U> {
         }
     }
 
+    /// Switches up to [`VIF_FRAMES_PER_POLL`] frames guest VIF `i` sent;
+    /// true if it has more.
+    fn drain_vif(&mut self, now: Instant, i: usize) -> bool {
+        for _ in 0..VIF_FRAMES_PER_POLL {
+            let Some(vif) = self.vifs.get(i) else {
+                return false;
+            };
+            let port = vif.port;
+            let Some(frame) = vif.link.host_receive() else {
+                return false;
+            };
+            let len = frame.len().min(self.buffer.len());
+            self.buffer[..len].copy_from_slice(&frame[..len]);
+            self.switch_frame(now, port, len);
+        }
+        self.vifs.get(i).is_some_and(|v| v.link.host_has_frames())
+    }
+
+    /// Who to wake when a guest sends on any VIF (now and later ones).
+    pub fn set_vif_waker(&mut self, waker: Arc<dyn Wake>) {
+        for v in &self.vifs {
+            v.link.set_host_waker(Arc::clone(&waker));
+        }
+        self.vif_waker = Some(waker);
+    }
+
+    /// Plugs a guest VIF into the network on `vlan`, locked to `mac`: the
+    /// switch side of `link`, whose other side is the guest's virtio-net.
+    /// The guest device should announce [`Switch::network_mtu`] of `vlan`.
+    pub fn add_vif(
+        &mut self,
+        vlan: u16,
+        mac: MacAddress,
+        link: VifLink,
+    ) -> Result<PortId, SwitchError> {
+        let port = self.switch.add_vif(vlan, mac)?;
+        if let Some(w) = &self.vif_waker {
+            link.set_host_waker(Arc::clone(w));
+        }
+        self.vifs.push(Vif { port, link });
+        Ok(port)
+    }
+
+    /// Unplugs the VIF on `port` (its learned addresses go with it).
+    pub fn remove_vif(&mut self, port: PortId) -> Result<(), SwitchError> {
+        let i = self
+            .vifs
+            .iter()
+            .position(|v| v.port == port)
+            .ok_or(SwitchError::NoSuchPort(port))?;
+        self.vifs.remove(i);
+        self.switch.remove_port(port)
+    }
+
+    /// The wire of the VIF on `port`.
+    pub fn vif_link(&self, port: PortId) -> Option<&VifLink> {
+        self.vifs.iter().find(|v| v.port == port).map(|v| &v.link)
+    }
+
     /// Switches `self.buffer[..len]`, which arrived on `ingress`.
     fn switch_frame(&mut self, now: Instant, ingress: PortId, len: usize) {
         let HostNetworks {
@@ -239,6 +319,7 @@ impl<U: Nic> HostNetworks<U> {
             uplink_port,
             switch,
             networks,
+            vifs,
             buffer,
             scratch,
             stats,
@@ -254,6 +335,9 @@ impl<U: Nic> HostNetworks<U> {
                 }
             } else if let Some(net) = networks.iter_mut().find(|n| n.port == to) {
                 net.iface.nic_mut().deliver(copy);
+            } else if let Some(vif) = vifs.iter().find(|v| v.port == to) {
+                // A full queue drops the copy; the link counts it.
+                vif.link.host_send(copy);
             }
         });
     }

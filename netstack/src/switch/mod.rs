@@ -15,6 +15,7 @@ mod fdb;
 pub mod fuzz;
 pub mod host_port;
 mod stats;
+mod vif_link;
 mod vlans;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ use smoltcp::time::{Duration, Instant};
 pub use fdb::{DEFAULT_AGING, DEFAULT_MAX_ENTRIES};
 pub use host_port::{HOST_PORT_QUEUE, HostPort, HostPortStats};
 pub use stats::{DropCounters, DropReason, PortStats, SwitchStats};
+pub use vif_link::{VIF_QUEUE, VifLink, VifLinkStats, Wake};
 pub use vlans::{InvalidVlan, MAX_VLAN, VlanMode, VlanSet};
 
 use crate::nic::MacAddress;

@@ -218,3 +218,95 @@ fn bad_configurations_are_refused() {
     bad_vlan[1].vlan = 4095;
     assert!(HostNetworks::new(nic, trunk(), &bad_vlan, clock.now(), 1).is_err());
 }
+
+/// An ARP request for `target` from `mac`/`ip`, as a guest sends it.
+fn arp_request(mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
+
+#[test]
+fn a_guest_vif_reaches_the_host_interface_and_is_mac_locked() {
+    use crate::switch::{VifLink, Wake};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug, Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let wire = Wire::new(9000 + 4, 512);
+    let clock = SimClock::new();
+    let mut pair = Pair::new(&wire, &clock);
+    let guest_mac = [0x00, 0x16, 0x3e, 1, 2, 3];
+    let link = VifLink::new();
+    let host_woken = Arc::new(Count::default());
+    let guest_woken = Arc::new(Count::default());
+    link.set_guest_waker(guest_woken.clone());
+    pair.a.set_vif_waker(host_woken.clone());
+    let port = pair
+        .a
+        .add_vif(5, MacAddress(guest_mac), link.clone())
+        .unwrap();
+    assert_eq!(pair.a.switch().network_mtu(5), Some(1500));
+    assert!(
+        pair.a
+            .add_vif(77, MacAddress(guest_mac), VifLink::new())
+            .is_err()
+    );
+
+    // The guest asks for host A's management address; A answers it.
+    assert!(link.guest_send(&arp_request(guest_mac, [10, 9, 5, 50], [10, 9, 5, 1])));
+    assert_eq!(host_woken.0.load(Ordering::SeqCst), 1);
+    // A spoofed source never leaves the VIF's port.
+    link.guest_send(&arp_request(
+        [0x00, 0x16, 0x3e, 9, 9, 9],
+        [10, 9, 5, 51],
+        [10, 9, 5, 1],
+    ));
+    assert!(run_until(
+        &clock,
+        Duration::from_millis(1),
+        Duration::from_secs(1),
+        |now| {
+            pair.poll(now);
+            link.guest_has_frames()
+        }
+    ));
+    let reply = link.guest_receive().expect("an ARP reply");
+    assert_eq!(&reply[..6], &guest_mac, "to the guest");
+    assert_eq!(&reply[12..14], &[0x08, 0x06]);
+    assert_eq!(reply[21], 2, "an ARP reply");
+    assert_eq!(&reply[28..32], &[10, 9, 5, 1], "from A's address");
+    assert_eq!(guest_woken.0.load(Ordering::SeqCst), 1);
+    for _ in 0..20 {
+        clock.advance(Duration::from_millis(10));
+        pair.poll(clock.now());
+    }
+    assert_eq!(
+        link.guest_receive(),
+        None,
+        "one reply: the spoofed request was dropped"
+    );
+    let stats = pair.a.switch().port_stats(port).unwrap();
+    assert_eq!(link.stats().to_host, 2);
+    assert_eq!(
+        (stats.rx_frames, stats.dropped.total()),
+        (2, 1),
+        "{stats:?}"
+    );
+
+    pair.a.remove_vif(port).unwrap();
+    assert!(pair.a.vif_link(port).is_none());
+    assert!(pair.a.remove_vif(port).is_err());
+}

@@ -10,6 +10,7 @@ mod disk;
 mod faults;
 mod grub;
 mod guest_disk;
+mod guest_net;
 mod host_config;
 mod hypervisor;
 mod iscsi_sr;

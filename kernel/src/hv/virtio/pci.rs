@@ -373,13 +373,16 @@ impl<D: VirtioDevice> VirtioPci<D> {
             q.validate(mem)?;
             self.validated |= 1 << i;
         }
-        if self.device.process(index, q, mem)? && q.wants_interrupt(mem) {
+        let used = self.device.process(index, q, mem)?;
+        if used && q.wants_interrupt(mem) {
             self.isr |= ISR_QUEUE;
             let vector = q.msix_vector;
             self.msix.signal(&self.config, vector, irq);
         }
-        // A batch was served and more is available: come back for it.
-        if q.has_available(mem)? {
+        // A batch was served and more is available: come back for it. A
+        // call that used nothing is not retried: buffers the guest posted
+        // ahead (virtio-net's receive queue) are no work until data comes.
+        if used && q.has_available(mem)? {
             self.notified |= 1 << i;
         }
         Ok(())

@@ -16,6 +16,7 @@ use crate::hv::devices::{ioapic, lapic, pic, pit, rtc};
 use crate::hv::memory::GuestMemory;
 use crate::hv::pci::{MsiMessage, MsiQueue, PciBus};
 use crate::hv::virtio::blk::Blk;
+use crate::hv::virtio::net::Net;
 use crate::hv::virtio::pci::VirtioPci;
 use crate::hv::virtio::rng::Rng;
 use crate::time;
@@ -93,7 +94,12 @@ pub struct Board {
 }
 
 impl Board {
-    pub fn new(vm: Arc<VmHandle>, vcpus: usize, disks: &[super::GuestDisk]) -> Board {
+    pub fn new(
+        vm: Arc<VmHandle>,
+        vcpus: usize,
+        disks: &[super::GuestDisk],
+        nics: &[super::GuestNic],
+    ) -> Board {
         let mut pci = PciBus::default();
         for (i, d) in disks.iter().enumerate() {
             let blk = Blk::new(Arc::clone(&d.disk), d.read_only, &d.name);
@@ -110,6 +116,28 @@ impl Board {
                     if d.read_only { ", read-only" } else { "" }
                 ),
                 Err(e) => log::error!("vm {}: disk {i} ({}) not attached: {e}", vm.name, d.name),
+            }
+        }
+        for (i, n) in nics.iter().enumerate() {
+            let net = Net::new(n.mac, n.mtu, n.link.clone());
+            let placed = VirtioPci::new(net)
+                .map(|f| f.with_label(alloc::format!("vm {}: nic {i}", vm.name)))
+                .ok_or(crate::hv::pci::PciError::BusFull)
+                .and_then(|f| pci.add(alloc::boxed::Box::new(f)));
+            let m = n.mac;
+            match placed {
+                Ok(slot) => log::info!(
+                    "vm {}: nic {i} ({:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, MTU {}) is virtio-net at 00:{slot:02x}.0",
+                    vm.name,
+                    m[0],
+                    m[1],
+                    m[2],
+                    m[3],
+                    m[4],
+                    m[5],
+                    n.mtu
+                ),
+                Err(e) => log::error!("vm {}: nic {i} not attached: {e}", vm.name),
             }
         }
         // Every guest gets a virtio-rng fed from the host's entropy source.

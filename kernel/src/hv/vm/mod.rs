@@ -109,6 +109,28 @@ impl core::fmt::Debug for GuestDisk {
     }
 }
 
+/// A NIC the guest sees as a virtio-net device: a VIF whose switch side
+/// the host plugs into a network ([`netstack::HostNetworks::add_vif`]).
+#[derive(Debug, Clone)]
+pub struct GuestNic {
+    /// The MAC the device announces and the switch locks the VIF to.
+    pub mac: [u8; 6],
+    /// The network's MTU, announced to the guest (VIRTIO_NET_F_MTU).
+    pub mtu: u16,
+    /// The guest side of the wire to the switch (kept across guest resets).
+    pub link: netstack::switch::VifLink,
+}
+
+/// Wakes a VM's device task when frames for its NICs arrive.
+#[derive(Debug)]
+struct DeviceWaker(Waker);
+
+impl netstack::switch::Wake for DeviceWaker {
+    fn wake(&self) {
+        self.0.wake();
+    }
+}
+
 /// What to start.
 #[derive(Debug)]
 pub struct VmSpec {
@@ -118,6 +140,8 @@ pub struct VmSpec {
     pub vcpus: u32,
     /// virtio-blk disks, in PCI slot order (kept across guest resets).
     pub disks: Vec<GuestDisk>,
+    /// virtio-net NICs, placed after the disks.
+    pub nics: Vec<GuestNic>,
 }
 
 /// Where a VM is in its life.
@@ -647,7 +671,12 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
     *handle.state.lock() = VmState::Running;
     let vcpus = spec.vcpus as usize;
     let mut core = VmCore {
-        board: Mutex::new(Board::new(Arc::clone(&handle), vcpus, &spec.disks)),
+        board: Mutex::new(Board::new(
+            Arc::clone(&handle),
+            vcpus,
+            &spec.disks,
+            &spec.nics,
+        )),
         handle: Arc::clone(&handle),
         ram: Mutex::new(Some(ram)),
         npt,
@@ -698,6 +727,10 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
         }
     });
     core.entry = loaded.ok_or_else(|| VmError::Setup("guest RAM is gone".into()))??;
+    for nic in &spec.nics {
+        nic.link
+            .set_guest_waker(Arc::new(DeviceWaker(core.io_waker.clone())));
+    }
     *core.spec.lock() = Some(spec);
     let core = Arc::new(core);
     *handle.core.lock() = Arc::downgrade(&core);
