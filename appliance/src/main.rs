@@ -230,6 +230,8 @@ impl Platform for Machine {
             memory_mib,
             vcpus: spec.vcpus,
             disks: Vec::new(),
+            // XenAPI VIFs are not plugged yet (Appliance::plug_vif gives the link).
+            nics: Vec::new(),
         };
         let handle = kernel::hv::vm::start_with(vm, spec.paused).map_err(|e| match e {
             VmError::NoMemory { mib } => VmFailure::NoMemory {
