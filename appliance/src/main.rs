@@ -48,7 +48,8 @@ struct Machine {
     reboot_at: Option<Duration>,
     /// Boot-archive files under `library/`, by name without the folder:
     /// what `boot:<name>` kernels and initrds refer to.
-    library: BTreeMap<String, Vec<u8>>,
+    /// Shared with the VMs started from them, never copied per start.
+    library: BTreeMap<String, Arc<Vec<u8>>>,
     /// Guests started through the API, by the id handed out.
     vms: BTreeMap<u64, Arc<VmHandle>>,
     next_vm: u64,
@@ -207,7 +208,7 @@ impl Platform for Machine {
             BootSource::BootFile(name) => self
                 .library
                 .get(name)
-                .cloned()
+                .map(Arc::clone)
                 .ok_or_else(|| VmFailure::Boot(alloc::format!("no boot file {LIBRARY}{name}"))),
         };
         let kernel = file(&spec.kernel)?;
@@ -637,8 +638,8 @@ fn boot_guests(boot: &mut Boot) -> Vec<BootGuest> {
             let spec = VmSpec {
                 name: name.into(),
                 boot: GuestBoot::Linux {
-                    kernel,
-                    initrd,
+                    kernel: Arc::new(kernel),
+                    initrd: initrd.map(Arc::new),
                     cmdline,
                 },
                 memory_mib,
@@ -715,10 +716,11 @@ fn main(mut boot: Boot) -> ! {
         .map(|disk| SharedDisk(Rc::new(RefCell::new(disk))))
         .collect();
     let boot_disk = boot_disk.and_then(|(booted, _, i)| Some((booted, disks.get(i)?.clone())));
-    let library: BTreeMap<String, Vec<u8>> = core::mem::take(&mut boot.files)
+    let library: BTreeMap<String, Arc<Vec<u8>>> = core::mem::take(&mut boot.files)
         .into_iter()
         .filter_map(|(path, data)| Some((path.strip_prefix(LIBRARY)?.to_string(), data)))
         .filter(|(name, data)| !name.is_empty() && !data.is_empty())
+        .map(|(name, data)| (name, Arc::new(data)))
         .collect();
     for (name, data) in &library {
         log::info!("vm: boot file boot:{name} ({} bytes)", data.len());

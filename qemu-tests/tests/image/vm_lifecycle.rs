@@ -14,7 +14,7 @@ use qemu_tests::{PortRelay, host_config_bin_from_env, run_bounded, workspace_roo
 
 use super::{BOOT_TIMEOUT, health, keel};
 
-const PASSWORD: &str = "qemu-vm-password";
+pub(super) const PASSWORD: &str = "qemu-vm-password";
 /// Three guest boots under our hypervisor under TCG.
 const FLOW_TIMEOUT: Duration = Duration::from_secs(840);
 const HARD_TIMEOUT: Duration = Duration::from_secs(900);
@@ -62,7 +62,7 @@ fn button_module(peer: &std::path::Path) -> Vec<u8> {
     out.stdout
 }
 
-fn guest_initrd(peer: &std::path::Path) -> Vec<u8> {
+pub(super) fn guest_initrd(peer: &std::path::Path) -> Vec<u8> {
     let mut overlay = Cpio::default();
     overlay.directory("modules");
     overlay.file("modules/button.ko", 0o644, &button_module(peer));
@@ -73,7 +73,7 @@ fn guest_initrd(peer: &std::path::Path) -> Vec<u8> {
     initrd
 }
 
-fn host_config(dir: &std::path::Path) -> Vec<u8> {
+pub(super) fn host_config(dir: &std::path::Path) -> Vec<u8> {
     let tool = host_config_bin_from_env().expect("the host-config tool");
     let (toml, module) = (dir.join("vm.toml"), dir.join("vm.bin"));
     fs::write(

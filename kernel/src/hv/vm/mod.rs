@@ -37,10 +37,12 @@ const CONSOLE_RING: usize = 4096;
 pub enum GuestBoot {
     /// A static x86_64 ELF (a Hermit image, a test guest), entered in 64-bit mode.
     Elf(Vec<u8>),
-    /// A Linux bzImage through the 64-bit boot protocol.
+    /// A Linux bzImage through the 64-bit boot protocol. The files are
+    /// shared, not copied: a boot file several VMs start from (and that the
+    /// VM keeps for a restart) is held in memory once.
     Linux {
-        kernel: Vec<u8>,
-        initrd: Option<Vec<u8>>,
+        kernel: Arc<Vec<u8>>,
+        initrd: Option<Arc<Vec<u8>>>,
         cmdline: String,
     },
 }
@@ -722,8 +724,14 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
         } => {
             let rsdp = acpi::write_tables(m, spec.vcpus)
                 .map_err(|e| VmError::Setup(format!("ACPI tables: {e}")))?;
-            linux::load(kernel, initrd.as_deref(), cmdline, Some(rsdp), m)
-                .map_err(VmError::BadKernel)
+            linux::load(
+                kernel,
+                initrd.as_deref().map(Vec::as_slice),
+                cmdline,
+                Some(rsdp),
+                m,
+            )
+            .map_err(VmError::BadKernel)
         }
     });
     core.entry = loaded.ok_or_else(|| VmError::Setup("guest RAM is gone".into()))??;
