@@ -301,6 +301,11 @@ impl HttpServer {
             socket.set_nagle_enabled(false);
             // Gives up on a peer that stops acknowledging what we send.
             socket.set_timeout(Some(self.config.idle_timeout));
+            // smoltcp's timeout also aborts a connection on which nothing
+            // arrived for that long, silently: a quiet console tunnel would
+            // be dropped after 60 s. Keep-alive probes get the peer's ACKs
+            // in between; a peer that is gone still times out.
+            socket.set_keep_alive(Some(self.config.idle_timeout / 3));
             listen(&mut socket, self.config.port);
             let handle = sockets.add(socket);
             self.slots.push(Slot { handle, conn: None });

@@ -582,3 +582,61 @@ fn uploads_beyond_the_input_budget_wait_their_turn() {
         200
     );
 }
+
+/// A console-like tunnel: echoes what it is sent, ends on `!`.
+#[derive(Default)]
+struct EchoTunnel {
+    closed: bool,
+}
+
+impl Handler for EchoTunnel {
+    fn handle(&mut self, request: &Request<'_>) -> Reply {
+        if request.method() == Method::Other("CONNECT") {
+            Reply::Tunnel(Ticket(3))
+        } else {
+            Reply::Now(route(request))
+        }
+    }
+    fn tunnel_io(&mut self, _ticket: Ticket, input: &[u8], output: &mut Vec<u8>) -> Option<usize> {
+        if input.contains(&b'!') {
+            return None;
+        }
+        output.extend_from_slice(input);
+        Some(input.len())
+    }
+    fn tunnel_close(&mut self, _ticket: Ticket) {
+        self.closed = true;
+    }
+}
+
+#[test]
+fn a_quiet_tunnel_outlives_the_idle_timeout() {
+    let (_clock, mut server, mut client) = setup();
+    let mut handler = EchoTunnel::default();
+    let mut side = |now| {
+        server.iface.poll(now);
+        server.deadline = server
+            .http
+            .poll(server.iface.sockets_mut(), now, &mut handler);
+        server.iface.poll(now);
+    };
+    client.send(b"CONNECT /console?ref=c HTTP/1.0\r\n\r\n");
+    client.run_for(Duration::from_millis(200), &mut side);
+    assert!(
+        client.inbox.starts_with(b"HTTP/1.1 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&client.inbox)
+    );
+    client.inbox.clear();
+    // A console nobody types into and whose guest prints nothing is still
+    // in use: three idle timeouts pass and it stays open.
+    client.run_for(Duration::from_secs(180), &mut side);
+    assert!(!client.peer_closed(), "the quiet tunnel was closed");
+    client.send(b"still here");
+    client.run_for(Duration::from_millis(200), &mut side);
+    assert_eq!(client.inbox, b"still here");
+    // When the handler ends the tunnel, the connection closes.
+    client.send(b"!");
+    assert!(client.wait_closed(Duration::from_secs(2), &mut side));
+    assert!(handler.closed);
+}
