@@ -53,6 +53,8 @@ pub struct Appliance<P: Platform, N: Nic> {
     described: Option<Ipv4Cidr>,
     /// iSCSI jobs the XenAPI asked for (SR probe, create, VDI create...).
     iscsi: iscsi_jobs::IscsiJobs,
+    /// `PIF.reconfigure_ip` changes and when to apply them (time since boot).
+    ip_changes: Vec<(Duration, crate::xenapi::IpChange)>,
 }
 
 impl<P: Platform, N: Nic> Appliance<P, N> {
@@ -76,6 +78,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         live_layout(&net, &mut facts.networks);
         let mut api = XenApi::new(&config, facts, &mut platform);
         api.enable_storage_driver();
+        api.enable_live_network();
         Ok(Appliance {
             platform,
             hostname: config.hostname,
@@ -86,6 +89,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             tls_clock: alloc::sync::Arc::new(tls::Clock::default()),
             api,
             iscsi: iscsi_jobs::IscsiJobs::default(),
+            ip_changes: Vec::new(),
         })
     }
 
@@ -142,6 +146,17 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
     pub fn poll(&mut self) -> Option<Duration> {
         let uptime = self.platform.now();
         let now = to_instant(uptime);
+        while let Some((_, change)) = self
+            .ip_changes
+            .first()
+            .filter(|(at, _)| *at <= uptime)
+            .cloned()
+        {
+            self.ip_changes.remove(0);
+            self.net
+                .primary_mut()
+                .reconfigure(Some(ip_change_config(&change)));
+        }
         let uplink_due = self.net.uplink_mut().poll(now);
         let iface_due = self.net.poll(now);
         // A LACPDU that came in may call for an answer straight away.
@@ -188,6 +203,11 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         let https_due = https
             .as_mut()
             .and_then(|s| s.poll(net.primary_mut().sockets_mut(), now, &mut endpoints));
+        // PIF.reconfigure_ip calls just made: applied RECONFIGURE_DELAY
+        // later, so that their answers leave from the old address first.
+        let at = uptime + RECONFIGURE_DELAY;
+        let changes = self.api.take_ip_changes();
+        self.ip_changes.extend(changes.into_iter().map(|c| (at, c)));
         // Storage calls just made queue jobs; jobs that ended answer them
         // (the HTTP server picks the answers up on its next poll).
         let iscsi_due = self
@@ -200,8 +220,16 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
 
         // Send the responses just queued now rather than a round later.
         let flush_due = self.net.poll(now);
+        let reconfigure_due = self.ip_changes.first().map(|(at, _)| to_instant(*at));
         [
-            uplink_due, iface_due, http_due, https_due, flush_due, api_due, iscsi_due,
+            uplink_due,
+            iface_due,
+            http_due,
+            https_due,
+            flush_due,
+            api_due,
+            iscsi_due,
+            reconfigure_due,
         ]
         .into_iter()
         .flatten()
@@ -406,6 +434,28 @@ fn idle_until(now: Duration, next: Option<Duration>) -> Option<Duration> {
 /// A host interface's IP configuration from the host config. An
 /// invalid static prefix (the host tool rejects it, but the boot module is
 /// data) falls back to DHCP: a reachable host beats one that refuses to boot.
+/// How long after `PIF.reconfigure_ip` answers the interface changes: the
+/// answer must leave from the address the client called (xapi's clients
+/// lose the connection when the management address changes under them).
+pub const RECONFIGURE_DELAY: Duration = Duration::from_secs(1);
+
+/// The interface configuration `PIF.reconfigure_ip` asked for.
+fn ip_change_config(change: &crate::xenapi::IpChange) -> IpConfig {
+    match change {
+        crate::xenapi::IpChange::Dhcp => IpConfig::Dhcp,
+        crate::xenapi::IpChange::Static {
+            address,
+            prefix_len,
+            gateway,
+            dns,
+        } => IpConfig::Static {
+            address: Ipv4Cidr::new(Ipv4Address::from(*address), *prefix_len),
+            gateway: gateway.map(Ipv4Address::from),
+            dns: dns.iter().copied().map(Ipv4Address::from).collect(),
+        },
+    }
+}
+
 pub(crate) fn ip_config(mode: &IpMode) -> IpConfig {
     match mode {
         IpMode::Dhcp => IpConfig::Dhcp,

@@ -90,6 +90,41 @@ impl<N: Nic> HostInterface<N> {
         this
     }
 
+    /// Changes how the interface gets its address, live (`PIF.reconfigure_ip`):
+    /// `None` leaves it without an address. The DHCP client, if any, is
+    /// dropped first (its lease is abandoned, not released); a new one starts
+    /// discovery at the next poll. Open sockets stay; connections bound to an
+    /// address the interface no longer has stop getting answers.
+    pub fn reconfigure(&mut self, config: Option<IpConfig>) {
+        if let Some(handle) = self.dhcp.take() {
+            self.sockets.remove(handle);
+        }
+        match config {
+            None => {
+                self.apply(None, None, Vec::new());
+                log::info!("net: {} {} no address", self.name, self.mac);
+            }
+            Some(IpConfig::Dhcp) => {
+                self.apply(None, None, Vec::new());
+                self.dhcp = Some(self.sockets.add(dhcpv4::Socket::new()));
+                log::info!("net: {} {} DHCP", self.name, self.mac);
+            }
+            Some(IpConfig::Static {
+                address,
+                gateway,
+                dns,
+            }) => {
+                self.apply(Some(address), gateway, dns);
+                log::info!("net: {} {} static {}", self.name, self.mac, address);
+            }
+        }
+    }
+
+    /// Whether the address comes from DHCP.
+    pub fn uses_dhcp(&self) -> bool {
+        self.dhcp.is_some()
+    }
+
     /// Does all pending network work: receives and answers frames, runs
     /// socket timers, sends what sockets queued, and applies DHCP changes.
     /// Returns when to call again (`None`: only when a frame arrives; a time

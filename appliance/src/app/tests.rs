@@ -715,3 +715,147 @@ mod bonded {
         assert_eq!(appliance.networks().switch().stats().dropped.total(), 0);
     }
 }
+
+/// A JSON-RPC caller through the appliance's poll loop.
+type Caller<'a> = dyn FnMut(&mut Appliance<TestPlatform, WireNic>, &str, serde_json::Value) -> serde_json::Value
+    + 'a;
+
+/// Polls past [`RECONFIGURE_DELAY`]: a reconfiguration just answered applies.
+fn settle(appliance: &mut Appliance<TestPlatform, WireNic>) {
+    for _ in 0..20 {
+        appliance
+            .platform()
+            .clock
+            .advance(smoltcp::time::Duration::from_millis(100));
+        appliance.poll();
+    }
+}
+
+#[test]
+fn pif_reconfigure_ip_changes_the_live_management_interface() {
+    let mut config = static_config();
+    config.root_password_hash = Some(host_config::hash_password("pw", [9; 16], 1_000));
+    let (mut appliance, mut client) = setup(config);
+    let mut call = |appliance: &mut Appliance<TestPlatform, WireNic>,
+                    method: &str,
+                    params: serde_json::Value| {
+        let mut side = |_| {
+            appliance.poll();
+        };
+        client
+            .exchange(&json_call(method, params), &mut side)
+            .json()
+    };
+    let session = call(
+        &mut appliance,
+        "session.login_with_password",
+        serde_json::json!(["root", "pw"]),
+    )["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pif = call(&mut appliance, "PIF.get_all", serde_json::json!([session]))["result"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reconfigure = |appliance: &mut Appliance<TestPlatform, WireNic>,
+                       call: &mut Caller<'_>,
+                       args: [&str; 5]| {
+        let [mode, ip, mask, gw, dns] = args;
+        call(
+            appliance,
+            "PIF.reconfigure_ip",
+            serde_json::json!([session, pif, mode, ip, mask, gw, dns]),
+        )
+    };
+
+    // Refused as xapi refuses, nothing changed.
+    for (args, error) in [
+        (
+            ["Static", "10.0.2.300", "255.255.255.0", "", ""],
+            ["INVALID_IP_ADDRESS_SPECIFIED", "IP"],
+        ),
+        (
+            ["Static", "10.0.2.15", "255.0.255.0", "", ""],
+            ["INVALID_IP_ADDRESS_SPECIFIED", "netmask"],
+        ),
+        (
+            ["Static", "10.0.2.15", "255.255.255.0", "x", ""],
+            ["INVALID_IP_ADDRESS_SPECIFIED", "gateway"],
+        ),
+        (
+            ["Static", "10.0.2.15", "255.255.255.0", "", "1.1.1.1,y"],
+            ["INVALID_IP_ADDRESS_SPECIFIED", "DNS"],
+        ),
+        (
+            ["None", "", "", "", ""],
+            ["PIF_IS_MANAGEMENT_INTERFACE", pif.as_str()],
+        ),
+    ] {
+        let r = reconfigure(&mut appliance, &mut call, args);
+        let [code, param] = error;
+        assert_eq!(r["error"]["message"], code, "{args:?}: {r}");
+        assert_eq!(
+            r["error"]["data"],
+            serde_json::json!([param]),
+            "{args:?}: {r}"
+        );
+    }
+    assert_eq!(
+        appliance.management().gateway(),
+        Some(Ipv4Address::new(10, 0, 2, 2))
+    );
+
+    // Static on the same address with another gateway and DNS: live a
+    // moment after the answer, the connection carries on, the record follows.
+    let r = reconfigure(
+        &mut appliance,
+        &mut call,
+        [
+            "static",
+            "10.0.2.15",
+            "255.255.255.0",
+            "10.0.2.1",
+            "10.0.2.4,10.0.2.5",
+        ],
+    );
+    assert_eq!(r["result"], "", "{r}");
+    // Not before the answer has left.
+    assert_eq!(
+        appliance.management().gateway(),
+        Some(Ipv4Address::new(10, 0, 2, 2))
+    );
+    settle(&mut appliance);
+    assert_eq!(
+        appliance.management().gateway(),
+        Some(Ipv4Address::new(10, 0, 2, 1))
+    );
+    assert_eq!(
+        appliance.management().dns_servers(),
+        &[Ipv4Address::new(10, 0, 2, 4), Ipv4Address::new(10, 0, 2, 5)]
+    );
+    let record = call(
+        &mut appliance,
+        "PIF.get_record",
+        serde_json::json!([session, pif]),
+    );
+    let record = &record["result"];
+    assert_eq!(record["ip_configuration_mode"], "Static");
+    assert_eq!(record["IP"], "10.0.2.15");
+    assert_eq!(record["netmask"], "255.255.255.0");
+    assert_eq!(record["gateway"], "10.0.2.1");
+    assert_eq!(record["DNS"], "10.0.2.4,10.0.2.5");
+
+    // DHCP: the static address goes, discovery starts (no server here).
+    let r = reconfigure(&mut appliance, &mut call, ["DHCP", "", "", "", ""]);
+    assert_eq!(r["result"], "", "{r}");
+    settle(&mut appliance);
+    assert!(appliance.management().uses_dhcp());
+    assert_eq!(appliance.management().ipv4_cidr(), None);
+    assert_eq!(
+        appliance.api().facts().management.address,
+        None,
+        "the PIF shows no address until a lease comes"
+    );
+    assert!(appliance.api().facts().management.dhcp);
+}

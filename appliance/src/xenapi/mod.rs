@@ -34,7 +34,7 @@ pub use layout::{
 };
 pub use persist::{Change, StateStore};
 pub use service::{
-    Attached, CONSOLE_PATH, DISK_QUEUE_DEPTH, EXPORT_RAW_PATH, IMPORT_RAW_PATH,
+    Attached, CONSOLE_PATH, DISK_QUEUE_DEPTH, EXPORT_RAW_PATH, IMPORT_RAW_PATH, IpChange,
     SESSION_IDLE_TIMEOUT, ServerCertificate, UploadOutcome, VmDisk, XenApi,
 };
 pub use value::Value;

@@ -87,6 +87,8 @@ pub enum Op {
     MessageCreate,
     MessageDestroy,
     MessageGetSince,
+    /// `PIF.reconfigure_ip` (see `service::pif_ip`).
+    PifReconfigureIp,
     /// `Bond.create`: the members are checked, then `NOT_IMPLEMENTED`.
     BondCreate,
     /// `VLAN.create(tagged_PIF, tag, network)`: checked, then `NOT_IMPLEMENTED`.
@@ -603,7 +605,7 @@ pub const PIF: Class = Class {
         ro("PCI", Ty::Ref("PCI")),
     ],
     messages: &[
-        todo_call(
+        call(
             "reconfigure_ip",
             &[
                 p("self", Ty::Ref("PIF")),
@@ -613,6 +615,7 @@ pub const PIF: Class = Class {
                 p("gateway", S),
                 p("DNS", S),
             ],
+            Op::PifReconfigureIp,
         ),
         todo_call("plug", &[p("self", Ty::Ref("PIF"))]),
         todo_call("unplug", &[p("self", Ty::Ref("PIF"))]),

@@ -114,6 +114,9 @@ pub struct XenApi {
     /// Disks attached for running VMs, and their batch jobs (job → disk).
     disks: vbds::Disks,
     disk_jobs: BTreeMap<u64, u64>,
+    /// Address changes `PIF.reconfigure_ip` made, for the network owner to
+    /// apply; `None` when nothing applies them (hosted).
+    ip_changes: Option<Vec<pif_ip::IpChange>>,
 }
 
 /// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
@@ -196,6 +199,7 @@ impl XenApi {
             transfer_jobs: BTreeMap::new(),
             disks: BTreeMap::new(),
             disk_jobs: BTreeMap::new(),
+            ip_changes: None,
         }
     }
 
@@ -763,6 +767,9 @@ impl XenApi {
             }
             Op::MessageDestroy => self.destroy_message(arg(0)),
             Op::MessageGetSince => Ok(self.messages_since(arg(0))),
+            Op::PifReconfigureIp => {
+                self.reconfigure_ip(arg(0), [arg(1), arg(2), arg(3), arg(4), arg(5)], platform)
+            }
             Op::BondCreate => self
                 .check_bond_members(args.get(1))
                 .and(Err(ApiError::not_implemented(&method.name()))),
@@ -842,6 +849,8 @@ mod consoles;
 mod generic;
 mod messages;
 mod network_checks;
+mod pif_ip;
+pub use pif_ip::IpChange;
 mod sessions;
 mod srs;
 mod tasks;

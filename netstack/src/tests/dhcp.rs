@@ -173,3 +173,58 @@ fn poll_deadline_follows_the_dhcp_timers() {
         "{wait}"
     );
 }
+
+#[test]
+fn reconfigure_switches_between_dhcp_static_and_none_live() {
+    capture_logs();
+    let (clock, _wire, mut iface, mut server) = setup(MacAddress([2, 0, 0, 0xd1, 0, 5]), 3600);
+    let leased = |iface: &mut HostInterface<WireNic>, server: &mut DhcpServer| {
+        run_until(
+            &clock,
+            Duration::from_millis(10),
+            Duration::from_secs(30),
+            |now| {
+                iface.poll(now);
+                server.poll();
+                iface.ipv4_cidr().is_some()
+            },
+        )
+    };
+    assert!(leased(&mut iface, &mut server));
+    assert!(iface.uses_dhcp());
+
+    let address = Ipv4Cidr::new(smoltcp::wire::Ipv4Address::new(10, 0, 2, 20), 24);
+    iface.reconfigure(Some(IpConfig::Static {
+        address,
+        gateway: Some(SERVER_IP),
+        dns: vec![],
+    }));
+    assert!(!iface.uses_dhcp());
+    assert_eq!(iface.ipv4_cidr(), Some(address));
+    assert_eq!(iface.gateway(), Some(SERVER_IP));
+    assert!(iface.dns_servers().is_empty());
+    // No DHCP traffic from a static interface, however long it runs.
+    let seen = server.seen.len();
+    assert!(!run_until(
+        &clock,
+        Duration::from_millis(10),
+        Duration::from_secs(20),
+        |now| {
+            iface.poll(now);
+            server.poll();
+            server.seen.len() != seen
+        }
+    ));
+    assert_eq!(iface.ipv4_cidr(), Some(address));
+
+    iface.reconfigure(None);
+    assert_eq!((iface.ipv4_cidr(), iface.gateway()), (None, None));
+
+    // Back to DHCP: a fresh discovery gets a lease again.
+    iface.reconfigure(Some(IpConfig::Dhcp));
+    assert!(iface.uses_dhcp() && iface.ipv4_cidr().is_none());
+    assert!(leased(&mut iface, &mut server));
+    assert_eq!(iface.ipv4_cidr(), Some(Ipv4Cidr::new(OFFERED_IP, 24)));
+    assert!(logged("net: eth0 02:00:00:d1:00:05 static 10.0.2.20/24"));
+    assert!(logged("net: eth0 02:00:00:d1:00:05 no address"));
+}
