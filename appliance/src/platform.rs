@@ -194,7 +194,7 @@ pub enum BootSource {
 }
 
 /// A guest to start by direct kernel boot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct VmStart {
     /// The name the host's log and console prefix use.
     pub name: String,
@@ -205,6 +205,9 @@ pub struct VmStart {
     pub memory_bytes: u64,
     /// Created with its vCPUs paused (`VM.start(start_paused=true)`).
     pub paused: bool,
+    /// The VM's attached disk VBDs, in `userdevice` order: the guest sees
+    /// one virtio-blk device per disk, served through its channel.
+    pub disks: Vec<crate::xenapi::VmDisk>,
 }
 
 /// What a started guest is doing.

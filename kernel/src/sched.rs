@@ -260,3 +260,27 @@ pub fn run_this_cpu() {
         }
     }
 }
+
+/// Halts the calling CPU inside a task's turn until an interrupt (a wake-up
+/// IPI, a device) or `deadline` (time since boot), whichever is first: for
+/// a task on an application processor that waits for the boot CPU's work
+/// (a disk request served by the poll loop) without spinning. The next
+/// guest entry on this CPU arms its own timer.
+pub fn halt_until(deadline: Duration) {
+    if time::now() >= deadline {
+        return;
+    }
+    time::arm_timer(deadline);
+    cpu::sti_hlt_cli();
+    apic::timer_stop();
+}
+
+/// Wakes the boot CPU if it sleeps in [`crate::idle`], so its poll loop
+/// runs now (work was queued for it). Nothing to do on the boot CPU itself.
+pub fn wake_boot_cpu() {
+    if let Some(bsp) = smp::cpus().first()
+        && bsp.index != percpu::index()
+    {
+        apic::send_ipi(bsp.apic_id, idt::vector::IPI_WAKE);
+    }
+}

@@ -20,12 +20,12 @@ use super::{BOOT_TIMEOUT, health, keel};
 
 const HOSTNAME: &str = "keel-iscsi-test";
 const PASSWORD: &str = "qemu-iscsi-password";
-const IQN: &str = "iqn.2026-12.dev.keel:sr-test";
+pub(super) const IQN: &str = "iqn.2026-12.dev.keel:sr-test";
 const LUN_BYTES: u64 = 64 * 1024 * 1024;
-const CHAP_USER: &str = "keel-initiator";
-const CHAP_SECRET: &str = "initiator-secret-0123";
-const MUTUAL_USER: &str = "keel-target";
-const MUTUAL_SECRET: &str = "target-secret-456789";
+pub(super) const CHAP_USER: &str = "keel-initiator";
+pub(super) const CHAP_SECRET: &str = "initiator-secret-0123";
+pub(super) const MUTUAL_USER: &str = "keel-target";
+pub(super) const MUTUAL_SECRET: &str = "target-secret-456789";
 /// tgtd is killed after this whatever happens (the watchdog thread).
 const TGTD_HARD_TIMEOUT: Duration = Duration::from_secs(400);
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -35,11 +35,11 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// A tgtd on 127.0.0.1 with one target and one LUN, killed by its pid
 /// (SIGKILL: it ignores SIGTERM while targets exist) on drop or after
 /// [`TGTD_HARD_TIMEOUT`].
-struct Tgtd {
+pub(super) struct Tgtd {
     child: Child,
-    port: u16,
+    pub(super) port: u16,
     control: u16,
-    backing: PathBuf,
+    pub(super) backing: PathBuf,
     done: Arc<AtomicBool>,
 }
 
@@ -59,7 +59,7 @@ fn kill(pid: u32) {
 }
 
 impl Tgtd {
-    fn start(dir: &Path) -> Tgtd {
+    pub(super) fn start(dir: &Path) -> Tgtd {
         for attempt in 0..5u16 {
             let port = free_port();
             let control = 25_000 + (std::process::id() % 5_000) as u16 + attempt * 13;

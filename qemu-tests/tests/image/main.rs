@@ -20,6 +20,7 @@ mod persistence;
 mod power;
 mod upgrade_api;
 mod upgrade_writer;
+mod vbd_vm;
 mod vm_lifecycle;
 mod xenapi;
 

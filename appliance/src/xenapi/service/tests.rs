@@ -1172,6 +1172,46 @@ fn storage_calls_are_answered_when_their_job_ends() {
         get(&mut api, &mut p, "VBD.get_currently_attached", &vbd),
         false
     );
+    // VM.start attaches the VBD and hands its channel to the guest; the
+    // guest powering off detaches it.
+    p.hv = Some(FakeHv::default());
+    json(
+        &mut api,
+        &mut p,
+        "VM.set_PV_kernel",
+        serde_json::json!([s, vm, "boot:debian/vmlinuz"]),
+    );
+    let started = json(
+        &mut api,
+        &mut p,
+        "VM.start",
+        serde_json::json!([s, vm, false, false]),
+    );
+    assert_eq!(started["result"], "", "{started}");
+    assert_eq!(
+        get(&mut api, &mut p, "VBD.get_currently_attached", &vbd),
+        true
+    );
+    let (&guest, started_disks) = {
+        let hv = p.hv.as_ref().unwrap();
+        let (id, (spec, _)) = hv.guests.iter().next().expect("a guest");
+        (id, spec.disks.clone())
+    };
+    assert_eq!(started_disks.len(), 1);
+    assert_eq!(started_disks[0].vbd, vbd);
+    assert_eq!(started_disks[0].channel.geometry().num_blocks, 2048);
+    assert!(!started_disks[0].channel.is_closed());
+    p.set_status(
+        crate::platform::VmId(guest),
+        crate::platform::VmStatus::Halted,
+    );
+    api.poll_vms(&mut p);
+    assert!(started_disks[0].channel.is_closed());
+    assert_eq!(
+        get(&mut api, &mut p, "VBD.get_currently_attached", &vbd),
+        false
+    );
+    assert_eq!(get(&mut api, &mut p, "VM.get_power_state", &vm), "Halted");
     let r = json(&mut api, &mut p, "VBD.destroy", serde_json::json!([s, vbd]));
     assert_eq!(r["result"], "");
     assert_eq!(

@@ -294,11 +294,19 @@ impl XenApi {
         for id in ids {
             if let Some(mut d) = self.disks.remove(&id) {
                 d.server.close();
-                self.set(&VBD, &d.vbd, "currently_attached", Value::Bool(false));
-                self.set(&VBD, &d.vbd, "device", Value::str(""));
             }
         }
-        if let Err(e) = self.persist() {
+        // Every VBD of the VM shows detached, also those a previous boot
+        // left marked attached.
+        let mut changed = false;
+        for vbd in self.vm_vbds(vm) {
+            if self.field(&VBD, &vbd, "currently_attached") == Value::Bool(true) {
+                self.set(&VBD, &vbd, "currently_attached", Value::Bool(false));
+                self.set(&VBD, &vbd, "device", Value::str(""));
+                changed = true;
+            }
+        }
+        if changed && let Err(e) = self.persist() {
             log::error!("db: VBD changes could not be saved: {e}");
         }
     }

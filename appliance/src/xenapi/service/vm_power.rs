@@ -172,16 +172,6 @@ impl XenApi {
         if state != "Halted" {
             return Err(bad_power_state(vm, "halted", &state));
         }
-        if let Some(Value::Array(vbds)) = self.vm_field(vm, "VBDs")
-            && !vbds.is_empty()
-        {
-            return Err(ApiError::new(
-                "OPERATION_NOT_ALLOWED",
-                &[
-                    "VBDs are not attached to guests yet: this VM has disks; start a VM without VBDs",
-                ],
-            ));
-        }
         let bootloader = |msg: &str| ApiError::new("BOOTLOADER_FAILED", &[vm, msg]);
         let kernel =
             boot_source("PV_kernel", &self.vm_str(vm, "PV_kernel")).map_err(|e| bootloader(&e))?;
@@ -196,7 +186,11 @@ impl XenApi {
         let vcpus = self.vm_int(vm, "VCPUs_at_startup");
         let free = platform.system_info().memory_free;
         let needed = u64::try_from(memory).unwrap_or(0);
+        // Disk VBDs on iSCSI SRs are attached now (all or none); anything
+        // else (a CD, another SR type) is refused with attach's error.
+        let disks = self.attach_vm_disks(vm)?;
         let spec = VmStart {
+            disks,
             name: self.vm_str(vm, "name_label"),
             kernel,
             ramdisk,
@@ -207,17 +201,19 @@ impl XenApi {
         };
         let id = match platform.vm_start(spec) {
             Ok(id) => id,
-            Err(VmFailure::NoHypervisor) => {
-                return Err(ApiError::not_implemented("VM.start"));
+            Err(e) => {
+                // The guest never ran: its disks are let go again.
+                self.detach_vm_disks(vm);
+                return Err(match e {
+                    VmFailure::NoHypervisor => ApiError::not_implemented("VM.start"),
+                    VmFailure::NoMemory { needed, available } => ApiError::new(
+                        "HOST_NOT_ENOUGH_FREE_MEMORY",
+                        &[&needed.to_string(), &available.min(free).to_string()],
+                    ),
+                    VmFailure::Boot(msg) => bootloader(&msg),
+                    VmFailure::Other(msg) => ApiError::internal(&msg),
+                });
             }
-            Err(VmFailure::NoMemory { needed, available }) => {
-                return Err(ApiError::new(
-                    "HOST_NOT_ENOUGH_FREE_MEMORY",
-                    &[&needed.to_string(), &available.min(free).to_string()],
-                ));
-            }
-            Err(VmFailure::Boot(msg)) => return Err(bootloader(&msg)),
-            Err(VmFailure::Other(msg)) => return Err(ApiError::internal(&msg)),
         };
         log::info!("xenapi: VM {vm} started");
         self.mark_running(vm, id, start_paused, platform);
@@ -280,6 +276,8 @@ impl XenApi {
 
     /// The records of a VM that is off now.
     fn mark_halted(&mut self, vm: &str, platform: &dyn Platform) {
+        // Its disks' VBDs are detached; requests still queued fail.
+        self.detach_vm_disks(vm);
         if let Some(r) = self.running.remove(vm) {
             self.db.remove(&CONSOLE, &r.console);
             self.update_resident_vms();

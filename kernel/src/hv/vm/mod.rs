@@ -228,9 +228,19 @@ impl VmHandle {
         if core.stopping() {
             return false;
         }
-        let mut b = core.board.lock();
-        b.press_power_button();
-        core.kick_from(usize::MAX, &mut b);
+        // The boot CPU never waits for the board: the device task may hold
+        // it while it waits for the boot CPU (a disk served by the poll
+        // loop). Then the device task presses the button after its batch.
+        match core.board.try_lock() {
+            Some(mut b) => {
+                b.press_power_button();
+                core.kick_from(usize::MAX, &mut b);
+            }
+            None => {
+                core.power_button.store(true, Ordering::Release);
+                core.io_waker.wake();
+            }
+        }
         true
     }
 
@@ -270,7 +280,11 @@ impl VmHandle {
         if core.stopping() {
             return 0;
         }
-        let mut b = core.board.lock();
+        // Not waited for (see `press_power_button`): a busy board takes
+        // nothing this time and the caller keeps the bytes.
+        let Some(mut b) = core.board.try_lock() else {
+            return 0;
+        };
         let taken = b.uart.receive(bytes);
         // vCPU 0 polls the UART's interrupt line.
         b.kicks |= 1;
@@ -365,6 +379,9 @@ struct VmCore {
     wakers: Vec<Waker>,
     /// Wakes the device task (`DeviceTask`).
     io_waker: Waker,
+    /// The power button was pressed while the board was busy: the device
+    /// task presses it with its next batch.
+    power_button: AtomicBool,
     stopping: AtomicBool,
     outcome: Mutex<Option<VmState>>,
     running: AtomicU32,
@@ -479,6 +496,9 @@ impl VmCore {
     fn service_devices(&self) -> bool {
         self.with_memory(|m| {
             let mut b = self.board.lock();
+            if self.power_button.swap(false, Ordering::AcqRel) {
+                b.press_power_button();
+            }
             b.service_pci(m);
             self.kick_from(usize::MAX, &mut b);
             b.pci.has_work()
@@ -689,6 +709,7 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
         entry: LongModeEntry::default(),
         wakers: (0..vcpus).map(|_| Waker::default()).collect(),
         io_waker: Waker::default(),
+        power_button: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         outcome: Mutex::new(None),
         running: AtomicU32::new(spec.vcpus),

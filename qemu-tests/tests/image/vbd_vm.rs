@@ -1,0 +1,282 @@
+//! A VM's disk on an iSCSI SR: the image logs in to tgtd with mutual CHAP
+//! (`SR.create`), a VDI gets a pattern through `PUT /import_raw_vdi`, a
+//! disk VBD joins it to a VM cloned from the template, and `VM.start` boots
+//! the Debian peer kernel with that VDI as its virtio-blk `/dev/vda`, served
+//! through the disk channel by the poll loop's iSCSI jobs. The guest prints
+//! the MD5 of the whole disk (compared with the pattern's), writes a sector
+//! and powers off; the VBD is detached and `GET /export_raw_vdi` shows the
+//! guest's sector in the VDI.
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use qemu_tests::cpio::Cpio;
+use qemu_tests::{TestDir, host_config_bin_from_env, run_bounded, workspace_root};
+
+use super::iscsi_sr::{CHAP_SECRET, CHAP_USER, IQN, MUTUAL_SECRET, MUTUAL_USER, Tgtd};
+use super::{BOOT_TIMEOUT, health, keel};
+
+const PASSWORD: &str = "qemu-vbd-password";
+const VDI_BYTES: usize = 4 << 20;
+const GUEST_MARK: &[u8] = b"KEEL-GUEST-WROTE-VBD-SECTOR-21";
+const GUEST_SECTOR: usize = 21;
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(500);
+const QEMU_HARD_TIMEOUT: Duration = Duration::from_secs(560);
+
+/// The modules in load order (dependencies first).
+const MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_blk",
+];
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in MODULES; do
+    insmod /modules/$m.ko || echo "KEEL-INSMOD-FAILED $m" > /dev/console
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+echo "KEEL-VBD-SECTORS=$(cat /sys/block/vda/size)" > /dev/console
+t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+dd if=/dev/vda of=/dev/null bs=1M iflag=direct 2>/dev/null
+t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+echo "KEEL-VBD-DD=VDI_MIB MiB in $((t1 - t0))0 ms" > /dev/console
+echo "KEEL-VBD-MD5=$(md5sum /dev/vda | cut -d' ' -f1)" > /dev/console
+printf 'GUEST_MARK' > /tmp/mark
+dd if=/tmp/mark of=/dev/vda bs=512 seek=GUEST_SECTOR count=1 conv=sync,fsync 2>/dev/null && echo KEEL-VBD-WRITTEN > /dev/console
+poweroff -f
+"#;
+
+/// The SDK side: SR, VDI, import, VBD, VM, start, wait for Halted, export.
+const FLOW: &str = r#"
+import hashlib, os, sys, time, urllib.parse, urllib.request, xml.dom.minidom
+import XenAPI
+url = os.environ["KEEL_URL"]
+s = XenAPI.Session(url)
+s.xenapi.login_with_password("root", os.environ["KEEL_PASSWORD"], "2.21", "vbd-test")
+x = s.xenapi
+sid = s._session
+host = x.host.get_all()[0]
+config = {"target": "10.0.2.2", "port": os.environ["ISCSI_PORT"], "targetIQN": os.environ["ISCSI_IQN"],
+          "chapuser": os.environ["ISCSI_CHAP_USER"], "chappassword": os.environ["ISCSI_CHAP_SECRET"],
+          "incoming_chapuser": os.environ["ISCSI_MUTUAL_USER"],
+          "incoming_chappassword": os.environ["ISCSI_MUTUAL_SECRET"]}
+try:
+    x.SR.probe(host, config, "lvmoiscsi", {})
+    raise AssertionError("probe without SCSIid must fail")
+except XenAPI.Failure as e:
+    doc = xml.dom.minidom.parseString(e.details[3])
+    config["SCSIid"] = doc.getElementsByTagName("SCSIid")[0].firstChild.data.strip()
+sr = x.SR.create(host, config, "0", "vbd-sr", "", "lvmoiscsi", "user", True, {})
+data = open(os.environ["VDI_PATTERN"], "rb").read()
+vdi = x.VDI.create({"SR": sr, "name_label": "disk0", "name_description": "",
+                    "virtual_size": str(len(data)), "type": "user", "sharable": False,
+                    "read_only": False, "other_config": {}})
+q = urllib.parse.urlencode({"session_id": sid, "vdi": vdi})
+req = urllib.request.Request(f"{url}/import_raw_vdi?{q}", data=data, method="PUT")
+with urllib.request.urlopen(req, timeout=200) as r:
+    assert r.status == 200, r.status
+template = x.VM.get_by_name_label("Debian-style direct boot")[0]
+vm = x.VM.clone(template, "vbd1")
+x.VM.provision(vm)
+x.VM.set_is_a_template(vm, False)
+x.VM.set_PV_kernel(vm, "boot:debian/vmlinuz")
+x.VM.set_PV_ramdisk(vm, "boot:debian/initrd")
+x.VM.set_PV_args(vm, "console=ttyS0")
+mib = str(256 << 20)
+x.VM.set_memory_limits(vm, mib, mib, mib, mib)
+vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
+                    "type": "Disk", "empty": False, "other_config": {}})
+x.VM.start(vm, False, False)
+assert x.VBD.get_currently_attached(vbd) is True
+end = time.monotonic() + float(os.environ["GUEST_TIMEOUT"])
+while x.VM.get_power_state(vm) != "Halted" and time.monotonic() < end:
+    time.sleep(0.5)
+assert x.VM.get_power_state(vm) == "Halted", "the guest did not power off"
+assert x.VBD.get_currently_attached(vbd) is False
+with urllib.request.urlopen(f"{url}/export_raw_vdi?{q}", timeout=200) as r:
+    out = r.read()
+open(os.environ["VDI_OUT"], "wb").write(out)
+print("FLOW-DONE", len(out))
+"#;
+
+/// A pattern that differs at every offset modulo a prime.
+fn pattern() -> Vec<u8> {
+    (0..VDI_BYTES)
+        .map(|i| ((i * 31 + 7 + i / 509) % 251) as u8)
+        .collect()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    let mut child = Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("md5sum");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("feed md5sum");
+    let out = child.wait_with_output().expect("md5sum output");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn guest_initrd(peer: &std::path::Path) -> Vec<u8> {
+    let read = |p: &std::path::Path| {
+        fs::read(p).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", p.display()))
+    };
+    let mut overlay = Cpio::default();
+    overlay.directory("modules");
+    for m in MODULES {
+        let file = format!("{m}.ko");
+        overlay.file(
+            &format!("modules/{file}"),
+            0o644,
+            &read(&peer.join("modules").join(&file)),
+        );
+    }
+    let init = INIT
+        .replace("MODULES", &MODULES.join(" "))
+        .replace("VDI_MIB", &(VDI_BYTES >> 20).to_string())
+        .replace("GUEST_MARK", &String::from_utf8_lossy(GUEST_MARK))
+        .replace("GUEST_SECTOR", &GUEST_SECTOR.to_string());
+    overlay.file("init", 0o755, init.as_bytes());
+    let mut initrd = read(&peer.join("initrd.gz"));
+    initrd.resize(initrd.len().div_ceil(4) * 4, 0);
+    initrd.extend(overlay.finish());
+    initrd
+}
+
+fn host_config(dir: &std::path::Path) -> Vec<u8> {
+    let tool = host_config_bin_from_env().expect("the host-config tool");
+    let (toml, module) = (dir.join("vbd.toml"), dir.join("vbd.bin"));
+    fs::write(
+        &toml,
+        format!("hostname = \"keel-vbd-test\"\nroot_password = \"{PASSWORD}\"\n"),
+    )
+    .expect("write the config");
+    let output = Command::new(&tool)
+        .arg("compile")
+        .arg(&toml)
+        .arg("-o")
+        .arg(&module)
+        .output()
+        .expect("run host-config");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    fs::read(&module).expect("the compiled config")
+}
+
+#[test]
+fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
+    let dir = TestDir::for_current_test().expect("test dir");
+    let tgtd = Tgtd::start(dir.path());
+    let builder = keel(2, 1024).hard_timeout(QEMU_HARD_TIMEOUT);
+    let peer = workspace_root().join("target/peer");
+    let mut cpio = Cpio::default();
+    cpio.file("host-config.bin", 0o644, &host_config(builder.dir()));
+    cpio.directory("library");
+    cpio.directory("library/debian");
+    cpio.file(
+        "library/debian/vmlinuz",
+        0o644,
+        &fs::read(peer.join("vmlinuz")).expect("target/peer/vmlinuz (run `cargo xtask setup`)"),
+    );
+    cpio.file("library/debian/initrd", 0o644, &guest_initrd(&peer));
+    let archive = builder.dir().join("modules.cpio");
+    fs::write(&archive, cpio.finish()).expect("write archive");
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    health(&qemu);
+    qemu.wait_for_serial("DHCP lease", BOOT_TIMEOUT)
+        .expect("the management address");
+
+    let data = pattern();
+    let pattern_file = dir.path().join("pattern.bin");
+    let out_file = dir.path().join("export.bin");
+    fs::write(&pattern_file, &data).expect("write the pattern");
+    let mut python = Command::new("python3");
+    python
+        .arg("-c")
+        .arg(FLOW)
+        .env("KEEL_URL", format!("http://127.0.0.1:{}", qemu.http_port()))
+        .env("KEEL_PASSWORD", PASSWORD)
+        .env("ISCSI_PORT", tgtd.port.to_string())
+        .env("ISCSI_IQN", IQN)
+        .env("ISCSI_CHAP_USER", CHAP_USER)
+        .env("ISCSI_CHAP_SECRET", CHAP_SECRET)
+        .env("ISCSI_MUTUAL_USER", MUTUAL_USER)
+        .env("ISCSI_MUTUAL_SECRET", MUTUAL_SECRET)
+        .env("VDI_PATTERN", &pattern_file)
+        .env("VDI_OUT", &out_file)
+        .env("GUEST_TIMEOUT", "400");
+    let finished =
+        run_bounded(python, SCRIPT_TIMEOUT, qemu.dir(), "vbd-flow").expect("the flow finishes");
+    assert!(
+        finished.status.success(),
+        "the SDK flow failed ({}):\n{}\nserial tail:\n{}",
+        finished.status,
+        finished.output(),
+        qemu.serial_tail(80)
+    );
+    let serial = qemu.serial();
+    assert!(
+        !serial.contains("KEEL-INSMOD-FAILED"),
+        "a module did not load"
+    );
+    assert!(
+        serial.contains(&format!("vm vbd1: KEEL-VBD-SECTORS={}", VDI_BYTES / 512)),
+        "the guest sees the VDI's size:\n{}",
+        qemu.serial_tail(80)
+    );
+    let md5 = md5_hex(&data);
+    assert!(
+        serial.contains(&format!("vm vbd1: KEEL-VBD-MD5={md5}")),
+        "the guest reads the imported pattern (md5 {md5}):\n{}",
+        qemu.serial_tail(80)
+    );
+    assert!(
+        serial.contains("vm vbd1: KEEL-VBD-WRITTEN"),
+        "the guest's write completed"
+    );
+    let exported = fs::read(&out_file).expect("the export");
+    let mut expected = data;
+    let at = GUEST_SECTOR * 512;
+    expected[at..at + 512].fill(0);
+    expected[at..at + GUEST_MARK.len()].copy_from_slice(GUEST_MARK);
+    assert_eq!(exported.len(), expected.len());
+    assert!(
+        exported == expected,
+        "the export holds the pattern and the guest's sector"
+    );
+    for l in serial.lines().filter(|l| l.contains("KEEL-VBD-DD=")) {
+        let at = l.find("KEEL-VBD-DD=").unwrap_or(0) + "KEEL-VBD-DD=".len();
+        println!(
+            "FIGURE guest virtio-blk direct read of an iSCSI VDI through the disk channel: {}",
+            &l[at..]
+        );
+    }
+    assert!(
+        !serial.contains("Kernel panic"),
+        "the guest kernel panicked"
+    );
+    drop(tgtd);
+}
