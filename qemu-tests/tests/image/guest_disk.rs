@@ -77,29 +77,11 @@ fn disk_image() -> Vec<u8> {
 }
 
 fn guest_initrd() -> Vec<u8> {
-    let peer = qemu_tests::workspace_root().join("target/peer");
-    let read = |p: &std::path::Path| {
-        fs::read(p).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", p.display()))
-    };
-    let mut overlay = Cpio::default();
-    overlay.directory("modules");
-    for m in MODULES {
-        let file = format!("{m}.ko");
-        overlay.file(
-            &format!("modules/{file}"),
-            0o644,
-            &read(&peer.join("modules").join(&file)),
-        );
-    }
     let init = INIT
         .replace("MODULES", &MODULES.join(" "))
         .replace("GUEST_MARK", &String::from_utf8_lossy(GUEST_MARK))
         .replace("GUEST_SECTOR", &GUEST_SECTOR.to_string());
-    overlay.file("init", 0o755, init.as_bytes());
-    let mut initrd = read(&peer.join("initrd.gz"));
-    initrd.resize(initrd.len().div_ceil(4) * 4, 0);
-    initrd.extend(overlay.finish());
-    initrd
+    super::peer_initrd(MODULES, &[("init", 0o755, init.as_bytes())])
 }
 
 #[test]

@@ -80,31 +80,18 @@ exit 0
 "#;
 
 fn guest_initrd(sink_port: u16) -> Vec<u8> {
-    let peer = qemu_tests::workspace_root().join("target/peer");
-    let read = |p: &std::path::Path| {
-        fs::read(p).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", p.display()))
-    };
-    let mut overlay = Cpio::default();
-    overlay.directory("modules");
-    for m in MODULES {
-        let file = format!("{m}.ko");
-        overlay.file(
-            &format!("modules/{file}"),
-            0o644,
-            &read(&peer.join("modules").join(&file)),
-        );
-    }
     let init = INIT
         .replace("MODULES", &MODULES.join(" "))
         .replace("HOST_IP", HOST_IP)
         .replace("SINK_PORT", &sink_port.to_string())
         .replace("STREAM_BLOCKS", &(STREAM_BYTES / 65536).to_string());
-    overlay.file("init", 0o755, init.as_bytes());
-    overlay.file("udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes());
-    let mut initrd = read(&peer.join("initrd.gz"));
-    initrd.resize(initrd.len().div_ceil(4) * 4, 0);
-    initrd.extend(overlay.finish());
-    initrd
+    super::peer_initrd(
+        MODULES,
+        &[
+            ("init", 0o755, init.as_bytes()),
+            ("udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes()),
+        ],
+    )
 }
 
 /// One connection the sink took: bytes until EOF and the time they took.

@@ -53,26 +53,9 @@ while :; do
 done
 "#;
 
-fn hammer_initrd(peer: &std::path::Path) -> Vec<u8> {
-    let read = |p: &std::path::Path| {
-        fs::read(p).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", p.display()))
-    };
-    let mut overlay = Cpio::default();
-    overlay.directory("modules");
-    for m in MODULES {
-        let file = format!("{m}.ko");
-        overlay.file(
-            &format!("modules/{file}"),
-            0o644,
-            &read(&peer.join("modules").join(&file)),
-        );
-    }
+fn hammer_initrd() -> Vec<u8> {
     let init = HAMMER_INIT.replace("MODULES", &MODULES.join(" "));
-    overlay.file("init", 0o755, init.as_bytes());
-    let mut initrd = read(&peer.join("initrd.gz"));
-    initrd.resize(initrd.len().div_ceil(4) * 4, 0);
-    initrd.extend(overlay.finish());
-    initrd
+    super::peer_initrd(MODULES, &[("init", 0o755, init.as_bytes())])
 }
 
 /// The highest `KEEL-HAMMER-PASS n` in `serial`, if any.
@@ -103,7 +86,7 @@ fn a_disk_hammering_guest_does_not_starve_another_guests_console_or_the_api() {
     cpio.file("library/debian/vmlinuz", 0o644, &vmlinuz);
     cpio.file("library/debian/initrd", 0o644, &guest_initrd(&peer));
     cpio.file("guests/hammer/kernel", 0o644, &vmlinuz);
-    cpio.file("guests/hammer/initrd", 0o644, &hammer_initrd(&peer));
+    cpio.file("guests/hammer/initrd", 0o644, &hammer_initrd());
     cpio.file("guests/hammer/cmdline", 0o644, b"console=ttyS0 quiet");
     cpio.file("guests/hammer/disk", 0o644, &vec![0u8; HAMMER_DISK_BYTES]);
     let archive = builder.dir().join("modules.cpio");

@@ -45,6 +45,35 @@ pub fn keel(cpus: u32, memory_mib: u32) -> QemuBuilder {
         .hard_timeout(HARD_TIMEOUT)
 }
 
+/// The Debian peer's initramfs (`target/peer/initrd.gz`, from `cargo xtask
+/// setup`) with an overlay holding the peer's `modules` (`NAME.ko` under
+/// `modules/`) and `files` (path, mode, bytes), such as the guest's `init`.
+pub fn peer_initrd(modules: &[&str], files: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let peer = qemu_tests::workspace_root().join("target/peer");
+    let read = |p: &std::path::Path| {
+        std::fs::read(p)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", p.display()))
+    };
+    let mut overlay = qemu_tests::cpio::Cpio::default();
+    overlay.directory("modules");
+    for m in modules {
+        let file = format!("{m}.ko");
+        overlay.file(
+            &format!("modules/{file}"),
+            0o644,
+            &read(&peer.join("modules").join(&file)),
+        );
+    }
+    for (path, mode, bytes) in files {
+        overlay.file(path, *mode, bytes);
+    }
+    let mut initrd = read(&peer.join("initrd.gz"));
+    // The kernel takes concatenated archives at 4-byte boundaries.
+    initrd.resize(initrd.len().div_ceil(4) * 4, 0);
+    initrd.extend(overlay.finish());
+    initrd
+}
+
 /// `GET /health`, asserted to be a 200 JSON answer; returns it and its parsed body.
 pub fn health(qemu: &Qemu) -> (HttpResponse, Value) {
     let response = qemu

@@ -137,30 +137,13 @@ fn md5_hex(data: &[u8]) -> String {
         .to_string()
 }
 
-fn guest_initrd(peer: &std::path::Path) -> Vec<u8> {
-    let read = |p: &std::path::Path| {
-        fs::read(p).unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", p.display()))
-    };
-    let mut overlay = Cpio::default();
-    overlay.directory("modules");
-    for m in MODULES {
-        let file = format!("{m}.ko");
-        overlay.file(
-            &format!("modules/{file}"),
-            0o644,
-            &read(&peer.join("modules").join(&file)),
-        );
-    }
+fn guest_initrd() -> Vec<u8> {
     let init = INIT
         .replace("MODULES", &MODULES.join(" "))
         .replace("VDI_MIB", &(VDI_BYTES >> 20).to_string())
         .replace("GUEST_MARK", &String::from_utf8_lossy(GUEST_MARK))
         .replace("GUEST_SECTOR", &GUEST_SECTOR.to_string());
-    overlay.file("init", 0o755, init.as_bytes());
-    let mut initrd = read(&peer.join("initrd.gz"));
-    initrd.resize(initrd.len().div_ceil(4) * 4, 0);
-    initrd.extend(overlay.finish());
-    initrd
+    super::peer_initrd(MODULES, &[("init", 0o755, init.as_bytes())])
 }
 
 fn host_config(dir: &std::path::Path) -> Vec<u8> {
@@ -201,7 +184,7 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
         0o644,
         &fs::read(peer.join("vmlinuz")).expect("target/peer/vmlinuz (run `cargo xtask setup`)"),
     );
-    cpio.file("library/debian/initrd", 0o644, &guest_initrd(&peer));
+    cpio.file("library/debian/initrd", 0o644, &guest_initrd());
     let archive = builder.dir().join("modules.cpio");
     fs::write(&archive, cpio.finish()).expect("write archive");
     let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
