@@ -120,27 +120,28 @@ fn relay(client: TcpStream, target: SocketAddr) {
     }
 }
 
-/// Copies `from` to `to` until end of stream, then half-closes `to`; on an
-/// error both sockets are shut so the other direction ends too.
+/// Copies `from` to `to` until `from` ends (end of stream or an error), then
+/// half-closes `to` so what was copied is still delivered before its FIN.
+/// When `to` stops taking bytes (a server that answered 413 and closed while
+/// the client still sends its body), the rest of `from` is read and dropped
+/// rather than left unread: closing a socket with unread data resets it, and
+/// the reset would destroy the answer on its way to the client.
 fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let mut buffer = [0u8; 64 * 1024];
+    let mut forwarding = true;
     loop {
         match from.read(&mut buffer) {
-            Ok(0) => {
-                let _ = to.shutdown(Shutdown::Write);
-                return;
-            }
+            Ok(0) => break,
             Ok(n) => {
-                if to.write_all(&buffer[..n]).is_err() {
-                    break;
+                if forwarding && to.write_all(&buffer[..n]).is_err() {
+                    forwarding = false;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    let _ = from.shutdown(Shutdown::Both);
-    let _ = to.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 #[cfg(test)]
