@@ -5,7 +5,7 @@
 //! CHAP secrets are refused. The SR the appliance wrote is then read from
 //! tgtd's backing file with the storage crate: the bytes really landed.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use qemu_tests::{Qemu, TestDir, host_config_bin_from_env, run_bounded, workspace_root};
+use qemu_tests::{Qemu, TestDir, run_bounded, workspace_root};
 use storage::sr::Sr;
 
 use super::{BOOT_TIMEOUT, health, keel};
@@ -201,26 +201,11 @@ impl Drop for Tgtd {
 }
 
 fn host_config(dir: &Path) -> PathBuf {
-    let tool = host_config_bin_from_env().expect("the host-config tool");
-    let (toml, module) = (dir.join("iscsi.toml"), dir.join("iscsi.bin"));
-    fs::write(
-        &toml,
-        format!("hostname = \"{HOSTNAME}\"\nroot_password = \"{PASSWORD}\"\n"),
+    super::compile_host_config(
+        dir,
+        "iscsi",
+        &format!("hostname = \"{HOSTNAME}\"\nroot_password = \"{PASSWORD}\"\n"),
     )
-    .expect("write the config");
-    let output = Command::new(&tool)
-        .arg("compile")
-        .arg(&toml)
-        .arg("-o")
-        .arg(&module)
-        .output()
-        .expect("run host-config");
-    assert!(
-        output.status.success(),
-        "host-config compile failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    module
 }
 
 /// The serial lines with `needle`, printed as FIGURE lines.

@@ -44,6 +44,30 @@ pub fn keel(cpus: u32, memory_mib: u32) -> QemuBuilder {
         .hard_timeout(HARD_TIMEOUT)
 }
 
+/// Compiles `toml` with the host-config tool (`KEEL_HOST_CONFIG_BIN`) into
+/// `dir/NAME.bin` (the source kept beside it as `NAME.toml`); returns the module's path.
+pub fn compile_host_config(dir: &std::path::Path, name: &str, toml: &str) -> std::path::PathBuf {
+    let tool = qemu_tests::host_config_bin_from_env().expect("the host-config tool");
+    let (source, module) = (
+        dir.join(format!("{name}.toml")),
+        dir.join(format!("{name}.bin")),
+    );
+    std::fs::write(&source, toml).expect("write the config");
+    let output = std::process::Command::new(&tool)
+        .arg("compile")
+        .arg(&source)
+        .arg("-o")
+        .arg(&module)
+        .output()
+        .expect("run host-config");
+    assert!(
+        output.status.success(),
+        "host-config compile failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    module
+}
+
 /// The Debian peer's initramfs (`target/peer/initrd.gz`, from `cargo xtask
 /// setup`) with an overlay holding the peer's `modules` (`NAME.ko` under
 /// `modules/`) and `files` (path, mode, bytes), such as the guest's `init`.

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::cpio::Cpio;
-use qemu_tests::{TestDir, host_config_bin_from_env, run_bounded, workspace_root};
+use qemu_tests::{TestDir, run_bounded, workspace_root};
 
 use super::iscsi_sr::{CHAP_SECRET, CHAP_USER, IQN, MUTUAL_SECRET, MUTUAL_USER, Tgtd};
 use super::{BOOT_TIMEOUT, health, keel};
@@ -147,26 +147,12 @@ fn guest_initrd() -> Vec<u8> {
 }
 
 fn host_config(dir: &std::path::Path) -> Vec<u8> {
-    let tool = host_config_bin_from_env().expect("the host-config tool");
-    let (toml, module) = (dir.join("vbd.toml"), dir.join("vbd.bin"));
-    fs::write(
-        &toml,
-        format!("hostname = \"keel-vbd-test\"\nroot_password = \"{PASSWORD}\"\n"),
-    )
-    .expect("write the config");
-    let output = Command::new(&tool)
-        .arg("compile")
-        .arg(&toml)
-        .arg("-o")
-        .arg(&module)
-        .output()
-        .expect("run host-config");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    fs::read(&module).expect("the compiled config")
+    fs::read(super::compile_host_config(
+        dir,
+        "vbd",
+        &format!("hostname = \"keel-vbd-test\"\nroot_password = \"{PASSWORD}\"\n"),
+    ))
+    .expect("the compiled config")
 }
 
 #[test]

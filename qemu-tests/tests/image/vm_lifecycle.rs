@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::cpio::Cpio;
-use qemu_tests::{PortRelay, host_config_bin_from_env, run_bounded, workspace_root};
+use qemu_tests::{PortRelay, run_bounded, workspace_root};
 
 use super::{BOOT_TIMEOUT, health, keel};
 
@@ -74,26 +74,12 @@ pub(super) fn guest_initrd(peer: &std::path::Path) -> Vec<u8> {
 }
 
 pub(super) fn host_config(dir: &std::path::Path) -> Vec<u8> {
-    let tool = host_config_bin_from_env().expect("the host-config tool");
-    let (toml, module) = (dir.join("vm.toml"), dir.join("vm.bin"));
-    fs::write(
-        &toml,
-        format!("hostname = \"keel-vm-test\"\nroot_password = \"{PASSWORD}\"\n"),
-    )
-    .expect("write the config");
-    let output = Command::new(&tool)
-        .arg("compile")
-        .arg(&toml)
-        .arg("-o")
-        .arg(&module)
-        .output()
-        .expect("run host-config");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    fs::read(&module).expect("the compiled config")
+    fs::read(super::compile_host_config(
+        dir,
+        "vm",
+        &format!("hostname = \"keel-vm-test\"\nroot_password = \"{PASSWORD}\"\n"),
+    ))
+    .expect("the compiled config")
 }
 
 #[test]

@@ -2,12 +2,11 @@
 //! service: the pytest suite with the PyPI `XenAPI` SDK (which also runs
 //! Xen Orchestra's npm `xen-api` client) against the forwarded port.
 
-use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use qemu_tests::{PortRelay, Qemu, host_config_bin_from_env, run_bounded, workspace_root};
+use qemu_tests::{PortRelay, Qemu, run_bounded, workspace_root};
 
 use super::{BOOT_TIMEOUT, health, keel};
 
@@ -22,26 +21,11 @@ const HARD_TIMEOUT: Duration = Duration::from_secs(420);
 
 /// Compiles the host config naming the host and its root password.
 fn host_config(dir: &std::path::Path) -> PathBuf {
-    let tool = host_config_bin_from_env().expect("the host-config tool");
-    let (toml, module) = (dir.join("api.toml"), dir.join("api.bin"));
-    fs::write(
-        &toml,
-        format!("hostname = \"{HOSTNAME}\"\nroot_password = \"{PASSWORD}\"\n"),
+    super::compile_host_config(
+        dir,
+        "api",
+        &format!("hostname = \"{HOSTNAME}\"\nroot_password = \"{PASSWORD}\"\n"),
     )
-    .expect("write the config");
-    let output = Command::new(&tool)
-        .arg("compile")
-        .arg(&toml)
-        .arg("-o")
-        .arg(&module)
-        .output()
-        .expect("run host-config");
-    assert!(
-        output.status.success(),
-        "host-config compile failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    module
 }
 
 fn boot() -> Qemu {
