@@ -191,6 +191,12 @@ pub fn run_this_cpu() {
                 return;
             }
             let n = entries.len();
+            // This pick accounts for every wake-up so far: a request to
+            // yield left over from one that is already ready must not cut
+            // the next task's turn short (it would never make progress
+            // while another task keeps being woken). Cleared before the
+            // scan, so a wake-up the scan misses sets it again.
+            q.resched.store(false, Ordering::SeqCst);
             for e in entries.iter_mut() {
                 if e.waker.0.woken.load(Ordering::Acquire) || e.deadline.is_some_and(|d| now >= d) {
                     e.ready = true;

@@ -48,6 +48,9 @@ fn run_inner(
     vcpu: &mut impl Vcpu,
     slice_end: Duration,
 ) -> Result<Turn, VmState> {
+    // A turn enters the guest at least once, so a vCPU makes progress
+    // however often other tasks on its CPU are woken.
+    let mut entered = false;
     loop {
         if core.stopping() {
             return Ok(Turn::End(None));
@@ -57,7 +60,7 @@ fn run_inner(
             return Ok(Turn::Yield);
         }
         let now = time::now();
-        if now >= slice_end || sched::should_yield() {
+        if now >= slice_end || (entered && sched::should_yield()) {
             return Ok(Turn::Yield);
         }
         let next_timer = {
@@ -82,6 +85,7 @@ fn run_inner(
         let bound = slice_end.min(now + MAX_SLICE);
         time::arm_timer(next_timer.map_or(bound, |t| t.min(bound)));
         let exit = vcpu.run();
+        entered = true;
         core.handle.exits.fetch_add(1, Ordering::Relaxed);
         core.handle.profile.lock().record(&exit);
         match exit {
