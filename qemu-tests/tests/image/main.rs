@@ -14,6 +14,7 @@ mod guest_net;
 mod host_config;
 mod hypervisor;
 mod iscsi_sr;
+mod isolation;
 mod media;
 mod persistence;
 mod power;
