@@ -18,7 +18,9 @@ use smoltcp::time::Instant;
 
 use crate::iface::{HostInterface, IpConfig};
 use crate::nic::{MacAddress, Nic, NicError};
-use crate::switch::{HostPort, PortId, SCRATCH_LEN, Switch, SwitchError, VifLink, VlanMode, Wake};
+use crate::switch::{
+    HostPort, PortId, SCRATCH_LEN, Switch, SwitchError, VifLink, VlanMode, VlanSet, Wake,
+};
 
 /// Frames taken from the uplink per poll before the interfaces get a turn.
 const UPLINK_FRAMES_PER_POLL: usize = 128;
@@ -294,6 +296,69 @@ impl<U: Nic> HostNetworks<U> {
         }
         self.vifs.push(Vif { port, link });
         Ok(port)
+    }
+
+    /// Carries VLAN `vid` with MTU `mtu` for guests: defines its network on
+    /// the switch and has the uplink trunk it (an access uplink becomes a
+    /// trunk with its VLAN native). The host gets no interface on it.
+    /// Carrying a VLAN again updates its MTU.
+    pub fn carry_vlan(&mut self, vid: u16, mtu: usize) -> Result<(), HostNetworksError> {
+        if mtu > self.uplink.mtu() {
+            return Err(HostNetworksError::UplinkMtu {
+                network: alloc::format!("VLAN {vid}"),
+                mtu,
+                uplink: self.uplink.mtu(),
+            });
+        }
+        let mode = self
+            .switch
+            .port_vlans(self.uplink_port)
+            .cloned()
+            .ok_or(SwitchError::NoSuchPort(self.uplink_port))?;
+        let mode = match mode {
+            VlanMode::Access(native) if native == vid => VlanMode::Access(native),
+            VlanMode::Access(native) => VlanMode::Trunk {
+                native: Some(native),
+                allowed: VlanSet::of(&[vid]).map_err(SwitchError::from)?,
+            },
+            VlanMode::Trunk {
+                native,
+                mut allowed,
+            } => {
+                if native != Some(vid) {
+                    allowed.insert(vid).map_err(SwitchError::from)?;
+                }
+                VlanMode::Trunk { native, allowed }
+            }
+        };
+        self.switch.add_network(vid, mtu)?;
+        self.switch.set_port_vlans(self.uplink_port, mode)?;
+        Ok(())
+    }
+
+    /// Stops carrying guest VLAN `vid` (see [`HostNetworks::carry_vlan`]):
+    /// refused while a VIF or a host interface is on it.
+    pub fn drop_vlan(&mut self, vid: u16) -> Result<(), HostNetworksError> {
+        if self.networks.iter().any(|n| n.vlan == vid) {
+            return Err(SwitchError::NetworkInUse(vid).into());
+        }
+        // First, so that a VLAN still in use is left as it was.
+        self.switch.remove_network(vid)?;
+        let mode = self
+            .switch
+            .port_vlans(self.uplink_port)
+            .cloned()
+            .ok_or(SwitchError::NoSuchPort(self.uplink_port))?;
+        if let VlanMode::Trunk {
+            native,
+            mut allowed,
+        } = mode
+        {
+            allowed.remove(vid);
+            self.switch
+                .set_port_vlans(self.uplink_port, VlanMode::Trunk { native, allowed })?;
+        }
+        Ok(())
     }
 
     /// Unplugs the VIF on `port` (its learned addresses go with it).

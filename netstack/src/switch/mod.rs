@@ -91,6 +91,9 @@ pub enum SwitchError {
     TooManyPorts,
     /// A VIF locked to a group address could never send.
     GroupMac(MacAddress),
+    /// A network still has access ports (VIFs, host ports) or is some
+    /// port's native VLAN.
+    NetworkInUse(u16),
 }
 
 impl fmt::Display for SwitchError {
@@ -106,6 +109,9 @@ impl fmt::Display for SwitchError {
             SwitchError::NoSuchPort(p) => write!(f, "no {p} on this switch"),
             SwitchError::TooManyPorts => write!(f, "a switch takes at most {MAX_PORTS} ports"),
             SwitchError::GroupMac(m) => write!(f, "{m} is a group address, not a station's"),
+            SwitchError::NetworkInUse(v) => {
+                write!(f, "the network on VLAN {v} still has ports untagged on it")
+            }
         }
     }
 }
@@ -191,6 +197,46 @@ impl Switch {
             return Err(SwitchError::InvalidMtu(mtu));
         }
         self.mtu[usize::from(vid)] = mtu as u16;
+        Ok(())
+    }
+
+    /// Undefines the network on `vid`: refused while a port carries it
+    /// untagged (an access port, a trunk's native VLAN). Trunks that allow it
+    /// tagged drop its frames from now on.
+    pub fn remove_network(&mut self, vid: u16) -> Result<(), SwitchError> {
+        vlans::check_vid(vid)?;
+        if self
+            .ports
+            .iter()
+            .flatten()
+            .any(|p| p.vlans.untagged(vid) && p.vlans.carries(vid))
+        {
+            return Err(SwitchError::NetworkInUse(vid));
+        }
+        self.mtu[usize::from(vid)] = 0;
+        Ok(())
+    }
+
+    /// The VLANs port `id` carries.
+    pub fn port_vlans(&self, id: PortId) -> Option<&VlanMode> {
+        self.port(id).map(|p| &p.vlans)
+    }
+
+    /// Changes which VLANs port `id` carries (a trunk gains or loses a VLAN).
+    /// What was learned on the port is forgotten, so traffic finds its way
+    /// again under the new membership.
+    pub fn set_port_vlans(&mut self, id: PortId, vlans: VlanMode) -> Result<(), SwitchError> {
+        vlans.validate()?;
+        let untagged = match &vlans {
+            VlanMode::Access(v) => Some(*v),
+            VlanMode::Trunk { native, .. } => *native,
+        };
+        if let Some(v) = untagged {
+            self.need_network(v)?;
+        }
+        let port = self.port_mut(id).ok_or(SwitchError::NoSuchPort(id))?;
+        port.vlans = vlans;
+        self.fdb.flush_port(id);
         Ok(())
     }
 

@@ -45,10 +45,15 @@ impl VlanSet {
         Ok(())
     }
 
-    fn remove(&mut self, vid: u16) {
+    pub fn remove(&mut self, vid: u16) {
         if let Some(word) = self.bits.get_mut(usize::from(vid / 64)) {
             *word &= !(1 << (vid % 64));
         }
+    }
+
+    /// Whether no VLAN is in the set.
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|w| *w == 0)
     }
 
     pub fn contains(&self, vid: u16) -> bool {

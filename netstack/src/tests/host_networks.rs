@@ -7,8 +7,8 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
-use crate::host_networks::{HostNetworks, NetworkConfig};
-use crate::switch::{VlanMode, VlanSet};
+use crate::host_networks::{HostNetworks, HostNetworksError, NetworkConfig};
+use crate::switch::{VifLink, VlanMode, VlanSet};
 use crate::testing::{SimClock, Wire, WireNic, run_until};
 use crate::{IpConfig, MacAddress};
 
@@ -309,4 +309,101 @@ fn a_guest_vif_reaches_the_host_interface_and_is_mac_locked() {
     pair.a.remove_vif(port).unwrap();
     assert!(pair.a.vif_link(port).is_none());
     assert!(pair.a.remove_vif(port).is_err());
+}
+
+#[test]
+fn a_guest_vlan_carried_at_run_time_joins_vifs_on_two_hosts_over_the_trunk() {
+    let wire = Wire::new(9000 + 4, 512);
+    let clock = SimClock::new();
+    let mut pair = Pair::new(&wire, &clock);
+    let (mac_a, mac_b) = ([0x00, 0x16, 0x3e, 0, 0, 0xa], [0x00, 0x16, 0x3e, 0, 0, 0xb]);
+    assert!(
+        pair.a
+            .add_vif(30, MacAddress(mac_a), VifLink::new())
+            .is_err(),
+        "no network on VLAN 30 yet"
+    );
+    assert!(matches!(
+        pair.a.carry_vlan(31, 20_000),
+        Err(HostNetworksError::UplinkMtu { mtu: 20_000, .. })
+    ));
+    for host in [&mut pair.a, &mut pair.b] {
+        host.carry_vlan(30, 1500).unwrap();
+    }
+    let uplink = pair.a.uplink_port();
+    assert_eq!(
+        pair.a.switch().port_vlans(uplink),
+        Some(&VlanMode::Trunk {
+            native: Some(5),
+            allowed: VlanSet::of(&[20, 30]).unwrap()
+        })
+    );
+    let (link_a, link_b) = (VifLink::new(), VifLink::new());
+    let port_a = pair
+        .a
+        .add_vif(30, MacAddress(mac_a), link_a.clone())
+        .unwrap();
+    pair.b
+        .add_vif(30, MacAddress(mac_b), link_b.clone())
+        .unwrap();
+    // Neither host has an address on VLAN 30: the request crosses the trunk
+    // to the other guest, and the management network does not see it.
+    assert!(link_a.guest_send(&arp_request(mac_a, [10, 30, 0, 1], [10, 30, 0, 2])));
+    assert!(run_until(
+        &clock,
+        Duration::from_millis(1),
+        Duration::from_secs(1),
+        |now| {
+            pair.poll(now);
+            link_b.guest_has_frames()
+        }
+    ));
+    let got = link_b.guest_receive().unwrap();
+    assert_eq!(&got[6..12], &mac_a);
+    assert_eq!(tag_of(&got), None, "guests see their VLAN untagged");
+
+    // In use: not dropped; the host's own networks never are.
+    assert!(pair.a.drop_vlan(30).is_err());
+    assert!(pair.a.drop_vlan(20).is_err());
+    pair.a.remove_vif(port_a).unwrap();
+    pair.a.drop_vlan(30).unwrap();
+    assert_eq!(pair.a.switch().network_mtu(30), None);
+    assert_eq!(pair.a.switch().port_vlans(uplink), Some(&trunk()));
+    // B's guest calls again: A no longer carries VLAN 30.
+    let dropped_before = pair.a.switch().stats().dropped.total();
+    assert!(link_b.guest_send(&arp_request(mac_b, [10, 30, 0, 2], [10, 30, 0, 1])));
+    for _ in 0..20 {
+        clock.advance(Duration::from_millis(10));
+        pair.poll(clock.now());
+    }
+    assert!(pair.a.switch().stats().dropped.total() > dropped_before);
+}
+
+#[test]
+fn an_access_uplink_becomes_a_trunk_with_its_vlan_native() {
+    let wire = Wire::new(1500 + 4, 64);
+    let clock = SimClock::new();
+    let (nic, _peer) = wire.pair(MAC_A, MAC_B);
+    let mgmt = networks(1).into_iter().take(1).collect::<Vec<_>>();
+    let mut host = HostNetworks::new(nic, VlanMode::Access(5), &mgmt, clock.now(), 1).unwrap();
+    host.carry_vlan(30, 1500).unwrap();
+    let uplink = host.uplink_port();
+    assert_eq!(
+        host.switch().port_vlans(uplink),
+        Some(&VlanMode::Trunk {
+            native: Some(5),
+            allowed: VlanSet::of(&[30]).unwrap()
+        })
+    );
+    // Carrying it again changes nothing but the MTU.
+    host.carry_vlan(30, 1400).unwrap();
+    assert_eq!(host.switch().network_mtu(30), Some(1400));
+    host.drop_vlan(30).unwrap();
+    assert_eq!(
+        host.switch().port_vlans(uplink),
+        Some(&VlanMode::Trunk {
+            native: Some(5),
+            allowed: VlanSet::empty()
+        })
+    );
 }
