@@ -875,6 +875,17 @@ fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
             sr.close().map_err(e)?;
             Ok(JobOutput::Sr(s))
         }
+        SrOp::CloneVdis { clones } => {
+            let mut sr = Sr::open(dev).map_err(e)?;
+            let list: Vec<([u8; 16], [u8; 16], &str)> = clones
+                .iter()
+                .map(|c| (c.of, c.new, c.name.as_str()))
+                .collect();
+            sr.clone_vdis(&list).map_err(e)?;
+            let s = summary(&sr);
+            sr.close().map_err(e)?;
+            Ok(JobOutput::Sr(s))
+        }
         SrOp::DeleteVdi { uuid } => {
             let mut sr = Sr::open(dev).map_err(e)?;
             sr.delete(uuid).map_err(e)?;

@@ -110,6 +110,19 @@ pub enum SrOp {
         name: String,
         snapshot: bool,
     },
+    /// Writable copies of several VDIs, all or none (`VM.clone` of a VM's
+    /// disks): one login, one journal frame on the SR.
+    CloneVdis {
+        clones: Vec<VdiClone>,
+    },
+}
+
+/// One copy of an [`SrOp::CloneVdis`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VdiClone {
+    pub of: [u8; 16],
+    pub new: [u8; 16],
+    pub name: String,
 }
 
 /// One request of an [`SrOp::Io`] batch, by 512-byte sector.

@@ -299,6 +299,63 @@ fn discovery_luns_and_an_sr_with_vdis_on_tgtd_with_mutual_chap() {
         panic!("scan");
     };
     assert_eq!(scanned.vdis, after.vdis);
+
+    // A VM's disks cloned in one job: the clones read what the originals
+    // hold; a refused batch changes nothing; the clones go again.
+    let (second, copies) = ([0x18u8; 16], [[0x27u8; 16], [0x28u8; 16]]);
+    let create = SrOp::CreateVdi {
+        uuid: second,
+        name: String::from("data"),
+        size: 4 << 20,
+    };
+    assert!(matches!(sr(tgtd.port, &id, create), Ok(JobOutput::Sr(_))));
+    let data = Chunk(alloc::sync::Arc::from(&b"the first disk's data"[..]));
+    let write = SrOp::WriteVdi {
+        uuid: vdi,
+        offset: 4096,
+        data: data.clone(),
+    };
+    assert!(matches!(sr(tgtd.port, &id, write), Ok(JobOutput::Sr(_))));
+    let batch = |pairs: &[([u8; 16], [u8; 16])]| SrOp::CloneVdis {
+        clones: pairs
+            .iter()
+            .map(|(of, new)| VdiClone {
+                of: *of,
+                new: *new,
+                name: String::from("copy"),
+            })
+            .collect(),
+    };
+    let refused = sr(tgtd.port, &id, batch(&[(vdi, copies[0]), (vdi, copies[1])]));
+    assert!(matches!(refused, Err(JobError::Sr(_))), "{refused:?}");
+    let Ok(JobOutput::Sr(cloned)) = sr(
+        tgtd.port,
+        &id,
+        batch(&[(vdi, copies[0]), (second, copies[1])]),
+    ) else {
+        panic!("clone of two VDIs");
+    };
+    assert_eq!(cloned.vdis.len(), 4, "{:?}", cloned.vdis);
+    let copy = cloned.vdis.iter().find(|v| v.uuid == copies[1]);
+    assert_eq!(
+        copy.map(|c| (c.origin, c.virtual_size)),
+        Some((Some(second), 4 << 20))
+    );
+    let read = SrOp::ReadVdi {
+        uuid: copies[0],
+        offset: 4096,
+        len: data.0.len() as u32,
+    };
+    assert_eq!(
+        sr(tgtd.port, &id, read),
+        Ok(JobOutput::Data(data.0.to_vec()))
+    );
+    for uuid in [copies[0], copies[1], second] {
+        assert!(matches!(
+            sr(tgtd.port, &id, SrOp::DeleteVdi { uuid }),
+            Ok(JobOutput::Sr(_))
+        ));
+    }
     // A non-empty SR is not wiped.
     assert!(matches!(
         sr(tgtd.port, &id, SrOp::Wipe),

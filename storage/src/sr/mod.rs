@@ -476,6 +476,54 @@ impl<D: BlockDevice> Sr<D> {
         self.snapshot_or_clone(of, new, name, false)
     }
 
+    /// Writable copies of several VDIs (`(of, new, name)` each), sharing
+    /// their clusters until written, made in one journal frame: after a
+    /// crash either all of them exist or none (a VM's disks, `VM.clone`).
+    /// Each VDI may appear once, and no new uuid may be in use.
+    pub fn clone_vdis(&mut self, clones: &[(Uuid, Uuid, &str)]) -> Result<(), SrError> {
+        self.require_vdi_sr()?;
+        let mut records = Vec::with_capacity(clones.len());
+        for (i, (of, new, name)) in clones.iter().enumerate() {
+            let vdi = self.id_of(of)?;
+            let earlier = &clones[..i];
+            if self.id_of(new).is_ok() || earlier.iter().any(|(_, n, _)| n == new) {
+                return Err(SrError::UuidInUse);
+            }
+            if earlier.iter().any(|(o, _, _)| o == of) {
+                return Err(SrError::Invalid("a VDI is cloned once per call"));
+            }
+            let size = self
+                .state
+                .layers
+                .get(&vdi)
+                .map_or(0, |l| l.meta.virtual_size);
+            // Ids from `next_id` grow from the last one handed out, so the
+            // records of one frame never share an id.
+            let base = self.next_id();
+            let child = self.next_id();
+            records.push(Record::Snapshot {
+                vdi,
+                base,
+                child,
+                child_meta: LayerMeta {
+                    uuid: *new,
+                    name: (*name).into(),
+                    virtual_size: size,
+                    read_only: false,
+                    hidden: false,
+                    parent: Some(base),
+                    origin: Some(*of),
+                    is_a_snapshot: false,
+                },
+            });
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.journal_pending()?;
+        self.commit_records(records)
+    }
+
     /// Grows a VDI (shrinking would lose data and is refused).
     pub fn resize(&mut self, uuid: &Uuid, size: u64) -> Result<(), SrError> {
         let id = self.id_of(uuid)?;

@@ -560,3 +560,99 @@ fn power_loss_with_a_write_cache_at_every_write() {
         }
     }
 }
+
+/// `clone_vdis` makes every clone in one journal frame: power lost at any
+/// byte of it leaves all the clones (reading their originals' data) or
+/// none, with a small journal (that the renames before have filled and
+/// compacted) and a roomy one.
+#[test]
+fn clones_of_several_vdis_are_all_or_none_at_every_write() {
+    let (a, b, ca, cb) = (uuid(1), uuid(2), uuid(3), uuid(4));
+    let size = 2 * u64::from(CS);
+    let data = |seed: u8| -> Vec<u8> { (0..size).map(|i| (i % 251) as u8 ^ seed).collect() };
+    for journal in [12 * 1024, 64 * 1024] {
+        let dev = MemBlockDevice::new(512, 4 * 2048);
+        let mut sr = Sr::format_with_journal(dev, SrType::Iscsi, uuid(7), CS, Some(journal))
+            .expect("format");
+        sr.create_vdi(a, "root", size).expect("create a");
+        sr.create_vdi(b, "data", size).expect("create b");
+        sr.write(&a, 0, &data(1)).expect("write a");
+        sr.write(&b, 0, &data(2)).expect("write b");
+        for n in 0..40 {
+            sr.set_name(&a, if n % 2 == 0 { "root-x" } else { "root" })
+                .expect("rename");
+        }
+        let base = sr.close().expect("close");
+        let clones = [(a, ca, "root"), (b, cb, "data")];
+
+        let mut full = Sr::open(CrashDevice::new(base.clone(), None)).expect("open");
+        full.clone_vdis(&clones).expect("clone");
+        let full = full.close().expect("close");
+        assert!(!full.write_starts.is_empty());
+        let mut ends = full.write_starts.clone();
+        ends.push(full.written);
+        let (mut all, mut none) = (0, 0);
+        for w in ends.windows(2) {
+            let (start, len) = (w[0], w[1] - w[0]);
+            for budget in [start, start + 1, start + len / 2] {
+                let mut sr = Sr::open(CrashDevice::new(base.clone(), Some(budget))).expect("open");
+                let _ = sr.clone_vdis(&clones).and_then(|()| sr.flush());
+                let dev = sr.into_device();
+                let mut sr = Sr::open(dev.inner).unwrap_or_else(|e| panic!("budget {budget}: {e}"));
+                let uuids: Vec<Uuid> = sr.vdis().iter().map(|v| v.uuid).collect();
+                match (uuids.contains(&ca), uuids.contains(&cb)) {
+                    (true, true) => {
+                        all += 1;
+                        for (u, seed) in [(ca, 1), (cb, 2), (a, 1), (b, 2)] {
+                            let mut got = vec![0u8; size as usize];
+                            sr.read(&u, 0, &mut got).expect("read");
+                            assert!(got == data(seed), "budget {budget}: data of a copy");
+                        }
+                        let info = sr.vdi(&ca).expect("clone");
+                        assert_eq!((info.origin, info.read_only), (Some(a), false));
+                    }
+                    (false, false) => none += 1,
+                    half => panic!("budget {budget}: half the clones survived: {half:?}"),
+                }
+                assert_eq!(uuids.len() % 2, 0);
+            }
+        }
+        assert!(
+            all > 0 && none > 0,
+            "journal {journal}: {all} all, {none} none"
+        );
+    }
+}
+
+#[test]
+fn clone_vdis_refuses_before_changing_anything() {
+    let mut sr = fresh_sr(8, SrType::Local);
+    let (a, b, c) = (uuid(1), uuid(2), uuid(3));
+    sr.create_vdi(a, "a", 4096).expect("a");
+    sr.create_vdi(b, "b", 4096).expect("b");
+    let before = sr.vdis();
+    assert_eq!(
+        sr.clone_vdis(&[(a, c, "c"), (b, c, "c")]),
+        Err(SrError::UuidInUse)
+    );
+    assert_eq!(sr.clone_vdis(&[(a, b, "b")]), Err(SrError::UuidInUse));
+    assert_eq!(
+        sr.clone_vdis(&[(a, c, "c"), (a, uuid(4), "d")]),
+        Err(SrError::Invalid("a VDI is cloned once per call"))
+    );
+    assert_eq!(
+        sr.clone_vdis(&[(a, c, "c"), (uuid(9), uuid(4), "d")]),
+        Err(SrError::NoSuchVdi)
+    );
+    assert_eq!(sr.vdis(), before);
+    sr.clone_vdis(&[]).expect("nothing to do");
+    sr.clone_vdis(&[(a, c, "c"), (b, uuid(4), "d")])
+        .expect("clone");
+    assert_eq!(sr.vdis().len(), 4);
+    let mut sr = Sr::open(sr.close().expect("close")).expect("reopen");
+    assert_eq!(sr.vdi(&uuid(4)).expect("d").origin, Some(b));
+    sr.write(&c, 0, b"own").expect("a clone is writable");
+    let mut got = [0u8; 3];
+    sr.read(&a, 0, &mut got).expect("read");
+    assert_eq!(got, [0; 3], "the original is unchanged");
+}
