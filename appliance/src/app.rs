@@ -17,7 +17,9 @@ use crate::platform::Platform;
 use crate::routes::Endpoints;
 use crate::server::{HttpServer, ServerConfig};
 use crate::tls;
-use crate::xenapi::{HostFacts, ManagementFacts, NetworkLayout, XenApi, network_layout};
+use crate::xenapi::{
+    HostFacts, ManagementFacts, NetRequest, NetworkLayout, VifTarget, XenApi, network_layout,
+};
 
 /// Where the management API listens.
 pub const HTTP_PORT: u16 = 80;
@@ -55,6 +57,8 @@ pub struct Appliance<P: Platform, N: Nic> {
     iscsi: iscsi_jobs::IscsiJobs,
     /// `PIF.reconfigure_ip` changes and when to apply them (time since boot).
     ip_changes: Vec<(Duration, crate::xenapi::IpChange)>,
+    /// The switch ports of the XenAPI VIFs plugged now, by VIF ref.
+    vif_ports: alloc::collections::BTreeMap<String, netstack::switch::PortId>,
 }
 
 impl<P: Platform, N: Nic> Appliance<P, N> {
@@ -90,6 +94,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             api,
             iscsi: iscsi_jobs::IscsiJobs::default(),
             ip_changes: Vec::new(),
+            vif_ports: alloc::collections::BTreeMap::new(),
         })
     }
 
@@ -216,6 +221,8 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             .map(|d| to_instant(d.max(uptime)));
         // Guests that powered off, reset or crashed: the VM records follow.
         self.api.poll_vms(&mut self.platform);
+        // VLANs and VIFs those calls and stops added or removed.
+        self.apply_net_requests();
         let api_due = self.api.next_deadline().map(to_instant);
 
         // Send the responses just queued now rather than a round later.
@@ -259,6 +266,59 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         link: netstack::switch::VifLink,
     ) -> Result<PluggedVif, VifError> {
         vifs::plug(&mut self.net, vm, network, mac, link)
+    }
+
+    /// Applies the switch changes the XenAPI queued. A failure is logged:
+    /// the calls were checked against the same limits beforehand.
+    fn apply_net_requests(&mut self) {
+        for request in self.api.take_net_requests() {
+            match request {
+                NetRequest::CarryVlan { tag, mtu } => {
+                    match self.net.carry_vlan(tag, usize::from(mtu)) {
+                        Ok(()) => log::info!("net: VLAN {tag} carried for guests (MTU {mtu})"),
+                        Err(e) => log::error!("net: VLAN {tag} cannot be carried: {e}"),
+                    }
+                }
+                NetRequest::DropVlan { tag } => match self.net.drop_vlan(tag) {
+                    Ok(()) => log::info!("net: VLAN {tag} no longer carried"),
+                    Err(e) => log::error!("net: VLAN {tag} stays: {e}"),
+                },
+                NetRequest::PlugVif {
+                    vif,
+                    vm,
+                    target,
+                    mac,
+                    link,
+                } => {
+                    let plugged = match target {
+                        VifTarget::HostNetwork(name) => {
+                            vifs::plug(&mut self.net, &vm, &name, mac, link).map(|p| p.port)
+                        }
+                        VifTarget::Vlan(tag) => self
+                            .net
+                            .add_vif(tag, netstack::MacAddress(mac), link)
+                            .map_err(|e| VifError::Switch(alloc::format!("{e}"))),
+                    };
+                    match plugged {
+                        Ok(port) => {
+                            log::info!(
+                                "vif: {vif} of vm {vm} ({}) at switch {port}",
+                                netstack::MacAddress(mac)
+                            );
+                            self.vif_ports.insert(vif, port);
+                        }
+                        Err(e) => log::error!("vif: {vif} of vm {vm} not plugged: {e}"),
+                    }
+                }
+                NetRequest::UnplugVif { vif } => {
+                    if let Some(port) = self.vif_ports.remove(&vif)
+                        && let Err(e) = self.net.remove_vif(port)
+                    {
+                        log::error!("vif: {vif}: {e}");
+                    }
+                }
+            }
+        }
     }
 
     /// Unplugs the VIF on `port` (the VM stopped, or its NIC went away).

@@ -245,8 +245,16 @@ impl Platform for Machine {
                     )
                 })
                 .collect(),
-            // XenAPI VIFs are not plugged yet (Appliance::plug_vif gives the link).
-            nics: Vec::new(),
+            // The appliance plugs the switch side of each link after the call.
+            nics: spec
+                .nics
+                .iter()
+                .map(|n| kernel::hv::vm::GuestNic {
+                    mac: n.mac,
+                    mtu: n.mtu,
+                    link: n.link.clone(),
+                })
+                .collect(),
         };
         let handle = kernel::hv::vm::start_with(vm, spec.paused).map_err(|e| match e {
             VmError::NoMemory { mib } => VmFailure::NoMemory {

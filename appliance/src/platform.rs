@@ -208,6 +208,17 @@ pub struct VmStart {
     /// The VM's attached disk VBDs, in `userdevice` order: the guest sees
     /// one virtio-blk device per disk, served through its channel.
     pub disks: Vec<crate::xenapi::VmDisk>,
+    /// The VM's VIFs, in device order: one virtio-net each.
+    pub nics: Vec<VmNicSpec>,
+}
+
+/// A guest NIC: the guest side of a VIF the appliance plugs into its switch.
+#[derive(Debug, Clone)]
+pub struct VmNicSpec {
+    pub mac: [u8; 6],
+    /// What the device announces to the guest.
+    pub mtu: u16,
+    pub link: netstack::switch::VifLink,
 }
 
 /// What a started guest is doing.

@@ -34,8 +34,9 @@ pub use layout::{
 };
 pub use persist::{Change, StateStore};
 pub use service::{
-    Attached, CONSOLE_PATH, DISK_QUEUE_DEPTH, EXPORT_RAW_PATH, IMPORT_RAW_PATH, IpChange,
-    SESSION_IDLE_TIMEOUT, ServerCertificate, UploadOutcome, VmDisk, XenApi,
+    API_ORIGIN, Attached, CONSOLE_PATH, DISK_QUEUE_DEPTH, EXPORT_RAW_PATH, IMPORT_RAW_PATH,
+    IpChange, NetRequest, SESSION_IDLE_TIMEOUT, ServerCertificate, UploadOutcome, VifTarget,
+    VmDisk, VmNic, XenApi,
 };
 pub use value::Value;
 pub use xml::XmlError;

@@ -91,10 +91,20 @@ pub enum Op {
     PifReconfigureIp,
     /// `Bond.create`: the members are checked, then `NOT_IMPLEMENTED`.
     BondCreate,
-    /// `VLAN.create(tagged_PIF, tag, network)`: checked, then `NOT_IMPLEMENTED`.
+    /// `VLAN.create(tagged_PIF, tag, network)` on the management uplink
+    /// (see `service::guest_net`).
     VlanCreate,
-    /// `pool.create_VLAN_from_PIF(pif, network, VLAN)`: as `VlanCreate`.
+    /// `pool.create_VLAN_from_PIF(pif, network, VLAN)`: as `VlanCreate`,
+    /// answering the untagged PIF.
     PoolCreateVlanFromPif,
+    VlanDestroy,
+    NetworkCreate,
+    NetworkDestroy,
+    VifCreate,
+    VifDestroy,
+    /// `VIF.plug`/`unplug`: VIFs follow their VM's power state; no hot-plug.
+    VifPlug,
+    VifUnplug,
     /// `SR.probe` on an iSCSI target (see `service::srs`).
     SrProbe,
     SrCreate,
@@ -555,8 +565,12 @@ pub const NETWORK: Class = Class {
         ro("purpose", SET_S),
     ],
     messages: &[
-        todo_call("create", &[p("args", Ty::Record)]),
-        todo_call("destroy", &[p("self", Ty::Ref("network"))]),
+        call("create", &[p("args", Ty::Record)], Op::NetworkCreate),
+        call(
+            "destroy",
+            &[p("self", Ty::Ref("network"))],
+            Op::NetworkDestroy,
+        ),
     ],
 };
 
@@ -1027,10 +1041,10 @@ pub const VIF: Class = Class {
         ro("reserved_pci", Ty::Ref("PCI")),
     ],
     messages: &[
-        todo_call("create", &[p("args", Ty::Record)]),
-        todo_call("destroy", &[p("self", VIF_REF)]),
-        todo_call("plug", &[p("self", VIF_REF)]),
-        todo_call("unplug", &[p("self", VIF_REF)]),
+        call("create", &[p("args", Ty::Record)], Op::VifCreate),
+        call("destroy", &[p("self", VIF_REF)], Op::VifDestroy),
+        call("plug", &[p("self", VIF_REF)], Op::VifPlug),
+        call("unplug", &[p("self", VIF_REF)], Op::VifUnplug),
         todo_call("unplug_force", &[p("self", VIF_REF)]),
         todo_call(
             "move",
@@ -1125,7 +1139,7 @@ pub const VLAN: Class = Class {
             ],
             Op::VlanCreate,
         ),
-        todo_call("destroy", &[p("self", Ty::Ref("VLAN"))]),
+        call("destroy", &[p("self", Ty::Ref("VLAN"))], Op::VlanDestroy),
     ],
 };
 

@@ -117,6 +117,10 @@ pub struct XenApi {
     /// Address changes `PIF.reconfigure_ip` made, for the network owner to
     /// apply; `None` when nothing applies them (hosted).
     ip_changes: Option<Vec<pif_ip::IpChange>>,
+    /// Switch changes for the network owner (see `guest_net`).
+    net_requests: Vec<guest_net::NetRequest>,
+    /// Whether the VLANs made through the API were carried again since boot.
+    net_restored: bool,
 }
 
 /// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
@@ -128,6 +132,7 @@ pub struct ServerCertificate {
 }
 
 pub use consoles::CONSOLE_PATH;
+pub use guest_net::{API_ORIGIN, NetRequest, VifTarget, VmNic};
 pub use transfer::{EXPORT_RAW_PATH, IMPORT_RAW_PATH};
 pub use upload::UploadOutcome;
 pub use vbds::{DISK_QUEUE_DEPTH, VmDisk};
@@ -200,6 +205,8 @@ impl XenApi {
             disks: BTreeMap::new(),
             disk_jobs: BTreeMap::new(),
             ip_changes: None,
+            net_requests: Vec::new(),
+            net_restored: false,
         }
     }
 
@@ -775,14 +782,27 @@ impl XenApi {
                 .and(Err(ApiError::not_implemented(&method.name()))),
             Op::VlanCreate => {
                 let tag = args.get(1).and_then(Value::as_int).unwrap_or(-1);
-                self.check_vlan(arg(0), tag)
-                    .and(Err(ApiError::not_implemented(&method.name())))
+                self.vlan_create(arg(0), tag, arg(2), platform)
+                    .map(|(vlan, _)| Value::String(vlan))
             }
             Op::PoolCreateVlanFromPif => {
                 let tag = args.get(2).and_then(Value::as_int).unwrap_or(-1);
-                self.check_vlan(arg(0), tag)
-                    .and(Err(ApiError::not_implemented(&method.name())))
+                self.vlan_create(arg(0), tag, arg(1), platform)
+                    .map(|(_, pif)| Value::Array(alloc::vec![Value::String(pif)]))
             }
+            Op::VlanDestroy => self.vlan_destroy(arg(0)),
+            Op::NetworkCreate => {
+                let record = args.first().cloned().unwrap_or(Value::Nil);
+                self.network_create(&record, platform)
+            }
+            Op::NetworkDestroy => self.network_destroy(arg(0)),
+            Op::VifCreate => {
+                let record = args.first().cloned().unwrap_or(Value::Nil);
+                self.vif_create(&record, platform)
+            }
+            Op::VifDestroy => self.vif_destroy(arg(0)),
+            Op::VifPlug => self.vif_plug(arg(0), true),
+            Op::VifUnplug => self.vif_plug(arg(0), false),
             Op::SrProbe => {
                 let config = args.get(1).cloned().unwrap_or(Value::Nil);
                 return storage(self.sr_probe(&config, arg(2)));
@@ -851,6 +871,7 @@ mod messages;
 mod network_checks;
 mod pif_ip;
 pub use pif_ip::IpChange;
+pub(crate) mod guest_net;
 mod sessions;
 mod srs;
 mod tasks;

@@ -228,8 +228,17 @@ def test_bond_and_vlan_requests_are_checked_as_xapi_does(bonded):
         assert details(x.VLAN.create, storage, "40", network) == ["PIF_IS_VLAN", storage]
         assert details(x.VLAN.create, bond0, "-1", network) == ["VLAN_TAG_INVALID", "-1"]
         assert details(x.VLAN.create, bond0, "40", network) == [
-            "NOT_IMPLEMENTED", "VLAN.create"]
-        assert details(x.pool.create_VLAN_from_PIF, eth2, network, "40") == [
-            "NOT_IMPLEMENTED", "pool.create_VLAN_from_PIF"]
+            "NETWORK_ALREADY_CONNECTED", network, eth2]
+        fresh = x.network.create({"name_label": "vlan40", "name_description": "",
+                                  "MTU": "1500", "other_config": {}})
+        try:
+            # Only the management uplink carries VLANs; the hosted service
+            # has no switch to carry one on.
+            assert details(x.pool.create_VLAN_from_PIF, eth2, fresh, "40")[:2] == [
+                "VALUE_NOT_SUPPORTED", "tagged_PIF"]
+            assert details(x.VLAN.create, bond0, "40", fresh) == [
+                "NOT_IMPLEMENTED", "VLAN.create"]
+        finally:
+            x.network.destroy(fresh)
     finally:
         x.session.logout()

@@ -36,7 +36,7 @@ def test_methods_are_listed(server):
         assert name in methods, name
 
 
-def test_constructors_check_arguments_then_say_not_implemented(session):
+def test_constructors_check_arguments_first(session):
     x = session.xenapi
     assert failure_of(x.VBD.plug, NULL) == ["HANDLE_INVALID", "VBD", NULL]
     assert failure_of(x.VIF.unplug, NULL) == ["HANDLE_INVALID", "VIF", NULL]
@@ -53,7 +53,7 @@ def test_constructors_check_arguments_then_say_not_implemented(session):
                                      "MAC": "", "MTU": "1500", "other_config": {},
                                      "qos_algorithm_type": "",
                                      "qos_algorithm_params": {}}) == [
-        "NOT_IMPLEMENTED", "VIF.create"]
+        "HANDLE_INVALID", "VM", NULL]
     pif = x.PIF.get_all()[0]
     network = x.PIF.get_network(pif)
     # XO's bond and VLAN paths: 4 arguments, MAC "".
@@ -65,10 +65,11 @@ def test_constructors_check_arguments_then_say_not_implemented(session):
         "HANDLE_INVALID", "PIF", NULL]
     assert failure_of(x.Bond.create, network, [pif], "", "round-robin") == [
         "INVALID_VALUE", "mode", "round-robin"]
+    # The PIF's own network already has it (checked before anything else).
     assert failure_of(x.VLAN.create, pif, "10", network) == [
-        "NOT_IMPLEMENTED", "VLAN.create"]
+        "NETWORK_ALREADY_CONNECTED", network, pif]
     assert failure_of(x.pool.create_VLAN_from_PIF, pif, network, "10") == [
-        "NOT_IMPLEMENTED", "pool.create_VLAN_from_PIF"]
+        "NETWORK_ALREADY_CONNECTED", network, pif]
     assert failure_of(x.pool.create_VLAN_from_PIF, NULL, network, "10") == [
         "HANDLE_INVALID", "PIF", NULL]
     assert failure_of(x.VLAN.create, pif, "4095", network) == ["VLAN_TAG_INVALID", "4095"]

@@ -144,6 +144,15 @@ fn field_str(db: &Db, class: &'static Class, reference: &str, field: &str) -> St
         .unwrap_or_default()
 }
 
+/// Whether `pif` is the untagged PIF of a VLAN made through the API.
+fn made_by_api(db: &Db, pif: &str) -> bool {
+    let (key, value) = crate::xenapi::API_ORIGIN;
+    match get(db, &PIF, pif, "other_config") {
+        Some(Value::Struct(m)) => m.get(key).and_then(Value::as_str) == Some(value),
+        _ => false,
+    }
+}
+
 fn ref_set(values: &[&String]) -> Value {
     Value::Array(values.iter().map(|r| Value::String((*r).clone())).collect())
 }
@@ -217,6 +226,18 @@ pub(super) fn reconcile(
         }
         pifs.push(pif);
     }
+    // VLANs made through the API on a PIF the layout still has are kept:
+    // the layout knows only the host config's.
+    let api_vlans: Vec<(String, String, String)> = db
+        .objects(VLAN.name)
+        .filter_map(|(r, _)| {
+            let tagged = field_str(db, &VLAN, r, "tagged_PIF");
+            let untagged = field_str(db, &VLAN, r, "untagged_PIF");
+            (made_by_api(db, &untagged) && pifs.contains(&tagged))
+                .then(|| (r.clone(), tagged, untagged))
+        })
+        .collect();
+    existing.retain(|_, p| !api_vlans.iter().any(|(_, _, u)| u == p));
     let pif_of = |device: &str, vlan: i64| -> Option<&String> {
         specs
             .iter()
@@ -298,6 +319,15 @@ pub(super) fn reconcile(
             .push(Value::String(reference.clone()));
         vlans.push(reference);
     }
+    for (vlan, tagged, _) in &api_vlans {
+        if let Some(tagged) = pifs.iter().find(|p| *p == tagged) {
+            vlan_slave_of
+                .entry(tagged)
+                .or_default()
+                .push(Value::String(vlan.clone()));
+        }
+        vlans.push(vlan.clone());
+    }
     for pif in &pifs {
         let null = || Value::str(NULL_REF);
         let master = Value::Array(master_of.remove(pif).unwrap_or_default());
@@ -342,7 +372,10 @@ pub(super) fn reconcile(
         }
     }
 
-    let listed: Vec<&String> = pifs.iter().collect();
+    let listed: Vec<&String> = pifs
+        .iter()
+        .chain(api_vlans.iter().map(|(_, _, untagged)| untagged))
+        .collect();
     set(db, &HOST, &refs.host, "PIFs", ref_set(&listed));
 }
 

@@ -1220,4 +1220,5 @@ fn storage_calls_are_answered_when_their_job_ends() {
     );
 }
 
+mod guest_net;
 mod vm_power;

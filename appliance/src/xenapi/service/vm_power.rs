@@ -188,9 +188,18 @@ impl XenApi {
         let needed = u64::try_from(memory).unwrap_or(0);
         // Disk VBDs on iSCSI SRs are attached now (all or none); anything
         // else (a CD, another SR type) is refused with attach's error.
+        let nics = self.vm_nics(vm)?;
         let disks = self.attach_vm_disks(vm)?;
         let spec = VmStart {
             disks,
+            nics: nics
+                .iter()
+                .map(|n| crate::platform::VmNicSpec {
+                    mac: n.mac,
+                    mtu: n.mtu,
+                    link: n.link.clone(),
+                })
+                .collect(),
             name: self.vm_str(vm, "name_label"),
             kernel,
             ramdisk,
@@ -216,6 +225,7 @@ impl XenApi {
             }
         };
         log::info!("xenapi: VM {vm} started");
+        self.plug_vm_nics(vm, &nics);
         self.mark_running(vm, id, start_paused, platform);
         Ok(Value::str(""))
     }
@@ -278,6 +288,7 @@ impl XenApi {
     fn mark_halted(&mut self, vm: &str, platform: &dyn Platform) {
         // Its disks' VBDs are detached; requests still queued fail.
         self.detach_vm_disks(vm);
+        self.unplug_vm_nics(vm);
         if let Some(r) = self.running.remove(vm) {
             self.db.remove(&CONSOLE, &r.console);
             self.update_resident_vms();

@@ -3,6 +3,7 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use super::{XenApi, new_id};
 use crate::platform::Platform;
@@ -167,8 +168,24 @@ impl XenApi {
                 &[vm, "halted", &state.to_lowercase()],
             ));
         }
+        let refs = |name: &str| match field(name) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let (vbds, vifs): (Vec<String>, Vec<String>) = (refs("VBDs"), refs("VIFs"));
         if let Some(metrics) = field("metrics").and_then(|v| v.as_str().map(String::from)) {
             self.db.remove(&VM_METRICS, &metrics);
+        }
+        // Its devices go with it, as in xapi; its disks (VDIs) stay.
+        for vbd in vbds {
+            self.vbd_destroy(&vbd)?;
+        }
+        for vif in vifs {
+            self.vif_destroy(&vif)?;
         }
         self.db.remove(&VM, vm);
         Ok(Value::str(""))
