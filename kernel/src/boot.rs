@@ -182,13 +182,25 @@ extern "C" fn kernel_boot(protocol: u32, info: u32) -> ! {
     let mut files = Vec::new();
     for a in &archives {
         match crate::cpio::files(a) {
-            Ok(f) => files.extend(f),
+            Ok(f) => files.extend(f.into_iter().filter_map(|(name, body)| {
+                let copy = heap_copy(body);
+                if copy.is_none() {
+                    log::error!(
+                        "boot file {name} ({} bytes) does not fit in the heap ({} bytes free): skipped",
+                        body.len(),
+                        mem::heap_free_bytes()
+                    );
+                }
+                Some((name, copy?))
+            })),
             Err(e) => log::error!(
                 "boot module archive of {} bytes is damaged, ignored: {e:?}",
                 a.len()
             ),
         }
     }
+    // The files are copied out: the archives' room goes back to the heap.
+    drop(archives);
     for (name, data) in &files {
         log::info!("boot file {name} ({} bytes)", data.len());
     }
@@ -227,7 +239,15 @@ fn init_memory(bi: &BootInfo) -> Vec<Vec<u8>> {
     bi.modules
         .iter()
         .filter_map(|m| {
-            let mut v = alloc::vec![0u8; m.len as usize];
+            let Some(mut v) = usize::try_from(m.len).ok().and_then(heap_zeroed) else {
+                log::error!(
+                    "boot module at {:#x} ({} bytes) does not fit in the heap ({} bytes free): skipped",
+                    m.start,
+                    m.len,
+                    mem::heap_free_bytes()
+                );
+                return None;
+            };
             if LowMemory.read(m.start, &mut v) {
                 Some(v)
             } else {
@@ -240,6 +260,24 @@ fn init_memory(bi: &BootInfo) -> Vec<Vec<u8>> {
             }
         })
         .collect()
+}
+
+/// `len` zero bytes on the heap, or `None` when they do not fit (boot data
+/// is sized by whoever built the boot media: too big is an error to report,
+/// not a reason to panic).
+fn heap_zeroed(len: usize) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    v.resize(len, 0);
+    Some(v)
+}
+
+/// A heap copy of `bytes`, or `None` when it does not fit.
+fn heap_copy(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes.len()).ok()?;
+    v.extend_from_slice(bytes);
+    Some(v)
 }
 
 /// How long an upgrade's trial boot has, from here, to become healthy and

@@ -36,8 +36,10 @@ fn align4(n: usize) -> usize {
     n.div_ceil(4) * 4
 }
 
-/// The regular files of the archive, in order, with their paths (leading `./` removed).
-pub fn files(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, CpioError> {
+/// The regular files of the archive, in order, with their paths (leading
+/// `./` removed) and their contents in `data` (nothing is copied: the caller
+/// decides what to keep and can refuse what does not fit).
+pub fn files(data: &[u8]) -> Result<Vec<(String, &[u8])>, CpioError> {
     let mut out = Vec::new();
     let mut at = 0;
     loop {
@@ -73,7 +75,7 @@ pub fn files(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, CpioError> {
             )
             .ok_or(CpioError::Truncated { offset: at })?;
         if mode & S_IFMT == S_IFREG {
-            out.push((String::from(name.trim_start_matches("./")), body.to_vec()));
+            out.push((String::from(name.trim_start_matches("./")), body));
         }
         at = align4(data_start + size);
         if at >= data.len() {
@@ -140,7 +142,7 @@ mod tests {
             f[1],
             (
                 String::from("guests/hello.elf"),
-                vec![0x7f, b'E', b'L', b'F', 1]
+                &[0x7f, b'E', b'L', b'F', 1][..]
             )
         );
     }

@@ -512,3 +512,32 @@ fn a_hostile_virtio_driver_gets_its_device_reset_not_the_host() {
         "garbage in the device's BAR and config space is absorbed, as on a real bus"
     );
 }
+
+#[test]
+fn a_boot_file_too_big_for_the_heap_is_skipped_not_a_panic() {
+    let builder = keel(2, 512);
+    let files = vec![
+        (
+            "guests/hello.elf".to_string(),
+            fs::read(assemble("hello", builder.dir())).expect("read guest"),
+        ),
+        // The archive itself fits in the heap; a copy of this file beside it does not.
+        ("library/big.iso".to_string(), vec![0xa5; 20 << 20]),
+    ];
+    let archive = archive(builder.dir(), &files);
+    let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
+    qemu.wait_for_serial(
+        "boot file library/big.iso (20971520 bytes) does not fit in the heap",
+        BOOT_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", qemu.serial_tail(20)));
+    qemu.wait_for_serial("vm hello: halted after", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the other boot file still runs: {e}\n{}",
+                qemu.serial_tail(20)
+            )
+        });
+    let (_, json) = health(&qemu);
+    assert_eq!(json["status"], "ok", "{json}");
+}
