@@ -19,9 +19,11 @@ pub const CMDLINE: &str = "console=ttyS0 quiet";
 const META_PACKAGE: &str = "linux-image-amd64";
 /// busybox-static's binary.
 const BUSYBOX: &str = "/bin/busybox";
-/// The stock kernel's virtio modules guests load from their initrd, in
-/// dependency order (`modinfo -F depends`), kept in `target/peer/modules/`.
-pub const VIRTIO_MODULES: &[&str] = &[
+/// The stock kernel's modules guests load from their initrd, in dependency
+/// order (`modinfo -F depends`; ext4's and jbd2's `softdep` on crc32c too),
+/// kept in `target/peer/modules/`: the virtio drivers, and ext4 for a root
+/// filesystem on a virtio disk.
+pub const GUEST_MODULES: &[&str] = &[
     "drivers/virtio/virtio_ring.ko",
     "drivers/virtio/virtio.ko",
     "drivers/virtio/virtio_pci_legacy_dev.ko",
@@ -32,6 +34,11 @@ pub const VIRTIO_MODULES: &[&str] = &[
     "net/core/failover.ko",
     "drivers/net/net_failover.ko",
     "drivers/net/virtio_net.ko",
+    "lib/crc16.ko",
+    "fs/mbcache.ko",
+    "crypto/crc32c_generic.ko",
+    "fs/jbd2/jbd2.ko",
+    "fs/ext4/ext4.ko",
 ];
 /// Where they are kept, under the peer folder.
 pub const MODULES_DIR: &str = "modules";
@@ -85,7 +92,7 @@ impl Peer {
 pub fn ensure(paths: &Paths, apt: &mut Apt) -> Result<()> {
     let dir = paths.peer();
     fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
-    let modules_present = VIRTIO_MODULES
+    let modules_present = GUEST_MODULES
         .iter()
         .all(|m| dir.join(MODULES_DIR).join(module_file(m)).is_file());
     if !dir.join("vmlinuz").is_file() || !dir.join("VERSION").is_file() || !modules_present {
@@ -165,7 +172,7 @@ fn fetch_kernel(dir: &Path, apt: &mut Apt) -> Result<()> {
         })
         .ok_or_else(|| Error::new(format!("{} holds no boot/vmlinuz-*", deb.display())))?;
     fs::copy(&vmlinuz, dir.join("vmlinuz")).context(|| format!("copying {}", vmlinuz.display()))?;
-    // The modules are hundreds of MB; guests need only the virtio ones.
+    // The modules are hundreds of MB; guests need only these few.
     let release = vmlinuz
         .file_name()
         .map(|n| {
@@ -176,7 +183,7 @@ fn fetch_kernel(dir: &Path, apt: &mut Apt) -> Result<()> {
         .unwrap_or_default();
     let modules = dir.join(MODULES_DIR);
     fs::create_dir_all(&modules).context(|| format!("creating {}", modules.display()))?;
-    for m in VIRTIO_MODULES {
+    for m in GUEST_MODULES {
         let from = extract
             .join("lib/modules")
             .join(&release)

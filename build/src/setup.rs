@@ -20,6 +20,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "cpio",
     "binutils",
     "busybox-static",
+    "e2fsprogs",
     "tgt",
     "libiscsi-bin",
     "openvswitch-switch",

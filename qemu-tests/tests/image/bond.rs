@@ -8,247 +8,15 @@
 //! enabled with us as its LACP partner, and the XenAPI (JSON-RPC) shows the
 //! PIFs, the Bond and the VLAN that were brought up.
 //!
-//! QEMU runs inside the namespace (its taps are there); OVS's daemons run
-//! under `timeout` and are killed by their pids; deleting the namespace
-//! removes the taps. Needs root and Open vSwitch, else it says SKIP.
+//! QEMU runs inside the namespace (its taps are there); the switch is
+//! `lacp_switch`'s. Needs root and Open vSwitch, else it says SKIP.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qemu_tests::host_config_bin_from_env;
-
+use super::lacp_switch::{
+    CONFIG, LacpSwitch, MGMT_AND_STORAGE, MGMT_IP, PASSWORD, STORAGE_IP, prerequisites_missing,
+};
 use super::{BOOT_TIMEOUT, keel};
-
-const MGMT_IP: &str = "10.218.5.2";
-const STORAGE_IP: &str = "10.218.20.2";
-
-const CONFIG: &str = r#"hostname = "keel-bond-test"
-root_password = "qemu-tests-password"
-
-[[bond]]
-name = "bond0"
-members = ["eth1", "eth2"]
-mode = "lacp"
-lacp_rate = "fast"
-
-[management]
-interface = "bond0"
-vlan = 5
-native = true
-mode = "static"
-address = "10.218.5.2/24"
-
-[[network]]
-name = "storage"
-purpose = "storage"
-interface = "bond0"
-vlan = 20
-mtu = 9000
-mode = "static"
-address = "10.218.20.2/24"
-"#;
-
-/// A short command under `timeout`; its stdout or why it failed.
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("timeout")
-        .arg("10")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{args:?}: {}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// A namespace, deleted (with its taps) on drop.
-struct Netns(String);
-
-impl Netns {
-    fn run(&self, args: &[&str]) -> Result<String, String> {
-        let mut all = vec!["ip", "netns", "exec", &self.0];
-        all.extend_from_slice(args);
-        run(&all)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.0]);
-    }
-}
-
-/// A daemon under `timeout` in the namespace, killed by the pid in its
-/// pidfile and then the wrapper's own pid.
-struct Daemon {
-    wrapper: Child,
-    pidfile: PathBuf,
-}
-
-impl Daemon {
-    fn start(ns: &Netns, args: &[&str], pidfile: PathBuf, log: &Path) -> Result<Self, String> {
-        let log = fs::File::create(log).map_err(|e| e.to_string())?;
-        let wrapper = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "timeout", "-s", "KILL", "200"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{args:?}: {e}"))?;
-        Ok(Daemon { wrapper, pidfile })
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(pid) = fs::read_to_string(&self.pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-        {
-            let _ = run(&["kill", "-KILL", &pid.to_string()]);
-        }
-        // The pidfile may be gone with the test directory (the QEMU run
-        // owning it drops first): `timeout` passes TERM on to its daemon,
-        // whereas killing `timeout` outright would orphan it.
-        let _ = run(&["kill", "-TERM", &self.wrapper.id().to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.wrapper.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.wrapper.kill();
-        let _ = self.wrapper.wait();
-    }
-}
-
-fn wait_for_path(path: &Path) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if path.exists() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err(format!("{} did not appear", path.display()))
-}
-
-/// ovsdb-server and ovs-vswitchd (userspace datapath) with their files in `dir`.
-struct Ovs {
-    dir: PathBuf,
-    // Field order is drop order: the switch before its database.
-    _vswitchd: Daemon,
-    _ovsdb: Daemon,
-}
-
-impl Ovs {
-    fn start(ns: &Netns, dir: &Path) -> Result<Self, String> {
-        let p = |name: &str| dir.join(name).display().to_string();
-        run(&[
-            "ovsdb-tool",
-            "create",
-            &p("conf.db"),
-            "/usr/share/openvswitch/vswitch.ovsschema",
-        ])?;
-        let ovsdb = Daemon::start(
-            ns,
-            &[
-                "ovsdb-server",
-                &p("conf.db"),
-                &format!("--remote=punix:{}", p("db.sock")),
-                &format!("--unixctl={}", p("ovsdb.ctl")),
-                &format!("--pidfile={}", p("ovsdb.pid")),
-                "--log-file=/dev/null",
-            ],
-            dir.join("ovsdb.pid"),
-            &dir.join("ovsdb.out"),
-        )?;
-        wait_for_path(&dir.join("db.sock"))?;
-        ns.run(&[
-            "ovs-vsctl",
-            &format!("--db=unix:{}", p("db.sock")),
-            "--no-wait",
-            "init",
-        ])?;
-        let vswitchd = Daemon::start(
-            ns,
-            &[
-                "ovs-vswitchd",
-                &format!("unix:{}", p("db.sock")),
-                &format!("--unixctl={}", p("vswitchd.ctl")),
-                &format!("--pidfile={}", p("vswitchd.pid")),
-                &format!("--log-file={}", p("vswitchd.log")),
-            ],
-            dir.join("vswitchd.pid"),
-            &dir.join("vswitchd.out"),
-        )?;
-        wait_for_path(&dir.join("vswitchd.ctl"))?;
-        Ok(Ovs {
-            dir: dir.to_path_buf(),
-            _vswitchd: vswitchd,
-            _ovsdb: ovsdb,
-        })
-    }
-
-    fn vsctl(&self, ns: &Netns, args: &[&str]) -> Result<String, String> {
-        let db = format!("--db=unix:{}", self.dir.join("db.sock").display());
-        let mut all = vec!["ovs-vsctl", &db, "--timeout=5"];
-        all.extend_from_slice(args);
-        ns.run(&all)
-    }
-
-    fn appctl(&self, ns: &Netns, args: &[&str]) -> Result<String, String> {
-        let ctl = self.dir.join("vswitchd.ctl").display().to_string();
-        let mut all = vec!["ovs-appctl", "-t", &ctl, "--timeout=5"];
-        all.extend_from_slice(args);
-        ns.run(&all)
-    }
-}
-
-fn prerequisites_missing() -> Option<String> {
-    if !run(&["id", "-u"]).is_ok_and(|s| s.trim() == "0") {
-        return Some("not root".into());
-    }
-    for tool in [
-        "ovs-vswitchd",
-        "ovsdb-server",
-        "ovsdb-tool",
-        "ovs-vsctl",
-        "ovs-appctl",
-        "curl",
-        "ping",
-    ] {
-        if run(&["sh", "-c", &format!("command -v {tool}")]).is_err() {
-            return Some(format!("{tool} not installed"));
-        }
-    }
-    None
-}
-
-/// Both bond members enabled in OVS's bond with us as the LACP partner.
-fn both_members_enabled(ovs: &Ovs, ns: &Netns, taps: &[String]) -> bool {
-    let (Ok(bond), Ok(lacp)) = (
-        ovs.appctl(ns, &["bond/show", "bond0"]),
-        ovs.appctl(ns, &["lacp/show", "bond0"]),
-    ) else {
-        return false;
-    };
-    taps.iter().all(|t| {
-        bond.contains(&format!("member {t}: enabled"))
-            && lacp.contains(&format!("member: {t}: current attached"))
-    })
-}
 
 #[test]
 fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
@@ -256,97 +24,15 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
         eprintln!("SKIP management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch: {why}");
         return;
     }
-    let tool = host_config_bin_from_env().expect("the host-config tool");
     let builder = keel(2, 512);
-    let (toml, module) = (
-        builder.dir().join("bond.toml"),
-        builder.dir().join("bond.bin"),
+    let module = super::compile_host_config(builder.dir(), "bond", CONFIG);
+    let switch = LacpSwitch::start(
+        "qbond",
+        &builder.dir().join("ovs"),
+        &[5, 20],
+        &MGMT_AND_STORAGE,
     );
-    fs::write(&toml, CONFIG).expect("write the config");
-    let out = Command::new(&tool)
-        .arg("compile")
-        .arg(&toml)
-        .arg("-o")
-        .arg(&module)
-        .output()
-        .expect("run host-config");
-    assert!(
-        out.status.success(),
-        "compile: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let pid = std::process::id();
-    let ns = Netns(format!("keel-qbond-{pid}"));
-    run(&["ip", "netns", "add", &ns.0]).expect("namespace");
-    let taps: Vec<String> = (0..2).map(|i| format!("kq{}t{i}", pid % 100_000)).collect();
-    for tap in &taps {
-        ns.run(&["ip", "tuntap", "add", "dev", tap, "mode", "tap"])
-            .expect("tap");
-        ns.run(&["ip", "link", "set", tap, "mtu", "9100", "up"])
-            .expect("tap up");
-    }
-    ns.run(&["ip", "link", "set", "lo", "up"]).expect("lo");
-    ns.run(&["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"])
-        .expect("arp_ignore");
-    let dir = builder.dir().join("ovs");
-    fs::create_dir_all(&dir).expect("ovs dir");
-    let ovs = Ovs::start(&ns, &dir).expect("OVS");
-    ovs.vsctl(
-        &ns,
-        &[
-            "add-br",
-            "br0",
-            "--",
-            "set",
-            "bridge",
-            "br0",
-            "datapath_type=netdev",
-            "--",
-            "add-bond",
-            "br0",
-            "bond0",
-            &taps[0],
-            &taps[1],
-            "lacp=active",
-            "other_config:lacp-time=fast",
-            "--",
-            "set",
-            "port",
-            "bond0",
-            "bond_mode=balance-tcp",
-            "vlan_mode=native-untagged",
-            "tag=5",
-            "trunks=5,20",
-            "--",
-            "add-port",
-            "br0",
-            "mgmt0",
-            "tag=5",
-            "--",
-            "set",
-            "interface",
-            "mgmt0",
-            "type=internal",
-            "--",
-            "add-port",
-            "br0",
-            "stor0",
-            "tag=20",
-            "--",
-            "set",
-            "interface",
-            "stor0",
-            "type=internal",
-            "mtu_request=9000",
-        ],
-    )
-    .expect("OVS bridge");
-    for (port, cidr) in [("mgmt0", "10.218.5.1/24"), ("stor0", "10.218.20.1/24")] {
-        ns.run(&["ip", "addr", "add", cidr, "dev", port])
-            .expect("address");
-        ns.run(&["ip", "link", "set", port, "up"]).expect("up");
-    }
+    let (ns, taps) = (&switch.ns, &switch.taps);
 
     let qemu = builder
         .initrd(&module)
@@ -365,22 +51,10 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
     );
 
     // LACP: OVS enables both members with us as partner.
-    let start = Instant::now();
-    while !both_members_enabled(&ovs, &ns, &taps) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "OVS did not enable both members:\n{}\n{}\n{}",
-            ovs.appctl(&ns, &["lacp/show", "bond0"])
-                .unwrap_or_else(|e| e),
-            ovs.appctl(&ns, &["bond/show", "bond0"])
-                .unwrap_or_else(|e| e),
-            qemu.serial_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let enabled_after = switch.wait_both_members_enabled(&qemu);
     eprintln!(
         "FIGURE image_lacp_both_members_enabled_after={:.1}s",
-        start.elapsed().as_secs_f64()
+        enabled_after.as_secs_f64()
     );
 
     // /health on the management address, native VLAN 5.
@@ -414,10 +88,7 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
         "ping -M do -s 8000 {STORAGE_IP}: {ping:?}\n{}",
         qemu.serial_tail(30)
     );
-    assert!(
-        both_members_enabled(&ovs, &ns, &taps),
-        "both members still enabled"
-    );
+    assert!(switch.both_members_enabled(), "both members still enabled");
 
     // The XenAPI shows what was brought up: a PIF per NIC, the bond and its
     // master PIF, the storage VLAN with its PIF and network.
@@ -444,7 +115,7 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
     };
     let session = call(
         "session.login_with_password",
-        serde_json::json!(["root", "qemu-tests-password"]),
+        serde_json::json!(["root", PASSWORD]),
     );
     let session = session.as_str().expect("a session ref").to_string();
     let records = |class: &str| {
@@ -482,5 +153,5 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
     assert_eq!(vlan["tagged_PIF"], master.as_str());
     assert_eq!(vlan["untagged_PIF"], storage_ref.as_str());
     drop(qemu);
-    drop(ovs);
+    drop(switch);
 }

@@ -15,6 +15,7 @@ mod host_config;
 mod hypervisor;
 mod iscsi_sr;
 mod isolation;
+mod lacp_switch;
 mod media;
 mod persistence;
 mod power;

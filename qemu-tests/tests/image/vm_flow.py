@@ -33,7 +33,7 @@ class Console:
         # The location names the host's own address; the test reaches it
         # through the forwarded port.
         url = urllib.parse.urlparse(URL)
-        self.sock = socket.create_connection((url.hostname, url.port), timeout=10)
+        self.sock = socket.create_connection((url.hostname, url.port or 80), timeout=10)
         target = f"{parsed.path}?{parsed.query}&session_id={session._session}"
         self.sock.sendall(f"CONNECT {target} HTTP/1.0\r\n\r\n".encode())
         self.buf = b""
