@@ -1,14 +1,21 @@
-//! Isolation (issue 8): a guest that hammers its disk does not stop another
-//! guest's console from answering or the API from responding. The boot
-//! archive's guest `hammer` loads the peer's virtio modules and loops direct
-//! I/O writes and reads over its 8 MiB virtio disk for as long as it lives;
-//! meanwhile `isolation_flow.py` starts a XenAPI VM from the template, types
+//! Isolation (issue 8): a guest that hammers its disk and one that floods
+//! its NIC do not stop another guest's console from answering or the API
+//! from responding. The boot archive's guest `hammer` loads the peer's
+//! virtio modules and loops direct I/O writes and reads over its 8 MiB
+//! virtio disk for as long as it lives; its guest `flood` gets a lease on
+//! the management network through its VIF and streams zeros to a sink of
+//! this test (slirp's gateway forwards to it) in a loop, as fast as the
+//! switch, the uplink and slirp take them; meanwhile `isolation_flow.py` starts a XenAPI VM from the template, types
 //! commands into its serial console over `CONNECT /console` and reads the
 //! answers, and calls `host.get_record` and `GET /health`. All waits are
 //! bounded; the latencies are printed as FIGURE lines, not asserted.
 
 use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use qemu_tests::cpio::Cpio;
@@ -53,6 +60,84 @@ while :; do
 done
 "#;
 
+/// The flood guest's modules, in load order.
+const NET_MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
+const FLOOD_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in MODULES; do
+    insmod /modules/$m.ko || echo "KEEL-INSMOD-FAILED $m" > /dev/console
+done
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+ip link set lo up
+ip link set eth0 up
+udhcpc -i eth0 -n -q -t 10 -T 2 -s /udhcpc.script > /dev/null 2>&1 || echo KEEL-FLOOD-NO-LEASE > /dev/console
+n=0
+while :; do
+    dd if=/dev/zero bs=64k count=64 2>/dev/null | nc -w 20 10.0.2.2 SINK_PORT > /dev/null
+    n=$((n+1))
+    echo "KEEL-FLOOD-PASS $n" > /dev/console
+done
+"#;
+
+/// busybox udhcpc's hook: configures the lease.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/busybox sh
+case "$1" in
+bound|renew)
+    ifconfig "$interface" "$ip" netmask "$subnet" up
+    [ -n "$router" ] && route add default gw "$router" dev "$interface"
+    ;;
+esac
+exit 0
+"#;
+
+fn flood_initrd(sink_port: u16) -> Vec<u8> {
+    let init = FLOOD_INIT
+        .replace("MODULES", &NET_MODULES.join(" "))
+        .replace("SINK_PORT", &sink_port.to_string());
+    super::peer_initrd(
+        NET_MODULES,
+        &[
+            ("init", 0o755, init.as_bytes()),
+            ("udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes()),
+        ],
+    )
+}
+
+/// Accepts every connection on `sink` and adds what it reads to `total`.
+fn run_sink(sink: TcpListener, total: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        for stream in sink.incoming().flatten() {
+            let total = Arc::clone(&total);
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    total.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+}
+
 fn hammer_initrd() -> Vec<u8> {
     let init = HAMMER_INIT.replace("MODULES", &MODULES.join(" "));
     super::peer_initrd(MODULES, &[("init", 0o755, init.as_bytes())])
@@ -68,8 +153,13 @@ fn hammer_passes(serial: &str) -> Option<u64> {
 }
 
 #[test]
-fn a_disk_hammering_guest_does_not_starve_another_guests_console_or_the_api() {
-    let builder = keel(2, 1024).hard_timeout(HARD_TIMEOUT);
+fn disk_hammering_and_nic_flooding_guests_do_not_starve_another_guests_console_or_the_api() {
+    let sink = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+    let sink_port = sink.local_addr().expect("sink address").port();
+    let flooded = Arc::new(AtomicU64::new(0));
+    run_sink(sink, Arc::clone(&flooded));
+    // Three Debian guests' boot files are copied to the heap (1/16 of RAM).
+    let builder = keel(2, 1536).hard_timeout(HARD_TIMEOUT);
     let peer = workspace_root().join("target/peer");
     let vmlinuz =
         fs::read(peer.join("vmlinuz")).expect("target/peer/vmlinuz (run `cargo xtask setup`)");
@@ -83,6 +173,10 @@ fn a_disk_hammering_guest_does_not_starve_another_guests_console_or_the_api() {
     cpio.file("guests/hammer/initrd", 0o644, &hammer_initrd());
     cpio.file("guests/hammer/cmdline", 0o644, b"console=ttyS0 quiet");
     cpio.file("guests/hammer/disk", 0o644, &vec![0u8; HAMMER_DISK_BYTES]);
+    cpio.file("guests/flood/kernel", 0o644, &vmlinuz);
+    cpio.file("guests/flood/initrd", 0o644, &flood_initrd(sink_port));
+    cpio.file("guests/flood/cmdline", 0o644, b"console=ttyS0 quiet");
+    cpio.file("guests/flood/nic", 0o644, b"management");
     let archive = builder.dir().join("modules.cpio");
     fs::write(&archive, cpio.finish()).expect("write archive");
     let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
@@ -92,6 +186,9 @@ fn a_disk_hammering_guest_does_not_starve_another_guests_console_or_the_api() {
     qemu.wait_for_serial("vm hammer: KEEL-HAMMER-PASS 2", Duration::from_secs(240))
         .expect("the hammer guest loops over its disk");
     let before = hammer_passes(&qemu.serial()).unwrap_or(0);
+    qemu.wait_for_serial("vm flood: KEEL-FLOOD-PASS 2", Duration::from_secs(240))
+        .expect("the flood guest streams through its VIF");
+    let flooded_before = flooded.load(Ordering::Relaxed);
 
     let relay = PortRelay::start(([127, 0, 0, 1], qemu.http_port()).into()).expect("relay");
     let mut python = Command::new("python3");
@@ -125,11 +222,22 @@ fn a_disk_hammering_guest_does_not_starve_another_guests_console_or_the_api() {
         "FIGURE hammer passes (8 MiB direct write + read) during the flow: {}",
         after - before
     );
+    let flooded_after = flooded.load(Ordering::Relaxed);
+    assert!(
+        flooded_after > flooded_before,
+        "the flood guest sent nothing during the flow\n{tail}"
+    );
+    println!(
+        "FIGURE flood guest bytes through its VIF during the flow: {} KiB",
+        (flooded_after - flooded_before) / 1024
+    );
     for bad in [
         "KEEL-INSMOD-FAILED",
         "KEEL-HAMMER-NO-DISK",
         "KEEL-HAMMER-WRITE-FAILED",
         "KEEL-HAMMER-READ-FAILED",
+        "KEEL-FLOOD-NO-LEASE",
+        "soft lockup",
         "Kernel panic",
     ] {
         assert!(!serial.contains(bad), "{bad}\n{tail}");

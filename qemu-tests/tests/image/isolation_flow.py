@@ -29,7 +29,7 @@ def timed(f):
 
 def figure(name, samples):
     samples = sorted(samples)
-    log(f"FIGURE {name} under a disk-hammering guest: n={len(samples)} "
+    log(f"FIGURE {name} under a disk-hammering and a NIC-flooding guest: n={len(samples)} "
         f"min {samples[0]:.1f} ms, median {statistics.median(samples):.1f} ms, "
         f"max {samples[-1]:.1f} ms")
 
