@@ -9,10 +9,8 @@
 //! gateway's address to the machine running QEMU): the listener counts the
 //! bytes and answers the count, which the guest prints.
 //!
-//! Not here yet: a guest flooding its NIC while the API answers. Four
-//! 20-second streams ran with the API answering, but once they were killed
-//! the guest sometimes wedged in virtio_net's NAPI poll (soft lockups)
-//! before powering off; that needs finding first.
+//! A guest flooding its NIC beside other guests and the API is the
+//! `isolation` test's.
 
 use std::fs;
 use std::io::{Read, Write};
