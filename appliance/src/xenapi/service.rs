@@ -121,6 +121,8 @@ pub struct XenApi {
     net_requests: Vec<guest_net::NetRequest>,
     /// Whether the VLANs made through the API were carried again since boot.
     net_restored: bool,
+    /// When each VM crashed lately (for `actions_after_crash` restarts).
+    crashes: BTreeMap<String, Vec<Duration>>,
 }
 
 /// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
@@ -207,6 +209,7 @@ impl XenApi {
             ip_changes: None,
             net_requests: Vec::new(),
             net_restored: false,
+            crashes: BTreeMap::new(),
         }
     }
 

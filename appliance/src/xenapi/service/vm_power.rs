@@ -24,6 +24,10 @@ pub const CLEAN_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long `VM.hard_reboot` waits for the old instance's vCPUs to stop.
 const HARD_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Restarts after crashes allowed within [`CRASH_LOOP_WINDOW`].
+pub(super) const CRASH_LOOP_LIMIT: usize = 3;
+pub(super) const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
+
 /// A VM this host runs now.
 #[derive(Debug)]
 pub(super) struct Running {
@@ -432,7 +436,18 @@ impl XenApi {
                     restarts: now_restarts,
                     ..
                 }) => {
-                    if now_restarts != restarts {
+                    if now_restarts != restarts
+                        && self.vm_str(&vm, "actions_after_reboot") == "destroy"
+                    {
+                        // The guest reset itself and the VM says a reboot ends it.
+                        log::info!(
+                            "xenapi: VM {vm} rebooted; actions_after_reboot=destroy: Halted"
+                        );
+                        platform.vm_hard_stop(id);
+                        if let Some(r) = self.running.get_mut(&vm) {
+                            r.restarts = now_restarts;
+                        }
+                    } else if now_restarts != restarts {
                         // The guest reset itself: a new domain, as xapi shows a reboot.
                         if let Some(r) = self.running.get_mut(&vm) {
                             r.restarts = now_restarts;
@@ -444,8 +459,8 @@ impl XenApi {
                     }
                 }
                 Some(VmStatus::Crashed(why)) => {
-                    log::warn!("xenapi: VM {vm} crashed: {why}; Halted");
                     self.mark_halted(&vm, platform);
+                    self.after_crash(&vm, &why, platform);
                 }
                 Some(VmStatus::Halted) | None => {
                     log::info!("xenapi: VM {vm} is off: Halted");
@@ -485,6 +500,37 @@ impl XenApi {
     }
 
     /// When a waiting power call times out next.
+    /// What `actions_after_crash` asks for once a crashed guest is off:
+    /// the `*restart` actions start the VM again, unless it crashed
+    /// [`CRASH_LOOP_LIMIT`] times within [`CRASH_LOOP_WINDOW`] (then it
+    /// stays off, as a guest that cannot boot would only burn the host's
+    /// CPU); the others leave it `Halted` (there is no crash dump or
+    /// preserved domain here).
+    fn after_crash(&mut self, vm: &str, why: &str, platform: &mut dyn Platform) {
+        let action = self.vm_str(vm, "actions_after_crash");
+        if !action.ends_with("restart") {
+            log::warn!("xenapi: VM {vm} crashed: {why}; actions_after_crash={action}: Halted");
+            return;
+        }
+        let now = platform.now();
+        let recent = self.crashes.entry(vm.to_string()).or_default();
+        recent.retain(|t| now.saturating_sub(*t) < CRASH_LOOP_WINDOW);
+        recent.push(now);
+        if recent.len() > CRASH_LOOP_LIMIT {
+            log::warn!(
+                "xenapi: VM {vm} crashed: {why}; {} crashes within {} s: not restarted, Halted",
+                recent.len(),
+                CRASH_LOOP_WINDOW.as_secs()
+            );
+            self.crashes.remove(vm);
+            return;
+        }
+        log::warn!("xenapi: VM {vm} crashed: {why}; actions_after_crash={action}: restarting");
+        if let Err(e) = self.vm_start(vm, false, platform) {
+            log::warn!("xenapi: VM {vm} could not be restarted after its crash: {e:?}");
+        }
+    }
+
     pub(super) fn vm_deadline(&self) -> Option<Duration> {
         self.vm_waits.iter().map(|w| w.deadline).min()
     }

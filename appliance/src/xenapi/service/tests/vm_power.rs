@@ -727,7 +727,7 @@ fn console_connect_carries_the_guest_console_both_ways() {
 }
 
 #[test]
-fn a_guest_reset_is_a_new_domain_and_a_crash_halts_the_vm() {
+fn a_guest_reset_is_a_new_domain_and_a_crash_follows_actions_after_crash() {
     let (mut api, mut p, s) = with_hv(false);
     let vm = debian_vm(&mut api, &mut p, &s);
     ok(
@@ -757,19 +757,63 @@ fn a_guest_reset_is_a_new_domain_and_a_crash_halts_the_vm() {
         ),
         "Running"
     );
-    p.set_status(
-        crate::platform::VmId(1),
-        crate::platform::VmStatus::Crashed("triple fault".into()),
-    );
-    api.poll_vms(&mut p);
-    assert_eq!(
-        ok(
-            &mut api,
-            &mut p,
-            "VM.get_power_state",
-            serde_json::json!([s, vm])
-        ),
-        "Halted"
-    );
+    let state = |api: &mut XenApi, p: &mut FakePlatform| {
+        ok(api, p, "VM.get_power_state", serde_json::json!([s, vm]))
+    };
+    let crash = |api: &mut XenApi, p: &mut FakePlatform| {
+        let id = p.hv.as_ref().unwrap().guests.len() as u64;
+        p.set_status(
+            crate::platform::VmId(id),
+            crate::platform::VmStatus::Crashed("triple fault".into()),
+        );
+        api.poll_vms(p);
+    };
+    // actions_after_crash=restart (the default): started again, a new domain.
+    crash(&mut api, &mut p);
+    assert_eq!(state(&mut api, &mut p), "Running");
+    assert_eq!(domid(&mut api, &mut p), 3);
+    assert_eq!(p.hv.as_ref().unwrap().guests.len(), 2);
+    // A crash loop ends: the fourth crash within a minute is not restarted.
+    crash(&mut api, &mut p);
+    crash(&mut api, &mut p);
+    assert_eq!(state(&mut api, &mut p), "Running");
+    crash(&mut api, &mut p);
+    assert_eq!(state(&mut api, &mut p), "Halted");
     assert_eq!(domid(&mut api, &mut p), -1);
+    // actions_after_crash=destroy: off at the first crash.
+    ok(
+        &mut api,
+        &mut p,
+        "VM.set_actions_after_crash",
+        serde_json::json!([s, vm, "destroy"]),
+    );
+    ok(
+        &mut api,
+        &mut p,
+        "VM.start",
+        serde_json::json!([s, vm, false, false]),
+    );
+    crash(&mut api, &mut p);
+    assert_eq!(state(&mut api, &mut p), "Halted");
+    // actions_after_reboot=destroy: a guest reset ends the VM.
+    ok(
+        &mut api,
+        &mut p,
+        "VM.set_actions_after_reboot",
+        serde_json::json!([s, vm, "destroy"]),
+    );
+    ok(
+        &mut api,
+        &mut p,
+        "VM.start",
+        serde_json::json!([s, vm, false, false]),
+    );
+    let id = p.hv.as_ref().unwrap().guests.len() as u64;
+    p.hv.as_mut().unwrap().guests.get_mut(&id).unwrap().1 = crate::platform::VmStatus::Running {
+        paused: false,
+        restarts: 1,
+    };
+    api.poll_vms(&mut p);
+    api.poll_vms(&mut p);
+    assert_eq!(state(&mut api, &mut p), "Halted");
 }
