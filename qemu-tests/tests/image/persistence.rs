@@ -396,3 +396,75 @@ fn a_certificate_supplied_in_the_host_config_is_served() {
     );
     assert!(!qemu.serial().contains("KERNEL PANIC"));
 }
+
+#[test]
+fn a_vm_marked_auto_poweron_starts_at_the_next_boot() {
+    let dir = TestDir::new("auto-poweron").expect("test dir");
+    let disk = dir.path().join("state.img");
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(DISK_BYTES))
+        .expect("blank state disk");
+    let config = fs::read(host_config(dir.path())).expect("read the host config");
+    let peer = qemu_tests::workspace_root().join("target/peer");
+    let mut cpio = qemu_tests::cpio::Cpio::default();
+    cpio.file("host-config.bin", 0o644, &config);
+    cpio.directory("library");
+    cpio.directory("library/debian");
+    cpio.file(
+        "library/debian/vmlinuz",
+        0o644,
+        &fs::read(peer.join("vmlinuz")).expect("target/peer/vmlinuz (run `cargo xtask setup`)"),
+    );
+    // The peer's initrd says it ran and powers off.
+    cpio.file(
+        "library/debian/initrd",
+        0o644,
+        &fs::read(peer.join("initrd.gz")).expect("target/peer/initrd.gz"),
+    );
+    let module = dir.path().join("modules.cpio");
+    fs::write(&module, cpio.finish()).expect("write the archive");
+
+    let qemu = boot(&disk, &module);
+    python(
+        &qemu,
+        "x = s.xenapi\n\
+         p = x.pool.get_all()[0]\n\
+         x.pool.add_to_other_config(p, 'auto_poweron', 'true')\n\
+         t = x.VM.get_by_name_label('Debian-style direct boot')[0]\n\
+         for name in ['autostart', 'stays-off']:\n    \
+             vm = x.VM.clone(t, name)\n    \
+             x.VM.provision(vm)\n    \
+             x.VM.set_is_a_template(vm, False)\n    \
+             x.VM.set_PV_kernel(vm, 'boot:debian/vmlinuz')\n    \
+             x.VM.set_PV_ramdisk(vm, 'boot:debian/initrd')\n    \
+             x.VM.set_PV_args(vm, 'console=ttyS0 quiet')\n    \
+             m = str(128 << 20)\n    \
+             x.VM.set_memory_limits(vm, m, m, m, m)\n\
+         x.VM.add_to_other_config(x.VM.get_by_name_label('autostart')[0], 'auto_poweron', 'true')",
+    );
+    assert!(
+        !qemu.serial().contains("vm autostart:"),
+        "nothing starts before the reboot"
+    );
+    qemu.kill();
+    drop(qemu);
+
+    let qemu = boot(&disk, &module);
+    qemu.wait_for_serial("vm autostart: KEEL-PEER-INIT-REACHED", BOOT_TIMEOUT)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the VM was not started at boot: {e}\n{}",
+                qemu.serial_tail(30)
+            )
+        });
+    let started = python(
+        &qemu,
+        "x = s.xenapi\n\
+         for name in ['autostart', 'stays-off']:\n    \
+             vm = x.VM.get_by_name_label(name)[0]\n    \
+             print(name, x.VM_metrics.get_start_time(x.VM.get_metrics(vm)).value[:4])",
+    );
+    assert!(started.contains("autostart 20"), "{started}");
+    assert!(started.contains("stays-off 1970"), "{started}");
+    assert!(!qemu.serial().contains("vm stays-off:"));
+}
