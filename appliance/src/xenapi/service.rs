@@ -123,6 +123,8 @@ pub struct XenApi {
     net_restored: bool,
     /// When each VM crashed lately (for `actions_after_crash` restarts).
     crashes: BTreeMap<String, Vec<Duration>>,
+    /// The host config's management addressing (see `pif_ip::OVERRIDE_KEY`).
+    config_addressing: String,
 }
 
 /// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
@@ -210,6 +212,7 @@ impl XenApi {
             net_requests: Vec::new(),
             net_restored: false,
             crashes: BTreeMap::new(),
+            config_addressing: pif_ip::config_addressing(config),
         }
     }
 
@@ -256,6 +259,7 @@ impl XenApi {
         self.store = Some(Store(store));
         // SRs on iSCSI LUNs are opened again (their PBDs re-plugged).
         self.replug_storage();
+        self.restore_addressing(platform);
         if let Err(e) = self.persist() {
             log::error!("db: PBD states could not be saved: {e}");
         }

@@ -4,12 +4,14 @@
 //! (the appliance's poll loop) to apply. Without such an owner (hosted) the
 //! call answers `NOT_IMPLEMENTED`.
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::XenApi;
 use crate::platform::Platform;
 use crate::xenapi::error::ApiError;
+use crate::xenapi::schema::PIF;
 use crate::xenapi::value::Value;
 
 /// What the management interface is to become.
@@ -43,6 +45,77 @@ fn prefix_len(mask: [u8; 4]) -> Option<u8> {
     let bits = u32::from_be_bytes(mask);
     let len = bits.leading_ones();
     (bits.checked_shl(len).unwrap_or(0) == 0 && len > 0).then_some(len as u8)
+}
+
+/// `other_config` keys on the management PIF that keep a
+/// `PIF.reconfigure_ip` across reboots: the addressing asked for, and the
+/// host config's addressing it replaced. At boot the change is applied again
+/// only while the host config still says what it said then: new boot media
+/// with other addressing is a newer intent and wins.
+pub const OVERRIDE_KEY: &str = "keel_ip_override";
+pub const REPLACED_KEY: &str = "keel_ip_replaced";
+
+impl IpChange {
+    /// `dhcp`, or `static,<ip>,<prefix>,<gateway or empty>,<dns;dns>`.
+    pub fn encode(&self) -> String {
+        let dotted = |a: &[u8; 4]| format!("{}.{}.{}.{}", a[0], a[1], a[2], a[3]);
+        match self {
+            IpChange::Dhcp => String::from("dhcp"),
+            IpChange::Static {
+                address,
+                prefix_len,
+                gateway,
+                dns,
+            } => format!(
+                "static,{},{prefix_len},{},{}",
+                dotted(address),
+                gateway.as_ref().map(dotted).unwrap_or_default(),
+                dns.iter().map(dotted).collect::<Vec<_>>().join(";")
+            ),
+        }
+    }
+
+    /// The inverse of [`IpChange::encode`]; `None` for anything else.
+    pub fn decode(text: &str) -> Option<IpChange> {
+        if text == "dhcp" {
+            return Some(IpChange::Dhcp);
+        }
+        let mut parts = text.strip_prefix("static,")?.split(',');
+        let address = ipv4(parts.next()?)?;
+        let prefix_len = parts
+            .next()?
+            .parse()
+            .ok()
+            .filter(|p| (1..=32).contains(p))?;
+        let gateway = match parts.next()? {
+            "" => None,
+            g => Some(ipv4(g)?),
+        };
+        let dns = match parts.next()? {
+            "" => Vec::new(),
+            d => d.split(';').map(ipv4).collect::<Option<Vec<_>>>()?,
+        };
+        parts.next().is_none().then_some(IpChange::Static {
+            address,
+            prefix_len,
+            gateway,
+            dns,
+        })
+    }
+}
+
+/// The host config's management addressing, in [`IpChange::encode`]'s form.
+pub fn config_addressing(config: &host_config::HostConfig) -> String {
+    match &config.management.ip {
+        host_config::IpMode::Dhcp => IpChange::Dhcp.encode(),
+        host_config::IpMode::Static(s) => IpChange::Static {
+            address: s.address,
+            prefix_len: s.prefix_len,
+            gateway: s.gateway,
+            dns: s.dns.clone(),
+        }
+        .encode(),
+    }
 }
 
 fn invalid(what: &str) -> ApiError {
@@ -119,6 +192,67 @@ impl XenApi {
             )));
         };
         queue.push(change.clone());
+        // Kept for the next boots (see OVERRIDE_KEY).
+        let pif = self.refs.pif.clone();
+        let mut other = match self.field(&PIF, &pif, "other_config") {
+            Value::Struct(m) => m,
+            _ => alloc::collections::BTreeMap::new(),
+        };
+        other.insert(String::from(OVERRIDE_KEY), Value::String(change.encode()));
+        other.insert(
+            String::from(REPLACED_KEY),
+            Value::String(self.config_addressing.clone()),
+        );
+        self.set(&PIF, &pif, "other_config", Value::Struct(other));
+        self.show_addressing(&change, platform);
+        Ok(Value::String(String::new()))
+    }
+
+    /// At boot, once the database is loaded: a `PIF.reconfigure_ip` made
+    /// under the same host config is applied again.
+    pub(super) fn restore_addressing(&mut self, platform: &mut dyn Platform) {
+        let pif = self.refs.pif.clone();
+        let Value::Struct(mut other) = self.field(&PIF, &pif, "other_config") else {
+            return;
+        };
+        let Some(stored) = other
+            .get(OVERRIDE_KEY)
+            .and_then(Value::as_str)
+            .map(String::from)
+        else {
+            return;
+        };
+        let replaced = other.get(REPLACED_KEY).and_then(Value::as_str);
+        let change = IpChange::decode(&stored);
+        match (change, replaced == Some(self.config_addressing.as_str())) {
+            (Some(change), true) if self.ip_changes.is_some() => {
+                log::info!("net: management addressing from PIF.reconfigure_ip kept: {stored}");
+                if let Some(queue) = self.ip_changes.as_mut() {
+                    queue.push(change.clone());
+                }
+                self.show_addressing(&change, platform);
+            }
+            (Some(_), true) => {}
+            (decoded, _) => {
+                if decoded.is_none() {
+                    log::warn!(
+                        "net: unreadable {OVERRIDE_KEY} {stored:?} on the management PIF: dropped"
+                    );
+                } else {
+                    log::info!(
+                        "net: the host config's management addressing changed since PIF.reconfigure_ip: the host config applies"
+                    );
+                }
+                other.remove(OVERRIDE_KEY);
+                other.remove(REPLACED_KEY);
+                self.set(&PIF, &pif, "other_config", Value::Struct(other));
+            }
+        }
+    }
+
+    /// The host objects show `change` as the management addressing.
+    fn show_addressing(&mut self, change: &IpChange, platform: &mut dyn Platform) {
+        let change = change.clone();
         let mut facts = self.facts.clone();
         let m = &mut facts.management;
         match change {
@@ -141,7 +275,6 @@ impl XenApi {
             }
         }
         self.update_facts(facts, platform);
-        Ok(Value::String(String::new()))
     }
 }
 

@@ -1221,4 +1221,5 @@ fn storage_calls_are_answered_when_their_job_ends() {
 }
 
 mod guest_net;
+mod pif_ip;
 mod vm_power;
