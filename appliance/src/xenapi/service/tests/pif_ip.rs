@@ -7,9 +7,12 @@ use serde_json::json;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+/// The schema version and the records.
+type Stored = (u32, BTreeMap<String, Vec<u8>>);
+
 /// A state store two services (two boots) share.
 #[derive(Clone, Default)]
-struct SharedStore(Rc<RefCell<(u32, BTreeMap<String, Vec<u8>>)>>);
+struct SharedStore(Rc<RefCell<Stored>>);
 
 impl StateStore for SharedStore {
     fn records(&self) -> (u32, Vec<(String, Vec<u8>)>) {
