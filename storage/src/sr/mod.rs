@@ -37,6 +37,7 @@
 
 mod data;
 mod error;
+pub mod extents;
 mod iso;
 pub mod record;
 pub mod state;
@@ -52,6 +53,7 @@ use crate::block::BlockDevice;
 use crate::journal::{Journal, JournalError, Recovery};
 use crate::region::{Region, read_bytes, write_bytes};
 pub use error::SrError;
+pub use extents::{Extent, Piece, VdiExtents};
 use record::{LayerMeta, Record};
 use state::SrState;
 pub use superblock::{Lease, SrType, Superblock, SuperblockError};

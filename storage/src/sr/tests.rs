@@ -656,3 +656,117 @@ fn clone_vdis_refuses_before_changing_anything() {
     sr.read(&a, 0, &mut got).expect("read");
     assert_eq!(got, [0; 3], "the original is unchanged");
 }
+
+/// Reads VDI `u` through its extents, straight from the device (zeros
+/// where unallocated), as a disk session does.
+fn read_by_extents(sr: &mut Sr<MemBlockDevice>, u: &Uuid, offset: u64, len: u64) -> Vec<u8> {
+    let ext = sr.vdi_extents(u).expect("extents");
+    let mut out = Vec::new();
+    for p in ext.pieces(offset, len).expect("in range") {
+        match p.device_offset(ext.cluster_size) {
+            Some(at) => {
+                let dev = sr.device().bytes_mut();
+                out.extend_from_slice(&dev[at as usize..(at + p.len) as usize]);
+            }
+            None => out.extend(core::iter::repeat_n(0u8, p.len as usize)),
+        }
+    }
+    out
+}
+
+#[test]
+fn extents_follow_the_chain_and_mark_what_the_top_layer_owns() {
+    let mut sr = fresh_sr(16, SrType::Iscsi);
+    let (a, s, c) = (uuid(1), uuid(2), uuid(3));
+    let size = 8 * u64::from(CS);
+    sr.create_vdi(a, "a", size).expect("create");
+    assert!(sr.vdi_extents(&a).expect("extents").clusters.is_empty());
+    // Clusters 0 and 2 written before the snapshot, flushed.
+    sr.write(&a, 100, &[1; 300]).expect("write");
+    sr.write(&a, 2 * u64::from(CS) + 5, &[2; 10])
+        .expect("write");
+    sr.flush().expect("flush");
+    sr.snapshot(&a, s, "s").expect("snapshot");
+    // After the snapshot a owns nothing: everything shows through the base.
+    let ext = sr.vdi_extents(&a).expect("extents");
+    assert_eq!(ext.clusters.keys().copied().collect::<Vec<_>>(), [0, 2]);
+    assert!(ext.clusters.values().all(|e| !e.owned));
+    assert!(!ext.writable_in_place(100, 10));
+    // A write to cluster 2 copies it into a's layer (pending, unflushed).
+    sr.write(&a, 2 * u64::from(CS), &[3; 4]).expect("cow write");
+    // A write to cluster 5 allocates (pending).
+    sr.write(&a, 5 * u64::from(CS) + 512, &[4; 512])
+        .expect("alloc write");
+    let ext = sr.vdi_extents(&a).expect("extents");
+    assert_eq!(ext.clusters.keys().copied().collect::<Vec<_>>(), [0, 2, 5]);
+    assert!(!ext.clusters[&0].owned);
+    assert!(ext.clusters[&2].owned && ext.clusters[&5].owned);
+    assert!(ext.writable_in_place(2 * u64::from(CS), 512));
+    assert!(
+        !ext.writable_in_place(2 * u64::from(CS) - 512, 1024),
+        "spans cluster 1"
+    );
+    assert!(
+        !ext.writable_in_place(6 * u64::from(CS), 512),
+        "unallocated"
+    );
+    assert_ne!(
+        ext.clusters[&2].offset,
+        sr.vdi_extents(&s).expect("extents").clusters[&2].offset,
+        "the copy is a new cluster"
+    );
+    // The snapshot is read-only and owns nothing of the base.
+    let se = sr.vdi_extents(&s).expect("extents");
+    assert!(se.read_only && se.clusters.values().all(|e| !e.owned));
+    // A clone of the snapshot sees the same base clusters.
+    sr.clone_vdi(&s, c, "c").expect("clone");
+    let ce = sr.vdi_extents(&c).expect("extents");
+    assert_eq!(ce.clusters.len(), 2);
+    assert_eq!(ce.clusters[&0].offset, ext.clusters[&0].offset);
+    // Reading through the extents gives what the SR reads, for each VDI.
+    for u in [a, s, c] {
+        for (at, len) in [(0, size), (u64::from(CS) - 512, 4096), (100, 300)] {
+            let mut want = vec![0u8; len as usize];
+            sr.read(&u, at, &mut want).expect("read");
+            assert_eq!(read_by_extents(&mut sr, &u, at, len), want);
+        }
+    }
+    assert!(sr.vdi_extents(&uuid(99)).is_err());
+}
+
+#[test]
+fn extent_pieces_split_at_clusters_and_refuse_ranges_outside() {
+    let mut clusters = BTreeMap::new();
+    clusters.insert(
+        1,
+        Extent {
+            offset: 10 << 20,
+            owned: true,
+        },
+    );
+    let ext = VdiExtents {
+        cluster_size: CS,
+        virtual_size: 4 * u64::from(CS),
+        read_only: false,
+        clusters,
+    };
+    let cs = u64::from(CS);
+    let p = ext.pieces(cs - 1024, 3072).expect("pieces");
+    assert_eq!(p.len(), 2);
+    assert_eq!((p[0].offset, p[0].len, p[0].at), (cs - 1024, 1024, None));
+    assert_eq!((p[1].offset, p[1].len), (cs, 2048));
+    assert_eq!(p[1].device_offset(CS), Some(10 << 20));
+    assert_eq!(
+        ext.pieces(cs + 512, 512).expect("p")[0].device_offset(CS),
+        Some((10 << 20) + 512)
+    );
+    assert!(ext.pieces(4 * cs - 512, 1024).is_none());
+    assert!(ext.pieces(u64::MAX, 2).is_none());
+    assert!(ext.writable_in_place(cs, cs));
+    assert!(!ext.writable_in_place(cs, cs + 512));
+    let ro = VdiExtents {
+        read_only: true,
+        ..ext
+    };
+    assert!(!ro.writable_in_place(cs, 512));
+}
