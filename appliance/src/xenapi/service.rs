@@ -761,7 +761,8 @@ impl XenApi {
                     }
                 }
             }
-            Op::VmClone | Op::VmCopy => self.clone_vm(arg(0), arg(1), platform),
+            Op::VmClone => return self.clone_vm(arg(0), arg(1), None, platform),
+            Op::VmCopy => return self.clone_vm(arg(0), arg(1), Some(arg(2)), platform),
             Op::VmProvision => self.provision_vm(arg(0)),
             Op::VmSetMemoryLimits => {
                 let int = |i: usize| args.get(i).and_then(Value::as_int).unwrap_or(-1);
@@ -885,6 +886,7 @@ mod tasks;
 mod transfer;
 mod upload;
 mod vbds;
+mod vm_clone;
 mod vm_power;
 mod vm_templates;
 mod vms;

@@ -87,6 +87,8 @@ pub(crate) enum Completion {
     DestroySr {
         sr: String,
     },
+    /// `VM.clone`/`VM.copy` of a VM with disks (see `vm_clone`).
+    CloneVm(alloc::boxed::Box<super::vm_clone::ClonePlan>),
 }
 
 /// A call waiting for its job.
@@ -793,6 +795,9 @@ impl XenApi {
         result: Result<JobOutput, JobError>,
         platform: &mut dyn Platform,
     ) -> Result<Value, ApiError> {
+        if let (Completion::CloneVm(plan), Err(e)) = (&completion, &result) {
+            return Err(plan.failed(e));
+        }
         let output = result.map_err(|e| job_error(&e))?;
         match (completion, output) {
             (_, JobOutput::Targets(targets)) => Err(backend(
@@ -913,46 +918,12 @@ impl XenApi {
                     .ok_or_else(|| {
                         ApiError::internal("the VDI was copied but the SR does not list the copy")
                     })?;
-                let (vdi, _) = new_id(platform);
-                let mut fields = default_record(&VDI, &uuid_from(uuid));
-                // The copy keeps the original's description and type.
-                let copied: Vec<(&str, Value)> =
-                    ["name_description", "type", "sharable", "other_config"]
-                        .iter()
-                        .map(|k| (*k, self.field(&VDI, &of, k)))
-                        .collect();
-                let mut put = |name: &str, v: Value| {
-                    if let Some(slot) = fields.get_mut(field_index(&VDI, name)) {
-                        *slot = v;
-                    }
-                };
-                for (k, v) in copied {
-                    if v != Value::Nil {
-                        put(k, v);
-                    }
-                }
-                put("name_label", Value::String(info.name.clone()));
-                put("SR", Value::String(sr.clone()));
-                put("virtual_size", Value::Int(info.virtual_size as i64));
-                put(
-                    "physical_utilisation",
-                    Value::Int(info.physical_utilisation as i64),
-                );
-                put("read_only", Value::Bool(info.read_only));
-                put("is_a_snapshot", Value::Bool(snapshot));
-                if snapshot {
-                    put("snapshot_of", Value::String(of.clone()));
-                    let now = crate::xenapi::value::format_datetime(self.unix_now(platform));
-                    put("snapshot_time", Value::DateTime(now));
-                }
-                put("location", Value::String(uuid_from(uuid)));
-                self.db.insert(&VDI, vdi.clone(), fields);
-                self.add_to_set(&SR, &sr, "VDIs", &vdi);
-                if snapshot {
-                    self.add_to_set(&VDI, &of, "snapshots", &vdi);
-                }
+                let vdi = self.insert_vdi_copy(&sr, &of, &info, snapshot, platform);
                 self.sr_sizes(&sr, &s);
                 Ok(Value::String(vdi))
+            }
+            (Completion::CloneVm(plan), JobOutput::Sr(s)) => {
+                self.finish_vm_clone(*plan, &s, platform)
             }
             (Completion::Plug { pbd, sr }, JobOutput::Sr(s)) => {
                 let expected = self.field(&SR, &sr, "uuid");
@@ -992,7 +963,56 @@ impl XenApi {
         }
     }
 
-    fn sr_sizes(&mut self, sr: &str, s: &SrSummary) {
+    /// The record of a copy the SR made of VDI `of` (`VDI.snapshot`,
+    /// `VDI.clone`, `VM.clone`): it keeps the original's description and type.
+    pub(super) fn insert_vdi_copy(
+        &mut self,
+        sr: &str,
+        of: &str,
+        info: &storage::sr::VdiInfo,
+        snapshot: bool,
+        platform: &mut dyn Platform,
+    ) -> String {
+        let (vdi, _) = new_id(platform);
+        let mut fields = default_record(&VDI, &uuid_from(info.uuid));
+        let copied: Vec<(&str, Value)> = ["name_description", "type", "sharable", "other_config"]
+            .iter()
+            .map(|k| (*k, self.field(&VDI, of, k)))
+            .collect();
+        let mut put = |name: &str, v: Value| {
+            if let Some(slot) = fields.get_mut(field_index(&VDI, name)) {
+                *slot = v;
+            }
+        };
+        for (k, v) in copied {
+            if v != Value::Nil {
+                put(k, v);
+            }
+        }
+        put("name_label", Value::String(info.name.clone()));
+        put("SR", Value::str(sr));
+        put("virtual_size", Value::Int(info.virtual_size as i64));
+        put(
+            "physical_utilisation",
+            Value::Int(info.physical_utilisation as i64),
+        );
+        put("read_only", Value::Bool(info.read_only));
+        put("is_a_snapshot", Value::Bool(snapshot));
+        if snapshot {
+            put("snapshot_of", Value::str(of));
+            let now = crate::xenapi::value::format_datetime(self.unix_now(platform));
+            put("snapshot_time", Value::DateTime(now));
+        }
+        put("location", Value::String(uuid_from(info.uuid)));
+        self.db.insert(&VDI, vdi.clone(), fields);
+        self.add_to_set(&SR, sr, "VDIs", &vdi);
+        if snapshot {
+            self.add_to_set(&VDI, of, "snapshots", &vdi);
+        }
+        vdi
+    }
+
+    pub(super) fn sr_sizes(&mut self, sr: &str, s: &SrSummary) {
         self.set(&SR, sr, "physical_size", Value::Int(s.physical_size as i64));
         self.set(
             &SR,

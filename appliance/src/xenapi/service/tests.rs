@@ -1222,4 +1222,5 @@ fn storage_calls_are_answered_when_their_job_ends() {
 
 mod guest_net;
 mod pif_ip;
+mod vm_clone;
 mod vm_power;

@@ -27,7 +27,7 @@ use crate::xenapi::value::Value;
 pub const DISK_QUEUE_DEPTH: usize = 64;
 
 /// Fields `VBD.create` takes from its record.
-const CREATE_FIELDS: &[&str] = &[
+pub(super) const CREATE_FIELDS: &[&str] = &[
     "userdevice",
     "bootable",
     "mode",

@@ -1,4 +1,4 @@
-//! The built-in template, `VM.clone`/`copy`/`provision`, the memory and
+//! The built-in template, `VM.provision`, the memory and
 //! vCPU setters with xapi's constraints, and `auto_poweron` at boot.
 
 use alloc::string::{String, ToString};
@@ -44,7 +44,7 @@ fn map_get<'a>(value: Option<&'a Value>, key: &str) -> Option<&'a str> {
 }
 
 impl XenApi {
-    fn vm_state_is_halted(&self, vm: &str) -> Result<(), ApiError> {
+    pub(super) fn vm_state_is_halted(&self, vm: &str) -> Result<(), ApiError> {
         let object = self
             .db
             .get(&VM, vm)
@@ -62,7 +62,7 @@ impl XenApi {
         }
     }
 
-    fn new_metrics(&mut self, platform: &mut dyn Platform) -> String {
+    pub(super) fn new_metrics(&mut self, platform: &mut dyn Platform) -> String {
         let (metrics, uuid) = new_id(platform);
         self.db.insert(
             &VM_METRICS,
@@ -111,70 +111,6 @@ impl XenApi {
         }
         self.db.insert(&VM, reference, fields);
         log::info!("xenapi: built-in template {DIRECT_BOOT_TEMPLATE:?} added");
-    }
-
-    /// `VM.clone(vm, new_name)` and `VM.copy(vm, new_name, sr)`: a halted
-    /// VM or template without disks is copied whole (a template stays a
-    /// template, as in xapi).
-    pub(super) fn clone_vm(
-        &mut self,
-        vm: &str,
-        new_name: &str,
-        platform: &mut dyn Platform,
-    ) -> Result<Value, ApiError> {
-        self.vm_state_is_halted(vm)?;
-        let source = self
-            .db
-            .get(&VM, vm)
-            .ok_or_else(|| ApiError::handle_invalid("VM", vm))?
-            .fields
-            .clone();
-        if let Some(Value::Array(vbds)) = get(&source, "VBDs")
-            && !vbds.is_empty()
-        {
-            return Err(ApiError::new(
-                "OPERATION_NOT_ALLOWED",
-                &[
-                    "copy-on-write disk clones are not supported yet: only VMs without VBDs can be cloned",
-                ],
-            ));
-        }
-        let (reference, uuid) = new_id(platform);
-        let blank = default_record(&VM, &uuid);
-        let metrics = self.new_metrics(platform);
-        let mut fields = source;
-        // What belongs to the original alone starts afresh.
-        for name in [
-            "uuid",
-            "current_operations",
-            "is_default_template",
-            "resident_on",
-            "consoles",
-            "VIFs",
-            "VBDs",
-            "snapshots",
-            "children",
-            "blobs",
-            "guest_metrics",
-            "generation_id",
-        ] {
-            if let Some(v) = get(&blank, name).cloned() {
-                set(&mut fields, name, v);
-            }
-        }
-        let template = get(&fields, "is_a_template") == Some(&Value::Bool(true));
-        set(&mut fields, "name_label", Value::str(new_name));
-        set(&mut fields, "metrics", Value::String(metrics));
-        set(&mut fields, "parent", Value::str(vm));
-        set(&mut fields, "power_state", Value::str("Halted"));
-        set(&mut fields, "domid", Value::Int(-1));
-        set(
-            &mut fields,
-            "allowed_operations",
-            allowed_operations("Halted", template),
-        );
-        self.db.insert(&VM, reference.clone(), fields);
-        Ok(Value::String(reference))
     }
 
     /// `VM.provision(vm)`: creates the disks the template's
