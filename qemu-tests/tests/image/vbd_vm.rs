@@ -5,7 +5,8 @@
 //! through the disk channel by the poll loop's iSCSI jobs. The guest prints
 //! the MD5 of the whole disk (compared with the pattern's), writes a sector
 //! and powers off; the VBD is detached and `GET /export_raw_vdi` shows the
-//! guest's sector in the VDI.
+//! guest's sector in the VDI. Then `VM.clone` of the halted VM clones its
+//! disk copy-on-write and the clone's guest reads the same data.
 
 use std::fs;
 use std::process::Command;
@@ -21,8 +22,8 @@ const PASSWORD: &str = "qemu-vbd-password";
 const VDI_BYTES: usize = 4 << 20;
 const GUEST_MARK: &[u8] = b"KEEL-GUEST-WROTE-VBD-SECTOR-21";
 const GUEST_SECTOR: usize = 21;
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(500);
-const QEMU_HARD_TIMEOUT: Duration = Duration::from_secs(560);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
+const QEMU_HARD_TIMEOUT: Duration = Duration::from_secs(960);
 
 /// The modules in load order (dependencies first).
 const MODULES: &[&str] = &[
@@ -106,6 +107,18 @@ assert x.VBD.get_currently_attached(vbd) is False
 with urllib.request.urlopen(f"{url}/export_raw_vdi?{q}", timeout=200) as r:
     out = r.read()
 open(os.environ["VDI_OUT"], "wb").write(out)
+# The halted VM cloned: its disk is a copy-on-write clone of the VDI, and
+# the clone's guest reads what the first guest left there.
+clone = x.VM.clone(vm, "vbd2")
+[cvbd] = x.VM.get_VBDs(clone)
+cvdi = x.VBD.get_VDI(cvbd)
+assert cvdi != vdi and x.VDI.get_SR(cvdi) == sr
+assert x.VBD.get_userdevice(cvbd) == "0" and x.VBD.get_bootable(cvbd) is True
+x.VM.start(clone, False, False)
+end = time.monotonic() + float(os.environ["GUEST_TIMEOUT"])
+while x.VM.get_power_state(clone) != "Halted" and time.monotonic() < end:
+    time.sleep(0.5)
+assert x.VM.get_power_state(clone) == "Halted", "the clone's guest did not power off"
 print("FLOW-DONE", len(out))
 "#;
 
@@ -236,10 +249,21 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
         exported == expected,
         "the export holds the pattern and the guest's sector"
     );
+    let md5 = md5_hex(&expected);
+    assert!(
+        serial.contains(&format!("vm vbd2: KEEL-VBD-MD5={md5}")),
+        "the clone's guest reads the VDI as the first guest left it (md5 {md5}):\n{}",
+        qemu.serial_tail(80)
+    );
     for l in serial.lines().filter(|l| l.contains("KEEL-VBD-DD=")) {
         let at = l.find("KEEL-VBD-DD=").unwrap_or(0) + "KEEL-VBD-DD=".len();
+        let of = if l.contains("vm vbd2:") {
+            " (the clone's copy-on-write VDI)"
+        } else {
+            ""
+        };
         println!(
-            "FIGURE guest virtio-blk direct read of an iSCSI VDI through the disk channel: {}",
+            "FIGURE guest virtio-blk direct read of an iSCSI VDI through the disk channel{of}: {}",
             &l[at..]
         );
     }
