@@ -31,16 +31,8 @@ const GUEST_MARK: &[u8] = b"KEEL-GUEST-WROTE-SECTOR-9";
 const GUEST_SECTOR: usize = 9;
 const ISO_MARK: &[u8] = b"KEEL-READ-ONLY-ISO-1";
 
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mkdir -p /proc /sys /dev /tmp
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in MODULES; do
-    insmod /modules/$m.ko || echo "KEEL-INSMOD-FAILED $m" > /dev/console
-done
-i=0
+/// The init after [`super::GUEST_INIT_PREAMBLE`].
+const INIT: &str = r#"i=0
 while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
 echo "KEEL-VDA-SECTORS=$(cat /sys/block/vda/size)" > /dev/console
 echo "KEEL-VDA-WRITE-ZEROES-MAX=$(cat /sys/block/vda/queue/write_zeroes_max_bytes)" > /dev/console
@@ -77,7 +69,7 @@ fn disk_image() -> Vec<u8> {
 }
 
 fn guest_initrd() -> Vec<u8> {
-    let init = INIT
+    let init = format!("{}{INIT}", super::GUEST_INIT_PREAMBLE)
         .replace("MODULES", &MODULES.join(" "))
         .replace("GUEST_MARK", &String::from_utf8_lossy(GUEST_MARK))
         .replace("GUEST_SECTOR", &GUEST_SECTOR.to_string());

@@ -40,16 +40,8 @@ const STREAM_BYTES: u64 = 16 << 20;
 /// asks for long before the guest boots (asserted through /health).
 const HOST_IP: &str = "10.0.2.15";
 
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mkdir -p /proc /sys /dev /tmp
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in MODULES; do
-    insmod /modules/$m.ko || echo "KEEL-INSMOD-FAILED $m" > /dev/console
-done
-i=0
+/// The init after [`super::GUEST_INIT_PREAMBLE`].
+const INIT: &str = r#"i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
 echo "KEEL-NET-DEV=$(cat /sys/class/net/eth0/address) mtu $(cat /sys/class/net/eth0/mtu)" > /dev/console
 ip link set lo up
@@ -78,7 +70,7 @@ exit 0
 "#;
 
 fn guest_initrd(sink_port: u16) -> Vec<u8> {
-    let init = INIT
+    let init = format!("{}{INIT}", super::GUEST_INIT_PREAMBLE)
         .replace("MODULES", &MODULES.join(" "))
         .replace("HOST_IP", HOST_IP)
         .replace("SINK_PORT", &sink_port.to_string())

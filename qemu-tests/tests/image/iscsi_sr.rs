@@ -60,16 +60,38 @@ fn kill(pid: u32) {
 
 impl Tgtd {
     pub(super) fn start(dir: &Path) -> Tgtd {
+        Tgtd::start_on(dir, None)
+    }
+
+    /// A tgtd whose portal is `address`:3260 in the namespace `netns`
+    /// (the namespace's tgtd is alone there: the port is free).
+    pub(super) fn start_in(dir: &Path, netns: &str, address: &str) -> Tgtd {
+        Tgtd::start_on(dir, Some((netns, address)))
+    }
+
+    fn start_on(dir: &Path, netns: Option<(&str, &str)>) -> Tgtd {
         for attempt in 0..5u16 {
-            let port = free_port();
+            let (port, address) = match netns {
+                Some((_, address)) => (3260, address),
+                None => (free_port(), "127.0.0.1"),
+            };
             let control = 25_000 + (std::process::id() % 5_000) as u16 + attempt * 13;
             let backing = dir.join("lun1.img");
             File::create(&backing)
                 .and_then(|f| f.set_len(LUN_BYTES))
                 .expect("backing file");
             let log = File::create(dir.join(format!("tgtd-{attempt}.log"))).expect("tgtd log");
-            let child = Command::new("tgtd")
-                .args(["-f", "--iscsi", &format!("portal=127.0.0.1:{port}")])
+            // `ip netns exec` execs tgtd: the child's pid is tgtd's.
+            let mut command = match netns {
+                Some((ns, _)) => {
+                    let mut c = Command::new("ip");
+                    c.args(["netns", "exec", ns, "tgtd"]);
+                    c
+                }
+                None => Command::new("tgtd"),
+            };
+            let child = command
+                .args(["-f", "--iscsi", &format!("portal={address}:{port}")])
                 .args(["-C", &control.to_string()])
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
@@ -94,7 +116,7 @@ impl Tgtd {
                 backing,
                 done,
             };
-            if t.wait_ready() {
+            if t.wait_ready(netns.map(|(ns, _)| ns)) {
                 t.configure();
                 return t;
             }
@@ -102,20 +124,42 @@ impl Tgtd {
         panic!("tgtd did not start");
     }
 
-    fn wait_ready(&mut self) -> bool {
+    fn wait_ready(&mut self, netns: Option<&str>) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 return false;
             }
-            if self.try_admin(&["--op", "show", "--mode", "sys"])
-                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-            {
+            if self.try_admin(&["--op", "show", "--mode", "sys"]) && self.listening(netns) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Whether the portal accepts connections (in the namespace: whether
+    /// `ss` lists it as listening there).
+    fn listening(&self, netns: Option<&str>) -> bool {
+        let Some(ns) = netns else {
+            return TcpStream::connect(("127.0.0.1", self.port)).is_ok();
+        };
+        let sport = format!("sport = :{}", self.port);
+        super::lacp_switch::run(&["ip", "netns", "exec", ns, "ss", "-Hltn", &sport])
+            .is_ok_and(|out| !out.trim().is_empty())
+    }
+
+    /// Names the target to an SDK flow: `ISCSI_TARGET` (`target`, the
+    /// portal's address as the image reaches it), `ISCSI_PORT`, `ISCSI_IQN`
+    /// and the CHAP users and secrets both ways.
+    pub(super) fn sdk_env(&self, flow: &mut Command, target: &str) {
+        flow.env("ISCSI_TARGET", target)
+            .env("ISCSI_PORT", self.port.to_string())
+            .env("ISCSI_IQN", IQN)
+            .env("ISCSI_CHAP_USER", CHAP_USER)
+            .env("ISCSI_CHAP_SECRET", CHAP_SECRET)
+            .env("ISCSI_MUTUAL_USER", MUTUAL_USER)
+            .env("ISCSI_MUTUAL_SECRET", MUTUAL_SECRET);
     }
 
     fn try_admin(&self, args: &[&str]) -> bool {
@@ -256,14 +300,8 @@ fn sr_probe_create_and_vdis_on_tgtd_with_mutual_chap() {
         .arg(&script)
         .env("KEEL_URL", format!("http://127.0.0.1:{}", qemu.http_port()))
         .env("KEEL_PASSWORD", PASSWORD)
-        .env("ISCSI_TARGET", "10.0.2.2")
-        .env("ISCSI_PORT", tgtd.port.to_string())
-        .env("ISCSI_IQN", IQN)
-        .env("ISCSI_LUN_BYTES", LUN_BYTES.to_string())
-        .env("ISCSI_CHAP_USER", CHAP_USER)
-        .env("ISCSI_CHAP_SECRET", CHAP_SECRET)
-        .env("ISCSI_MUTUAL_USER", MUTUAL_USER)
-        .env("ISCSI_MUTUAL_SECRET", MUTUAL_SECRET);
+        .env("ISCSI_LUN_BYTES", LUN_BYTES.to_string());
+    tgtd.sdk_env(&mut python, "10.0.2.2");
     let finished = run_bounded(python, SCRIPT_TIMEOUT, qemu.dir(), "iscsi-sr")
         .expect("the SDK script finishes");
     let serial = qemu.serial();

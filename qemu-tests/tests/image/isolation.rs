@@ -22,7 +22,7 @@ use qemu_tests::cpio::Cpio;
 use qemu_tests::{PortRelay, run_bounded, workspace_root};
 
 use super::vm_lifecycle::{PASSWORD, guest_initrd, host_config};
-use super::{BOOT_TIMEOUT, health, keel};
+use super::{BOOT_TIMEOUT, assert_flow_passed, debian_library, health, keel, serial_end};
 
 /// One guest boot under our hypervisor under TCG, beside the hammer.
 const FLOW_TIMEOUT: Duration = Duration::from_secs(420);
@@ -39,16 +39,8 @@ const MODULES: &[&str] = &[
     "virtio_blk",
 ];
 
-const HAMMER_INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mkdir -p /proc /sys /dev
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in MODULES; do
-    insmod /modules/$m.ko || echo "KEEL-INSMOD-FAILED $m" > /dev/console
-done
-i=0
+/// The init after [`super::GUEST_INIT_PREAMBLE`].
+const HAMMER_INIT: &str = r#"i=0
 while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
 [ -b /dev/vda ] || echo KEEL-HAMMER-NO-DISK > /dev/console
 n=0
@@ -139,7 +131,8 @@ fn run_sink(sink: TcpListener, total: Arc<AtomicU64>) {
 }
 
 fn hammer_initrd() -> Vec<u8> {
-    let init = HAMMER_INIT.replace("MODULES", &MODULES.join(" "));
+    let init = format!("{}{HAMMER_INIT}", super::GUEST_INIT_PREAMBLE)
+        .replace("MODULES", &MODULES.join(" "));
     super::peer_initrd(MODULES, &[("init", 0o755, init.as_bytes())])
 }
 
@@ -165,10 +158,7 @@ fn disk_hammering_and_nic_flooding_guests_do_not_starve_another_guests_console_o
         fs::read(peer.join("vmlinuz")).expect("target/peer/vmlinuz (run `cargo xtask setup`)");
     let mut cpio = Cpio::default();
     cpio.file("host-config.bin", 0o644, &host_config(builder.dir()));
-    cpio.directory("library");
-    cpio.directory("library/debian");
-    cpio.file("library/debian/vmlinuz", 0o644, &vmlinuz);
-    cpio.file("library/debian/initrd", 0o644, &guest_initrd(&peer));
+    debian_library(&mut cpio, &guest_initrd(&peer));
     cpio.file("guests/hammer/kernel", 0o644, &vmlinuz);
     cpio.file("guests/hammer/initrd", 0o644, &hammer_initrd());
     cpio.file("guests/hammer/cmdline", 0o644, b"console=ttyS0 quiet");
@@ -199,19 +189,13 @@ fn disk_hammering_and_nic_flooding_guests_do_not_starve_another_guests_console_o
         .env("KEEL_PASSWORD", PASSWORD);
     let finished =
         run_bounded(python, FLOW_TIMEOUT, qemu.dir(), "isolation_flow").expect("the flow ends");
-    let serial = qemu.serial();
-    let tail = serial
-        .get(serial.len().saturating_sub(6000)..)
-        .unwrap_or(&serial);
-    assert!(
-        finished.status.success() && finished.stdout.contains("KEEL-ISOLATION-FLOW-OK"),
-        "isolation_flow.py failed ({}):\n{}\n--- serial (last 6000 bytes) ---\n{tail}",
-        finished.status,
-        finished.output(),
+    let serial = assert_flow_passed(
+        &finished,
+        &qemu,
+        "isolation_flow.py",
+        "KEEL-ISOLATION-FLOW-OK",
     );
-    for line in finished.stdout.lines().filter(|l| l.starts_with("FIGURE ")) {
-        println!("{line}");
-    }
+    let tail = serial_end(&serial);
     // The hammer kept going while the other guest and the API answered.
     let after = hammer_passes(&serial).unwrap_or(0);
     assert!(

@@ -43,6 +43,8 @@ address = "10.218.20.2/24"
 pub(super) const PASSWORD: &str = "qemu-tests-password";
 pub(super) const MGMT_IP: &str = "10.218.5.2";
 pub(super) const STORAGE_IP: &str = "10.218.20.2";
+/// The test host's address on the storage VLAN.
+pub(super) const STORAGE_PEER: &str = "10.218.20.1";
 
 /// A short command under `timeout`; its stdout or why it failed.
 pub(super) fn run(args: &[&str]) -> Result<String, String> {

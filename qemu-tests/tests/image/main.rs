@@ -23,6 +23,7 @@ mod upgrade_api;
 mod upgrade_writer;
 mod vbd_vm;
 mod vm_lifecycle;
+mod workflow;
 mod xenapi;
 
 use std::time::Duration;
@@ -97,6 +98,78 @@ pub fn peer_initrd(modules: &[&str], files: &[(&str, u32, &[u8])]) -> Vec<u8> {
     initrd.resize(initrd.len().div_ceil(4) * 4, 0);
     initrd.extend(overlay.finish());
     initrd
+}
+
+/// The stock Debian kernel's virtio-pci transport modules, in load order:
+/// what a guest loads before its virtio-blk or virtio-net driver.
+pub const VIRTIO_PCI_MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+];
+
+/// The first lines of a Debian guest's initrd `/init`: busybox's applets,
+/// proc, sys and devtmpfs mounted, then each of `MODULES` (replaced by the
+/// caller with the names) loaded from `/modules`, a failure said on the console.
+pub const GUEST_INIT_PREAMBLE: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in MODULES; do
+    insmod /modules/$m.ko || echo "KEEL-INSMOD-FAILED $m" > /dev/console
+done
+"#;
+
+/// Puts the Debian peer's kernel and `initrd` in the boot archive's
+/// library: the VMs' `PV_kernel = boot:debian/vmlinuz` and
+/// `PV_ramdisk = boot:debian/initrd`.
+pub fn debian_library(cpio: &mut qemu_tests::cpio::Cpio, initrd: &[u8]) {
+    let vmlinuz = qemu_tests::workspace_root().join("target/peer/vmlinuz");
+    cpio.directory("library");
+    cpio.directory("library/debian");
+    cpio.file(
+        "library/debian/vmlinuz",
+        0o644,
+        &std::fs::read(&vmlinuz)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `cargo xtask setup`)", vmlinuz.display())),
+    );
+    cpio.file("library/debian/initrd", 0o644, initrd);
+}
+
+/// The last 6000 bytes of a serial log, for failure messages.
+pub fn serial_end(serial: &str) -> &str {
+    let mut at = serial.len().saturating_sub(6000);
+    while !serial.is_char_boundary(at) {
+        at += 1;
+    }
+    &serial[at..]
+}
+
+/// Asserts that the SDK flow `name` (run by `run_bounded`) exited 0 and
+/// printed `marker`, with its output and the serial log's end if not;
+/// passes its FIGURE lines on. Returns the serial log.
+pub fn assert_flow_passed(
+    finished: &qemu_tests::process::Finished,
+    qemu: &Qemu,
+    name: &str,
+    marker: &str,
+) -> String {
+    let serial = qemu.serial();
+    assert!(
+        finished.status.success() && finished.stdout.contains(marker),
+        "{name} failed ({}):\n{}\n--- serial (last 6000 bytes) ---\n{}",
+        finished.status,
+        finished.output(),
+        serial_end(&serial)
+    );
+    for line in finished.stdout.lines().filter(|l| l.starts_with("FIGURE ")) {
+        println!("{line}");
+    }
+    serial
 }
 
 /// `GET /health`, asserted to be a 200 JSON answer; returns it and its parsed body.

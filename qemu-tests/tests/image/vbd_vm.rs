@@ -13,9 +13,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::cpio::Cpio;
-use qemu_tests::{TestDir, run_bounded, workspace_root};
+use qemu_tests::{TestDir, run_bounded};
 
-use super::iscsi_sr::{CHAP_SECRET, CHAP_USER, IQN, MUTUAL_SECRET, MUTUAL_USER, Tgtd};
+use super::iscsi_sr::Tgtd;
 use super::{BOOT_TIMEOUT, health, keel};
 
 const PASSWORD: &str = "qemu-vbd-password";
@@ -25,26 +25,8 @@ const GUEST_SECTOR: usize = 21;
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
 const QEMU_HARD_TIMEOUT: Duration = Duration::from_secs(960);
 
-/// The modules in load order (dependencies first).
-const MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_legacy_dev",
-    "virtio_pci_modern_dev",
-    "virtio_pci",
-    "virtio_blk",
-];
-
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mkdir -p /proc /sys /dev /tmp
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in MODULES; do
-    insmod /modules/$m.ko || echo "KEEL-INSMOD-FAILED $m" > /dev/console
-done
-i=0
+/// The init after [`super::GUEST_INIT_PREAMBLE`].
+const INIT: &str = r#"i=0
 while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 echo "KEEL-VBD-SECTORS=$(cat /sys/block/vda/size)" > /dev/console
 t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
@@ -59,33 +41,17 @@ poweroff -f
 
 /// The SDK side: SR, VDI, import, VBD, VM, start, wait for Halted, export.
 const FLOW: &str = r#"
-import hashlib, os, sys, time, urllib.parse, urllib.request, xml.dom.minidom
+import os, sys, time, urllib.request
+sys.path.insert(0, os.environ["FLOW_DIR"])
 import XenAPI
+from storage_flow import imported_vdi, iscsi_sr
 url = os.environ["KEEL_URL"]
 s = XenAPI.Session(url)
 s.xenapi.login_with_password("root", os.environ["KEEL_PASSWORD"], "2.21", "vbd-test")
 x = s.xenapi
-sid = s._session
 host = x.host.get_all()[0]
-config = {"target": "10.0.2.2", "port": os.environ["ISCSI_PORT"], "targetIQN": os.environ["ISCSI_IQN"],
-          "chapuser": os.environ["ISCSI_CHAP_USER"], "chappassword": os.environ["ISCSI_CHAP_SECRET"],
-          "incoming_chapuser": os.environ["ISCSI_MUTUAL_USER"],
-          "incoming_chappassword": os.environ["ISCSI_MUTUAL_SECRET"]}
-try:
-    x.SR.probe(host, config, "lvmoiscsi", {})
-    raise AssertionError("probe without SCSIid must fail")
-except XenAPI.Failure as e:
-    doc = xml.dom.minidom.parseString(e.details[3])
-    config["SCSIid"] = doc.getElementsByTagName("SCSIid")[0].firstChild.data.strip()
-sr = x.SR.create(host, config, "0", "vbd-sr", "", "lvmoiscsi", "user", True, {})
-data = open(os.environ["VDI_PATTERN"], "rb").read()
-vdi = x.VDI.create({"SR": sr, "name_label": "disk0", "name_description": "",
-                    "virtual_size": str(len(data)), "type": "user", "sharable": False,
-                    "read_only": False, "other_config": {}})
-q = urllib.parse.urlencode({"session_id": sid, "vdi": vdi})
-req = urllib.request.Request(f"{url}/import_raw_vdi?{q}", data=data, method="PUT")
-with urllib.request.urlopen(req, timeout=200) as r:
-    assert r.status == 200, r.status
+sr = iscsi_sr(x, host, "vbd-sr")
+vdi, q = imported_vdi(s, url, sr, "disk0", open(os.environ["VDI_PATTERN"], "rb").read())
 template = x.VM.get_by_name_label("Debian-style direct boot")[0]
 vm = x.VM.clone(template, "vbd1")
 x.VM.provision(vm)
@@ -151,12 +117,13 @@ fn md5_hex(data: &[u8]) -> String {
 }
 
 fn guest_initrd() -> Vec<u8> {
-    let init = INIT
-        .replace("MODULES", &MODULES.join(" "))
+    let modules = [super::VIRTIO_PCI_MODULES, &["virtio_blk"]].concat();
+    let init = format!("{}{INIT}", super::GUEST_INIT_PREAMBLE)
+        .replace("MODULES", &modules.join(" "))
         .replace("VDI_MIB", &(VDI_BYTES >> 20).to_string())
         .replace("GUEST_MARK", &String::from_utf8_lossy(GUEST_MARK))
         .replace("GUEST_SECTOR", &GUEST_SECTOR.to_string());
-    super::peer_initrd(MODULES, &[("init", 0o755, init.as_bytes())])
+    super::peer_initrd(&modules, &[("init", 0o755, init.as_bytes())])
 }
 
 fn host_config(dir: &std::path::Path) -> Vec<u8> {
@@ -173,17 +140,9 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
     let dir = TestDir::for_current_test().expect("test dir");
     let tgtd = Tgtd::start(dir.path());
     let builder = keel(2, 1024).hard_timeout(QEMU_HARD_TIMEOUT);
-    let peer = workspace_root().join("target/peer");
     let mut cpio = Cpio::default();
     cpio.file("host-config.bin", 0o644, &host_config(builder.dir()));
-    cpio.directory("library");
-    cpio.directory("library/debian");
-    cpio.file(
-        "library/debian/vmlinuz",
-        0o644,
-        &fs::read(peer.join("vmlinuz")).expect("target/peer/vmlinuz (run `cargo xtask setup`)"),
-    );
-    cpio.file("library/debian/initrd", 0o644, &guest_initrd());
+    super::debian_library(&mut cpio, &guest_initrd());
     let archive = builder.dir().join("modules.cpio");
     fs::write(&archive, cpio.finish()).expect("write archive");
     let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
@@ -199,17 +158,16 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
     python
         .arg("-c")
         .arg(FLOW)
+        .env(
+            "FLOW_DIR",
+            qemu_tests::workspace_root().join("qemu-tests/tests/image"),
+        )
         .env("KEEL_URL", format!("http://127.0.0.1:{}", qemu.http_port()))
         .env("KEEL_PASSWORD", PASSWORD)
-        .env("ISCSI_PORT", tgtd.port.to_string())
-        .env("ISCSI_IQN", IQN)
-        .env("ISCSI_CHAP_USER", CHAP_USER)
-        .env("ISCSI_CHAP_SECRET", CHAP_SECRET)
-        .env("ISCSI_MUTUAL_USER", MUTUAL_USER)
-        .env("ISCSI_MUTUAL_SECRET", MUTUAL_SECRET)
         .env("VDI_PATTERN", &pattern_file)
         .env("VDI_OUT", &out_file)
         .env("GUEST_TIMEOUT", "400");
+    tgtd.sdk_env(&mut python, "10.0.2.2");
     let finished =
         run_bounded(python, SCRIPT_TIMEOUT, qemu.dir(), "vbd-flow").expect("the flow finishes");
     assert!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 use qemu_tests::cpio::Cpio;
 use qemu_tests::{PortRelay, run_bounded, workspace_root};
 
-use super::{BOOT_TIMEOUT, health, keel};
+use super::{BOOT_TIMEOUT, assert_flow_passed, debian_library, health, keel};
 
 pub(super) const PASSWORD: &str = "qemu-vm-password";
 /// Three guest boots under our hypervisor under TCG.
@@ -38,7 +38,7 @@ exec sh </dev/console >/dev/console 2>&1
 "#;
 
 /// `button.ko` out of the peer's kernel package.
-fn button_module(peer: &std::path::Path) -> Vec<u8> {
+pub(super) fn button_module(peer: &std::path::Path) -> Vec<u8> {
     let deb = fs::read_dir(peer)
         .expect("target/peer (run `cargo xtask setup`)")
         .filter_map(Result::ok)
@@ -88,14 +88,7 @@ fn xenapi_runs_a_debian_vm_from_the_template() {
     let peer = workspace_root().join("target/peer");
     let mut cpio = Cpio::default();
     cpio.file("host-config.bin", 0o644, &host_config(builder.dir()));
-    cpio.directory("library");
-    cpio.directory("library/debian");
-    cpio.file(
-        "library/debian/vmlinuz",
-        0o644,
-        &fs::read(peer.join("vmlinuz")).expect("target/peer/vmlinuz (run `cargo xtask setup`)"),
-    );
-    cpio.file("library/debian/initrd", 0o644, &guest_initrd(&peer));
+    debian_library(&mut cpio, &guest_initrd(&peer));
     let archive = builder.dir().join("modules.cpio");
     fs::write(&archive, cpio.finish()).expect("write archive");
     let qemu = builder.initrd(&archive).spawn().expect("spawn QEMU");
@@ -112,16 +105,7 @@ fn xenapi_runs_a_debian_vm_from_the_template() {
         .env("KEEL_URL", format!("http://127.0.0.1:{}", relay.port()))
         .env("KEEL_PASSWORD", PASSWORD);
     let finished = run_bounded(python, FLOW_TIMEOUT, qemu.dir(), "vm_flow").expect("vm_flow ends");
-    let serial = qemu.serial();
-    assert!(
-        finished.status.success() && finished.stdout.contains("KEEL-VM-FLOW-OK"),
-        "vm_flow.py failed ({}):\n{}\n--- serial (last 6000 bytes) ---\n{}",
-        finished.status,
-        finished.output(),
-        serial
-            .get(serial.len().saturating_sub(6000)..)
-            .unwrap_or(&serial)
-    );
+    let serial = assert_flow_passed(&finished, &qemu, "vm_flow.py", "KEEL-VM-FLOW-OK");
     // The clean shutdown went through the guest's ACPI power button.
     // (The shell's prompt may share the line.)
     assert!(

@@ -1,0 +1,42 @@
+"""Storage steps the image tests' SDK flows share: xapi's lvmoiscsi SR on the
+tgtd LUN the test started (named by the ISCSI_* environment variables), and
+a VDI filled through PUT /import_raw_vdi."""
+
+import os
+import urllib.parse
+import urllib.request
+import xml.dom.minidom
+
+import XenAPI
+
+
+def iscsi_sr(x, host, name):
+    """SR.probe without the SCSIid (its answer lists the LUN), then SR.create
+    with mutual CHAP; returns the SR."""
+    env = os.environ
+    config = {"target": env.get("ISCSI_TARGET", "10.0.2.2"), "port": env["ISCSI_PORT"],
+              "targetIQN": env["ISCSI_IQN"],
+              "chapuser": env["ISCSI_CHAP_USER"], "chappassword": env["ISCSI_CHAP_SECRET"],
+              "incoming_chapuser": env["ISCSI_MUTUAL_USER"],
+              "incoming_chappassword": env["ISCSI_MUTUAL_SECRET"]}
+    try:
+        x.SR.probe(host, config, "lvmoiscsi", {})
+        raise AssertionError("probe without SCSIid must fail")
+    except XenAPI.Failure as e:
+        doc = xml.dom.minidom.parseString(e.details[3])
+        config["SCSIid"] = doc.getElementsByTagName("SCSIid")[0].firstChild.data.strip()
+    return x.SR.create(host, config, "0", name, "", "lvmoiscsi", "user", True, {})
+
+
+def imported_vdi(session, url, sr, name, data):
+    """A VDI of len(data) bytes in `sr` holding `data`; (vdi, its query
+    string for /import_raw_vdi and /export_raw_vdi)."""
+    x = session.xenapi
+    vdi = x.VDI.create({"SR": sr, "name_label": name, "name_description": "",
+                        "virtual_size": str(len(data)), "type": "user", "sharable": False,
+                        "read_only": False, "other_config": {}})
+    q = urllib.parse.urlencode({"session_id": session._session, "vdi": vdi})
+    req = urllib.request.Request(f"{url}/import_raw_vdi?{q}", data=data, method="PUT")
+    with urllib.request.urlopen(req, timeout=200) as r:
+        assert r.status == 200, r.status
+    return vdi, q
