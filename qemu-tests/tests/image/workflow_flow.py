@@ -48,9 +48,11 @@ def http_status(ip, path):
         return e.code
 
 
-def ping(ip, count, wait):
-    return subprocess.run(["ping", "-n", "-c", str(count), "-i", "0.2", "-W", str(wait), ip],
-                          capture_output=True, text=True, timeout=count * (wait + 1) + 10)
+def ping(ip, count, deadline):
+    """`count` pings; ping ends when all are answered or after `deadline` s
+    (a late answer under TCG counts, a missing one does not)."""
+    return subprocess.run(["ping", "-n", "-c", str(count), "-i", "0.2", "-w", str(deadline), ip],
+                          capture_output=True, text=True, timeout=deadline + 10)
 
 
 def wait_reachable(ip, timeout):
@@ -63,8 +65,8 @@ def wait_reachable(ip, timeout):
 
 def ping_rtt(ip):
     """Five pings, all answered; their average round trip (ms)."""
-    out = ping(ip, 5, 2).stdout
-    assert " 0% packet loss" in out, out
+    out = ping(ip, 5, 30).stdout
+    assert "5 received" in out, out
     return float(re.search(r"= [\d.]+/([\d.]+)/", out).group(1))
 
 
