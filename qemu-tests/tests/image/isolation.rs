@@ -29,16 +29,6 @@ const FLOW_TIMEOUT: Duration = Duration::from_secs(420);
 const HARD_TIMEOUT: Duration = Duration::from_secs(600);
 const HAMMER_DISK_BYTES: usize = 8 << 20;
 
-/// The modules in load order (dependencies first).
-const MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_legacy_dev",
-    "virtio_pci_modern_dev",
-    "virtio_pci",
-    "virtio_blk",
-];
-
 /// The init after [`super::GUEST_INIT_PREAMBLE`].
 const HAMMER_INIT: &str = r#"i=0
 while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
@@ -52,28 +42,11 @@ while :; do
 done
 "#;
 
-/// The flood guest's modules, in load order.
-const NET_MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_legacy_dev",
-    "virtio_pci_modern_dev",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-];
+/// The flood guest's modules after the virtio-pci transport, in load order.
+const NET_MODULES: &[&str] = &["failover", "net_failover", "virtio_net"];
 
-const FLOOD_INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mkdir -p /proc /sys /dev
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-for m in MODULES; do
-    insmod /modules/$m.ko || echo "KEEL-INSMOD-FAILED $m" > /dev/console
-done
-i=0
+/// The flood guest's init after [`super::GUEST_INIT_PREAMBLE`].
+const FLOOD_INIT: &str = r#"i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
 ip link set lo up
 ip link set eth0 up
@@ -98,11 +71,12 @@ exit 0
 "#;
 
 fn flood_initrd(sink_port: u16) -> Vec<u8> {
-    let init = FLOOD_INIT
-        .replace("MODULES", &NET_MODULES.join(" "))
+    let modules = [super::VIRTIO_PCI_MODULES, NET_MODULES].concat();
+    let init = format!("{}{FLOOD_INIT}", super::GUEST_INIT_PREAMBLE)
+        .replace("MODULES", &modules.join(" "))
         .replace("SINK_PORT", &sink_port.to_string());
     super::peer_initrd(
-        NET_MODULES,
+        &modules,
         &[
             ("init", 0o755, init.as_bytes()),
             ("udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes()),
@@ -131,9 +105,10 @@ fn run_sink(sink: TcpListener, total: Arc<AtomicU64>) {
 }
 
 fn hammer_initrd() -> Vec<u8> {
+    let modules = [super::VIRTIO_PCI_MODULES, &["virtio_blk"]].concat();
     let init = format!("{}{HAMMER_INIT}", super::GUEST_INIT_PREAMBLE)
-        .replace("MODULES", &MODULES.join(" "));
-    super::peer_initrd(MODULES, &[("init", 0o755, init.as_bytes())])
+        .replace("MODULES", &modules.join(" "));
+    super::peer_initrd(&modules, &[("init", 0o755, init.as_bytes())])
 }
 
 /// The highest `KEEL-HAMMER-PASS n` in `serial`, if any.
