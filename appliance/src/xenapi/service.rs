@@ -125,6 +125,8 @@ pub struct XenApi {
     crashes: BTreeMap<String, Vec<Duration>>,
     /// The host config's management addressing (see `pif_ip::OVERRIDE_KEY`).
     config_addressing: String,
+    /// VMs whose disks are being cloned (`VM.clone`/`copy`).
+    cloning: alloc::collections::BTreeSet<String>,
 }
 
 /// What `host.get_server_certificate` and `/health` say of the HTTPS certificate.
@@ -213,6 +215,7 @@ impl XenApi {
             net_restored: false,
             crashes: BTreeMap::new(),
             config_addressing: pif_ip::config_addressing(config),
+            cloning: alloc::collections::BTreeSet::new(),
         }
     }
 

@@ -795,6 +795,9 @@ impl XenApi {
         result: Result<JobOutput, JobError>,
         platform: &mut dyn Platform,
     ) -> Result<Value, ApiError> {
+        if let Completion::CloneVm(plan) = &completion {
+            self.clone_ended(plan);
+        }
         if let (Completion::CloneVm(plan), Err(e)) = (&completion, &result) {
             return Err(plan.failed(e));
         }

@@ -154,13 +154,34 @@ impl XenApi {
         sr: Option<&str>,
         platform: &mut dyn Platform,
     ) -> Outcome {
+        if self.cloning.contains(vm) {
+            return Outcome::Done(Err(in_progress(vm)));
+        }
         match self.plan_vm_clone(vm, new_name, sr, platform) {
             Err(e) => Outcome::Done(Err(e)),
             Ok((plan, None)) => Outcome::Done(self.record_vm_clone(plan, None, platform)),
-            Ok((plan, Some(spec))) => Outcome::Storage(Box::new(StorageCall {
-                spec,
-                completion: Completion::CloneVm(Box::new(plan)),
-            })),
+            Ok((plan, Some(spec))) => {
+                // Until its disks are cloned the VM neither starts nor goes.
+                self.cloning.insert(String::from(vm));
+                Outcome::Storage(Box::new(StorageCall {
+                    spec,
+                    completion: Completion::CloneVm(Box::new(plan)),
+                }))
+            }
+        }
+    }
+
+    /// A clone job of `plan`'s VM ended (well or not).
+    pub(super) fn clone_ended(&mut self, plan: &ClonePlan) {
+        self.cloning.remove(&plan.vm);
+    }
+
+    /// `OTHER_OPERATION_IN_PROGRESS` when a clone of `vm` is running.
+    pub(super) fn check_not_cloning(&self, vm: &str) -> Result<(), ApiError> {
+        if self.cloning.contains(vm) {
+            Err(in_progress(vm))
+        } else {
+            Ok(())
         }
     }
 
@@ -410,4 +431,9 @@ impl XenApi {
     ) -> Result<Value, ApiError> {
         self.record_vm_clone(plan, Some(summary), platform)
     }
+}
+
+/// xapi's answer while another operation holds the VM.
+fn in_progress(vm: &str) -> ApiError {
+    ApiError::new("OTHER_OPERATION_IN_PROGRESS", &["VM", vm])
 }

@@ -172,6 +172,7 @@ impl XenApi {
         if self.is_template(vm) {
             return Err(ApiError::new("VM_IS_TEMPLATE", &[vm]));
         }
+        self.check_not_cloning(vm)?;
         let state = self.vm_str(vm, "power_state");
         if state != "Halted" {
             return Err(bad_power_state(vm, "halted", &state));

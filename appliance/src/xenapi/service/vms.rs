@@ -155,6 +155,7 @@ impl XenApi {
 
     /// Destroys a halted VM and its metrics.
     pub(super) fn destroy_vm(&mut self, vm: &str) -> Result<Value, ApiError> {
+        self.check_not_cloning(vm)?;
         let field = |name: &str| {
             let object = self.db.get(&VM, vm)?;
             VM.field(name).map(|(i, _)| object.field(i).clone())

@@ -237,9 +237,25 @@ fn clone_copies_disks_copy_on_write_and_the_vifs_with_new_macs() {
     let asked: Vec<([u8; 16], &str)> = clones.iter().map(|c| (c.of, c.name.as_str())).collect();
     assert_eq!(asked, vec![(disks[0].1, "root"), (disks[1].1, "data")]);
     assert_ne!(clones[0].new, clones[1].new);
-    // Nothing is recorded before the disks exist.
+    // Nothing is recorded before the disks exist, and the VM is held.
     assert!(f.api.resume(ticket, &mut f.p).is_none());
     assert_eq!(count(&mut f, "VM"), before[0]);
+    for (method, args) in [
+        ("VM.start", serde_json::json!([s, vm, false, false])),
+        ("VM.destroy", serde_json::json!([s, vm])),
+        ("VM.clone", serde_json::json!([s, vm, "another"])),
+    ] {
+        let r = json(&mut f.api, &mut f.p, method, args);
+        assert_eq!(
+            r["error"]["message"], "OTHER_OPERATION_IN_PROGRESS",
+            "{method}: {r}"
+        );
+        assert_eq!(
+            r["error"]["data"],
+            serde_json::json!(["VM", vm]),
+            "{method}"
+        );
+    }
     let out = clones_made(&mut f, &clones);
     f.api.storage_finished(id, Ok(JobOutput::Sr(out)), &mut f.p);
     let clone = answer(&mut f, ticket)["result"].clone();
