@@ -11,8 +11,9 @@
 //! from `keel.ip=` on the command line and serves `/www` with busybox httpd.
 //! From an OVS port on VLAN 30 the flow pings the guest and reads its files;
 //! it writes data in the guest over the console, shuts it down through the
-//! ACPI power button, starts it again and finds the data; then a second VM
-//! boots a copy-on-write clone of that disk beside the running original and
+//! ACPI power button, starts it again and finds the data; `VM.clone` of the
+//! halted VM (its disk a copy-on-write clone, its VIF a MAC of its own,
+//! its address changed in `PV_args`) boots beside the running original and
 //! is reached too. Timings are FIGURE lines; every wait is bounded.
 
 use std::fs;

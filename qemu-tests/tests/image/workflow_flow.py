@@ -2,9 +2,9 @@
 CHAP, a network on VLAN 30 over the management bond, a VDI holding an ext4
 root filesystem, a VM with a VBD and a VIF; the guest is reached from VLAN 30
 (ping, HTTP), keeps data written over its console across a shutdown, and a
-second VM boots a copy-on-write clone of the disk beside it. Run by
-workflow.rs inside the test's namespace; every wait is bounded; timings are
-printed as FIGURE lines, never asserted."""
+clone of the VM (VM.clone: a copy-on-write clone of its disk) boots beside
+it. Run by workflow.rs inside the test's namespace; every wait is bounded;
+timings are printed as FIGURE lines, never asserted."""
 
 import os
 import re
@@ -79,6 +79,11 @@ def task_done(x, task, timeout):
     x.task.destroy(task)
 
 
+def pv_args(ip):
+    """The guest's command line: its address for the root's init."""
+    return f"console=ttyS0 quiet keel.ip={ip}/24"
+
+
 def new_vm(x, name, vdi, net, ip):
     """A VM from the template booting the Debian kernel with `vdi` as its
     disk, a VIF on `net` and `ip` on its command line; (vm, vif)."""
@@ -88,7 +93,7 @@ def new_vm(x, name, vdi, net, ip):
     x.VM.set_is_a_template(vm, False)
     x.VM.set_PV_kernel(vm, "boot:debian/vmlinuz")
     x.VM.set_PV_ramdisk(vm, "boot:debian/initrd")
-    x.VM.set_PV_args(vm, f"console=ttyS0 quiet keel.ip={ip}/24")
+    x.VM.set_PV_args(vm, pv_args(ip))
     x.VM.set_memory_limits(vm, MIB128, MIB128, MIB128, MIB128)
     x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
                   "type": "Disk", "empty": False, "other_config": {}})
@@ -181,11 +186,16 @@ def main():
     assert x.VM.get_power_state(vm) == "Halted"
     console.close()
 
-    log("the clone: VDI.clone of the disk, a second VM on it")
-    clone_vdi = x.VDI.clone(vdi, {})
-    clone, clone_vif = new_vm(x, "wf2", clone_vdi, net, clone_ip)
+    log("VM.clone of the halted VM: a copy-on-write clone of its disk, a VIF of its own")
+    clone = x.VM.clone(vm, "wf2")
+    [clone_vbd] = x.VM.get_VBDs(clone)
+    clone_vdi = x.VBD.get_VDI(clone_vbd)
+    assert clone_vdi != vdi and x.VDI.get_SR(clone_vdi) == sr, clone_vdi
+    [clone_vif] = x.VM.get_VIFs(clone)
+    assert x.VIF.get_network(clone_vif) == net
     clone_mac = x.VIF.get_MAC(clone_vif)
     assert clone_mac != mac and re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", clone_mac), clone_mac
+    x.VM.set_PV_args(clone, pv_args(clone_ip))
 
     console = start(session, vm, ip, mac, "second boot")
     console_run(console, "grep -x " + token + " /www/data.txt", "persisted")
