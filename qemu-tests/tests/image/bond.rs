@@ -31,6 +31,7 @@ fn management_and_storage_vlans_over_a_lacp_bond_with_open_vswitch() {
         &builder.dir().join("ovs"),
         &[5, 20],
         &MGMT_AND_STORAGE,
+        Duration::from_secs(200),
     );
     let (ns, taps) = (&switch.ns, &switch.taps);
 

@@ -26,15 +26,14 @@ pub(super) const CHAP_USER: &str = "keel-initiator";
 pub(super) const CHAP_SECRET: &str = "initiator-secret-0123";
 pub(super) const MUTUAL_USER: &str = "keel-target";
 pub(super) const MUTUAL_SECRET: &str = "target-secret-456789";
-/// tgtd is killed after this whatever happens (the watchdog thread).
-const TGTD_HARD_TIMEOUT: Duration = Duration::from_secs(400);
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(240);
 const QEMU_HARD_TIMEOUT: Duration = Duration::from_secs(360);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A tgtd on 127.0.0.1 with one target and one LUN, killed by its pid
-/// (SIGKILL: it ignores SIGTERM while targets exist) on drop or after
-/// [`TGTD_HARD_TIMEOUT`].
+/// (SIGKILL: it ignores SIGTERM while targets exist) on drop or, whatever
+/// happens, after the hard timeout it was started with (its watchdog
+/// thread): the test's QEMU hard timeout.
 pub(super) struct Tgtd {
     child: Child,
     pub(super) port: u16,
@@ -59,17 +58,17 @@ fn kill(pid: u32) {
 }
 
 impl Tgtd {
-    pub(super) fn start(dir: &Path) -> Tgtd {
-        Tgtd::start_on(dir, None)
+    pub(super) fn start(dir: &Path, hard_timeout: Duration) -> Tgtd {
+        Tgtd::start_on(dir, None, hard_timeout)
     }
 
     /// A tgtd whose portal is `address`:3260 in the namespace `netns`
     /// (the namespace's tgtd is alone there: the port is free).
-    pub(super) fn start_in(dir: &Path, netns: &str, address: &str) -> Tgtd {
-        Tgtd::start_on(dir, Some((netns, address)))
+    pub(super) fn start_in(dir: &Path, netns: &str, address: &str, hard_timeout: Duration) -> Tgtd {
+        Tgtd::start_on(dir, Some((netns, address)), hard_timeout)
     }
 
-    fn start_on(dir: &Path, netns: Option<(&str, &str)>) -> Tgtd {
+    fn start_on(dir: &Path, netns: Option<(&str, &str)>, hard_timeout: Duration) -> Tgtd {
         for attempt in 0..5u16 {
             let (port, address) = match netns {
                 Some((_, address)) => (3260, address),
@@ -100,7 +99,7 @@ impl Tgtd {
             let done = Arc::new(AtomicBool::new(false));
             let (pid, flag) = (child.id(), done.clone());
             std::thread::spawn(move || {
-                let end = Instant::now() + TGTD_HARD_TIMEOUT;
+                let end = Instant::now() + hard_timeout;
                 while Instant::now() < end {
                     if flag.load(Ordering::SeqCst) {
                         return;
@@ -286,7 +285,7 @@ fn boot(module: &Path, disk: &Path) -> Qemu {
 #[test]
 fn sr_probe_create_and_vdis_on_tgtd_with_mutual_chap() {
     let dir = TestDir::for_current_test().expect("test dir");
-    let tgtd = Tgtd::start(dir.path());
+    let tgtd = Tgtd::start(dir.path(), QEMU_HARD_TIMEOUT);
     let module = host_config(dir.path());
     let disk = dir.path().join("state.img");
     File::create(&disk)

@@ -91,10 +91,17 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(ns: &Netns, args: &[&str], pidfile: PathBuf, log: &Path) -> Result<Self, String> {
+    fn start(
+        ns: &Netns,
+        args: &[&str],
+        pidfile: PathBuf,
+        log: &Path,
+        limit: Duration,
+    ) -> Result<Self, String> {
         let log = fs::File::create(log).map_err(|e| e.to_string())?;
         let wrapper = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "timeout", "-s", "KILL", "200"])
+            .args(["netns", "exec", &ns.0, "timeout", "-s", "KILL"])
+            .arg(limit.as_secs().to_string())
             .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -149,7 +156,7 @@ pub(super) struct Ovs {
 }
 
 impl Ovs {
-    fn start(ns: &Netns, dir: &Path) -> Result<Self, String> {
+    fn start(ns: &Netns, dir: &Path, limit: Duration) -> Result<Self, String> {
         let p = |name: &str| dir.join(name).display().to_string();
         run(&[
             "ovsdb-tool",
@@ -169,6 +176,7 @@ impl Ovs {
             ],
             dir.join("ovsdb.pid"),
             &dir.join("ovsdb.out"),
+            limit,
         )?;
         wait_for_path(&dir.join("db.sock"))?;
         ns.run(&[
@@ -188,6 +196,7 @@ impl Ovs {
             ],
             dir.join("vswitchd.pid"),
             &dir.join("vswitchd.out"),
+            limit,
         )?;
         wait_for_path(&dir.join("vswitchd.ctl"))?;
         Ok(Ovs {
@@ -281,8 +290,15 @@ pub(super) struct LacpSwitch {
 }
 
 impl LacpSwitch {
-    /// Builds it in the namespace `keel-<name>-<pid>`, with OVS's files in `dir`.
-    pub(super) fn start(name: &str, dir: &Path, trunks: &[u16], ports: &[Port<'_>]) -> LacpSwitch {
+    /// Builds it in the namespace `keel-<name>-<pid>`, with OVS's files in
+    /// `dir`; OVS's daemons are killed after `limit` whatever happens.
+    pub(super) fn start(
+        name: &str,
+        dir: &Path,
+        trunks: &[u16],
+        ports: &[Port<'_>],
+        limit: Duration,
+    ) -> LacpSwitch {
         let ns = Netns(format!("keel-{name}-{}", std::process::id()));
         run(&["ip", "netns", "add", &ns.0]).expect("namespace");
         let taps: Vec<String> = (0..2).map(|i| format!("kqt{i}")).collect();
@@ -296,7 +312,7 @@ impl LacpSwitch {
         ns.run(&["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"])
             .expect("arp_ignore");
         fs::create_dir_all(dir).expect("ovs dir");
-        let ovs = Ovs::start(&ns, dir).expect("OVS");
+        let ovs = Ovs::start(&ns, dir, limit).expect("OVS");
         let trunks = trunks
             .iter()
             .map(u16::to_string)

@@ -138,7 +138,7 @@ fn host_config(dir: &std::path::Path) -> Vec<u8> {
 #[test]
 fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
     let dir = TestDir::for_current_test().expect("test dir");
-    let tgtd = Tgtd::start(dir.path());
+    let tgtd = Tgtd::start(dir.path(), QEMU_HARD_TIMEOUT);
     let builder = keel(2, 1024).hard_timeout(QEMU_HARD_TIMEOUT);
     let mut cpio = Cpio::default();
     cpio.file("host-config.bin", 0o644, &host_config(builder.dir()));

@@ -183,8 +183,14 @@ fn the_issue_8_workflow_sr_vlan_network_vdi_vm_clone_through_the_sdk() {
         cidr: VLAN_PEER,
         mtu: None,
     });
-    let switch = LacpSwitch::start("qwf", &builder.dir().join("ovs"), &[5, 20, VLAN], &ports);
-    let tgtd = Tgtd::start_in(builder.dir(), &switch.ns.0, STORAGE_PEER);
+    let switch = LacpSwitch::start(
+        "qwf",
+        &builder.dir().join("ovs"),
+        &[5, 20, VLAN],
+        &ports,
+        HARD_TIMEOUT,
+    );
+    let tgtd = Tgtd::start_in(builder.dir(), &switch.ns.0, STORAGE_PEER, HARD_TIMEOUT);
     let qemu = builder
         .initrd(&archive)
         .tap(&switch.taps[0])
