@@ -492,8 +492,17 @@ impl HostedJobs {
         let now = u64::try_from(platform.now().as_millis()).unwrap_or(u64::MAX);
         self.waiting.extend(api.take_storage_jobs());
         let mut w = 0;
-        while w < self.waiting.len() && self.running.len() < crate::app::MAX_ISCSI_JOBS {
+        while w < self.waiting.len() {
             let spec = &self.waiting[w].1;
+            let busy = self
+                .running
+                .iter()
+                .filter(|(_, j, _)| !iscsi::is_session(j.spec()))
+                .count();
+            if busy >= crate::app::MAX_ISCSI_JOBS && !iscsi::is_session(spec) {
+                w += 1;
+                continue;
+            }
             if self
                 .running
                 .iter()
@@ -529,7 +538,7 @@ impl HostedJobs {
                 i += 1;
             }
         }
-        !self.running.is_empty() || !self.waiting.is_empty()
+        !self.running.is_empty() || !self.waiting.is_empty() || api.disks_waiting()
     }
 }
 

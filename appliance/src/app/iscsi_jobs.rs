@@ -21,7 +21,7 @@ use crate::xenapi::XenApi;
 /// the heap is small, and several jobs may run at once).
 const RX_BUFFER: usize = 128 * 1024;
 const TX_BUFFER: usize = 128 * 1024;
-/// Jobs running at once; more wait in the service's queue.
+/// Jobs running at once (disk sessions aside); more wait in the service's queue.
 pub const MAX_JOBS: usize = crate::app::MAX_ISCSI_JOBS;
 /// How long a job waits for its interface to get an address (DHCP at boot).
 const ADDRESS_WAIT_MS: u64 = 60_000;
@@ -116,8 +116,17 @@ impl IscsiJobs {
         );
         let mut due: Option<u64> = None;
         let mut w = 0;
-        while self.running.len() < MAX_JOBS && w < self.waiting.len() {
+        while w < self.waiting.len() {
             let (_, spec, taken) = &self.waiting[w];
+            let busy = self
+                .running
+                .iter()
+                .filter(|r| !crate::iscsi::is_session(r.job.spec()))
+                .count();
+            if busy >= MAX_JOBS && !crate::iscsi::is_session(spec) {
+                w += 1;
+                continue;
+            }
             if self
                 .running
                 .iter()
@@ -180,6 +189,10 @@ impl IscsiJobs {
                 due = Some(due.map_or(d, |x| x.min(d)));
             }
             i += 1;
+        }
+        if api.disks_waiting() {
+            // A disk's slow request waits for its fast path to drain.
+            due = Some(due.map_or(now + 1, |d| d.min(now + 1)));
         }
         due.map(Duration::from_millis)
     }

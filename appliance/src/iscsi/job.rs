@@ -17,6 +17,7 @@ use storage::scsi;
 use storage::sr::{DEFAULT_CLUSTER_SIZE, Sr, SrError, SrType};
 use storage::staged::{BlockCache, Staged, StagedDevice};
 
+use super::fast::{CommandOf, DiskRun};
 use super::{
     CONNECT_TIMEOUT_MS, Figures, JOB_TIMEOUT_MS, JobError, JobOutput, JobSpec, LOGIN_TIMEOUT_MS,
     Link, LinkState, LunEntry, SrOp, SrSummary, Work,
@@ -54,9 +55,13 @@ enum Purpose {
     Capacity(usize),
     Serial(usize),
     DeviceId(usize),
-    Fetch { lba: u64 },
+    Fetch {
+        lba: u64,
+    },
     Write,
     Sync,
+    /// A command of a disk session's request.
+    Disk(CommandOf),
 }
 
 #[derive(Debug)]
@@ -108,6 +113,8 @@ pub struct Job {
     pending: BTreeMap<u32, Pending>,
     luns: Vec<LunProbe>,
     sr: Option<SrRun>,
+    /// A disk session's serving side, once its LUN is found.
+    disk: Option<DiskRun>,
     result: Option<Result<JobOutput, JobError>>,
     reported: bool,
     logged_out: bool,
@@ -168,6 +175,7 @@ impl Job {
             pending: BTreeMap::new(),
             luns: Vec::new(),
             sr: None,
+            disk: None,
             result: None,
             reported: false,
             logged_out: false,
@@ -201,6 +209,10 @@ impl Job {
     }
 
     fn fail(&mut self, e: JobError) {
+        if let Some(run) = &mut self.disk {
+            // What the session had not served is served again elsewhere.
+            run.release();
+        }
         if self.result.is_none() {
             self.result = Some(Err(e));
         }
@@ -217,7 +229,8 @@ impl Job {
         if self.state == State::Closed {
             return None;
         }
-        if self.result.is_none() && now.saturating_sub(self.started) > JOB_TIMEOUT_MS {
+        let session = matches!(self.spec.work, Work::Disk { .. });
+        if self.result.is_none() && !session && now.saturating_sub(self.started) > JOB_TIMEOUT_MS {
             self.fail(JobError::Session(format!(
                 "the job did not finish within {} s",
                 JOB_TIMEOUT_MS / 1000
@@ -427,7 +440,7 @@ impl Job {
                         },
                     );
                 }
-                Work::Luns | Work::Sr { .. } => {
+                Work::Luns | Work::Sr { .. } | Work::Disk { .. } => {
                     let len = 8 + 8 * 256;
                     self.scsi(
                         0,
@@ -450,6 +463,7 @@ impl Job {
                 return Ok(());
             }
         }
+        self.serve_disk();
         if let Some(run) = &self.sr
             && matches!(run.stage, SrStage::Attempt)
         {
@@ -479,7 +493,15 @@ impl Job {
                 let Some(mut pending) = self.pending.remove(&tag.0) else {
                     return Ok(());
                 };
-                let r = result.map_err(|e| JobError::Session(e.to_string()))?;
+                let r = match (result, pending.purpose) {
+                    (Ok(r), _) => r,
+                    (Err(e), Purpose::Disk(of)) => {
+                        log::warn!("iscsi: a disk command failed: {e}");
+                        self.disk_done(of, Err(()));
+                        return Ok(());
+                    }
+                    (Err(e), _) => return Err(JobError::Session(e.to_string())),
+                };
                 match scsi::check(r.status, &r.sense) {
                     Ok(()) => self.completed(pending.purpose, r, now),
                     Err(e) if e.is_unit_attention() && pending.retries < UNIT_ATTENTION_RETRIES => {
@@ -499,6 +521,11 @@ impl Job {
                         Ok(())
                     }
                     Err(e) => match pending.purpose {
+                        Purpose::Disk(of) => {
+                            log::warn!("iscsi: a disk command failed: {e}");
+                            self.disk_done(of, Err(()));
+                            Ok(())
+                        }
                         // A LUN without one of these pages is still listed.
                         Purpose::Capacity(_) | Purpose::Serial(_) | Purpose::DeviceId(_) => {
                             self.luns_done_check()
@@ -602,6 +629,39 @@ impl Job {
                 Ok(())
             }
             Purpose::Write | Purpose::Sync => Ok(()),
+            Purpose::Disk(of) => {
+                self.disk_done(of, Ok(r.data));
+                Ok(())
+            }
+        }
+    }
+
+    fn disk_done(&mut self, of: CommandOf, result: Result<Vec<u8>, ()>) {
+        if let Some(run) = &mut self.disk {
+            run.completed(of, result);
+            self.figures.bytes_read = run.bytes_read;
+            self.figures.bytes_written = run.bytes_written;
+        }
+    }
+
+    /// A disk session sends the commands of the requests queued for it, and
+    /// ends (with a logout) once the disk is detached and they completed.
+    fn serve_disk(&mut self) {
+        let Some(run) = &mut self.disk else {
+            return;
+        };
+        if run.finished() {
+            self.finish(Ok(JobOutput::SessionEnded));
+            return;
+        }
+        for (command, of) in run.take_commands() {
+            if let Err(e) = self.submit(command, Purpose::Disk(of)) {
+                if let Some(run) = &mut self.disk {
+                    run.completed(of, Err(()));
+                }
+                self.fail(e);
+                return;
+            }
         }
     }
 
@@ -617,7 +677,7 @@ impl Job {
                     | Purpose::DeviceId(_)
             )
         });
-        if identifying || self.sr.is_some() {
+        if identifying || self.sr.is_some() || self.disk.is_some() {
             return Ok(());
         }
         // Disks only (tgt's LUN 0 is its controller).
@@ -666,6 +726,29 @@ impl Job {
                     attempts: 0,
                     started: 0,
                 });
+                Ok(())
+            }
+            Work::Disk { scsi_id, path } => {
+                let found = self.luns.iter().find(|l| {
+                    l.scsi_id.as_deref() == Some(scsi_id.as_str()) && l.capacity.is_some()
+                });
+                let Some((lun, capacity)) = found.and_then(|l| Some((l.lun, l.capacity?))) else {
+                    return Err(JobError::NoSuchLun(scsi_id, entries));
+                };
+                if u64::from(capacity.block_size) != super::fast::SECTOR {
+                    // Guest sectors would not map to whole LUN blocks.
+                    return Err(JobError::Session(format!(
+                        "the LUN has {}-byte blocks; the disk fast path needs 512",
+                        capacity.block_size
+                    )));
+                }
+                log::info!("iscsi: disk session ready on LUN {lun}");
+                self.figures.sr_ms = 0;
+                self.disk = Some(DiskRun::new(
+                    path,
+                    scsi::lun_to_wire(lun),
+                    capacity.block_size,
+                ));
                 Ok(())
             }
             Work::Discover => Ok(()),
@@ -856,8 +939,10 @@ fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
                     done.push(storage::channel::DiskCompletion { tag: r.tag, result });
                 }
             }
+            // Where the VDI's clusters are now, for the disk's fast path.
+            let extents = sr.vdi_extents(uuid).map_err(e)?;
             sr.close().map_err(e)?;
-            Ok(JobOutput::Io(done))
+            Ok(JobOutput::Io { done, extents })
         }
         SrOp::CopyVdi {
             of,

@@ -20,6 +20,7 @@ use storage::iscsi::client::DiscoveredTarget;
 use storage::sr::VdiInfo;
 
 pub mod disk;
+pub mod fast;
 mod job;
 #[cfg(any(test, feature = "hosted"))]
 pub mod std_link;
@@ -159,6 +160,13 @@ pub enum Work {
     Luns,
     /// An operation on the SR of the LUN whose SCSIid is given.
     Sr { scsi_id: String, op: SrOp },
+    /// A session held while a disk is attached, serving its fast path
+    /// (see [`fast`]) on the LUN whose SCSIid is given. It touches no SR
+    /// metadata, so it runs beside the SR jobs of its LUN.
+    Disk {
+        scsi_id: String,
+        path: fast::DiskPath,
+    },
 }
 
 /// One request: where, who, what.
@@ -203,8 +211,14 @@ pub enum JobOutput {
     Sr(SrSummary),
     /// Bytes read from a VDI.
     Data(Vec<u8>),
-    /// The completions of an [`SrOp::Io`] batch, in its order.
-    Io(Vec<storage::channel::DiskCompletion>),
+    /// The completions of an [`SrOp::Io`] batch, in its order, and where
+    /// the VDI's clusters are after it.
+    Io {
+        done: Vec<storage::channel::DiskCompletion>,
+        extents: storage::sr::VdiExtents,
+    },
+    /// A disk session ended after its disk was detached.
+    SessionEnded,
 }
 
 /// Why a job failed, sorted the way the XenAPI reports it.
@@ -265,6 +279,12 @@ pub trait Link {
     fn close(&mut self);
 }
 
+/// Whether a job is a disk's session: it lasts as long as the disk is
+/// attached, so it does not count against the jobs run at once.
+pub fn is_session(spec: &JobSpec) -> bool {
+    matches!(spec.work, Work::Disk { .. })
+}
+
 /// Whether two jobs work on the SR of the same LUN.
 pub fn same_sr(a: &JobSpec, b: &JobSpec) -> bool {
     match (&a.work, &b.work) {
@@ -298,6 +318,7 @@ pub fn report(id: u64, spec: &JobSpec, result: &Result<JobOutput, JobError>, f: 
         Work::Discover => String::from("discovery"),
         Work::Luns => String::from("LUN listing"),
         Work::Sr { op, .. } => format!("SR {op:?}"),
+        Work::Disk { .. } => String::from("disk session"),
     };
     let what: String = what.split(" {").next().unwrap_or("").into();
     match result {

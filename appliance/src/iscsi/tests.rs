@@ -401,12 +401,14 @@ fn wrong_secrets_and_a_closed_port_are_refused() {
 
 /// A VDI on tgtd attached through a disk channel: a device thread runs a
 /// random read/write/flush model test through the blocking adapter while
-/// this thread serves the channel with batch jobs, as the poll loop does.
+/// this thread serves the channel with the disk's session and batch jobs,
+/// as the poll loop does.
 #[test]
 fn an_attached_vdi_serves_random_io_through_the_channel() {
     use storage::BlockDevice;
     use storage::channel::{ChannelDevice, DiskChannel, DiskGeometry, Wait};
 
+    const OPS: usize = 400;
     let tgtd = Tgtd::start();
     let (luns, _) = run(spec(tgtd.port, Work::Luns, CHAP.1, MUTUAL.1));
     let Ok(JobOutput::Luns(luns)) = luns else {
@@ -464,7 +466,7 @@ fn an_attached_vdi_serves_random_io_through_the_channel() {
             seed
         };
         let mut ops = 0;
-        for _ in 0..120 {
+        for _ in 0..OPS {
             let r = next();
             // Clusters are 1 MiB: spans that cross them, start inside
             // them, and land on clusters written before or never.
@@ -492,26 +494,83 @@ fn an_attached_vdi_serves_random_io_through_the_channel() {
         (ops, model)
     });
 
-    // The serving loop: one batch job at a time over a fresh connection.
+    // The serving loop, as the poll loop runs it: the disk's session (held
+    // across requests) and one batch job at a time beside it. Once, the
+    // session's connection is cut: what it had in flight is served again.
     let start = Instant::now();
-    let mut batches = 0;
+    let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let random: Vec<u8> = (0..RANDOM_BYTES as u8).map(|i| i ^ 0xa7).collect();
+    // Jobs whose result is in may still be logging out beside their successors.
+    let mut jobs: Vec<(bool, Job, StdLink)> = Vec::new();
+    let (mut batches, mut sessions, mut cut) = (0, 0, false);
+    let mut fast = Figures::default();
+    let mut serve =
+        |server: &mut disk::DiskServer, jobs: &mut Vec<(bool, Job, StdLink)>, cut: &mut bool| {
+            while let Some(job) = server.next_job() {
+                let (spec, session) = match job {
+                    disk::DiskJob::Session(spec) => {
+                        sessions += 1;
+                        (spec, true)
+                    }
+                    disk::DiskJob::Batch(spec) => {
+                        batches += 1;
+                        (spec, false)
+                    }
+                };
+                let link = StdLink::connect(spec.portal);
+                // Each job its own ISID: the same one would reinstate (end)
+                // the other's session.
+                let mut random = random.clone();
+                random[RANDOM_BYTES - 1] ^= (sessions * 64 + batches) as u8;
+                jobs.push((session, Job::new(spec, now(), &random).expect("job"), link));
+            }
+            for (session, job, link) in jobs.iter_mut() {
+                if *session && !*cut && job.figures().bytes_read > 256 * 1024 {
+                    // A connection reset under load.
+                    *cut = true;
+                    link.close();
+                }
+                job.poll(link, now());
+                match job.take_result() {
+                    Some(r) if *session => {
+                        let f = job.figures();
+                        fast.bytes_read += f.bytes_read;
+                        fast.bytes_written += f.bytes_written;
+                        server.session_ended(r);
+                    }
+                    Some(r) => server.finished(r),
+                    None => {}
+                }
+            }
+            jobs.retain(|(_, job, _)| !job.closed());
+        };
     while !device.is_finished() {
         assert!(
             start.elapsed() < Duration::from_secs(100),
             "the model test did not finish"
         );
-        match server.next_job() {
-            Some(job) => {
-                batches += 1;
-                let (result, _) = run(job);
-                server.finished(result);
-            }
-            None => std::thread::sleep(Duration::from_millis(1)),
-        }
+        serve(&mut server, &mut jobs, &mut cut);
+        std::thread::sleep(Duration::from_micros(200));
     }
+    // Detached: the session logs out once its commands are done.
+    server.close();
+    while !jobs.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(110),
+            "the session did not end"
+        );
+        serve(&mut server, &mut jobs, &mut cut);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        cut,
+        "the session served reads before its connection was cut"
+    );
+    assert!(sessions >= 2, "a new session after the cut ({sessions})");
+    assert!(fast.bytes_read > 0 && fast.bytes_written > 0, "{fast:?}");
     let (ops, model) = device.join().expect("the device thread");
-    assert_eq!(ops, 120);
-    assert!(batches > 0);
+    assert_eq!(ops, OPS);
+    assert!(batches > 0, "allocating writes go through the SR");
     // What the disk holds on the LUN, read back by plain jobs.
     let Ok(JobOutput::Data(back)) = sr(
         tgtd.port,
@@ -525,6 +584,5 @@ fn an_attached_vdi_serves_random_io_through_the_channel() {
         panic!("read back");
     };
     assert!(back == model, "the LUN holds what the model holds");
-    server.close();
     assert!(channel.is_closed());
 }

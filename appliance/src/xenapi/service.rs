@@ -113,7 +113,8 @@ pub struct XenApi {
     transfer_jobs: transfer::TransferJobs,
     /// Disks attached for running VMs, and their batch jobs (job → disk).
     disks: vbds::Disks,
-    disk_jobs: BTreeMap<u64, u64>,
+    /// Jobs of attached disks: the disk, and whether it is its session.
+    disk_jobs: BTreeMap<u64, (u64, bool)>,
     /// Address changes `PIF.reconfigure_ip` made, for the network owner to
     /// apply; `None` when nothing applies them (hosted).
     ip_changes: Option<Vec<pif_ip::IpChange>>,

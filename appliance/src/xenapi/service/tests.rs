@@ -1125,7 +1125,13 @@ fn storage_calls_are_answered_when_their_job_ends() {
             op: DiskOp::Flush,
         })
         .unwrap();
-    let (id, spec) = api.take_storage_jobs().remove(0);
+    let mut jobs = api.take_storage_jobs();
+    assert_eq!(jobs.len(), 2, "the disk's session and a batch");
+    let (session, spec) = jobs.remove(0);
+    assert!(matches!(spec.work, Work::Disk { .. }), "{spec:?}");
+    // Until the session is ready (and a batch told the extents), requests
+    // go through the SR.
+    let (id, spec) = jobs.remove(0);
     let Work::Sr {
         op: SrOp::Io { uuid: u, requests },
         ..
@@ -1153,7 +1159,13 @@ fn storage_calls_are_answered_when_their_job_ends() {
             result: Ok(Vec::new()),
         },
     ];
-    api.storage_finished(id, Ok(JobOutput::Io(done)), &mut p);
+    let extents = storage::sr::VdiExtents {
+        cluster_size: 1 << 20,
+        virtual_size: 1 << 20,
+        read_only: false,
+        clusters: Default::default(),
+    };
+    api.storage_finished(id, Ok(JobOutput::Io { done, extents }), &mut p);
     assert_eq!(channel.completion().map(|c| c.tag), Some(7));
     assert_eq!(channel.completion().map(|c| c.tag), Some(8));
     // The next batch; its job fails: the request fails with an I/O error.
@@ -1166,6 +1178,15 @@ fn storage_calls_are_answered_when_their_job_ends() {
             result: Err(storage::BlockError::Io)
         })
     );
+    // A session that breaks is started again.
+    api.storage_finished(
+        session,
+        Err(JobError::Session(String::from("reset"))),
+        &mut p,
+    );
+    let jobs = api.take_storage_jobs();
+    assert_eq!(jobs.len(), 1);
+    assert!(matches!(jobs[0].1.work, Work::Disk { .. }));
     api.detach_vm_disks(&vm);
     assert!(channel.is_closed());
     assert_eq!(

@@ -14,7 +14,7 @@ use storage::channel::{DiskChannel, DiskGeometry};
 
 use super::srs::{field_index, parse_uuid};
 use super::{XenApi, new_id};
-use crate::iscsi::disk::DiskServer;
+use crate::iscsi::disk::{DiskJob, DiskServer};
 use crate::iscsi::{JobError, JobOutput, SrOp};
 use crate::platform::Platform;
 use crate::xenapi::db::{NULL_REF, default_record};
@@ -311,26 +311,45 @@ impl XenApi {
         }
     }
 
-    /// Queues a batch job for each attached disk with requests waiting.
+    /// Queues the jobs the attached disks need (their sessions, batches
+    /// of requests for the SR).
     pub(super) fn pump_disks(&mut self) {
         let mut jobs = Vec::new();
         for (id, d) in &mut self.disks {
-            if let Some(spec) = d.server.next_job() {
-                jobs.push((*id, spec));
+            while let Some(job) = d.server.next_job() {
+                jobs.push((*id, job));
             }
         }
-        for (disk, spec) in jobs {
-            let job = self.next_ticket;
+        for (disk, job) in jobs {
+            let id = self.next_ticket;
             self.next_ticket += 1;
-            self.storage_queue.push_back((job, spec));
-            self.disk_jobs.insert(job, disk);
+            let (spec, session) = match job {
+                DiskJob::Batch(spec) => (spec, false),
+                DiskJob::Session(spec) => (spec, true),
+            };
+            self.storage_queue.push_back((id, spec));
+            self.disk_jobs.insert(id, (disk, session));
         }
     }
 
-    /// A disk's batch job ended.
-    pub(super) fn disk_finished(&mut self, disk: u64, result: Result<JobOutput, JobError>) {
+    /// Whether a disk's requests wait for its fast path to drain (ask
+    /// again soon: nothing else wakes the poll loop for it).
+    pub fn disks_waiting(&self) -> bool {
+        self.disks.values().any(|d| d.server.waiting())
+    }
+
+    /// A disk's job ended.
+    pub(super) fn disk_finished(
+        &mut self,
+        (disk, session): (u64, bool),
+        result: Result<JobOutput, JobError>,
+    ) {
         if let Some(d) = self.disks.get_mut(&disk) {
-            d.server.finished(result);
+            if session {
+                d.server.session_ended(result);
+            } else {
+                d.server.finished(result);
+            }
         }
     }
 }
