@@ -739,6 +739,7 @@ impl XenApi {
         snapshot: bool,
         platform: &mut dyn Platform,
     ) -> Result<StorageCall, ApiError> {
+        self.refuse_attached(vdi, if snapshot { "snapshot" } else { "clone" })?;
         let sr = self.field(&VDI, vdi, "SR");
         let sr = sr.as_str().unwrap_or(NULL_REF);
         let of = self
@@ -770,6 +771,7 @@ impl XenApi {
     }
 
     pub(super) fn vdi_destroy(&self, vdi: &str) -> Result<StorageCall, ApiError> {
+        self.refuse_attached(vdi, "destroy")?;
         let sr = self.field(&VDI, vdi, "SR");
         let sr = sr.as_str().unwrap_or(NULL_REF);
         let uuid = self.field(&VDI, vdi, "uuid");

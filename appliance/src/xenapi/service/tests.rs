@@ -1110,6 +1110,17 @@ fn storage_calls_are_answered_when_their_job_ends() {
     assert_eq!(get(&mut api, &mut p, "VBD.get_device", &vbd), "xvda");
     let refused = json(&mut api, &mut p, "VBD.destroy", serde_json::json!([s, vbd]));
     assert_eq!(refused["error"]["message"], "OPERATION_NOT_ALLOWED");
+    // Its clusters may be written in place by the disk's fast path: they
+    // must not become shared or freed under it.
+    for m in ["VDI.snapshot", "VDI.clone", "VDI.destroy"] {
+        let args = if m == "VDI.destroy" {
+            serde_json::json!([s, vdi])
+        } else {
+            serde_json::json!([s, vdi, {}])
+        };
+        let refused = json(&mut api, &mut p, m, args);
+        assert_eq!(refused["error"]["message"], "VDI_IN_USE", "{m}: {refused}");
+    }
     let channel = &disks[0].channel;
     assert_eq!(channel.geometry().num_blocks, 2048);
     use storage::channel::{DiskCompletion, DiskOp, DiskRequest};

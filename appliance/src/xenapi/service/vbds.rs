@@ -311,6 +311,17 @@ impl XenApi {
         }
     }
 
+    /// `VDI_IN_USE [vdi, op]` while `vdi` is attached to a running VM: its
+    /// disk's fast path writes in place to the clusters it owns, so its
+    /// clusters must not become shared (snapshot, clone) or freed (destroy)
+    /// under it.
+    pub(super) fn refuse_attached(&self, vdi: &str, op: &str) -> Result<(), ApiError> {
+        if self.disks.values().any(|d| d.vdi_of(self) == Some(vdi)) {
+            return Err(ApiError::new("VDI_IN_USE", &[vdi, op]));
+        }
+        Ok(())
+    }
+
     /// Queues the jobs the attached disks need (their sessions, batches
     /// of requests for the SR).
     pub(super) fn pump_disks(&mut self) {
