@@ -147,6 +147,7 @@ impl XenApi {
                 .objects(VLAN.name)
                 .map(|(r, _)| (r.clone(), self.text(&VLAN, r, "untagged_PIF")))
                 .collect();
+            let mut restored = Vec::new();
             for (vlan, untagged) in vlans {
                 if !self.made_by_api(&untagged) {
                     continue;
@@ -154,9 +155,13 @@ impl XenApi {
                 let tag = self.field(&VLAN, &vlan, "tag").as_int().unwrap_or(-1);
                 let mtu = self.field(&PIF, &untagged, "MTU").as_int().unwrap_or(1500);
                 if let (Ok(tag), Ok(mtu)) = (u16::try_from(tag), u16::try_from(mtu)) {
-                    self.net_requests.push(NetRequest::CarryVlan { tag, mtu });
+                    restored.push(NetRequest::CarryVlan { tag, mtu });
                 }
             }
+            // Before anything queued already: a VM started at boot
+            // (auto_poweron) plugs its VIFs into these VLANs.
+            restored.append(&mut self.net_requests);
+            self.net_requests = restored;
         }
         core::mem::take(&mut self.net_requests)
     }

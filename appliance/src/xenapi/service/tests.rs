@@ -1252,6 +1252,34 @@ fn storage_calls_are_answered_when_their_job_ends() {
     );
 }
 
+/// The schema version and the records.
+pub(super) type Stored = (u32, BTreeMap<String, Vec<u8>>);
+
+/// A state store two services (two boots) share.
+#[derive(Clone, Default)]
+pub(super) struct SharedStore(std::rc::Rc<std::cell::RefCell<Stored>>);
+
+impl crate::xenapi::StateStore for SharedStore {
+    fn records(&self) -> (u32, Vec<(String, Vec<u8>)>) {
+        let s = self.0.borrow();
+        (
+            s.0,
+            s.1.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        )
+    }
+    fn commit(&mut self, changes: Vec<crate::xenapi::Change>, version: u32) -> Result<(), String> {
+        let mut s = self.0.borrow_mut();
+        for c in changes {
+            match c {
+                crate::xenapi::Change::Put { key, value } => s.1.insert(key, value),
+                crate::xenapi::Change::Delete { key } => s.1.remove(&key),
+            };
+        }
+        s.0 = version;
+        Ok(())
+    }
+}
+
 mod guest_net;
 mod pif_ip;
 mod vm_clone;

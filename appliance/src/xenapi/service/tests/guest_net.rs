@@ -329,3 +329,61 @@ fn without_a_network_owner_vlans_are_not_implemented_and_vifs_are_records() {
     assert_eq!(ok(api, p, "VM.get_VIFs", json!([s, guest])), json!([]));
     assert!(api.take_net_requests().is_empty());
 }
+
+#[test]
+fn after_a_reboot_api_vlans_are_carried_before_any_vif_is_plugged() {
+    let store = SharedStore::default();
+    let boot = || {
+        let (old, mut p) = service();
+        p.hv = Some(FakeHv::default());
+        let config = HostConfig {
+            root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
+            ..HostConfig::default()
+        };
+        let mut api = XenApi::new(&config, old.facts().clone(), &mut p);
+        api.enable_live_network();
+        api.attach_store(Box::new(store.clone()), &mut p).unwrap();
+        api.poll_vms(&mut p);
+        let s = login(&mut api, &mut p);
+        (api, p, s)
+    };
+    let (mut api, mut p, s) = boot();
+    let (api1, p1) = (&mut api, &mut p);
+    let net = network(api1, p1, &s, "vlan30");
+    let pif = management_pif(api1, p1, &s);
+    ok(
+        api1,
+        p1,
+        "pool.create_VLAN_from_PIF",
+        json!([s, pif, net, "30"]),
+    );
+    let guest = vm(api1, p1, &s, "web");
+    ok(
+        api1,
+        p1,
+        "VIF.create",
+        json!([s, vif(&net, &guest, "0", "")]),
+    );
+    api1.take_net_requests();
+    drop(api);
+
+    let (mut api, mut p, s) = boot();
+    // A VM started before the first poll (auto_poweron starts them there).
+    ok(
+        &mut api,
+        &mut p,
+        "VM.start",
+        json!([s, guest, false, false]),
+    );
+    match api.take_net_requests().as_slice() {
+        [
+            NetRequest::CarryVlan { tag: 30, mtu: 1500 },
+            NetRequest::PlugVif {
+                target: VifTarget::Vlan(30),
+                ..
+            },
+        ] => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(api.take_net_requests().is_empty(), "restored once");
+}

@@ -2,38 +2,8 @@
 //! what it said when the change was made.
 
 use super::*;
-use crate::xenapi::{Change, IpChange, StateStore};
+use crate::xenapi::IpChange;
 use serde_json::json;
-use std::cell::RefCell;
-use std::rc::Rc;
-
-/// The schema version and the records.
-type Stored = (u32, BTreeMap<String, Vec<u8>>);
-
-/// A state store two services (two boots) share.
-#[derive(Clone, Default)]
-struct SharedStore(Rc<RefCell<Stored>>);
-
-impl StateStore for SharedStore {
-    fn records(&self) -> (u32, Vec<(String, Vec<u8>)>) {
-        let s = self.0.borrow();
-        (
-            s.0,
-            s.1.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        )
-    }
-    fn commit(&mut self, changes: Vec<Change>, version: u32) -> Result<(), String> {
-        let mut s = self.0.borrow_mut();
-        for c in changes {
-            match c {
-                Change::Put { key, value } => s.1.insert(key, value),
-                Change::Delete { key } => s.1.remove(&key),
-            };
-        }
-        s.0 = version;
-        Ok(())
-    }
-}
 
 /// A boot: a live service on `store` with `config`.
 fn boot(store: &SharedStore, config: &HostConfig) -> (XenApi, FakePlatform) {
