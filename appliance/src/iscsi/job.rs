@@ -115,6 +115,8 @@ pub struct Job {
     sr: Option<SrRun>,
     /// A disk session's serving side, once its LUN is found.
     disk: Option<DiskRun>,
+    /// When the disk session got ready (ms).
+    disk_since: Option<u64>,
     result: Option<Result<JobOutput, JobError>>,
     reported: bool,
     logged_out: bool,
@@ -176,6 +178,7 @@ impl Job {
             luns: Vec::new(),
             sr: None,
             disk: None,
+            disk_since: None,
             result: None,
             reported: false,
             logged_out: false,
@@ -463,7 +466,7 @@ impl Job {
                 return Ok(());
             }
         }
-        self.serve_disk();
+        self.serve_disk(now);
         if let Some(run) = &self.sr
             && matches!(run.stage, SrStage::Attempt)
         {
@@ -646,10 +649,12 @@ impl Job {
 
     /// A disk session sends the commands of the requests queued for it, and
     /// ends (with a logout) once the disk is detached and they completed.
-    fn serve_disk(&mut self) {
+    fn serve_disk(&mut self, now: u64) {
         let Some(run) = &mut self.disk else {
             return;
         };
+        let since = *self.disk_since.get_or_insert(now);
+        self.figures.sr_ms = now.saturating_sub(since);
         if run.finished() {
             self.finish(Ok(JobOutput::SessionEnded));
             return;
@@ -743,7 +748,6 @@ impl Job {
                     )));
                 }
                 log::info!("iscsi: disk session ready on LUN {lun}");
-                self.figures.sr_ms = 0;
                 self.disk = Some(DiskRun::new(
                     path,
                     scsi::lun_to_wire(lun),

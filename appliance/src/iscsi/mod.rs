@@ -255,7 +255,8 @@ pub struct Figures {
     pub login_ms: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
-    /// The SR operation, from its first fetch to its last write.
+    /// The SR operation, from its first fetch to its last write (a disk
+    /// session: from ready to its end).
     pub sr_ms: u64,
 }
 
@@ -322,6 +323,15 @@ pub fn report(id: u64, spec: &JobSpec, result: &Result<JobOutput, JobError>, f: 
     };
     let what: String = what.split(" {").next().unwrap_or("").into();
     match result {
+        Ok(_) if matches!(spec.work, Work::Disk { .. }) => {
+            log::info!(
+                "iscsi: job {id} disk session done: login {} ms, served {} ms, read {} bytes, wrote {} bytes",
+                f.login_ms,
+                f.sr_ms,
+                f.bytes_read,
+                f.bytes_written
+            );
+        }
         Ok(_) => {
             // MB/s with one decimal, in integers (no floats in the image's hot paths).
             let bytes = f.bytes_read + f.bytes_written;

@@ -2,9 +2,10 @@
 //! (`SR.create`), a VDI gets a pattern through `PUT /import_raw_vdi`, a
 //! disk VBD joins it to a VM cloned from the template, and `VM.start` boots
 //! the Debian peer kernel with that VDI as its virtio-blk `/dev/vda`, served
-//! through the disk channel by the poll loop's iSCSI jobs. The guest prints
-//! the MD5 of the whole disk (compared with the pattern's), writes a sector
-//! and powers off; the VBD is detached and `GET /export_raw_vdi` shows the
+//! through the disk channel by the disk's iSCSI session (and SR batch jobs
+//! for what needs the SR). The guest prints the MD5 of the whole disk
+//! (compared with the pattern's), times a direct read and a direct write of
+//! the disk onto itself, writes a sector and powers off; the VBD is detached and `GET /export_raw_vdi` shows the
 //! guest's sector in the VDI. Then `VM.clone` of the halted VM clones its
 //! disk copy-on-write and the clone's guest reads the same data.
 
@@ -34,6 +35,11 @@ dd if=/dev/vda of=/dev/null bs=1M iflag=direct 2>/dev/null
 t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 echo "KEEL-VBD-DD=VDI_MIB MiB in $((t1 - t0))0 ms" > /dev/console
 echo "KEEL-VBD-MD5=$(md5sum /dev/vda | cut -d' ' -f1)" > /dev/console
+dd if=/dev/vda of=/tmp/disk bs=1M 2>/dev/null
+t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+dd if=/tmp/disk of=/dev/vda bs=1M oflag=direct conv=fsync 2>/dev/null && rm /tmp/disk
+t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+echo "KEEL-VBD-DD-WRITE=VDI_MIB MiB in $((t1 - t0))0 ms" > /dev/console
 printf 'GUEST_MARK' > /tmp/mark
 dd if=/tmp/mark of=/dev/vda bs=512 seek=GUEST_SECTOR count=1 conv=sync,fsync 2>/dev/null && echo KEEL-VBD-WRITTEN > /dev/console
 poweroff -f
@@ -213,17 +219,42 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
         "the clone's guest reads the VDI as the first guest left it (md5 {md5}):\n{}",
         qemu.serial_tail(80)
     );
-    for l in serial.lines().filter(|l| l.contains("KEEL-VBD-DD=")) {
-        let at = l.find("KEEL-VBD-DD=").unwrap_or(0) + "KEEL-VBD-DD=".len();
-        let of = if l.contains("vm vbd2:") {
-            " (the clone's copy-on-write VDI)"
-        } else {
-            ""
-        };
-        println!(
-            "FIGURE guest virtio-blk direct read of an iSCSI VDI through the disk channel{of}: {}",
-            &l[at..]
-        );
+    for (mark, what, clone) in [
+        ("KEEL-VBD-DD=", "read", ""),
+        (
+            "KEEL-VBD-DD-WRITE=",
+            "write (of what it read, with fsync)",
+            ": the first write to each cluster copies it through the SR",
+        ),
+    ] {
+        for l in serial.lines().filter(|l| l.contains(mark)) {
+            let at = l.find(mark).unwrap_or(0) + mark.len();
+            let of = if l.contains("vm vbd2:") {
+                format!(" (the clone's copy-on-write VDI{clone})")
+            } else {
+                String::new()
+            };
+            println!(
+                "FIGURE guest virtio-blk direct {what} of an iSCSI VDI through the disk channel{of}: {}",
+                &l[at..]
+            );
+        }
+    }
+    // Each guest's disk had its own session, which logged out when the VM
+    // halted.
+    let sessions: Vec<&str> = serial
+        .lines()
+        .filter(|l| l.contains("disk session done"))
+        .collect();
+    assert_eq!(
+        sessions.len(),
+        2,
+        "a disk session per guest, ended at detach:\n{}",
+        qemu.serial_tail(80)
+    );
+    for l in sessions {
+        let at = l.find("iscsi: job").unwrap_or(0);
+        println!("FIGURE the disk's iSCSI session: {}", &l[at..]);
     }
     assert!(
         !serial.contains("Kernel panic"),
