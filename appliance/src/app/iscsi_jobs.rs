@@ -179,7 +179,20 @@ impl IscsiJobs {
                 due = Some(now);
             }
             if r.job.closed() || net.interface(&r.iface).is_none() {
-                let r = self.running.swap_remove(i);
+                let mut r = self.running.swap_remove(i);
+                if !r.job.closed() {
+                    // Its interface went away: it ends here, and whoever
+                    // waits for it (a call, a disk) hears so.
+                    r.job.abort(JobError::Unreachable(format!(
+                        "interface {} went away",
+                        r.iface
+                    )));
+                    if let Some(result) = r.job.take_result() {
+                        crate::iscsi::report(r.id, r.job.spec(), &result, r.job.figures());
+                        api.storage_finished(r.id, result, platform);
+                        due = Some(now);
+                    }
+                }
                 if let Some(iface) = net.interface_mut(&r.iface) {
                     iface.sockets_mut().remove(r.handle);
                 }

@@ -211,6 +211,13 @@ impl Job {
         self.state == State::Closed
     }
 
+    /// Ends the job from outside (its connection is gone): it fails with
+    /// `e` unless it has a result already.
+    pub fn abort(&mut self, e: JobError) {
+        self.fail(e);
+        self.state = State::Closed;
+    }
+
     fn fail(&mut self, e: JobError) {
         if let Some(run) = &mut self.disk {
             // What the session had not served is served again elsewhere.

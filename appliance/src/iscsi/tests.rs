@@ -586,3 +586,17 @@ fn an_attached_vdi_serves_random_io_through_the_channel() {
     assert!(back == model, "the LUN holds what the model holds");
     assert!(channel.is_closed());
 }
+
+/// A job whose connection went away (its interface removed) ends with the
+/// reason, reported once, and counts as closed.
+#[test]
+fn an_aborted_job_ends_with_the_reason_once() {
+    let random = [7u8; RANDOM_BYTES];
+    let mut job = Job::new(spec(9, Work::Luns, CHAP.1, MUTUAL.1), 0, &random).expect("job");
+    assert!(!job.closed());
+    let gone = JobError::Unreachable(String::from("interface eth1 went away"));
+    job.abort(gone.clone());
+    assert!(job.closed());
+    assert_eq!(job.take_result(), Some(Err(gone)));
+    assert_eq!(job.take_result(), None);
+}
