@@ -35,6 +35,10 @@ use super::{Chunk, IoOp, IoRequest, JobError, JobOutput, JobSpec, SrOp, Work};
 /// Sessions that may fail one after the other (without getting ready in
 /// between) before the disk keeps to the slow path.
 pub const MAX_SESSION_FAILURES: u32 = 3;
+/// Batches that succeed on the slow path, after it gave up on sessions,
+/// before one more session is tried (the target may be back: a login per
+/// this many batches is little).
+pub const SESSION_RETRY_AFTER_BATCHES: u32 = 64;
 
 /// Requests run by one job at most.
 pub const MAX_BATCH: usize = 64;
@@ -66,6 +70,8 @@ pub struct DiskServer {
     held: VecDeque<DiskRequest>,
     session_running: bool,
     session_failures: u32,
+    /// Batches done since sessions were given up.
+    batches_without_session: u32,
     closed: bool,
 }
 
@@ -83,12 +89,18 @@ impl DiskServer {
             held: VecDeque::new(),
             session_running: false,
             session_failures: 0,
+            batches_without_session: 0,
             closed: false,
         }
     }
 
     pub fn channel(&self) -> &Arc<DiskChannel> {
         &self.channel
+    }
+
+    /// What the disk shares with its session.
+    pub fn path(&self) -> &DiskPath {
+        &self.path
     }
 
     /// Whether a batch is being run.
@@ -204,6 +216,14 @@ impl DiskServer {
         match result {
             Ok(JobOutput::Io { done, extents }) if done.len() == tags.len() => {
                 self.extents = Some(extents);
+                if self.session_failures >= MAX_SESSION_FAILURES {
+                    self.batches_without_session += 1;
+                    if self.batches_without_session >= SESSION_RETRY_AFTER_BATCHES {
+                        // One more try; its failure gives up again.
+                        self.batches_without_session = 0;
+                        self.session_failures = MAX_SESSION_FAILURES - 1;
+                    }
+                }
                 for c in done {
                     self.channel.complete(c);
                 }
@@ -225,8 +245,9 @@ impl DiskServer {
     }
 
     /// The disk's session ended: after a failure a new one is started
-    /// (up to [`MAX_SESSION_FAILURES`] in a row that never got ready);
-    /// meanwhile the slow path serves everything.
+    /// (up to [`MAX_SESSION_FAILURES`] in a row that never got ready, then
+    /// one after every [`SESSION_RETRY_AFTER_BATCHES`] batches); meanwhile
+    /// the slow path serves everything.
     pub fn session_ended(&mut self, result: Result<JobOutput, JobError>) {
         self.session_running = false;
         if let Err(e) = result {
@@ -234,7 +255,7 @@ impl DiskServer {
             log::warn!(
                 "disk: its session ended: {e}{}",
                 if self.session_failures >= MAX_SESSION_FAILURES {
-                    "; serving it through the SR only from now on"
+                    "; serving it through the SR for a while"
                 } else {
                     "; starting another"
                 }
@@ -260,3 +281,6 @@ impl DiskServer {
         self.channel.close();
     }
 }
+
+#[cfg(test)]
+mod tests;
