@@ -102,9 +102,12 @@ pub enum Op {
     NetworkDestroy,
     VifCreate,
     VifDestroy,
-    /// `VIF.plug`/`unplug`: VIFs follow their VM's power state; no hot-plug.
+    /// `VIF.plug`/`unplug`/`unplug_force`, `VBD.plug`/`unplug`/`unplug_force`:
+    /// devices follow their VM's power state; no hot-plug (`service::hotplug`).
     VifPlug,
     VifUnplug,
+    VbdPlug,
+    VbdUnplug,
     /// `SR.probe` on an iSCSI target (see `service::srs`).
     SrProbe,
     SrCreate,
@@ -985,9 +988,9 @@ pub const VBD: Class = Class {
     messages: &[
         call("create", &[p("args", Ty::Record)], Op::VbdCreate),
         call("destroy", &[p("self", VBD_REF)], Op::VbdDestroy),
-        todo_call("plug", &[p("self", VBD_REF)]),
-        todo_call("unplug", &[p("self", VBD_REF)]),
-        todo_call("unplug_force", &[p("self", VBD_REF)]),
+        call("plug", &[p("self", VBD_REF)], Op::VbdPlug),
+        call("unplug", &[p("self", VBD_REF)], Op::VbdUnplug),
+        call("unplug_force", &[p("self", VBD_REF)], Op::VbdUnplug),
         todo_call("eject", &[p("vbd", VBD_REF)]),
         todo_call("insert", &[p("vbd", VBD_REF), p("vdi", Ty::Ref("VDI"))]),
     ],
@@ -1045,7 +1048,7 @@ pub const VIF: Class = Class {
         call("destroy", &[p("self", VIF_REF)], Op::VifDestroy),
         call("plug", &[p("self", VIF_REF)], Op::VifPlug),
         call("unplug", &[p("self", VIF_REF)], Op::VifUnplug),
-        todo_call("unplug_force", &[p("self", VIF_REF)]),
+        call("unplug_force", &[p("self", VIF_REF)], Op::VifUnplug),
         todo_call(
             "move",
             &[p("self", VIF_REF), p("network", Ty::Ref("network"))],

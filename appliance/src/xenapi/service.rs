@@ -813,8 +813,10 @@ impl XenApi {
                 self.vif_create(&record, platform)
             }
             Op::VifDestroy => self.vif_destroy(arg(0)),
-            Op::VifPlug => self.vif_plug(arg(0), true),
-            Op::VifUnplug => self.vif_plug(arg(0), false),
+            Op::VifPlug => self.plug_device(hotplug::Device::Vif, arg(0), true),
+            Op::VifUnplug => self.plug_device(hotplug::Device::Vif, arg(0), false),
+            Op::VbdPlug => self.plug_device(hotplug::Device::Vbd, arg(0), true),
+            Op::VbdUnplug => self.plug_device(hotplug::Device::Vbd, arg(0), false),
             Op::SrProbe => {
                 let config = args.get(1).cloned().unwrap_or(Value::Nil);
                 return storage(self.sr_probe(&config, arg(2)));
@@ -884,6 +886,7 @@ mod network_checks;
 mod pif_ip;
 pub use pif_ip::IpChange;
 pub(crate) mod guest_net;
+mod hotplug;
 mod sessions;
 mod srs;
 mod tasks;

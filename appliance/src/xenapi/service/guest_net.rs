@@ -488,27 +488,6 @@ impl XenApi {
         Ok(Value::str(""))
     }
 
-    /// `VIF.plug`/`VIF.unplug`: VIFs follow their VM's starts and stops;
-    /// a running guest gets no hot-plugged NIC.
-    pub(super) fn vif_plug(&mut self, vif: &str, plug: bool) -> Result<Value, ApiError> {
-        let vm = self.text(&VIF, vif, "VM");
-        let state = self.text(&VM, &vm, "power_state");
-        if state != "Running" && state != "Paused" {
-            return Err(ApiError::new(
-                "VM_BAD_POWER_STATE",
-                &[&vm, "running", &state.to_lowercase()],
-            ));
-        }
-        let attached = self.field(&VIF, vif, "currently_attached") == Value::Bool(true);
-        match (plug, attached) {
-            (true, true) => Err(ApiError::new("DEVICE_ALREADY_ATTACHED", &[vif])),
-            (false, false) => Err(ApiError::new("DEVICE_ALREADY_DETACHED", &[vif])),
-            _ => Err(not_allowed(
-                "this host does not hot-plug NICs into a running guest: the VM's VIFs are attached when it starts",
-            )),
-        }
-    }
-
     /// Where `network` is on this host's switch.
     fn vif_target(&self, vm: &str, network: &str) -> Result<VifTarget, ApiError> {
         if network == self.refs.network {

@@ -224,9 +224,12 @@ fn a_vlan_network_is_carried_and_a_vif_on_it_follows_its_vm() {
         err(api, p, "VIF.destroy", json!([s, v]))[0],
         "OPERATION_NOT_ALLOWED"
     );
+    for call in ["VIF.unplug", "VIF.unplug_force"] {
+        assert_eq!(err(api, p, call, json!([s, v]))[0], "OPERATION_NOT_ALLOWED");
+    }
     assert_eq!(
-        err(api, p, "VIF.unplug", json!([s, v]))[0],
-        "OPERATION_NOT_ALLOWED"
+        err(api, p, "VIF.plug", json!([s, v])),
+        json!(["DEVICE_ALREADY_ATTACHED", v])
     );
     assert_eq!(
         err(api, p, "VLAN.destroy", json!([s, vlan]))[0],
