@@ -130,6 +130,15 @@ fn test_media(paths: &Paths) -> Result<()> {
     media::media(paths, &paths.image(), &options).map(|_| ())
 }
 
+/// The environment the image tests read: the image, the host-config tool
+/// and the boot media.
+pub fn image_test_env(paths: &Paths, command: &mut Command) {
+    command
+        .env(IMAGE_ENV, paths.image())
+        .env(HOST_CONFIG_BIN_ENV, paths.host_config_bin())
+        .env(MEDIA_ENV, test_media_dir(paths));
+}
+
 pub fn test(paths: &Paths) -> Result<()> {
     println!("==> xtask test: setup");
     setup::setup(paths)?;
@@ -143,10 +152,7 @@ pub fn test(paths: &Paths) -> Result<()> {
                 let mut command: Command = cargo(paths);
                 command.args(*args);
                 if *env {
-                    command
-                        .env(IMAGE_ENV, paths.image())
-                        .env(HOST_CONFIG_BIN_ENV, paths.host_config_bin())
-                        .env(MEDIA_ENV, test_media_dir(paths));
+                    image_test_env(paths, &mut command);
                 }
                 println!(
                     "\n==> xtask test [{n}/{total}]: {title}: {}",

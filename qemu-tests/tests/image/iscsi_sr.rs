@@ -21,7 +21,7 @@ use super::{BOOT_TIMEOUT, health, keel};
 const HOSTNAME: &str = "keel-iscsi-test";
 const PASSWORD: &str = "qemu-iscsi-password";
 pub(super) const IQN: &str = "iqn.2026-12.dev.keel:sr-test";
-const LUN_BYTES: u64 = 64 * 1024 * 1024;
+pub(super) const LUN_BYTES: u64 = 64 * 1024 * 1024;
 pub(super) const CHAP_USER: &str = "keel-initiator";
 pub(super) const CHAP_SECRET: &str = "initiator-secret-0123";
 pub(super) const MUTUAL_USER: &str = "keel-target";
@@ -59,16 +59,28 @@ fn kill(pid: u32) {
 
 impl Tgtd {
     pub(super) fn start(dir: &Path, hard_timeout: Duration) -> Tgtd {
-        Tgtd::start_on(dir, None, hard_timeout)
+        Tgtd::start_on(dir, None, LUN_BYTES, hard_timeout)
     }
 
     /// A tgtd whose portal is `address`:3260 in the namespace `netns`
-    /// (the namespace's tgtd is alone there: the port is free).
-    pub(super) fn start_in(dir: &Path, netns: &str, address: &str, hard_timeout: Duration) -> Tgtd {
-        Tgtd::start_on(dir, Some((netns, address)), hard_timeout)
+    /// (the namespace's tgtd is alone there: the port is free), its LUN a
+    /// sparse file of `lun_bytes`.
+    pub(super) fn start_in(
+        dir: &Path,
+        netns: &str,
+        address: &str,
+        lun_bytes: u64,
+        hard_timeout: Duration,
+    ) -> Tgtd {
+        Tgtd::start_on(dir, Some((netns, address)), lun_bytes, hard_timeout)
     }
 
-    fn start_on(dir: &Path, netns: Option<(&str, &str)>, hard_timeout: Duration) -> Tgtd {
+    fn start_on(
+        dir: &Path,
+        netns: Option<(&str, &str)>,
+        lun_bytes: u64,
+        hard_timeout: Duration,
+    ) -> Tgtd {
         for attempt in 0..5u16 {
             let (port, address) = match netns {
                 Some((_, address)) => (3260, address),
@@ -77,7 +89,7 @@ impl Tgtd {
             let control = 25_000 + (std::process::id() % 5_000) as u16 + attempt * 13;
             let backing = dir.join("lun1.img");
             File::create(&backing)
-                .and_then(|f| f.set_len(LUN_BYTES))
+                .and_then(|f| f.set_len(lun_bytes))
                 .expect("backing file");
             let log = File::create(dir.join(format!("tgtd-{attempt}.log"))).expect("tgtd log");
             // `ip netns exec` execs tgtd: the child's pid is tgtd's.

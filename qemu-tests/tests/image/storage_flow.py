@@ -28,15 +28,16 @@ def iscsi_sr(x, host, name):
     return x.SR.create(host, config, "0", name, "", "lvmoiscsi", "user", True, {})
 
 
-def imported_vdi(session, url, sr, name, data):
-    """A VDI of len(data) bytes in `sr` holding `data`; (vdi, its query
-    string for /import_raw_vdi and /export_raw_vdi)."""
+def imported_vdi(session, url, sr, name, data, timeout=200):
+    """A VDI of len(data) bytes in `sr` holding `data` (the import bounded
+    by `timeout` s); (vdi, its query string for /import_raw_vdi and
+    /export_raw_vdi)."""
     x = session.xenapi
     vdi = x.VDI.create({"SR": sr, "name_label": name, "name_description": "",
                         "virtual_size": str(len(data)), "type": "user", "sharable": False,
                         "read_only": False, "other_config": {}})
     q = urllib.parse.urlencode({"session_id": session._session, "vdi": vdi})
     req = urllib.request.Request(f"{url}/import_raw_vdi?{q}", data=data, method="PUT")
-    with urllib.request.urlopen(req, timeout=200) as r:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         assert r.status == 200, r.status
     return vdi, q

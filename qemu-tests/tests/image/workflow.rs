@@ -24,7 +24,7 @@ use std::time::Duration;
 use qemu_tests::cpio::Cpio;
 use qemu_tests::{run_bounded, workspace_root};
 
-use super::iscsi_sr::Tgtd;
+use super::iscsi_sr::{LUN_BYTES, Tgtd};
 use super::lacp_switch::{
     CONFIG, LacpSwitch, MGMT_AND_STORAGE, MGMT_IP, PASSWORD, Port, STORAGE_PEER,
     prerequisites_missing,
@@ -32,9 +32,9 @@ use super::lacp_switch::{
 use super::{BOOT_TIMEOUT, keel};
 
 /// The test host on VLAN 30 and the guests' addresses there.
-const VLAN: u16 = 30;
+pub(super) const VLAN: u16 = 30;
 const VLAN_PEER: &str = "10.30.0.1/24";
-const GUEST_IP: &str = "10.30.0.11";
+pub(super) const GUEST_IP: &str = "10.30.0.11";
 const CLONE_IP: &str = "10.30.0.12";
 /// The root filesystem's size: busybox (about 2 MiB) and room to write.
 const ROOT_MIB: u32 = 16;
@@ -157,81 +157,130 @@ fn guest_initrd(peer: &Path) -> Vec<u8> {
     )
 }
 
+/// The workflow's host, running: the image in QEMU with `bond0` in LACP
+/// with OVS (both members enabled), tgtd with mutual CHAP on the storage
+/// VLAN, a test host port on VLAN 30, and the boot archive's library
+/// holding the Debian kernel and the guest initrd that boots `/dev/vda`
+/// as an ext4 root ([`root_image`]). Field order is drop order: QEMU, then
+/// tgtd, then the switch and its namespace.
+pub(super) struct WorkflowHost {
+    pub(super) qemu: qemu_tests::Qemu,
+    pub(super) tgtd: Tgtd,
+    pub(super) switch: LacpSwitch,
+    /// The ext4 root image for the guests' VDI.
+    pub(super) root: PathBuf,
+}
+
+impl WorkflowHost {
+    /// Boots it (namespace `keel-<name>-<pid>`, 2 CPUs and 1 GiB) with a
+    /// LUN of `lun_bytes`; every process it starts dies after `hard_timeout`.
+    pub(super) fn start(name: &str, lun_bytes: u64, hard_timeout: Duration) -> WorkflowHost {
+        let builder = keel(2, 1024).hard_timeout(hard_timeout);
+        let peer = workspace_root().join("target/peer");
+        let mut cpio = Cpio::default();
+        cpio.file(
+            "host-config.bin",
+            0o644,
+            &fs::read(super::compile_host_config(builder.dir(), name, CONFIG)).expect("the config"),
+        );
+        super::debian_library(&mut cpio, &guest_initrd(&peer));
+        let archive = builder.dir().join("modules.cpio");
+        fs::write(&archive, cpio.finish()).expect("write archive");
+        let root = root_image(builder.dir());
+
+        let mut ports = MGMT_AND_STORAGE.to_vec();
+        ports.push(Port {
+            name: "vlan30",
+            tag: VLAN,
+            cidr: VLAN_PEER,
+            mtu: None,
+        });
+        let switch = LacpSwitch::start(
+            name,
+            &builder.dir().join("ovs"),
+            &[5, 20, VLAN],
+            &ports,
+            hard_timeout,
+        );
+        let tgtd = Tgtd::start_in(
+            builder.dir(),
+            &switch.ns.0,
+            STORAGE_PEER,
+            lun_bytes,
+            hard_timeout,
+        );
+        let qemu = builder
+            .initrd(&archive)
+            .tap(&switch.taps[0])
+            .tap(&switch.taps[1])
+            .netns(&switch.ns.0)
+            .spawn()
+            .expect("spawn QEMU");
+        qemu.wait_for_serial("net: storage on bond0 VLAN 20", BOOT_TIMEOUT)
+            .expect("storage network up on the console");
+        let lacp = switch.wait_both_members_enabled(&qemu);
+        println!(
+            "FIGURE workflow host {name}: OVS enabled both bond members {:.1} s after the storage network came up",
+            lacp.as_secs_f64()
+        );
+        WorkflowHost {
+            qemu,
+            tgtd,
+            switch,
+            root,
+        }
+    }
+
+    /// `python3 script` in the namespace (it reaches the management address
+    /// through OVS and the bond, and VLAN 30 from its port there) with the
+    /// SDK flows' environment: the API, the root image, VLAN 30 and the
+    /// test host's address there, the guest's address, the iSCSI target and its CHAP secrets.
+    pub(super) fn flow(&self, script: &str) -> Command {
+        let mut python = Command::new("ip");
+        python
+            .args(["netns", "exec", &self.switch.ns.0, "python3"])
+            .arg(workspace_root().join("qemu-tests/tests/image").join(script))
+            .env("KEEL_URL", format!("http://{MGMT_IP}"))
+            .env("KEEL_PASSWORD", PASSWORD)
+            .env("ROOT_IMAGE", &self.root)
+            .env("INDEX", INDEX.trim())
+            .env("VLAN", VLAN.to_string())
+            .env("VLAN_PEER", VLAN_PEER)
+            .env("GUEST_IP", GUEST_IP);
+        self.tgtd.sdk_env(&mut python, STORAGE_PEER);
+        python
+    }
+
+    /// Asserts the guests' boots went right: every module loaded, the root
+    /// mounted, the network configured, no panic.
+    pub(super) fn assert_guests_booted(serial: &str) {
+        let tail = super::serial_end(serial);
+        for bad in [
+            "KEEL-INSMOD-FAILED",
+            "KEEL-WF-ROOT-MOUNT-FAILED",
+            "KEEL-WF-NO-NET",
+            "Kernel panic",
+        ] {
+            assert!(!serial.contains(bad), "{bad}\n{tail}");
+        }
+    }
+}
+
 #[test]
 fn the_issue_8_workflow_sr_vlan_network_vdi_vm_clone_through_the_sdk() {
     if let Some(why) = prerequisites_missing() {
         eprintln!("SKIP the_issue_8_workflow_sr_vlan_network_vdi_vm_clone_through_the_sdk: {why}");
         return;
     }
-    let builder = keel(2, 1024).hard_timeout(HARD_TIMEOUT);
-    let peer = workspace_root().join("target/peer");
-    let mut cpio = Cpio::default();
-    cpio.file(
-        "host-config.bin",
-        0o644,
-        &fs::read(super::compile_host_config(builder.dir(), "wf", CONFIG)).expect("the config"),
-    );
-    super::debian_library(&mut cpio, &guest_initrd(&peer));
-    let archive = builder.dir().join("modules.cpio");
-    fs::write(&archive, cpio.finish()).expect("write archive");
-    let root = root_image(builder.dir());
-
-    let mut ports = MGMT_AND_STORAGE.to_vec();
-    ports.push(Port {
-        name: "vlan30",
-        tag: VLAN,
-        cidr: VLAN_PEER,
-        mtu: None,
-    });
-    let switch = LacpSwitch::start(
-        "qwf",
-        &builder.dir().join("ovs"),
-        &[5, 20, VLAN],
-        &ports,
-        HARD_TIMEOUT,
-    );
-    let tgtd = Tgtd::start_in(builder.dir(), &switch.ns.0, STORAGE_PEER, HARD_TIMEOUT);
-    let qemu = builder
-        .initrd(&archive)
-        .tap(&switch.taps[0])
-        .tap(&switch.taps[1])
-        .netns(&switch.ns.0)
-        .spawn()
-        .expect("spawn QEMU");
-    qemu.wait_for_serial("net: storage on bond0 VLAN 20", BOOT_TIMEOUT)
-        .expect("storage network up on the console");
-    let lacp = switch.wait_both_members_enabled(&qemu);
-    println!(
-        "FIGURE workflow: OVS enabled both bond members {:.1} s after the storage network came up",
-        lacp.as_secs_f64()
-    );
-
-    // The SDK runs in the namespace: it reaches the management address
-    // through OVS and the bond, and pings the guests from VLAN 30.
-    let mut python = Command::new("ip");
-    python
-        .args(["netns", "exec", &switch.ns.0, "python3"])
-        .arg(workspace_root().join("qemu-tests/tests/image/workflow_flow.py"))
-        .env("KEEL_URL", format!("http://{MGMT_IP}"))
-        .env("KEEL_PASSWORD", PASSWORD)
-        .env("ROOT_IMAGE", &root)
-        .env("INDEX", INDEX.trim())
-        .env("VLAN", VLAN.to_string())
-        .env("GUEST_IP", GUEST_IP)
-        .env("CLONE_IP", CLONE_IP);
-    tgtd.sdk_env(&mut python, STORAGE_PEER);
+    let host = WorkflowHost::start("qwf", LUN_BYTES, HARD_TIMEOUT);
+    let mut python = host.flow("workflow_flow.py");
+    python.env("CLONE_IP", CLONE_IP);
     let finished =
-        run_bounded(python, FLOW_TIMEOUT, qemu.dir(), "workflow_flow").expect("the flow ends");
-    let serial = super::assert_flow_passed(&finished, &qemu, "workflow_flow.py", "KEEL-WF-FLOW-OK");
+        run_bounded(python, FLOW_TIMEOUT, host.qemu.dir(), "workflow_flow").expect("the flow ends");
+    let serial =
+        super::assert_flow_passed(&finished, &host.qemu, "workflow_flow.py", "KEEL-WF-FLOW-OK");
+    WorkflowHost::assert_guests_booted(&serial);
     let tail = super::serial_end(&serial);
-    for bad in [
-        "KEEL-INSMOD-FAILED",
-        "KEEL-WF-ROOT-MOUNT-FAILED",
-        "KEEL-WF-NO-NET",
-        "Kernel panic",
-    ] {
-        assert!(!serial.contains(bad), "{bad}\n{tail}");
-    }
     // The first shutdown went through the guest's ACPI power button.
     assert!(
         serial
@@ -239,8 +288,9 @@ fn the_issue_8_workflow_sr_vlan_network_vdi_vm_clone_through_the_sdk() {
             .any(|l| l.contains("vm wf1: ") && l.contains("KEEL-WF-POWER-BUTTON")),
         "{tail}"
     );
-    assert!(switch.both_members_enabled(), "both members still enabled");
-    drop(qemu);
-    drop(tgtd);
-    drop(switch);
+    assert!(
+        host.switch.both_members_enabled(),
+        "both members still enabled"
+    );
+    drop(host);
 }

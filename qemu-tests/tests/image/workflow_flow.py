@@ -103,6 +103,18 @@ def new_vm(x, name, vdi, net, ip):
     return vm, vif
 
 
+def vlan_network(x):
+    """A network on VLAN $VLAN over the management bond."""
+    log(f"network on VLAN {os.environ['VLAN']} over the management bond")
+    pifs = x.PIF.get_all_records()
+    mgmt = [ref for ref, p in pifs.items() if p["management"]]
+    assert len(mgmt) == 1 and pifs[mgmt[0]]["device"] == "bond0", pifs
+    net = x.network.create({"name_label": "vlan30", "name_description": "", "MTU": "1500",
+                            "other_config": {}})
+    x.pool.create_VLAN_from_PIF(mgmt[0], net, os.environ["VLAN"])
+    return net
+
+
 def expect_boot(console, text):
     """Waits for `text` on the console; fails at once if the guest panics."""
     deadline = time.monotonic() + BOOT_WAIT
@@ -135,11 +147,11 @@ def start(session, vm, ip, mac, label):
     return console
 
 
-def console_run(console, command, tag):
+def console_run(console, command, tag, timeout=60):
     """Runs `command` in the guest's shell; waits for `tag-42` after it (the
     typed line the tty echoes holds `$((6*7))`, not 42)."""
     console.send(f"{command} && echo {tag}-$((6*7))\n")
-    console.expect(f"{tag}-42", 60)
+    console.expect(f"{tag}-42", timeout)
 
 
 def main():
@@ -151,13 +163,7 @@ def main():
     log("iSCSI SR with CHAP: probe, create")
     sr = iscsi_sr(x, host, "workflow-sr")
 
-    log(f"network on VLAN {os.environ['VLAN']} over the management bond")
-    pifs = x.PIF.get_all_records()
-    mgmt = [ref for ref, p in pifs.items() if p["management"]]
-    assert len(mgmt) == 1 and pifs[mgmt[0]]["device"] == "bond0", pifs
-    net = x.network.create({"name_label": "vlan30", "name_description": "", "MTU": "1500",
-                            "other_config": {}})
-    x.pool.create_VLAN_from_PIF(mgmt[0], net, os.environ["VLAN"])
+    net = vlan_network(x)
 
     log("VDI with the ext4 root image: create, PUT /import_raw_vdi")
     data = open(os.environ["ROOT_IMAGE"], "rb").read()
