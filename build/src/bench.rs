@@ -27,6 +27,7 @@ const BENCHES: &[&str] = &[
     "image",
     "lacp-failover",
     "api",
+    "guest-io",
 ];
 
 pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
@@ -52,6 +53,7 @@ pub fn bench(paths: &Paths, args: &[String]) -> Result<()> {
             "image" => crate::bench_image::image_bench(paths)?,
             "lacp-failover" => crate::bench_lacp::lacp_failover(paths)?,
             "api" => crate::bench_api::api(paths)?,
+            "guest-io" => crate::bench_guest_io::guest_io(paths)?,
             other => return Err(Error::usage(format!("unknown bench {other:?}"))),
         }
     }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_guest_io;
 mod bench_image;
 mod bench_iscsi;
 mod bench_lacp;
@@ -56,7 +57,7 @@ commands:
   test                  fmt, clippy, image build, unit tests, then the QEMU image tests
   fuzz <target> [--seconds N] [--jobs N] | fuzz list
                         fuzz one target of build/fuzz with libFuzzer (installs nightly + cargo-fuzz)
-  bench [boot|guest-boot|iscsi|image|lacp-failover|api]
+  bench [boot|guest-boot|iscsi|image|lacp-failover|api|guest-io]
                         print `BENCH <name> ours=.. peer=.. ratio=..` lines
                         (api: `BENCH api-<call>-<client> p50_us=.. p99_us=.. calls_per_s=..`)
   help                  this text

@@ -3,6 +3,7 @@
 //! status. `cargo xtask test` runs them with `KEEL_IMAGE` and
 //! `KEEL_HOST_CONFIG_BIN` set.
 
+mod bench_guest_io;
 mod bochs;
 mod bond;
 mod boot;

@@ -1,0 +1,100 @@
+//! `cargo xtask bench guest-io` (issue 8's benchmark), an ignored image
+//! test the bench runs with `--ignored`: the workflow's host
+//! ([`WorkflowHost`]: LACP bond to OVS, tgtd with CHAP on the storage VLAN,
+//! a test host on VLAN 30) and a guest with its root VDI and a 256 MiB
+//! data VDI imported with real data; `bench_guest_io_flow.py` measures the
+//! guest's direct-I/O `dd` of that disk against our hosted initiator
+//! reading the same tgtd LUN (`KEEL_ISCSI_BIN`, the release `iscsi`
+//! binary), and the guest's TCP throughput to the VLAN 30 host against the
+//! same transfer from another namespace, whose OVS internal port is on
+//! VLAN 30 of the same bridge. It prints the flow's `BENCH` lines; times
+//! are never asserted.
+
+use std::time::{Duration, Instant};
+
+use qemu_tests::run_bounded;
+
+use super::lacp_switch::{Netns, prerequisites_missing, run};
+use super::workflow::{VLAN, WorkflowHost};
+
+/// The environment variable naming the hosted initiator's CLI.
+const ISCSI_BIN_ENV: &str = "KEEL_ISCSI_BIN";
+/// The SR holds the 256 MiB data VDI and the 16 MiB root.
+const LUN_BYTES: u64 = 1 << 30;
+/// The peer side's OVS internal port, moved into a namespace of its own.
+const PEER_PORT: &str = "vlan30p";
+const PEER_CIDR: &str = "10.30.0.2/24";
+/// The setup, a guest boot and transfers at TCG speed (the flow bounds
+/// each transfer itself).
+const FLOW_TIMEOUT: Duration = Duration::from_secs(1500);
+const HARD_TIMEOUT: Duration = Duration::from_secs(1600);
+
+/// A namespace holding a new OVS internal port of `host`'s bridge on VLAN
+/// 30 with [`PEER_CIDR`]: a second test host there, whose traffic to the
+/// first goes through OVS and nothing else.
+fn peer_namespace(host: &WorkflowHost) -> Netns {
+    let ns = Netns(format!("keel-qbiop-{}", std::process::id()));
+    run(&["ip", "netns", "add", &ns.0]).expect("the peer namespace");
+    let switch = &host.switch;
+    switch
+        .ovs
+        .vsctl(
+            &switch.ns,
+            &[
+                "add-port",
+                "br0",
+                PEER_PORT,
+                &format!("tag={VLAN}"),
+                "--",
+                "set",
+                "interface",
+                PEER_PORT,
+                "type=internal",
+            ],
+        )
+        .expect("the peer's OVS port");
+    // ovs-vsctl returns once ovs-vswitchd has the port; its device may
+    // take a moment to appear.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = switch
+        .ns
+        .run(&["ip", "link", "set", PEER_PORT, "netns", &ns.0])
+    {
+        assert!(Instant::now() < deadline, "moving {PEER_PORT}: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ns.run(&["ip", "addr", "add", PEER_CIDR, "dev", PEER_PORT])
+        .expect("the peer's address");
+    ns.run(&["ip", "link", "set", PEER_PORT, "up"])
+        .expect("the peer's port up");
+    ns
+}
+
+#[test]
+#[ignore = "benchmark: cargo xtask bench guest-io"]
+fn bench_guest_io_disk_and_tcp_against_the_hosted_initiator_and_ovs() {
+    if let Some(why) = prerequisites_missing() {
+        panic!("the guest-io bench needs root and Open vSwitch: {why}");
+    }
+    let iscsi = std::env::var_os(ISCSI_BIN_ENV).unwrap_or_else(|| {
+        panic!("{ISCSI_BIN_ENV}: the hosted `iscsi` CLI (`cargo xtask bench guest-io` sets it)")
+    });
+    let host = WorkflowHost::start("qbio", LUN_BYTES, HARD_TIMEOUT);
+    let peer = peer_namespace(&host);
+    let mut python = host.flow("bench_guest_io_flow.py");
+    python.env(ISCSI_BIN_ENV, iscsi).env("PEER_NS", &peer.0);
+    let finished = run_bounded(python, FLOW_TIMEOUT, host.qemu.dir(), "bench_guest_io_flow")
+        .expect("the flow ends");
+    let serial = super::assert_flow_passed(
+        &finished,
+        &host.qemu,
+        "bench_guest_io_flow.py",
+        "KEEL-BIO-FLOW-OK",
+    );
+    WorkflowHost::assert_guests_booted(&serial);
+    for line in finished.stdout.lines().filter(|l| l.starts_with("BENCH ")) {
+        println!("{line}");
+    }
+    drop(host);
+    drop(peer);
+}
