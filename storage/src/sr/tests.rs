@@ -373,6 +373,52 @@ fn iso_library() {
 }
 
 #[test]
+fn iso_uploaded_in_pieces_across_opens() {
+    let mut sr = fresh_sr(8, SrType::Iso);
+    let iso: Vec<u8> = (0..200_001u32).map(|i| (i % 241) as u8).collect();
+    // A first upload is cut after one piece: not listed, and replaced by
+    // the next upload of the same name.
+    sr.begin_iso(uuid(1), "net.iso", iso.len() as u64)
+        .expect("begin");
+    sr.write(&uuid(1), 0, &iso[..65_536]).expect("piece");
+    let mut sr = Sr::open(sr.close().expect("close")).expect("reopen");
+    assert!(sr.isos().is_empty());
+    sr.begin_iso(uuid(2), "net.iso", iso.len() as u64)
+        .expect("begin again");
+    assert_eq!(sr.vdi(&uuid(1)), Err(SrError::NoSuchVdi));
+    // Pieces each written by an SR opened for it, as upload jobs do.
+    let mut padded = iso.clone();
+    padded.resize(iso.len().next_multiple_of(512), 0);
+    for piece in padded.chunks(70_000).enumerate() {
+        let (i, bytes) = piece;
+        let mut again = Sr::open(sr.close().expect("close")).expect("reopen");
+        again
+            .write(&uuid(2), (i * 70_000) as u64, bytes)
+            .expect("piece");
+        assert!(again.isos().is_empty(), "listed before it is finished");
+        sr = again;
+    }
+    sr.finish_iso(&uuid(2)).expect("finish");
+    let mut sr = Sr::open(sr.close().expect("close")).expect("reopen");
+    let isos = sr.isos();
+    assert_eq!(isos.len(), 1);
+    assert_eq!((isos[0].uuid, isos[0].read_only), (uuid(2), true));
+    let mut back = vec![0u8; iso.len()];
+    sr.read(&uuid(2), 0, &mut back).expect("read");
+    assert_eq!(back, iso);
+    assert_eq!(sr.write(&uuid(2), 0, b"x"), Err(SrError::ReadOnly));
+    assert_eq!(
+        sr.begin_iso(uuid(3), "net.iso", 512),
+        Err(SrError::NameInUse)
+    );
+    let mut local = fresh_sr(8, SrType::Local);
+    assert_eq!(
+        local.begin_iso(uuid(1), "a", 512),
+        Err(SrError::WrongSrType(SrType::Local))
+    );
+}
+
+#[test]
 fn a_reformat_with_the_same_uuid_starts_empty() {
     let mut sr = fresh_sr(4, SrType::Local);
     sr.create_vdi(uuid(1), "a", 1 << 20).expect("create");
