@@ -870,6 +870,7 @@ impl Job {
 fn summary<D: BlockDevice>(sr: &Sr<D>) -> SrSummary {
     SrSummary {
         uuid: sr.superblock().uuid,
+        sr_type: sr.sr_type(),
         physical_size: sr.physical_size(),
         physical_utilisation: sr.physical_utilisation(),
         vdis: sr.vdis(),
@@ -888,15 +889,19 @@ fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
         SrOp::Scan => Sr::open(dev)
             .map(|sr| JobOutput::Sr(summary(&sr)))
             .map_err(e),
-        SrOp::Format { uuid } => {
-            let sr = Sr::format(dev, SrType::Iscsi, *uuid, DEFAULT_CLUSTER_SIZE).map_err(e)?;
+        SrOp::Format { uuid, sr_type } => {
+            let sr = Sr::format(dev, *sr_type, *uuid, DEFAULT_CLUSTER_SIZE).map_err(e)?;
             let s = summary(&sr);
             sr.close().map_err(e)?;
             Ok(JobOutput::Sr(s))
         }
         SrOp::CreateVdi { uuid, name, size } => {
             let mut sr = Sr::open(dev).map_err(e)?;
-            sr.create_vdi(*uuid, name, *size).map_err(e)?;
+            match sr.sr_type() {
+                SrType::Iso => sr.begin_iso(*uuid, name, *size),
+                _ => sr.create_vdi(*uuid, name, *size),
+            }
+            .map_err(e)?;
             let s = summary(&sr);
             sr.close().map_err(e)?;
             Ok(JobOutput::Sr(s))
@@ -978,6 +983,13 @@ fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
                 .map(|c| (c.of, c.new, c.name.as_str()))
                 .collect();
             sr.clone_vdis(&list).map_err(e)?;
+            let s = summary(&sr);
+            sr.close().map_err(e)?;
+            Ok(JobOutput::Sr(s))
+        }
+        SrOp::FinishIso { uuid } => {
+            let mut sr = Sr::open(dev).map_err(e)?;
+            sr.finish_iso(uuid).map_err(e)?;
             let s = summary(&sr);
             sr.close().map_err(e)?;
             Ok(JobOutput::Sr(s))

@@ -17,7 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use storage::iscsi::client::DiscoveredTarget;
-use storage::sr::VdiInfo;
+use storage::sr::{SrType, VdiInfo};
 
 pub mod disk;
 pub mod fast;
@@ -67,18 +67,26 @@ impl core::fmt::Debug for Credentials {
 pub enum SrOp {
     /// Open it if there is one (`SR.probe` with a SCSIid).
     Probe,
-    /// Format an empty SR with this uuid.
+    /// Format an empty SR of this type (`Iscsi` for VDIs, `Iso` for an
+    /// ISO library) with this uuid.
     Format {
         uuid: [u8; 16],
+        sr_type: SrType,
     },
     /// Open and list the VDIs.
     Scan,
+    /// A new empty VDI; on an ISO library an ISO to upload, writable and
+    /// unlisted until [`SrOp::FinishIso`] (see `storage::sr::Sr::begin_iso`).
     CreateVdi {
         uuid: [u8; 16],
         name: String,
         size: u64,
     },
     DeleteVdi {
+        uuid: [u8; 16],
+    },
+    /// The upload of an ISO is complete: it becomes read-only and listed.
+    FinishIso {
         uuid: [u8; 16],
     },
     /// Check it is an SR and empty, then erase its superblocks (`SR.destroy`).
@@ -196,6 +204,7 @@ pub struct LunEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrSummary {
     pub uuid: [u8; 16],
+    pub sr_type: SrType,
     pub physical_size: u64,
     pub physical_utilisation: u64,
     pub vdis: Vec<VdiInfo>,

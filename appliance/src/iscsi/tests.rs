@@ -275,7 +275,14 @@ fn discovery_luns_and_an_sr_with_vdis_on_tgtd_with_mutual_chap() {
 
     assert_eq!(sr(tgtd.port, &id, SrOp::Probe), Ok(JobOutput::NoSr));
     let uuid = [0x42u8; 16];
-    let Ok(JobOutput::Sr(formatted)) = sr(tgtd.port, &id, SrOp::Format { uuid }) else {
+    let Ok(JobOutput::Sr(formatted)) = sr(
+        tgtd.port,
+        &id,
+        SrOp::Format {
+            uuid,
+            sr_type: storage::sr::SrType::Iscsi,
+        },
+    ) else {
         panic!("format failed");
     };
     assert_eq!(formatted.uuid, uuid);
@@ -416,7 +423,14 @@ fn an_attached_vdi_serves_random_io_through_the_channel() {
     };
     let id = luns[0].scsi_id.clone();
     assert!(matches!(
-        sr(tgtd.port, &id, SrOp::Format { uuid: [0x51; 16] }),
+        sr(
+            tgtd.port,
+            &id,
+            SrOp::Format {
+                uuid: [0x51; 16],
+                sr_type: storage::sr::SrType::Iscsi
+            }
+        ),
         Ok(JobOutput::Sr(_))
     ));
     let vdi = [0x52u8; 16];

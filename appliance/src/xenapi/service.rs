@@ -881,6 +881,7 @@ impl XenApi {
 
 mod consoles;
 mod generic;
+mod iso_library;
 mod messages;
 mod network_checks;
 mod pif_ip;

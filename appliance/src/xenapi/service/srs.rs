@@ -14,13 +14,15 @@
 //! The SR on the LUN is this project's own format (see `storage::sr`:
 //! superblock, journal, thin data clusters), not LVM: the type name
 //! `lvmoiscsi` is kept so that clients create it the way they create an
-//! iSCSI SR on XenServer.
+//! iSCSI SR on XenServer. An `iso` SR (an ISO library, see `iso_library`)
+//! lives on a LUN the same way and takes the same calls.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use super::iso_library::{ISO_TYPE, storage_type};
 use super::{XenApi, new_id};
 use crate::iscsi::{
     Credentials, DEFAULT_PORT, JobError, JobOutput, JobSpec, LunEntry, Portal, SrOp, SrSummary,
@@ -43,8 +45,14 @@ const VDI_CREATE_FIELDS: &[&str] = &[
     "type",
 ];
 
-/// SR types this host creates on an iSCSI LUN.
+/// SR types of VDIs this host creates on an iSCSI LUN.
 pub const ISCSI_TYPES: &[&str] = &["lvmoiscsi", "iscsi"];
+
+/// Whether SRs of XenAPI type `sr_type` live on an iSCSI LUN here (VDI
+/// SRs, and ISO libraries).
+pub fn on_lun(sr_type: &str) -> bool {
+    ISCSI_TYPES.contains(&sr_type) || sr_type == ISO_TYPE
+}
 
 /// What to do with a job's result.
 #[derive(Debug, Clone)]
@@ -367,7 +375,7 @@ impl XenApi {
     }
 
     pub(super) fn sr_probe(&self, config: &Value, sr_type: &str) -> Result<StorageCall, ApiError> {
-        if !ISCSI_TYPES.contains(&sr_type) {
+        if !on_lun(sr_type) {
             return Err(ApiError::new("SR_UNKNOWN_DRIVER", &[sr_type]));
         }
         let Value::Struct(config) = config else {
@@ -392,7 +400,7 @@ impl XenApi {
         sm_config: Value,
         platform: &mut dyn Platform,
     ) -> Result<StorageCall, ApiError> {
-        if !ISCSI_TYPES.contains(&sr_type) {
+        if !on_lun(sr_type) {
             return Err(ApiError::new("SR_UNKNOWN_DRIVER", &[sr_type]));
         }
         let Value::Struct(config) = config else {
@@ -401,7 +409,13 @@ impl XenApi {
         let (_, uuid) = new_id(platform);
         let uuid = parse_uuid(&uuid).ok_or_else(|| ApiError::internal("bad uuid"))?;
         Ok(StorageCall {
-            spec: self.iscsi_spec(config, SrOp::Format { uuid })?,
+            spec: self.iscsi_spec(
+                config,
+                SrOp::Format {
+                    uuid,
+                    sr_type: storage_type(sr_type),
+                },
+            )?,
             completion: Completion::CreateSr {
                 host: String::from(host),
                 device_config: config.clone(),
@@ -418,7 +432,7 @@ impl XenApi {
     /// The device_config of the SR's (first) PBD: how to reach its LUN.
     pub(super) fn sr_config(&self, sr: &str) -> Result<BTreeMap<String, Value>, ApiError> {
         let sr_type = self.field(&SR, sr, "type");
-        if !sr_type.as_str().is_some_and(|t| ISCSI_TYPES.contains(&t)) {
+        if !sr_type.as_str().is_some_and(on_lun) {
             return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", &[sr]));
         }
         let pbds = match self.field(&SR, sr, "PBDs") {
@@ -494,7 +508,7 @@ impl XenApi {
         sm_config: Value,
         platform: &mut dyn Platform,
     ) -> Result<Value, ApiError> {
-        if !ISCSI_TYPES.contains(&sr_type) {
+        if !on_lun(sr_type) {
             return Err(ApiError::new("SR_UNKNOWN_DRIVER", &[sr_type]));
         }
         let uuid = match uuid {
@@ -612,7 +626,7 @@ impl XenApi {
             return Err(ApiError::field_type("device_config"));
         };
         let sr_type = self.field(&SR, &sr, "type");
-        if !sr_type.as_str().is_some_and(|t| ISCSI_TYPES.contains(&t)) {
+        if !sr_type.as_str().is_some_and(on_lun) {
             return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", &[&sr]));
         }
         Ok(StorageCall {
@@ -710,6 +724,11 @@ impl XenApi {
                 kept.insert(String::from(*key), v);
             }
         }
+        if self.is_iso_sr(sr) {
+            self.iso_name_free(sr, name)?;
+            // Read-only once uploaded (see `iso_library`), not before.
+            kept.insert(String::from("read_only"), Value::Bool(false));
+        }
         let record = &kept;
         let config = self.sr_config(sr)?;
         let (_, uuid) = new_id(platform);
@@ -742,6 +761,10 @@ impl XenApi {
         self.refuse_attached(vdi, if snapshot { "snapshot" } else { "clone" })?;
         let sr = self.field(&VDI, vdi, "SR");
         let sr = sr.as_str().unwrap_or(NULL_REF);
+        if self.is_iso_sr(sr) {
+            // An ISO library holds ISOs, not disks to copy.
+            return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", &[sr]));
+        }
         let of = self
             .field(&VDI, vdi, "uuid")
             .as_str()
@@ -840,6 +863,10 @@ impl XenApi {
                 };
                 put("name_label", Value::String(name_label));
                 put("name_description", Value::String(name_description));
+                let content_type = match (sr_type.as_str(), content_type.as_str()) {
+                    (ISO_TYPE, "") => String::from(ISO_TYPE),
+                    _ => content_type,
+                };
                 put("type", Value::String(sr_type));
                 put("content_type", Value::String(content_type));
                 put("shared", Value::Bool(shared));
@@ -870,7 +897,7 @@ impl XenApi {
                 Ok(Value::String(sr))
             }
             (Completion::Scan { sr }, JobOutput::Sr(s)) => {
-                self.sync_vdis(&sr, &s, platform);
+                self.sync_vdis(&sr, &s, false, platform);
                 Ok(Value::str(""))
             }
             (Completion::CreateVdi { sr, uuid, record }, JobOutput::Sr(s)) => {
@@ -943,8 +970,20 @@ impl XenApi {
                         ),
                     ));
                 }
+                let want = storage_type(self.field(&SR, &sr, "type").as_str().unwrap_or(""));
+                if s.sr_type != want {
+                    return Err(backend(
+                        47,
+                        "The SR is not available",
+                        &format!(
+                            "the LUN holds an SR of storage type {:?} where {want:?} was expected",
+                            s.sr_type
+                        ),
+                    ));
+                }
                 self.set(&PBD, &pbd, "currently_attached", Value::Bool(true));
-                self.sync_vdis(&sr, &s, platform);
+                // Plugged again at boot or by hand: no upload is awaited.
+                self.sync_vdis(&sr, &s, true, platform);
                 log::info!(
                     "sr: PBD {pbd} plugged: SR {} with {} VDIs",
                     uuid_from(s.uuid),
@@ -1029,8 +1068,14 @@ impl XenApi {
         self.set(&SR, sr, "virtual_allocation", Value::Int(allocated as i64));
     }
 
-    /// `SR.scan`: VDI objects follow the VDIs on the LUN.
-    fn sync_vdis(&mut self, sr: &str, s: &SrSummary, platform: &mut dyn Platform) {
+    /// `SR.scan`: VDI objects follow the VDIs on the LUN (on an ISO
+    /// library, those it lists: see [`XenApi::listed_vdis`]).
+    fn sync_vdis(&mut self, sr: &str, s: &SrSummary, restarted: bool, platform: &mut dyn Platform) {
+        let listed: Vec<storage::sr::VdiInfo> = self
+            .listed_vdis(sr, s, restarted)
+            .into_iter()
+            .cloned()
+            .collect();
         let known: Vec<(String, String)> = self
             .db
             .objects("VDI")
@@ -1043,7 +1088,7 @@ impl XenApi {
             })
             .collect();
         for (reference, uuid) in &known {
-            match s.vdis.iter().find(|v| uuid_from(v.uuid) == *uuid) {
+            match listed.iter().find(|v| uuid_from(v.uuid) == *uuid) {
                 None => {
                     self.db.remove(&VDI, reference);
                     self.remove_from_set(&SR, sr, "VDIs", reference);
@@ -1061,10 +1106,13 @@ impl XenApi {
                         "physical_utilisation",
                         Value::Int(info.physical_utilisation as i64),
                     );
+                    if s.sr_type == storage::sr::SrType::Iso && info.read_only {
+                        self.set(&VDI, reference, "read_only", Value::Bool(true));
+                    }
                 }
             }
         }
-        for info in &s.vdis {
+        for info in &listed {
             let uuid = uuid_from(info.uuid);
             if known.iter().any(|(_, u)| *u == uuid) {
                 continue;

@@ -931,7 +931,7 @@ fn storage_calls_are_answered_when_their_job_ends() {
     assert!(spec.mutual.is_some());
     let Work::Sr {
         scsi_id,
-        op: SrOp::Format { uuid },
+        op: SrOp::Format { uuid, .. },
     } = spec.work
     else {
         panic!("a format job: {:?}", spec.work)
@@ -939,6 +939,7 @@ fn storage_calls_are_answered_when_their_job_ends() {
     assert_eq!(scsi_id, "36001405abcdef");
     let summary = SrSummary {
         uuid,
+        sr_type: storage::sr::SrType::Iscsi,
         physical_size: 1 << 30,
         physical_utilisation: 0,
         vdis: Vec::new(),
@@ -1041,6 +1042,7 @@ fn storage_calls_are_answered_when_their_job_ends() {
     };
     let summary = SrSummary {
         uuid,
+        sr_type: storage::sr::SrType::Iscsi,
         physical_size: 1 << 30,
         physical_utilisation: 0,
         vdis: alloc::vec![info],
@@ -1281,6 +1283,7 @@ impl crate::xenapi::StateStore for SharedStore {
 }
 
 mod guest_net;
+mod iso_library;
 mod pif_ip;
 mod vm_clone;
 mod vm_power;

@@ -26,6 +26,12 @@
 //! or below the bytes received, and its old data after it). A failed
 //! write or read fails the task with the SR's error and ends the request
 //! (`500` for an import, a short body for an export).
+//!
+//! Into an ISO library (an `iso` SR, see `iso_library`) an import is the
+//! whole ISO in one request (its length rounded up to 512 bytes must be the
+//! VDI's size, else `400` `INVALID_VALUE`); after its last piece the ISO is
+//! finished (`SrOp::FinishIso`) and the VDI is read-only from then on. An
+//! import into an ISO that fails or is cut destroys the VDI.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -74,6 +80,12 @@ pub(super) struct Import {
     /// The answer was asked for (the body ended): set once it is ready.
     answered: bool,
     percent: u64,
+    /// An ISO uploaded into an ISO library (see `iso_library`): finished
+    /// (read-only) after its last piece, destroyed if the upload fails.
+    iso: bool,
+    /// The job finishing the ISO is running (or has ended: `iso_done`).
+    iso_finishing: bool,
+    iso_done: bool,
 }
 
 /// An export in progress, by the ticket of its response body.
@@ -266,6 +278,20 @@ impl XenApi {
                 ApiError::new("VDI_READ_ONLY", &[&vdi]),
             );
         }
+        let iso = self.is_iso_sr(&sr);
+        if iso && length.next_multiple_of(512) != u64::try_from(size).unwrap_or(0) {
+            return refuse(
+                self,
+                platform,
+                Status::BAD_REQUEST,
+                ApiError::invalid_value(
+                    "Content-Length",
+                    &format!(
+                        "{length}: an ISO is uploaded whole, in one request of its size ({size} bytes, given to VDI.create)"
+                    ),
+                ),
+            );
+        }
         if length > u64::try_from(size).unwrap_or(0) {
             return refuse(
                 self,
@@ -298,6 +324,9 @@ impl XenApi {
                 failed: None,
                 answered: false,
                 percent: 0,
+                iso,
+                iso_finishing: false,
+                iso_done: false,
             },
         );
         Ok(Ticket(ticket))
@@ -395,6 +424,24 @@ impl XenApi {
             return;
         }
         let done = import.failed.is_some() || (import.ended && import.buffer.is_empty());
+        if done && import.failed.is_none() && import.iso && !import.iso_finishing {
+            import.iso_finishing = true;
+            let (sr, op) = (import.sr.clone(), SrOp::FinishIso { uuid: import.uuid });
+            match self.transfer_job(&sr, op, TransferJob::Import(id)) {
+                Ok(job) => {
+                    if let Some(import) = self.imports.get_mut(&id) {
+                        import.job = Some((job, 0));
+                    }
+                }
+                Err(e) => {
+                    if let Some(import) = self.imports.get_mut(&id) {
+                        import.failed = Some(e);
+                    }
+                    self.import_pump(id, platform);
+                }
+            }
+            return;
+        }
         if done && (import.answered || import.aborted) {
             self.end_import(id, platform);
         }
@@ -416,6 +463,16 @@ impl XenApi {
                 import.vdi
             ),
             Err(e) => log::warn!("vdi: import into {} failed: {e:?}", import.vdi),
+        }
+        if import.iso {
+            if result.is_ok() && import.iso_done {
+                self.iso_finished(&import.vdi);
+            } else {
+                self.iso_discard(&import.vdi);
+            }
+            if let Err(e) = self.persist() {
+                log::error!("db: the ISO's new state could not be saved: {e}");
+            }
         }
         if let Some(task) = &import.task {
             self.finish_task(task, &result, platform);
@@ -592,6 +649,7 @@ impl XenApi {
                 let (_, len) = import.job.take().unwrap_or((0, 0));
                 match result {
                     Ok(JobOutput::Sr(_)) => {
+                        import.iso_done = import.iso_finishing;
                         import.written += len as u64;
                         let (written, length) = (import.written, import.length);
                         if let Some(task) = import.task.clone() {

@@ -1,4 +1,5 @@
-//! `VBD.create` and `VBD.destroy` for disks on iSCSI SRs, and the disks a
+//! `VBD.create` and `VBD.destroy` for disks on iSCSI SRs and read-only CD
+//! drives of ISOs in an ISO library, and the disks a
 //! starting VM gets: [`XenApi::attach_vm_disks`] attaches each of the VM's
 //! disk VBDs (a [`DiskChannel`] served from the poll loop, see
 //! [`crate::iscsi::disk`]) and [`XenApi::detach_vm_disks`] lets them go.
@@ -103,16 +104,21 @@ impl XenApi {
                 .cloned()
                 .unwrap_or(Value::Nil)
         };
-        if get(&fields, "type").as_str() != Some("Disk")
-            || get(&fields, "empty") == Value::Bool(true)
-        {
-            // CD drives (ISO VDIs, empty drives) need the ISO library.
+        let cd = get(&fields, "type").as_str() == Some("CD");
+        if get(&fields, "empty") == Value::Bool(true) {
+            // An empty drive needs VBD.insert/eject, not served yet.
+            return Err(ApiError::not_implemented("VBD.create of an empty drive"));
+        }
+        if !cd && get(&fields, "type").as_str() != Some("Disk") {
             return Err(ApiError::not_implemented(
-                "VBD.create of a CD or empty drive",
+                "VBD.create of a drive other than Disk or CD",
             ));
         }
         if vdi == NULL_REF || !self.db.contains("VDI", vdi) {
             return Err(ApiError::handle_invalid("VDI", vdi));
+        }
+        if cd {
+            self.check_cd(vdi, get(&fields, "mode").as_str())?;
         }
         let sr = self.field(&VDI, vdi, "SR");
         self.sr_config(sr.as_str().unwrap_or(NULL_REF))?;
@@ -309,6 +315,19 @@ impl XenApi {
         if changed && let Err(e) = self.persist() {
             log::error!("db: VBD changes could not be saved: {e}");
         }
+    }
+
+    /// A CD drive (xapi's rules): read-only, of an ISO whose upload has
+    /// finished. The guest sees it as a read-only virtio-blk disk.
+    fn check_cd(&self, vdi: &str, mode: Option<&str>) -> Result<(), ApiError> {
+        if mode != Some("RO") {
+            return Err(ApiError::new("VBD_CDS_MUST_BE_READONLY", &[]));
+        }
+        if self.field(&VDI, vdi, "read_only") != Value::Bool(true) {
+            // An ISO being uploaded (or a writable disk) is no CD.
+            return Err(ApiError::new("VDI_NOT_AVAILABLE", &[vdi]));
+        }
+        Ok(())
     }
 
     /// `VDI_IN_USE [vdi, op]` while `vdi` is attached to a running VM: its

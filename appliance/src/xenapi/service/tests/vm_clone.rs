@@ -8,21 +8,21 @@ use storage::sr::VdiInfo;
 
 const SR_UUID: [u8; 16] = [0x5a; 16];
 
-struct Fixture {
-    api: XenApi,
-    p: FakePlatform,
-    s: String,
+pub(super) struct Fixture {
+    pub(super) api: XenApi,
+    pub(super) p: FakePlatform,
+    pub(super) s: String,
     /// The VDIs on the SR (what a job's summary lists).
-    vdis: Vec<VdiInfo>,
+    pub(super) vdis: Vec<VdiInfo>,
 }
 
-fn ok(f: &mut Fixture, method: &str, params: serde_json::Value) -> serde_json::Value {
+pub(super) fn ok(f: &mut Fixture, method: &str, params: serde_json::Value) -> serde_json::Value {
     let r = json(&mut f.api, &mut f.p, method, params);
     assert!(r["error"].is_null(), "{method}: {r}");
     r["result"].clone()
 }
 
-fn error(f: &mut Fixture, method: &str, params: serde_json::Value) -> serde_json::Value {
+pub(super) fn error(f: &mut Fixture, method: &str, params: serde_json::Value) -> serde_json::Value {
     let r = json(&mut f.api, &mut f.p, method, params);
     assert!(r["result"].is_null(), "{method} must fail: {r}");
     let mut all = vec![r["error"]["message"].clone()];
@@ -30,7 +30,7 @@ fn error(f: &mut Fixture, method: &str, params: serde_json::Value) -> serde_json
     serde_json::Value::Array(all)
 }
 
-fn text(v: serde_json::Value) -> String {
+pub(super) fn text(v: serde_json::Value) -> String {
     v.as_str().expect("a string").to_string()
 }
 
@@ -42,7 +42,7 @@ fn count(f: &mut Fixture, class: &str) -> usize {
 }
 
 /// A call answered when its job ends: its ticket.
-fn deferred(f: &mut Fixture, method: &str, params: serde_json::Value) -> Ticket {
+pub(super) fn deferred(f: &mut Fixture, method: &str, params: serde_json::Value) -> Ticket {
     let body = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": params})
         .to_string();
     let Reply::Later(ticket) = post(&mut f.api, &mut f.p, "/jsonrpc", &body) else {
@@ -51,7 +51,7 @@ fn deferred(f: &mut Fixture, method: &str, params: serde_json::Value) -> Ticket 
     ticket
 }
 
-fn answer(f: &mut Fixture, ticket: Ticket) -> serde_json::Value {
+pub(super) fn answer(f: &mut Fixture, ticket: Ticket) -> serde_json::Value {
     let response = f.api.resume(ticket, &mut f.p).expect("answered");
     serde_json::from_slice(response.body()).unwrap()
 }
@@ -59,6 +59,7 @@ fn answer(f: &mut Fixture, ticket: Ticket) -> serde_json::Value {
 fn summary(vdis: &[VdiInfo]) -> SrSummary {
     SrSummary {
         uuid: SR_UUID,
+        sr_type: storage::sr::SrType::Iscsi,
         physical_size: 1 << 30,
         physical_utilisation: 4 << 20,
         vdis: vdis.to_vec(),
@@ -161,7 +162,7 @@ fn vm_with_devices(f: &mut Fixture, sr: &str) -> (String, Vec<(String, [u8; 16])
     (vm, vec![root, data], network)
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let (mut api, mut p) = service();
     api.enable_storage_driver();
     let s = login(&mut api, &mut p);
