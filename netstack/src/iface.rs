@@ -3,7 +3,10 @@
 //! One [`HostInterface`] is one smoltcp `Interface` with its own `SocketSet`
 //! over one [`Nic`] (smoltcp ties one interface to one device). It gets its
 //! IPv4 address statically or from DHCP, keeps the default route in step with
-//! the gateway, and reports what it has. It never reads a clock: every call
+//! the gateway, and reports what it has. It always has its IPv6 link-local
+//! address (`fe80::/64` from its MAC, modified EUI-64, as RFC 4291 forms
+//! it): services listening on a port answer there too (smoltcp has no
+//! SLAAC or DHCPv6 client, so that is the IPv6 it can configure by itself). It never reads a clock: every call
 //! that can advance a timer takes `now` from the caller and [`HostInterface::poll`]
 //! returns when it wants to be called again.
 
@@ -16,6 +19,7 @@ use smoltcp::socket::{AnySocket, dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Address, Ipv4Cidr,
+    Ipv6Address, Ipv6Cidr,
 };
 
 use crate::device::{DeviceStats, NicDevice};
@@ -75,6 +79,8 @@ impl<N: Nic> HostInterface<N> {
         };
         match config {
             IpConfig::Dhcp => {
+                // No IPv4 address until the lease; the link-local one now.
+                this.apply(None, None, Vec::new());
                 this.dhcp = Some(this.sockets.add(dhcpv4::Socket::new()));
                 log::info!("net: {} {} DHCP", this.name, this.mac);
             }
@@ -152,6 +158,11 @@ impl<N: Nic> HostInterface<N> {
     /// The IPv4 address and prefix, once configured.
     pub fn ipv4_cidr(&self) -> Option<Ipv4Cidr> {
         self.address
+    }
+
+    /// The IPv6 link-local address (always configured).
+    pub fn ipv6_link_local(&self) -> Ipv6Address {
+        link_local(self.mac).address()
     }
 
     /// The default gateway, if any.
@@ -289,12 +300,16 @@ impl<N: Nic> HostInterface<N> {
         dns: Vec<Ipv4Address>,
     ) {
         let name = &self.name;
+        let link_local = link_local(self.mac);
         self.iface.update_ip_addrs(|addrs| {
             addrs.clear();
             if let Some(cidr) = address
                 && addrs.push(IpCidr::Ipv4(cidr)).is_err()
             {
                 log::error!("net: {name} address table full, {cidr} not applied");
+            }
+            if addrs.push(IpCidr::Ipv6(link_local)).is_err() {
+                log::error!("net: {name} address table full, {link_local} not applied");
             }
         });
         let routes = self.iface.routes_mut();
@@ -312,6 +327,23 @@ impl<N: Nic> HostInterface<N> {
         self.gateway = gateway;
         self.dns = dns;
     }
+}
+
+/// The link-local address of an interface with `mac`: `fe80::/64` and the
+/// modified EUI-64 interface identifier (RFC 4291 appendix A).
+fn link_local(mac: MacAddress) -> Ipv6Cidr {
+    let m = mac.0;
+    let address = Ipv6Address::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]]),
+    );
+    Ipv6Cidr::new(address, 64)
 }
 
 /// The MAC to give smoltcp. smoltcp panics on a group address, and a driver
@@ -345,6 +377,17 @@ impl<N: Nic> fmt::Debug for HostInterface<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_local_is_the_modified_eui64_of_the_mac() {
+        // As Linux forms it for 52:54:00:12:34:56.
+        let ll = link_local(MacAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+        assert_eq!(ll.prefix_len(), 64);
+        assert_eq!(
+            ll.address(),
+            Ipv6Address::new(0xfe80, 0, 0, 0, 0x5054, 0x00ff, 0xfe12, 0x3456)
+        );
+    }
 
     #[test]
     fn group_mac_is_replaced_by_a_local_unicast_one() {

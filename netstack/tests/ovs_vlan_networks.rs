@@ -343,6 +343,21 @@ fn vlan_networks_over_a_lacp_bond_answer_open_vswitch() {
     eprintln!("{out}");
     assert!(ok && out.contains("5 received"), "management ping:\n{out}");
 
+    // 2b. IPv6: Linux reaches the management interface's link-local
+    // address (fe80:: and the modified EUI-64 of its MAC) over the same
+    // native VLAN, after neighbour discovery.
+    let ll = ours.nets.interface("mgmt").expect("mgmt").ipv6_link_local();
+    let target = format!("{ll}%mgmt0");
+    let (ok, out) = ours.pump_while(
+        spawn_in(
+            &ns,
+            &["ping", "-6", "-c", "3", "-i", "0.2", "-w", "10", &target],
+        ),
+        StdDuration::from_secs(20),
+    );
+    eprintln!("{out}");
+    assert!(ok && out.contains("3 received"), "link-local ping6:\n{out}");
+
     // 3. A TCP connection to the management address: our echo answers.
     let (ok, out) = ours.pump_while(
         spawn_in(

@@ -73,7 +73,12 @@ impl Pair {
     }
 
     /// A listens on `network` port 7000, B connects to it.
-    fn connect(&mut self, network: &str, a_ip: Ipv4Address) -> (SocketHandle, SocketHandle) {
+    fn connect(
+        &mut self,
+        network: &str,
+        a_ip: impl Into<smoltcp::wire::IpAddress>,
+    ) -> (SocketHandle, SocketHandle) {
+        let a_ip = a_ip.into();
         let a = self.a.interface_mut(network).unwrap();
         let server = a.add_socket(socket());
         a.sockets_mut()
@@ -405,5 +410,54 @@ fn an_access_uplink_becomes_a_trunk_with_its_vlan_native() {
             native: Some(5),
             allowed: VlanSet::empty()
         })
+    );
+}
+
+#[test]
+fn every_host_interface_answers_tcp_on_its_ipv6_link_local_address() {
+    let wire = Wire::new(9000 + 4, 512);
+    let clock = SimClock::new();
+    let mut pair = Pair::new(&wire, &clock);
+    wire.start_capture();
+    let a_ll = pair.a.interface("storage").unwrap().ipv6_link_local();
+    // fe80::/64 and the modified EUI-64 of A's MAC (02:00:00:00:05:0a).
+    assert_eq!(
+        a_ll,
+        smoltcp::wire::Ipv6Address::new(0xfe80, 0, 0, 0, 0, 0xff, 0xfe00, 0x050a)
+    );
+    let (server, client) = pair.connect("storage", a_ll);
+    let mut got = Vec::new();
+    let mut sent = false;
+    let done = run_until(
+        &clock,
+        Duration::from_millis(1),
+        Duration::from_secs(5),
+        |now| {
+            pair.poll(now);
+            let b = pair.b.interface_mut("storage").unwrap();
+            let c = b.sockets_mut().get_mut::<tcp::Socket<'static>>(client);
+            if !sent && c.can_send() {
+                sent = c.send_slice(b"over IPv6").unwrap() == 9;
+            }
+            let a = pair.a.interface_mut("storage").unwrap();
+            let s = a.sockets_mut().get_mut::<tcp::Socket<'static>>(server);
+            while s.can_recv() {
+                s.recv(|d| {
+                    got.extend_from_slice(d);
+                    (d.len(), ())
+                })
+                .unwrap();
+            }
+            got == b"over IPv6"
+        },
+    );
+    assert!(done, "TCP over link-local: got {got:?}");
+    let frames = wire.take_captured();
+    // Neighbour discovery, then TCP, all IPv6 (EtherType 0x86dd) on VLAN 20.
+    assert!(
+        frames
+            .iter()
+            .any(|(_, f)| tag_of(f) == Some(20) && f.get(16..18) == Some(&[0x86, 0xdd][..])),
+        "IPv6 frames tagged 20"
     );
 }
