@@ -200,6 +200,28 @@ impl Tgtd {
         assert!(self.try_admin(args), "tgtadm {args:?} failed");
     }
 
+    /// A second LUN (number 2) of `bytes` on the target, a sparse file
+    /// beside the first one's (the `vbd_vm` test's ISO library).
+    pub(super) fn add_lun(&self, bytes: u64) {
+        let backing = self.backing.with_file_name("lun2.img");
+        File::create(&backing)
+            .and_then(|f| f.set_len(bytes))
+            .expect("second backing file");
+        let b = backing.to_string_lossy().into_owned();
+        self.admin(&[
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            "1",
+            "--lun",
+            "2",
+            "-b",
+            &b,
+        ]);
+    }
+
     fn configure(&self) {
         let b = self.backing.to_string_lossy().into_owned();
         self.admin(&["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN]);

@@ -28,6 +28,27 @@ def iscsi_sr(x, host, name):
     return x.SR.create(host, config, "0", name, "", "lvmoiscsi", "user", True, {})
 
 
+def iso_library(x, host, name):
+    """An ISO library (SR type iso) on the target's second LUN, probed as
+    iscsi_sr probes; returns the SR."""
+    env = os.environ
+    config = {"target": env.get("ISCSI_TARGET", "10.0.2.2"), "port": env["ISCSI_PORT"],
+              "targetIQN": env["ISCSI_IQN"],
+              "chapuser": env["ISCSI_CHAP_USER"], "chappassword": env["ISCSI_CHAP_SECRET"],
+              "incoming_chapuser": env["ISCSI_MUTUAL_USER"],
+              "incoming_chappassword": env["ISCSI_MUTUAL_SECRET"]}
+    try:
+        x.SR.probe(host, config, "iso", {})
+        raise AssertionError("probe without SCSIid must fail")
+    except XenAPI.Failure as e:
+        doc = xml.dom.minidom.parseString(e.details[3])
+        luns = {lun.getElementsByTagName("LUNid")[0].firstChild.data.strip():
+                lun.getElementsByTagName("SCSIid")[0].firstChild.data.strip()
+                for lun in doc.getElementsByTagName("LUN")}
+        config["SCSIid"] = luns["2"]
+    return x.SR.create(host, config, "0", name, "", "iso", "iso", True, {})
+
+
 def imported_vdi(session, url, sr, name, data, timeout=200):
     """A VDI of len(data) bytes in `sr` holding `data` (the import bounded
     by `timeout` s); (vdi, its query string for /import_raw_vdi and

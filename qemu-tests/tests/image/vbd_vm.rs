@@ -7,7 +7,10 @@
 //! (compared with the pattern's), times a direct read and a direct write of
 //! the disk onto itself, writes a sector and powers off; the VBD is detached and `GET /export_raw_vdi` shows the
 //! guest's sector in the VDI. Then `VM.clone` of the halted VM clones its
-//! disk copy-on-write and the clone's guest reads the same data.
+//! disk copy-on-write and the clone's guest reads the same data. Both VMs
+//! also have a CD drive (`type` `CD`, `mode` `RO`) of an ISO uploaded into
+//! an ISO library (an `iso` SR on a second LUN): the guests see it as a
+//! read-only `/dev/vdb` holding the ISO's bytes, and a write to it fails.
 
 use std::fs;
 use std::process::Command;
@@ -23,6 +26,7 @@ const PASSWORD: &str = "qemu-vbd-password";
 const VDI_BYTES: usize = 4 << 20;
 const GUEST_MARK: &[u8] = b"KEEL-GUEST-WROTE-VBD-SECTOR-21";
 const GUEST_SECTOR: usize = 21;
+const ISO_BYTES: usize = (2 << 20) + 6 * 2048;
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
 const QEMU_HARD_TIMEOUT: Duration = Duration::from_secs(960);
 
@@ -35,6 +39,10 @@ dd if=/dev/vda of=/dev/null bs=1M iflag=direct 2>/dev/null
 t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 echo "KEEL-VBD-DD=VDI_MIB MiB in $((t1 - t0))0 ms" > /dev/console
 echo "KEEL-VBD-MD5=$(md5sum /dev/vda | cut -d' ' -f1)" > /dev/console
+i=0
+while [ ! -b /dev/vdb ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+echo "KEEL-CD-RO=$(cat /sys/block/vdb/ro) KEEL-CD-MD5=$(md5sum /dev/vdb | cut -d' ' -f1)" > /dev/console
+if dd if=/dev/zero of=/dev/vdb bs=512 count=1 oflag=direct conv=fsync 2>/dev/null; then echo KEEL-CD-WRITE-ACCEPTED > /dev/console; else echo KEEL-CD-WRITE-REFUSED > /dev/console; fi
 dd if=/dev/vda of=/tmp/disk bs=1M 2>/dev/null
 t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 dd if=/tmp/disk of=/dev/vda bs=1M oflag=direct conv=fsync 2>/dev/null && rm /tmp/disk
@@ -50,7 +58,7 @@ const FLOW: &str = r#"
 import os, sys, time, urllib.request
 sys.path.insert(0, os.environ["FLOW_DIR"])
 import XenAPI
-from storage_flow import imported_vdi, iscsi_sr
+from storage_flow import imported_vdi, iscsi_sr, iso_library
 url = os.environ["KEEL_URL"]
 s = XenAPI.Session(url)
 s.xenapi.login_with_password("root", os.environ["KEEL_PASSWORD"], "2.21", "vbd-test")
@@ -69,6 +77,12 @@ mib = str(256 << 20)
 x.VM.set_memory_limits(vm, mib, mib, mib, mib)
 vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
                     "type": "Disk", "empty": False, "other_config": {}})
+# An ISO uploaded into an ISO library on the second LUN, as a CD drive.
+isos = iso_library(x, host, "isos")
+iso, iq = imported_vdi(s, url, isos, "test.iso", open(os.environ["ISO_PATTERN"], "rb").read())
+assert x.VDI.get_read_only(iso) is True
+x.VBD.create({"VM": vm, "VDI": iso, "userdevice": "3", "bootable": False, "mode": "RO",
+              "type": "CD", "empty": False, "other_config": {}})
 x.VM.start(vm, False, False)
 assert x.VBD.get_currently_attached(vbd) is True
 end = time.monotonic() + float(os.environ["GUEST_TIMEOUT"])
@@ -82,7 +96,7 @@ open(os.environ["VDI_OUT"], "wb").write(out)
 # The halted VM cloned: its disk is a copy-on-write clone of the VDI, and
 # the clone's guest reads what the first guest left there.
 clone = x.VM.clone(vm, "vbd2")
-[cvbd] = x.VM.get_VBDs(clone)
+[cvbd] = [v for v in x.VM.get_VBDs(clone) if x.VBD.get_type(v) == "Disk"]
 cvdi = x.VBD.get_VDI(cvbd)
 assert cvdi != vdi and x.VDI.get_SR(cvdi) == sr
 assert x.VBD.get_userdevice(cvbd) == "0" and x.VBD.get_bootable(cvbd) is True
@@ -160,6 +174,12 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
     let pattern_file = dir.path().join("pattern.bin");
     let out_file = dir.path().join("export.bin");
     fs::write(&pattern_file, &data).expect("write the pattern");
+    let iso: Vec<u8> = (0..ISO_BYTES)
+        .map(|i| ((i * 17 + i / 2039) % 239) as u8)
+        .collect();
+    let iso_file = dir.path().join("iso.bin");
+    fs::write(&iso_file, &iso).expect("write the ISO");
+    tgtd.add_lun(super::iscsi_sr::LUN_BYTES);
     let mut python = Command::new("python3");
     python
         .arg("-c")
@@ -172,6 +192,7 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
         .env("KEEL_PASSWORD", PASSWORD)
         .env("VDI_PATTERN", &pattern_file)
         .env("VDI_OUT", &out_file)
+        .env("ISO_PATTERN", &iso_file)
         .env("GUEST_TIMEOUT", "400");
     tgtd.sdk_env(&mut python, "10.0.2.2");
     let finished =
@@ -240,16 +261,31 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
             );
         }
     }
-    // Each guest's disk had its own session, which logged out when the VM
-    // halted.
+    // Each guest sees the CD read-only with the ISO's bytes, and its
+    // write to it fails.
+    let iso_md5 = md5_hex(&iso);
+    for guest in ["vbd1", "vbd2"] {
+        assert!(
+            serial.contains(&format!("vm {guest}: KEEL-CD-RO=1 KEEL-CD-MD5={iso_md5}")),
+            "{guest} reads the ISO (md5 {iso_md5}) from a read-only /dev/vdb:\n{}",
+            qemu.serial_tail(80)
+        );
+        assert!(
+            serial.contains(&format!("vm {guest}: KEEL-CD-WRITE-REFUSED")),
+            "{guest}'s write to the CD fails:\n{}",
+            qemu.serial_tail(80)
+        );
+    }
+    // Each guest's disk and CD had its own session, which logged out when
+    // the VM halted.
     let sessions: Vec<&str> = serial
         .lines()
         .filter(|l| l.contains("disk session done"))
         .collect();
     assert_eq!(
         sessions.len(),
-        2,
-        "a disk session per guest, ended at detach:\n{}",
+        4,
+        "a session per guest's disk and CD, ended at detach:\n{}",
         qemu.serial_tail(80)
     );
     for l in sessions {
