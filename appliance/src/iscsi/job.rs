@@ -909,10 +909,15 @@ fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
         SrOp::Wipe => {
             let sr = Sr::open(&mut *dev).map_err(e)?;
             let s = summary(&sr);
-            if !s.vdis.is_empty() {
+            // An ISO library's unfinished ISOs (an upload a restart cut)
+            // are no VDIs of the user's: they go with the SR.
+            let held = match sr.sr_type() {
+                SrType::Iso => sr.isos().len(),
+                _ => s.vdis.len(),
+            };
+            if held > 0 {
                 return Err(alloc::format!(
-                    "the SR still holds {} VDIs; destroy them first",
-                    s.vdis.len()
+                    "the SR still holds {held} VDIs; destroy them first"
                 ));
             }
             drop(sr);

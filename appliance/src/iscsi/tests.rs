@@ -603,6 +603,91 @@ fn an_attached_vdi_serves_random_io_through_the_channel() {
 
 /// A job whose connection went away (its interface removed) ends with the
 /// reason, reported once, and counts as closed.
+/// An ISO library on tgtd, as the upload path drives it: an ISO begun,
+/// written a piece per job, finished read-only; a second of its name is
+/// refused; an unfinished one does not keep the SR from being destroyed.
+#[test]
+fn an_iso_library_on_tgtd_takes_an_iso_in_pieces() {
+    use storage::sr::SrType;
+    let tgtd = Tgtd::start();
+    let (luns, _) = run(spec(tgtd.port, Work::Luns, CHAP.1, MUTUAL.1));
+    let Ok(JobOutput::Luns(luns)) = luns else {
+        panic!("LUNs: {luns:?}");
+    };
+    let id = luns[0].scsi_id.clone();
+    let format = SrOp::Format {
+        uuid: [0x61; 16],
+        sr_type: SrType::Iso,
+    };
+    let Ok(JobOutput::Sr(formatted)) = sr(tgtd.port, &id, format) else {
+        panic!("format");
+    };
+    assert_eq!(formatted.sr_type, SrType::Iso);
+    let iso: Vec<u8> = (0..(1usize << 20) + 4096)
+        .map(|i| (i % 233) as u8)
+        .collect();
+    let create = |uuid: [u8; 16]| SrOp::CreateVdi {
+        uuid,
+        name: String::from("a.iso"),
+        size: iso.len() as u64,
+    };
+    assert!(matches!(
+        sr(tgtd.port, &id, create([0x62; 16])),
+        Ok(JobOutput::Sr(_))
+    ));
+    for (i, piece) in iso.chunks(1 << 20).enumerate() {
+        let write = SrOp::WriteVdi {
+            uuid: [0x62; 16],
+            offset: (i << 20) as u64,
+            data: Chunk(piece.to_vec().into()),
+        };
+        let Ok(JobOutput::Sr(s)) = sr(tgtd.port, &id, write) else {
+            panic!("piece {i}");
+        };
+        assert!(!s.vdis[0].read_only, "read-only before it is finished");
+    }
+    let finish = SrOp::FinishIso { uuid: [0x62; 16] };
+    let Ok(JobOutput::Sr(done)) = sr(tgtd.port, &id, finish) else {
+        panic!("finish");
+    };
+    assert_eq!(done.vdis.len(), 1);
+    assert!(done.vdis[0].read_only && !done.vdis[0].is_a_snapshot);
+    assert_eq!(done.vdis[0].name, "a.iso");
+    let read = SrOp::ReadVdi {
+        uuid: [0x62; 16],
+        offset: 0,
+        len: iso.len() as u32,
+    };
+    assert_eq!(sr(tgtd.port, &id, read), Ok(JobOutput::Data(iso.clone())));
+    let write = SrOp::WriteVdi {
+        uuid: [0x62; 16],
+        offset: 0,
+        data: Chunk(alloc::vec![0u8; 512].into()),
+    };
+    assert!(matches!(sr(tgtd.port, &id, write), Err(JobError::Sr(_))));
+    assert!(matches!(
+        sr(tgtd.port, &id, create([0x63; 16])),
+        Err(JobError::Sr(_))
+    ));
+    // With the ISO: not destroyed. With an unfinished one only: destroyed.
+    assert!(matches!(
+        sr(tgtd.port, &id, SrOp::Wipe),
+        Err(JobError::Sr(_))
+    ));
+    let delete = SrOp::DeleteVdi { uuid: [0x62; 16] };
+    assert!(matches!(sr(tgtd.port, &id, delete), Ok(JobOutput::Sr(_))));
+    let mut other = create([0x64; 16]);
+    if let SrOp::CreateVdi { name, .. } = &mut other {
+        *name = String::from("cut.iso");
+    }
+    assert!(matches!(sr(tgtd.port, &id, other), Ok(JobOutput::Sr(_))));
+    assert!(matches!(
+        sr(tgtd.port, &id, SrOp::Wipe),
+        Ok(JobOutput::Sr(_))
+    ));
+    assert_eq!(sr(tgtd.port, &id, SrOp::Probe), Ok(JobOutput::NoSr));
+}
+
 #[test]
 fn an_aborted_job_ends_with_the_reason_once() {
     let random = [7u8; RANDOM_BYTES];
