@@ -51,6 +51,8 @@ echo "KEEL-PCI=$(cat /sys/bus/pci/devices/0000:00:01.0/vendor):$(cat /sys/bus/pc
 grep -E 'CPU|virtio0' /proc/interrupts > /dev/console
 echo "KEEL-HWRNG=$(cat /sys/class/misc/hw_random/rng_current) $(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | wc -c)" > /dev/console
 echo "KEEL-VDA-MSIX=$(grep -c 'virtio0-req' /proc/interrupts)" > /dev/console
+# The console drains before the kernel prints its power-off lines into it.
+sleep 2
 poweroff -f
 "#;
 

@@ -54,6 +54,8 @@ echo "KEEL-NET-STREAM-ANSWER=$(dd if=/dev/zero bs=64k count=STREAM_BLOCKS 2>/dev
 t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 echo "KEEL-NET-STREAM-GUEST-MS=$((t1 - t0))0" > /dev/console
 grep eth0 /proc/net/dev > /dev/console
+# The console drains before the kernel prints its power-off lines into it.
+sleep 2
 poweroff -f
 "#;
 

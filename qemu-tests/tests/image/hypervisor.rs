@@ -223,6 +223,7 @@ fn initrd_reporting_cpus() -> Vec<u8> {
           /bin/busybox mkdir -p /proc\n\
           /bin/busybox mount -t proc proc /proc\n\
           echo \"KEEL-GUEST-CPUS=$(/bin/busybox grep -c ^processor /proc/cpuinfo)\" > /dev/console\n\
+          /bin/busybox sleep 2\n\
           /bin/busybox poweroff -f\n",
     );
     let peer = qemu_tests::workspace_root().join("target/peer/initrd.gz");

@@ -50,6 +50,8 @@ t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 echo "KEEL-VBD-DD-WRITE=VDI_MIB MiB in $((t1 - t0))0 ms" > /dev/console
 printf 'GUEST_MARK' > /tmp/mark
 dd if=/tmp/mark of=/dev/vda bs=512 seek=GUEST_SECTOR count=1 conv=sync,fsync 2>/dev/null && echo KEEL-VBD-WRITTEN > /dev/console
+# The console drains before the kernel prints its power-off lines into it.
+sleep 2
 poweroff -f
 "#;
 
