@@ -1254,6 +1254,31 @@ fn storage_calls_are_answered_when_their_job_ends() {
     );
 }
 
+/// A call that must succeed: its result.
+fn ok(
+    api: &mut XenApi,
+    p: &mut FakePlatform,
+    method: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let r = json(api, p, method, params);
+    assert!(r["error"].is_null(), "{method}: {r}");
+    r["result"].clone()
+}
+
+/// A call that must fail: `[code, params...]`.
+fn err(
+    api: &mut XenApi,
+    p: &mut FakePlatform,
+    method: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let r = json(api, p, method, params);
+    let mut all = vec![r["error"]["message"].clone()];
+    all.extend(r["error"]["data"].as_array().cloned().unwrap_or_default());
+    serde_json::Value::Array(all)
+}
+
 /// The schema version and the records.
 pub(super) type Stored = (u32, BTreeMap<String, Vec<u8>>);
 

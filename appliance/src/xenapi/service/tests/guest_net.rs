@@ -5,29 +5,6 @@ use super::*;
 use crate::xenapi::{NetRequest, VifTarget};
 use serde_json::json;
 
-fn ok(
-    api: &mut XenApi,
-    p: &mut FakePlatform,
-    method: &str,
-    params: serde_json::Value,
-) -> serde_json::Value {
-    let r = json(api, p, method, params);
-    assert!(r["error"].is_null(), "{method}: {r}");
-    r["result"].clone()
-}
-
-fn err(
-    api: &mut XenApi,
-    p: &mut FakePlatform,
-    method: &str,
-    params: serde_json::Value,
-) -> serde_json::Value {
-    let r = json(api, p, method, params);
-    let mut all = vec![r["error"]["message"].clone()];
-    all.extend(r["error"]["data"].as_array().cloned().unwrap_or_default());
-    serde_json::Value::Array(all)
-}
-
 fn live() -> (XenApi, FakePlatform, String) {
     let (mut api, mut p) = service();
     p.hv = Some(FakeHv::default());

@@ -13,29 +13,6 @@ fn with_hv(obeys_button: bool) -> (XenApi, FakePlatform, String) {
     (api, p, s)
 }
 
-fn ok(
-    api: &mut XenApi,
-    p: &mut FakePlatform,
-    method: &str,
-    params: serde_json::Value,
-) -> serde_json::Value {
-    let r = json(api, p, method, params);
-    assert!(r["error"].is_null(), "{method}: {r}");
-    r["result"].clone()
-}
-
-fn err(
-    api: &mut XenApi,
-    p: &mut FakePlatform,
-    method: &str,
-    params: serde_json::Value,
-) -> serde_json::Value {
-    let r = json(api, p, method, params);
-    let mut all = vec![r["error"]["message"].clone()];
-    all.extend(r["error"]["data"].as_array().cloned().unwrap_or_default());
-    serde_json::Value::Array(all)
-}
-
 /// The template, cloned into a VM that boots `boot:debian/vmlinuz`.
 fn debian_vm(api: &mut XenApi, p: &mut FakePlatform, s: &str) -> String {
     let templates = ok(
