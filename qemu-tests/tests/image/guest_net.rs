@@ -54,6 +54,7 @@ echo "KEEL-NET-STREAM-ANSWER=$(dd if=/dev/zero bs=64k count=STREAM_BLOCKS 2>/dev
 t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 echo "KEEL-NET-STREAM-GUEST-MS=$((t1 - t0))0" > /dev/console
 grep eth0 /proc/net/dev > /dev/console
+grep Tcp: /proc/net/snmp > /dev/console
 # The console drains before the kernel prints its power-off lines into it.
 sleep 2
 poweroff -f
@@ -205,6 +206,13 @@ fn debian_guest_reaches_the_host_and_the_network_through_its_vif() {
     let (_, json) = health(&qemu);
     assert_eq!(json["status"], "ok", "{json}");
     let serial = qemu.serial();
+    // What the guest's TCP and the VIF counted (retransmissions, drops).
+    for line in serial
+        .lines()
+        .filter(|l| l.contains("vm vnet: Tcp:") || l.contains("vm vnet: nic "))
+    {
+        println!("FIGURE guest-net counters: {line}");
+    }
     assert!(
         !serial.contains("KEEL-INSMOD-FAILED"),
         "a module did not load"

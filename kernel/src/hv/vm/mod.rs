@@ -583,6 +583,18 @@ impl VmCore {
         let h = &self.handle;
         let restarting = self.reset.load(Ordering::Acquire) && state == VmState::Halted;
         if !restarting && let Some(spec) = self.spec.lock().as_ref() {
+            for nic in &spec.nics {
+                let s = nic.link.stats();
+                log::info!(
+                    "vm {}: nic {}: {} frames to the switch ({} dropped, queue full), {} from it ({} dropped)",
+                    h.name,
+                    netstack::MacAddress(nic.mac),
+                    s.to_host,
+                    s.to_host_dropped,
+                    s.to_guest,
+                    s.to_guest_dropped
+                );
+            }
             for d in spec.disks.iter().filter(|d| d.checksum_at_end) {
                 match d.checksum() {
                     Some(sum) => log::info!(
