@@ -10,6 +10,8 @@
 //! VLAN 30 of the same bridge. It prints the flow's `BENCH` lines; times
 //! are never asserted.
 
+use std::fs;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use qemu_tests::run_bounded;
@@ -70,6 +72,89 @@ fn peer_namespace(host: &WorkflowHost) -> Netns {
     ns
 }
 
+/// The guest's TCP sender: busybox `nc` writes about 1 KiB per system call,
+/// which under nested TCG makes the guest's CPU the limit (one run of
+/// `guest_net`: 16,174 segments of 1,037 B on average for 16 MiB, no
+/// retransmission, no drop); this one writes 64 KiB at a time, as the
+/// peer's sender does.
+const TCP_SEND_C: &str = r#"#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    static char buf[65536];
+    struct sockaddr_in a = {0};
+    long long left;
+    int s;
+    char c;
+    if (argc != 4) {
+        fprintf(stderr, "usage: tcp_send IP PORT BYTES\n");
+        return 2;
+    }
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)atoi(argv[2]));
+    if (inet_pton(AF_INET, argv[1], &a.sin_addr) != 1) {
+        fprintf(stderr, "tcp_send: bad address %s\n", argv[1]);
+        return 2;
+    }
+    s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+        perror("tcp_send: connect");
+        return 1;
+    }
+    for (left = atoll(argv[3]); left > 0;) {
+        ssize_t n = write(s, buf, left < (long long)sizeof buf ? (size_t)left : sizeof buf);
+        if (n <= 0) {
+            perror("tcp_send: write");
+            return 1;
+        }
+        left -= n;
+    }
+    shutdown(s, SHUT_WR);
+    while (read(s, &c, 1) > 0) {
+    }
+    close(s);
+    return 0;
+}
+"#;
+
+/// Builds [`TCP_SEND_C`] statically and puts it at `/bin/tcp_send` in the
+/// guests' ext4 root image (`debugfs`, from e2fsprogs).
+fn add_tcp_send(dir: &std::path::Path, root: &std::path::Path) {
+    let source = dir.join("tcp_send.c");
+    let binary = dir.join("tcp_send");
+    fs::write(&source, TCP_SEND_C).expect("write tcp_send.c");
+    let out = Command::new("timeout")
+        .args(["120", "gcc", "-static", "-O2", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("gcc");
+    assert!(
+        out.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for request in [
+        format!("write {} bin/tcp_send", binary.display()),
+        "sif bin/tcp_send mode 0100755".to_string(),
+    ] {
+        let out = Command::new("timeout")
+            .args(["60", "debugfs", "-w", "-R", &request])
+            .arg(root)
+            .output()
+            .expect("debugfs (e2fsprogs)");
+        assert!(
+            out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("rror"),
+            "debugfs {request}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 #[ignore = "benchmark: cargo xtask bench guest-io"]
 fn bench_guest_io_disk_and_tcp_against_the_hosted_initiator_and_ovs() {
@@ -80,6 +165,7 @@ fn bench_guest_io_disk_and_tcp_against_the_hosted_initiator_and_ovs() {
         panic!("{ISCSI_BIN_ENV}: the hosted `iscsi` CLI (`cargo xtask bench guest-io` sets it)")
     });
     let host = WorkflowHost::start("qbio", LUN_BYTES, HARD_TIMEOUT);
+    add_tcp_send(host.qemu.dir(), &host.root);
     let peer = peer_namespace(&host);
     let mut python = host.flow("bench_guest_io_flow.py");
     python.env(ISCSI_BIN_ENV, iscsi).env("PEER_NS", &peer.0);

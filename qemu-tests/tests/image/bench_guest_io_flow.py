@@ -196,10 +196,11 @@ def main():
     log(f"guest-net-tcp: {NET_MIB} MiB from the guest, then from the peer namespace")
     net_bytes = NET_MIB << 20
     receiver = Receiver(net_bytes)
-    # `nc` ends when the receiver closes after the last byte; the receiver
-    # checks the count.
-    console_run(console, f"dd if=/dev/zero bs=64k count={net_bytes // 65536} 2>/dev/null"
-                         f" | nc {RECEIVER} {NET_PORT}; true", "sent", NET_TIMEOUT)
+    # tcp_send (built by the bench, 64 KiB writes like the peer's sender)
+    # ends when the receiver closes after the last byte; the receiver checks
+    # the count.
+    console_run(console, f"tcp_send {RECEIVER} {NET_PORT} {net_bytes}; true", "sent",
+                NET_TIMEOUT)
     guest_net = receiver.result()
     receiver = Receiver(net_bytes)
     peer_send(net_bytes)
