@@ -468,3 +468,42 @@ fn a_vm_marked_auto_poweron_starts_at_the_next_boot() {
     assert!(started.contains("stays-off 1970"), "{started}");
     assert!(!qemu.serial().contains("vm stays-off:"));
 }
+
+#[test]
+fn a_reconfigured_management_address_is_kept_across_a_reboot() {
+    let dir = TestDir::new("reconfigure-ip").expect("test dir");
+    let disk = dir.path().join("state.img");
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(DISK_BYTES))
+        .expect("blank state disk");
+    // The host config asks for DHCP; QEMU's user network leases 10.0.2.15,
+    // which the static configuration keeps (the port forward points there).
+    let module = host_config(dir.path());
+    let qemu = boot(&disk, &module);
+    qemu.wait_for_serial("DHCP lease 10.0.2.15/24", BOOT_TIMEOUT)
+        .expect("the lease");
+    python(
+        &qemu,
+        "x = s.xenapi\n\
+         pif = [p for p in x.PIF.get_all() if x.PIF.get_management(p)][0]\n\
+         x.PIF.reconfigure_ip(pif, 'Static', '10.0.2.15', '255.255.255.0', '10.0.2.2', '10.0.2.3')",
+    );
+    qemu.wait_for_serial("static 10.0.2.15/24", BOOT_TIMEOUT)
+        .expect("applied live");
+    qemu.kill();
+    drop(qemu);
+
+    let qemu = boot(&disk, &module);
+    qemu.wait_for_serial(
+        "net: management addressing from PIF.reconfigure_ip kept: static,10.0.2.15,24,10.0.2.2,10.0.2.3",
+        BOOT_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", qemu.serial_tail(30)));
+    let shown = python(
+        &qemu,
+        "x = s.xenapi\n\
+         pif = [p for p in x.PIF.get_all() if x.PIF.get_management(p)][0]\n\
+         print(x.PIF.get_ip_configuration_mode(pif), x.PIF.get_IP(pif), x.PIF.get_gateway(pif))",
+    );
+    assert_eq!(shown.trim(), "Static 10.0.2.15 10.0.2.2", "{shown}");
+}
