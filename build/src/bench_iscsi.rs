@@ -1,8 +1,10 @@
 //! `cargo xtask bench iscsi`: our hosted initiator (`iscsi perf`) against
 //! libiscsi's `iscsi-perf` on the same tgtd LUN in the same run: 4 KiB
-//! random reads at queue depth 32, and 1 MiB sequential reads, 10 s each;
-//! then our 1 MiB sequential write throughput (libiscsi ships no write
-//! benchmark, so that line has no peer).
+//! random reads at queue depth 32, and 1 MiB sequential reads, 10 s per
+//! run, [`RUNS`] runs per side alternating (peer, ours, peer, ...) so drift
+//! hits both, the median of each side reported; then our 1 MiB sequential
+//! write throughput (libiscsi ships no write benchmark, so that line has
+//! no peer).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,9 @@ const INITIATOR: &str = "iqn.2026-11.dev.keel:bench-initiator";
 const LUN_BYTES: u64 = 1 << 30;
 const SECONDS: u64 = 10;
 const QUEUE_DEPTH: u32 = 32;
+/// Runs per side of each read benchmark (tgtd and both initiators share
+/// the machine's cores: one 10 s run moves by ±15 %).
+const RUNS: usize = 3;
 /// A tool that has not finished this long after its run time has hung.
 const GRACE: Duration = Duration::from_secs(30);
 
@@ -228,17 +233,35 @@ pub fn iscsi(paths: &Paths) -> Result<()> {
         "BENCH iscsi-seqwrite-1m ours={write_mbs:.1}MB/s (no libiscsi peer: iscsi-perf only reads)"
     );
 
-    let (peer_iops, peer_mbs) = peer(&url, &["-r"])?;
-    let (our_iops, our_mbs) = ours(&bin, &url, &[])?;
+    let (mut peer_runs, mut our_runs) = (Vec::new(), Vec::new());
+    for run in 1..=RUNS {
+        let (peer_iops, peer_mbs) = peer(&url, &["-r"])?;
+        let (our_iops, our_mbs) = ours(&bin, &url, &[])?;
+        println!(
+            "bench iscsi: randread run {run}/{RUNS}: peer {peer_iops:.0} IOPS ({peer_mbs:.1} MB/s), ours {our_iops:.0} IOPS ({our_mbs:.1} MB/s)"
+        );
+        peer_runs.push(peer_iops);
+        our_runs.push(our_iops);
+    }
+    let (peer_iops, our_iops) = (median(&mut peer_runs), median(&mut our_runs));
     println!(
-        "BENCH iscsi-randread ours={our_iops:.0} peer={peer_iops:.0} ratio={:.2} (IOPS, 4 KiB; MB/s ours={our_mbs:.1} peer={peer_mbs:.1})",
+        "BENCH iscsi-randread ours={our_iops:.0} peer={peer_iops:.0} ratio={:.2} (IOPS, 4 KiB, median of {RUNS})",
         our_iops / peer_iops.max(1.0)
     );
 
-    let (_, peer_seq) = peer(&url, &["-b", "2048"])?;
-    let (_, our_seq) = ours(&bin, &url, &mib)?;
+    let (mut peer_runs, mut our_runs) = (Vec::new(), Vec::new());
+    for run in 1..=RUNS {
+        let (_, peer_seq) = peer(&url, &["-b", "2048"])?;
+        let (_, our_seq) = ours(&bin, &url, &mib)?;
+        println!(
+            "bench iscsi: seqread run {run}/{RUNS}: peer {peer_seq:.1} MB/s, ours {our_seq:.1} MB/s"
+        );
+        peer_runs.push(peer_seq);
+        our_runs.push(our_seq);
+    }
+    let (peer_seq, our_seq) = (median(&mut peer_runs), median(&mut our_runs));
     println!(
-        "BENCH iscsi-seqread-1m ours={our_seq:.1} peer={peer_seq:.1} ratio={:.2} (MB/s)",
+        "BENCH iscsi-seqread-1m ours={our_seq:.1} peer={peer_seq:.1} ratio={:.2} (MB/s, median of {RUNS})",
         our_seq / peer_seq.max(0.1)
     );
     drop(tgtd);
@@ -246,9 +269,22 @@ pub fn iscsi(paths: &Paths) -> Result<()> {
     Ok(())
 }
 
+/// The middle value (the upper one of an even count); 0 for none.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_run() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [5.0]), 5.0);
+        assert_eq!(median(&mut []), 0.0);
+    }
 
     #[test]
     fn parses_both_tools() {
