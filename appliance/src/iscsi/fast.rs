@@ -389,4 +389,4 @@ impl Drop for DiskRun {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,15 +1,14 @@
 //! The disk server's modes without a target: which requests take the fast
 //! path, when a batch may start, and when sessions are (re)started.
 
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec;
 
 use storage::channel::DiskGeometry;
-use storage::sr::Extent;
 
 use super::*;
 use crate::iscsi::fast::DiskRun;
+use crate::iscsi::fast::tests::extents;
 use crate::iscsi::{Credentials, Portal};
 
 const MIB: u64 = 1 << 20;
@@ -44,31 +43,6 @@ fn server() -> (DiskServer, Arc<DiskChannel>) {
         DiskServer::new(Arc::clone(&channel), [3; 16], template),
         channel,
     )
-}
-
-/// Cluster 0 owned (at 10 MiB), cluster 1 a base's (at 20 MiB).
-fn extents() -> VdiExtents {
-    let mut clusters = BTreeMap::new();
-    clusters.insert(
-        0,
-        Extent {
-            offset: 10 * MIB,
-            owned: true,
-        },
-    );
-    clusters.insert(
-        1,
-        Extent {
-            offset: 20 * MIB,
-            owned: false,
-        },
-    );
-    VdiExtents {
-        cluster_size: MIB as u32,
-        virtual_size: 4 * MIB,
-        read_only: false,
-        clusters,
-    }
 }
 
 fn submit(channel: &DiskChannel, tag: u64, op: DiskOp) {

@@ -7,8 +7,9 @@ use super::*;
 
 const MIB: u64 = 1 << 20;
 
-/// Clusters 0 (owned, at 10 MiB) and 1 (a base's, at 20 MiB) of a 4 MiB VDI.
-fn extents() -> VdiExtents {
+/// Clusters 0 (owned, at 10 MiB) and 1 (a base's, at 20 MiB) of a 4 MiB
+/// VDI (the disk server's tests use it too).
+pub(crate) fn extents() -> VdiExtents {
     let mut clusters = BTreeMap::new();
     clusters.insert(
         0,
