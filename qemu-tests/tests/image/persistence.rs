@@ -50,6 +50,15 @@ fn host_config_with(dir: &Path, name: &str, extra: &str) -> PathBuf {
     module
 }
 
+/// A blank state disk of [`DISK_BYTES`] in `dir`.
+fn blank_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("state.img");
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(DISK_BYTES))
+        .expect("blank state disk");
+    disk
+}
+
 fn boot(disk: &Path, module: &Path) -> Qemu {
     let qemu = keel(2, 512)
         .initrd(module)
@@ -131,10 +140,7 @@ fn tls_fingerprint(qemu: &Qemu, origin: &str) -> String {
 #[test]
 fn the_database_survives_reboots_and_power_cuts() {
     let dir = TestDir::new("persistence").expect("test dir");
-    let disk = dir.path().join("state.img");
-    fs::File::create(&disk)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .expect("blank state disk");
+    let disk = blank_disk(dir.path());
     let module = host_config(dir.path());
 
     // First boot: a blank disk becomes the state store; make changes.
@@ -361,10 +367,7 @@ fn openssl_certificate(dir: &Path, name: &str) -> String {
 #[test]
 fn a_certificate_supplied_in_the_host_config_is_served() {
     let dir = TestDir::new("persistence-supplied-tls").expect("test dir");
-    let disk = dir.path().join("state.img");
-    fs::File::create(&disk)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .expect("blank state disk");
+    let disk = blank_disk(dir.path());
     let supplied = openssl_certificate(dir.path(), "supplied");
     openssl_certificate(dir.path(), "other");
     let at = |cert: &str, key: &str| {
@@ -400,10 +403,7 @@ fn a_certificate_supplied_in_the_host_config_is_served() {
 #[test]
 fn a_vm_marked_auto_poweron_starts_at_the_next_boot() {
     let dir = TestDir::new("auto-poweron").expect("test dir");
-    let disk = dir.path().join("state.img");
-    fs::File::create(&disk)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .expect("blank state disk");
+    let disk = blank_disk(dir.path());
     let config = fs::read(host_config(dir.path())).expect("read the host config");
     let peer = qemu_tests::workspace_root().join("target/peer");
     let mut cpio = qemu_tests::cpio::Cpio::default();
@@ -472,10 +472,7 @@ fn a_vm_marked_auto_poweron_starts_at_the_next_boot() {
 #[test]
 fn a_reconfigured_management_address_is_kept_across_a_reboot() {
     let dir = TestDir::new("reconfigure-ip").expect("test dir");
-    let disk = dir.path().join("state.img");
-    fs::File::create(&disk)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .expect("blank state disk");
+    let disk = blank_disk(dir.path());
     // The host config asks for DHCP; QEMU's user network leases 10.0.2.15,
     // which the static configuration keeps (the port forward points there).
     let module = host_config(dir.path());
