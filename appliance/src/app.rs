@@ -292,20 +292,16 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
                 } => {
                     let plugged = match target {
                         VifTarget::HostNetwork(name) => {
-                            vifs::plug(&mut self.net, &vm, &name, mac, link).map(|p| p.port)
+                            vifs::plug(&mut self.net, &vm, &name, mac, link)
                         }
-                        VifTarget::Vlan(tag) => self
-                            .net
-                            .add_vif(tag, netstack::MacAddress(mac), link)
-                            .map_err(|e| VifError::Switch(alloc::format!("{e}"))),
+                        VifTarget::Vlan(tag) => {
+                            let network = alloc::format!("guest VLAN {tag}");
+                            vifs::plug_vlan(&mut self.net, &vm, &network, tag, mac, link)
+                        }
                     };
                     match plugged {
-                        Ok(port) => {
-                            log::info!(
-                                "vif: {vif} of vm {vm} ({}) at switch {port}",
-                                netstack::MacAddress(mac)
-                            );
-                            self.vif_ports.insert(vif, port);
+                        Ok(p) => {
+                            self.vif_ports.insert(vif, p.port);
                         }
                         Err(e) => log::error!("vif: {vif} of vm {vm} not plugged: {e}"),
                     }

@@ -68,16 +68,30 @@ pub fn plug<N: Nic>(
     let vlan = net
         .vlan(&name)
         .ok_or_else(|| VifError::NoSuchNetwork(network.into()))?;
+    plug_vlan(net, vm, &name, vlan, mac, link)
+}
+
+/// Plugs VM `vm`'s VIF into the network on switch VLAN `vlan` (a host
+/// network's, or a guest VLAN the uplink carries; `network` names it in
+/// the log), locked to `mac`.
+pub fn plug_vlan<N: Nic>(
+    net: &mut HostNetworks<N>,
+    vm: &str,
+    network: &str,
+    vlan: u16,
+    mac: [u8; 6],
+    link: VifLink,
+) -> Result<PluggedVif, VifError> {
     let mtu = net
         .switch()
         .network_mtu(vlan)
         .and_then(|m| u16::try_from(m).ok())
-        .ok_or_else(|| VifError::NoSuchNetwork(network.into()))?;
+        .ok_or_else(|| VifError::NoSuchNetwork(alloc::format!("VLAN {vlan}")))?;
     let port = net
         .add_vif(vlan, MacAddress(mac), link)
         .map_err(|e| VifError::Switch(alloc::format!("{e}")))?;
     log::info!(
-        "vif: vm {vm}: {} on network {name} (VLAN {vlan}, MTU {mtu}) at switch {port}",
+        "vif: vm {vm}: {} on network {network} (VLAN {vlan}, MTU {mtu}) at switch {port}",
         MacAddress(mac)
     );
     Ok(PluggedVif { port, vlan, mtu })
