@@ -78,6 +78,11 @@ const STEPS: &[Step] = &[
         env: false,
     },
     Step::Cargo {
+        title: "iscsi CLI (release: the guest-io image test's peer reader)",
+        args: &["build", "--release", "-p", "storage", "--bin", "iscsi"],
+        env: false,
+    },
+    Step::Cargo {
         title: "image tests in QEMU",
         args: &["test", "-p", "qemu-tests", "--", "--test-threads=2"],
         env: true,
@@ -130,13 +135,20 @@ fn test_media(paths: &Paths) -> Result<()> {
     media::media(paths, &paths.image(), &options).map(|_| ())
 }
 
-/// The environment the image tests read: the image, the host-config tool
-/// and the boot media.
+/// Where the guest-io image test finds the hosted `iscsi` CLI.
+pub const ISCSI_BIN_ENV: &str = "KEEL_ISCSI_BIN";
+
+/// The environment the image tests read: the image, the host-config tool,
+/// the boot media and the release `iscsi` CLI.
 pub fn image_test_env(paths: &Paths, command: &mut Command) {
     command
         .env(IMAGE_ENV, paths.image())
         .env(HOST_CONFIG_BIN_ENV, paths.host_config_bin())
-        .env(MEDIA_ENV, test_media_dir(paths));
+        .env(MEDIA_ENV, test_media_dir(paths))
+        .env(
+            ISCSI_BIN_ENV,
+            paths.cargo_target.join("release").join("iscsi"),
+        );
 }
 
 pub fn test(paths: &Paths) -> Result<()> {

@@ -1,5 +1,6 @@
-//! `cargo xtask bench guest-io` (issue 8's benchmark), an ignored image
-//! test the bench runs with `--ignored`: the workflow's host
+//! Guest I/O at scale, and the figures of `cargo xtask bench guest-io`
+//! (issue 8's benchmark, which runs this test and passes its `BENCH` lines
+//! on): the workflow's host
 //! ([`WorkflowHost`]: LACP bond to OVS, tgtd with CHAP on the storage VLAN,
 //! a test host on VLAN 30) and a guest with its root VDI and a 256 MiB
 //! data VDI imported with real data; `bench_guest_io_flow.py` measures the
@@ -7,8 +8,10 @@
 //! reading the same tgtd LUN (`KEEL_ISCSI_BIN`, the release `iscsi`
 //! binary), and the guest's TCP throughput to the VLAN 30 host against the
 //! same transfer from another namespace, whose OVS internal port is on
-//! VLAN 30 of the same bridge. It prints the flow's `BENCH` lines; times
-//! are never asserted.
+//! VLAN 30 of the same bridge. What it checks: the guest reads the
+//! imported data back through the disk session (MD5 of its first MiB),
+//! rewrites the whole disk, and every byte of each TCP transfer arrives;
+//! times are printed (`BENCH` lines), never asserted.
 
 use std::fs;
 use std::process::Command;
@@ -156,13 +159,12 @@ fn add_tcp_send(dir: &std::path::Path, root: &std::path::Path) {
 }
 
 #[test]
-#[ignore = "benchmark: cargo xtask bench guest-io"]
-fn bench_guest_io_disk_and_tcp_against_the_hosted_initiator_and_ovs() {
+fn guest_disk_and_tcp_at_scale_beside_the_hosted_initiator_and_ovs() {
     if let Some(why) = prerequisites_missing() {
-        panic!("the guest-io bench needs root and Open vSwitch: {why}");
+        panic!("the guest-io test needs root and Open vSwitch: {why}");
     }
     let iscsi = std::env::var_os(ISCSI_BIN_ENV).unwrap_or_else(|| {
-        panic!("{ISCSI_BIN_ENV}: the hosted `iscsi` CLI (`cargo xtask bench guest-io` sets it)")
+        panic!("{ISCSI_BIN_ENV}: the release `iscsi` CLI (`cargo xtask test` and `bench guest-io` set it)")
     });
     let host = WorkflowHost::start("qbio", LUN_BYTES, HARD_TIMEOUT);
     add_tcp_send(host.qemu.dir(), &host.root);

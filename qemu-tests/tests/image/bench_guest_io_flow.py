@@ -171,10 +171,12 @@ def main():
     console = start(session, vm, ip, x.VIF.get_MAC(vif), "bench guest boot")
 
     log("guest-disk-read: the guest reads its imported disk, then the hosted initiator the LUN")
-    # The guest sees the imported bytes (a direct read of the first MiB).
+    # The guest sees the imported bytes (direct reads of the first and the
+    # last MiB, each the imported block).
     want = hashlib.md5(block).hexdigest()
-    console_run(console, f"dd if=/dev/vdb bs=1M count=1 iflag=direct 2>/dev/null | md5sum"
-                         f" | grep -q {want}", "firstmib")
+    for name, skip in [("firstmib", 0), ("lastmib", DISK_MIB - 1)]:
+        console_run(console, f"dd if=/dev/vdb bs=1M skip={skip} count=1 iflag=direct 2>/dev/null"
+                             f" | md5sum | grep -q {want}", name)
     t0 = time.monotonic()
     console_run(console, f"dd if=/dev/vdb of=/dev/null bs=1M count={DISK_MIB} iflag=direct",
                 "read", DISK_TIMEOUT)
@@ -190,6 +192,10 @@ def main():
     console_run(console, f"dd if=/dev/zero of=/dev/vdb bs=1M count={DISK_MIB} oflag=direct",
                 "write", DISK_TIMEOUT)
     guest_write = time.monotonic() - t0
+    # The rewrite landed: the last MiB reads back as zeros.
+    zeros = hashlib.md5(bytes(1 << 20)).hexdigest()
+    console_run(console, f"dd if=/dev/vdb bs=1M skip={DISK_MIB - 1} count=1 iflag=direct"
+                         f" 2>/dev/null | md5sum | grep -q {zeros}", "rewritten")
     log(f"BENCH guest-disk-write ours={mbs(disk_bytes, guest_write):.2f} (MB/s, {DISK_MIB} MiB: "
         "guest dd oflag=direct bs=1M over the imported VDI's allocated clusters; no peer)")
 
