@@ -31,6 +31,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a connection's reader looks whether the connection was closed.
 const READ_POLL: Duration = Duration::from_secs(5);
+/// How long a closed connection's reader goes on discarding what the
+/// client still sends (lingering close).
+const LINGER: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Longest the loop sleeps with nothing due.
@@ -321,16 +324,26 @@ fn read(
     queued: &AtomicUsize,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
+    // When the service closed our side, since when this reader has been
+    // discarding what the client still sends.
+    let mut lingering: Option<Instant> = None;
     loop {
         // Back-pressure: the service has not taken what was read before.
-        while queued.load(Ordering::Relaxed) >= MAX_QUEUED {
-            if closed.load(Ordering::Relaxed) {
-                return;
-            }
+        while queued.load(Ordering::Relaxed) >= MAX_QUEUED && !closed.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(1));
         }
         match stream.read(&mut buf) {
             Ok(0) => break,
+            Ok(_) if closed.load(Ordering::Relaxed) => {
+                // Answered (a body refused with 413, say) and closed for
+                // writing: the rest is read and dropped, so the client can
+                // finish sending and read the answer instead of meeting a
+                // reset; at most for LINGER.
+                let since = *lingering.get_or_insert_with(Instant::now);
+                if since.elapsed() >= LINGER {
+                    return;
+                }
+            }
             Ok(n) => {
                 queued.fetch_add(n, Ordering::Relaxed);
                 let data = buf.get(..n).unwrap_or_default().to_vec();
