@@ -36,6 +36,7 @@
 //! two device flushes per flush instead of per cluster.
 
 mod data;
+mod discard;
 mod error;
 pub mod extents;
 mod iso;

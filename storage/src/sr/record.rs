@@ -72,4 +72,11 @@ pub enum Record {
     Coalesce {
         id: u32,
     },
+    /// Frees virtual clusters of VDI `id`'s own layer (discard); they read
+    /// as zeros afterwards, so none may be mapped by a layer below.
+    /// Appended last: older journals decode unchanged.
+    Unmap {
+        id: u32,
+        clusters: Vec<u64>,
+    },
 }

@@ -176,6 +176,19 @@ impl SrState {
             Record::SetReadOnly { id, .. } | Record::SetName { id, .. } | Record::Delete { id } => {
                 self.visible_leaf(*id).map(|_| ())
             }
+            Record::Unmap { id, clusters } => {
+                let l = self.visible_leaf(*id)?;
+                let mut seen = alloc::collections::BTreeSet::new();
+                for v in clusters {
+                    if !l.map.contains_key(v) || !seen.insert(*v) {
+                        return Err(Inconsistent("unmapping a cluster the layer does not map"));
+                    }
+                    if l.meta.parent.is_some_and(|p| self.locate(p, *v).is_some()) {
+                        return Err(Inconsistent("unmapping a cluster a base layer maps"));
+                    }
+                }
+                Ok(())
+            }
             Record::Coalesce { id } => {
                 let p = self
                     .layer(*id)?
@@ -268,6 +281,15 @@ impl SrState {
                         self.used.set(*p, false);
                     }
                     next = l.meta.parent.filter(|&p| self.children(p).next().is_none());
+                }
+            }
+            Record::Unmap { id, clusters } => {
+                if let Some(l) = self.layers.get_mut(&id) {
+                    for v in clusters {
+                        if let Some(p) = l.map.remove(&v) {
+                            self.used.set(p, false);
+                        }
+                    }
                 }
             }
             Record::Coalesce { id } => {

@@ -61,7 +61,7 @@ fn step<D: BlockDevice>(
 ) -> Result<(), SrError> {
     let keys: Vec<Uuid> = model.keys().copied().collect();
     let pick = |rng: &mut Rng| keys.get(rng.below(keys.len() as u64) as usize).copied();
-    match rng.below(20) {
+    match rng.below(21) {
         0..=2 => {
             *next_uuid += 1;
             let u = uuid(*next_uuid);
@@ -118,6 +118,42 @@ fn step<D: BlockDevice>(
             let (_, ro) = model.get_mut(&u).expect("model");
             sr.set_read_only(&u, !*ro)?;
             *ro = !*ro;
+        }
+        20 => {
+            // Discard: whole clusters only the VDI's layer maps read as
+            // zeros afterwards; every other byte is unchanged.
+            let Some(u) = pick(rng) else { return Ok(()) };
+            let (data, ro) = model.get_mut(&u).expect("model");
+            let size = data.len() as u64;
+            let off = rng.below(size);
+            let len = rng.below(size - off + 1);
+            let r = sr.discard(&u, off, len);
+            if *ro {
+                assert_eq!(r, Err(SrError::ReadOnly));
+                return Ok(());
+            }
+            let released = r?;
+            let mut now = vec![0u8; len as usize];
+            sr.read(&u, off, &mut now)?;
+            let cs = u64::from(CS);
+            let mut zeroed = 0;
+            for (i, (got, was)) in now.iter().zip(&data[off as usize..]).enumerate() {
+                let at = off + i as u64;
+                let c = at / cs;
+                let whole = c * cs >= off && ((c + 1) * cs).min(size) <= off + len;
+                if got != was {
+                    assert!(
+                        whole && *got == 0,
+                        "discard changed byte {at} outside a whole cluster"
+                    );
+                    zeroed += 1;
+                }
+            }
+            assert!(
+                zeroed <= released,
+                "{zeroed} bytes zeroed, {released} released"
+            );
+            data[off as usize..(off + len) as usize].copy_from_slice(&now);
         }
         _ => {
             // Reads through the block-device view.
@@ -815,4 +851,51 @@ fn extent_pieces_split_at_clusters_and_refuse_ranges_outside() {
         ..ext
     };
     assert!(!ro.writable_in_place(cs, 512));
+}
+
+#[test]
+fn discard_releases_clusters_only_the_vdi_maps() {
+    let cs = u64::from(CS);
+    let mut sr = fresh_sr(4, SrType::Local);
+    let (a, b) = (uuid(1), uuid(2));
+    sr.create_vdi(a, "a", 6 * cs).expect("create");
+    sr.write(&a, 0, &vec![0xaa; 6 * CS as usize])
+        .expect("write");
+    sr.flush().expect("flush");
+    let used = sr.physical_utilisation();
+    // Clusters 1..=3 whole; the edges of 0 and 4 stay.
+    assert_eq!(sr.discard(&a, cs / 2, 4 * cs), Ok(3 * cs));
+    assert_eq!(sr.physical_utilisation(), used - 3 * cs);
+    let mut all = vec![0u8; 6 * CS as usize];
+    sr.read(&a, 0, &mut all).expect("read");
+    assert!(all[..CS as usize].iter().all(|&x| x == 0xaa));
+    assert!(all[CS as usize..4 * CS as usize].iter().all(|&x| x == 0));
+    assert!(all[4 * CS as usize..].iter().all(|&x| x == 0xaa));
+    // A clone's cluster that shadows the base stays (the base's bytes
+    // would reappear); one the clone alone maps is released.
+    sr.clone_vdi(&a, b, "b").expect("clone");
+    sr.write(&b, 0, &vec![0xbb; CS as usize])
+        .expect("shadowing write");
+    sr.write(&b, cs, &vec![0xbb; CS as usize])
+        .expect("write over a hole");
+    assert_eq!(sr.discard(&b, 0, 2 * cs), Ok(cs));
+    let mut two = vec![0u8; 2 * CS as usize];
+    sr.read(&b, 0, &mut two).expect("read");
+    assert!(two[..CS as usize].iter().all(|&x| x == 0xbb));
+    assert!(two[CS as usize..].iter().all(|&x| x == 0));
+    // Survives a reopen; bad requests are refused.
+    let mut sr = Sr::open(sr.close().expect("close")).expect("reopen");
+    sr.read(&b, 0, &mut two).expect("read");
+    assert!(two[CS as usize..].iter().all(|&x| x == 0));
+    assert!(matches!(
+        sr.discard(&b, 5 * cs, 2 * cs),
+        Err(SrError::OutOfRange { .. })
+    ));
+    assert_eq!(sr.discard(&uuid(9), 0, cs), Err(SrError::NoSuchVdi));
+    sr.snapshot(&b, uuid(3), "s").expect("snapshot");
+    assert_eq!(sr.discard(&uuid(3), 0, cs), Err(SrError::ReadOnly));
+    // The tail cluster of a VDI that is not a cluster multiple.
+    sr.create_vdi(uuid(4), "odd", cs + 4096).expect("create");
+    sr.write(&uuid(4), cs, &[7; 4096]).expect("write");
+    assert_eq!(sr.discard(&uuid(4), cs, 4096), Ok(cs));
 }
