@@ -444,7 +444,7 @@ fn links_up<N: Nic>(net: &HostNetworks<Uplink<N>>) -> u32 {
                 .count();
             u32::try_from(up).unwrap_or(u32::MAX)
         }
-        Uplink::Nic(_) => 0,
+        Uplink::Nic(_) | Uplink::Detached => 0,
     }
 }
 

@@ -361,6 +361,24 @@ impl<U: Nic> HostNetworks<U> {
         Ok(())
     }
 
+    /// Replaces the uplink at run time: `rebuild` takes the uplink (its
+    /// place holds `U::default()` meanwhile) and gives back the one to use
+    /// from now on (the same one when it could not build another) and what
+    /// to report. The switch port keeps its VLANs; host interfaces, VIFs and
+    /// their addresses stay as they are, so the new uplink should answer to
+    /// the old one's MAC (a bond of the old NIC and others does, with that
+    /// NIC first). The interfaces follow the new uplink's carrier at once.
+    pub fn replace_uplink_with<R>(&mut self, rebuild: impl FnOnce(U) -> (U, R)) -> R
+    where
+        U: Default,
+    {
+        let old = core::mem::take(&mut self.uplink);
+        let (uplink, report) = rebuild(old);
+        self.uplink = uplink;
+        self.track_link();
+        report
+    }
+
     /// Unplugs the VIF on `port` (its learned addresses go with it).
     pub fn remove_vif(&mut self, port: PortId) -> Result<(), SwitchError> {
         let i = self

@@ -150,6 +150,14 @@ impl<N: Nic> HostInterface<N> {
         &self.name
     }
 
+    /// Names the interface anew: the management interface is named after
+    /// its uplink, which a bond made at run time replaces (`eth0` becomes
+    /// `bond0`).
+    pub fn rename(&mut self, name: &str) {
+        log::info!("net: {} is now {name}", self.name);
+        self.name = String::from(name);
+    }
+
     /// The MAC address the interface uses.
     pub fn mac(&self) -> MacAddress {
         self.mac

@@ -344,6 +344,14 @@ impl<N: Nic> Bond<N> {
     pub fn mode(&self) -> BondMode {
         self.config.mode
     }
+    pub fn config(&self) -> &BondConfig {
+        &self.config
+    }
+    /// Dissolves the bond: its member NICs, in order (to build another
+    /// uplink of them).
+    pub fn into_members(self) -> alloc::vec::Vec<N> {
+        self.members.into_iter().map(|m| m.nic).collect()
+    }
     pub fn stats(&self) -> BondStats {
         self.stats
     }

@@ -4,6 +4,7 @@ mod dhcp;
 mod dhcp_server;
 mod host_networks;
 mod tcp;
+mod uplink_swap;
 
 use std::sync::{Mutex, Once};
 
