@@ -125,6 +125,10 @@ pub enum Op {
     PbdUnplug,
     PbdCreate,
     PbdDestroy,
+    /// `secret.create`/`introduce`/`destroy` (see `service::secrets`).
+    SecretCreate,
+    SecretIntroduce,
+    SecretDestroy,
     /// A XenAPI call this host cannot carry out yet: `NOT_IMPLEMENTED [name]`
     /// after the arguments are checked (so a wrong ref still gets `HANDLE_INVALID`).
     NotImplemented,
@@ -1200,6 +1204,31 @@ pub const MESSAGE: Class = Class {
     ],
 };
 
+/// A secret value (a CHAP password a PBD's `device_config` names by
+/// uuid), readable by the pool's administrators as in xapi.
+pub const SECRET: Class = Class {
+    name: "secret",
+    enumerable: true,
+    fields: &[ro("uuid", S), rw("value", S), rw("other_config", MAP_SS)],
+    messages: &[
+        call("create", &[p("args", Ty::Record)], Op::SecretCreate),
+        call(
+            "introduce",
+            &[
+                p("uuid", S),
+                p("value", S),
+                p_d("other_config", MAP_SS, Default::Empty),
+            ],
+            Op::SecretIntroduce,
+        ),
+        call(
+            "destroy",
+            &[p("self", Ty::Ref("secret"))],
+            Op::SecretDestroy,
+        ),
+    ],
+};
+
 /// Every class served, in `system.listMethods` order.
 pub const CLASSES: &[&Class] = &[
     &SESSION,
@@ -1222,6 +1251,7 @@ pub const CLASSES: &[&Class] = &[
     &VLAN,
     &CONSOLE,
     &MESSAGE,
+    &SECRET,
 ];
 
 /// The class called `name` (exact case, as in method names).

@@ -871,6 +871,15 @@ impl XenApi {
                 None => Err(ApiError::field_type("args")),
             },
             Op::PbdDestroy => self.pbd_destroy(arg(0)),
+            Op::SecretCreate => match args.first() {
+                Some(record) => self.secret_create(record, platform),
+                None => Err(ApiError::field_type("args")),
+            },
+            Op::SecretIntroduce => {
+                let other_config = args.get(2).cloned().unwrap_or(Value::Nil);
+                self.secret_introduce(arg(0), arg(1), &other_config, platform)
+            }
+            Op::SecretDestroy => self.secret_destroy(arg(0)),
             Op::PbdPlug => return storage(self.pbd_plug(arg(0))),
             Op::PbdUnplug => self.pbd_unplug(arg(0)),
             Op::NotImplemented => Err(ApiError::not_implemented(&method.name())),
@@ -888,6 +897,7 @@ mod pif_ip;
 pub use pif_ip::IpChange;
 pub(crate) mod guest_net;
 mod hotplug;
+mod secrets;
 mod sessions;
 mod srs;
 mod tasks;

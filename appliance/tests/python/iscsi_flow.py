@@ -82,6 +82,15 @@ def flow(url, password, target, port, iqn, lun_bytes, chap, mutual, destroy=Fals
     )
     assert details[0] == "SR_BACKEND_FAILURE_68", details
     out["mutual_failure"] = details
+    # A password held in a secret the client made (xapi's `<key>_secret`).
+    secret = x.secret.create({"value": chap[1], "other_config": {}})
+    by_secret = {k: v for k, v in config.items() if k != "chappassword"}
+    by_secret["chappassword_secret"] = x.secret.get_uuid(secret)
+    listing = x.SR.probe(host, by_secret, "lvmoiscsi", {})
+    assert xml.dom.minidom.parseString(listing).getElementsByTagName("SR") == [], listing
+    x.secret.destroy(secret)
+    details = failure(x.SR.probe, host, by_secret, "lvmoiscsi", {})
+    assert details[0] == "UUID_INVALID", details
     # An unreachable portal.
     details = failure(x.SR.probe, host, dict(base, port="1"), "lvmoiscsi", {})
     assert details[0] == "SR_BACKEND_FAILURE_141", details
@@ -97,6 +106,11 @@ def flow(url, password, target, port, iqn, lun_bytes, chap, mutual, destroy=Fals
     pbd = x.PBD.get_record(record["PBDs"][0])
     assert pbd["currently_attached"] is True and pbd["host"] == host, pbd
     assert pbd["device_config"]["SCSIid"] == scsi_id, pbd
+    # The CHAP passwords are kept in secrets, not shown in the PBD.
+    stored = pbd["device_config"]
+    assert "chappassword" not in stored and "incoming_chappassword" not in stored, stored
+    for key, want in (("chappassword_secret", chap[1]), ("incoming_chappassword_secret", mutual[1])):
+        assert x.secret.get_value(x.secret.get_by_uuid(stored[key])) == want, key
     out["sr_uuid"] = record["uuid"]
     out["physical_size"] = int(record["physical_size"])
     x.SR.add_to_other_config(sr, "auto-scan", "true")
@@ -149,6 +163,9 @@ def flow(url, password, target, port, iqn, lun_bytes, chap, mutual, destroy=Fals
         x.VDI.destroy(vdi)
         x.SR.destroy(sr)
         assert x.SR.probe(host, config, "lvmoiscsi", {}).count("<UUID>") == 0
+        # The PBD's secrets went with it.
+        left = {r["uuid"] for r in x.secret.get_all_records().values()}
+        assert not left & {stored["chappassword_secret"], stored["incoming_chappassword_secret"]}, left
     session.xenapi.session.logout()
     return out
 

@@ -339,14 +339,17 @@ impl XenApi {
                 }
             },
         };
-        let creds = |user: &str, secret: &str| -> Option<Credentials> {
-            Some(Credentials {
-                user: String::from(config_str(config, user)?),
-                secret: String::from(config_str(config, secret)?),
-            })
+        let creds = |user: &str, password: &str| -> Result<Option<Credentials>, ApiError> {
+            let secret = self.config_password(config, password)?;
+            Ok(config_str(config, user)
+                .zip(secret.filter(|s| !s.trim().is_empty()))
+                .map(|(user, secret)| Credentials {
+                    user: String::from(user),
+                    secret: String::from(secret.trim()),
+                }))
         };
-        let chap = creds("chapuser", "chappassword");
-        let mut mutual = creds("incoming_chapuser", "incoming_chappassword");
+        let chap = creds("chapuser", "chappassword")?;
+        let mut mutual = creds("incoming_chapuser", "incoming_chappassword")?;
         if mutual.is_some() && chap.is_none() {
             return Err(ApiError::invalid_value(
                 "device_config:incoming_chapuser",
@@ -487,6 +490,7 @@ impl XenApi {
         };
         let host = self.refs.host.clone();
         for pbd in pbds.iter().filter_map(Value::as_str) {
+            self.drop_config_secrets(&self.field(&PBD, pbd, "device_config"));
             self.db.remove(&PBD, pbd);
             self.remove_from_set(&HOST, &host, "PBDs", pbd);
         }
@@ -577,27 +581,27 @@ impl XenApi {
         }) {
             return Err(ApiError::new("PBD_EXISTS", &[sr, host, existing]));
         }
+        let (host, sr) = (String::from(host), String::from(sr));
+        let other_config = record
+            .get("other_config")
+            .cloned()
+            .unwrap_or(Value::Struct(BTreeMap::new()));
+        let config = self.hide_passwords(config.clone(), platform);
         let (pbd, uuid) = new_id(platform);
         let mut fields = default_record(&PBD, &uuid);
         for (name, v) in [
-            ("host", Value::str(host)),
-            ("SR", Value::str(sr)),
-            ("device_config", Value::Struct(config.clone())),
-            (
-                "other_config",
-                record
-                    .get("other_config")
-                    .cloned()
-                    .unwrap_or(Value::Struct(BTreeMap::new())),
-            ),
+            ("host", Value::str(&host)),
+            ("SR", Value::str(&sr)),
+            ("device_config", Value::Struct(config)),
+            ("other_config", other_config),
         ] {
             if let Some(slot) = fields.get_mut(field_index(&PBD, name)) {
                 *slot = v;
             }
         }
         self.db.insert(&PBD, pbd.clone(), fields);
-        self.add_to_set(&SR, sr, "PBDs", &pbd);
-        self.add_to_set(&HOST, host, "PBDs", &pbd);
+        self.add_to_set(&SR, &sr, "PBDs", &pbd);
+        self.add_to_set(&HOST, &host, "PBDs", &pbd);
         Ok(Value::String(pbd))
     }
 
@@ -611,6 +615,7 @@ impl XenApi {
         }
         let sr = String::from(self.field(&PBD, pbd, "SR").as_str().unwrap_or(""));
         let host = String::from(self.field(&PBD, pbd, "host").as_str().unwrap_or(""));
+        self.drop_config_secrets(&self.field(&PBD, pbd, "device_config"));
         self.db.remove(&PBD, pbd);
         self.remove_from_set(&SR, &sr, "PBDs", pbd);
         self.remove_from_set(&HOST, &host, "PBDs", pbd);
@@ -879,6 +884,7 @@ impl XenApi {
                     put("sm_config", sm_config);
                 }
                 self.db.insert(&SR, sr.clone(), fields);
+                let device_config = self.hide_passwords(device_config, platform);
                 let (pbd, pbd_uuid) = new_id(platform);
                 let mut fields = default_record(&PBD, &pbd_uuid);
                 for (name, v) in [
