@@ -17,6 +17,9 @@ pub enum BlockError {
     ReadOnly,
     /// The device reported an I/O error.
     Io,
+    /// The device does not do this operation (a discard on a disk that
+    /// cannot reclaim space).
+    Unsupported,
 }
 
 impl fmt::Display for BlockError {
@@ -39,6 +42,7 @@ impl fmt::Display for BlockError {
             }
             BlockError::ReadOnly => write!(f, "device is read-only"),
             BlockError::Io => write!(f, "I/O error"),
+            BlockError::Unsupported => write!(f, "the device does not support this operation"),
         }
     }
 }
@@ -66,6 +70,19 @@ pub trait BlockDevice {
 
     /// Makes every completed write durable.
     fn flush(&mut self) -> Result<(), BlockError>;
+
+    /// Whether [`BlockDevice::discard`] does anything.
+    fn supports_discard(&self) -> bool {
+        false
+    }
+
+    /// Tells the device `blocks` blocks from `lba` hold nothing the caller
+    /// needs: it may reclaim them (later reads return zeros or the old
+    /// data). Devices that cannot say [`BlockError::Unsupported`].
+    fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let _ = (lba, blocks);
+        Err(BlockError::Unsupported)
+    }
 }
 
 /// Checks a request against a device's geometry; drivers call this first so
@@ -111,6 +128,12 @@ impl<B: BlockDevice + ?Sized> BlockDevice for alloc::boxed::Box<B> {
     fn flush(&mut self) -> Result<(), BlockError> {
         (**self).flush()
     }
+    fn supports_discard(&self) -> bool {
+        (**self).supports_discard()
+    }
+    fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        (**self).discard(lba, blocks)
+    }
 }
 
 impl<B: BlockDevice + ?Sized> BlockDevice for &mut B {
@@ -131,5 +154,11 @@ impl<B: BlockDevice + ?Sized> BlockDevice for &mut B {
     }
     fn flush(&mut self) -> Result<(), BlockError> {
         (**self).flush()
+    }
+    fn supports_discard(&self) -> bool {
+        (**self).supports_discard()
+    }
+    fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        (**self).discard(lba, blocks)
     }
 }

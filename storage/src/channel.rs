@@ -10,6 +10,11 @@
 //! and tries again after a completion). Completions carry the request's
 //! tag, in any order.
 //!
+//! Each side may register a [`Notify`]: the serving side's is called when
+//! a request is queued (the kernel wakes the CPU that runs the poll loop),
+//! the device side's when a completion is posted (the kernel wakes the VM's
+//! device task), so neither side has to poll the other.
+//!
 //! [`ChannelDevice`] is a blocking [`BlockDevice`] over a channel for code
 //! that wants one (the virtio-blk model takes a `BlockDevice` today): it
 //! submits one request and waits through a [`Wait`] the caller provides.
@@ -18,8 +23,11 @@
 //! another CPU and its `Wait` yields or halts until the next interrupt.
 
 use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 
@@ -34,6 +42,9 @@ pub enum DiskOp {
     Write { lba: u64, data: Vec<u8> },
     /// Every completed write made durable.
     Flush,
+    /// `blocks` blocks from `lba` hold nothing the guest needs: the disk
+    /// may reclaim them. Only for a channel made [`DiskChannel::with_discard`].
+    Discard { lba: u64, blocks: u64 },
 }
 
 /// A request and the tag its completion carries.
@@ -84,7 +95,44 @@ struct Queues {
 pub struct DiskChannel {
     geometry: DiskGeometry,
     depth: usize,
+    /// Discards served, aligned to this many blocks; `None`: not served.
+    discard_alignment: Option<u32>,
     queues: Mutex<Queues>,
+    next_tag: AtomicU64,
+    on_request: Notifier,
+    on_completion: Notifier,
+}
+
+/// Told that the other side of a channel has work for it (called without
+/// the channel's lock held; it must be quick: wake someone, nothing more).
+pub trait Notify: Send + Sync {
+    fn notify(&self);
+}
+
+#[derive(Default)]
+struct Notifier(Mutex<Option<Arc<dyn Notify>>>);
+
+impl Notifier {
+    fn set(&self, n: Option<Arc<dyn Notify>>) {
+        *self.0.lock() = n;
+    }
+
+    fn notify(&self) {
+        let n = self.0.lock().clone();
+        if let Some(n) = n {
+            n.notify();
+        }
+    }
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.lock().is_some() {
+            "Notifier(set)"
+        } else {
+            "Notifier(none)"
+        })
+    }
 }
 
 impl DiskChannel {
@@ -94,8 +142,42 @@ impl DiskChannel {
         DiskChannel {
             geometry,
             depth: depth.max(1),
+            discard_alignment: None,
             queues: Mutex::new(Queues::default()),
+            next_tag: AtomicU64::new(1),
+            on_request: Notifier::default(),
+            on_completion: Notifier::default(),
         }
+    }
+
+    /// The serving side answers [`DiskOp::Discard`]; a discard should start
+    /// and end on a multiple of `alignment_blocks` (the disk reclaims whole
+    /// clusters; at least 1).
+    pub fn with_discard(mut self, alignment_blocks: u32) -> Self {
+        self.discard_alignment = Some(alignment_blocks.max(1));
+        self
+    }
+
+    /// `Some(alignment in blocks)` when discards are served.
+    pub fn discard_alignment(&self) -> Option<u32> {
+        self.discard_alignment
+    }
+
+    /// A tag no other request on this channel had (device sides that come
+    /// and go, a guest's device reset, never see each other's completions
+    /// as theirs).
+    pub fn new_tag(&self) -> u64 {
+        self.next_tag.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Serving side: `n` is called after each request is queued.
+    pub fn set_request_notify(&self, n: Option<Arc<dyn Notify>>) {
+        self.on_request.set(n);
+    }
+
+    /// Device side: `n` is called after each completion is posted.
+    pub fn set_completion_notify(&self, n: Option<Arc<dyn Notify>>) {
+        self.on_completion.set(n);
     }
 
     pub fn geometry(&self) -> DiskGeometry {
@@ -137,6 +219,23 @@ impl DiskChannel {
                 range(*lba, data.len() as u64)
             }
             DiskOp::Flush => Ok(()),
+            DiskOp::Discard { lba, blocks } => {
+                if self.discard_alignment.is_none() {
+                    return Err(BlockError::Unsupported);
+                }
+                if g.read_only {
+                    return Err(BlockError::ReadOnly);
+                }
+                let out_of_range = BlockError::OutOfRange {
+                    lba: *lba,
+                    blocks: *blocks,
+                    capacity: g.num_blocks,
+                };
+                let bytes = blocks
+                    .checked_mul(u64::from(g.block_size))
+                    .ok_or(out_of_range)?;
+                range(*lba, bytes)
+            }
         }
     }
 
@@ -154,6 +253,8 @@ impl DiskChannel {
         }
         q.in_flight += 1;
         q.requests.push_back(request);
+        drop(q);
+        self.on_request.notify();
         Ok(())
     }
 
@@ -163,6 +264,11 @@ impl DiskChannel {
         let c = q.completions.pop_front()?;
         q.in_flight = q.in_flight.saturating_sub(1);
         Some(c)
+    }
+
+    /// Device side: whether a completion waits to be collected.
+    pub fn has_completions(&self) -> bool {
+        !self.queues.lock().completions.is_empty()
     }
 
     /// Device side: requests submitted whose completion was not collected.
@@ -185,6 +291,7 @@ impl DiskChannel {
     /// Serving side: posts a completion.
     pub fn complete(&self, completion: DiskCompletion) {
         self.queues.lock().completions.push_back(completion);
+        self.on_completion.notify();
     }
 
     /// Detaches the disk: later submits are refused, and requests still
@@ -198,6 +305,8 @@ impl DiskChannel {
                 result: Err(BlockError::Io),
             });
         }
+        drop(q);
+        self.on_completion.notify();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -218,21 +327,15 @@ pub trait Wait {
 pub struct ChannelDevice<C, W> {
     channel: C,
     wait: W,
-    next_tag: u64,
 }
 
 impl<C: core::ops::Deref<Target = DiskChannel>, W: Wait> ChannelDevice<C, W> {
     pub fn new(channel: C, wait: W) -> Self {
-        ChannelDevice {
-            channel,
-            wait,
-            next_tag: 1,
-        }
+        ChannelDevice { channel, wait }
     }
 
     fn run(&mut self, op: DiskOp) -> Result<Vec<u8>, BlockError> {
-        let tag = self.next_tag;
-        self.next_tag += 1;
+        let tag = self.channel.new_tag();
         let mut request = DiskRequest { tag, op };
         loop {
             match self.channel.submit(request) {
@@ -300,6 +403,14 @@ impl<C: core::ops::Deref<Target = DiskChannel>, W: Wait> BlockDevice for Channel
     fn flush(&mut self) -> Result<(), BlockError> {
         self.run(DiskOp::Flush).map(|_| ())
     }
+
+    fn supports_discard(&self) -> bool {
+        self.channel.discard_alignment().is_some()
+    }
+
+    fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        self.run(DiskOp::Discard { lba, blocks }).map(|_| ())
+    }
 }
 
 /// Serves every queued request of `channel` from `dev` at once (a RAM or
@@ -315,6 +426,7 @@ pub fn serve_from<D: BlockDevice + ?Sized>(channel: &DiskChannel, dev: &mut D) -
             }
             DiskOp::Write { lba, data } => dev.write_blocks(lba, &data).map(|()| Vec::new()),
             DiskOp::Flush => dev.flush().map(|()| Vec::new()),
+            DiskOp::Discard { lba, blocks } => dev.discard(lba, blocks).map(|()| Vec::new()),
         };
         channel.complete(DiskCompletion { tag: r.tag, result });
     }
@@ -417,6 +529,88 @@ mod tests {
             }),
             Err(SubmitError::Closed(_))
         ));
+    }
+
+    #[test]
+    fn discard_is_refused_unless_offered_and_checked_like_writes() {
+        let plain = DiskChannel::new(geometry(), 4);
+        let discard = |lba, blocks| DiskRequest {
+            tag: 1,
+            op: DiskOp::Discard { lba, blocks },
+        };
+        assert!(matches!(
+            plain.submit(discard(0, 8)),
+            Err(SubmitError::Invalid(_, BlockError::Unsupported))
+        ));
+        let ch = DiskChannel::new(geometry(), 4).with_discard(8);
+        assert_eq!(ch.discard_alignment(), Some(8));
+        for (lba, blocks) in [(60, 8), (0, 0), (u64::MAX, 1), (1, u64::MAX)] {
+            assert!(
+                matches!(
+                    ch.submit(discard(lba, blocks)),
+                    Err(SubmitError::Invalid(..))
+                ),
+                "{lba} {blocks}"
+            );
+        }
+        ch.submit(discard(8, 16)).unwrap();
+        let mut disk = MemBlockDevice::new(512, 64);
+        disk.bytes_mut().fill(0xee);
+        assert_eq!(serve_from(&ch, &mut disk), 1);
+        assert_eq!(ch.completion().map(|c| c.result), Some(Ok(Vec::new())));
+        assert!(disk.bytes()[8 * 512..24 * 512].iter().all(|b| *b == 0));
+        assert!(disk.bytes()[24 * 512..].iter().all(|b| *b == 0xee));
+        let ro = DiskChannel::new(
+            DiskGeometry {
+                read_only: true,
+                ..geometry()
+            },
+            4,
+        )
+        .with_discard(1);
+        assert!(matches!(
+            ro.submit(discard(0, 1)),
+            Err(SubmitError::Invalid(_, BlockError::ReadOnly))
+        ));
+    }
+
+    #[derive(Default)]
+    struct Count(core::sync::atomic::AtomicUsize);
+
+    impl Notify for Count {
+        fn notify(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn each_side_is_notified_of_the_others_work() {
+        let ch = DiskChannel::new(geometry(), 4);
+        let requests = Arc::new(Count::default());
+        let completions = Arc::new(Count::default());
+        ch.set_request_notify(Some(Arc::clone(&requests) as Arc<dyn Notify>));
+        ch.set_completion_notify(Some(Arc::clone(&completions) as Arc<dyn Notify>));
+        let (a, b) = (ch.new_tag(), ch.new_tag());
+        assert_ne!(a, b);
+        for tag in [a, b] {
+            ch.submit(DiskRequest {
+                tag,
+                op: DiskOp::Flush,
+            })
+            .unwrap();
+        }
+        assert_eq!(requests.0.load(Ordering::Relaxed), 2);
+        assert_eq!(completions.0.load(Ordering::Relaxed), 0);
+        assert!(!ch.has_completions());
+        serve_from(&ch, &mut MemBlockDevice::new(512, 64));
+        assert_eq!(completions.0.load(Ordering::Relaxed), 2);
+        assert!(ch.has_completions());
+        // A refused request wakes nobody.
+        let _ = ch.submit(DiskRequest {
+            tag: 9,
+            op: DiskOp::Read { lba: 64, blocks: 1 },
+        });
+        assert_eq!(requests.0.load(Ordering::Relaxed), 2);
     }
 
     /// A waiter that serves the channel itself (a single-threaded test

@@ -62,4 +62,21 @@ impl BlockDevice for MemBlockDevice {
     fn flush(&mut self) -> Result<(), BlockError> {
         Ok(())
     }
+    fn supports_discard(&self) -> bool {
+        true
+    }
+    /// Discarded blocks read back as zeros.
+    fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let len =
+            usize::try_from(blocks.saturating_mul(u64::from(self.block_size))).map_err(|_| {
+                BlockError::OutOfRange {
+                    lba,
+                    blocks,
+                    capacity: self.num_blocks(),
+                }
+            })?;
+        let r = self.range(lba, len)?;
+        self.data[r].fill(0);
+        Ok(())
+    }
 }

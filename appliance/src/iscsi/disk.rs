@@ -151,7 +151,18 @@ impl DiskServer {
         if ready {
             self.session_failures = 0;
         }
-        self.held.extend(self.channel.take_requests(usize::MAX));
+        for r in self.channel.take_requests(usize::MAX) {
+            if let DiskOp::Discard { .. } = r.op {
+                // Not served yet: the SR does not reclaim a VDI's clusters.
+                // (A channel offers discard only when the attach says so.)
+                self.channel.complete(DiskCompletion {
+                    tag: r.tag,
+                    result: Err(BlockError::Unsupported),
+                });
+            } else {
+                self.held.push_back(r);
+            }
+        }
         if self.running.is_some() || self.held.is_empty() {
             return None;
         }
@@ -194,6 +205,15 @@ impl DiskServer {
                     data: Chunk(data.into()),
                 },
                 DiskOp::Flush => IoOp::Flush,
+                // Answered in `next_job`, never held.
+                DiskOp::Discard { .. } => {
+                    self.channel.complete(DiskCompletion {
+                        tag: r.tag,
+                        result: Err(BlockError::Unsupported),
+                    });
+                    tags.pop();
+                    continue;
+                }
             };
             requests.push(IoRequest { tag: r.tag, op });
         }

@@ -90,6 +90,7 @@ pub fn plan(op: &DiskOp, ext: &VdiExtents) -> Option<Vec<Step>> {
                 .collect()
         }
         DiskOp::Flush => Some(vec![Step::Sync]),
+        DiskOp::Discard { .. } => None,
     }
 }
 
@@ -329,8 +330,7 @@ impl DiskRun {
                         None => a.failed = true,
                     }
                 }
-                DiskOp::Write { .. } => {}
-                DiskOp::Flush => {}
+                DiskOp::Write { .. } | DiskOp::Flush | DiskOp::Discard { .. } => {}
             },
             Err(()) => a.failed = true,
         }

@@ -13,15 +13,20 @@ use crate::iscsi::{Credentials, Portal};
 
 const MIB: u64 = 1 << 20;
 
+fn geometry() -> DiskGeometry {
+    DiskGeometry {
+        block_size: 512,
+        num_blocks: 4 * MIB / 512,
+        read_only: false,
+    }
+}
+
 fn server() -> (DiskServer, Arc<DiskChannel>) {
-    let channel = Arc::new(DiskChannel::new(
-        DiskGeometry {
-            block_size: 512,
-            num_blocks: 4 * MIB / 512,
-            read_only: false,
-        },
-        16,
-    ));
+    server_on(DiskChannel::new(geometry(), 16))
+}
+
+fn server_on(channel: DiskChannel) -> (DiskServer, Arc<DiskChannel>) {
+    let channel = Arc::new(channel);
     let template = JobSpec {
         portal: Portal {
             ip: [10, 0, 2, 2],
@@ -231,4 +236,20 @@ fn detach_fails_what_waits_and_starts_nothing() {
     );
     batch_done(&mut server, &tags);
     assert!(server.next_job().is_none());
+}
+
+#[test]
+fn a_discard_is_answered_unsupported_and_the_rest_is_served() {
+    let (mut server, channel) = server_on(DiskChannel::new(geometry(), 16).with_discard(8));
+    assert!(matches!(server.next_job(), Some(DiskJob::Session(_))));
+    submit(&channel, 1, DiskOp::Discard { lba: 0, blocks: 8 });
+    submit(&channel, 2, read(0));
+    assert_eq!(batch_tags(server.next_job()), [2]);
+    assert_eq!(
+        channel.completion(),
+        Some(DiskCompletion {
+            tag: 1,
+            result: Err(BlockError::Unsupported)
+        })
+    );
 }
