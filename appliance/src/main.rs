@@ -43,9 +43,9 @@ struct Machine {
     trusted_keys: Vec<[u8; 32]>,
     /// The upgrade upload in progress.
     upload: Option<Upgrade>,
-    /// When a requested reboot happens (time since boot): a moment after
-    /// the request, so its answer gets out first.
-    reboot_at: Option<Duration>,
+    /// When a requested reboot or power-off happens (time since boot): a
+    /// moment after the request, so its answer gets out first.
+    power_at: Option<(Duration, PowerAction)>,
     /// Boot-archive files under `library/`, by name without the folder:
     /// what `boot:<name>` kernels and initrds refer to.
     /// Shared with the VMs started from them, never copied per start.
@@ -60,6 +60,13 @@ const LIBRARY: &str = "library/";
 
 /// How long a reboot waits for the answer to `host.reboot` to go out.
 const REBOOT_DELAY: Duration = Duration::from_secs(1);
+
+/// What `host.reboot` and `host.shutdown` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PowerAction {
+    Reboot,
+    PowerOff,
+}
 
 fn upgrade_failure(e: UpgradeError<storage::BlockError>) -> UpgradeFailure {
     let refused = !matches!(
@@ -90,11 +97,14 @@ impl Platform for Machine {
     }
 
     fn idle(&mut self, deadline: Option<Duration>) {
-        if let Some(at) = self.reboot_at {
+        if let Some((at, action)) = self.power_at {
             if kernel::now() >= at {
-                self.reboot_at = None;
-                kernel::power::reboot();
-                log::error!("power: the reboot failed; still running");
+                self.power_at = None;
+                match action {
+                    PowerAction::Reboot => kernel::power::reboot(),
+                    PowerAction::PowerOff => kernel::power::poweroff(),
+                }
+                log::error!("power: {action:?} failed; still running");
                 return;
             }
             kernel::idle(Some(deadline.map_or(at, |d| d.min(at))));
@@ -199,7 +209,13 @@ impl Platform for Machine {
 
     fn reboot(&mut self) -> Result<(), String> {
         log::info!("power: reboot requested");
-        self.reboot_at = Some(kernel::now() + REBOOT_DELAY);
+        self.power_at = Some((kernel::now() + REBOOT_DELAY, PowerAction::Reboot));
+        Ok(())
+    }
+
+    fn shutdown(&mut self) -> Result<(), String> {
+        log::info!("power: power-off requested");
+        self.power_at = Some((kernel::now() + REBOOT_DELAY, PowerAction::PowerOff));
         Ok(())
     }
 
@@ -772,7 +788,7 @@ fn main(mut boot: Boot) -> ! {
         boot_disk: boot_disk.clone(),
         trusted_keys: config.trusted_keys.clone(),
         upload: None,
-        reboot_at: None,
+        power_at: None,
         library,
         vms: BTreeMap::new(),
         next_vm: 1,

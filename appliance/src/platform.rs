@@ -136,6 +136,11 @@ pub trait Platform {
         Err("this platform cannot reboot the machine it runs on".into())
     }
 
+    /// Powers the machine off soon (after the answer saying so went out).
+    fn shutdown(&mut self) -> Result<(), String> {
+        Err("this platform cannot power off the machine it runs on".into())
+    }
+
     /// Starts a guest. A platform without a hypervisor (hosted mode)
     /// answers [`VmFailure::NoHypervisor`]; it never pretends.
     fn vm_start(&mut self, _spec: VmStart) -> Result<VmId, VmFailure> {

@@ -30,8 +30,11 @@ pub enum AuthError {
 /// The root account's credentials and the state around checking them.
 #[derive(Debug)]
 pub struct Auth {
-    /// PHC string of the root password hash, if one was provisioned.
+    /// PHC string of the root password hash in force, if any.
     hash: Option<alloc::string::String>,
+    /// The hash the host config provisioned (a changed password is kept
+    /// only while the host config still provisions this one).
+    provisioned: Option<alloc::string::String>,
     cache_key: [u8; 32],
     verified: Option<[u8; 32]>,
     failures: u32,
@@ -41,6 +44,7 @@ pub struct Auth {
 impl Auth {
     pub fn new(hash: Option<alloc::string::String>, cache_key: [u8; 32]) -> Self {
         Auth {
+            provisioned: hash.clone(),
             hash,
             cache_key,
             verified: None,
@@ -75,6 +79,23 @@ impl Auth {
             self.locked_until = now + lockout;
         }
         Err(AuthError::Rejected)
+    }
+
+    /// The hash in force.
+    pub fn hash(&self) -> Option<&str> {
+        self.hash.as_deref()
+    }
+
+    /// The hash the host config provisioned.
+    pub fn provisioned(&self) -> Option<&str> {
+        self.provisioned.as_deref()
+    }
+
+    /// Puts `hash` in force (a changed password); the cache of the last
+    /// verified password is dropped.
+    pub fn set_hash(&mut self, hash: alloc::string::String) {
+        self.hash = Some(hash);
+        self.verified = None;
     }
 
     fn fingerprint(&self, password: &str) -> [u8; 32] {

@@ -55,6 +55,8 @@ pub struct Param {
 pub enum Op {
     LoginWithPassword,
     Logout,
+    /// `session.change_password` (see `service::password`).
+    SessionChangePassword,
     ListMethods,
     EventFrom,
     EventInject,
@@ -64,6 +66,11 @@ pub enum Op {
     HostGetServertime,
     HostGetServerCertificate,
     HostReboot,
+    /// `host.disable`/`enable`/`evacuate`/`shutdown` (see `service::host_admin`).
+    HostDisable,
+    HostEnable,
+    HostEvacuate,
+    HostShutdown,
     VmCreate,
     VmDestroy,
     /// `VM.start(vm, start_paused, force)` (see `service::vm_power`).
@@ -282,7 +289,11 @@ pub const SESSION: Class = Class {
             op: Op::LoginWithPassword,
         },
         call("logout", &[], Op::Logout),
-        todo_call("change_password", &[p("old_pwd", S), p("new_pwd", S)]),
+        call(
+            "change_password",
+            &[p("old_pwd", S), p("new_pwd", S)],
+            Op::SessionChangePassword,
+        ),
     ],
 };
 
@@ -520,11 +531,11 @@ pub const HOST: Class = Class {
             &[p("host", Ty::Ref("host"))],
             Op::HostGetServerCertificate,
         ),
-        todo_call("disable", &[p("host", Ty::Ref("host"))]),
-        todo_call("enable", &[p("host", Ty::Ref("host"))]),
-        todo_call("evacuate", &[p("host", Ty::Ref("host"))]),
+        call("disable", &[p("host", Ty::Ref("host"))], Op::HostDisable),
+        call("enable", &[p("host", Ty::Ref("host"))], Op::HostEnable),
+        call("evacuate", &[p("host", Ty::Ref("host"))], Op::HostEvacuate),
         call("reboot", &[p("host", Ty::Ref("host"))], Op::HostReboot),
-        todo_call("shutdown", &[p("host", Ty::Ref("host"))]),
+        call("shutdown", &[p("host", Ty::Ref("host"))], Op::HostShutdown),
         todo_call(
             "migrate_receive",
             &[

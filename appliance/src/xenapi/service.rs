@@ -240,6 +240,7 @@ impl XenApi {
                 skipped: 0,
             });
         }
+        let records = self.restore_password(records);
         let count = records.len();
         let (mut db, skipped) = persist::load(version, records).map_err(|e| e.to_string())?;
         let mut refs = host::find(&mut db, || new_id(platform))
@@ -264,6 +265,7 @@ impl XenApi {
         // SRs on iSCSI LUNs are opened again (their PBDs re-plugged).
         self.replug_storage();
         self.restore_addressing(platform);
+        self.enable_host_at_boot();
         if let Err(e) = self.persist() {
             log::error!("db: PBD states could not be saved: {e}");
         }
@@ -687,6 +689,7 @@ impl XenApi {
                 self.end_session(&session);
                 Ok(Value::str(""))
             }
+            Op::SessionChangePassword => self.change_password(arg(0), arg(1), platform),
             Op::ListMethods => Ok(Value::Array(
                 dispatch::all_methods()
                     .into_iter()
@@ -721,6 +724,10 @@ impl XenApi {
                 .reboot()
                 .map(|()| Value::str(""))
                 .map_err(|e| ApiError::new("NOT_IMPLEMENTED", &["host.reboot", &e])),
+            Op::HostDisable => self.host_set_enabled(arg(0), false),
+            Op::HostEnable => self.host_set_enabled(arg(0), true),
+            Op::HostEvacuate => self.host_evacuate(arg(0)),
+            Op::HostShutdown => self.host_shutdown(arg(0), platform),
             Op::VmCreate => match args.first() {
                 Some(record) => self.create_vm(record, platform),
                 None => Err(ApiError::field_type("args")),
@@ -893,9 +900,11 @@ mod generic;
 mod iso_library;
 mod messages;
 mod network_checks;
+mod password;
 mod pif_ip;
 pub use pif_ip::IpChange;
 pub(crate) mod guest_net;
+mod host_admin;
 mod hotplug;
 mod secrets;
 mod sessions;

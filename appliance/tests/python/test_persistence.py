@@ -1,6 +1,8 @@
 """keel-hosted --state FILE keeps the database across restarts (the image's
 state disk is tested by qemu-tests/tests/image/persistence.rs)."""
 
+import base64
+import hashlib
 import os
 import re
 import subprocess
@@ -75,3 +77,71 @@ def test_a_file_with_other_data_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "left untouched" in proc.stderr
     assert state.read_bytes() == b"not a keel store" * 4096
+
+
+def phc(password, salt=b"keel-pytest-salt", iterations=1000):
+    """A PHC PBKDF2-SHA256 hash as the host config takes it."""
+    raw = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    b64 = lambda b: base64.b64encode(b).decode().rstrip("=")
+    return f"$pbkdf2-sha256$i={iterations},l=32${b64(salt)}${b64(raw)}"
+
+
+def start_with_config(config, state):
+    proc = subprocess.Popen(
+        [os.environ["KEEL_HOSTED"], "--listen", "127.0.0.1:0",
+         "--host-config", str(config), "--state", str(state)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    match = re.search(r"http://([0-9.:]+)/", line)
+    if not match:
+        proc.kill()
+        pytest.fail(f"keel-hosted did not start: {line!r} {proc.stderr.read()!r}")
+    assert "database in" in proc.stdout.readline()
+    return proc, "http://" + match.group(1)
+
+
+def login_fails(url, password):
+    try:
+        XenAPI.Session(url).xenapi.login_with_password("root", password, "2.21", "pytest")
+    except XenAPI.Failure as f:
+        return f.details[0]
+    return None
+
+
+def test_a_changed_password_survives_a_restart_until_the_config_changes(tmp_path):
+    config, state = tmp_path / "host.toml", tmp_path / "state.img"
+    config.write_text(f'root_password_hash = "{phc("first-password")}"\n')
+    proc, url = start_with_config(config, state)
+    try:
+        s = XenAPI.Session(url)
+        s.xenapi.login_with_password("root", "first-password", "2.21", "pytest")
+        x = s.xenapi
+        for old, new in (("wrong-password", "second-password"), ("first-password", "")):
+            try:
+                x.session.change_password(old, new)
+                raise AssertionError("change_password accepted a wrong old or empty new password")
+            except XenAPI.Failure as f:
+                assert f.details[0] == "CHANGE_PASSWORD_REJECTED", f.details
+        x.session.change_password("first-password", "second-password")
+        # The session stays valid; new logins take the new password only.
+        assert x.pool.get_all()
+        assert login_fails(url, "first-password") == "SESSION_AUTHENTICATION_FAILED"
+        assert login_fails(url, "second-password") is None
+    finally:
+        stop(proc)
+
+    proc, url = start_with_config(config, state)
+    try:
+        assert login_fails(url, "second-password") is None
+        assert login_fails(url, "first-password") == "SESSION_AUTHENTICATION_FAILED"
+    finally:
+        stop(proc)
+
+    # A host config provisioning another password (a reset) wins.
+    config.write_text(f'root_password_hash = "{phc("reset-password", salt=b"another-salt-123")}"\n')
+    proc, url = start_with_config(config, state)
+    try:
+        assert login_fails(url, "reset-password") is None
+        assert login_fails(url, "second-password") == "SESSION_AUTHENTICATION_FAILED"
+    finally:
+        stop(proc)

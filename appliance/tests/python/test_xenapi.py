@@ -301,3 +301,35 @@ def test_vm_power_calls_answer_honestly_without_a_hypervisor(session):
         assert x.VM.get_power_state(vm) == "Halted"
     finally:
         x.VM.destroy(vm)
+
+
+def test_maintenance_mode(session):
+    """host.disable stops VM starts (HOST_DISABLED); host.evacuate has
+    nothing to move; host.shutdown needs a disabled host. Only hosted mode,
+    which cannot power off, is asked to shut down while disabled."""
+    x = session.xenapi
+    host = x.host.get_all()[0]
+    template = x.VM.get_by_name_label("Debian-style direct boot")[0]
+    vm = x.VM.clone(template, "pytest maintenance")
+    try:
+        x.VM.provision(vm)
+        x.VM.set_is_a_template(vm, False)
+        with pytest.raises(XenAPI.Failure) as failure:
+            x.host.shutdown(host)
+        assert failure.value.details == ["HOST_NOT_DISABLED"]
+        x.host.disable(host)
+        assert x.host.get_enabled(host) is False
+        try:
+            with pytest.raises(XenAPI.Failure) as failure:
+                x.VM.start(vm, False, False)
+            assert failure.value.details == ["HOST_DISABLED", host]
+            x.host.evacuate(host)
+            if not os.environ.get("KEEL_URL"):
+                with pytest.raises(XenAPI.Failure) as failure:
+                    x.host.shutdown(host)
+                assert failure.value.details[:2] == ["NOT_IMPLEMENTED", "host.shutdown"]
+        finally:
+            x.host.enable(host)
+        assert x.host.get_enabled(host) is True
+    finally:
+        x.VM.destroy(vm)

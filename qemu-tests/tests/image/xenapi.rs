@@ -1,6 +1,7 @@
 //! The XenAPI served by the image, driven by the same clients as the hosted
 //! service: the pytest suite with the PyPI `XenAPI` SDK (which also runs
-//! Xen Orchestra's npm `xen-api` client) against the forwarded port.
+//! Xen Orchestra's npm `xen-api` client) against the forwarded port; then
+//! `host.disable` and `host.shutdown` power the machine off.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -96,4 +97,33 @@ fn python_sdk_and_xen_orchestra_client_against_the_image() {
     let (_, json) = health(&qemu);
     assert_eq!(json["status"], "ok", "{json}");
     assert!(qemu.try_exit_status().expect("poll QEMU").is_none());
+
+    // Maintenance mode, then host.shutdown powers the machine off (ACPI S5).
+    let script = format!(
+        "import XenAPI\n\
+         s = XenAPI.Session('http://127.0.0.1:{port}')\n\
+         s.xenapi.login_with_password('root', '{PASSWORD}', '2.21', 'shutdown')\n\
+         host = s.xenapi.host.get_all()[0]\n\
+         s.xenapi.host.disable(host)\n\
+         s.xenapi.host.evacuate(host)\n\
+         print(repr(s.xenapi.host.shutdown(host)))\n",
+        port = relay.port()
+    );
+    let mut shutdown = Command::new("python3");
+    shutdown.arg("-c").arg(&script);
+    let finished = run_bounded(
+        shutdown,
+        Duration::from_secs(60),
+        qemu.dir(),
+        "host.shutdown",
+    )
+    .expect("host.shutdown answers");
+    assert!(finished.status.success(), "{}", finished.output());
+    assert_eq!(finished.stdout.trim(), "''", "{}", finished.output());
+    qemu.wait_for_serial("power: off (ACPI S5)", super::EXIT_TIMEOUT)
+        .expect("the host powers off");
+    let status = qemu
+        .wait_exit(super::EXIT_TIMEOUT)
+        .expect("QEMU exits on S5");
+    assert_eq!(status.code(), Some(0), "{status}");
 }

@@ -177,6 +177,7 @@ impl XenApi {
         if state != "Halted" {
             return Err(bad_power_state(vm, "halted", &state));
         }
+        self.check_host_enabled()?;
         let bootloader = |msg: &str| ApiError::new("BOOTLOADER_FAILED", &[vm, msg]);
         let kernel =
             boot_source("PV_kernel", &self.vm_str(vm, "PV_kernel")).map_err(|e| bootloader(&e))?;

@@ -1,0 +1,128 @@
+//! `session.change_password`: the root password changed through the API,
+//! kept in the state store beside the database so it survives reboots and
+//! image upgrades.
+//!
+//! The host config provisions the first password (its hash). A changed
+//! one is stored with the provisioned hash it replaced and stays in force
+//! only while the host config still provisions that hash: an operator who
+//! writes a new host config (a forgotten password reset from the boot
+//! medium) gets the new config's password.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::XenApi;
+use crate::platform::Platform;
+use crate::xenapi::auth::AuthError;
+use crate::xenapi::error::ApiError;
+use crate::xenapi::persist::{Change, SCHEMA_VERSION};
+use crate::xenapi::value::Value;
+
+/// The store key of the changed password (not a class: `persist::load`
+/// never sees it).
+const STORE_KEY: &str = "keel/root_password";
+
+/// `provisioned hash` `\n` `hash in force`.
+fn encode(provisioned: Option<&str>, hash: &str) -> Vec<u8> {
+    let mut out = Vec::from(provisioned.unwrap_or("").as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(hash.as_bytes());
+    out
+}
+
+fn decode(bytes: &[u8]) -> Option<(&str, &str)> {
+    core::str::from_utf8(bytes).ok()?.split_once('\n')
+}
+
+impl XenApi {
+    /// `session.change_password(old_pwd, new_pwd)` for root (the only
+    /// account): the old password is checked (and rate limited) as a login
+    /// is; sessions stay valid.
+    pub(super) fn change_password(
+        &mut self,
+        old: &str,
+        new: &str,
+        platform: &mut dyn Platform,
+    ) -> Result<Value, ApiError> {
+        let rejected = |why: &str| ApiError::new("CHANGE_PASSWORD_REJECTED", &[why]);
+        match self.auth.check("root", old, platform.now()) {
+            Ok(()) => {}
+            Err(AuthError::RateLimited { .. }) => {
+                return Err(rejected("Too many failed attempts; try again later"));
+            }
+            Err(AuthError::NoPassword | AuthError::Rejected) => {
+                return Err(rejected("Authentication failure"));
+            }
+        }
+        if new.is_empty() {
+            return Err(rejected("The new password is empty"));
+        }
+        let iterations = self
+            .auth
+            .hash()
+            .and_then(|h| host_config::PasswordHash::parse(h).ok())
+            .map_or(host_config::DEFAULT_PBKDF2_ITERATIONS, |h| h.iterations);
+        let mut salt = [0u8; host_config::password::SALT_LEN];
+        platform.fill_random(&mut salt);
+        let hash = host_config::hash_password(new, salt, iterations);
+        if let Some(store) = self.store.as_mut() {
+            let put = Change::Put {
+                key: String::from(STORE_KEY),
+                value: encode(self.auth.provisioned(), &hash),
+            };
+            store.0.commit(vec![put], SCHEMA_VERSION).map_err(|e| {
+                ApiError::internal(&alloc::format!("the password was not saved: {e}"))
+            })?;
+        }
+        self.auth.set_hash(hash);
+        log::info!("auth: the root password was changed through the API");
+        Ok(Value::str(""))
+    }
+
+    /// Takes the changed password out of the stored records (before they
+    /// load as objects) and puts it in force if it still applies.
+    pub(super) fn restore_password(
+        &mut self,
+        records: Vec<(String, Vec<u8>)>,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut rest = Vec::with_capacity(records.len());
+        for (key, value) in records {
+            if key != STORE_KEY {
+                rest.push((key, value));
+                continue;
+            }
+            match decode(&value) {
+                Some((provisioned, hash))
+                    if provisioned == self.auth.provisioned().unwrap_or("")
+                        && host_config::PasswordHash::parse(hash).is_ok() =>
+                {
+                    self.auth.set_hash(String::from(hash));
+                    log::info!("auth: the root password changed through the API is in force");
+                }
+                Some(_) => log::warn!(
+                    "auth: the host config provisions another root password than the one the API changed; the host config's is in force"
+                ),
+                None => log::warn!("auth: the stored root password is damaged; ignored"),
+            }
+        }
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, encode};
+
+    #[test]
+    fn records_round_trip() {
+        let bytes = encode(Some("$pbkdf2-sha256$a"), "$pbkdf2-sha256$b");
+        assert_eq!(
+            decode(&bytes),
+            Some(("$pbkdf2-sha256$a", "$pbkdf2-sha256$b"))
+        );
+        assert_eq!(decode(&encode(None, "h")), Some(("", "h")));
+        assert_eq!(decode(b"no newline"), None);
+        assert_eq!(decode(&[0xff, b'\n']), None);
+    }
+}
