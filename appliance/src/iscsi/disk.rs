@@ -151,18 +151,9 @@ impl DiskServer {
         if ready {
             self.session_failures = 0;
         }
-        for r in self.channel.take_requests(usize::MAX) {
-            if let DiskOp::Discard { .. } = r.op {
-                // Not served yet: the SR does not reclaim a VDI's clusters.
-                // (A channel offers discard only when the attach says so.)
-                self.channel.complete(DiskCompletion {
-                    tag: r.tag,
-                    result: Err(BlockError::Unsupported),
-                });
-            } else {
-                self.held.push_back(r);
-            }
-        }
+        // A discard changes the SR's metadata: `plan` leaves it to the
+        // slow path, like an allocating write.
+        self.held.extend(self.channel.take_requests(usize::MAX));
         if self.running.is_some() || self.held.is_empty() {
             return None;
         }
@@ -205,15 +196,7 @@ impl DiskServer {
                     data: Chunk(data.into()),
                 },
                 DiskOp::Flush => IoOp::Flush,
-                // Answered in `next_job`, never held.
-                DiskOp::Discard { .. } => {
-                    self.channel.complete(DiskCompletion {
-                        tag: r.tag,
-                        result: Err(BlockError::Unsupported),
-                    });
-                    tags.pop();
-                    continue;
-                }
+                DiskOp::Discard { lba, blocks } => IoOp::Discard { lba, blocks },
             };
             requests.push(IoRequest { tag: r.tag, op });
         }

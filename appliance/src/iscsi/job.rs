@@ -956,6 +956,9 @@ fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
                             disk.write_blocks(*lba, &data.0).map(|()| Vec::new())
                         }
                         super::IoOp::Flush => disk.flush().map(|()| Vec::new()),
+                        super::IoOp::Discard { lba, blocks } => {
+                            disk.discard(*lba, *blocks).map(|()| Vec::new())
+                        }
                     };
                     done.push(storage::channel::DiskCompletion { tag: r.tag, result });
                 }

@@ -143,9 +143,20 @@ pub struct IoRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IoOp {
-    Read { lba: u64, blocks: u32 },
-    Write { lba: u64, data: Chunk },
+    Read {
+        lba: u64,
+        blocks: u32,
+    },
+    Write {
+        lba: u64,
+        data: Chunk,
+    },
     Flush,
+    /// Blocks the guest no longer needs: the SR may reclaim their clusters.
+    Discard {
+        lba: u64,
+        blocks: u64,
+    },
 }
 
 /// Bytes a job writes: shared, so the job's attempts do not copy them,

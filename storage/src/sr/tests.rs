@@ -898,4 +898,18 @@ fn discard_releases_clusters_only_the_vdi_maps() {
     sr.create_vdi(uuid(4), "odd", cs + 4096).expect("create");
     sr.write(&uuid(4), cs, &[7; 4096]).expect("write");
     assert_eq!(sr.discard(&uuid(4), cs, 4096), Ok(cs));
+    // Through the block-device view (what a guest's discard reaches).
+    sr.write(&uuid(4), 0, &vec![5; CS as usize]).expect("write");
+    let used = sr.physical_utilisation();
+    let mut dev = sr.vdi_device(&uuid(4)).expect("device");
+    assert!(dev.supports_discard());
+    dev.discard(0, cs / 512).expect("discard");
+    assert!(matches!(
+        dev.discard(0, cs / 512 + 9),
+        Err(BlockError::OutOfRange { .. })
+    ));
+    assert_eq!(sr.physical_utilisation(), used - cs);
+    let mut snap = sr.vdi_device(&uuid(3)).expect("snapshot device");
+    assert!(!snap.supports_discard());
+    assert_eq!(snap.discard(0, 1), Err(BlockError::ReadOnly));
 }

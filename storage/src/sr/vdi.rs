@@ -63,4 +63,36 @@ impl<D: BlockDevice> BlockDevice for VdiDevice<'_, D> {
     fn flush(&mut self) -> Result<(), BlockError> {
         self.sr.flush().map_err(block_error)
     }
+    fn supports_discard(&self) -> bool {
+        !self.read_only()
+    }
+    /// Whole clusters only this VDI maps go back to the SR
+    /// ([`Sr::discard`](super::Sr::discard)); the rest is left as it is.
+    fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        if self.read_only() {
+            return Err(BlockError::ReadOnly);
+        }
+        let bs = u64::from(VDI_BLOCK_SIZE);
+        match lba.checked_add(blocks) {
+            Some(end) if end <= self.num_blocks() => {}
+            _ => {
+                return Err(BlockError::OutOfRange {
+                    lba,
+                    blocks,
+                    capacity: self.num_blocks(),
+                });
+            }
+        }
+        let uuid = self
+            .sr
+            .state
+            .layers
+            .get(&self.id)
+            .map(|l| l.meta.uuid)
+            .ok_or(BlockError::Io)?;
+        self.sr
+            .discard(&uuid, lba * bs, blocks * bs)
+            .map(|_| ())
+            .map_err(block_error)
+    }
 }

@@ -239,17 +239,25 @@ fn detach_fails_what_waits_and_starts_nothing() {
 }
 
 #[test]
-fn a_discard_is_answered_unsupported_and_the_rest_is_served() {
+fn a_discard_runs_through_the_sr_like_an_allocating_write() {
     let (mut server, channel) = server_on(DiskChannel::new(geometry(), 16).with_discard(8));
     assert!(matches!(server.next_job(), Some(DiskJob::Session(_))));
     submit(&channel, 1, DiskOp::Discard { lba: 0, blocks: 8 });
     submit(&channel, 2, read(0));
-    assert_eq!(batch_tags(server.next_job()), [2]);
+    let job = server.next_job();
+    let Some(DiskJob::Batch(spec)) = &job else {
+        panic!("a batch, not {job:?}");
+    };
+    let Work::Sr {
+        op: SrOp::Io { requests, .. },
+        ..
+    } = &spec.work
+    else {
+        panic!("{:?}", spec.work);
+    };
     assert_eq!(
-        channel.completion(),
-        Some(DiskCompletion {
-            tag: 1,
-            result: Err(BlockError::Unsupported)
-        })
+        requests[0].op,
+        crate::iscsi::IoOp::Discard { lba: 0, blocks: 8 }
     );
+    assert_eq!(batch_tags(job), [1, 2]);
 }

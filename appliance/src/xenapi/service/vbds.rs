@@ -249,14 +249,21 @@ impl XenApi {
         let sr = String::from(self.field(&VDI, &vdi, "SR").as_str().unwrap_or(NULL_REF));
         let config = self.sr_config(&sr)?;
         let template = self.sr_spec(&config, SrOp::Scan)?;
-        let channel = Arc::new(DiskChannel::new(
+        let channel = DiskChannel::new(
             DiskGeometry {
                 block_size: 512,
                 num_blocks: size / 512,
                 read_only,
             },
             DISK_QUEUE_DEPTH,
-        ));
+        );
+        // A writable disk takes discards; the SR reclaims whole clusters
+        // (the size this appliance formats SRs with), so a guest aligns
+        // its discards to them.
+        let channel = Arc::new(match read_only {
+            true => channel,
+            false => channel.with_discard(storage::sr::DEFAULT_CLUSTER_SIZE / 512),
+        });
         let id = self.next_ticket;
         self.next_ticket += 1;
         self.disks.insert(
