@@ -115,6 +115,9 @@ pub enum Op {
     VifUnplug,
     VbdPlug,
     VbdUnplug,
+    /// `VBD.insert`/`eject`: media of a CD drive (see `service::cd_media`).
+    VbdInsert,
+    VbdEject,
     /// `SR.probe` on an iSCSI target (see `service::srs`).
     SrProbe,
     SrCreate,
@@ -1006,8 +1009,12 @@ pub const VBD: Class = Class {
         call("plug", &[p("self", VBD_REF)], Op::VbdPlug),
         call("unplug", &[p("self", VBD_REF)], Op::VbdUnplug),
         call("unplug_force", &[p("self", VBD_REF)], Op::VbdUnplug),
-        todo_call("eject", &[p("vbd", VBD_REF)]),
-        todo_call("insert", &[p("vbd", VBD_REF), p("vdi", Ty::Ref("VDI"))]),
+        call("eject", &[p("vbd", VBD_REF)], Op::VbdEject),
+        call(
+            "insert",
+            &[p("vbd", VBD_REF), p("vdi", Ty::Ref("VDI"))],
+            Op::VbdInsert,
+        ),
     ],
 };
 

@@ -878,6 +878,8 @@ impl XenApi {
                 None => Err(ApiError::field_type("args")),
             },
             Op::PbdDestroy => self.pbd_destroy(arg(0)),
+            Op::VbdInsert => self.vbd_insert(arg(0), arg(1)),
+            Op::VbdEject => self.vbd_eject(arg(0)),
             Op::SecretCreate => match args.first() {
                 Some(record) => self.secret_create(record, platform),
                 None => Err(ApiError::field_type("args")),
@@ -895,6 +897,7 @@ impl XenApi {
     }
 }
 
+mod cd_media;
 mod consoles;
 mod generic;
 mod iso_library;

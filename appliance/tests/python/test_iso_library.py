@@ -143,13 +143,30 @@ def test_iso_library_upload_list_export_and_cd(server, tgtd):  # noqa: F811
           "type": "CD", "empty": False, "other_config": {}, "qos_algorithm_type": "",
           "qos_algorithm_params": {}}
     assert failure(x.VBD.create, cd)[0] == "VBD_CDS_MUST_BE_READONLY"
-    assert failure(x.VBD.create, dict(cd, mode="RO", empty=True))[0] == "NOT_IMPLEMENTED"
     vbd = x.VBD.create(dict(cd, mode="RO"))
     record = x.VBD.get_record(vbd)
     assert (record["type"], record["mode"], record["VDI"]) == ("CD", "RO", vdi), record
     assert vbd in x.VM.get_VBDs(vm)
+    assert vbd in x.VDI.get_VBDs(vdi)
 
+    # Media: eject, then insert again (the VM is halted); only a CD drive
+    # has media, and an empty drive has none to eject.
+    assert failure(x.VBD.insert, vbd, vdi) == ["VBD_NOT_EMPTY", vbd]
+    x.VBD.eject(vbd)
+    record = x.VBD.get_record(vbd)
+    assert (record["empty"], record["VDI"]) == (True, "OpaqueRef:NULL"), record
+    assert vbd not in x.VDI.get_VBDs(vdi)
+    assert failure(x.VBD.eject, vbd) == ["VBD_IS_EMPTY", vbd]
+    x.VBD.insert(vbd, vdi)
+    assert x.VBD.get_VDI(vbd) == vdi and x.VBD.get_empty(vbd) is False
     x.VBD.destroy(vbd)
+    # An empty drive from the start; a disk cannot be empty.
+    empty = x.VBD.create(dict(cd, mode="RO", empty=True, VDI="OpaqueRef:NULL"))
+    assert x.VBD.get_empty(empty) is True
+    x.VBD.insert(empty, vdi)
+    assert x.VBD.get_VDI(empty) == vdi
+    x.VBD.destroy(empty)
+    assert failure(x.VBD.create, dict(cd, type="Disk", empty=True))[0] == "VBD_NOT_REMOVABLE_MEDIA"
     x.VM.destroy(vm)
     x.VDI.destroy(vdi)
     x.SR.destroy(sr)

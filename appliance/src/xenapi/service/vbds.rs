@@ -105,27 +105,35 @@ impl XenApi {
                 .unwrap_or(Value::Nil)
         };
         let cd = get(&fields, "type").as_str() == Some("CD");
-        if get(&fields, "empty") == Value::Bool(true) {
-            // An empty drive needs VBD.insert/eject, not served yet.
-            return Err(ApiError::not_implemented("VBD.create of an empty drive"));
-        }
+        let empty = get(&fields, "empty") == Value::Bool(true);
         if !cd && get(&fields, "type").as_str() != Some("Disk") {
             return Err(ApiError::not_implemented(
                 "VBD.create of a drive other than Disk or CD",
             ));
         }
-        if vdi == NULL_REF || !self.db.contains("VDI", vdi) {
-            return Err(ApiError::handle_invalid("VDI", vdi));
+        if empty && !cd {
+            // Only removable media may be absent.
+            return Err(ApiError::new("VBD_NOT_REMOVABLE_MEDIA", &[NULL_REF]));
         }
-        if cd {
-            self.check_cd(vdi, get(&fields, "mode").as_str())?;
+        // An empty CD drive (VBD.insert fills it) has no VDI.
+        let vdi = if empty { NULL_REF } else { vdi };
+        if cd && get(&fields, "mode").as_str() != Some("RO") {
+            return Err(ApiError::new("VBD_CDS_MUST_BE_READONLY", &[]));
         }
-        let sr = self.field(&VDI, vdi, "SR");
-        self.sr_config(sr.as_str().unwrap_or(NULL_REF))?;
-        if get(&fields, "mode").as_str() == Some("RW")
-            && self.field(&VDI, vdi, "read_only") == Value::Bool(true)
-        {
-            return Err(ApiError::new("VDI_READ_ONLY", &[vdi]));
+        if !empty {
+            if vdi == NULL_REF || !self.db.contains("VDI", vdi) {
+                return Err(ApiError::handle_invalid("VDI", vdi));
+            }
+            if cd {
+                self.check_cd(vdi, get(&fields, "mode").as_str())?;
+            }
+            let sr = self.field(&VDI, vdi, "SR");
+            self.sr_config(sr.as_str().unwrap_or(NULL_REF))?;
+            if get(&fields, "mode").as_str() == Some("RW")
+                && self.field(&VDI, vdi, "read_only") == Value::Bool(true)
+            {
+                return Err(ApiError::new("VDI_READ_ONLY", &[vdi]));
+            }
         }
         // userdevice: a number not taken on this VM, or "autodetect".
         let taken: Vec<String> = self
@@ -159,7 +167,9 @@ impl XenApi {
         }
         self.db.insert(&VBD, reference.clone(), fields);
         self.add_to_set(&VM, vm, "VBDs", &reference);
-        self.add_to_set(&VDI, vdi, "VBDs", &reference);
+        if vdi != NULL_REF {
+            self.add_to_set(&VDI, vdi, "VBDs", &reference);
+        }
         Ok(Value::String(reference))
     }
 
@@ -200,7 +210,13 @@ impl XenApi {
         if !self.db.contains("VM", vm) {
             return Err(ApiError::handle_invalid("VM", vm));
         }
-        let mut vbds = self.vm_vbds(vm);
+        // An empty CD drive gives the guest no device (no media change
+        // while it runs, see `cd_media`).
+        let mut vbds: Vec<String> = self
+            .vm_vbds(vm)
+            .into_iter()
+            .filter(|v| self.field(&VBD, v, "empty") != Value::Bool(true))
+            .collect();
         vbds.sort_by_key(|v| {
             self.field(&VBD, v, "userdevice")
                 .as_str()
@@ -228,12 +244,15 @@ impl XenApi {
         if !self.db.contains("VDI", &vdi) {
             return Err(ApiError::handle_invalid("VDI", &vdi));
         }
+        // A read-only VDI (an ISO) may be attached to several VMs at once.
+        let shared = self.field(&VDI, &vdi, "read_only") == Value::Bool(true);
         if self.imports.values().any(|i| i.vdi() == vdi)
             || self.exports.values().any(|e| e.vdi() == vdi)
-            || self
-                .disks
-                .values()
-                .any(|d| self.field(&VBD, &d.vbd, "VDI").as_str() == Some(vdi.as_str()))
+            || (!shared
+                && self
+                    .disks
+                    .values()
+                    .any(|d| self.field(&VBD, &d.vbd, "VDI").as_str() == Some(vdi.as_str())))
         {
             return Err(ApiError::new("VDI_IN_USE", &[&vdi, "attach"]));
         }
@@ -326,7 +345,7 @@ impl XenApi {
 
     /// A CD drive (xapi's rules): read-only, of an ISO whose upload has
     /// finished. The guest sees it as a read-only virtio-blk disk.
-    fn check_cd(&self, vdi: &str, mode: Option<&str>) -> Result<(), ApiError> {
+    pub(super) fn check_cd(&self, vdi: &str, mode: Option<&str>) -> Result<(), ApiError> {
         if mode != Some("RO") {
             return Err(ApiError::new("VBD_CDS_MUST_BE_READONLY", &[]));
         }
