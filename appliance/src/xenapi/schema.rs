@@ -91,6 +91,9 @@ pub enum Op {
     VmSetMemory,
     VmSetVcpusMax,
     VmSetVcpusAtStartup,
+    /// `VM.get_allowed_VBD_devices`/`VIF_devices`: the free device numbers.
+    VmGetAllowedVbdDevices,
+    VmGetAllowedVifDevices,
     MessageCreate,
     MessageDestroy,
     MessageGetSince,
@@ -135,6 +138,8 @@ pub enum Op {
     PbdUnplug,
     PbdCreate,
     PbdDestroy,
+    /// `PBD.set_device_config` (see `service::secrets`).
+    PbdSetDeviceConfig,
     /// `secret.create`/`introduce`/`destroy` (see `service::secrets`).
     SecretCreate,
     SecretIntroduce,
@@ -941,8 +946,16 @@ pub const VM: Class = Class {
             &[p("self", VM_REF), p("value", I)],
             Op::VmSetVcpusAtStartup,
         ),
-        todo_call("get_allowed_VBD_devices", &[p("vm", VM_REF)]),
-        todo_call("get_allowed_VIF_devices", &[p("vm", VM_REF)]),
+        call(
+            "get_allowed_VBD_devices",
+            &[p("vm", VM_REF)],
+            Op::VmGetAllowedVbdDevices,
+        ),
+        call(
+            "get_allowed_VIF_devices",
+            &[p("vm", VM_REF)],
+            Op::VmGetAllowedVifDevices,
+        ),
     ],
 };
 
@@ -1097,9 +1110,10 @@ pub const PBD: Class = Class {
         call("destroy", &[p("self", PBD_REF)], Op::PbdDestroy),
         call("plug", &[p("self", PBD_REF)], Op::PbdPlug),
         call("unplug", &[p("self", PBD_REF)], Op::PbdUnplug),
-        todo_call(
+        call(
             "set_device_config",
             &[p("self", PBD_REF), p("value", MAP_SS)],
+            Op::PbdSetDeviceConfig,
         ),
     ],
 };

@@ -787,6 +787,8 @@ impl XenApi {
                 let v = args.get(1).and_then(Value::as_int).unwrap_or(0);
                 self.set_vcpus(arg(0), op == Op::VmSetVcpusMax, v)
             }
+            Op::VmGetAllowedVbdDevices => self.allowed_devices(arg(0), "VBDs"),
+            Op::VmGetAllowedVifDevices => self.allowed_devices(arg(0), "VIFs"),
             Op::MessageCreate => {
                 let priority = args.get(1).and_then(Value::as_int).unwrap_or(0);
                 self.create_message(arg(0), priority, arg(2), arg(3), arg(4), platform)
@@ -880,6 +882,10 @@ impl XenApi {
             Op::PbdDestroy => self.pbd_destroy(arg(0)),
             Op::VbdInsert => self.vbd_insert(arg(0), arg(1)),
             Op::VbdEject => self.vbd_eject(arg(0)),
+            Op::PbdSetDeviceConfig => {
+                let value = args.get(1).cloned().unwrap_or(Value::Nil);
+                self.pbd_set_device_config(arg(0), value, platform)
+            }
             Op::SecretCreate => match args.first() {
                 Some(record) => self.secret_create(record, platform),
                 None => Err(ApiError::field_type("args")),
@@ -897,6 +903,7 @@ impl XenApi {
     }
 }
 
+mod allowed_devices;
 mod cd_media;
 mod consoles;
 mod generic;

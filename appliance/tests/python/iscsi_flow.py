@@ -111,6 +111,17 @@ def flow(url, password, target, port, iqn, lun_bytes, chap, mutual, destroy=Fals
     assert "chappassword" not in stored and "incoming_chappassword" not in stored, stored
     for key, want in (("chappassword_secret", chap[1]), ("incoming_chappassword_secret", mutual[1])):
         assert x.secret.get_value(x.secret.get_by_uuid(stored[key])) == want, key
+    # New credentials through PBD.set_device_config: kept in new secrets,
+    # the old ones destroyed; the PBD still plugs with them.
+    x.PBD.unplug(record["PBDs"][0])
+    x.PBD.set_device_config(record["PBDs"][0], config)
+    again = x.PBD.get_device_config(record["PBDs"][0])
+    assert "chappassword" not in again and again["SCSIid"] == scsi_id, again
+    left = {r["uuid"] for r in x.secret.get_all_records().values()}
+    assert stored["chappassword_secret"] not in left and again["chappassword_secret"] in left
+    x.PBD.plug(record["PBDs"][0])
+    assert x.PBD.get_currently_attached(record["PBDs"][0]) is True
+    stored = again
     out["sr_uuid"] = record["uuid"]
     out["physical_size"] = int(record["physical_size"])
     x.SR.add_to_other_config(sr, "auto-scan", "true")

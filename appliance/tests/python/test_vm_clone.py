@@ -58,6 +58,9 @@ def test_vm_clone_and_copy_of_a_vm_with_disks_on_an_iscsi_sr(server, tgtd):  # n
     x.VIF.create({"VM": vm, "network": network, "device": "0", "MAC": "", "MTU": "1500",
                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
     vdis_before = set(x.VDI.get_all())
+    # The device numbers a new disk or NIC may take.
+    assert x.VM.get_allowed_VBD_devices(vm) == [str(n) for n in range(2, 16)]
+    assert x.VM.get_allowed_VIF_devices(vm) == [str(n) for n in range(1, 7)]
 
     clone = x.VM.clone(vm, "clone-1")
     record = x.VM.get_record(clone)

@@ -37,7 +37,7 @@ pub const API_ORIGIN: (&str, &str) = ("keel_origin", "api");
 /// The MTU range a network may have (the switch's).
 const MTU_RANGE: core::ops::RangeInclusive<i64> = 68..=9000;
 /// VIF devices a VM may have (`0`..`6`, as xapi offers an HVM guest).
-const MAX_VIF_DEVICE: u32 = 7;
+pub(super) const MAX_VIF_DEVICE: u32 = 7;
 
 /// Where a VIF is plugged on the switch.
 #[derive(Debug, Clone, PartialEq, Eq)]

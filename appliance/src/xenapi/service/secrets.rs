@@ -1,6 +1,7 @@
 //! `secret` objects, and passwords in a PBD's `device_config` kept in
 //! them, as xapi does: a key ending in `password` (`chappassword`,
-//! `incoming_chappassword`) is stored as `<key>_secret` holding the uuid of
+//! `incoming_chappassword`) is stored (`SR.create`, `PBD.create`,
+//! `PBD.set_device_config`) as `<key>_secret` holding the uuid of
 //! a secret with the value, so `PBD.get_record` and events do not show
 //! CHAP secrets. A client may also create the secret itself and pass
 //! `chappassword_secret`. The secrets of a PBD go with it.
@@ -163,6 +164,34 @@ impl XenApi {
             }
         }
         stored
+    }
+
+    /// `PBD.set_device_config(self, value)`: a new way to reach the SR (new
+    /// CHAP credentials, another portal), used from the next plug on; its
+    /// passwords are kept in new secrets and the old ones go.
+    pub(super) fn pbd_set_device_config(
+        &mut self,
+        pbd: &str,
+        value: Value,
+        platform: &mut dyn Platform,
+    ) -> Result<Value, ApiError> {
+        use crate::xenapi::schema::PBD;
+        if !self.db.contains("PBD", pbd) {
+            return Err(ApiError::handle_invalid("PBD", pbd));
+        }
+        let Value::Struct(config) = value else {
+            return Err(ApiError::field_type("value"));
+        };
+        let old = self.field(&PBD, pbd, "device_config");
+        let config = self.hide_passwords(config, platform);
+        self.db.set_field(
+            &PBD,
+            pbd,
+            field_index(&PBD, "device_config"),
+            Value::Struct(config),
+        );
+        self.drop_config_secrets(&old);
+        Ok(Value::str(""))
     }
 
     /// Destroys the secrets a stored `device_config` names (its PBD goes).

@@ -24,6 +24,9 @@ use crate::xenapi::error::ApiError;
 use crate::xenapi::schema::{VBD, VDI, VM};
 use crate::xenapi::value::Value;
 
+/// VBD devices (`userdevice`) a VM may have: `0`..`15`.
+pub(super) const MAX_VBD_DEVICE: u32 = 16;
+
 /// Requests in flight per attached disk.
 pub const DISK_QUEUE_DEPTH: usize = 64;
 
@@ -143,11 +146,11 @@ impl XenApi {
             .collect();
         let asked = String::from(get(&fields, "userdevice").as_str().unwrap_or(""));
         let device = if asked.is_empty() || asked == "autodetect" {
-            (0..16u32)
+            (0..MAX_VBD_DEVICE)
                 .map(|n| format!("{n}"))
                 .find(|n| !taken.contains(n))
                 .ok_or_else(|| ApiError::new("INVALID_DEVICE", &["autodetect"]))?
-        } else if asked.parse::<u32>().is_ok_and(|n| n < 16) {
+        } else if asked.parse::<u32>().is_ok_and(|n| n < MAX_VBD_DEVICE) {
             if taken.contains(&asked) {
                 return Err(ApiError::new("DEVICE_ALREADY_EXISTS", &[&asked]));
             }
