@@ -55,6 +55,8 @@ pub struct Appliance<P: Platform, N: Nic> {
     described: Option<Ipv4Cidr>,
     /// iSCSI jobs the XenAPI asked for (SR probe, create, VDI create...).
     iscsi: iscsi_jobs::IscsiJobs,
+    /// The host's own disks, for local SRs (see [`Appliance::attach_host_disks`]).
+    local_disks: crate::local_disks::LocalDisks,
     /// `PIF.reconfigure_ip` changes and when to apply them (time since boot).
     ip_changes: Vec<(Duration, crate::xenapi::IpChange)>,
     /// The switch ports of the XenAPI VIFs plugged now, by VIF ref.
@@ -93,6 +95,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             tls_clock: alloc::sync::Arc::new(tls::Clock::default()),
             api,
             iscsi: iscsi_jobs::IscsiJobs::default(),
+            local_disks: crate::local_disks::LocalDisks::new(),
             ip_changes: Vec::new(),
             vif_ports: alloc::collections::BTreeMap::new(),
         })
@@ -217,7 +220,12 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         // (the HTTP server picks the answers up on its next poll).
         let iscsi_due = self
             .iscsi
-            .poll(&mut self.net, &mut self.api, &mut self.platform)
+            .poll(
+                &mut self.net,
+                &mut self.local_disks,
+                &mut self.api,
+                &mut self.platform,
+            )
             .map(|d| to_instant(d.max(uptime)));
         // Guests that powered off, reset or crashed: the VM records follow.
         self.api.poll_vms(&mut self.platform);
@@ -337,6 +345,13 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         store: alloc::boxed::Box<dyn crate::xenapi::StateStore>,
     ) -> Result<crate::xenapi::Attached, String> {
         self.api.attach_store(store, &mut self.platform)
+    }
+
+    /// The host's disks other than its boot medium: SRs of type `lvm`/`ext`
+    /// are made on them (those with `reserved` set are listed, never used).
+    pub fn attach_host_disks(&mut self, disks: crate::local_disks::LocalDisks) {
+        self.api.set_host_disks(disks.infos());
+        self.local_disks = disks;
     }
 
     pub fn platform(&self) -> &P {

@@ -182,13 +182,39 @@ pub fn open_state(path: &std::path::Path) -> std::io::Result<Box<dyn crate::xena
     }
 }
 
+/// Files as host disks for local SRs: the `n`th is `/dev/vd<a+n>`, its
+/// serial (the `/dev/disk/by-id/` name) the file's name.
+pub fn open_host_disks(
+    paths: &[std::path::PathBuf],
+) -> std::io::Result<crate::local_disks::LocalDisks> {
+    use crate::local_disks::{HostDiskInfo, LocalDisks, by_id_name, short_name};
+    let mut disks = LocalDisks::new();
+    for (i, path) in paths.iter().enumerate() {
+        let dev = storage::file::FileBlockDevice::open(path, 512, false)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+        let serial = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let info = HostDiskInfo {
+            device: short_name(i),
+            by_id: by_id_name(&serial),
+            size: storage::BlockDevice::num_blocks(&dev) * 512,
+            reserved: None,
+        };
+        disks.add(info, Box::new(dev));
+    }
+    Ok(disks)
+}
+
 /// Serves `listener` (and HTTPS on `tls_listener`) forever, keeping the
-/// database in `state` if given.
+/// database in `state` if given, with `host_disks` for local SRs.
 pub fn serve(
     listener: TcpListener,
     tls_listener: Option<TcpListener>,
     config: &HostConfig,
     state: Option<&std::path::Path>,
+    host_disks: &[std::path::PathBuf],
 ) -> std::io::Result<()> {
     let mut platform = StdPlatform::new();
     let listen = listener.local_addr()?;
@@ -196,6 +222,8 @@ pub fn serve(
     let mut api = XenApi::new(config, facts, &mut platform);
     // iSCSI jobs run in the service loop over non-blocking std TCP.
     api.enable_storage_driver();
+    let local = open_host_disks(host_disks)?;
+    api.set_host_disks(local.infos());
     let mut store = state.map(open_state).transpose()?;
     let tls_config = match &tls_listener {
         Some(l) => {
@@ -265,6 +293,7 @@ pub fn serve(
         &config.hostname,
         listen,
         tls_config,
+        local,
     )
 }
 
@@ -369,10 +398,14 @@ fn run(
     hostname: &str,
     listen: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
+    local: crate::local_disks::LocalDisks,
 ) -> std::io::Result<()> {
     let limits = Limits::default();
     let mut peers: HashMap<u64, Peer> = HashMap::new();
-    let mut jobs = HostedJobs::default();
+    let mut jobs = HostedJobs {
+        local,
+        ..HostedJobs::default()
+    };
     let management_ip = match listen.ip() {
         IpAddr::V4(ip) => Some(smoltcp::wire::Ipv4Address::from(ip.octets())),
         IpAddr::V6(_) => None,
@@ -496,6 +529,8 @@ const JOB_POLL: Duration = Duration::from_millis(2);
 struct HostedJobs {
     running: Vec<(u64, Job, StdLink)>,
     waiting: Vec<(u64, JobSpec)>,
+    /// Files served as host disks (`--host-disk`), for local SRs.
+    local: crate::local_disks::LocalDisks,
 }
 
 impl HostedJobs {
@@ -503,7 +538,8 @@ impl HostedJobs {
     /// whether any job is still running.
     fn poll(&mut self, api: &mut XenApi, platform: &mut StdPlatform) -> bool {
         let now = u64::try_from(platform.now().as_millis()).unwrap_or(u64::MAX);
-        self.waiting.extend(api.take_storage_jobs());
+        let (jobs, ran) = self.local.run_jobs(api.take_storage_jobs(), api, platform);
+        self.waiting.extend(jobs);
         let mut w = 0;
         while w < self.waiting.len() {
             let spec = &self.waiting[w].1;
@@ -551,7 +587,7 @@ impl HostedJobs {
                 i += 1;
             }
         }
-        !self.running.is_empty() || !self.waiting.is_empty() || api.disks_waiting()
+        ran || !self.running.is_empty() || !self.waiting.is_empty() || api.disks_waiting()
     }
 }
 
@@ -620,11 +656,14 @@ pub struct Options {
     pub config: HostConfig,
     /// Where the database is kept (`--state`); in memory only without it.
     pub state: Option<std::path::PathBuf>,
+    /// Files served as host disks (`--host-disk`, repeated).
+    pub host_disks: Vec<std::path::PathBuf>,
 }
 
 pub const USAGE: &str = "\
 usage: keel-hosted [--listen ADDR:PORT] [--listen-tls ADDR:PORT]
                    [--host-config FILE] [--root-password PW] [--state FILE]
+                   [--host-disk FILE]...
 
 Serves the keel appliance's HTTP endpoints (XenAPI on /, /RPC2, /xmlrpc and
 /jsonrpc; /health) as a Linux process, for tests and development.
@@ -645,6 +684,10 @@ Serves the keel appliance's HTTP endpoints (XenAPI on /, /RPC2, /xmlrpc and
                        store, as on the image's state disk); a missing FILE
                        is created blank (64 MiB, sparse). Without it the
                        database lives in memory only.
+  --host-disk FILE     serve FILE as a host disk for local SRs (type lvm or
+                       ext), as the image serves its extra disks: the first
+                       is /dev/vda, the next /dev/vdb..., each also named
+                       /dev/disk/by-id/virtio-<file name>. Repeatable.
 ";
 
 /// Parses the arguments after the program name.
@@ -654,6 +697,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut config = HostConfig::default();
     let mut password = None;
     let mut state = None;
+    let mut host_disks = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -680,6 +724,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             }
             "--root-password" => password = Some(value()?),
             "--state" => state = Some(std::path::PathBuf::from(value()?)),
+            "--host-disk" => host_disks.push(std::path::PathBuf::from(value()?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -695,6 +740,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         listen_tls,
         config,
         state,
+        host_disks,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod health;
 pub mod hosted;
 pub mod http;
 pub mod iscsi;
+pub mod local_disks;
 pub mod platform;
 pub mod routes;
 pub mod server;

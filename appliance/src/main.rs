@@ -399,26 +399,26 @@ fn report_disks(boot: &mut Boot) {
 
 /// The XenAPI database's disk: the first disk that holds a state store,
 /// else the first blank disk (formatted now). Disks with anything else on
-/// them are never written.
-fn state_store(disks: Vec<SharedDisk>) -> Option<(String, Box<dyn StateStore>)> {
+/// them are never written. Also says which disk it is (by index).
+fn state_store(disks: Vec<SharedDisk>) -> Option<(String, Box<dyn StateStore>, usize)> {
     let mut rest = Vec::new();
     let mut found = None;
     for (i, disk) in disks.into_iter().enumerate() {
         if found.is_some() {
-            rest.push(disk);
+            rest.push((i, disk));
             continue;
         }
         match BlockStore::open(disk) {
-            Ok(store) => found = Some((alloc::format!("blk{i} ({})", store.location()), store)),
-            Err((disk, _)) => rest.push(disk),
+            Ok(store) => found = Some((alloc::format!("blk{i} ({})", store.location()), store, i)),
+            Err((disk, _)) => rest.push((i, disk)),
         }
     }
-    if let Some((name, store)) = found {
-        return Some((name, Box::new(store)));
+    if let Some((name, store, i)) = found {
+        return Some((name, Box::new(store), i));
     }
     let mut id = [0u8; 8];
     kernel::fill_random(&mut id);
-    let mut disks = rest.into_iter().enumerate();
+    let mut disks = rest.into_iter();
     let mut keep = Vec::new();
     let mut chosen = None;
     for (i, disk) in disks.by_ref() {
@@ -435,6 +435,7 @@ fn state_store(disks: Vec<SharedDisk>) -> Option<(String, Box<dyn StateStore>)> 
                 chosen = Some((
                     alloc::format!("blk{i} ({})", store.location()),
                     Box::new(store) as Box<dyn StateStore>,
+                    i,
                 ));
             }
             Err((disk, e)) => {
@@ -445,6 +446,38 @@ fn state_store(disks: Vec<SharedDisk>) -> Option<(String, Box<dyn StateStore>)> 
     }
     drop(keep);
     chosen
+}
+
+/// Every disk for local SRs (`/dev/vda`... in discovery order), the state
+/// disk and the boot disk among them marked reserved: listed, never used.
+fn host_disks(
+    disks: &[SharedDisk],
+    serials: &[Option<String>],
+    state: Option<usize>,
+    boot: Option<usize>,
+) -> appliance::local_disks::LocalDisks {
+    use appliance::local_disks::{HostDiskInfo, LocalDisks, by_id_name, short_name};
+    let mut out = LocalDisks::new();
+    for (i, disk) in disks.iter().enumerate() {
+        let reserved = if boot == Some(i) {
+            Some(String::from("the host's boot disk"))
+        } else if state == Some(i) {
+            Some(String::from("the host's state disk"))
+        } else {
+            None
+        };
+        let info = HostDiskInfo {
+            device: short_name(i),
+            by_id: serials
+                .get(i)
+                .and_then(Option::as_deref)
+                .and_then(by_id_name),
+            size: disk.num_blocks() * u64::from(disk.block_size()),
+            reserved,
+        };
+        out.add(info, Box::new(disk.clone()));
+    }
+    out
 }
 
 /// A disk the state store and the A/B upgrade code both use: the store
@@ -769,6 +802,8 @@ fn main(mut boot: Boot) -> ! {
         .map(Box::new)
         .collect();
     let boot_slots = Rc::new(RefCell::new(boot_disk.as_ref().map(|(_, s, _)| s.clone())));
+    let boot_index = boot_disk.as_ref().map(|(_, _, i)| *i);
+    let serials: Vec<Option<String>> = boot.disks.iter_mut().map(VirtioDisk::serial).collect();
     let disks: Vec<SharedDisk> = core::mem::take(&mut boot.disks)
         .into_iter()
         .map(|disk| SharedDisk(Rc::new(RefCell::new(disk))))
@@ -799,17 +834,20 @@ fn main(mut boot: Boot) -> ! {
             start_boot_guests(guests, Some(&mut appliance));
             // Healthy: the management network and the API are up and the
             // database opened (or there is no state disk to open).
-            let mut store = state_store(disks);
+            let mut store = state_store(disks.clone());
+            let state_index = store.as_ref().map(|(_, _, i)| *i);
+            appliance.attach_host_disks(host_disks(&disks, &serials, state_index, boot_index));
+            drop(disks);
             // The host's TLS identity lives beside the database in the store.
             let https = appliance.enable_https(
                 supplied_tls.as_ref(),
-                store.as_mut().map(|(_, s)| &mut **s as _),
+                store.as_mut().map(|(_, s, _)| &mut **s as _),
             );
             if let Err(e) = &https {
                 log::error!("tls: no https: {e}");
             }
             let healthy = match store {
-                Some((name, store)) => match appliance
+                Some((name, store, _)) => match appliance
                     .attach_store(Box::new(appliance::tls::store::HideIdentity(store)))
                 {
                     Ok(a) => {

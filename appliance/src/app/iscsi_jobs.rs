@@ -14,6 +14,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, Ipv4Address};
 
 use crate::iscsi::{Job, JobError, JobSpec, Link, LinkState, RANDOM_BYTES};
+use crate::local_disks::LocalDisks;
 use crate::platform::Platform;
 use crate::xenapi::XenApi;
 
@@ -100,21 +101,25 @@ fn interface_for<N: Nic>(net: &HostNetworks<Uplink<N>>, ip: Ipv4Address) -> Stri
 }
 
 impl IscsiJobs {
-    /// Starts the jobs the service queued, moves every job forward, and
-    /// reports the ended ones. Returns when to poll again.
+    /// Runs the local SR jobs the service queued on `local`, starts the
+    /// iSCSI ones, moves every job forward, and reports the ended ones.
+    /// Returns when to poll again.
     pub fn poll<N: Nic>(
         &mut self,
         net: &mut HostNetworks<Uplink<N>>,
+        local: &mut LocalDisks,
         api: &mut XenApi,
         platform: &mut dyn Platform,
     ) -> Option<Duration> {
         let now = millis(platform.now());
-        self.waiting.extend(
-            api.take_storage_jobs()
-                .into_iter()
-                .map(|(id, spec)| (id, spec, now)),
-        );
         let mut due: Option<u64> = None;
+        // Jobs on the host's own disks run now (see `local_disks`).
+        let (jobs, ran) = local.run_jobs(api.take_storage_jobs(), api, platform);
+        if ran {
+            due = Some(now);
+        }
+        self.waiting
+            .extend(jobs.into_iter().map(|(id, spec)| (id, spec, now)));
         let mut w = 0;
         while w < self.waiting.len() {
             let (_, spec, taken) = &self.waiting[w];

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         tls_listener,
         &options.config,
         options.state.as_deref(),
+        &options.host_disks,
     ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

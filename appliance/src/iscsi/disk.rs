@@ -77,7 +77,8 @@ pub struct DiskServer {
 
 impl DiskServer {
     /// Serves `channel` from VDI `uuid` on the SR that `template` reaches
-    /// (a `Work::Sr` spec).
+    /// (a `Work::Sr` spec, or a `Work::Local` one: a host disk has no
+    /// session, its batches are served on the disk itself).
     pub fn new(channel: Arc<DiskChannel>, uuid: [u8; 16], template: JobSpec) -> Self {
         DiskServer {
             path: DiskPath::new(Arc::clone(&channel)),
@@ -201,7 +202,7 @@ impl DiskServer {
             requests.push(IoRequest { tag: r.tag, op });
         }
         let mut spec = self.template.clone();
-        if let Work::Sr { op, .. } = &mut spec.work {
+        if let Some(op) = spec.sr_op_mut() {
             *op = SrOp::Io {
                 uuid: self.uuid,
                 requests,

@@ -450,6 +450,11 @@ impl Job {
                         },
                     );
                 }
+                Work::Local { .. } => {
+                    return Err(JobError::Session(String::from(
+                        "a job on a host disk was sent to an iSCSI target",
+                    )));
+                }
                 Work::Luns | Work::Sr { .. } | Work::Disk { .. } => {
                     let len = 8 + 8 * 256;
                     self.scsi(
@@ -762,7 +767,7 @@ impl Job {
                 ));
                 Ok(())
             }
-            Work::Discover => Ok(()),
+            Work::Discover | Work::Local { .. } => Ok(()),
         }
     }
 
@@ -867,7 +872,7 @@ impl Job {
     }
 }
 
-fn summary<D: BlockDevice>(sr: &Sr<D>) -> SrSummary {
+pub(crate) fn summary<D: BlockDevice>(sr: &Sr<D>) -> SrSummary {
     SrSummary {
         uuid: sr.superblock().uuid,
         sr_type: sr.sr_type(),
@@ -877,8 +882,9 @@ fn summary<D: BlockDevice>(sr: &Sr<D>) -> SrSummary {
     }
 }
 
-/// One SR operation over the staged device.
-fn run_op(op: &SrOp, dev: &mut StagedDevice<'_>) -> Result<JobOutput, String> {
+/// One SR operation over a device: the staged device of an iSCSI job, or
+/// a host disk (see `crate::local_disks`).
+pub(crate) fn run_op<D: BlockDevice>(op: &SrOp, dev: &mut D) -> Result<JobOutput, String> {
     let e = |e: SrError| e.to_string();
     match op {
         SrOp::Probe => match Sr::open(dev) {

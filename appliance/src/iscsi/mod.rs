@@ -27,6 +27,7 @@ pub mod std_link;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use job::run_op;
 pub use job::{Job, RANDOM_BYTES};
 
 /// iSCSI's well-known port.
@@ -186,6 +187,10 @@ pub enum Work {
         scsi_id: String,
         path: fast::DiskPath,
     },
+    /// An operation on the SR of one of this host's own disks (a local
+    /// SR), named as `device_config:device` names it: no target, no
+    /// session; the platform runs it on the disk (see `crate::local_disks`).
+    Local { device: String, op: SrOp },
 }
 
 /// One request: where, who, what.
@@ -199,6 +204,34 @@ pub struct JobSpec {
     /// The target's credentials for mutual CHAP.
     pub mutual: Option<Credentials>,
     pub work: Work,
+}
+
+impl JobSpec {
+    /// A job on the SR of host disk `device`: the iSCSI fields are unused.
+    pub fn local(device: &str, op: SrOp) -> JobSpec {
+        JobSpec {
+            portal: Portal {
+                ip: [0; 4],
+                port: 0,
+            },
+            initiator: String::new(),
+            target_iqn: None,
+            chap: None,
+            mutual: None,
+            work: Work::Local {
+                device: String::from(device),
+                op,
+            },
+        }
+    }
+
+    /// The SR operation of an SR job, iSCSI or local.
+    pub fn sr_op_mut(&mut self) -> Option<&mut SrOp> {
+        match &mut self.work {
+            Work::Sr { op, .. } | Work::Local { op, .. } => Some(op),
+            _ => None,
+        }
+    }
 }
 
 /// A LUN as `SR.probe` lists it.
@@ -312,6 +345,7 @@ pub fn same_sr(a: &JobSpec, b: &JobSpec) -> bool {
         (Work::Sr { scsi_id: x, .. }, Work::Sr { scsi_id: y, .. }) => {
             x == y && a.portal == b.portal && a.target_iqn == b.target_iqn
         }
+        (Work::Local { device: x, .. }, Work::Local { device: y, .. }) => x == y,
         _ => false,
     }
 }
@@ -340,6 +374,7 @@ pub fn report(id: u64, spec: &JobSpec, result: &Result<JobOutput, JobError>, f: 
         Work::Luns => String::from("LUN listing"),
         Work::Sr { op, .. } => format!("SR {op:?}"),
         Work::Disk { .. } => String::from("disk session"),
+        Work::Local { op, .. } => format!("local SR {op:?}"),
     };
     let what: String = what.split(" {").next().unwrap_or("").into();
     match result {

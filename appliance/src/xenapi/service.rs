@@ -83,6 +83,8 @@ pub struct XenApi {
     store: Option<Store>,
     /// Whether the platform runs iSCSI jobs (see [`XenApi::take_storage_jobs`]).
     storage_driver: bool,
+    /// The host's own disks (for local SRs), as the platform found them.
+    host_disks: Vec<crate::local_disks::HostDiskInfo>,
     /// Jobs not yet taken by the platform, by id.
     storage_queue: alloc::collections::VecDeque<(u64, crate::iscsi::JobSpec)>,
     /// Calls whose job is queued or running, by job id.
@@ -194,6 +196,7 @@ impl XenApi {
             next_ticket: 1,
             store: None,
             storage_driver: false,
+            host_disks: Vec::new(),
             storage_queue: alloc::collections::VecDeque::new(),
             storage_waits: BTreeMap::new(),
             storage_answers: BTreeMap::new(),
@@ -908,6 +911,7 @@ mod cd_media;
 mod consoles;
 mod generic;
 mod iso_library;
+mod local_srs;
 mod messages;
 mod network_checks;
 mod password;

@@ -153,6 +153,17 @@ impl core::fmt::Debug for VirtioDisk {
 
 const SECTOR: u32 = 512;
 
+impl VirtioDisk {
+    /// The disk's serial number (virtio-blk GET_ID: QEMU's `serial=`), if
+    /// it has one; what names it stably (`/dev/disk/by-id/virtio-<serial>`).
+    pub fn serial(&mut self) -> Option<alloc::string::String> {
+        let mut id = [0u8; 20];
+        let len = self.dev.device_id(&mut id).ok()?;
+        let text = core::str::from_utf8(id.get(..len)?).ok()?.trim();
+        (!text.is_empty()).then(|| alloc::string::String::from(text))
+    }
+}
+
 impl BlockDevice for VirtioDisk {
     fn block_size(&self) -> u32 {
         SECTOR

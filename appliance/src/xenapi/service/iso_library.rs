@@ -27,6 +27,8 @@ pub const ISO_TYPE: &str = "iso";
 pub(super) fn storage_type(sr_type: &str) -> SrType {
     if sr_type == ISO_TYPE {
         SrType::Iso
+    } else if super::local_srs::is_local(sr_type) {
+        SrType::Local
     } else {
         SrType::Iscsi
     }

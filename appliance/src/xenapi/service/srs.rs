@@ -23,6 +23,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::iso_library::{ISO_TYPE, storage_type};
+use super::local_srs::{is_local, names_host_disk};
 use super::{XenApi, new_id};
 use crate::iscsi::{
     Credentials, DEFAULT_PORT, JobError, JobOutput, JobSpec, LunEntry, Portal, SrOp, SrSummary,
@@ -52,6 +53,12 @@ pub const ISCSI_TYPES: &[&str] = &["lvmoiscsi", "iscsi"];
 /// SRs, and ISO libraries).
 pub fn on_lun(sr_type: &str) -> bool {
     ISCSI_TYPES.contains(&sr_type) || sr_type == ISO_TYPE
+}
+
+/// Whether SRs of XenAPI type `sr_type` are in this project's SR format
+/// (on an iSCSI LUN, or on a host disk: see `local_srs`).
+pub fn has_sr_format(sr_type: &str) -> bool {
+    on_lun(sr_type) || is_local(sr_type)
 }
 
 /// What to do with a job's result.
@@ -139,14 +146,14 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn element(out: &mut String, depth: usize, name: &str, text: &str) {
+pub(super) fn element(out: &mut String, depth: usize, name: &str, text: &str) {
     for _ in 0..depth {
         out.push('\t');
     }
     out.push_str(&format!("<{name}>{}</{name}>\n", escape(text)));
 }
 
-const XML_HEAD: &str = "<?xml version=\"1.0\" ?>\n";
+pub(super) const XML_HEAD: &str = "<?xml version=\"1.0\" ?>\n";
 
 /// sm's `print_entries`: one `<TGT>` per target address.
 pub(crate) fn iqns_xml(
@@ -378,12 +385,18 @@ impl XenApi {
     }
 
     pub(super) fn sr_probe(&self, config: &Value, sr_type: &str) -> Result<StorageCall, ApiError> {
-        if !on_lun(sr_type) {
+        if !has_sr_format(sr_type) {
             return Err(ApiError::new("SR_UNKNOWN_DRIVER", &[sr_type]));
         }
         let Value::Struct(config) = config else {
             return Err(ApiError::field_type("device_config"));
         };
+        if is_local(sr_type) {
+            return Ok(StorageCall {
+                spec: self.local_spec(config, SrOp::Probe)?,
+                completion: Completion::Probe,
+            });
+        }
         Ok(StorageCall {
             spec: self.iscsi_spec(config, SrOp::Probe)?,
             completion: Completion::Probe,
@@ -403,7 +416,7 @@ impl XenApi {
         sm_config: Value,
         platform: &mut dyn Platform,
     ) -> Result<StorageCall, ApiError> {
-        if !on_lun(sr_type) {
+        if !has_sr_format(sr_type) {
             return Err(ApiError::new("SR_UNKNOWN_DRIVER", &[sr_type]));
         }
         let Value::Struct(config) = config else {
@@ -411,14 +424,16 @@ impl XenApi {
         };
         let (_, uuid) = new_id(platform);
         let uuid = parse_uuid(&uuid).ok_or_else(|| ApiError::internal("bad uuid"))?;
+        let format = SrOp::Format {
+            uuid,
+            sr_type: storage_type(sr_type),
+        };
         Ok(StorageCall {
-            spec: self.iscsi_spec(
-                config,
-                SrOp::Format {
-                    uuid,
-                    sr_type: storage_type(sr_type),
-                },
-            )?,
+            spec: if is_local(sr_type) {
+                self.local_create_spec(config, shared, format)?
+            } else {
+                self.iscsi_spec(config, format)?
+            },
             completion: Completion::CreateSr {
                 host: String::from(host),
                 device_config: config.clone(),
@@ -435,7 +450,7 @@ impl XenApi {
     /// The device_config of the SR's (first) PBD: how to reach its LUN.
     pub(super) fn sr_config(&self, sr: &str) -> Result<BTreeMap<String, Value>, ApiError> {
         let sr_type = self.field(&SR, sr, "type");
-        if !sr_type.as_str().is_some_and(on_lun) {
+        if !sr_type.as_str().is_some_and(has_sr_format) {
             return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", &[sr]));
         }
         let pbds = match self.field(&SR, sr, "PBDs") {
@@ -466,6 +481,9 @@ impl XenApi {
         config: &BTreeMap<String, Value>,
         op: SrOp,
     ) -> Result<JobSpec, ApiError> {
+        if names_host_disk(config) {
+            return self.local_spec(config, op);
+        }
         let spec = self.iscsi_spec(config, op)?;
         if !matches!(spec.work, Work::Sr { .. }) {
             return Err(ApiError::internal(
@@ -512,7 +530,7 @@ impl XenApi {
         sm_config: Value,
         platform: &mut dyn Platform,
     ) -> Result<Value, ApiError> {
-        if !on_lun(sr_type) {
+        if !has_sr_format(sr_type) {
             return Err(ApiError::new("SR_UNKNOWN_DRIVER", &[sr_type]));
         }
         let uuid = match uuid {
@@ -631,7 +649,7 @@ impl XenApi {
             return Err(ApiError::field_type("device_config"));
         };
         let sr_type = self.field(&SR, &sr, "type");
-        if !sr_type.as_str().is_some_and(on_lun) {
+        if !sr_type.as_str().is_some_and(has_sr_format) {
             return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", &[&sr]));
         }
         Ok(StorageCall {

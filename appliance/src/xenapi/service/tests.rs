@@ -1309,6 +1309,7 @@ impl crate::xenapi::StateStore for SharedStore {
 
 mod guest_net;
 mod iso_library;
+mod local_srs;
 mod pif_ip;
 mod vm_clone;
 mod vm_power;
