@@ -254,7 +254,8 @@ pub struct Machine {
     pub append: Option<String>,
     /// `-initrd`.
     pub initrd: Option<PathBuf>,
-    /// Raw disk images, each a virtio-blk device (`d0`, `d1`, ...).
+    /// Raw disk images, each a virtio-blk device (`d0`, `d1`, ...) with
+    /// serial `keel-d0`, `keel-d1`, ...
     pub disks: Vec<PathBuf>,
     /// Boot this ISO through the firmware (`-cdrom`, `-boot d`) instead of
     /// `-kernel`; `kernel`, `initrd` and `append` are then unused.
@@ -392,7 +393,8 @@ impl Machine {
                 "-drive".into(),
                 format!("file={file},if=none,id=d{i},format=raw"),
                 "-device".into(),
-                format!("virtio-blk-pci,drive=d{i},disable-legacy=on{boot}"),
+                // A serial, so the image names it `/dev/disk/by-id/virtio-keel-d<i>`.
+                format!("virtio-blk-pci,drive=d{i},disable-legacy=on,serial=keel-d{i}{boot}"),
             ]);
         }
         args
@@ -896,11 +898,13 @@ mod tests {
             .boot_disk("/tmp/keel-disk.img");
         let args = builder.machine().args(1234, "stdio");
         assert!(!args.contains(&"-kernel".to_string()), "{args:?}");
-        assert!(
-            args.contains(&"virtio-blk-pci,drive=d0,disable-legacy=on,bootindex=1".to_string())
-        );
+        assert!(args.contains(
+            &"virtio-blk-pci,drive=d0,disable-legacy=on,serial=keel-d0,bootindex=1".to_string()
+        ));
         assert!(args.contains(&"file=/tmp/keel-disk.img,if=none,id=d0,format=raw".to_string()));
-        assert!(args.contains(&"virtio-blk-pci,drive=d1,disable-legacy=on".to_string()));
+        assert!(
+            args.contains(&"virtio-blk-pci,drive=d1,disable-legacy=on,serial=keel-d1".to_string())
+        );
 
         let builder = Qemu::kernel("/nonexistent")
             .expect("builder")

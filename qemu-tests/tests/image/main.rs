@@ -17,6 +17,7 @@ mod hypervisor;
 mod iscsi_sr;
 mod isolation;
 mod lacp_switch;
+mod local_sr;
 mod media;
 mod persistence;
 mod power;
@@ -198,4 +199,26 @@ pub fn assert_serial_order(serial: &str, first: &str, then: &str) {
         serial[at..].contains(then),
         "serial lacks {then:?} after {first:?}"
     );
+}
+
+/// The MD5 of `data` as `md5sum` prints it (what guests print of their disks).
+pub fn md5_hex(data: &[u8]) -> String {
+    let mut child = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("md5sum");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("feed md5sum");
+    let out = child.wait_with_output().expect("md5sum output");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }

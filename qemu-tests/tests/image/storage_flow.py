@@ -1,6 +1,6 @@
 """Storage steps the image tests' SDK flows share: xapi's lvmoiscsi SR on the
-tgtd LUN the test started (named by the ISCSI_* environment variables), and
-a VDI filled through PUT /import_raw_vdi."""
+tgtd LUN the test started (named by the ISCSI_* environment variables), a
+VDI filled through PUT /import_raw_vdi, and a Debian VM booting from a VDI."""
 
 import os
 import urllib.parse
@@ -62,3 +62,21 @@ def imported_vdi(session, url, sr, name, data, timeout=200):
     with urllib.request.urlopen(req, timeout=timeout) as r:
         assert r.status == 200, r.status
     return vdi, q
+
+
+def debian_vm(x, name, vdi, memory=256 << 20):
+    """A VM cloned from the template that boots the Debian peer kernel
+    (boot:debian/vmlinuz and initrd, console on ttyS0) with `vdi` as its
+    bootable read-write disk (userdevice 0); (vm, its VBD)."""
+    template = x.VM.get_by_name_label("Debian-style direct boot")[0]
+    vm = x.VM.clone(template, name)
+    x.VM.provision(vm)
+    x.VM.set_is_a_template(vm, False)
+    x.VM.set_PV_kernel(vm, "boot:debian/vmlinuz")
+    x.VM.set_PV_ramdisk(vm, "boot:debian/initrd")
+    x.VM.set_PV_args(vm, "console=ttyS0")
+    size = str(memory)
+    x.VM.set_memory_limits(vm, size, size, size, size)
+    vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True,
+                        "mode": "RW", "type": "Disk", "empty": False, "other_config": {}})
+    return vm, vbd

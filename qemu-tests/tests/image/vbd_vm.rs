@@ -60,7 +60,7 @@ const FLOW: &str = r#"
 import os, sys, time, urllib.request
 sys.path.insert(0, os.environ["FLOW_DIR"])
 import XenAPI
-from storage_flow import imported_vdi, iscsi_sr, iso_library
+from storage_flow import debian_vm, imported_vdi, iscsi_sr, iso_library
 url = os.environ["KEEL_URL"]
 s = XenAPI.Session(url)
 s.xenapi.login_with_password("root", os.environ["KEEL_PASSWORD"], "2.21", "vbd-test")
@@ -68,17 +68,7 @@ x = s.xenapi
 host = x.host.get_all()[0]
 sr = iscsi_sr(x, host, "vbd-sr")
 vdi, q = imported_vdi(s, url, sr, "disk0", open(os.environ["VDI_PATTERN"], "rb").read())
-template = x.VM.get_by_name_label("Debian-style direct boot")[0]
-vm = x.VM.clone(template, "vbd1")
-x.VM.provision(vm)
-x.VM.set_is_a_template(vm, False)
-x.VM.set_PV_kernel(vm, "boot:debian/vmlinuz")
-x.VM.set_PV_ramdisk(vm, "boot:debian/initrd")
-x.VM.set_PV_args(vm, "console=ttyS0")
-mib = str(256 << 20)
-x.VM.set_memory_limits(vm, mib, mib, mib, mib)
-vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
-                    "type": "Disk", "empty": False, "other_config": {}})
+vm, vbd = debian_vm(x, "vbd1", vdi)
 # An ISO uploaded into an ISO library on the second LUN, as a CD drive.
 isos = iso_library(x, host, "isos")
 iso, iq = imported_vdi(s, url, isos, "test.iso", open(os.environ["ISO_PATTERN"], "rb").read())
@@ -115,27 +105,6 @@ fn pattern() -> Vec<u8> {
     (0..VDI_BYTES)
         .map(|i| ((i * 31 + 7 + i / 509) % 251) as u8)
         .collect()
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    let mut child = Command::new("md5sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("md5sum");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(data)
-        .expect("feed md5sum");
-    let out = child.wait_with_output().expect("md5sum output");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn guest_initrd() -> Vec<u8> {
@@ -216,7 +185,7 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
         "the guest sees the VDI's size:\n{}",
         qemu.serial_tail(80)
     );
-    let md5 = md5_hex(&data);
+    let md5 = super::md5_hex(&data);
     assert!(
         serial.contains(&format!("vm vbd1: KEEL-VBD-MD5={md5}")),
         "the guest reads the imported pattern (md5 {md5}):\n{}",
@@ -236,7 +205,7 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
         exported == expected,
         "the export holds the pattern and the guest's sector"
     );
-    let md5 = md5_hex(&expected);
+    let md5 = super::md5_hex(&expected);
     assert!(
         serial.contains(&format!("vm vbd2: KEEL-VBD-MD5={md5}")),
         "the clone's guest reads the VDI as the first guest left it (md5 {md5}):\n{}",
@@ -265,7 +234,7 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
     }
     // Each guest sees the CD read-only with the ISO's bytes, and its
     // write to it fails.
-    let iso_md5 = md5_hex(&iso);
+    let iso_md5 = super::md5_hex(&iso);
     for guest in ["vbd1", "vbd2"] {
         assert!(
             serial.contains(&format!("vm {guest}: KEEL-CD-RO=1 KEEL-CD-MD5={iso_md5}")),
