@@ -539,7 +539,14 @@ pub const HOST: Class = Class {
             &[p("host", Ty::Ref("host"))],
             Op::HostGetServerCertificate,
         ),
-        call("disable", &[p("host", Ty::Ref("host"))], Op::HostDisable),
+        call(
+            "disable",
+            &[
+                p("host", Ty::Ref("host")),
+                p_d("auto_enable", B, Default::Bool(true)),
+            ],
+            Op::HostDisable,
+        ),
         call("enable", &[p("host", Ty::Ref("host"))], Op::HostEnable),
         call("evacuate", &[p("host", Ty::Ref("host"))], Op::HostEvacuate),
         call("reboot", &[p("host", Ty::Ref("host"))], Op::HostReboot),

@@ -165,6 +165,10 @@ pub struct Attached {
 }
 
 /// A fresh `(OpaqueRef:<uuid>, <uuid>)` pair; refs and uuids are independent.
+/// Keys of the state store's internal records (a changed root password,
+/// a host kept disabled): kept beside the objects, never loaded as one.
+const INTERNAL_PREFIX: &str = "keel/";
+
 fn new_id(platform: &mut dyn Platform) -> (String, String) {
     let mut bytes = [0u8; 32];
     platform.fill_random(&mut bytes);
@@ -243,7 +247,11 @@ impl XenApi {
                 skipped: 0,
             });
         }
-        let records = self.restore_password(records);
+        let (records, internal): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|(key, _)| !key.starts_with(INTERNAL_PREFIX));
+        let internal: BTreeMap<String, Vec<u8>> = internal.into_iter().collect();
+        self.restore_password(&internal);
         let count = records.len();
         let (mut db, skipped) = persist::load(version, records).map_err(|e| e.to_string())?;
         let mut refs = host::find(&mut db, || new_id(platform))
@@ -268,7 +276,7 @@ impl XenApi {
         // SRs on iSCSI LUNs are opened again (their PBDs re-plugged).
         self.replug_storage();
         self.restore_addressing(platform);
-        self.enable_host_at_boot();
+        self.enable_host_at_boot(&internal);
         if let Err(e) = self.persist() {
             log::error!("db: PBD states could not be saved: {e}");
         }
@@ -727,8 +735,11 @@ impl XenApi {
                 .reboot()
                 .map(|()| Value::str(""))
                 .map_err(|e| ApiError::new("NOT_IMPLEMENTED", &["host.reboot", &e])),
-            Op::HostDisable => self.host_set_enabled(arg(0), false),
-            Op::HostEnable => self.host_set_enabled(arg(0), true),
+            Op::HostDisable => {
+                let auto_enable = !matches!(args.get(1), Some(Value::Bool(false)));
+                self.host_set_enabled(arg(0), false, auto_enable)
+            }
+            Op::HostEnable => self.host_set_enabled(arg(0), true, true),
             Op::HostEvacuate => self.host_evacuate(arg(0)),
             Op::HostShutdown => self.host_shutdown(arg(0), platform),
             Op::VmCreate => match args.first() {

@@ -145,3 +145,33 @@ def test_a_changed_password_survives_a_restart_until_the_config_changes(tmp_path
         assert login_fails(url, "second-password") == "SESSION_AUTHENTICATION_FAILED"
     finally:
         stop(proc)
+
+
+def test_a_host_disabled_without_auto_enable_stays_disabled(tmp_path):
+    state = tmp_path / "state.img"
+    proc, s, _ = start(state)
+    try:
+        host = s.xenapi.host.get_all()[0]
+        s.xenapi.host.disable(host)
+    finally:
+        stop(proc)
+    # Disabled with auto_enable (the default): enabled again after a restart.
+    proc, s, _ = start(state)
+    try:
+        host = s.xenapi.host.get_all()[0]
+        assert s.xenapi.host.get_enabled(host) is True
+        s.xenapi.host.disable(host, False)
+    finally:
+        stop(proc)
+    proc, s, _ = start(state)
+    try:
+        host = s.xenapi.host.get_all()[0]
+        assert s.xenapi.host.get_enabled(host) is False
+        s.xenapi.host.enable(host)
+    finally:
+        stop(proc)
+    proc, s, _ = start(state)
+    try:
+        assert s.xenapi.host.get_enabled(s.xenapi.host.get_all()[0]) is True
+    finally:
+        stop(proc)

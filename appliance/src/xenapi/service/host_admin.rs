@@ -3,13 +3,20 @@
 //! have nowhere to go) and `host.shutdown` (only when disabled and idle,
 //! as xapi requires).
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 
 use super::XenApi;
 use crate::platform::Platform;
 use crate::xenapi::error::ApiError;
+use crate::xenapi::persist::{Change, SCHEMA_VERSION};
 use crate::xenapi::schema::HOST;
 use crate::xenapi::value::Value;
+
+/// The state store's record of a host disabled with `auto_enable` false.
+const STAYS_DISABLED_KEY: &str = "keel/host_stays_disabled";
 
 impl XenApi {
     fn host_enabled(&self) -> bool {
@@ -27,29 +34,53 @@ impl XenApi {
         }
     }
 
+    /// `host.enable`, and `host.disable(host, auto_enable)`: with
+    /// `auto_enable` false the host stays disabled across restarts until
+    /// `host.enable`.
     pub(super) fn host_set_enabled(
         &mut self,
         host: &str,
         enabled: bool,
+        auto_enable: bool,
     ) -> Result<Value, ApiError> {
+        let stays = !enabled && !auto_enable;
+        if let Some(store) = self.store.as_mut() {
+            let key = String::from(STAYS_DISABLED_KEY);
+            let change = match stays {
+                true => Change::Put {
+                    key,
+                    value: Vec::from(&b"1"[..]),
+                },
+                false => Change::Delete { key },
+            };
+            store
+                .0
+                .commit(vec![change], SCHEMA_VERSION)
+                .map_err(|e| ApiError::internal(&alloc::format!("not saved: {e}")))?;
+        }
         if let Some((i, _)) = HOST.field("enabled") {
             self.db.set_field(&HOST, host, i, Value::Bool(enabled));
         }
         log::info!(
-            "host: {} through the API",
-            if enabled { "enabled" } else { "disabled" }
+            "host: {} through the API{}",
+            if enabled { "enabled" } else { "disabled" },
+            if stays { " (until host.enable)" } else { "" }
         );
         Ok(Value::str(""))
     }
 
-    /// At boot the host comes up enabled, as xapi's does.
-    pub(super) fn enable_host_at_boot(&mut self) {
+    /// At boot the host comes up enabled, as xapi's does, unless it was
+    /// disabled with `auto_enable` false.
+    pub(super) fn enable_host_at_boot(&mut self, internal: &BTreeMap<String, Vec<u8>>) {
         let host = self.refs.host.clone();
-        if !self.host_enabled() {
-            log::info!("host: it was disabled before the restart; enabled again");
+        let stays = internal.contains_key(STAYS_DISABLED_KEY);
+        match (self.host_enabled(), stays) {
+            (_, true) => log::info!("host: disabled until host.enable"),
+            (false, false) => log::info!("host: it was disabled before the restart; enabled again"),
+            (true, false) => {}
         }
         if let Some((i, _)) = HOST.field("enabled") {
-            self.db.set_field(&HOST, &host, i, Value::Bool(true));
+            self.db.set_field(&HOST, &host, i, Value::Bool(!stays));
         }
     }
 

@@ -8,6 +8,7 @@
 //! writes a new host config (a forgotten password reset from the boot
 //! medium) gets the new config's password.
 
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -19,8 +20,8 @@ use crate::xenapi::error::ApiError;
 use crate::xenapi::persist::{Change, SCHEMA_VERSION};
 use crate::xenapi::value::Value;
 
-/// The store key of the changed password (not a class: `persist::load`
-/// never sees it).
+/// The store key of the changed password (an internal record, see
+/// [`super::INTERNAL_PREFIX`]).
 const STORE_KEY: &str = "keel/root_password";
 
 /// `provisioned hash` `\n` `hash in force`.
@@ -80,33 +81,26 @@ impl XenApi {
         Ok(Value::str(""))
     }
 
-    /// Takes the changed password out of the stored records (before they
-    /// load as objects) and puts it in force if it still applies.
-    pub(super) fn restore_password(
-        &mut self,
-        records: Vec<(String, Vec<u8>)>,
-    ) -> Vec<(String, Vec<u8>)> {
-        let mut rest = Vec::with_capacity(records.len());
-        for (key, value) in records {
-            if key != STORE_KEY {
-                rest.push((key, value));
-                continue;
+    /// Puts the stored changed password (the store's record `STORE_KEY`,
+    /// taken out with the other internal records) in force if it still
+    /// applies.
+    pub(super) fn restore_password(&mut self, internal: &BTreeMap<String, Vec<u8>>) {
+        let Some(value) = internal.get(STORE_KEY) else {
+            return;
+        };
+        match decode(value) {
+            Some((provisioned, hash))
+                if provisioned == self.auth.provisioned().unwrap_or("")
+                    && host_config::PasswordHash::parse(hash).is_ok() =>
+            {
+                self.auth.set_hash(String::from(hash));
+                log::info!("auth: the root password changed through the API is in force");
             }
-            match decode(&value) {
-                Some((provisioned, hash))
-                    if provisioned == self.auth.provisioned().unwrap_or("")
-                        && host_config::PasswordHash::parse(hash).is_ok() =>
-                {
-                    self.auth.set_hash(String::from(hash));
-                    log::info!("auth: the root password changed through the API is in force");
-                }
-                Some(_) => log::warn!(
-                    "auth: the host config provisions another root password than the one the API changed; the host config's is in force"
-                ),
-                None => log::warn!("auth: the stored root password is damaged; ignored"),
-            }
+            Some(_) => log::warn!(
+                "auth: the host config provisions another root password than the one the API changed; the host config's is in force"
+            ),
+            None => log::warn!("auth: the stored root password is damaged; ignored"),
         }
-        rest
     }
 }
 
