@@ -298,6 +298,16 @@ impl<U: Nic> HostNetworks<U> {
         Ok(port)
     }
 
+    /// Sets the locking policy of the VIF on `port` (see
+    /// [`Switch::set_vif_policy`]): in force from the next frame.
+    pub fn set_vif_policy(
+        &mut self,
+        port: PortId,
+        policy: crate::switch::VifPolicy,
+    ) -> Result<(), SwitchError> {
+        self.switch.set_vif_policy(port, policy)
+    }
+
     /// Carries VLAN `vid` with MTU `mtu` for guests: defines its network on
     /// the switch and has the uplink trunk it (an access uplink becomes a
     /// trunk with its VLAN native). The host gets no interface on it.

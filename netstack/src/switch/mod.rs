@@ -2,7 +2,8 @@
 //! per host, carrying every network (VLAN) the host has.
 //!
 //! Ports are the uplink (a bond or NIC, trunk or access), guest VIFs (access
-//! on one VLAN, locked to the guest's MAC) and host ports (the host's own IP
+//! on one VLAN, locked to the guest's MAC, filtered by their [`VifPolicy`])
+//! and host ports (the host's own IP
 //! interfaces, access on their network's VLAN). Each network has its own MTU
 //! (up to 9000); frames whose payload exceeds it are dropped and counted.
 //!
@@ -16,6 +17,7 @@ pub mod fuzz;
 pub mod host_port;
 mod stats;
 mod vif_link;
+mod vif_policy;
 mod vlans;
 
 #[cfg(test)]
@@ -31,6 +33,7 @@ pub use fdb::{DEFAULT_AGING, DEFAULT_MAX_ENTRIES};
 pub use host_port::{HOST_PORT_QUEUE, HostPort, HostPortStats};
 pub use stats::{DropCounters, DropReason, PortStats, SwitchStats};
 pub use vif_link::{VIF_QUEUE, VifLink, VifLinkStats, Wake};
+pub use vif_policy::{VifPolicy, link_local};
 pub use vlans::{InvalidVlan, MAX_VLAN, VlanMode, VlanSet};
 
 use crate::nic::MacAddress;
@@ -77,6 +80,19 @@ struct Port {
     vlans: VlanMode,
     up: bool,
     stats: PortStats,
+    /// A VIF's locking policy (`Unlocked` for other ports).
+    policy: VifPolicy,
+}
+
+impl Port {
+    /// Whether a frame (EtherType and what follows its header) may leave
+    /// through this port.
+    fn admits(&self, ethertype: u16, l3: &[u8]) -> bool {
+        match self.kind {
+            PortKind::Vif { mac } => self.policy.admits_to_guest(mac, ethertype, l3),
+            _ => true,
+        }
+    }
 }
 
 /// Why the switch refused a configuration change.
@@ -94,6 +110,8 @@ pub enum SwitchError {
     /// A network still has access ports (VIFs, host ports) or is some
     /// port's native VLAN.
     NetworkInUse(u16),
+    /// A VIF setting on a port that is not a VIF.
+    NotAVif(PortId),
 }
 
 impl fmt::Display for SwitchError {
@@ -112,6 +130,7 @@ impl fmt::Display for SwitchError {
             SwitchError::NetworkInUse(v) => {
                 write!(f, "the network on VLAN {v} still has ports untagged on it")
             }
+            SwitchError::NotAVif(p) => write!(f, "{p} is not a guest VIF"),
         }
     }
 }
@@ -291,6 +310,7 @@ impl Switch {
             vlans,
             up: true,
             stats: PortStats::default(),
+            policy: VifPolicy::Unlocked,
         };
         if let Some(i) = self.ports.iter().position(Option::is_none) {
             self.ports[i] = Some(port);
@@ -325,6 +345,25 @@ impl Switch {
             self.fdb.flush_port(id);
         }
         Ok(())
+    }
+
+    /// Sets what VIF `id` may send and receive, at once: what was learned on
+    /// it is forgotten (a disabled VIF's addresses flood, and go nowhere).
+    pub fn set_vif_policy(&mut self, id: PortId, policy: VifPolicy) -> Result<(), SwitchError> {
+        let port = self.port_mut(id).ok_or(SwitchError::NoSuchPort(id))?;
+        if !matches!(port.kind, PortKind::Vif { .. }) {
+            return Err(SwitchError::NotAVif(id));
+        }
+        port.policy = policy;
+        self.fdb.flush_port(id);
+        Ok(())
+    }
+
+    /// The locking policy of VIF `id`.
+    pub fn vif_policy(&self, id: PortId) -> Option<&VifPolicy> {
+        self.port(id)
+            .filter(|p| matches!(p.kind, PortKind::Vif { .. }))
+            .map(|p| &p.policy)
     }
 
     fn port_mut(&mut self, id: PortId) -> Option<&mut Port> {
@@ -435,10 +474,19 @@ impl Switch {
         if frame.len() - class.header_len() > mtu {
             return Dropped(DropReason::Oversize);
         }
+        let (ethertype, l3) = l3_of(frame, class);
         if let PortKind::Vif { mac } = kind
-            && mac != src
+            && let Some(port) = self.port(ingress)
         {
-            return Dropped(DropReason::MacLocked);
+            if port.policy == VifPolicy::Disabled {
+                return Dropped(DropReason::VifDisabled);
+            }
+            if mac != src {
+                return Dropped(DropReason::MacLocked);
+            }
+            if let Err(reason) = port.policy.check_from_guest(mac, ethertype, l3) {
+                return Dropped(reason);
+            }
         }
         if scratch.len() < frame.len() + VLAN_TAG_LEN {
             return Dropped(DropReason::ScratchTooSmall);
@@ -462,6 +510,10 @@ impl Switch {
                 && port.up
                 && port.vlans.carries(class.vid)
             {
+                if !port.admits(ethertype, l3) {
+                    port.stats.tx_filtered += 1;
+                    return Dropped(DropReason::LockedDestination);
+                }
                 let untagged = port.vlans.untagged(class.vid);
                 let copy: &[u8] = if is_input_form(class, untagged) {
                     frame
@@ -478,6 +530,7 @@ impl Switch {
             // look for the station everywhere.
         }
         let mut sent = 0;
+        let mut filtered = 0;
         // Untagged copies first, then tagged ones: each form is built at
         // most once in the one scratch buffer.
         for untagged in [true, false] {
@@ -490,6 +543,11 @@ impl Switch {
                     || !port.vlans.carries(class.vid)
                     || port.vlans.untagged(class.vid) != untagged
                 {
+                    continue;
+                }
+                if !port.admits(ethertype, l3) {
+                    port.stats.tx_filtered += 1;
+                    filtered += 1;
                     continue;
                 }
                 let copy: &[u8] = if is_input_form(class, untagged) {
@@ -505,11 +563,24 @@ impl Switch {
                 sent += 1;
             }
         }
+        if sent == 0 && filtered > 0 {
+            return Dropped(DropReason::LockedDestination);
+        }
         if sent == 0 {
             return Dropped(DropReason::NoEgress);
         }
         Outcome::Flooded { ports: sent }
     }
+}
+
+/// The EtherType of a classified frame and what follows its header.
+fn l3_of(frame: &[u8], class: Classified) -> (u16, &[u8]) {
+    let at = class.header_len();
+    let ethertype = match frame.get(at - 2..at) {
+        Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+        _ => 0,
+    };
+    (ethertype, frame.get(at..).unwrap_or(&[]))
 }
 
 /// The MAC address at `at`, when the frame is long enough.

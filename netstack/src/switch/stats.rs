@@ -33,10 +33,20 @@ pub enum DropReason {
     NoEgress,
     /// The caller's scratch buffer cannot hold the frame plus a tag.
     ScratchTooSmall,
+    /// From a VIF whose locking mode is `disabled`.
+    VifDisabled,
+    /// From a locked VIF: an IPv4/IPv6 source or ARP sender not among its
+    /// allowed addresses (or a malformed header, which cannot show one).
+    LockedSource,
+    /// From a locked VIF: an EtherType other than IPv4, ARP and IPv6.
+    LockedProtocol,
+    /// Unicast to a VIF whose locking policy refuses it (disabled, or
+    /// locked and not for one of its addresses).
+    LockedDestination,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 17;
 
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
@@ -52,6 +62,10 @@ impl DropReason {
         DropReason::SamePort,
         DropReason::NoEgress,
         DropReason::ScratchTooSmall,
+        DropReason::VifDisabled,
+        DropReason::LockedSource,
+        DropReason::LockedProtocol,
+        DropReason::LockedDestination,
     ];
 
     fn index(self) -> usize {
@@ -75,6 +89,10 @@ impl fmt::Display for DropReason {
             DropReason::SamePort => "destination is on the ingress port",
             DropReason::NoEgress => "no other port on the VLAN",
             DropReason::ScratchTooSmall => "scratch buffer too small",
+            DropReason::VifDisabled => "VIF locking mode is disabled",
+            DropReason::LockedSource => "source address not allowed on the locked VIF",
+            DropReason::LockedProtocol => "protocol not allowed on the locked VIF",
+            DropReason::LockedDestination => "destination VIF's locking refuses the frame",
         };
         f.write_str(text)
     }
@@ -108,6 +126,8 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Frames from this port sent to every port of their VLAN.
     pub flooded: u64,
+    /// Copies withheld from this port (a VIF) by its locking policy.
+    pub tx_filtered: u64,
     /// Frames from this port dropped, by reason.
     pub dropped: DropCounters,
 }

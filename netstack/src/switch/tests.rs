@@ -5,6 +5,8 @@ use alloc::vec::Vec;
 use super::*;
 use crate::wire::fuzz::tests::{Rng, mutate};
 
+mod policy;
+
 const UPLINK_NATIVE: u16 = 5;
 const STORAGE: u16 = 20;
 const GUESTS: u16 = 30;
