@@ -477,12 +477,11 @@ fn set_helpers_labels_and_underscore_names() {
 fn async_failures_land_in_error_info() {
     let (mut api, mut p) = service();
     let s = login(&mut api, &mut p);
-    let host = json(&mut api, &mut p, "host.get_all", serde_json::json!([s]))["result"][0].clone();
     let task = json(
         &mut api,
         &mut p,
-        "Async.host.shutdown",
-        serde_json::json!([s, host]),
+        "Async.pool.disable_ha",
+        serde_json::json!([s]),
     )["result"]
         .clone();
     let record = json(
@@ -495,7 +494,7 @@ fn async_failures_land_in_error_info() {
     assert_eq!(record["status"], "failure");
     assert_eq!(
         record["error_info"],
-        serde_json::json!(["NOT_IMPLEMENTED", "host.shutdown"])
+        serde_json::json!(["NOT_IMPLEMENTED", "pool.disable_ha"])
     );
     assert_eq!(record["progress"], 1.0);
     let unknown = json(&mut api, &mut p, "Async.VM.fly", serde_json::json!([s]));

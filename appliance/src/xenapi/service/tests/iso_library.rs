@@ -142,13 +142,16 @@ fn an_iso_library_lists_finished_isos_and_gives_read_only_cds() {
     rw["mode"] = "RW".into();
     let r = error(&mut f, "VBD.create", serde_json::json!([s, rw]));
     assert_eq!(r[0], "VBD_CDS_MUST_BE_READONLY", "{r}");
+    // An empty drive: no VDI, and no device for the guest.
     let mut empty = cd.clone();
     empty["empty"] = true.into();
-    let r = error(&mut f, "VBD.create", serde_json::json!([s, empty]));
-    assert_eq!(r[0], "NOT_IMPLEMENTED", "{r}");
+    empty["userdevice"] = "4".into();
+    let drive = text(ok(&mut f, "VBD.create", serde_json::json!([s, empty])));
+    let record = ok(&mut f, "VBD.get_record", serde_json::json!([s, drive]));
+    assert_eq!(record["VDI"], "OpaqueRef:NULL", "{record}");
     let vbd = text(ok(&mut f, "VBD.create", serde_json::json!([s, cd])));
     let disks = f.api.attach_vm_disks(&vm).expect("attached");
-    assert_eq!(disks.len(), 1);
+    assert_eq!(disks.len(), 1, "the empty drive gives no disk");
     assert!(disks[0].read_only);
     assert!(disks[0].channel.geometry().read_only);
     assert_eq!(disks[0].channel.geometry().num_blocks, 8192);
