@@ -107,6 +107,9 @@ pub enum Op {
     /// `pool.create_VLAN_from_PIF(pif, network, VLAN)`: as `VlanCreate`,
     /// answering the untagged PIF.
     PoolCreateVlanFromPif,
+    /// `pool.create_VLAN(device, network, VLAN)`: as `PoolCreateVlanFromPif`
+    /// on this host's physical PIF of that device.
+    PoolCreateVlan,
     VlanDestroy,
     NetworkCreate,
     NetworkDestroy,
@@ -431,13 +434,14 @@ pub const POOL: Class = Class {
             ],
         ),
         todo_call("disable_ha", &[]),
-        todo_call(
+        call(
             "create_VLAN",
             &[
                 p("device", S),
                 p("network", Ty::Ref("network")),
                 p("VLAN", I),
             ],
+            Op::PoolCreateVlan,
         ),
         call(
             "create_VLAN_from_PIF",

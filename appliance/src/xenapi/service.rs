@@ -17,7 +17,7 @@ use super::events::{self, Filter};
 use super::host::{self, HostFacts, HostRefs};
 use super::jsonrpc;
 use super::persist::{self, SCHEMA_VERSION, StateStore};
-use super::schema::{CLASSES, Op, TASK, Ty};
+use super::schema::{self, CLASSES, Op, TASK, Ty};
 use super::value::{Value, format_datetime};
 use super::xmlrpc;
 use crate::http::{Method as HttpMethod, Request, Response, Status};
@@ -824,6 +824,27 @@ impl XenApi {
                 let tag = args.get(2).and_then(Value::as_int).unwrap_or(-1);
                 self.vlan_create(arg(0), tag, arg(1), platform)
                     .map(|(_, pif)| Value::Array(alloc::vec![Value::String(pif)]))
+            }
+            Op::PoolCreateVlan => {
+                let tag = args.get(2).and_then(Value::as_int).unwrap_or(-1);
+                let pif_field = |name: &str| schema::PIF.field(name).map_or(usize::MAX, |(i, _)| i);
+                let (device, vlan, host) =
+                    (pif_field("device"), pif_field("VLAN"), pif_field("host"));
+                let pif = self
+                    .db
+                    .objects(schema::PIF.name)
+                    .find(|(_, o)| {
+                        o.field(device).as_str() == Some(arg(0))
+                            && o.field(vlan).as_int() == Some(-1)
+                            && o.field(host).as_str() == Some(self.refs.host.as_str())
+                    })
+                    .map(|(r, _)| r.clone());
+                match pif {
+                    Some(pif) => self
+                        .vlan_create(&pif, tag, arg(1), platform)
+                        .map(|(_, pif)| Value::Array(alloc::vec![Value::String(pif)])),
+                    None => Err(ApiError::invalid_value("device", arg(0))),
+                }
             }
             Op::VlanDestroy => self.vlan_destroy(arg(0)),
             Op::NetworkCreate => {

@@ -238,6 +238,13 @@ def test_bond_and_vlan_requests_are_checked_as_xapi_does(bonded):
                 "VALUE_NOT_SUPPORTED", "tagged_PIF"]
             assert details(x.VLAN.create, bond0, "40", fresh) == [
                 "NOT_IMPLEMENTED", "VLAN.create"]
+            # pool.create_VLAN names the PIF by its device, on this host.
+            assert details(x.pool.create_VLAN, "eth2", fresh, "40")[:2] == [
+                "VALUE_NOT_SUPPORTED", "tagged_PIF"]
+            assert details(x.pool.create_VLAN, "bond0", fresh, "40") == [
+                "NOT_IMPLEMENTED", "VLAN.create"]
+            assert details(x.pool.create_VLAN, "eth9", fresh, "40") == [
+                "INVALID_VALUE", "device", "eth9"]
         finally:
             x.network.destroy(fresh)
     finally:
