@@ -35,6 +35,7 @@ mod iscsi_jobs;
 pub const MAX_ISCSI_JOBS: usize = 4;
 mod networks;
 pub use networks::NetworkError;
+mod uplink;
 pub mod vifs;
 pub use vifs::{PluggedVif, VifError, guest_mac};
 
@@ -61,6 +62,8 @@ pub struct Appliance<P: Platform, N: Nic> {
     ip_changes: Vec<(Duration, crate::xenapi::IpChange)>,
     /// The switch ports of the XenAPI VIFs plugged now, by VIF ref.
     vif_ports: alloc::collections::BTreeMap<String, netstack::switch::PortId>,
+    /// The NICs of the uplink and the spare ones (for `Bond.create`).
+    nics: networks::Nics<N>,
 }
 
 impl<P: Platform, N: Nic> Appliance<P, N> {
@@ -72,7 +75,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
         platform.fill_random(&mut seed);
         let now = to_instant(platform.now());
         let macs: Vec<Option<[u8; 6]>> = nics.iter().map(|n| Some(n.mac().0)).collect();
-        let mut net = networks::build(&config, nics, now, u64::from_le_bytes(seed))?;
+        let (mut net, nics) = networks::build(&config, nics, now, u64::from_le_bytes(seed))?;
         let mut http = HttpServer::new(HTTP_PORT);
         http.attach(net.primary_mut().sockets_mut());
         log::info!("http: serving on port {}", http.port());
@@ -98,6 +101,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             local_disks: crate::local_disks::LocalDisks::new(),
             ip_changes: Vec::new(),
             vif_ports: alloc::collections::BTreeMap::new(),
+            nics,
         })
     }
 
@@ -178,7 +182,11 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             // PIF, Bond and host objects follow.
             self.described = cidr;
             let mut facts = self.api.facts().clone();
+            // Which uplink carries management is the API's to say (a bond
+            // it made is built after the call).
+            let device = facts.management.device.clone();
             facts.management = management_facts(self.net.primary(), facts.management.dhcp);
+            facts.management.device = device;
             live_layout(&self.net, &mut facts.networks);
             self.api.update_facts(facts, &mut self.platform);
         }
@@ -314,12 +322,50 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
                         Err(e) => log::error!("vif: {vif} of vm {vm} not plugged: {e}"),
                     }
                 }
+                NetRequest::SetUplink(spec) => self.set_uplink(&spec),
                 NetRequest::UnplugVif { vif } => {
                     if let Some(port) = self.vif_ports.remove(&vif)
                         && let Err(e) = self.net.remove_vif(port)
                     {
                         log::error!("vif: {vif}: {e}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Makes the management uplink what `Bond.create`/`destroy`/`set_mode`
+    /// asked. When it cannot be done the uplink stays, and so do the host
+    /// objects' words for it: the API's bond is dropped.
+    fn set_uplink(&mut self, spec: &crate::xenapi::UplinkSpec) {
+        let now = to_instant(self.platform.now());
+        match uplink::set_uplink(&mut self.net, &mut self.nics, spec, now) {
+            Ok(()) => log::info!(
+                "net: management uplink is now {} ({})",
+                self.net.primary().name(),
+                match spec {
+                    crate::xenapi::UplinkSpec::Nic(nic) => nic.clone(),
+                    crate::xenapi::UplinkSpec::Bond(b) => alloc::format!(
+                        "{} of {}",
+                        crate::xenapi::bond_mode_name(b.mode),
+                        b.members.join(", ")
+                    ),
+                }
+            ),
+            Err(e) => {
+                log::error!(
+                    "net: the management uplink stays {}: {e}",
+                    self.net.primary().name()
+                );
+                if let [nic] = self.nics.uplink.as_slice() {
+                    let mut facts = self.api.facts().clone();
+                    let nic = alloc::format!("eth{nic}");
+                    crate::xenapi::unbond_uplink(
+                        &mut facts.networks,
+                        &mut facts.management.device,
+                        &nic,
+                    );
+                    self.api.update_facts(facts, &mut self.platform);
                 }
             }
         }

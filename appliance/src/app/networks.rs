@@ -4,6 +4,7 @@
 //! and migration networks), each on its VLAN with its MTU.
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -46,7 +47,8 @@ impl fmt::Display for NetworkError {
     }
 }
 
-/// The host's networks over the management uplink. The management
+/// The host's networks over the management uplink, and the NICs it leaves
+/// spare. The management
 /// interface is the first one and is named after its uplink (`eth0`,
 /// `bond0`), as XenServer names the management PIF's device.
 ///
@@ -58,7 +60,7 @@ pub fn build<N: Nic>(
     nics: Vec<N>,
     now: Instant,
     seed: u64,
-) -> Result<HostNetworks<Uplink<N>>, NetworkError> {
+) -> Result<(HostNetworks<Uplink<N>>, Nics<N>), NetworkError> {
     let found = nics.len();
     let mut nics: Vec<Option<N>> = nics.into_iter().map(Some).collect();
     let mut take = |name: &str| -> Result<N, NetworkError> {
@@ -71,41 +73,34 @@ pub fn build<N: Nic>(
             })
     };
     let uplink_name = config.management.interface.as_str();
-    let uplink = match config.bonds.iter().find(|b| b.name == uplink_name) {
+    let (uplink, uplink_nics) = match config.bonds.iter().find(|b| b.name == uplink_name) {
         Some(bond) => {
             let members = bond
                 .members
                 .iter()
                 .map(|m| take(m))
                 .collect::<Result<Vec<N>, _>>()?;
-            let system = members.first().map(Nic::mac).unwrap_or_default();
-            let mode = match bond.mode {
-                BondMode::Lacp => {
-                    let mut lacp = LacpConfig::new(system);
-                    lacp.system_priority = bond.lacp_system_priority;
-                    lacp.rate = match bond.lacp_rate {
-                        LacpRate::Fast => NetLacpRate::Fast,
-                        LacpRate::Slow => NetLacpRate::Slow,
-                    };
-                    let hash = match bond.hashing {
-                        BondHashing::SrcMac => HashPolicy::SrcMac,
-                        BondHashing::TcpUdpPorts => HashPolicy::TcpUdpPorts,
-                    };
-                    NetBondMode::Lacp { hash, lacp }
-                }
-                BondMode::ActiveBackup => NetBondMode::ActiveBackup,
-                BondMode::BalanceSlb => NetBondMode::BalanceSlb,
-            };
-            let mut bond_config = BondConfig::new(mode);
-            bond_config.port_priority = bond.lacp_port_priority;
-            let bond = Bond::new(bond_config, members, now)
-                .map_err(|e| NetworkError::Bond(format!("{e}")))?;
-            Uplink::Bond(Box::new(bond))
+            let indices = bond.members.iter().filter_map(|m| nic_index(m)).collect();
+            let bond = make_bond(bond, members, now)?;
+            (Uplink::Bond(Box::new(bond)), indices)
         }
         None if uplink_name.starts_with("bond") => {
             return Err(NetworkError::NoSuchBond(uplink_name.into()));
         }
-        None => Uplink::Nic(take(uplink_name)?),
+        None => (
+            Uplink::Nic(take(uplink_name)?),
+            nic_index(uplink_name).into_iter().collect(),
+        ),
+    };
+    // The NICs the uplink does not use wait for a bond made through the API.
+    let spare = nics
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| n.map(|n| (i, n)))
+        .collect();
+    let nics = Nics {
+        uplink: uplink_nics,
+        spare,
     };
 
     // Management first, then the networks that share its uplink.
@@ -191,10 +186,48 @@ pub fn build<N: Nic>(
             (None, _) => log::info!("net: {} on {uplink_name} untagged", iface.name()),
         }
     }
-    Ok(nets)
+    Ok((nets, nics))
+}
+
+/// The netstack bond `bond` of the host config (or of `Bond.create`)
+/// describes, over `members` (in `bond.members` order).
+pub(super) fn make_bond<N: Nic>(
+    bond: &host_config::Bond,
+    members: Vec<N>,
+    now: Instant,
+) -> Result<Bond<N>, NetworkError> {
+    let system = members.first().map(Nic::mac).unwrap_or_default();
+    let mode = match bond.mode {
+        BondMode::Lacp => {
+            let mut lacp = LacpConfig::new(system);
+            lacp.system_priority = bond.lacp_system_priority;
+            lacp.rate = match bond.lacp_rate {
+                LacpRate::Fast => NetLacpRate::Fast,
+                LacpRate::Slow => NetLacpRate::Slow,
+            };
+            let hash = match bond.hashing {
+                BondHashing::SrcMac => HashPolicy::SrcMac,
+                BondHashing::TcpUdpPorts => HashPolicy::TcpUdpPorts,
+            };
+            NetBondMode::Lacp { hash, lacp }
+        }
+        BondMode::ActiveBackup => NetBondMode::ActiveBackup,
+        BondMode::BalanceSlb => NetBondMode::BalanceSlb,
+    };
+    let mut bond_config = BondConfig::new(mode);
+    bond_config.port_priority = bond.lacp_port_priority;
+    Bond::new(bond_config, members, now).map_err(|e| NetworkError::Bond(format!("{e}")))
+}
+
+/// The host's NICs by index (`eth<N>`): those the uplink is made of, in its
+/// order, and the others.
+#[derive(Debug)]
+pub struct Nics<N> {
+    pub uplink: Vec<usize>,
+    pub spare: BTreeMap<usize, N>,
 }
 
 /// The index of NIC `eth<N>`.
-fn nic_index(name: &str) -> Option<usize> {
+pub(super) fn nic_index(name: &str) -> Option<usize> {
     name.strip_prefix("eth")?.parse().ok()
 }

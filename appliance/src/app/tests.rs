@@ -859,3 +859,5 @@ fn pif_reconfigure_ip_changes_the_live_management_interface() {
     );
     assert!(appliance.api().facts().management.dhcp);
 }
+
+mod uplink;

@@ -67,7 +67,7 @@ pub struct NetworkLayout {
 /// The name the management network's VLAN facts carry.
 pub const MANAGEMENT: &str = "management";
 
-fn mode_name(mode: BondMode) -> &'static str {
+pub fn mode_name(mode: BondMode) -> &'static str {
     match mode {
         BondMode::Lacp => "lacp",
         BondMode::ActiveBackup => "active-backup",
@@ -77,7 +77,7 @@ fn mode_name(mode: BondMode) -> &'static str {
 
 /// xapi's properties of a bond in `mode` (`xapi_bond.ml`): LACP bonds say
 /// how they hash and their LACPDU rate; SLB bonds hash by source MAC.
-fn properties(bond: &host_config::Bond) -> Vec<(&'static str, &'static str)> {
+pub fn properties(bond: &host_config::Bond) -> Vec<(&'static str, &'static str)> {
     match bond.mode {
         BondMode::Lacp => alloc::vec![
             (
@@ -98,6 +98,50 @@ fn properties(bond: &host_config::Bond) -> Vec<(&'static str, &'static str)> {
         BondMode::BalanceSlb => alloc::vec![("hashing_algorithm", "src_mac")],
         BondMode::ActiveBackup => Vec::new(),
     }
+}
+
+/// How xapi describes `bond` (its links counted by the caller).
+pub fn bond_facts(bond: &host_config::Bond) -> BondFacts {
+    BondFacts {
+        device: bond.name.clone(),
+        members: bond.members.clone(),
+        mode: mode_name(bond.mode),
+        properties: properties(bond),
+        links_up: 0,
+    }
+}
+
+/// The management uplink `uplink` (`management` names it) becomes `bond`
+/// (`Bond.create` on a running host): its members are in use, the networks
+/// tagged on the uplink are tagged on the bond, management is on the bond.
+pub fn bond_uplink(layout: &mut NetworkLayout, management: &mut String, bond: &host_config::Bond) {
+    let old = core::mem::replace(management, bond.name.clone());
+    for nic in &mut layout.nics {
+        if bond.members.contains(&nic.device) {
+            nic.in_use = true;
+        }
+    }
+    for vlan in &mut layout.vlans {
+        if vlan.device == old || layout.bonds.iter().any(|b| b.device == vlan.device) {
+            vlan.device = bond.name.clone();
+        }
+    }
+    layout.bonds = alloc::vec![bond_facts(bond)];
+}
+
+/// The management bond is dissolved (`Bond.destroy`): NIC `nic` alone
+/// carries management and the networks tagged on the bond.
+pub fn unbond_uplink(layout: &mut NetworkLayout, management: &mut String, nic: &str) {
+    let old = core::mem::replace(management, String::from(nic));
+    for n in &mut layout.nics {
+        n.in_use = n.device == nic;
+    }
+    for vlan in &mut layout.vlans {
+        if vlan.device == old {
+            vlan.device = String::from(nic);
+        }
+    }
+    layout.bonds.retain(|b| b.device != old);
 }
 
 /// The index of NIC `eth<N>`.

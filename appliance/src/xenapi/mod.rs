@@ -30,13 +30,13 @@ pub use error::ApiError;
 pub use host::{API_VERSION, HostFacts, ManagementFacts};
 pub use layout::{
     BondFacts, MANAGEMENT as MANAGEMENT_NETWORK, NetworkLayout, NicFacts, VlanFacts,
-    from_config as network_layout, named_nics,
+    from_config as network_layout, mode_name as bond_mode_name, named_nics, unbond_uplink,
 };
 pub use persist::{Change, StateStore};
 pub use service::{
     API_ORIGIN, Attached, CONSOLE_PATH, DISK_QUEUE_DEPTH, EXPORT_RAW_PATH, IMPORT_RAW_PATH,
-    IpChange, NetRequest, SESSION_IDLE_TIMEOUT, ServerCertificate, UploadOutcome, VifTarget,
-    VmDisk, VmNic, XenApi,
+    IpChange, NetRequest, SESSION_IDLE_TIMEOUT, ServerCertificate, UplinkSpec, UploadOutcome,
+    VifTarget, VmDisk, VmNic, XenApi,
 };
 pub use value::Value;
 pub use xml::XmlError;

@@ -99,8 +99,11 @@ pub enum Op {
     MessageGetSince,
     /// `PIF.reconfigure_ip` (see `service::pif_ip`).
     PifReconfigureIp,
-    /// `Bond.create`: the members are checked, then `NOT_IMPLEMENTED`.
+    /// `Bond.create` on the management NIC and others (see `service::bonds`).
     BondCreate,
+    BondDestroy,
+    BondSetMode,
+    BondSetProperty,
     /// `VLAN.create(tagged_PIF, tag, network)` on the management uplink
     /// (see `service::guest_net`).
     VlanCreate,
@@ -1157,14 +1160,16 @@ pub const BOND: Class = Class {
             ],
             Op::BondCreate,
         ),
-        todo_call("destroy", &[p("self", BOND_REF)]),
-        todo_call(
+        call("destroy", &[p("self", BOND_REF)], Op::BondDestroy),
+        call(
             "set_mode",
             &[p("self", BOND_REF), p("value", Ty::Enum(BOND_MODES))],
+            Op::BondSetMode,
         ),
-        todo_call(
+        call(
             "set_property",
             &[p("self", BOND_REF), p("name", S), p("value", S)],
+            Op::BondSetProperty,
         ),
     ],
 };

@@ -256,6 +256,10 @@ impl XenApi {
         let (mut db, skipped) = persist::load(version, records).map_err(|e| e.to_string())?;
         let mut refs = host::find(&mut db, || new_id(platform))
             .ok_or_else(|| String::from("the stored database has no host object"))?;
+        // A bond made through the API is the uplink again (its objects stay).
+        let memory = core::mem::replace(&mut self.db, db);
+        self.restore_bond();
+        let mut db = core::mem::replace(&mut self.db, memory);
         host::update(&mut db, &mut refs, &self.facts, &mut || new_id(platform));
         host::update_metrics(&mut db, &refs, &self.facts.system);
         let taken = format_datetime(self.unix_now(platform));
@@ -812,9 +816,12 @@ impl XenApi {
             Op::PifReconfigureIp => {
                 self.reconfigure_ip(arg(0), [arg(1), arg(2), arg(3), arg(4), arg(5)], platform)
             }
-            Op::BondCreate => self
-                .check_bond_members(args.get(1))
-                .and(Err(ApiError::not_implemented(&method.name()))),
+            Op::BondCreate => {
+                self.bond_create(arg(0), args.get(1), arg(2), arg(3), args.get(4), platform)
+            }
+            Op::BondDestroy => self.bond_destroy(arg(0), platform),
+            Op::BondSetMode => self.bond_change(arg(0), Some(arg(1)), None, platform),
+            Op::BondSetProperty => self.bond_change(arg(0), None, Some((arg(1), arg(2))), platform),
             Op::VlanCreate => {
                 let tag = args.get(1).and_then(Value::as_int).unwrap_or(-1);
                 self.vlan_create(arg(0), tag, arg(2), platform)
@@ -939,6 +946,8 @@ impl XenApi {
 }
 
 mod allowed_devices;
+mod bonds;
+pub use bonds::UplinkSpec;
 mod cd_media;
 mod consoles;
 mod generic;

@@ -220,8 +220,10 @@ def test_bond_and_vlan_requests_are_checked_as_xapi_does(bonded):
 
         assert details(x.Bond.create, network, [eth0, eth2], "", "lacp") == [
             "PIF_ALREADY_BONDED", eth0]
-        assert details(x.Bond.create, network, [eth2, eth3], "", "lacp") == [
-            "NOT_IMPLEMENTED", "Bond.create"]
+        # Two spare NICs: the switch has one uplink, bond0 (management).
+        refused = details(x.Bond.create, network, [eth2, eth3], "", "lacp")
+        assert refused[:2] == ["VALUE_NOT_SUPPORTED", "members"]
+        assert "carrying management (bond0)" in refused[3]
         assert details(x.VLAN.create, bond0, "20", network) == ["PIF_VLAN_EXISTS", "bond0"]
         assert details(x.pool.create_VLAN_from_PIF, bond0, network, "30") == [
             "PIF_VLAN_EXISTS", "bond0"]

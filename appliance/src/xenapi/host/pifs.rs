@@ -144,7 +144,8 @@ fn field_str(db: &Db, class: &'static Class, reference: &str, field: &str) -> St
         .unwrap_or_default()
 }
 
-/// Whether `pif` is the untagged PIF of a VLAN made through the API.
+/// Whether `pif` was made through the API: the untagged PIF of a VLAN, or
+/// the master PIF of a bond.
 fn made_by_api(db: &Db, pif: &str) -> bool {
     let (key, value) = crate::xenapi::API_ORIGIN;
     match get(db, &PIF, pif, "other_config") {
@@ -198,9 +199,13 @@ pub(super) fn reconcile(
         }
         let net =
             |db: &mut Db, field: &str, value: Value| set(db, &NETWORK, &network, field, value);
-        net(db, "bridge", Value::String(spec.bridge.clone()));
+        // A bond made through the API is on the network its caller made
+        // (named and bridged by them).
+        if !made_by_api(db, &pif) {
+            net(db, "bridge", Value::String(spec.bridge.clone()));
+            net(db, "name_label", Value::String(spec.network_label.clone()));
+        }
         net(db, "PIFs", Value::Array(vec![Value::String(pif.clone())]));
-        net(db, "name_label", Value::String(spec.network_label.clone()));
         net(db, "MTU", Value::Int(spec.mtu));
         let field = |db: &mut Db, field: &str, value: Value| set(db, &PIF, &pif, field, value);
         field(db, "device", Value::String(spec.device.clone()));

@@ -67,6 +67,8 @@ pub enum NetRequest {
     },
     /// Unplug VIF `vif` (its VM stopped).
     UnplugVif { vif: String },
+    /// Make the management uplink this NIC or bond (see `bonds`).
+    SetUplink(super::bonds::UplinkSpec),
 }
 
 /// A NIC a starting VM gets: the guest side of a VIF.
@@ -104,11 +106,16 @@ fn not_allowed(why: &str) -> ApiError {
 }
 
 impl XenApi {
-    fn text(&self, class: &'static crate::xenapi::schema::Class, r: &str, f: &str) -> String {
+    pub(super) fn text(
+        &self,
+        class: &'static crate::xenapi::schema::Class,
+        r: &str,
+        f: &str,
+    ) -> String {
         String::from(self.field(class, r, f).as_str().unwrap_or(""))
     }
 
-    fn refs_in(
+    pub(super) fn refs_in(
         &self,
         class: &'static crate::xenapi::schema::Class,
         r: &str,
@@ -125,7 +132,7 @@ impl XenApi {
     }
 
     /// Whether an owner applies [`NetRequest`]s (the image's appliance).
-    fn live_network(&self) -> bool {
+    pub(super) fn live_network(&self) -> bool {
         self.ip_changes.is_some()
     }
 

@@ -1306,6 +1306,7 @@ impl crate::xenapi::StateStore for SharedStore {
     }
 }
 
+mod bonds;
 mod guest_net;
 mod iso_library;
 mod local_srs;
