@@ -6,6 +6,7 @@
 mod bench_guest_io;
 mod bochs;
 mod bond;
+mod bond_api;
 mod boot;
 mod disk;
 mod faults;

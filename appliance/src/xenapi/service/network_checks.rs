@@ -1,7 +1,6 @@
-//! What xapi checks before it makes a bond or a VLAN, done here too: the
-//! calls still answer `NOT_IMPLEMENTED` (the network manager cannot change
-//! the running layout yet), but a request xapi would refuse is refused
-//! with xapi's error first.
+//! What xapi checks before it makes a bond or a VLAN, done here too: a
+//! request xapi would refuse is refused with xapi's error first (see
+//! `bonds` and `guest_net` for what follows).
 
 use alloc::format;
 use alloc::string::String;
