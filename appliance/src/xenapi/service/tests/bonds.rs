@@ -168,9 +168,37 @@ fn a_bond_takes_management_over_and_destroy_gives_it_back() {
     assert_eq!(record["mode"], "active-backup");
     assert_eq!(record["properties"], json!({}));
 
-    // Destroy: management is back on eth0, the bond and its PIF are gone.
+    // The seed story puts VLAN networks on the bond next.
+    let vlan_net = network(api, p, &s, "vlan30");
+    let untagged = ok(
+        api,
+        p,
+        "pool.create_VLAN_from_PIF",
+        json!([s, master, vlan_net, "30"]),
+    )[0]
+    .as_str()
+    .unwrap()
+    .to_string();
+    assert!(matches!(
+        api.take_net_requests().as_slice(),
+        [NetRequest::CarryVlan { tag: 30, mtu: 1500 }]
+    ));
+    let r = ok(api, p, "PIF.get_record", json!([s, untagged]));
+    assert_eq!(r["device"], "bond0");
+
+    // Destroy: management is back on eth0, the bond and its PIF are gone;
+    // the VLAN made on the bond moves to eth0.
     ok(api, p, "Bond.destroy", json!([s, bond]));
     assert_eq!(uplinks(api), [UplinkSpec::Nic("eth0".into())]);
+    let r = ok(api, p, "PIF.get_record", json!([s, untagged]));
+    assert_eq!(r["device"], "eth0");
+    let vlan = r["VLAN_master_of"].as_str().unwrap().to_string();
+    assert_eq!(
+        ok(api, p, "VLAN.get_tagged_PIF", json!([s, vlan])),
+        json!(eth0)
+    );
+    let eth0_vlans = ok(api, p, "PIF.get_VLAN_slave_of", json!([s, eth0]));
+    assert_eq!(eth0_vlans, json!([vlan]));
     assert_eq!(ok(api, p, "Bond.get_all", json!([s])), json!([]));
     let (_, eth0_record) = pif(api, p, &s, "eth0");
     assert_eq!(eth0_record["management"], true);
