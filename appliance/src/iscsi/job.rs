@@ -1008,6 +1008,13 @@ pub(crate) fn run_op<D: BlockDevice>(op: &SrOp, dev: &mut D) -> Result<JobOutput
             sr.close().map_err(e)?;
             Ok(JobOutput::Sr(s))
         }
+        SrOp::ResizeVdi { uuid, size } => {
+            let mut sr = Sr::open(dev).map_err(e)?;
+            sr.resize(uuid, *size).map_err(e)?;
+            let s = summary(&sr);
+            sr.close().map_err(e)?;
+            Ok(JobOutput::Sr(s))
+        }
         SrOp::DeleteVdi { uuid } => {
             let mut sr = Sr::open(dev).map_err(e)?;
             sr.delete(uuid).map_err(e)?;

@@ -86,6 +86,11 @@ pub enum SrOp {
     DeleteVdi {
         uuid: [u8; 16],
     },
+    /// Grows the VDI to `size` bytes (`VDI.resize`).
+    ResizeVdi {
+        uuid: [u8; 16],
+        size: u64,
+    },
     /// The upload of an ISO is complete: it becomes read-only and listed.
     FinishIso {
         uuid: [u8; 16],

@@ -136,6 +136,7 @@ pub enum Op {
     VdiDestroy,
     VdiSnapshot,
     VdiClone,
+    VdiResize,
     VbdCreate,
     VbdDestroy,
     SrIntroduce,
@@ -796,6 +797,11 @@ pub const VDI: Class = Class {
             "clone",
             &[p("vdi", Ty::Ref("VDI")), p("driver_params", MAP_SS)],
             Op::VdiClone,
+        ),
+        call(
+            "resize",
+            &[p("vdi", Ty::Ref("VDI")), p("size", I)],
+            Op::VdiResize,
         ),
     ],
 };

@@ -691,6 +691,7 @@ impl XenApi {
                 | Op::VdiDestroy
                 | Op::VdiSnapshot
                 | Op::VdiClone
+                | Op::VdiResize
                 | Op::SrDestroy
                 | Op::PbdPlug
         );
@@ -902,6 +903,7 @@ impl XenApi {
             Op::VbdDestroy => self.vbd_destroy(arg(0)),
             Op::VdiSnapshot => return storage(self.vdi_copy(arg(0), true, platform)),
             Op::VdiClone => return storage(self.vdi_copy(arg(0), false, platform)),
+            Op::VdiResize => return storage(self.vdi_resize(arg(0), args.get(1))),
             Op::SrIntroduce => {
                 let shared = matches!(args.get(5), Some(Value::Bool(true)));
                 let sm_config = args.get(6).cloned().unwrap_or(Value::Nil);

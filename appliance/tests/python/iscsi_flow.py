@@ -161,6 +161,9 @@ def flow(url, password, target, port, iqn, lun_bytes, chap, mutual, destroy=Fals
     assert sorted(x.VDI.get_name_label(v) for v in scratch) == ["scratch1", "scratch2"]
     x.SR.scan(sr)
     assert set(x.SR.get_VDIs(sr)) == {vdi, *scratch}, x.SR.get_VDIs(sr)
+    # VDI.resize grows a VDI on the LUN.
+    x.VDI.resize(scratch[0], str(257 * 1024 * 1024))
+    assert int(x.VDI.get_virtual_size(scratch[0])) == 257 * 1024 * 1024
     for v in scratch:
         x.VDI.destroy(v)
     assert set(x.SR.get_VDIs(sr)) == {vdi}, x.SR.get_VDIs(sr)

@@ -114,6 +114,14 @@ def test_local_sr_survives_a_restart(tmp_path):
         vdi = x.VDI.get_by_uuid(vdi_uuid)
         with urllib.request.urlopen(f"{url}/export_raw_vdi?{query(s, vdi)}", timeout=120) as r:
             assert r.read() == data
+        # Grown (to whole sectors): the new end reads as zeros.
+        x.VDI.resize(vdi, str(len(data) + 1000))
+        assert int(x.VDI.get_virtual_size(vdi)) == len(data) + 1024
+        with urllib.request.urlopen(f"{url}/export_raw_vdi?{query(s, vdi)}", timeout=120) as r:
+            assert r.read() == data + bytes(1024)
+        with pytest.raises(XenAPI.Failure) as e:
+            x.VDI.resize(vdi, "512")
+        assert e.value.details[0] == "SR_BACKEND_FAILURE_79"
         # Emptied and destroyed: the disk holds no SR any more.
         for v in x.SR.get_VDIs(sr):
             x.VDI.destroy(v)

@@ -87,6 +87,10 @@ pub(crate) enum Completion {
         sr: String,
         vdi: String,
     },
+    ResizeVdi {
+        sr: String,
+        vdi: String,
+    },
     /// `VDI.snapshot` (read-only) or `VDI.clone` of `of`.
     CopyVdi {
         sr: String,
@@ -816,6 +820,46 @@ impl XenApi {
         })
     }
 
+    /// `VDI.resize`: grows a VDI of a detached disk (to whole sectors);
+    /// shrinking is refused as sm refuses it.
+    pub(super) fn vdi_resize(
+        &self,
+        vdi: &str,
+        size: Option<&Value>,
+    ) -> Result<StorageCall, ApiError> {
+        self.refuse_attached(vdi, "resize")?;
+        let sr = self.field(&VDI, vdi, "SR");
+        let sr = sr.as_str().unwrap_or(NULL_REF);
+        if self.is_iso_sr(sr) {
+            return Err(ApiError::new("SR_OPERATION_NOT_SUPPORTED", &[sr]));
+        }
+        let size = size
+            .and_then(|v| {
+                v.as_int()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            })
+            .filter(|s| *s > 0)
+            .ok_or_else(|| ApiError::invalid_value("size", "not a positive number of bytes"))?;
+        let size = (size as u64).div_ceil(512) * 512;
+        let current = self.field(&VDI, vdi, "virtual_size").as_int().unwrap_or(0);
+        if size < current as u64 {
+            return Err(backend(79, "VDI Invalid size", "shrinking is not allowed"));
+        }
+        let uuid = self
+            .field(&VDI, vdi, "uuid")
+            .as_str()
+            .and_then(parse_uuid)
+            .ok_or_else(|| ApiError::handle_invalid("VDI", vdi))?;
+        let config = self.sr_config(sr)?;
+        Ok(StorageCall {
+            spec: self.sr_spec(&config, SrOp::ResizeVdi { uuid, size })?,
+            completion: Completion::ResizeVdi {
+                sr: String::from(sr),
+                vdi: String::from(vdi),
+            },
+        })
+    }
+
     pub(super) fn vdi_destroy(&self, vdi: &str) -> Result<StorageCall, ApiError> {
         self.refuse_attached(vdi, "destroy")?;
         let sr = self.field(&VDI, vdi, "SR");
@@ -1016,6 +1060,24 @@ impl XenApi {
                 Ok(Value::str(""))
             }
             (Completion::DestroySr { sr }, JobOutput::Sr(_)) => self.sr_forget(&sr),
+            (Completion::ResizeVdi { sr, vdi }, JobOutput::Sr(s)) => {
+                let uuid = self.field(&VDI, &vdi, "uuid");
+                let info = s
+                    .vdis
+                    .iter()
+                    .find(|v| uuid.as_str() == Some(uuid_from(v.uuid).as_str()))
+                    .ok_or_else(|| {
+                        ApiError::internal("the VDI was resized but the SR does not list it")
+                    })?;
+                self.set(
+                    &VDI,
+                    &vdi,
+                    "virtual_size",
+                    Value::Int(info.virtual_size as i64),
+                );
+                self.sr_sizes(&sr, &s);
+                Ok(Value::str(""))
+            }
             (Completion::DestroyVdi { sr, vdi }, JobOutput::Sr(s)) => {
                 if let Value::String(of) = self.field(&VDI, &vdi, "snapshot_of") {
                     self.remove_from_set(&VDI, &of, "snapshots", &vdi);

@@ -180,6 +180,18 @@ fn local_sr_lifecycle() {
     let vdis = ok(&mut f, "SR.get_VDIs", serde_json::json!([s, sr]));
     assert_eq!(vdis.as_array().unwrap().len(), 2, "{vdis}");
 
+    // Grown to whole sectors; never shrunk.
+    call(
+        &mut f,
+        &mut local,
+        "VDI.resize",
+        serde_json::json!([s, vdi, "33554000"]),
+    );
+    let size = ok(&mut f, "VDI.get_virtual_size", serde_json::json!([s, vdi]));
+    assert_eq!(size.to_string().trim_matches('"'), "33554432");
+    let e = error(&mut f, "VDI.resize", serde_json::json!([s, vdi, "1048576"]));
+    assert_eq!(e[0], "SR_BACKEND_FAILURE_79", "{e}");
+
     // Forgotten, then introduced and plugged again: its VDIs come back.
     ok(&mut f, "SR.forget", serde_json::json!([s, sr]));
     let sr = text(ok(
