@@ -30,6 +30,15 @@ const INIT: &str = r#"i=0
 while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 echo "KEEL-LOCAL-SECTORS=$(cat /sys/block/vda/size)" > /dev/console
 echo "KEEL-LOCAL-MD5=$(md5sum /dev/vda | cut -d' ' -f1)" > /dev/console
+t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+dd if=/dev/vda of=/dev/null bs=1M iflag=direct 2>/dev/null
+t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+echo "KEEL-LOCAL-DD=read in $((t1 - t0))0 ms" > /dev/console
+dd if=/dev/vda of=/tmp/disk bs=1M 2>/dev/null
+t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+dd if=/tmp/disk of=/dev/vda bs=1M oflag=direct conv=fsync 2>/dev/null
+t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+echo "KEEL-LOCAL-DD-WRITE=written in $((t1 - t0))0 ms" > /dev/console
 sleep 2
 poweroff -f
 "#;
@@ -243,6 +252,16 @@ fn local_sr_on_a_host_disk_survives_a_reboot_and_serves_a_guest() {
         "the guest sees the VDI's size:\n{}",
         qemu.serial_tail(60)
     );
+    // The guest's direct dd of the whole VDI (its own clock; a figure, not a check).
+    for mark in ["KEEL-LOCAL-DD=", "KEEL-LOCAL-DD-WRITE="] {
+        if let Some(l) = serial.lines().find(|l| l.contains(mark)) {
+            let at = l.find(mark).unwrap_or(0) + mark.len();
+            println!(
+                "FIGURE local SR guest dd of {VDI_BYTES} bytes: {}",
+                &l[at..]
+            );
+        }
+    }
     let md5 = super::md5_hex(&data);
     assert!(
         serial.contains(&format!("vm local1: KEEL-LOCAL-MD5={md5}")),
