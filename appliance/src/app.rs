@@ -8,7 +8,7 @@ use core::time::Duration;
 use alloc::vec::Vec;
 
 use host_config::{HostConfig, IpMode, StaticIpv4};
-use netstack::switch::HostPort;
+use netstack::switch::{HostPort, VifPolicy};
 use netstack::{HostInterface, HostNetworks, IpConfig, Nic, Uplink};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
@@ -288,48 +288,92 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
     /// the calls were checked against the same limits beforehand.
     fn apply_net_requests(&mut self) {
         for request in self.api.take_net_requests() {
-            match request {
-                NetRequest::CarryVlan { tag, mtu } => {
-                    match self.net.carry_vlan(tag, usize::from(mtu)) {
-                        Ok(()) => log::info!("net: VLAN {tag} carried for guests (MTU {mtu})"),
-                        Err(e) => log::error!("net: VLAN {tag} cannot be carried: {e}"),
-                    }
+            self.apply_net_request(request);
+        }
+    }
+
+    /// Applies one switch change the XenAPI queued.
+    fn apply_net_request(&mut self, request: NetRequest) {
+        match request {
+            NetRequest::CarryVlan { tag, mtu } => {
+                match self.net.carry_vlan(tag, usize::from(mtu)) {
+                    Ok(()) => log::info!("net: VLAN {tag} carried for guests (MTU {mtu})"),
+                    Err(e) => log::error!("net: VLAN {tag} cannot be carried: {e}"),
                 }
-                NetRequest::DropVlan { tag } => match self.net.drop_vlan(tag) {
-                    Ok(()) => log::info!("net: VLAN {tag} no longer carried"),
-                    Err(e) => log::error!("net: VLAN {tag} stays: {e}"),
-                },
-                NetRequest::PlugVif {
-                    vif,
-                    vm,
-                    target,
-                    mac,
-                    link,
-                } => {
-                    let plugged = match target {
-                        VifTarget::HostNetwork(name) => {
-                            vifs::plug(&mut self.net, &vm, &name, mac, link)
-                        }
-                        VifTarget::Vlan(tag) => {
-                            let network = alloc::format!("guest VLAN {tag}");
-                            vifs::plug_vlan(&mut self.net, &vm, &network, tag, mac, link)
-                        }
-                    };
-                    match plugged {
-                        Ok(p) => {
-                            self.vif_ports.insert(vif, p.port);
-                        }
-                        Err(e) => log::error!("vif: {vif} of vm {vm} not plugged: {e}"),
+            }
+            NetRequest::DropVlan { tag } => match self.net.drop_vlan(tag) {
+                Ok(()) => log::info!("net: VLAN {tag} no longer carried"),
+                Err(e) => log::error!("net: VLAN {tag} stays: {e}"),
+            },
+            NetRequest::PlugVif {
+                vif,
+                vm,
+                target,
+                mac,
+                link,
+                policy,
+            } => {
+                let plugged = match target {
+                    VifTarget::HostNetwork(name) => {
+                        vifs::plug(&mut self.net, &vm, &name, mac, link)
                     }
-                }
-                NetRequest::SetUplink(spec) => self.set_uplink(&spec),
-                NetRequest::UnplugVif { vif } => {
-                    if let Some(port) = self.vif_ports.remove(&vif)
-                        && let Err(e) = self.net.remove_vif(port)
-                    {
-                        log::error!("vif: {vif}: {e}");
+                    VifTarget::Vlan(tag) => {
+                        let network = alloc::format!("guest VLAN {tag}");
+                        vifs::plug_vlan(&mut self.net, &vm, &network, tag, mac, link)
                     }
+                };
+                match plugged {
+                    // Fail closed: a VIF whose locking cannot be applied
+                    // does not stay plugged.
+                    Ok(p) if self.set_vif_policy(&vif, p.port, policy) => {
+                        self.vif_ports.insert(vif, p.port);
+                    }
+                    Ok(p) => {
+                        if let Err(e) = self.net.remove_vif(p.port) {
+                            log::error!("vif: {vif}: {e}");
+                        }
+                    }
+                    Err(e) => log::error!("vif: {vif} of vm {vm} not plugged: {e}"),
                 }
+            }
+            NetRequest::SetVifPolicy { vif, policy } => match self.vif_ports.get(&vif) {
+                Some(&port) => {
+                    self.set_vif_policy(&vif, port, policy);
+                }
+                None => log::warn!("vif: {vif} is not plugged; its locking applies at plug"),
+            },
+            NetRequest::SetUplink(spec) => self.set_uplink(&spec),
+            NetRequest::UnplugVif { vif } => {
+                if let Some(port) = self.vif_ports.remove(&vif)
+                    && let Err(e) = self.net.remove_vif(port)
+                {
+                    log::error!("vif: {vif}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Has the switch filter VIF `vif` (on `port`) by `policy` from now on;
+    /// false (logged) if it could not.
+    fn set_vif_policy(
+        &mut self,
+        vif: &str,
+        port: netstack::switch::PortId,
+        policy: VifPolicy,
+    ) -> bool {
+        let mode = match &policy {
+            VifPolicy::Unlocked => String::from("unlocked (MAC locked)"),
+            VifPolicy::Disabled => String::from("disabled"),
+            VifPolicy::Locked { ipv4, ipv6 } => alloc::format!("locked to {ipv4:?} {ipv6:?}"),
+        };
+        match self.net.set_vif_policy(port, policy) {
+            Ok(()) => {
+                log::info!("vif: {vif} at switch {port}: {mode}");
+                true
+            }
+            Err(e) => {
+                log::error!("vif: {vif}: locking not applied: {e}");
+                false
             }
         }
     }

@@ -13,6 +13,8 @@ use super::*;
 use crate::platform::SystemInfo;
 use crate::test_client::TestClient;
 
+mod vif_locking;
+
 const HOST_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 15);
 const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 

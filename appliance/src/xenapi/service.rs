@@ -867,6 +867,27 @@ impl XenApi {
             Op::VifDestroy => self.vif_destroy(arg(0)),
             Op::VifPlug => self.plug_device(hotplug::Device::Vif, arg(0), true),
             Op::VifUnplug => self.plug_device(hotplug::Device::Vif, arg(0), false),
+            Op::VifSetLockingMode => self.vif_set_locking_mode(arg(0), arg(1)),
+            Op::NetworkSetDefaultLockingMode => {
+                self.network_set_default_locking_mode(arg(0), arg(1))
+            }
+            Op::VifSetIpv4Allowed
+            | Op::VifAddIpv4Allowed
+            | Op::VifRemoveIpv4Allowed
+            | Op::VifSetIpv6Allowed
+            | Op::VifAddIpv6Allowed
+            | Op::VifRemoveIpv6Allowed => {
+                use vif_locking::{AllowedChange, IpFamily};
+                let (family, change) = match op {
+                    Op::VifSetIpv4Allowed => (IpFamily::V4, AllowedChange::Set),
+                    Op::VifAddIpv4Allowed => (IpFamily::V4, AllowedChange::Add),
+                    Op::VifRemoveIpv4Allowed => (IpFamily::V4, AllowedChange::Remove),
+                    Op::VifSetIpv6Allowed => (IpFamily::V6, AllowedChange::Set),
+                    Op::VifAddIpv6Allowed => (IpFamily::V6, AllowedChange::Add),
+                    _ => (IpFamily::V6, AllowedChange::Remove),
+                };
+                self.vif_change_allowed(arg(0), family, change, args.get(1))
+            }
             Op::VbdPlug => self.plug_device(hotplug::Device::Vbd, arg(0), true),
             Op::VbdUnplug => self.plug_device(hotplug::Device::Vbd, arg(0), false),
             Op::SrProbe => {
@@ -970,6 +991,7 @@ mod tasks;
 mod transfer;
 mod upload;
 mod vbds;
+mod vif_locking;
 mod vm_clone;
 mod vm_power;
 mod vm_templates;

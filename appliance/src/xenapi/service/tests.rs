@@ -1311,5 +1311,6 @@ mod guest_net;
 mod iso_library;
 mod local_srs;
 mod pif_ip;
+mod vif_locking;
 mod vm_clone;
 mod vm_power;

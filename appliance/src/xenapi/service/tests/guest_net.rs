@@ -5,7 +5,7 @@ use super::*;
 use crate::xenapi::{NetRequest, VifTarget};
 use serde_json::json;
 
-fn live() -> (XenApi, FakePlatform, String) {
+pub(super) fn live() -> (XenApi, FakePlatform, String) {
     let (mut api, mut p) = service();
     p.hv = Some(FakeHv::default());
     api.enable_live_network();
@@ -14,7 +14,7 @@ fn live() -> (XenApi, FakePlatform, String) {
     (api, p, s)
 }
 
-fn network(api: &mut XenApi, p: &mut FakePlatform, s: &str, label: &str) -> String {
+pub(super) fn network(api: &mut XenApi, p: &mut FakePlatform, s: &str, label: &str) -> String {
     let net = ok(
         api,
         p,
@@ -24,7 +24,7 @@ fn network(api: &mut XenApi, p: &mut FakePlatform, s: &str, label: &str) -> Stri
     net.as_str().unwrap().to_string()
 }
 
-fn management_pif(api: &mut XenApi, p: &mut FakePlatform, s: &str) -> String {
+pub(super) fn management_pif(api: &mut XenApi, p: &mut FakePlatform, s: &str) -> String {
     let pifs = ok(api, p, "PIF.get_all_records", json!([s]));
     pifs.as_object()
         .unwrap()
@@ -34,7 +34,7 @@ fn management_pif(api: &mut XenApi, p: &mut FakePlatform, s: &str) -> String {
         .unwrap()
 }
 
-fn vm(api: &mut XenApi, p: &mut FakePlatform, s: &str, name: &str) -> String {
+pub(super) fn vm(api: &mut XenApi, p: &mut FakePlatform, s: &str, name: &str) -> String {
     let template = ok(
         api,
         p,
@@ -58,7 +58,7 @@ fn vm(api: &mut XenApi, p: &mut FakePlatform, s: &str, name: &str) -> String {
     vm
 }
 
-fn vif(net: &str, vm: &str, device: &str, mac: &str) -> serde_json::Value {
+pub(super) fn vif(net: &str, vm: &str, device: &str, mac: &str) -> serde_json::Value {
     json!({"device": device, "network": net, "VM": vm, "MAC": mac, "MTU": "1500",
            "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
 }
