@@ -451,9 +451,14 @@ fn sr_probe_create_and_vdis_on_tgtd_with_mutual_chap() {
          pbd = x.SR.get_PBDs(sr)[0]\n\
          host = x.PBD.get_host(pbd)\n\
          config = x.PBD.get_device_config(pbd)\n\
+         # The CHAP passwords are in secrets, which go with the PBD (as in\n\
+         # xapi): the client re-enters them.\n\
+         for k in [k for k in config if k.endswith('password_secret')]:\n\
+         \x20   config[k[:-len('_secret')]] = x.secret.get_value(x.secret.get_by_uuid(config.pop(k)))\n\
          x.PBD.unplug(pbd)\n\
          x.SR.forget(sr)\n\
          assert x.SR.get_all() == [] and x.VDI.get_all() == [] and x.PBD.get_all() == []\n\
+         assert x.secret.get_all() == [], 'the PBD\\'s secrets went with it'\n\
          sr = x.SR.introduce('{sr_uuid}', 'again', '', 'lvmoiscsi', 'user', True, {{}})\n\
          pbd = x.PBD.create({{'host': host, 'SR': sr, 'device_config': config, 'other_config': {{}}}})\n\
          x.PBD.plug(pbd)\n\
