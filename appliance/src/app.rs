@@ -64,6 +64,9 @@ pub struct Appliance<P: Platform, N: Nic> {
     vif_ports: alloc::collections::BTreeMap<String, netstack::switch::PortId>,
     /// The NICs of the uplink and the spare ones (for `Bond.create`).
     nics: networks::Nics<N>,
+    /// Uplink changes `Bond.create`/`destroy`/`set_mode` asked for, and when
+    /// to make them (time since boot): after the answer has left.
+    uplink_changes: Vec<(Duration, crate::xenapi::UplinkSpec)>,
 }
 
 impl<P: Platform, N: Nic> Appliance<P, N> {
@@ -102,6 +105,7 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             ip_changes: Vec::new(),
             vif_ports: alloc::collections::BTreeMap::new(),
             nics,
+            uplink_changes: Vec::new(),
         })
     }
 
@@ -168,6 +172,15 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
             self.net
                 .primary_mut()
                 .reconfigure(Some(ip_change_config(&change)));
+        }
+        while let Some((_, spec)) = self
+            .uplink_changes
+            .first()
+            .filter(|(at, _)| *at <= uptime)
+            .cloned()
+        {
+            self.uplink_changes.remove(0);
+            self.set_uplink(&spec);
         }
         let uplink_due = self.net.uplink_mut().poll(now);
         let iface_due = self.net.poll(now);
@@ -243,7 +256,14 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
 
         // Send the responses just queued now rather than a round later.
         let flush_due = self.net.poll(now);
-        let reconfigure_due = self.ip_changes.first().map(|(at, _)| to_instant(*at));
+        let reconfigure_due = [
+            self.ip_changes.first().map(|(at, _)| *at),
+            self.uplink_changes.first().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(to_instant);
         [
             uplink_due,
             iface_due,
@@ -342,7 +362,12 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
                 }
                 None => log::warn!("vif: {vif} is not plugged; its locking applies at plug"),
             },
-            NetRequest::SetUplink(spec) => self.set_uplink(&spec),
+            // Like an address change: the answer leaves over the old uplink
+            // first (an LACP bond carries nothing until its partner answers).
+            NetRequest::SetUplink(spec) => {
+                let at = self.platform.now() + RECONFIGURE_DELAY;
+                self.uplink_changes.push((at, spec));
+            }
             NetRequest::UnplugVif { vif } => {
                 if let Some(port) = self.vif_ports.remove(&vif)
                     && let Err(e) = self.net.remove_vif(port)

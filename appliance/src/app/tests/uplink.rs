@@ -67,6 +67,9 @@ fn bond_create_makes_the_uplink_a_bond_and_destroy_undoes_it() {
         "Bond.create",
         serde_json::json!([s, net, [eth0, eth1], "", "active-backup", {}]),
     );
+    // The answer left over eth0 alone; the bond comes a moment later.
+    assert_eq!(appliance.management().name(), "eth0");
+    settle(&mut appliance);
     assert_eq!(appliance.management().name(), "bond0");
     let members = appliance
         .networks()
@@ -78,7 +81,6 @@ fn bond_create_makes_the_uplink_a_bond_and_destroy_undoes_it() {
         appliance.management().mac(),
         MacAddress([0x52, 0x54, 0, 0x12, 0x34, 0x56])
     );
-    settle(&mut appliance);
     // The same connection still answers, from the bond, which counts both links.
     let record = call(
         &mut appliance,
@@ -100,6 +102,7 @@ fn bond_create_makes_the_uplink_a_bond_and_destroy_undoes_it() {
     );
 
     call(&mut appliance, "Bond.destroy", serde_json::json!([s, bond]));
+    settle(&mut appliance);
     assert_eq!(appliance.management().name(), "eth0");
     assert!(matches!(appliance.networks().uplink(), Uplink::Nic(_)));
     settle(&mut appliance);
@@ -120,6 +123,7 @@ fn bond_create_makes_the_uplink_a_bond_and_destroy_undoes_it() {
         "Bond.create",
         serde_json::json!([s, net2, [eth1, eth0], "", "balance-slb", {}]),
     );
+    settle(&mut appliance);
     assert_eq!(
         appliance
             .networks()
