@@ -213,8 +213,10 @@ impl XenApi {
             };
             devices.push(device);
         }
-        let management = self.refs.pif.clone();
-        let Some(primary) = members.iter().position(|m| *m == management) else {
+        // The NIC carrying management (its untagged PIF, also when the
+        // management network is tagged on it).
+        let uplink = self.facts.management.device.clone();
+        let Some(primary) = devices.iter().position(|d| *d == uplink) else {
             return Err(unsupported(
                 "members",
                 &members.join(","),
@@ -227,6 +229,7 @@ impl XenApi {
         // The management NIC is the primary member: the bond answers to its
         // MAC, so the host's addresses (and DHCP leases) stay.
         devices.swap(0, primary);
+        let management = members[primary].clone();
         let own_mac = self.text(&PIF, &management, "MAC");
         if !mac.is_empty() {
             let asked = parse_mac(mac).ok_or_else(|| ApiError::new("MAC_INVALID", &[mac]))?;

@@ -371,3 +371,50 @@ fn an_api_bond_is_made_again_after_a_reboot() {
     assert!(uplinks(&mut api).is_empty());
     assert_eq!(api.facts().management.device, "eth0");
 }
+
+#[test]
+fn a_tagged_management_network_moves_onto_the_bond() {
+    let (old, mut p) = service();
+    let config = HostConfig {
+        root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
+        ..HostConfig::default()
+    };
+    let mut facts = nics(&old, 2);
+    facts.networks.management_vlan = Some(5);
+    facts.networks.vlans = vec![crate::xenapi::VlanFacts {
+        name: String::from(crate::xenapi::MANAGEMENT_NETWORK),
+        device: String::from("eth0"),
+        tag: 5,
+        mtu: 1500,
+        dhcp: false,
+        address: None,
+    }];
+    let mut api = XenApi::new(&config, facts, &mut p);
+    api.enable_live_network();
+    let s = login(&mut api, &mut p);
+    let (api, p) = (&mut api, &mut p);
+    let (eth0, _) = pif(api, p, &s, "eth0");
+    let (eth1, _) = pif(api, p, &s, "eth1");
+    let net = network(api, p, &s, "Bond 0+1");
+    ok(
+        api,
+        p,
+        "Bond.create",
+        json!([s, net, [eth0, eth1], "", "active-backup", {}]),
+    );
+    let pifs = ok(api, p, "PIF.get_all_records", json!([s]));
+    let management: Vec<(String, i64)> = pifs
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["management"] == true)
+        .map(|r| {
+            (
+                r["device"].as_str().unwrap().to_string(),
+                r["VLAN"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(management, [("bond0".to_string(), 5)]);
+    assert_eq!(uplinks(api).len(), 1);
+}
