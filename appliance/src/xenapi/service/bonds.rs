@@ -26,7 +26,7 @@ use crate::platform::Platform;
 use crate::xenapi::db::{NULL_REF, default_record};
 use crate::xenapi::error::ApiError;
 use crate::xenapi::layout;
-use crate::xenapi::schema::{BOND, HOST, NETWORK, PIF, VLAN};
+use crate::xenapi::schema::{BOND, HOST, NETWORK, PIF, VIF, VLAN};
 use crate::xenapi::value::Value;
 
 /// Most members a bond takes (netstack's and XenServer's limit).
@@ -162,6 +162,20 @@ impl XenApi {
         }
     }
 
+    /// Moves the VIFs on network `from` to network `to` (xapi moves the
+    /// members' VIFs onto the bond's network and back). A plugged VIF keeps
+    /// its switch port: both networks are the management one, before and after.
+    fn move_vifs(&mut self, from: &str, to: &str) {
+        if from == to {
+            return;
+        }
+        for vif in self.refs_in(&NETWORK, from, "VIFs") {
+            self.set(&VIF, &vif, "network", Value::str(to));
+            self.remove_from_set(&NETWORK, from, "VIFs", &vif);
+            self.add_to_set(&NETWORK, to, "VIFs", &vif);
+        }
+    }
+
     /// `Bond.create(network, members, MAC, mode, properties)`.
     pub(super) fn bond_create(
         &mut self,
@@ -290,6 +304,10 @@ impl XenApi {
         let uplink = UplinkSpec::Bond(spec.clone());
         self.show_uplink(&uplink, platform);
         self.move_api_vlans(&management, &master);
+        for member in &members {
+            let from = self.text(&PIF, member, "network");
+            self.move_vifs(&from, network);
+        }
         let bond = self
             .db
             .objects(BOND.name)
@@ -325,6 +343,8 @@ impl XenApi {
         };
         self.move_api_vlans(&master, &primary);
         let network = self.text(&PIF, &master, "network");
+        let back = self.text(&PIF, &primary, "network");
+        self.move_vifs(&network, &back);
         self.remove_from_set(&NETWORK, &network, "PIFs", &master);
         let host = self.refs.host.clone();
         self.remove_from_set(&HOST, &host, "PIFs", &master);

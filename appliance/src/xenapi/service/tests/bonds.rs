@@ -80,6 +80,16 @@ fn a_bond_takes_management_over_and_destroy_gives_it_back() {
     let (eth0, _) = pif(api, p, &s, "eth0");
     let (eth1, _) = pif(api, p, &s, "eth1");
     let net = network(api, p, &s, "Bond 0+1");
+    // A VM on the management network: its VIF follows management.
+    let vm = ok(api, p, "VM.create", json!([s, vm_record("web")]));
+    let eth0_net = ok(api, p, "PIF.get_network", json!([s, eth0]));
+    let vif = ok(
+        api,
+        p,
+        "VIF.create",
+        json!([s, {"device": "0", "network": eth0_net, "VM": vm, "MAC": "", "MTU": "1500",
+                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}}]),
+    );
     // Members in any order: the management NIC is the primary one.
     let bond = ok(
         api,
@@ -123,6 +133,8 @@ fn a_bond_takes_management_over_and_destroy_gives_it_back() {
         "the caller's network keeps its name"
     );
     assert_eq!(n["PIFs"], json!([master]));
+    assert_eq!(n["VIFs"], json!([vif]));
+    assert_eq!(ok(api, p, "VIF.get_network", json!([s, vif])), json!(net));
     let mut expected = host_config::Bond::new("bond0", &["eth0", "eth1"], BondMode::Lacp);
     expected.hashing = BondHashing::SrcMac;
     expected.lacp_rate = LacpRate::Slow;
@@ -192,6 +204,7 @@ fn a_bond_takes_management_over_and_destroy_gives_it_back() {
     assert_eq!(uplinks(api), [UplinkSpec::Nic("eth0".into())]);
     let r = ok(api, p, "PIF.get_record", json!([s, untagged]));
     assert_eq!(r["device"], "eth0");
+    assert_eq!(ok(api, p, "VIF.get_network", json!([s, vif])), eth0_net);
     let vlan = r["VLAN_master_of"].as_str().unwrap().to_string();
     assert_eq!(
         ok(api, p, "VLAN.get_tagged_PIF", json!([s, vlan])),
