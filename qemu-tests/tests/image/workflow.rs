@@ -10,6 +10,9 @@
 //! mounts `/dev/vda` and switches root; the root's init takes its address
 //! from `keel.ip=` on the command line and serves `/www` with busybox httpd.
 //! From an OVS port on VLAN 30 the flow pings the guest and reads its files;
+//! its VIF's locking mode, changed on the running guest (disabled, locked to
+//! no, its own, another address, the network's default), stops and restores
+//! the pings at once;
 //! it writes data in the guest over the console, shuts it down through the
 //! ACPI power button, starts it again and finds the data; `VM.clone` of the
 //! halted VM (its disk a copy-on-write clone, its VIF a MAC of its own,
@@ -288,6 +291,16 @@ fn the_issue_8_workflow_sr_vlan_network_vdi_vm_clone_through_the_sdk() {
             .any(|l| l.contains("vm wf1: ") && l.contains("KEEL-WF-POWER-BUTTON")),
         "{tail}"
     );
+    // The flow's locking changes reached the switch port of the running
+    // guest's VIF (appliance log lines), not just the database.
+    for mode in [": disabled", ": locked to [", ": unlocked (MAC locked)"] {
+        assert!(
+            serial
+                .lines()
+                .any(|l| l.contains("vif: OpaqueRef:") && l.contains(mode)),
+            "{mode}\n{tail}"
+        );
+    }
     assert!(
         host.switch.both_members_enabled(),
         "both members still enabled"

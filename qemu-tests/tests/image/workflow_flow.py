@@ -1,7 +1,9 @@
 """The user workflow of issue 8 through the PyPI XenAPI SDK: an iSCSI SR with
 CHAP, a network on VLAN 30 over the management bond, a VDI holding an ext4
 root filesystem, a VM with a VBD and a VIF; the guest is reached from VLAN 30
-(ping, HTTP), keeps data written over its console across a shutdown, and a
+(ping, HTTP), is cut off and let through again by its VIF's locking mode
+(disabled, locked to no / its / another address, back to the network's
+default), keeps data written over its console across a shutdown, and a
 clone of the VM (VM.clone: a copy-on-write clone of its disk) boots beside
 it. Run by workflow.rs inside the test's namespace; every wait is bounded;
 timings are printed as FIGURE lines, never asserted."""
@@ -184,6 +186,22 @@ def main():
     assert body.strip() == os.environ["INDEX"], body
     figure(f"HTTP read of the guest's /index.html from VLAN 30 {ms:.1f} ms")
     assert http_get(ip, "/whoami.txt")[0].strip() == ip
+
+    log("VIF locking, applied at once to the running guest's VIF by the switch")
+    assert x.VIF.get_locking_mode(vif) == "network_default"
+    x.VIF.set_locking_mode(vif, "disabled")
+    assert ping(ip, 2, 2).returncode != 0, "a disabled VIF passes no ping"
+    x.VIF.set_locking_mode(vif, "locked")
+    assert ping(ip, 2, 2).returncode != 0, "locked with no address passes nothing"
+    x.VIF.set_ipv4_allowed(vif, [ip])
+    t0 = time.monotonic()
+    wait_reachable(ip, 30)
+    figure(f"VIF locked to the guest's address: ping answered {time.monotonic() - t0:.1f} s "
+           "after VIF.set_ipv4_allowed")
+    x.VIF.set_ipv4_allowed(vif, [clone_ip])
+    assert ping(ip, 2, 2).returncode != 0, "locked to another address"
+    x.VIF.set_locking_mode(vif, "network_default")
+    wait_reachable(ip, 30)
 
     log("write data in the guest; clean_shutdown; start again")
     token = f"KEEL-DATA-{secrets.token_hex(8)}"
