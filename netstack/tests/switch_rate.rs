@@ -1,6 +1,7 @@
 //! How many frames per second the switch state machine forwards on this
 //! machine: a guest VIF and the trunk uplink exchanging 1514-byte and
-//! 64-byte frames (tag push on the way out, pop on the way in).
+//! 64-byte frames (tag push on the way out, pop on the way in), with the VIF
+//! unlocked and then locked to the frames' IPv4 addresses (both ways checked).
 //! Prints `FIGURE`; asserts only that every frame got through.
 //! Meaningful figures come from a release build:
 //! `cargo test --release -p netstack --test switch_rate -- --nocapture`.
@@ -8,7 +9,7 @@
 use std::time::Instant as StdInstant;
 
 use netstack::MacAddress;
-use netstack::switch::{Outcome, SCRATCH_LEN, Switch, VlanMode, VlanSet};
+use netstack::switch::{Outcome, SCRATCH_LEN, Switch, VifPolicy, VlanMode, VlanSet};
 use smoltcp::time::Instant;
 
 const VM: MacAddress = MacAddress([0x02, 0, 0, 0, 0, 0xa]);
@@ -39,7 +40,18 @@ fn switch_forwarding_rate() {
         .unwrap();
     let vif = sw.add_vif(30, VM).unwrap();
     let mut scratch = vec![0u8; SCRATCH_LEN];
-    for payload in [1500usize, 46] {
+    // The payload bytes are all 0x45: an IPv4 header from and to 69.69.69.69.
+    let locked = VifPolicy::Locked {
+        ipv4: vec![std::net::Ipv4Addr::new(69, 69, 69, 69)],
+        ipv6: Vec::new(),
+    };
+    for (mode, policy, payload) in [
+        ("unlocked", VifPolicy::Unlocked, 1500usize),
+        ("unlocked", VifPolicy::Unlocked, 46),
+        ("locked", locked.clone(), 1500),
+        ("locked", locked, 46),
+    ] {
+        sw.set_vif_policy(vif, policy).unwrap();
         let out = frame(REMOTE, VM, None, payload);
         let back = frame(VM, REMOTE, Some(30), payload);
         let rounds = 200_000u32;
@@ -62,7 +74,7 @@ fn switch_forwarding_rate() {
         let secs = start.elapsed().as_secs_f64();
         assert_eq!(delivered, 2 * u64::from(rounds));
         eprintln!(
-            "FIGURE switch_rate payload={payload} frames_per_s={:.0} gbit_per_s={:.2}",
+            "FIGURE switch_rate vif={mode} payload={payload} frames_per_s={:.0} gbit_per_s={:.2}",
             delivered as f64 / secs,
             bytes as f64 * 8.0 / secs / 1e9
         );
