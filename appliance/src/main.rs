@@ -250,14 +250,10 @@ impl Platform for Machine {
                 .disks
                 .iter()
                 .map(|d| {
-                    kernel::hv::vm::GuestDisk::new(
+                    kernel::hv::vm::GuestDisk::channel(
                         &alloc::format!("vbd{}", d.userdevice),
-                        Box::new(storage::channel::ChannelDevice::new(
-                            Arc::clone(&d.channel),
-                            ApWait(Arc::clone(&d.channel)),
-                        )),
+                        Arc::clone(&d.channel),
                         d.read_only,
-                        false,
                     )
                 })
                 .collect(),
@@ -326,26 +322,6 @@ impl Platform for Machine {
 
     fn has_boot_file(&self, name: &str) -> bool {
         self.library.contains_key(name)
-    }
-}
-
-/// How a guest's virtio-blk device task (on an application processor)
-/// waits for the poll loop to serve its disk request: it wakes the boot CPU
-/// while its request is still queued, then halts its own CPU until an
-/// interrupt or [`AP_DISK_WAIT`], never spinning.
-struct ApWait(Arc<storage::channel::DiskChannel>);
-
-/// The longest a device task halts before it looks at its channel again:
-/// the poll loop does not signal completions, so this bounds how late one
-/// is noticed.
-const AP_DISK_WAIT: Duration = Duration::from_millis(1);
-
-impl storage::channel::Wait for ApWait {
-    fn wait(&mut self) {
-        if self.0.has_requests() {
-            kernel::sched::wake_boot_cpu();
-        }
-        kernel::sched::halt_until(kernel::now() + AP_DISK_WAIT);
     }
 }
 

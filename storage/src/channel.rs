@@ -16,8 +16,9 @@
 //! device task), so neither side has to poll the other.
 //!
 //! [`ChannelDevice`] is a blocking [`BlockDevice`] over a channel for code
-//! that wants one (the virtio-blk model takes a `BlockDevice` today): it
-//! submits one request and waits through a [`Wait`] the caller provides.
+//! that wants one (hosted tests; the kernel's virtio-blk device submits
+//! many requests itself): it submits one request and waits through a
+//! [`Wait`] the caller provides.
 //! The waiting must never spin on the CPU that runs the poll loop (that
 //! loop is what completes the request); the kernel's device task runs on
 //! another CPU and its `Wait` yields or halts until the next interrupt.

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 use spin::Mutex;
 use storage::mem::MemBlockDevice;
 
-use super::blk::Blk;
+use super::blk::{Backend, Blk};
 use super::pci::VirtioPci;
 use super::{F_VERSION_1, status};
 use crate::hv::memory::GuestMemory;
@@ -48,7 +48,11 @@ fn run(data: &[u8]) -> Option<(Vec<u8>, u8)> {
     let disk = Arc::new(Mutex::new(
         Box::new(MemBlockDevice::new(512, 64)) as Box<dyn storage::BlockDevice + Send>
     ));
-    let mut dev = VirtioPci::new(Blk::new(disk, size_log2 & 0x80 != 0, "fuzz"))?;
+    let mut dev = VirtioPci::new(Blk::new(
+        Backend::Inline(disk),
+        size_log2 & 0x80 != 0,
+        "fuzz",
+    ))?;
     let mut irq = MsiQueue::default();
     let ok = u64::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
     write(&mut dev, &mut irq, COMMON + 0x14, 1, 3);

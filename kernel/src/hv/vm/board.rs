@@ -99,10 +99,13 @@ impl Board {
         vcpus: usize,
         disks: &[super::GuestDisk],
         nics: &[super::GuestNic],
+        io_waker: Arc<super::DeviceWaker>,
     ) -> Board {
         let mut pci = PciBus::default();
         for (i, d) in disks.iter().enumerate() {
-            let blk = Blk::new(Arc::clone(&d.disk), d.read_only, &d.name);
+            let blk = Blk::new(d.backend.clone(), d.read_only, &d.name)
+                .with_stats(Arc::clone(&d.stats))
+                .with_notify(Arc::clone(&io_waker) as Arc<dyn storage::channel::Notify>);
             let placed = VirtioPci::new(blk)
                 .map(|f| f.with_label(alloc::format!("vm {}: disk {}", vm.name, d.name)))
                 .ok_or(crate::hv::pci::PciError::BusFull)

@@ -21,7 +21,7 @@ use super::acpi;
 use super::longmode::{self, LongModeEntry};
 use super::memory::GuestMemory;
 use super::profile::ExitProfile;
-use super::virtio::blk::SharedDisk;
+use super::virtio::blk::{Backend, BlkStats};
 use super::{elf, hermit, linux, pci};
 use crate::arch::x86_64::npt::NestedPageTable;
 use crate::arch::x86_64::svm;
@@ -52,14 +52,27 @@ pub enum GuestBoot {
 pub struct GuestDisk {
     /// What the guest's GET_ID answers (and the host's log calls it).
     pub name: String,
-    pub disk: SharedDisk,
+    pub backend: Backend,
     pub read_only: bool,
     /// Log a checksum of the whole disk when the VM ends: for RAM disks
     /// handed in at boot, whose contents are otherwise lost with the VM.
     pub checksum_at_end: bool,
+    /// What its device did (over guest resets), logged when the VM ends.
+    pub stats: Arc<BlkStats>,
+}
+
+/// Wakes the boot CPU, whose poll loop serves disk channels.
+#[derive(Debug)]
+struct BootCpuWaker;
+
+impl storage::channel::Notify for BootCpuWaker {
+    fn notify(&self) {
+        sched::wake_boot_cpu();
+    }
 }
 
 impl GuestDisk {
+    /// A disk in host memory, served inline by the VM's device task.
     pub fn new(
         name: &str,
         disk: alloc::boxed::Box<dyn storage::BlockDevice + Send>,
@@ -68,21 +81,51 @@ impl GuestDisk {
     ) -> GuestDisk {
         GuestDisk {
             name: name.into(),
-            disk: Arc::new(Mutex::new(disk)),
+            backend: Backend::Inline(Arc::new(Mutex::new(disk))),
             read_only,
             checksum_at_end,
+            stats: Arc::default(),
+        }
+    }
+
+    /// A disk served through `channel` by the boot CPU's poll loop (an
+    /// attached VDI): each request queued wakes that CPU.
+    pub fn channel(
+        name: &str,
+        channel: Arc<storage::channel::DiskChannel>,
+        read_only: bool,
+    ) -> GuestDisk {
+        channel.set_request_notify(Some(Arc::new(BootCpuWaker)));
+        GuestDisk {
+            name: name.into(),
+            backend: Backend::Channel(channel),
+            read_only,
+            checksum_at_end: false,
+            stats: Arc::default(),
         }
     }
 
     /// The disk's size in bytes.
     pub fn bytes(&self) -> u64 {
-        let d = self.disk.lock();
-        d.num_blocks().saturating_mul(u64::from(d.block_size()))
+        match &self.backend {
+            Backend::Channel(c) => {
+                let g = c.geometry();
+                g.num_blocks.saturating_mul(u64::from(g.block_size))
+            }
+            Backend::Inline(d) => {
+                let d = d.lock();
+                d.num_blocks().saturating_mul(u64::from(d.block_size()))
+            }
+        }
     }
 
-    /// FNV-1a (64-bit) over every byte; `None` if a read fails.
+    /// FNV-1a (64-bit) over every byte of a disk in host memory; `None` if
+    /// a read fails or the disk is served elsewhere.
     pub fn checksum(&self) -> Option<u64> {
-        let mut d = self.disk.lock();
+        let Backend::Inline(d) = &self.backend else {
+            return None;
+        };
+        let mut d = d.lock();
         let bs = d.block_size().max(1) as usize;
         let per_read = (64 * 1024 / bs).max(1);
         let mut buf = alloc::vec![0u8; per_read * bs];
@@ -129,6 +172,12 @@ struct DeviceWaker(Waker);
 
 impl netstack::switch::Wake for DeviceWaker {
     fn wake(&self) {
+        self.0.wake();
+    }
+}
+
+impl storage::channel::Notify for DeviceWaker {
+    fn notify(&self) {
         self.0.wake();
     }
 }
@@ -595,6 +644,9 @@ impl VmCore {
                     s.to_guest_dropped
                 );
             }
+            for d in &spec.disks {
+                log::info!("vm {}: disk {}: {}", h.name, d.name, d.stats);
+            }
             for d in spec.disks.iter().filter(|d| d.checksum_at_end) {
                 match d.checksum() {
                     Some(sum) => log::info!(
@@ -704,12 +756,14 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
         .map_err(|e| VmError::Setup(format!("nested paging: {e:?}")))?;
     *handle.state.lock() = VmState::Running;
     let vcpus = spec.vcpus as usize;
+    let io_waker = Waker::default();
     let mut core = VmCore {
         board: Mutex::new(Board::new(
             Arc::clone(&handle),
             vcpus,
             &spec.disks,
             &spec.nics,
+            Arc::new(DeviceWaker(io_waker.clone())),
         )),
         handle: Arc::clone(&handle),
         ram: Mutex::new(Some(ram)),
@@ -720,7 +774,7 @@ fn boot(spec: VmSpec, handle: Arc<VmHandle>) -> Result<(), VmError> {
         vcpus,
         entry: LongModeEntry::default(),
         wakers: (0..vcpus).map(|_| Waker::default()).collect(),
-        io_waker: Waker::default(),
+        io_waker,
         power_button: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         outcome: Mutex::new(None),
