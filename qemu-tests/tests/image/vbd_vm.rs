@@ -5,8 +5,10 @@
 //! through the disk channel by the disk's iSCSI session (and SR batch jobs
 //! for what needs the SR). The guest prints the MD5 of the whole disk
 //! (compared with the pattern's), times a direct read and a direct write of
-//! the disk onto itself, writes a sector and powers off; the VBD is detached and `GET /export_raw_vdi` shows the
-//! guest's sector in the VDI. Then `VM.clone` of the halted VM clones its
+//! the disk onto itself, writes a sector, discards one whole cluster
+//! (`blkdiscard`: virtio-blk discard, the SR reclaims the cluster) and powers
+//! off; the VBD is detached, the VDI's `physical_utilisation` is a cluster
+//! less, and `GET /export_raw_vdi` shows the guest's sector and the zeros. Then `VM.clone` of the halted VM clones its
 //! disk copy-on-write and the clone's guest reads the same data. Both VMs
 //! also have a CD drive (`type` `CD`, `mode` `RO`) of an ISO uploaded into
 //! an ISO library (an `iso` SR on a second LUN): the guests see it as a
@@ -26,6 +28,9 @@ const PASSWORD: &str = "qemu-vbd-password";
 const VDI_BYTES: usize = 4 << 20;
 const GUEST_MARK: &[u8] = b"KEEL-GUEST-WROTE-VBD-SECTOR-21";
 const GUEST_SECTOR: usize = 21;
+/// The range the guest discards: one whole 1 MiB cluster of the SR, which
+/// reads as zeros afterwards and goes back to the SR's free space.
+const DISCARD: std::ops::Range<usize> = (2 << 20)..(3 << 20);
 const ISO_BYTES: usize = (2 << 20) + 6 * 2048;
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(900);
 const QEMU_HARD_TIMEOUT: Duration = Duration::from_secs(960);
@@ -50,6 +55,7 @@ t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
 echo "KEEL-VBD-DD-WRITE=VDI_MIB MiB in $((t1 - t0))0 ms" > /dev/console
 printf 'GUEST_MARK' > /tmp/mark
 dd if=/tmp/mark of=/dev/vda bs=512 seek=GUEST_SECTOR count=1 conv=sync,fsync 2>/dev/null && echo KEEL-VBD-WRITTEN > /dev/console
+if [ "$(cat /sys/block/vda/queue/discard_max_bytes)" != 0 ] && blkdiscard -o DISCARD_AT -l DISCARD_LEN /dev/vda 2>/dev/null; then echo KEEL-VBD-DISCARDED > /dev/console; else echo KEEL-VBD-DISCARD-FAILED > /dev/console; fi
 # The console drains before the kernel prints its power-off lines into it.
 sleep 2
 poweroff -f
@@ -82,6 +88,9 @@ while x.VM.get_power_state(vm) != "Halted" and time.monotonic() < end:
     time.sleep(0.5)
 assert x.VM.get_power_state(vm) == "Halted", "the guest did not power off"
 assert x.VBD.get_currently_attached(vbd) is False
+# The guest discarded one whole cluster: the SR got it back.
+x.SR.scan(sr)
+print("VDI-PHYSICAL", x.VDI.get_physical_utilisation(vdi))
 with urllib.request.urlopen(f"{url}/export_raw_vdi?{q}", timeout=200) as r:
     out = r.read()
 open(os.environ["VDI_OUT"], "wb").write(out)
@@ -113,7 +122,9 @@ fn guest_initrd() -> Vec<u8> {
         .replace("MODULES", &modules.join(" "))
         .replace("VDI_MIB", &(VDI_BYTES >> 20).to_string())
         .replace("GUEST_MARK", &String::from_utf8_lossy(GUEST_MARK))
-        .replace("GUEST_SECTOR", &GUEST_SECTOR.to_string());
+        .replace("GUEST_SECTOR", &GUEST_SECTOR.to_string())
+        .replace("DISCARD_AT", &DISCARD.start.to_string())
+        .replace("DISCARD_LEN", &DISCARD.len().to_string());
     super::peer_initrd(&modules, &[("init", 0o755, init.as_bytes())])
 }
 
@@ -195,15 +206,35 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
         serial.contains("vm vbd1: KEEL-VBD-WRITTEN"),
         "the guest's write completed"
     );
+    for guest in ["vbd1", "vbd2"] {
+        assert!(
+            serial.contains(&format!("vm {guest}: KEEL-VBD-DISCARDED")),
+            "{guest}'s blkdiscard of a whole cluster succeeded:\n{}",
+            qemu.serial_tail(80)
+        );
+    }
+    // The discarded cluster went back to the SR: the VDI holds one cluster less.
+    let physical = finished
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("VDI-PHYSICAL "))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    assert_eq!(
+        physical,
+        Some(VDI_BYTES - DISCARD.len()),
+        "the VDI's physical_utilisation after the guest's discard:\n{}",
+        finished.output()
+    );
     let exported = fs::read(&out_file).expect("the export");
     let mut expected = data;
     let at = GUEST_SECTOR * 512;
     expected[at..at + 512].fill(0);
     expected[at..at + GUEST_MARK.len()].copy_from_slice(GUEST_MARK);
+    expected[DISCARD].fill(0);
     assert_eq!(exported.len(), expected.len());
     assert!(
         exported == expected,
-        "the export holds the pattern and the guest's sector"
+        "the export holds the pattern, the guest's sector and zeros where it discarded"
     );
     let md5 = super::md5_hex(&expected);
     assert!(
