@@ -173,6 +173,8 @@ impl XenApi {
             self.set(&VIF, &vif, "network", Value::str(to));
             self.remove_from_set(&NETWORK, from, "VIFs", &vif);
             self.add_to_set(&NETWORK, to, "VIFs", &vif);
+            // A `network_default` VIF follows its new network's default.
+            self.apply_vif_policy(&vif);
         }
     }
 

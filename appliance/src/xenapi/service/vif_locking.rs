@@ -112,7 +112,7 @@ impl XenApi {
     }
 
     /// Queues `vif`'s policy for the switch if it is plugged.
-    fn apply_vif_policy(&mut self, vif: &str) {
+    pub(super) fn apply_vif_policy(&mut self, vif: &str) {
         if self.field(&VIF, vif, "currently_attached") == Value::Bool(true) {
             let policy = self.vif_policy(vif);
             self.net_requests.push(NetRequest::SetVifPolicy {

@@ -431,3 +431,59 @@ fn a_tagged_management_network_moves_onto_the_bond() {
     assert_eq!(management, [("bond0".to_string(), 5)]);
     assert_eq!(uplinks(api).len(), 1);
 }
+
+#[test]
+fn a_plugged_vif_moved_onto_the_bond_takes_its_networks_locking() {
+    let (mut api, mut p, s) = boot(2, None, false);
+    let (api, p) = (&mut api, &mut p);
+    let (eth0, _) = pif(api, p, &s, "eth0");
+    let (eth1, _) = pif(api, p, &s, "eth1");
+    let net = network(api, p, &s, "Bond 0+1");
+    ok(
+        api,
+        p,
+        "network.set_default_locking_mode",
+        json!([s, net, "disabled"]),
+    );
+    let vm = ok(api, p, "VM.create", json!([s, vm_record("web")]));
+    let eth0_net = ok(api, p, "PIF.get_network", json!([s, eth0]));
+    let vif = ok(
+        api,
+        p,
+        "VIF.create",
+        json!([s, {"device": "0", "network": eth0_net, "VM": vm, "MAC": "", "MTU": "1500",
+                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}}]),
+    );
+    let vif = vif.as_str().unwrap().to_string();
+    // As if its VM ran: the VIF is plugged.
+    let attached = crate::xenapi::schema::VIF
+        .field("currently_attached")
+        .map(|(i, _)| i)
+        .unwrap();
+    api.db.set_field(
+        &crate::xenapi::schema::VIF,
+        &vif,
+        attached,
+        Value::Bool(true),
+    );
+    api.take_net_requests();
+    ok(
+        api,
+        p,
+        "Bond.create",
+        json!([s, net, [eth0, eth1], "", "active-backup"]),
+    );
+    let policies: Vec<_> = api
+        .take_net_requests()
+        .into_iter()
+        .filter_map(|r| match r {
+            NetRequest::SetVifPolicy { vif: v, policy } if v == vif => Some(policy),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        policies,
+        [netstack::switch::VifPolicy::Disabled],
+        "network_default follows the bond network's default"
+    );
+}
