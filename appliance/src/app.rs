@@ -368,6 +368,13 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
                 let at = self.platform.now() + RECONFIGURE_DELAY;
                 self.uplink_changes.push((at, spec));
             }
+            NetRequest::MoveVif {
+                vif,
+                vm,
+                target,
+                mac,
+                policy,
+            } => self.move_vif(vif, &vm, target, mac, policy),
             NetRequest::UnplugVif { vif } => {
                 if let Some(port) = self.vif_ports.remove(&vif)
                     && let Err(e) = self.net.remove_vif(port)
@@ -375,6 +382,49 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
                     log::error!("vif: {vif}: {e}");
                 }
             }
+        }
+    }
+
+    /// Moves plugged VIF `vif` to `target`: a new switch port with the
+    /// same link (the guest's NIC does not notice), MAC and locking; if
+    /// the new port cannot be made the VIF stays unplugged (logged).
+    fn move_vif(
+        &mut self,
+        vif: String,
+        vm: &str,
+        target: VifTarget,
+        mac: [u8; 6],
+        policy: VifPolicy,
+    ) {
+        let Some(port) = self.vif_ports.remove(&vif) else {
+            log::warn!("vif: {vif} is not plugged; it moves at its next plug");
+            return;
+        };
+        let Some(link) = self.net.vif_link(port).cloned() else {
+            log::error!("vif: {vif} has no link on the switch; not moved");
+            return;
+        };
+        if let Err(e) = self.net.remove_vif(port) {
+            log::error!("vif: {vif}: {e}");
+        }
+        let plugged = match &target {
+            VifTarget::HostNetwork(name) => vifs::plug(&mut self.net, vm, name, mac, link),
+            VifTarget::Vlan(tag) => {
+                let network = alloc::format!("guest VLAN {tag}");
+                vifs::plug_vlan(&mut self.net, vm, &network, *tag, mac, link)
+            }
+        };
+        match plugged {
+            Ok(p) if self.set_vif_policy(&vif, p.port, policy) => {
+                log::info!("vif: {vif} of vm {vm} moved to {target:?}");
+                self.vif_ports.insert(vif, p.port);
+            }
+            Ok(p) => {
+                if let Err(e) = self.net.remove_vif(p.port) {
+                    log::error!("vif: {vif}: {e}");
+                }
+            }
+            Err(e) => log::error!("vif: {vif} of vm {vm} not moved, left unplugged: {e}"),
         }
     }
 

@@ -124,6 +124,8 @@ pub enum Op {
     /// devices follow their VM's power state; no hot-plug (`service::hotplug`).
     VifPlug,
     VifUnplug,
+    /// `VIF.move(self, network)` (see `service::vif_move`).
+    VifMove,
     /// `VIF.set_locking_mode` and the `ipv4_allowed`/`ipv6_allowed` setters
     /// (see `service::vif_locking`): applied at once to a plugged VIF.
     VifSetLockingMode,
@@ -1132,9 +1134,10 @@ pub const VIF: Class = Class {
         call("plug", &[p("self", VIF_REF)], Op::VifPlug),
         call("unplug", &[p("self", VIF_REF)], Op::VifUnplug),
         call("unplug_force", &[p("self", VIF_REF)], Op::VifUnplug),
-        todo_call(
+        call(
             "move",
             &[p("self", VIF_REF), p("network", Ty::Ref("network"))],
+            Op::VifMove,
         ),
         call(
             "set_locking_mode",

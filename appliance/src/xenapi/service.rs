@@ -945,6 +945,7 @@ impl XenApi {
                 None => Err(ApiError::field_type("args")),
             },
             Op::PbdDestroy => self.pbd_destroy(arg(0)),
+            Op::VifMove => self.vif_move(arg(0), arg(1)),
             Op::VbdInsert => self.vbd_insert(arg(0), arg(1)),
             Op::VbdEject => self.vbd_eject(arg(0)),
             Op::PbdSetDeviceConfig => {
@@ -992,6 +993,7 @@ mod transfer;
 mod upload;
 mod vbds;
 mod vif_locking;
+mod vif_move;
 mod vm_clone;
 mod vm_power;
 mod vm_templates;

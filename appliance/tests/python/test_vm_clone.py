@@ -58,6 +58,16 @@ def test_vm_clone_and_copy_of_a_vm_with_disks_on_an_iscsi_sr(server, tgtd):  # n
     x.VIF.create({"VM": vm, "network": network, "device": "0", "MAC": "", "MTU": "1500",
                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
     vdis_before = set(x.VDI.get_all())
+    # VIF.move on a halted VM: the VIF is on the new network (at next start).
+    [vif] = x.VM.get_VIFs(vm)
+    other = x.network.create({"name_label": "moved", "name_description": "", "MTU": "1500",
+                              "other_config": {}})
+    x.VIF.move(vif, other)
+    assert x.VIF.get_network(vif) == other and x.network.get_VIFs(other) == [vif]
+    assert vif not in x.network.get_VIFs(network)
+    x.VIF.move(vif, network)
+    assert x.VIF.get_network(vif) == network and x.network.get_VIFs(other) == []
+    x.network.destroy(other)
     # The device numbers a new disk or NIC may take.
     assert x.VM.get_allowed_VBD_devices(vm) == [str(n) for n in range(2, 16)]
     assert x.VM.get_allowed_VIF_devices(vm) == [str(n) for n in range(1, 7)]

@@ -111,3 +111,54 @@ fn a_disabled_vif_is_cut_off_and_a_locked_one_passes_only_its_address() {
     });
     assert_eq!(appliance.net.switch().vif_policy(a_port), Some(&locked));
 }
+
+#[test]
+fn a_moved_vif_reaches_its_new_network_over_the_same_link() {
+    let (mut appliance, _client) = setup(static_config());
+    settle(&mut appliance);
+    appliance.apply_net_request(NetRequest::CarryVlan { tag: 30, mtu: 1500 });
+    let (a, _) = plug(&mut appliance, "vif-a", GUEST_A, VifPolicy::Unlocked);
+    let b = VifLink::new();
+    appliance.apply_net_request(NetRequest::PlugVif {
+        vif: String::from("vif-b"),
+        vm: String::from("other"),
+        target: VifTarget::Vlan(30),
+        mac: GUEST_B,
+        link: b.clone(),
+        policy: VifPolicy::Unlocked,
+    });
+    // On the management network: the host answers A; B, on VLAN 30, hears nothing.
+    assert!(a.guest_send(&who_has_host(GUEST_A, A_IP)));
+    settle(&mut appliance);
+    assert!(received(&a).iter().any(|f| is_reply_to(f, GUEST_A)));
+    assert!(received(&b).is_empty());
+
+    let locked = VifPolicy::Locked {
+        ipv4: vec![core::net::Ipv4Addr::from(A_IP)],
+        ipv6: Vec::new(),
+    };
+    appliance.apply_net_request(NetRequest::MoveVif {
+        vif: String::from("vif-a"),
+        vm: String::from("guest"),
+        target: VifTarget::Vlan(30),
+        mac: GUEST_A,
+        policy: locked.clone(),
+    });
+    let port = *appliance.vif_ports.get("vif-a").expect("still plugged");
+    assert_eq!(appliance.net.switch().vif_policy(port), Some(&locked));
+    // Same link, new network: B hears A's broadcast, the host no longer answers.
+    assert!(a.guest_send(&who_has_host(GUEST_A, A_IP)));
+    settle(&mut appliance);
+    assert!(received(&a).is_empty());
+    assert!(received(&b).iter().any(|f| f[6..12] == GUEST_A));
+
+    // A VIF that is not plugged is not moved (it moves at its next plug).
+    appliance.apply_net_request(NetRequest::MoveVif {
+        vif: String::from("vif-gone"),
+        vm: String::from("guest"),
+        target: VifTarget::Vlan(30),
+        mac: GUEST_B,
+        policy: VifPolicy::Unlocked,
+    });
+    assert!(!appliance.vif_ports.contains_key("vif-gone"));
+}

@@ -72,6 +72,16 @@ pub enum NetRequest {
     SetVifPolicy { vif: String, policy: VifPolicy },
     /// Unplug VIF `vif` (its VM stopped).
     UnplugVif { vif: String },
+    /// Plugged VIF `vif` of the VM named `vm` moves to `target` (`VIF.move`):
+    /// its switch port goes, a new one on `target` takes the same link, MAC
+    /// and `policy`. The guest's NIC stays as it is.
+    MoveVif {
+        vif: String,
+        vm: String,
+        target: VifTarget,
+        mac: [u8; 6],
+        policy: VifPolicy,
+    },
     /// Make the management uplink this NIC or bond (see `bonds`).
     SetUplink(super::bonds::UplinkSpec),
 }
@@ -510,7 +520,7 @@ impl XenApi {
     }
 
     /// Where `network` is on this host's switch.
-    fn vif_target(&self, vm: &str, network: &str) -> Result<VifTarget, ApiError> {
+    pub(super) fn vif_target(&self, vm: &str, network: &str) -> Result<VifTarget, ApiError> {
         if network == self.refs.network {
             return Ok(VifTarget::HostNetwork(String::from(
                 crate::xenapi::MANAGEMENT_NETWORK,
