@@ -97,6 +97,9 @@ pub enum Op {
     MessageCreate,
     MessageDestroy,
     MessageGetSince,
+    /// `PIF.plug`/`unplug` (see `service::pif_plug`).
+    PifPlug,
+    PifUnplug,
     /// `PIF.reconfigure_ip` (see `service::pif_ip`).
     PifReconfigureIp,
     /// `Bond.create` on the management NIC and others (see `service::bonds`).
@@ -702,8 +705,8 @@ pub const PIF: Class = Class {
             ],
             Op::PifReconfigureIp,
         ),
-        todo_call("plug", &[p("self", Ty::Ref("PIF"))]),
-        todo_call("unplug", &[p("self", Ty::Ref("PIF"))]),
+        call("plug", &[p("self", Ty::Ref("PIF"))], Op::PifPlug),
+        call("unplug", &[p("self", Ty::Ref("PIF"))], Op::PifUnplug),
     ],
 };
 

@@ -946,6 +946,8 @@ impl XenApi {
             },
             Op::PbdDestroy => self.pbd_destroy(arg(0)),
             Op::VifMove => self.vif_move(arg(0), arg(1)),
+            Op::PifPlug => self.pif_plug(arg(0)),
+            Op::PifUnplug => self.pif_unplug(arg(0)),
             Op::VbdInsert => self.vbd_insert(arg(0), arg(1)),
             Op::VbdEject => self.vbd_eject(arg(0)),
             Op::PbdSetDeviceConfig => {
@@ -981,6 +983,7 @@ mod messages;
 mod network_checks;
 mod password;
 mod pif_ip;
+mod pif_plug;
 pub use pif_ip::IpChange;
 pub(crate) mod guest_net;
 mod host_admin;

@@ -171,7 +171,10 @@ impl XenApi {
                 .collect();
             let mut restored = Vec::new();
             for (vlan, untagged) in vlans {
-                if !self.made_by_api(&untagged) {
+                // An unplugged one (`PIF.unplug`) stays down.
+                if !self.made_by_api(&untagged)
+                    || self.field(&PIF, &untagged, "currently_attached") != Value::Bool(true)
+                {
                     continue;
                 }
                 let tag = self.field(&VLAN, &vlan, "tag").as_int().unwrap_or(-1);
@@ -533,6 +536,8 @@ impl XenApi {
             .find(|p| self.text(&PIF, p, "host") == host);
         let tag = pif
             .as_deref()
+            // An unplugged PIF carries nothing.
+            .filter(|p| self.field(&PIF, p, "currently_attached") == Value::Bool(true))
             .and_then(|p| self.field(&PIF, p, "VLAN").as_int())
             .and_then(|t| u16::try_from(t).ok())
             .filter(|t| *t >= 1);

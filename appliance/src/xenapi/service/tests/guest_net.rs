@@ -367,3 +367,98 @@ fn after_a_reboot_api_vlans_are_carried_before_any_vif_is_plugged() {
     }
     assert!(api.take_net_requests().is_empty(), "restored once");
 }
+
+#[test]
+fn an_api_vlan_pif_unplugs_and_plugs_and_stays_down_across_a_reboot() {
+    let store = SharedStore::default();
+    let boot = || {
+        let (old, mut p) = service();
+        p.hv = Some(FakeHv::default());
+        let config = HostConfig {
+            root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
+            ..HostConfig::default()
+        };
+        let mut api = XenApi::new(&config, old.facts().clone(), &mut p);
+        api.enable_live_network();
+        api.attach_store(Box::new(store.clone()), &mut p).unwrap();
+        api.poll_vms(&mut p);
+        let s = login(&mut api, &mut p);
+        (api, p, s)
+    };
+    let (mut api, mut p, s) = boot();
+    let (api1, p1) = (&mut api, &mut p);
+    let net = network(api1, p1, &s, "vlan30");
+    let mgmt = management_pif(api1, p1, &s);
+    let untagged = ok(
+        api1,
+        p1,
+        "pool.create_VLAN_from_PIF",
+        json!([s, mgmt, net, "30"]),
+    )[0]
+    .as_str()
+    .unwrap()
+    .to_string();
+    let guest = vm(api1, p1, &s, "web");
+    ok(
+        api1,
+        p1,
+        "VIF.create",
+        json!([s, vif(&net, &guest, "0", "")]),
+    );
+    api1.take_net_requests();
+    assert_eq!(
+        err(api1, p1, "PIF.unplug", json!([s, mgmt])),
+        json!(["PIF_IS_MANAGEMENT_INTERFACE", mgmt])
+    );
+    // A running VM on the VLAN keeps it up.
+    ok(api1, p1, "VM.start", json!([s, guest, false, false]));
+    assert_eq!(
+        err(api1, p1, "PIF.unplug", json!([s, untagged]))[0],
+        "OPERATION_NOT_ALLOWED"
+    );
+    ok(api1, p1, "Async.VM.hard_shutdown", json!([s, guest]));
+    api1.poll_vms(p1);
+    assert_eq!(
+        ok(api1, p1, "VM.get_power_state", json!([s, guest])),
+        "Halted"
+    );
+    api1.take_net_requests();
+    ok(api1, p1, "PIF.unplug", json!([s, untagged]));
+    assert_eq!(
+        ok(api1, p1, "PIF.get_currently_attached", json!([s, untagged])),
+        false
+    );
+    assert!(matches!(
+        api1.take_net_requests().as_slice(),
+        [NetRequest::DropVlan { tag: 30 }]
+    ));
+    // Its network is not carried: the VM cannot start.
+    assert_eq!(
+        err(api1, p1, "VM.start", json!([s, guest, false, false]))[0],
+        "VM_REQUIRES_NETWORK"
+    );
+    drop(api);
+
+    // Down after a reboot too; PIF.plug carries it again.
+    let (mut api, mut p, s) = boot();
+    assert!(
+        api.take_net_requests().is_empty(),
+        "an unplugged VLAN stays down"
+    );
+    ok(&mut api, &mut p, "PIF.plug", json!([s, untagged]));
+    assert!(matches!(
+        api.take_net_requests().as_slice(),
+        [NetRequest::CarryVlan { tag: 30, mtu: 1500 }]
+    ));
+    ok(&mut api, &mut p, "PIF.plug", json!([s, untagged]));
+    assert!(
+        api.take_net_requests().is_empty(),
+        "plugging twice is a no-op"
+    );
+    ok(
+        &mut api,
+        &mut p,
+        "VM.start",
+        json!([s, guest, false, false]),
+    );
+}
