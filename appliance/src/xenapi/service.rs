@@ -17,7 +17,7 @@ use super::events::{self, Filter};
 use super::host::{self, HostFacts, HostRefs};
 use super::jsonrpc;
 use super::persist::{self, SCHEMA_VERSION, StateStore};
-use super::schema::{self, CLASSES, Op, TASK, Ty};
+use super::schema::{CLASSES, Op, TASK, Ty};
 use super::value::{Value, format_datetime};
 use super::xmlrpc;
 use crate::http::{Method as HttpMethod, Request, Response, Status};
@@ -164,11 +164,11 @@ pub struct Attached {
     pub skipped: usize,
 }
 
-/// A fresh `(OpaqueRef:<uuid>, <uuid>)` pair; refs and uuids are independent.
 /// Keys of the state store's internal records (a changed root password,
 /// a host kept disabled): kept beside the objects, never loaded as one.
 const INTERNAL_PREFIX: &str = "keel/";
 
+/// A fresh `(OpaqueRef:<uuid>, <uuid>)` pair; refs and uuids are independent.
 fn new_id(platform: &mut dyn Platform) -> (String, String) {
     let mut bytes = [0u8; 32];
     platform.fill_random(&mut bytes);
@@ -297,6 +297,29 @@ impl XenApi {
 
     pub fn server_certificate(&self) -> Option<&ServerCertificate> {
         self.server_certificate.as_ref()
+    }
+
+    /// Writes (`Some`) or deletes (`None`) the internal record `key` (under
+    /// [`INTERNAL_PREFIX`]) at once, if a store is attached; `what` names
+    /// it in the error.
+    fn save_internal(
+        &mut self,
+        key: &str,
+        value: Option<Vec<u8>>,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        debug_assert!(key.starts_with(INTERNAL_PREFIX));
+        let Some(Store(store)) = self.store.as_mut() else {
+            return Ok(());
+        };
+        let key = String::from(key);
+        let change = match value {
+            Some(value) => persist::Change::Put { key, value },
+            None => persist::Change::Delete { key },
+        };
+        store
+            .commit(alloc::vec![change], SCHEMA_VERSION)
+            .map_err(|e| ApiError::internal(&format!("{what} was not saved: {e}")))
     }
 
     /// Writes the changed objects to the store (if one is attached).
@@ -835,24 +858,7 @@ impl XenApi {
             }
             Op::PoolCreateVlan => {
                 let tag = args.get(2).and_then(Value::as_int).unwrap_or(-1);
-                let pif_field = |name: &str| schema::PIF.field(name).map_or(usize::MAX, |(i, _)| i);
-                let (device, vlan, host) =
-                    (pif_field("device"), pif_field("VLAN"), pif_field("host"));
-                let pif = self
-                    .db
-                    .objects(schema::PIF.name)
-                    .find(|(_, o)| {
-                        o.field(device).as_str() == Some(arg(0))
-                            && o.field(vlan).as_int() == Some(-1)
-                            && o.field(host).as_str() == Some(self.refs.host.as_str())
-                    })
-                    .map(|(r, _)| r.clone());
-                match pif {
-                    Some(pif) => self
-                        .vlan_create(&pif, tag, arg(1), platform)
-                        .map(|(_, pif)| Value::Array(alloc::vec![Value::String(pif)])),
-                    None => Err(ApiError::invalid_value("device", arg(0))),
-                }
+                self.pool_create_vlan(arg(0), tag, arg(1), platform)
             }
             Op::VlanDestroy => self.vlan_destroy(arg(0)),
             Op::NetworkCreate => {

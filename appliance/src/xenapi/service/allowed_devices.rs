@@ -24,13 +24,9 @@ impl XenApi {
             "VBDs" => (&VBD, "userdevice", MAX_VBD_DEVICE),
             _ => (&VIF, "device", MAX_VIF_DEVICE),
         };
-        let devices = match self.field(&VM, vm, set) {
-            Value::Array(a) => a,
-            _ => Vec::new(),
-        };
-        let taken: Vec<String> = devices
+        let taken: Vec<String> = self
+            .refs_in(&VM, vm, set)
             .iter()
-            .filter_map(Value::as_str)
             .filter_map(|d| self.db.get(class, d))
             .filter_map(|o| {
                 o.field(field_index(class, field))

@@ -372,6 +372,29 @@ impl XenApi {
         Ok((vlan, pif))
     }
 
+    /// `pool.create_VLAN(device, network, VLAN)`: [`Self::vlan_create`] on
+    /// this host's physical PIF of `device`; answers the untagged PIF, as
+    /// `pool.create_VLAN_from_PIF` does.
+    pub(super) fn pool_create_vlan(
+        &mut self,
+        device: &str,
+        tag: i64,
+        network: &str,
+        platform: &mut dyn Platform,
+    ) -> Result<Value, ApiError> {
+        let host = self.refs.host.clone();
+        let pif = self
+            .refs_in(&crate::xenapi::schema::HOST, &host, "PIFs")
+            .into_iter()
+            .find(|p| {
+                self.text(&PIF, p, "device") == device
+                    && self.field(&PIF, p, "VLAN").as_int() == Some(-1)
+            })
+            .ok_or_else(|| ApiError::invalid_value("device", device))?;
+        self.vlan_create(&pif, tag, network, platform)
+            .map(|(_, pif)| Value::Array(alloc::vec![Value::String(pif)]))
+    }
+
     /// `VLAN.destroy(self)`: a VLAN made through the API whose network has
     /// no VIF attached to a running VM.
     pub(super) fn vlan_destroy(&mut self, vlan: &str) -> Result<Value, ApiError> {

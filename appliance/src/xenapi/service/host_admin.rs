@@ -5,13 +5,11 @@
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 
 use super::XenApi;
 use crate::platform::Platform;
 use crate::xenapi::error::ApiError;
-use crate::xenapi::persist::{Change, SCHEMA_VERSION};
 use crate::xenapi::schema::HOST;
 use crate::xenapi::value::Value;
 
@@ -44,20 +42,8 @@ impl XenApi {
         auto_enable: bool,
     ) -> Result<Value, ApiError> {
         let stays = !enabled && !auto_enable;
-        if let Some(store) = self.store.as_mut() {
-            let key = String::from(STAYS_DISABLED_KEY);
-            let change = match stays {
-                true => Change::Put {
-                    key,
-                    value: Vec::from(&b"1"[..]),
-                },
-                false => Change::Delete { key },
-            };
-            store
-                .0
-                .commit(vec![change], SCHEMA_VERSION)
-                .map_err(|e| ApiError::internal(&alloc::format!("not saved: {e}")))?;
-        }
+        let record = stays.then(|| Vec::from(&b"1"[..]));
+        self.save_internal(STAYS_DISABLED_KEY, record, "the host's state")?;
         if let Some((i, _)) = HOST.field("enabled") {
             self.db.set_field(&HOST, host, i, Value::Bool(enabled));
         }

@@ -10,14 +10,12 @@
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 
 use super::XenApi;
 use crate::platform::Platform;
 use crate::xenapi::auth::AuthError;
 use crate::xenapi::error::ApiError;
-use crate::xenapi::persist::{Change, SCHEMA_VERSION};
 use crate::xenapi::value::Value;
 
 /// The store key of the changed password (an internal record, see
@@ -67,15 +65,8 @@ impl XenApi {
         let mut salt = [0u8; host_config::password::SALT_LEN];
         platform.fill_random(&mut salt);
         let hash = host_config::hash_password(new, salt, iterations);
-        if let Some(store) = self.store.as_mut() {
-            let put = Change::Put {
-                key: String::from(STORE_KEY),
-                value: encode(self.auth.provisioned(), &hash),
-            };
-            store.0.commit(vec![put], SCHEMA_VERSION).map_err(|e| {
-                ApiError::internal(&alloc::format!("the password was not saved: {e}"))
-            })?;
-        }
+        let record = encode(self.auth.provisioned(), &hash);
+        self.save_internal(STORE_KEY, Some(record), "the password")?;
         self.auth.set_hash(hash);
         log::info!("auth: the root password was changed through the API");
         Ok(Value::str(""))

@@ -388,6 +388,24 @@ impl XenApi {
         self.import_pump(ticket.0, platform);
     }
 
+    /// Starts `op` on `sr` for import `id`, carrying `len` bytes of its
+    /// body; a job that cannot start fails the import.
+    fn import_job(&mut self, id: u64, sr: &str, op: SrOp, len: usize, platform: &mut dyn Platform) {
+        match self.transfer_job(sr, op, TransferJob::Import(id)) {
+            Ok(job) => {
+                if let Some(import) = self.imports.get_mut(&id) {
+                    import.job = Some((job, len));
+                }
+            }
+            Err(e) => {
+                if let Some(import) = self.imports.get_mut(&id) {
+                    import.failed = Some(e);
+                }
+                self.import_pump(id, platform);
+            }
+        }
+    }
+
     /// Starts the next piece's job, or finishes the import.
     fn import_pump(&mut self, id: u64, platform: &mut dyn Platform) {
         let Some(import) = self.imports.get_mut(&id) else {
@@ -408,38 +426,14 @@ impl XenApi {
                 data: Chunk(data.into()),
             };
             let sr = import.sr.clone();
-            match self.transfer_job(&sr, op, TransferJob::Import(id)) {
-                Ok(job) => {
-                    if let Some(import) = self.imports.get_mut(&id) {
-                        import.job = Some((job, len));
-                    }
-                }
-                Err(e) => {
-                    if let Some(import) = self.imports.get_mut(&id) {
-                        import.failed = Some(e);
-                    }
-                    self.import_pump(id, platform);
-                }
-            }
+            self.import_job(id, &sr, op, len, platform);
             return;
         }
         let done = import.failed.is_some() || (import.ended && import.buffer.is_empty());
         if done && import.failed.is_none() && import.iso && !import.iso_finishing {
             import.iso_finishing = true;
             let (sr, op) = (import.sr.clone(), SrOp::FinishIso { uuid: import.uuid });
-            match self.transfer_job(&sr, op, TransferJob::Import(id)) {
-                Ok(job) => {
-                    if let Some(import) = self.imports.get_mut(&id) {
-                        import.job = Some((job, 0));
-                    }
-                }
-                Err(e) => {
-                    if let Some(import) = self.imports.get_mut(&id) {
-                        import.failed = Some(e);
-                    }
-                    self.import_pump(id, platform);
-                }
-            }
+            self.import_job(id, &sr, op, 0, platform);
             return;
         }
         if done && (import.answered || import.aborted) {

@@ -176,15 +176,7 @@ impl XenApi {
         mode: &str,
     ) -> Result<Value, ApiError> {
         self.set(&NETWORK, network, "default_locking_mode", Value::str(mode));
-        let vifs: Vec<String> = match self.field(&NETWORK, network, "VIFs") {
-            Value::Array(items) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect(),
-            _ => Vec::new(),
-        };
-        for vif in vifs {
+        for vif in self.refs_in(&NETWORK, network, "VIFs") {
             if self.field(&VIF, &vif, "locking_mode").as_str() == Some("network_default") {
                 self.apply_vif_policy(&vif);
             }
