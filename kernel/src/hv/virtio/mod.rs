@@ -36,6 +36,17 @@ pub const ID_NET: u16 = 1;
 pub const ID_BLOCK: u16 = 2;
 pub const ID_RNG: u16 = 4;
 
+/// Copies the window at `offset` of a device's configuration structure
+/// `config` into `data`; bytes past its end read as zero.
+pub fn read_config_window(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset + i as u64)
+            .ok()
+            .and_then(|at| config.get(at).copied())
+            .unwrap_or(0);
+    }
+}
+
 /// One device type's behaviour behind the transport.
 pub trait VirtioDevice: Send + core::fmt::Debug {
     /// The virtio device ID (PCI device ID 0x1040 + this).

@@ -199,12 +199,7 @@ impl<B: VifBackend> VirtioDevice for Net<B> {
         c[6..8].copy_from_slice(&STATUS_LINK_UP.to_le_bytes());
         c[8..10].copy_from_slice(&1u16.to_le_bytes());
         c[10..12].copy_from_slice(&self.mtu.to_le_bytes());
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset + i as u64)
-                .ok()
-                .and_then(|at| c.get(at).copied())
-                .unwrap_or(0);
-        }
+        super::read_config_window(&c, offset, data);
     }
     fn process(
         &mut self,

@@ -387,13 +387,7 @@ impl VirtioDevice for Blk {
         1
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let c = self.config_bytes();
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset + i as u64)
-                .ok()
-                .and_then(|at| c.get(at).copied())
-                .unwrap_or(0);
-        }
+        super::read_config_window(&self.config_bytes(), offset, data);
     }
     fn process(
         &mut self,
