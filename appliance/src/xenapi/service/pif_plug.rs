@@ -3,7 +3,8 @@
 //! PIF stops the uplink carrying the VLAN (no VM may have a VIF on it
 //! plugged), plugging carries it again; the state is kept across reboots.
 //! The management PIF is refused as xapi refuses it; the host config's own
-//! interfaces (a storage VLAN, a bond member) change with the host config;
+//! interfaces (a storage VLAN) change with the host config, a bond's
+//! members with the bond;
 //! a spare NIC cannot be brought up on its own, as the switch has one
 //! uplink.
 
@@ -47,7 +48,7 @@ impl XenApi {
         let Some((tag, _)) = self.api_vlan(pif) else {
             return Err(Self::not_changeable(
                 pif,
-                "it comes from the host config (its interfaces change with the host config)",
+                "only a guest VLAN made through the API is unplugged at run time here (the host config's interfaces change with the host config, a bond's with the bond)",
             ));
         };
         let network = self.text(&PIF, pif, "network");

@@ -487,3 +487,30 @@ fn a_plugged_vif_moved_onto_the_bond_takes_its_networks_locking() {
         "network_default follows the bond network's default"
     );
 }
+
+#[test]
+fn a_spare_nic_cannot_be_plugged_on_its_own() {
+    let (mut api, mut p, s) = boot(2, None, false);
+    let (api, p) = (&mut api, &mut p);
+    let (eth1, record) = pif(api, p, &s, "eth1");
+    assert_eq!(record["currently_attached"], false);
+    let r = err(api, p, "PIF.plug", json!([s, eth1]));
+    assert_eq!(r[0], "VALUE_NOT_SUPPORTED", "{r}");
+    // Unplugging what is not plugged is no change, as in xapi.
+    ok(api, p, "PIF.unplug", json!([s, eth1]));
+    // A bond's member changes with the bond.
+    let (eth0, _) = pif(api, p, &s, "eth0");
+    let net = network(api, p, &s, "Bond 0+1");
+    ok(
+        api,
+        p,
+        "Bond.create",
+        json!([s, net, [eth0, eth1], "", "active-backup"]),
+    );
+    assert_eq!(
+        ok(api, p, "PIF.get_currently_attached", json!([s, eth1])),
+        true
+    );
+    let r = err(api, p, "PIF.unplug", json!([s, eth1]));
+    assert_eq!(r[0], "OPERATION_NOT_ALLOWED", "{r}");
+}

@@ -14,6 +14,22 @@ pub(super) fn live() -> (XenApi, FakePlatform, String) {
     (api, p, s)
 }
 
+/// As [`live`], on `store` (a boot, again after a reboot).
+fn live_on(store: &SharedStore) -> (XenApi, FakePlatform, String) {
+    let (old, mut p) = service();
+    p.hv = Some(FakeHv::default());
+    let config = HostConfig {
+        root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
+        ..HostConfig::default()
+    };
+    let mut api = XenApi::new(&config, old.facts().clone(), &mut p);
+    api.enable_live_network();
+    api.attach_store(Box::new(store.clone()), &mut p).unwrap();
+    api.poll_vms(&mut p);
+    let s = login(&mut api, &mut p);
+    (api, p, s)
+}
+
 pub(super) fn network(api: &mut XenApi, p: &mut FakePlatform, s: &str, label: &str) -> String {
     let net = ok(
         api,
@@ -313,20 +329,7 @@ fn without_a_network_owner_vlans_are_not_implemented_and_vifs_are_records() {
 #[test]
 fn after_a_reboot_api_vlans_are_carried_before_any_vif_is_plugged() {
     let store = SharedStore::default();
-    let boot = || {
-        let (old, mut p) = service();
-        p.hv = Some(FakeHv::default());
-        let config = HostConfig {
-            root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
-            ..HostConfig::default()
-        };
-        let mut api = XenApi::new(&config, old.facts().clone(), &mut p);
-        api.enable_live_network();
-        api.attach_store(Box::new(store.clone()), &mut p).unwrap();
-        api.poll_vms(&mut p);
-        let s = login(&mut api, &mut p);
-        (api, p, s)
-    };
+    let boot = || live_on(&store);
     let (mut api, mut p, s) = boot();
     let (api1, p1) = (&mut api, &mut p);
     let net = network(api1, p1, &s, "vlan30");
@@ -371,20 +374,7 @@ fn after_a_reboot_api_vlans_are_carried_before_any_vif_is_plugged() {
 #[test]
 fn an_api_vlan_pif_unplugs_and_plugs_and_stays_down_across_a_reboot() {
     let store = SharedStore::default();
-    let boot = || {
-        let (old, mut p) = service();
-        p.hv = Some(FakeHv::default());
-        let config = HostConfig {
-            root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
-            ..HostConfig::default()
-        };
-        let mut api = XenApi::new(&config, old.facts().clone(), &mut p);
-        api.enable_live_network();
-        api.attach_store(Box::new(store.clone()), &mut p).unwrap();
-        api.poll_vms(&mut p);
-        let s = login(&mut api, &mut p);
-        (api, p, s)
-    };
+    let boot = || live_on(&store);
     let (mut api, mut p, s) = boot();
     let (api1, p1) = (&mut api, &mut p);
     let net = network(api1, p1, &s, "vlan30");
@@ -461,4 +451,67 @@ fn an_api_vlan_pif_unplugs_and_plugs_and_stays_down_across_a_reboot() {
         "VM.start",
         json!([s, guest, false, false]),
     );
+}
+
+#[test]
+fn a_running_vms_vif_moves_on_the_switch_and_a_halted_ones_at_its_start() {
+    let (mut api, mut p, s) = live();
+    let (api, p) = (&mut api, &mut p);
+    let mgmt = management_pif(api, p, &s);
+    let management = ok(api, p, "PIF.get_network", json!([s, mgmt]));
+    let net = network(api, p, &s, "vlan30");
+    ok(
+        api,
+        p,
+        "pool.create_VLAN_from_PIF",
+        json!([s, mgmt, net, "30"]),
+    );
+    let private = network(api, p, &s, "private");
+    let guest = vm(api, p, &s, "web");
+    let vif = ok(
+        api,
+        p,
+        "VIF.create",
+        json!([s, vif(management.as_str().unwrap(), &guest, "0", "")]),
+    );
+    // Halted: only the record changes; the start plugs it on VLAN 30.
+    ok(api, p, "VIF.move", json!([s, vif, net]));
+    assert_eq!(
+        ok(api, p, "network.get_VIFs", json!([s, net])),
+        json!([vif])
+    );
+    assert_eq!(
+        ok(api, p, "network.get_VIFs", json!([s, management])),
+        json!([])
+    );
+    api.take_net_requests();
+    ok(api, p, "VM.start", json!([s, guest, false, false]));
+    assert!(matches!(
+        api.take_net_requests().as_slice(),
+        [NetRequest::PlugVif {
+            target: VifTarget::Vlan(30),
+            ..
+        }]
+    ));
+    // Running: moved on the switch at once, with its MAC and locking.
+    ok(api, p, "VIF.move", json!([s, vif, management]));
+    match api.take_net_requests().as_slice() {
+        [
+            NetRequest::MoveVif {
+                vif: v,
+                target: VifTarget::HostNetwork(_),
+                ..
+            },
+        ] => {
+            assert_eq!(json!(v), vif)
+        }
+        other => panic!("{other:?}"),
+    }
+    // A network the switch does not carry: refused, nothing changes.
+    assert_eq!(
+        err(api, p, "VIF.move", json!([s, vif, private]))[0],
+        "VM_REQUIRES_NETWORK"
+    );
+    assert_eq!(ok(api, p, "VIF.get_network", json!([s, vif])), management);
+    assert!(api.take_net_requests().is_empty());
 }

@@ -159,6 +159,36 @@ fn an_iso_library_lists_finished_isos_and_gives_read_only_cds() {
         ok(&mut f, "VBD.get_device", serde_json::json!([s, vbd])),
         "xvdd"
     );
+    // Another VM may have the same ISO in its drive at the same time.
+    let other = text(ok(
+        &mut f,
+        "VM.create",
+        serde_json::json!([s, vm_record("cd2")]),
+    ));
+    let mut cd2 = cd.clone();
+    cd2["VM"] = other.clone().into();
+    ok(&mut f, "VBD.create", serde_json::json!([s, cd2]));
+    let shared = f.api.attach_vm_disks(&other).expect("the ISO is shared");
+    assert_eq!(shared.len(), 1);
+    f.api.detach_vm_disks(&other);
+    // The media of a running VM's drive does not change.
+    let state = crate::xenapi::schema::VM
+        .field("power_state")
+        .map(|(i, _)| i)
+        .unwrap();
+    f.api.db.set_field(
+        &crate::xenapi::schema::VM,
+        &vm,
+        state,
+        Value::str("Running"),
+    );
+    let r = error(&mut f, "VBD.eject", serde_json::json!([s, vbd]));
+    assert_eq!(r[0], "OPERATION_NOT_ALLOWED", "{r}");
+    let r = error(&mut f, "VBD.insert", serde_json::json!([s, drive, vdi]));
+    assert_eq!(r[0], "OPERATION_NOT_ALLOWED", "{r}");
+    f.api
+        .db
+        .set_field(&crate::xenapi::schema::VM, &vm, state, Value::str("Halted"));
     f.api.detach_vm_disks(&vm);
 
     // PBD.plug (as at boot) lists finished ISOs only, and refuses a LUN

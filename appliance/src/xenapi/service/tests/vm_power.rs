@@ -794,3 +794,41 @@ fn a_guest_reset_is_a_new_domain_and_a_crash_follows_actions_after_crash() {
     api.poll_vms(&mut p);
     assert_eq!(state(&mut api, &mut p), "Halted");
 }
+
+#[test]
+fn maintenance_with_a_running_vm() {
+    let (mut api, mut p, s) = with_hv(true);
+    let vm = debian_vm(&mut api, &mut p, &s);
+    let host = ok(&mut api, &mut p, "host.get_all", serde_json::json!([s]))[0].clone();
+    ok(
+        &mut api,
+        &mut p,
+        "VM.start",
+        serde_json::json!([s, vm, false, false]),
+    );
+    ok(
+        &mut api,
+        &mut p,
+        "host.disable",
+        serde_json::json!([s, host]),
+    );
+    // A pool of one has nowhere to move it, and the host is in use.
+    assert_eq!(
+        err(
+            &mut api,
+            &mut p,
+            "host.evacuate",
+            serde_json::json!([s, host])
+        ),
+        serde_json::json!(["NO_HOSTS_AVAILABLE"])
+    );
+    assert_eq!(
+        err(
+            &mut api,
+            &mut p,
+            "host.shutdown",
+            serde_json::json!([s, host])
+        ),
+        serde_json::json!(["HOST_IN_USE", host, "vm", vm])
+    );
+}
