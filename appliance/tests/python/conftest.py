@@ -22,6 +22,33 @@ HOSTNAME = os.environ.get("KEEL_HOSTNAME", "keel")
 ADDRESS = os.environ.get("KEEL_ADDRESS", "127.0.0.1")
 
 
+def launch_hosted(*args):
+    """A keel-hosted of its own on a free loopback port, with `args` (a
+    `--state FILE` among them); returns the process, its http URL and the
+    line saying the database is open (only then are calls served). Stop it
+    with `stop_hosted`, by its pid."""
+    binary = os.environ.get("KEEL_HOSTED")
+    if not binary:
+        pytest.fail("set KEEL_HOSTED to the keel-hosted binary")
+    proc = subprocess.Popen([binary, "--listen", "127.0.0.1:0", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    match = re.search(r"http://([0-9.]+:[0-9]+)/", line)
+    opened = proc.stdout.readline() if match else ""
+    if not match or "database in" not in opened:
+        stop_hosted(proc)
+        pytest.fail(f"keel-hosted did not start: {line!r} {opened!r} {proc.stderr.read()!r}")
+    return proc, "http://" + match.group(1), opened
+
+
+def stop_hosted(proc):
+    proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 @pytest.fixture(scope="session")
 def servers():
     """(http URL, https URL or None) of the server under test."""

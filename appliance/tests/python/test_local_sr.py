@@ -3,9 +3,6 @@ host disks (--host-disk); the SDK probes, creates, fills and reads an SR on
 one, and after a restart the SR is plugged again with its VDI and data (the
 image's virtio disks are tested by qemu-tests/tests/image/local_sr.rs)."""
 
-import os
-import re
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -14,7 +11,7 @@ import xml.dom.minidom
 import pytest
 import XenAPI
 
-from conftest import EXTERNAL_URL, PASSWORD
+from conftest import EXTERNAL_URL, PASSWORD, launch_hosted, stop_hosted
 
 pytestmark = pytest.mark.skipif(
     bool(EXTERNAL_URL), reason="starts its own keel-hosted processes")
@@ -23,26 +20,17 @@ DISK_BYTES = 128 << 20
 
 
 def start(state, disks):
-    args = [os.environ["KEEL_HOSTED"], "--listen", "127.0.0.1:0",
-            "--root-password", PASSWORD, "--state", str(state)]
+    args = ["--root-password", PASSWORD, "--state", state]
     for d in disks:
-        args += ["--host-disk", str(d)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    match = re.search(r"http://([0-9.:]+)/", line)
-    if not match:
-        proc.kill()
-        pytest.fail(f"keel-hosted did not start: {line!r} {proc.stderr.read()!r}")
-    assert "database in" in proc.stdout.readline()
-    url = "http://" + match.group(1)
+        args += ["--host-disk", d]
+    proc, url, _ = launch_hosted(*args)
     session = XenAPI.Session(url)
     session.xenapi.login_with_password("root", PASSWORD, "2.21", "pytest")
     return proc, session, url
 
 
 def stop(proc):
-    proc.kill()
-    proc.wait(timeout=10)
+    stop_hosted(proc)
 
 
 def devlist(x, host):

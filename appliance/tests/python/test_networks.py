@@ -3,14 +3,11 @@ host config that declares a LACP bond, a tagged management VLAN and VLAN
 networks shows the PIF, Bond, VLAN and network objects xapi would, with
 their cross references, read with the PyPI XenAPI SDK."""
 
-import os
-import re
-import subprocess
 
 import pytest
 import XenAPI
 
-from conftest import EXTERNAL_URL, PASSWORD
+from conftest import EXTERNAL_URL, PASSWORD, launch_hosted, stop_hosted
 
 # The image's layout is checked by qemu-tests' bond test.
 pytestmark = pytest.mark.skipif(
@@ -58,28 +55,13 @@ NULL = "OpaqueRef:NULL"
 
 
 def start(config_path, state_path):
-    binary = os.environ.get("KEEL_HOSTED")
-    if not binary:
-        pytest.fail("set KEEL_HOSTED to the keel-hosted binary")
-    proc = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--root-password", PASSWORD,
-         "--host-config", str(config_path), "--state", str(state_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    match = re.search(r"http://([0-9.]+):([0-9]+)/", line)
-    if not match:
-        proc.kill()
-        proc.wait(timeout=10)
-        pytest.fail(f"keel-hosted did not start: {line!r} {proc.stderr.read()!r}")
-    return proc, f"http://{match.group(1)}:{match.group(2)}"
+    proc, url, _ = launch_hosted("--root-password", PASSWORD, "--host-config", config_path,
+                                 "--state", state_path)
+    return proc, url
 
 
 def stop(proc):
-    proc.kill()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+    stop_hosted(proc)
 
 
 def layout(url):

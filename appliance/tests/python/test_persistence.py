@@ -2,41 +2,29 @@
 state disk is tested by qemu-tests/tests/image/persistence.rs)."""
 
 import base64
+import contextlib
 import hashlib
 import os
-import re
 import subprocess
 
 import pytest
 import XenAPI
 
-from conftest import EXTERNAL_URL, PASSWORD
+from conftest import EXTERNAL_URL, PASSWORD, launch_hosted, stop_hosted
 
 pytestmark = pytest.mark.skipif(
     bool(EXTERNAL_URL), reason="starts its own keel-hosted processes")
 
 
 def start(state):
-    proc = subprocess.Popen(
-        [os.environ["KEEL_HOSTED"], "--listen", "127.0.0.1:0",
-         "--root-password", PASSWORD, "--state", str(state)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    match = re.search(r"http://([0-9.:]+)/", line)
-    if not match:
-        proc.kill()
-        pytest.fail(f"keel-hosted did not start: {line!r} {proc.stderr.read()!r}")
-    # The second line says the database is open: only then are calls served.
-    opened = proc.stdout.readline()
-    assert "database in" in opened, opened
-    session = XenAPI.Session("http://" + match.group(1))
+    proc, url, opened = launch_hosted("--root-password", PASSWORD, "--state", state)
+    session = XenAPI.Session(url)
     session.xenapi.login_with_password("root", PASSWORD, "2.21", "pytest")
     return proc, session, opened
 
 
 def stop(proc):
-    proc.kill()
-    proc.wait(timeout=10)
+    stop_hosted(proc)
 
 
 def test_objects_survive_a_restart(tmp_path):
@@ -87,17 +75,8 @@ def phc(password, salt=b"keel-pytest-salt", iterations=1000):
 
 
 def start_with_config(config, state):
-    proc = subprocess.Popen(
-        [os.environ["KEEL_HOSTED"], "--listen", "127.0.0.1:0",
-         "--host-config", str(config), "--state", str(state)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    match = re.search(r"http://([0-9.:]+)/", line)
-    if not match:
-        proc.kill()
-        pytest.fail(f"keel-hosted did not start: {line!r} {proc.stderr.read()!r}")
-    assert "database in" in proc.stdout.readline()
-    return proc, "http://" + match.group(1)
+    proc, url, _ = launch_hosted("--host-config", config, "--state", state)
+    return proc, url
 
 
 def login_fails(url, password):
@@ -147,31 +126,28 @@ def test_a_changed_password_survives_a_restart_until_the_config_changes(tmp_path
         stop(proc)
 
 
+@contextlib.contextmanager
+def restarted(state):
+    """A keel-hosted on `state` for the block: its logged-in API."""
+    proc, s, _ = start(state)
+    try:
+        yield s.xenapi
+    finally:
+        stop(proc)
+
+
 def test_a_host_disabled_without_auto_enable_stays_disabled(tmp_path):
     state = tmp_path / "state.img"
-    proc, s, _ = start(state)
-    try:
-        host = s.xenapi.host.get_all()[0]
-        s.xenapi.host.disable(host)
-    finally:
-        stop(proc)
+    with restarted(state) as x:
+        x.host.disable(x.host.get_all()[0])
     # Disabled with auto_enable (the default): enabled again after a restart.
-    proc, s, _ = start(state)
-    try:
-        host = s.xenapi.host.get_all()[0]
-        assert s.xenapi.host.get_enabled(host) is True
-        s.xenapi.host.disable(host, False)
-    finally:
-        stop(proc)
-    proc, s, _ = start(state)
-    try:
-        host = s.xenapi.host.get_all()[0]
-        assert s.xenapi.host.get_enabled(host) is False
-        s.xenapi.host.enable(host)
-    finally:
-        stop(proc)
-    proc, s, _ = start(state)
-    try:
-        assert s.xenapi.host.get_enabled(s.xenapi.host.get_all()[0]) is True
-    finally:
-        stop(proc)
+    with restarted(state) as x:
+        host = x.host.get_all()[0]
+        assert x.host.get_enabled(host) is True
+        x.host.disable(host, False)
+    with restarted(state) as x:
+        host = x.host.get_all()[0]
+        assert x.host.get_enabled(host) is False
+        x.host.enable(host)
+    with restarted(state) as x:
+        assert x.host.get_enabled(x.host.get_all()[0]) is True

@@ -10,42 +10,42 @@ import xml.dom.minidom
 import XenAPI
 
 
-def iscsi_sr(x, host, name):
-    """SR.probe without the SCSIid (its answer lists the LUN), then SR.create
-    with mutual CHAP; returns the SR."""
+def _target_config():
+    """device_config for the test's target with mutual CHAP, no SCSIid yet."""
     env = os.environ
-    config = {"target": env.get("ISCSI_TARGET", "10.0.2.2"), "port": env["ISCSI_PORT"],
-              "targetIQN": env["ISCSI_IQN"],
-              "chapuser": env["ISCSI_CHAP_USER"], "chappassword": env["ISCSI_CHAP_SECRET"],
-              "incoming_chapuser": env["ISCSI_MUTUAL_USER"],
-              "incoming_chappassword": env["ISCSI_MUTUAL_SECRET"]}
+    return {"target": env.get("ISCSI_TARGET", "10.0.2.2"), "port": env["ISCSI_PORT"],
+            "targetIQN": env["ISCSI_IQN"],
+            "chapuser": env["ISCSI_CHAP_USER"], "chappassword": env["ISCSI_CHAP_SECRET"],
+            "incoming_chapuser": env["ISCSI_MUTUAL_USER"],
+            "incoming_chappassword": env["ISCSI_MUTUAL_SECRET"]}
+
+
+def _probed_luns(x, host, config, sr_type):
+    """SR.probe without a SCSIid must fail listing the LUNs: their
+    (LUNid, SCSIid) pairs in the order of the answer."""
     try:
-        x.SR.probe(host, config, "lvmoiscsi", {})
+        x.SR.probe(host, config, sr_type, {})
         raise AssertionError("probe without SCSIid must fail")
     except XenAPI.Failure as e:
         doc = xml.dom.minidom.parseString(e.details[3])
-        config["SCSIid"] = doc.getElementsByTagName("SCSIid")[0].firstChild.data.strip()
+        text = lambda lun, tag: lun.getElementsByTagName(tag)[0].firstChild.data.strip()
+        return [(text(lun, "LUNid"), text(lun, "SCSIid"))
+                for lun in doc.getElementsByTagName("LUN")]
+
+
+def iscsi_sr(x, host, name):
+    """SR.probe without the SCSIid (its answer lists the LUN), then SR.create
+    with mutual CHAP on the first LUN; returns the SR."""
+    config = _target_config()
+    config["SCSIid"] = _probed_luns(x, host, config, "lvmoiscsi")[0][1]
     return x.SR.create(host, config, "0", name, "", "lvmoiscsi", "user", True, {})
 
 
 def iso_library(x, host, name):
     """An ISO library (SR type iso) on the target's second LUN, probed as
     iscsi_sr probes; returns the SR."""
-    env = os.environ
-    config = {"target": env.get("ISCSI_TARGET", "10.0.2.2"), "port": env["ISCSI_PORT"],
-              "targetIQN": env["ISCSI_IQN"],
-              "chapuser": env["ISCSI_CHAP_USER"], "chappassword": env["ISCSI_CHAP_SECRET"],
-              "incoming_chapuser": env["ISCSI_MUTUAL_USER"],
-              "incoming_chappassword": env["ISCSI_MUTUAL_SECRET"]}
-    try:
-        x.SR.probe(host, config, "iso", {})
-        raise AssertionError("probe without SCSIid must fail")
-    except XenAPI.Failure as e:
-        doc = xml.dom.minidom.parseString(e.details[3])
-        luns = {lun.getElementsByTagName("LUNid")[0].firstChild.data.strip():
-                lun.getElementsByTagName("SCSIid")[0].firstChild.data.strip()
-                for lun in doc.getElementsByTagName("LUN")}
-        config["SCSIid"] = luns["2"]
+    config = _target_config()
+    config["SCSIid"] = dict(_probed_luns(x, host, config, "iso"))["2"]
     return x.SR.create(host, config, "0", name, "", "iso", "iso", True, {})
 
 

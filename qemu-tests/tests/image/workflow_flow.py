@@ -21,12 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import XenAPI  # noqa: E402
 
-from storage_flow import imported_vdi, iscsi_sr  # noqa: E402
+from storage_flow import debian_vm, imported_vdi, iscsi_sr  # noqa: E402
 from vm_flow import Console, log  # noqa: E402
 
 URL = os.environ["KEEL_URL"]
 BOOT_WAIT = 240.0
-MIB128 = str(128 << 20)
 
 
 def figure(text):
@@ -89,16 +88,8 @@ def pv_args(ip):
 def new_vm(x, name, vdi, net, ip):
     """A VM from the template booting the Debian kernel with `vdi` as its
     disk, a VIF on `net` and `ip` on its command line; (vm, vif)."""
-    template = x.VM.get_by_name_label("Debian-style direct boot")[0]
-    vm = x.VM.clone(template, name)
-    x.VM.provision(vm)
-    x.VM.set_is_a_template(vm, False)
-    x.VM.set_PV_kernel(vm, "boot:debian/vmlinuz")
-    x.VM.set_PV_ramdisk(vm, "boot:debian/initrd")
+    vm, _ = debian_vm(x, name, vdi, memory=128 << 20)
     x.VM.set_PV_args(vm, pv_args(ip))
-    x.VM.set_memory_limits(vm, MIB128, MIB128, MIB128, MIB128)
-    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
-                  "type": "Disk", "empty": False, "other_config": {}})
     vif = x.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500",
                         "other_config": {}, "qos_algorithm_type": "",
                         "qos_algorithm_params": {}})
