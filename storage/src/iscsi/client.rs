@@ -24,6 +24,28 @@ pub trait Clock {
 /// ITT of login PDUs; session tags start after it.
 const LOGIN_ITT: u32 = 0;
 
+/// From this many commands in flight on, [`Client::pump`] waits for a
+/// batch of replies in one read; below it, it takes whatever has arrived.
+const BATCH_MIN_IN_FLIGHT: usize = 8;
+/// A batched read waits for this fraction of [`Session::bytes_due`]: a
+/// quarter, so three quarters of the queue stay at the target meanwhile.
+const BATCH_SHARE: usize = 4;
+
+/// The byte stream a [`Client`] runs on.
+pub trait Transport: Read + Write {
+    /// Fills `buf` in one call: returns once all of it has arrived, with
+    /// what did arrive when the stream's read timeout passes (an error of
+    /// kind `TimedOut` if nothing did), or 0 when the stream has ended.
+    ///
+    /// At high queue depth the client reads a batch of replies this way:
+    /// one call and one pass over the session per batch instead of per
+    /// reply, and its new commands go out together. The default reads
+    /// once, which is correct but unbatched.
+    fn read_batch(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        self.read(buf)
+    }
+}
+
 #[derive(Debug)]
 pub enum ClientError {
     /// The transport failed.
@@ -81,7 +103,11 @@ fn write_all<S: Write>(s: &mut S, mut buf: &[u8]) -> Result<(), ClientError> {
 
 /// Reads once; `Ok(None)` on a read timeout.
 fn read_some<S: Read>(s: &mut S, buf: &mut [u8]) -> Result<Option<usize>, ClientError> {
-    match s.read(buf) {
+    read_result(s.read(buf))
+}
+
+fn read_result<E: embedded_io::Error>(r: Result<usize, E>) -> Result<Option<usize>, ClientError> {
+    match r {
         Ok(0) => Err(ClientError::ConnectionClosed),
         Ok(n) => Ok(Some(n)),
         Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Interrupted) => Ok(None),
@@ -173,7 +199,7 @@ pub fn parse_send_targets(text: &[u8]) -> Result<Vec<DiscoveredTarget>, ClientEr
     Ok(out)
 }
 
-impl<S: Read + Write, C: Clock> Client<S, C> {
+impl<S: Transport, C: Clock> Client<S, C> {
     /// Logs in on `stream` and enters the full-feature phase.
     pub fn login(
         mut stream: S,
@@ -205,7 +231,8 @@ impl<S: Read + Write, C: Clock> Client<S, C> {
         Ok(self.session.submit(cmd)?)
     }
 
-    /// Sends what is queued, reads once, runs timers.
+    /// Sends what is queued, reads once (a batch at high queue depth, see
+    /// [`Transport::read_batch`]), runs timers.
     pub fn pump(&mut self) -> Result<(), ClientError> {
         let tx = self.session.transmit();
         if !tx.is_empty() {
@@ -215,7 +242,19 @@ impl<S: Read + Write, C: Clock> Client<S, C> {
             self.stream.flush().map_err(io)?;
         }
         let now = self.clock.now_ms();
-        if let Some(n) = read_some(&mut self.stream, self.session.receive_buffer())? {
+        let batch = if self.session.in_flight() >= BATCH_MIN_IN_FLIGHT {
+            self.session.bytes_due() / BATCH_SHARE
+        } else {
+            0
+        };
+        let buf = self.session.receive_buffer();
+        let read = if batch > 1 {
+            let n = batch.min(buf.len());
+            read_result(self.stream.read_batch(&mut buf[..n]))?
+        } else {
+            read_some(&mut self.stream, buf)?
+        };
+        if let Some(n) = read {
             self.session.received(n, self.clock.now_ms())?;
         }
         self.session.poll(now)?;

@@ -5,9 +5,8 @@ use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use embedded_io::{Read, Write};
 
-use super::client::{Client, ClientError, Clock};
+use super::client::{Client, ClientError, Clock, Transport};
 use super::session::{Command, CommandError, DataTransfer, TaskTag};
 use crate::block::{BlockDevice, BlockError, check_request};
 use crate::scsi::{self, Capacity, Inquiry, ScsiError};
@@ -51,7 +50,7 @@ impl From<ScsiError> for LunError {
 }
 
 /// Runs one SCSI command, retrying UNIT ATTENTION; returns the data read.
-pub fn scsi_command<S: Read + Write, C: Clock>(
+pub fn scsi_command<S: Transport, C: Clock>(
     client: &mut Client<S, C>,
     lun: u64,
     cdb: scsi::Cdb,
@@ -86,7 +85,7 @@ pub struct LunInfo {
 }
 
 /// INQUIRY (standard, VPD 0x80/0x83) and READ CAPACITY(16) of one LUN.
-pub fn lun_info<S: Read + Write, C: Clock>(
+pub fn lun_info<S: Transport, C: Clock>(
     client: &mut Client<S, C>,
     lun: u16,
 ) -> Result<LunInfo, LunError> {
@@ -135,7 +134,7 @@ pub fn lun_info<S: Read + Write, C: Clock>(
 }
 
 /// The Block Limits VPD page, if the LU has one.
-fn block_limits<S: Read + Write, C: Clock>(
+fn block_limits<S: Transport, C: Clock>(
     client: &mut Client<S, C>,
     wire: u64,
 ) -> Option<scsi::BlockLimits> {
@@ -150,7 +149,7 @@ fn block_limits<S: Read + Write, C: Clock>(
 }
 
 /// REPORT LUNS, decoded to LUN numbers.
-pub fn report_luns<S: Read + Write, C: Clock>(
+pub fn report_luns<S: Transport, C: Clock>(
     client: &mut Client<S, C>,
 ) -> Result<Vec<u16>, LunError> {
     let len = 8 + 8 * 256;
@@ -233,7 +232,7 @@ impl<S, C> fmt::Debug for IscsiLun<S, C> {
     }
 }
 
-impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
+impl<S: Transport, C: Clock> IscsiLun<S, C> {
     /// Reads the capacity of `lun` on a logged-in client.
     pub fn open(mut client: Client<S, C>, lun: u16) -> Result<Self, LunError> {
         let wire = scsi::lun_to_wire(lun);
@@ -429,7 +428,7 @@ impl<S: Read + Write, C: Clock> IscsiLun<S, C> {
     }
 }
 
-impl<S: Read + Write, C: Clock> BlockDevice for IscsiLun<S, C> {
+impl<S: Transport, C: Clock> BlockDevice for IscsiLun<S, C> {
     fn block_size(&self) -> u32 {
         self.capacity.block_size
     }

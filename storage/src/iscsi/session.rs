@@ -329,6 +329,30 @@ impl Session {
         self.core.tasks.len()
     }
 
+    /// A lower bound on the bytes the target still owes us if every
+    /// command sent succeeds: a response header per command plus the read
+    /// data not yet received, less what the decoder already holds. A
+    /// failed command, or a target that sends less, makes it too high.
+    pub fn bytes_due(&self) -> usize {
+        let c = &self.core;
+        let header = pdu::BHS_LEN + if c.digests.header { 4 } else { 0 };
+        let due: usize = c
+            .tasks
+            .values()
+            .filter(|t| t.cmd_sn.is_some() && !t.aborting)
+            .map(|t| match &t.kind {
+                Kind::Scsi {
+                    read: true,
+                    buf,
+                    expected,
+                    ..
+                } => header + expected.saturating_sub(buf.len()),
+                _ => header,
+            })
+            .sum();
+        due.saturating_sub(self.rx.buffered())
+    }
+
     /// Whether the CmdSN window lets another command go out now.
     pub fn window_open(&self) -> bool {
         serial::le(self.core.cmd_sn, self.core.max_cmd_sn)

@@ -7,7 +7,7 @@ use std::string::String;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
-use super::client::{Client, ClientError, Clock, DiscoveredTarget};
+use super::client::{Client, ClientError, Clock, DiscoveredTarget, Transport};
 use super::login::{Chap, ChapCredentials, LoginConfig, LoginError};
 use super::lun::{IscsiLun, LunError, Reconnect, ReconnectError};
 use super::params::Offer;
@@ -90,6 +90,18 @@ impl embedded_io::Write for TcpTransport {
     }
     fn flush(&mut self) -> Result<(), IoError> {
         self.0.flush().map_err(IoError)
+    }
+}
+
+impl Transport for TcpTransport {
+    /// `recv` with `MSG_WAITALL`: the kernel keeps filling `buf` until it
+    /// is full, the read timeout passes (returning what arrived) or the
+    /// connection ends.
+    #[cfg(unix)]
+    fn read_batch(&mut self, buf: &mut [u8]) -> Result<usize, IoError> {
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        recv(self.0.as_raw_fd(), buf, MsgFlags::MSG_WAITALL).map_err(|e| IoError(e.into()))
     }
 }
 

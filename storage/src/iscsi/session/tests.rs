@@ -738,3 +738,60 @@ fn a_nop_reply_followed_by_silence_is_chased_with_a_ping() {
     s.poll(3100).expect("no second ping");
     assert!(drain(&mut s).is_empty());
 }
+
+#[test]
+fn bytes_due_counts_a_header_per_command_sent_plus_the_read_data_still_to_come() {
+    for digests in [false, true] {
+        let mut p = tgt_params();
+        p.header_digest = digests;
+        let header = 48 + if digests { 4 } else { 0 };
+        // The window (CmdSN 5..=6) lets two commands out; the third waits.
+        let mut s = Session::new(&outcome(p, 6), Timers::default(), 1, 0);
+        let read = s
+            .submit(Command {
+                lun: 0,
+                cdb: crate::scsi::read_16(0, 8),
+                transfer: DataTransfer::Read(4096),
+            })
+            .expect("read");
+        let write = s.submit(write_cmd(1024)).expect("write");
+        s.submit(Command {
+            lun: 0,
+            cdb: [0; 16],
+            transfer: DataTransfer::None,
+        })
+        .expect("queued behind the window");
+        drain(&mut s);
+        assert_eq!(s.bytes_due(), 2 * header + 4096, "digests {digests}");
+
+        // The first 1000 bytes of the read arrive, then part of the next PDU.
+        let data_in = Repr::DataIn(DataIn {
+            final_: false,
+            ack: false,
+            overflow: false,
+            underflow: false,
+            has_status: false,
+            status: 0,
+            lun: 0,
+            itt: read.0,
+            ttt: RESERVED_TAG,
+            stat_sn: 0,
+            exp_cmd_sn: 5,
+            max_cmd_sn: 6,
+            data_sn: 0,
+            offset: 0,
+            residual: 0,
+        });
+        s.receive(&to_wire(&s, data_in, &[7u8; 1000]), 1)
+            .expect("data-in");
+        assert_eq!(s.bytes_due(), 2 * header + 3096);
+        let answer = to_wire(&s, response(write.0, 100, 0, 7), &[]);
+        s.receive(&answer[..30], 1).expect("part of a response");
+        assert_eq!(s.bytes_due(), 2 * header + 3096 - 30);
+
+        // The write's response opens the window: the third command goes out.
+        s.receive(&answer[30..], 1).expect("rest of the response");
+        drain(&mut s);
+        assert_eq!(s.bytes_due(), 2 * header + 3096);
+    }
+}
