@@ -38,7 +38,7 @@ pub fn pdu_seeds() -> Vec<Vec<u8>> {
         status_class: 0,
         status_detail: 0,
     });
-    let data_in = Repr::DataIn(DataIn {
+    let first_read = DataIn {
         final_: true,
         ack: false,
         overflow: false,
@@ -54,6 +54,15 @@ pub fn pdu_seeds() -> Vec<Vec<u8>> {
         data_sn: 0,
         offset: 0,
         residual: 0,
+    };
+    let data_in = Repr::DataIn(first_read);
+    // The first part of fuzz_session's 300 000-byte read (ITT 4): long
+    // enough to be read straight into the command's buffer.
+    let long_data_in = Repr::DataIn(DataIn {
+        final_: false,
+        has_status: false,
+        itt: 4,
+        ..first_read
     });
     let response = Repr::ScsiResponse(ScsiResponse {
         bidi_overflow: false,
@@ -112,8 +121,10 @@ pub fn pdu_seeds() -> Vec<Vec<u8>> {
         },
     ] {
         let mut s = Vec::new();
-        let parts: [(&Repr, &[u8]); 6] = [
+        let long = [0xa5u8; 70_000];
+        let parts: [(&Repr, &[u8]); 7] = [
             (&data_in, &[0x5a; 512]),
+            (&long_data_in, &long),
             (&response, &sense),
             (&r2t, &[]),
             (
@@ -223,7 +234,7 @@ mod tests {
     #[test]
     fn seeds_run_through_every_entry_point() {
         let seeds = pdu_seeds();
-        assert_eq!(seeds.len(), 14);
+        assert_eq!(seeds.len(), 16);
         for s in &seeds {
             fuzz_pdu(s);
             fuzz_session(s);

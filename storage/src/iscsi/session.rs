@@ -13,8 +13,9 @@ use core::fmt;
 use super::login::LoginOutcome;
 use super::params::{SessionParams, key};
 use super::pdu::{
-    self, DataOut, Decoder, Digests, Frame, LogoutRequest, NopOut, RESERVED_TAG, Repr, ScsiCommand,
-    TaskMgmtRequest, TextRequest, logout_reason, task_attr, tmf_function, tmf_response,
+    self, DataIn, DataOut, Decoder, Digests, Frame, LogoutRequest, NopOut, RESERVED_TAG, Repr,
+    ScsiCommand, TaskMgmtRequest, TextRequest, logout_reason, task_attr, tmf_function,
+    tmf_response,
 };
 use super::serial;
 use super::text::{TextAccumulator, TextError, TextPairs};
@@ -267,6 +268,27 @@ struct Core {
 pub struct Session {
     rx: Decoder,
     core: Core,
+    /// A Data-In segment being read straight into its command's buffer.
+    placing: Option<Placement>,
+    /// A placement just ended: read the next header alone, so that the
+    /// data after it can be placed too rather than copied.
+    header_next: bool,
+}
+
+/// Data-In segments at least this long are read straight into their
+/// command's buffer (see [`Session::receive_buffer`]) rather than through
+/// the decoder and copied.
+const PLACE_MIN: usize = 64 * 1024;
+
+/// A Data-In segment whose header has been read and whose data goes
+/// straight into the command's buffer, taken from its task meanwhile.
+#[derive(Debug)]
+struct Placement {
+    header: DataIn,
+    buf: Vec<u8>,
+    /// The next byte of `buf` to fill; the segment ends at `end`.
+    at: usize,
+    end: usize,
 }
 
 /// tgt stops transmitting when the task at the head of its send list is
@@ -317,6 +339,8 @@ impl Session {
                 logout_sent: false,
                 failed: false,
             },
+            placing: None,
+            header_next: false,
         }
     }
 
@@ -338,15 +362,27 @@ impl Session {
         let header = pdu::BHS_LEN + if c.digests.header { 4 } else { 0 };
         let due: usize = c
             .tasks
-            .values()
-            .filter(|t| t.cmd_sn.is_some() && !t.aborting)
-            .map(|t| match &t.kind {
-                Kind::Scsi {
-                    read: true,
-                    buf,
-                    expected,
-                    ..
-                } => header + expected.saturating_sub(buf.len()),
+            .iter()
+            .filter(|(_, t)| t.cmd_sn.is_some() && !t.aborting)
+            .map(|(itt, t)| match (&t.kind, &self.placing) {
+                // Its buffer is out being filled; the header has arrived.
+                (Kind::Scsi { expected, .. }, Some(p)) if p.header.itt == *itt => {
+                    let after = if p.header.has_status {
+                        0
+                    } else {
+                        header + expected.saturating_sub(p.end)
+                    };
+                    p.end - p.at + after
+                }
+                (
+                    Kind::Scsi {
+                        read: true,
+                        buf,
+                        expected,
+                        ..
+                    },
+                    _,
+                ) => header + expected.saturating_sub(buf.len()),
                 _ => header,
             })
             .sum();
@@ -487,7 +523,22 @@ impl Session {
     }
 
     /// A buffer to read received bytes into; then call [`Session::received`].
+    ///
+    /// Once the header of a long Data-In segment (at least [`PLACE_MIN`],
+    /// in order, no data digest) has arrived, this is the rest of that
+    /// segment in the command's own buffer: its data is read there once,
+    /// not into the decoder and copied.
     pub fn receive_buffer(&mut self) -> &mut [u8] {
+        if self.placing.is_none() {
+            self.placing = self.start_placement();
+        }
+        if let Some(p) = &mut self.placing {
+            return &mut p.buf[p.at..p.end];
+        }
+        if self.header_next && self.rx.buffered() == 0 {
+            let header = pdu::BHS_LEN + if self.core.digests.header { 4 } else { 0 };
+            return &mut self.rx.read_space(header)[..header];
+        }
         let want = self.rx.wanted().max(RECEIVE_CHUNK);
         self.rx.read_space(want)
     }
@@ -495,15 +546,110 @@ impl Session {
     /// Processes `n` bytes read into [`Session::receive_buffer`].
     pub fn received(&mut self, n: usize, now: u64) -> Result<(), SessionError> {
         self.core.now = now;
-        self.rx.commit(n);
+        self.header_next = false;
+        if self.placing.is_some() {
+            self.placed(n, now)?;
+        } else {
+            self.rx.commit(n);
+        }
         self.process(now)
     }
 
     /// Processes bytes from a slice (copying).
-    pub fn receive(&mut self, bytes: &[u8], now: u64) -> Result<(), SessionError> {
+    pub fn receive(&mut self, mut bytes: &[u8], now: u64) -> Result<(), SessionError> {
         self.core.now = now;
+        if let Some(p) = &mut self.placing {
+            let n = bytes.len().min(p.end - p.at);
+            p.buf[p.at..p.at + n].copy_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.placed(n, now)?;
+        }
         self.rx.feed(bytes);
         self.process(now)
+    }
+
+    /// Starts reading the Data-In segment whose header the decoder holds
+    /// into its command's buffer, if it qualifies; anything unusual is
+    /// left to the decoder path, which also reports the errors.
+    fn start_placement(&mut self) -> Option<Placement> {
+        if self.core.digests.data || self.core.failed {
+            return None;
+        }
+        let (Repr::DataIn(header), data_start, len) = self.rx.peek_header()?.ok()? else {
+            return None;
+        };
+        let have = self.rx.buffered().checked_sub(data_start)?;
+        if len < PLACE_MIN || len % 4 != 0 || have >= len {
+            return None;
+        }
+        let Task {
+            kind:
+                Kind::Scsi {
+                    read: true,
+                    buf,
+                    expected,
+                    ..
+                },
+            ..
+        } = self.core.tasks.get_mut(&header.itt)?
+        else {
+            return None;
+        };
+        let off = header.offset as usize;
+        let end = off.checked_add(len).filter(|&e| e <= *expected)?;
+        if off != buf.len() {
+            return None;
+        }
+        let mut buf = core::mem::take(buf);
+        buf.resize(end, 0);
+        let arrived = &self.rx.buffered_bytes()[data_start..data_start + have];
+        buf[off..off + have].copy_from_slice(arrived);
+        self.rx.consume(data_start + have);
+        Some(Placement {
+            header,
+            buf,
+            at: off + have,
+            end,
+        })
+    }
+
+    /// Counts `n` bytes read into the placement; at its end, gives the
+    /// buffer back to the command and handles the Data-In (its data
+    /// already in place).
+    fn placed(&mut self, n: usize, now: u64) -> Result<(), SessionError> {
+        let Some(p) = &mut self.placing else {
+            return Ok(());
+        };
+        self.core.last_heard = now;
+        p.at = (p.at + n).min(p.end);
+        if p.at < p.end {
+            return Ok(());
+        }
+        let Some(p) = self.placing.take() else {
+            return Ok(());
+        };
+        self.header_next = true;
+        let itt = p.header.itt;
+        let Some(Task {
+            kind: Kind::Scsi { buf, .. },
+            ..
+        }) = self.core.tasks.get_mut(&itt)
+        else {
+            self.core.failed = true;
+            return Err(SessionError::UnknownTask(itt));
+        };
+        *buf = p.buf;
+        // The data segment is in the buffer already: handled as empty.
+        let frame = Frame {
+            repr: Repr::DataIn(p.header),
+            ahs: &[],
+            data: &[],
+        };
+        let r = self.core.handle(&frame);
+        if r.is_err() {
+            self.core.failed = true;
+        }
+        r
     }
 
     fn process(&mut self, now: u64) -> Result<(), SessionError> {
@@ -1241,10 +1387,34 @@ pub fn fuzz_session(data: &[u8]) {
         transfer: DataTransfer::Write(vec![0u8; 70_000]),
     });
     let _ = s.send_targets();
-    for chunk in data.chunks(97) {
-        if s.receive(chunk, 1).is_err() {
+    // Long enough for its Data-In to be placed (see `receive_buffer`).
+    let _ = s.submit(Command {
+        lun: 0,
+        cdb: [0; 16],
+        transfer: DataTransfer::Read(300_000),
+    });
+    // Alternately copied in and read into the session's own buffer.
+    for (i, mut chunk) in data.chunks(97).enumerate() {
+        let ok = if i % 2 == 0 {
+            s.receive(chunk, 1).is_ok()
+        } else {
+            loop {
+                let buf = s.receive_buffer();
+                let n = buf.len().min(chunk.len());
+                buf[..n].copy_from_slice(&chunk[..n]);
+                chunk = &chunk[n..];
+                if n == 0 || s.received(n, 1).is_err() {
+                    break false;
+                }
+                if chunk.is_empty() {
+                    break true;
+                }
+            }
+        };
+        if !ok {
             break;
         }
+        let _ = s.bytes_due();
         while s.next_event().is_some() {}
     }
     let _ = s.poll(100_000);

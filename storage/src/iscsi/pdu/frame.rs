@@ -110,6 +110,49 @@ impl Decoder {
         self.end - self.start
     }
 
+    /// The bytes received but not yet returned as frames.
+    pub fn buffered_bytes(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Drops the first `n` buffered bytes: the caller took a PDU's header
+    /// (from [`Decoder::peek_header`]) and the start of its data itself.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+
+    /// The next PDU's header once it is complete and its digest checked,
+    /// before its data has all arrived: `(header, offset of the data
+    /// segment, data segment length)`. `None` while the header is
+    /// incomplete; errors as [`Decoder::next_frame`] reports them.
+    pub fn peek_header(&self) -> Option<Result<(Repr, usize, usize), Error>> {
+        let avail = &self.buf[self.start..self.end];
+        if avail.len() < BHS_LEN {
+            return None;
+        }
+        let head = Packet::new_unchecked(avail);
+        let data_len = head.data_segment_len();
+        if data_len > self.max_data {
+            return Some(Err(Error::DataTooLong {
+                len: data_len,
+                max: self.max_data,
+            }));
+        }
+        let header_len = head.header_len();
+        let data_start = header_len + if self.digests.header { DIGEST_LEN } else { 0 };
+        if avail.len() < data_start {
+            return None;
+        }
+        if self.digests.header {
+            let expected = crc32c(&avail[..header_len]);
+            let received = le32(&avail[header_len..data_start]);
+            if expected != received {
+                return Some(Err(Error::HeaderDigest { expected, received }));
+            }
+        }
+        Some(Repr::parse(&head).map(|r| (r, data_start, data_len)))
+    }
+
     /// Hands over the bytes received but not yet returned as frames (the
     /// start of the full-feature stream when a login ends).
     pub fn take_buffered(&mut self) -> Vec<u8> {

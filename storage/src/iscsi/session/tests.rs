@@ -795,3 +795,135 @@ fn bytes_due_counts_a_header_per_command_sent_plus_the_read_data_still_to_come()
         assert_eq!(s.bytes_due(), 2 * header + 3096);
     }
 }
+
+/// Feeds `bytes` through `receive_buffer`/`received`, at most `step` at a time.
+fn feed_by_buffer(s: &mut Session, mut bytes: &[u8], step: usize) -> Result<(), SessionError> {
+    while !bytes.is_empty() {
+        let buf = s.receive_buffer();
+        let n = buf.len().min(step).min(bytes.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        bytes = &bytes[n..];
+        s.received(n, 1)?;
+    }
+    Ok(())
+}
+
+fn read_data_in(itt: u32, offset: u32, last: bool) -> Repr {
+    Repr::DataIn(DataIn {
+        final_: last,
+        ack: false,
+        overflow: false,
+        underflow: false,
+        has_status: last,
+        status: 0,
+        lun: 0,
+        itt,
+        ttt: RESERVED_TAG,
+        stat_sn: 100,
+        exp_cmd_sn: 6,
+        max_cmd_sn: 40,
+        data_sn: offset / (128 * 1024),
+        offset,
+        residual: 0,
+    })
+}
+
+#[test]
+fn long_data_in_segments_are_read_straight_into_the_commands_buffer() {
+    let len = 256 * 1024;
+    let pattern: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    for (header_digest, data_digest, step) in [
+        (false, false, 100_000),
+        (true, false, 7_000),
+        (false, true, 100_000),
+        (true, true, 65_536),
+    ] {
+        let mut p = tgt_params();
+        p.header_digest = header_digest;
+        p.data_digest = data_digest;
+        let mut s = Session::new(&outcome(p, 40), Timers::default(), 1, 0);
+        let tag = s
+            .submit(Command {
+                lun: 0,
+                cdb: crate::scsi::read_16(0, (len / 512) as u32),
+                transfer: DataTransfer::Read(len as u32),
+            })
+            .expect("submit");
+        drain(&mut s);
+        let half = len / 2;
+        let mut w = to_wire(&s, read_data_in(tag.0, 0, false), &pattern[..half]);
+        let second = w.len();
+        w.extend(to_wire(
+            &s,
+            read_data_in(tag.0, half as u32, true),
+            &pattern[half..],
+        ));
+
+        // The first header and a little data: the rest of the segment is
+        // handed out in the command's buffer (never with data digests).
+        let header = 48 + if header_digest { 4 } else { 0 };
+        feed_by_buffer(&mut s, &w[..header + 10], step).expect("header");
+        let buffer = s.receive_buffer().len();
+        let placed = !data_digest;
+        assert_eq!(
+            s.placing.is_some(),
+            placed,
+            "digests {header_digest}/{data_digest}"
+        );
+        if placed {
+            assert_eq!(buffer, half - 10);
+            // Still a lower bound: the rest of this segment, then the next.
+            assert_eq!(s.bytes_due(), half - 10 + header + half);
+        } else {
+            assert!(buffer >= RECEIVE_CHUNK, "{buffer}");
+        }
+        feed_by_buffer(&mut s, &w[header + 10..second + 30], step).expect("first segment");
+        // A slice fed by copy lands in the placement too.
+        s.receive(&w[second + 30..second + 5000], 1)
+            .expect("copied");
+        feed_by_buffer(&mut s, &w[second + 5000..], step).expect("second segment");
+        assert!(s.placing.is_none());
+        let Some(Event::Command { result: Ok(r), .. }) = s.next_event() else {
+            panic!("completion")
+        };
+        assert!(r.data == pattern, "data {header_digest}/{data_digest}");
+        assert_eq!(s.in_flight(), 0);
+    }
+}
+
+#[test]
+fn data_in_that_does_not_qualify_for_placement_takes_the_decoder_path() {
+    let len = 256 * 1024;
+    let mut s = Session::new(&outcome(tgt_params(), 40), Timers::default(), 1, 0);
+    let tag = s
+        .submit(Command {
+            lun: 0,
+            cdb: crate::scsi::read_16(0, (len / 512) as u32),
+            transfer: DataTransfer::Read(len as u32),
+        })
+        .expect("submit");
+    drain(&mut s);
+    // Out of order (offset 64 KiB first): not placed; the decoder takes it.
+    let w = to_wire(&s, read_data_in(tag.0, 65_536, false), &[1u8; 131_072]);
+    feed_by_buffer(&mut s, &w[..100], 100).expect("header");
+    s.receive_buffer();
+    assert!(s.placing.is_none());
+    feed_by_buffer(&mut s, &w[100..], 10_000).expect("out-of-order data");
+    assert_eq!(s.in_flight(), 1);
+
+    // Beyond the expected length, and for a task nobody sent: errors.
+    for (itt, offset) in [(tag.0, 196_608), (999, 0)] {
+        let mut s = Session::new(&outcome(tgt_params(), 40), Timers::default(), 1, 0);
+        s.submit(Command {
+            lun: 0,
+            cdb: crate::scsi::read_16(0, (len / 512) as u32),
+            transfer: DataTransfer::Read(len as u32),
+        })
+        .expect("submit");
+        drain(&mut s);
+        let w = to_wire(&s, read_data_in(itt, offset, false), &[1u8; 131_072]);
+        let r = feed_by_buffer(&mut s, &w, 10_000);
+        assert!(s.placing.is_none());
+        assert!(r.is_err(), "itt {itt} offset {offset}");
+    }
+}
