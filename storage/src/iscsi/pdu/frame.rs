@@ -230,54 +230,31 @@ impl Decoder {
     /// The next complete PDU, `None` if more bytes are needed. After an
     /// error the stream is unusable (ERL 0: drop the connection).
     pub fn next_frame(&mut self) -> Option<Result<Frame<'_>, Error>> {
+        let (repr, data_start, data_len) = match self.peek_header()? {
+            Ok(h) => h,
+            Err(e) => return Some(Err(e)),
+        };
         let avail = &self.buf[self.start..self.end];
-        if avail.len() < BHS_LEN {
-            return None;
-        }
         let head = Packet::new_unchecked(avail);
-        let data_len = head.data_segment_len();
-        if data_len > self.max_data {
-            return Some(Err(Error::DataTooLong {
-                len: data_len,
-                max: self.max_data,
-            }));
-        }
         let total = self.wire_len(&head);
         if avail.len() < total {
             return None;
         }
         let pdu = &avail[..total];
-        let header_len = head.header_len();
-        let mut pos = header_len;
-        if self.digests.header {
-            let expected = crc32c(&pdu[..header_len]);
-            let received = le32(&pdu[pos..pos + DIGEST_LEN]);
-            if expected != received {
-                return Some(Err(Error::HeaderDigest { expected, received }));
-            }
-            pos += DIGEST_LEN;
-        }
-        let data_start = pos;
-        if data_len > 0 {
+        if data_len > 0 && self.digests.data {
             let padded_end = data_start + padded(data_len);
-            if self.digests.data {
-                let mut c = Crc32c::new();
-                c.update(&pdu[data_start..padded_end]);
-                let expected = c.finish();
-                let received = le32(&pdu[padded_end..padded_end + DIGEST_LEN]);
-                if expected != received {
-                    return Some(Err(Error::DataDigest { expected, received }));
-                }
+            let mut c = Crc32c::new();
+            c.update(&pdu[data_start..padded_end]);
+            let expected = c.finish();
+            let received = le32(&pdu[padded_end..padded_end + DIGEST_LEN]);
+            if expected != received {
+                return Some(Err(Error::DataDigest { expected, received }));
             }
         }
-        let repr = match Repr::parse(&head) {
-            Ok(r) => r,
-            Err(e) => return Some(Err(e)),
-        };
         self.start += total;
         Some(Ok(Frame {
             repr,
-            ahs: &pdu[BHS_LEN..header_len],
+            ahs: &pdu[BHS_LEN..head.header_len()],
             data: &pdu[data_start..data_start + data_len],
         }))
     }
