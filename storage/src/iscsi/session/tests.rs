@@ -70,6 +70,14 @@ fn response(itt: u32, stat_sn: u32, status: u8, max_cmd_sn: u32) -> Repr {
     })
 }
 
+fn read_cmd(len: usize) -> Command {
+    Command {
+        lun: 0,
+        cdb: crate::scsi::read_16(0, (len / 512) as u32),
+        transfer: DataTransfer::Read(len as u32),
+    }
+}
+
 fn write_cmd(len: usize) -> Command {
     Command {
         lun: 1 << 48,
@@ -747,13 +755,7 @@ fn bytes_due_counts_a_header_per_command_sent_plus_the_read_data_still_to_come()
         let header = 48 + if digests { 4 } else { 0 };
         // The window (CmdSN 5..=6) lets two commands out; the third waits.
         let mut s = Session::new(&outcome(p, 6), Timers::default(), 1, 0);
-        let read = s
-            .submit(Command {
-                lun: 0,
-                cdb: crate::scsi::read_16(0, 8),
-                transfer: DataTransfer::Read(4096),
-            })
-            .expect("read");
+        let read = s.submit(read_cmd(4096)).expect("read");
         let write = s.submit(write_cmd(1024)).expect("write");
         s.submit(Command {
             lun: 0,
@@ -842,13 +844,7 @@ fn long_data_in_segments_are_read_straight_into_the_commands_buffer() {
         p.header_digest = header_digest;
         p.data_digest = data_digest;
         let mut s = Session::new(&outcome(p, 40), Timers::default(), 1, 0);
-        let tag = s
-            .submit(Command {
-                lun: 0,
-                cdb: crate::scsi::read_16(0, (len / 512) as u32),
-                transfer: DataTransfer::Read(len as u32),
-            })
-            .expect("submit");
+        let tag = s.submit(read_cmd(len)).expect("submit");
         drain(&mut s);
         let half = len / 2;
         let mut w = to_wire(&s, read_data_in(tag.0, 0, false), &pattern[..half]);
@@ -895,13 +891,7 @@ fn long_data_in_segments_are_read_straight_into_the_commands_buffer() {
 fn data_in_that_does_not_qualify_for_placement_takes_the_decoder_path() {
     let len = 256 * 1024;
     let mut s = Session::new(&outcome(tgt_params(), 40), Timers::default(), 1, 0);
-    let tag = s
-        .submit(Command {
-            lun: 0,
-            cdb: crate::scsi::read_16(0, (len / 512) as u32),
-            transfer: DataTransfer::Read(len as u32),
-        })
-        .expect("submit");
+    let tag = s.submit(read_cmd(len)).expect("submit");
     drain(&mut s);
     // Out of order (offset 64 KiB first): not placed; the decoder takes it.
     let w = to_wire(&s, read_data_in(tag.0, 65_536, false), &[1u8; 131_072]);
@@ -914,12 +904,7 @@ fn data_in_that_does_not_qualify_for_placement_takes_the_decoder_path() {
     // Beyond the expected length, and for a task nobody sent: errors.
     for (itt, offset) in [(tag.0, 196_608), (999, 0)] {
         let mut s = Session::new(&outcome(tgt_params(), 40), Timers::default(), 1, 0);
-        s.submit(Command {
-            lun: 0,
-            cdb: crate::scsi::read_16(0, (len / 512) as u32),
-            transfer: DataTransfer::Read(len as u32),
-        })
-        .expect("submit");
+        s.submit(read_cmd(len)).expect("submit");
         drain(&mut s);
         let w = to_wire(&s, read_data_in(itt, offset, false), &[1u8; 131_072]);
         let r = feed_by_buffer(&mut s, &w, 10_000);
