@@ -98,9 +98,14 @@ pub fn check_request(
         return Err(BlockError::Misaligned { len, block_size });
     }
     let blocks = (len / block_size as usize) as u64;
-    let capacity = dev.num_blocks();
+    check_range(lba, blocks, dev.num_blocks())?;
+    Ok(blocks)
+}
+
+/// Checks that `blocks` blocks from `lba` lie within `capacity` blocks.
+pub fn check_range(lba: u64, blocks: u64, capacity: u64) -> Result<(), BlockError> {
     match lba.checked_add(blocks) {
-        Some(end) if end <= capacity => Ok(blocks),
+        Some(end) if end <= capacity => Ok(()),
         _ => Err(BlockError::OutOfRange {
             lba,
             blocks,

@@ -32,7 +32,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 
-use crate::block::{BlockDevice, BlockError, check_request};
+use crate::block::{BlockDevice, BlockError, check_range, check_request};
 
 /// What a request asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,14 +200,7 @@ impl DiskChannel {
                     block_size: g.block_size,
                 });
             }
-            match lba.checked_add(bytes / bs) {
-                Some(end) if end <= g.num_blocks => Ok(()),
-                _ => Err(BlockError::OutOfRange {
-                    lba,
-                    blocks: bytes / bs,
-                    capacity: g.num_blocks,
-                }),
-            }
+            check_range(lba, bytes / bs, g.num_blocks)
         };
         match op {
             DiskOp::Read { lba, blocks } => {

@@ -1,7 +1,7 @@
 //! A VDI as a [`BlockDevice`], for virtio-blk backends and raw imports.
 
 use super::Sr;
-use crate::block::{BlockDevice, BlockError, check_request};
+use crate::block::{BlockDevice, BlockError, check_range, check_request};
 
 /// Block size VDIs show.
 pub const VDI_BLOCK_SIZE: u32 = 512;
@@ -73,16 +73,7 @@ impl<D: BlockDevice> BlockDevice for VdiDevice<'_, D> {
             return Err(BlockError::ReadOnly);
         }
         let bs = u64::from(VDI_BLOCK_SIZE);
-        match lba.checked_add(blocks) {
-            Some(end) if end <= self.num_blocks() => {}
-            _ => {
-                return Err(BlockError::OutOfRange {
-                    lba,
-                    blocks,
-                    capacity: self.num_blocks(),
-                });
-            }
-        }
+        check_range(lba, blocks, self.num_blocks())?;
         let uuid = self
             .sr
             .state
