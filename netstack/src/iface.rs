@@ -337,21 +337,9 @@ impl<N: Nic> HostInterface<N> {
     }
 }
 
-/// The link-local address of an interface with `mac`: `fe80::/64` and the
-/// modified EUI-64 interface identifier (RFC 4291 appendix A).
+/// The link-local address of an interface with `mac`, as a `/64`.
 fn link_local(mac: MacAddress) -> Ipv6Cidr {
-    let m = mac.0;
-    let address = Ipv6Address::new(
-        0xfe80,
-        0,
-        0,
-        0,
-        u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
-        u16::from_be_bytes([m[2], 0xff]),
-        u16::from_be_bytes([0xfe, m[3]]),
-        u16::from_be_bytes([m[4], m[5]]),
-    );
-    Ipv6Cidr::new(address, 64)
+    Ipv6Cidr::new(mac.ipv6_link_local(), 64)
 }
 
 /// The MAC to give smoltcp. smoltcp panics on a group address, and a driver

@@ -22,6 +22,31 @@ impl MacAddress {
     pub fn is_local(&self) -> bool {
         self.0[0] & 0x02 != 0
     }
+
+    /// The IPv6 link-local address an interface with this MAC takes:
+    /// `fe80::/64` and the modified EUI-64 interface identifier (RFC 4291
+    /// appendix A).
+    pub fn ipv6_link_local(&self) -> core::net::Ipv6Addr {
+        let m = self.0;
+        core::net::Ipv6Addr::from([
+            0xfe,
+            0x80,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            m[0] ^ 0x02,
+            m[1],
+            m[2],
+            0xff,
+            0xfe,
+            m[3],
+            m[4],
+            m[5],
+        ])
+    }
 }
 
 impl fmt::Display for MacAddress {

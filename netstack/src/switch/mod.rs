@@ -33,7 +33,7 @@ pub use fdb::{DEFAULT_AGING, DEFAULT_MAX_ENTRIES};
 pub use host_port::{HOST_PORT_QUEUE, HostPort, HostPortStats};
 pub use stats::{DropCounters, DropReason, PortStats, SwitchStats};
 pub use vif_link::{VIF_QUEUE, VifLink, VifLinkStats, Wake};
-pub use vif_policy::{VifPolicy, link_local};
+pub use vif_policy::VifPolicy;
 pub use vlans::{InvalidVlan, MAX_VLAN, VlanMode, VlanSet};
 
 use crate::nic::MacAddress;

@@ -77,7 +77,7 @@ impl VifPolicy {
             EtherType::IPV6 => match ipv6_header(l3) {
                 Some((next, src, _)) if !ipv6.is_empty() => {
                     ipv6.contains(&src)
-                        || src == link_local(mac)
+                        || src == mac.ipv6_link_local()
                         || (src == Ipv6Addr::UNSPECIFIED && next == ICMPV6)
                 }
                 _ => false,
@@ -106,7 +106,7 @@ impl VifPolicy {
             EtherType::ARP => arp_ipv4(l3).is_some_and(|arp| ipv4.contains(&arp.target_ip)),
             EtherType::IPV6 => match ipv6_header(l3) {
                 Some((_, _, dst)) if !ipv6.is_empty() => {
-                    let own = link_local(mac);
+                    let own = mac.ipv6_link_local();
                     ipv6.contains(&dst)
                         || dst == own
                         || dst == ALL_NODES
@@ -154,29 +154,6 @@ fn arp_ipv4(l3: &[u8]) -> Option<ArpIpv4> {
         sender_ip: ipv4_at(l3, 14)?,
         target_ip: ipv4_at(l3, 24)?,
     })
-}
-
-/// The `fe80::/64` address a guest derives from `mac` (modified EUI-64).
-pub fn link_local(mac: MacAddress) -> Ipv6Addr {
-    let m = mac.0;
-    Ipv6Addr::from([
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        m[0] ^ 0x02,
-        m[1],
-        m[2],
-        0xff,
-        0xfe,
-        m[3],
-        m[4],
-        m[5],
-    ])
 }
 
 /// The solicited-node multicast group of `addr` (`ff02::1:ffXX:XXXX`).

@@ -135,7 +135,7 @@ fn a_locked_vif_sends_only_from_its_addresses() {
         ipv4(b, VM_A, A4, OTHER4),
         arp(b, VM_A, (VM_A, A4), OTHER4),
         ipv6(b, VM_A, UDP, A6, OTHER6),
-        ipv6(b, VM_A, ICMPV6, link_local(VM_A), OTHER6),
+        ipv6(b, VM_A, ICMPV6, VM_A.ipv6_link_local(), OTHER6),
         // Duplicate address detection.
         ipv6(b, VM_A, ICMPV6, Ipv6Addr::UNSPECIFIED, OTHER6),
     ];
@@ -152,7 +152,7 @@ fn a_locked_vif_sends_only_from_its_addresses() {
         // ARP poisoning for another station's MAC.
         arp(b, VM_A, (VM_B, A4), OTHER4),
         ipv6(b, VM_A, UDP, OTHER6, A6),
-        ipv6(b, VM_A, ICMPV6, link_local(VM_B), A6),
+        ipv6(b, VM_A, ICMPV6, VM_B.ipv6_link_local(), A6),
         ipv6(b, VM_A, UDP, Ipv6Addr::UNSPECIFIED, A6),
         // Headers too short to show a source, or of another version.
         ether(b, VM_A, 0x0800, &[0x45, 0, 0, 20]),
@@ -222,7 +222,7 @@ fn a_locked_vif_receives_only_what_is_for_its_addresses() {
             REMOTE,
             ICMPV6,
             OTHER6,
-            solicited(link_local(VM_A)),
+            solicited(VM_A.ipv6_link_local()),
         ),
         ipv6(
             v6_multicast,
@@ -231,7 +231,7 @@ fn a_locked_vif_receives_only_what_is_for_its_addresses() {
             OTHER6,
             "ff02::1".parse().unwrap(),
         ),
-        ipv6(v6_multicast, REMOTE, ICMPV6, OTHER6, link_local(VM_A)),
+        ipv6(v6_multicast, REMOTE, ICMPV6, OTHER6, VM_A.ipv6_link_local()),
     ];
     for frame in &reaches_a {
         let (_, copies) = lab.send(lab.uplink, &on_trunk(frame.clone()));
@@ -281,7 +281,7 @@ fn locked_with_no_addresses_passes_no_traffic() {
     for frame in [
         ipv4(b, VM_A, A4, OTHER4),
         arp(b, VM_A, (VM_A, A4), OTHER4),
-        ipv6(b, VM_A, ICMPV6, link_local(VM_A), OTHER6),
+        ipv6(b, VM_A, ICMPV6, VM_A.ipv6_link_local(), OTHER6),
         ipv6(b, VM_A, ICMPV6, Ipv6Addr::UNSPECIFIED, OTHER6),
     ] {
         assert_eq!(
@@ -291,7 +291,7 @@ fn locked_with_no_addresses_passes_no_traffic() {
     }
     let (_, copies) = lab.send(
         lab.uplink,
-        &on_trunk(ipv6(b, REMOTE, ICMPV6, OTHER6, link_local(VM_A))),
+        &on_trunk(ipv6(b, REMOTE, ICMPV6, OTHER6, VM_A.ipv6_link_local())),
     );
     assert!(!Lab::ports(&copies).contains(&lab.vif_a));
     // IPv4 only: IPv6 (even link-local) stays out.
@@ -309,8 +309,11 @@ fn locked_with_no_addresses_passes_no_traffic() {
         Outcome::Flooded { .. }
     ));
     assert_eq!(
-        lab.send(lab.vif_a, &ipv6(b, VM_A, ICMPV6, link_local(VM_A), OTHER6))
-            .0,
+        lab.send(
+            lab.vif_a,
+            &ipv6(b, VM_A, ICMPV6, VM_A.ipv6_link_local(), OTHER6)
+        )
+        .0,
         Outcome::Dropped(DropReason::LockedSource)
     );
 }
@@ -343,7 +346,7 @@ fn policies_are_for_vifs_only() {
 #[test]
 fn the_eui64_link_local_address_follows_the_mac() {
     assert_eq!(
-        link_local(MacAddress([0x00, 0x16, 0x3e, 0x12, 0x34, 0x56])),
+        MacAddress([0x00, 0x16, 0x3e, 0x12, 0x34, 0x56]).ipv6_link_local(),
         "fe80::216:3eff:fe12:3456".parse::<Ipv6Addr>().unwrap()
     );
 }
