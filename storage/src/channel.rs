@@ -413,7 +413,17 @@ pub fn serve_from<D: BlockDevice + ?Sized>(channel: &DiskChannel, dev: &mut D) -
     let requests = channel.take_requests(usize::MAX);
     let n = requests.len();
     for r in requests {
-        let result = match r.op {
+        let result = r.op.serve_on(dev);
+        channel.complete(DiskCompletion { tag: r.tag, result });
+    }
+    n
+}
+
+impl DiskOp {
+    /// Does this on `dev`: a completion's result (a read's data, empty
+    /// for the others).
+    pub fn serve_on<D: BlockDevice + ?Sized>(self, dev: &mut D) -> Result<Vec<u8>, BlockError> {
+        match self {
             DiskOp::Read { lba, blocks } => {
                 let mut buf = vec![0u8; blocks as usize * dev.block_size() as usize];
                 dev.read_blocks(lba, &mut buf).map(|()| buf)
@@ -421,10 +431,8 @@ pub fn serve_from<D: BlockDevice + ?Sized>(channel: &DiskChannel, dev: &mut D) -
             DiskOp::Write { lba, data } => dev.write_blocks(lba, &data).map(|()| Vec::new()),
             DiskOp::Flush => dev.flush().map(|()| Vec::new()),
             DiskOp::Discard { lba, blocks } => dev.discard(lba, blocks).map(|()| Vec::new()),
-        };
-        channel.complete(DiskCompletion { tag: r.tag, result });
+        }
     }
-    n
 }
 
 #[cfg(test)]

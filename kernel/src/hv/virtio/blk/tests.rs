@@ -300,15 +300,7 @@ fn channel_dev(depth: usize, blocks: u64, discard: bool) -> (VirtioPci<Blk>, Arc
 /// Serves `requests` from `disk` in the order given.
 fn serve(ch: &DiskChannel, disk: &mut MemBlockDevice, requests: Vec<DiskRequest>) {
     for r in requests {
-        let result = match r.op {
-            DiskOp::Read { lba, blocks } => {
-                let mut buf = vec![0u8; blocks as usize * 512];
-                disk.read_blocks(lba, &mut buf).map(|()| buf)
-            }
-            DiskOp::Write { lba, data } => disk.write_blocks(lba, &data).map(|()| Vec::new()),
-            DiskOp::Flush => Ok(Vec::new()),
-            DiskOp::Discard { lba, blocks } => disk.discard(lba, blocks).map(|()| Vec::new()),
-        };
+        let result = r.op.serve_on(disk);
         ch.complete(DiskCompletion { tag: r.tag, result });
     }
 }
