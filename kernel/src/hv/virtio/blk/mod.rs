@@ -118,8 +118,6 @@ pub struct Blk {
     channel: Arc<DiskChannel>,
     inline: Option<SharedDisk>,
     disk: Disk,
-    /// Discards aligned to this many sectors (0: no discard).
-    discard_sectors: u32,
     serial: [u8; ID_BYTES],
     /// Submitted, by tag.
     in_flight: BTreeMap<u64, Group>,
@@ -186,9 +184,8 @@ impl Blk {
                 block_size,
                 capacity_sectors: g.num_blocks.saturating_mul(u64::from(block_size)) / SECTOR,
                 read_only,
-                discard: discard_sectors != 0,
+                discard_sectors,
             },
-            discard_sectors,
             channel,
             inline,
             serial: id,
@@ -357,10 +354,10 @@ impl Blk {
         c[0..8].copy_from_slice(&self.disk.capacity_sectors.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         c[20..24].copy_from_slice(&self.disk.block_size.to_le_bytes());
-        if self.disk.discard {
+        if self.disk.discard() {
             c[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
             c[40..44].copy_from_slice(&1u32.to_le_bytes());
-            c[44..48].copy_from_slice(&self.discard_sectors.to_le_bytes());
+            c[44..48].copy_from_slice(&self.disk.discard_sectors.to_le_bytes());
         }
         c[48..52].copy_from_slice(&MAX_WRITE_ZEROES_SECTORS.to_le_bytes());
         c[52..56].copy_from_slice(&1u32.to_le_bytes());
@@ -379,7 +376,7 @@ impl VirtioDevice for Blk {
         let writable = if self.disk.read_only {
             F_RO
         } else {
-            F_WRITE_ZEROES | if self.disk.discard { F_DISCARD } else { 0 }
+            F_WRITE_ZEROES | if self.disk.discard() { F_DISCARD } else { 0 }
         };
         F_SEG_MAX | F_BLK_SIZE | F_FLUSH | writable
     }

@@ -28,7 +28,8 @@ pub struct Disk {
     pub block_size: u32,
     pub capacity_sectors: u64,
     pub read_only: bool,
-    pub discard: bool,
+    /// Discards aligned to this many sectors (0: no discard).
+    pub discard_sectors: u32,
 }
 
 /// What one chain asks of the disk.
@@ -67,6 +68,11 @@ pub enum Parsed {
 }
 
 impl Disk {
+    /// Whether the disk serves discard.
+    pub fn discard(&self) -> bool {
+        self.discard_sectors != 0
+    }
+
     /// The first backend block of `len` bytes at `sector`, if they are
     /// whole blocks inside the disk.
     fn blocks(&self, sector: u64, len: u64) -> Option<u64> {
@@ -119,7 +125,7 @@ impl Disk {
                 if self.read_only {
                     return ioerr;
                 }
-                if kind == T_DISCARD && !self.discard {
+                if kind == T_DISCARD && !self.discard() {
                     return Ok(Parsed::Status(S_UNSUPP));
                 }
                 // One range (`max_*_seg` is 1).
