@@ -1,7 +1,9 @@
 //! The device over checked guest memory: through the transport, with
 //! inline RAM disks and with channels whose serving side the test drives.
 
-use super::request::{S_IOERR, S_OK, S_UNSUPP, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES};
+use super::request::{
+    S_IOERR, S_OK, S_UNSUPP, T_DISCARD, T_FLUSH, T_GET_ID, T_IN, T_OUT, T_WRITE_ZEROES,
+};
 use super::*;
 use crate::hv::memory::GuestAddress;
 use crate::hv::pci::{MsiQueue, PciFunction};
@@ -10,6 +12,7 @@ use crate::hv::virtio::pci::VirtioPci;
 use crate::hv::virtio::pci::tests::Bus;
 use crate::hv::virtio::queue::driver::TestDriver;
 use storage::BlockDevice as _;
+use storage::channel::{DiskCompletion, DiskOp};
 use storage::mem::MemBlockDevice;
 
 /// A RAM disk whose every byte tells its place: each 512-byte sector holds
@@ -31,14 +34,6 @@ fn header(mem: &mut GuestMemory<'_>, at: u64, kind: u32, sector: u64) {
     h[..4].copy_from_slice(&kind.to_le_bytes());
     h[8..].copy_from_slice(&sector.to_le_bytes());
     mem.write(GuestAddress(at), &h).unwrap();
-}
-
-/// A discard or write-zeroes range: `n` sectors at `sector`.
-fn range(mem: &mut GuestMemory<'_>, at: u64, sector: u64, n: u32) {
-    let mut r = [0u8; 16];
-    r[..8].copy_from_slice(&sector.to_le_bytes());
-    r[8..12].copy_from_slice(&n.to_le_bytes());
-    mem.write(GuestAddress(at), &r).unwrap();
 }
 
 fn status(mem: &GuestMemory<'_>, at: u64) -> u8 {
@@ -242,18 +237,8 @@ fn write_zeroes_zeroes_whole_ranges_only() {
     drive(&mut dev, guest, |bus, mem, d| {
         assert_eq!(bus.r(0x2000 + 48, 4), u64::from(MAX_WRITE_ZEROES_SECTORS));
         // Sectors 8..8200 (two pieces); then a range past the end, untouched.
-        header(mem, 0x8000, T_WRITE_ZEROES, 0);
-        range(mem, 0x8010, 8, 8192);
-        d.add(
-            mem,
-            &[(0x8000, 16, false), (0x8010, 16, false), (0xa000, 1, true)],
-        );
-        header(mem, 0x8100, T_WRITE_ZEROES, 0);
-        range(mem, 0x8110, 8792, 16);
-        d.add(
-            mem,
-            &[(0x8100, 16, false), (0x8110, 16, false), (0xa001, 1, true)],
-        );
+        ranged(d, mem, 0x8000, T_WRITE_ZEROES, (8, 8192), 0xa000);
+        ranged(d, mem, 0x8100, T_WRITE_ZEROES, (8792, 16), 0xa001);
         bus.kick(mem, 0);
         assert_eq!((status(mem, 0xa000), status(mem, 0xa001)), (S_OK, S_IOERR));
         let mut all = vec![0u8; 1100 * 4096];
@@ -322,7 +307,26 @@ fn read_at(
     )
 }
 
-use storage::channel::{DiskCompletion, DiskOp};
+/// A `kind` (discard or write-zeroes) request of one range, `n` sectors at
+/// `sector`: header at `hdr`, range right after it, status at `status`.
+fn ranged(
+    d: &mut TestDriver,
+    mem: &mut GuestMemory<'_>,
+    hdr: u64,
+    kind: u32,
+    (sector, n): (u64, u32),
+    status: u64,
+) -> u16 {
+    header(mem, hdr, kind, 0);
+    let mut r = [0u8; 16];
+    r[..8].copy_from_slice(&sector.to_le_bytes());
+    r[8..12].copy_from_slice(&n.to_le_bytes());
+    mem.write(GuestAddress(hdr + 16), &r).unwrap();
+    d.add(
+        mem,
+        &[(hdr, 16, false), (hdr + 16, 16, false), (status, 1, true)],
+    )
+}
 
 #[test]
 fn requests_stay_in_flight_and_complete_out_of_order_without_a_notify() {
@@ -606,19 +610,9 @@ fn discard_is_offered_when_the_disk_serves_it() {
         assert_eq!(bus.r(0x2000 + 36, 4), u64::from(MAX_DISCARD_SECTORS));
         assert_eq!(bus.r(0x2000 + 40, 4), 1);
         assert_eq!(bus.r(0x2000 + 44, 4), 8);
-        header(mem, 0x8000, super::request::T_DISCARD, 0);
-        range(mem, 0x8010, 16, 16);
-        d.add(
-            mem,
-            &[(0x8000, 16, false), (0x8010, 16, false), (0xa000, 1, true)],
-        );
+        ranged(d, mem, 0x8000, T_DISCARD, (16, 16), 0xa000);
         // Past the end: answered at once.
-        header(mem, 0x8100, super::request::T_DISCARD, 0);
-        range(mem, 0x8110, 60, 8);
-        d.add(
-            mem,
-            &[(0x8100, 16, false), (0x8110, 16, false), (0xa001, 1, true)],
-        );
+        ranged(d, mem, 0x8100, T_DISCARD, (60, 8), 0xa001);
         bus.kick(mem, 0);
         assert_eq!(status(mem, 0xa001), S_IOERR);
         let requests = ch.take_requests(8);
@@ -644,12 +638,7 @@ fn a_disk_without_discard_does_not_offer_it_and_answers_it_unsupported() {
     assert_eq!(dev.device.features() & F_DISCARD, 0);
     drive(&mut dev, Guest::default(), |bus, mem, d| {
         // The same discard the disk above served.
-        header(mem, 0x8000, super::request::T_DISCARD, 0);
-        range(mem, 0x8010, 16, 16);
-        d.add(
-            mem,
-            &[(0x8000, 16, false), (0x8010, 16, false), (0xa002, 1, true)],
-        );
+        ranged(d, mem, 0x8000, T_DISCARD, (16, 16), 0xa002);
         bus.kick(mem, 0);
         assert_eq!(status(mem, 0xa002), S_UNSUPP);
         assert_eq!(ch.in_flight(), 0, "nothing went to the disk");
