@@ -2,6 +2,7 @@
 //! [`GuestAddress`] range that is checked against the guest's RAM before any
 //! byte moves. A guest address is never turned into a pointer outside this module.
 
+use alloc::vec::Vec;
 use core::fmt;
 
 /// A guest-physical address.
@@ -69,6 +70,18 @@ impl<'a> GuestMemory<'a> {
     pub fn read(&self, addr: GuestAddress, buf: &mut [u8]) -> Result<(), OutOfBounds> {
         let r = self.range(addr, buf.len())?;
         buf.copy_from_slice(&self.ram[r]);
+        Ok(())
+    }
+
+    /// Appends `len` bytes at `addr` to `out` (no zeroed buffer to copy into first).
+    pub fn append_to(
+        &self,
+        addr: GuestAddress,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), OutOfBounds> {
+        let r = self.range(addr, len)?;
+        out.extend_from_slice(&self.ram[r]);
         Ok(())
     }
 

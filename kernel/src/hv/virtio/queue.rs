@@ -108,6 +108,20 @@ impl Chain {
         })
     }
 
+    /// Appends up to `len` bytes of the readable buffers from byte `skip`
+    /// on to `out`; returns the count.
+    pub fn append_to(
+        &self,
+        mem: &GuestMemory<'_>,
+        skip: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, OutOfBounds> {
+        copy_segments(&self.readable, skip, len, |addr, _, n| {
+            mem.append_to(addr, n, out)
+        })
+    }
+
     /// Writes `data` into the writable buffers from byte `skip` on; returns the count.
     pub fn write(
         &self,

@@ -96,10 +96,13 @@ impl Group {
                 blocks: u32::try_from(len / bs).unwrap_or(u32::MAX),
             },
             Kind::Write { lba, len } => {
-                let mut data = vec![0u8; len as usize];
+                // The parts follow each other (each starts where the last
+                // ended), so their bytes are appended, never zeroed first.
+                let mut data = Vec::with_capacity(len as usize);
                 for p in &self.parts {
-                    let to = &mut data[p.offset as usize..(p.offset + p.len) as usize];
-                    if p.chain.read(mem, HEADER as u64, to)? != to.len() {
+                    p.chain
+                        .append_to(mem, HEADER as u64, p.len as usize, &mut data)?;
+                    if data.len() as u64 != p.offset + p.len {
                         return Err(QueueError::Malformed("a write shorter than it was"));
                     }
                 }
