@@ -5,6 +5,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::num::NonZeroU32;
 
 use storage::BlockError;
 use storage::channel::DiskOp;
@@ -54,10 +55,10 @@ impl Group {
         &mut self,
         chain: Chain,
         kind: Kind,
-        block_size: u32,
+        block_size: NonZeroU32,
         limit: u64,
     ) -> Result<(), Chain> {
-        let bs = u64::from(block_size.max(1));
+        let bs = u64::from(block_size.get());
         let grown = match (&mut self.kind, kind) {
             (
                 Kind::Read { lba, len },
@@ -87,8 +88,8 @@ impl Group {
     }
 
     /// The channel request: a write's data is copied from the guest now.
-    pub fn op(&self, mem: &GuestMemory<'_>, block_size: u32) -> Result<DiskOp, QueueError> {
-        let bs = u64::from(block_size.max(1));
+    pub fn op(&self, mem: &GuestMemory<'_>, block_size: NonZeroU32) -> Result<DiskOp, QueueError> {
+        let bs = u64::from(block_size.get());
         Ok(match self.kind {
             Kind::Read { lba, len } => DiskOp::Read {
                 lba,

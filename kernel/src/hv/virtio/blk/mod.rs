@@ -22,6 +22,7 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use core::fmt;
+use core::num::NonZeroU32;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
@@ -166,13 +167,13 @@ impl Blk {
             }
         };
         let g = channel.geometry();
-        let block_size = g.block_size.max(1);
+        let block_size = NonZeroU32::new(g.block_size).unwrap_or(NonZeroU32::MIN);
         let read_only = read_only || g.read_only;
         let discard_sectors = channel
             .discard_alignment()
             .filter(|_| !read_only)
             .map_or(0, |a| {
-                u32::try_from(u64::from(a) * u64::from(block_size) / SECTOR)
+                u32::try_from(u64::from(a) * u64::from(block_size.get()) / SECTOR)
                     .unwrap_or(u32::MAX)
                     .max(1)
             });
@@ -182,7 +183,7 @@ impl Blk {
         Blk {
             disk: Disk {
                 block_size,
-                capacity_sectors: g.num_blocks.saturating_mul(u64::from(block_size)) / SECTOR,
+                capacity_sectors: g.num_blocks.saturating_mul(u64::from(block_size.get())) / SECTOR,
                 read_only,
                 discard_sectors,
             },
@@ -353,7 +354,7 @@ impl Blk {
         let mut c = [0u8; 60];
         c[0..8].copy_from_slice(&self.disk.capacity_sectors.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
-        c[20..24].copy_from_slice(&self.disk.block_size.to_le_bytes());
+        c[20..24].copy_from_slice(&self.disk.block_size.get().to_le_bytes());
         if self.disk.discard() {
             c[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
             c[40..44].copy_from_slice(&1u32.to_le_bytes());

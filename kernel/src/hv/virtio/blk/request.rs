@@ -4,6 +4,8 @@
 //! lie in guest RAM) are kept, so a guest that rewrites its descriptor
 //! table while the request is in flight changes nothing the device uses.
 
+use core::num::NonZeroU32;
+
 use super::{HEADER, MAX_DISCARD_SECTORS, MAX_REQUEST_BYTES, MAX_WRITE_ZEROES_SECTORS, SECTOR};
 use crate::hv::memory::GuestMemory;
 use crate::hv::virtio::queue::{Chain, QueueError};
@@ -25,7 +27,7 @@ pub const RANGE_BYTES: usize = 16;
 /// What the disk is, as the parser checks requests against it.
 #[derive(Debug, Clone, Copy)]
 pub struct Disk {
-    pub block_size: u32,
+    pub block_size: NonZeroU32,
     pub capacity_sectors: u64,
     pub read_only: bool,
     /// Discards aligned to this many sectors (0: no discard).
@@ -76,7 +78,7 @@ impl Disk {
     /// The first backend block of `len` bytes at `sector`, if they are
     /// whole blocks inside the disk.
     fn blocks(&self, sector: u64, len: u64) -> Option<u64> {
-        let bs = u64::from(self.block_size.max(1));
+        let bs = u64::from(self.block_size.get());
         let offset = sector.checked_mul(SECTOR)?;
         let end = offset.checked_add(len)?;
         let whole = len > 0 && offset.is_multiple_of(bs) && len.is_multiple_of(bs);
@@ -150,7 +152,7 @@ impl Disk {
                     return ioerr;
                 };
                 if kind == T_DISCARD {
-                    let blocks = len / u64::from(self.block_size.max(1));
+                    let blocks = len / u64::from(self.block_size.get());
                     Parsed::Disk(Kind::Discard { lba, blocks })
                 } else {
                     Parsed::Disk(Kind::Zeroes { lba, len })
