@@ -10,8 +10,8 @@ use core::num::NonZeroU32;
 use storage::BlockError;
 use storage::channel::DiskOp;
 
-use super::HEADER;
 use super::request::{Kind, S_IOERR, S_OK, S_UNSUPP};
+use super::{HEADER, MAX_REQUEST_BYTES};
 use crate::hv::memory::GuestMemory;
 use crate::hv::virtio::queue::{Chain, Queue, QueueError};
 
@@ -50,14 +50,9 @@ impl Group {
 
     /// Appends `kind` when it continues this group (a read right after its
     /// last block for a read group, a write for a write group) and the
-    /// whole stays within `limit` bytes; otherwise hands the chain back.
-    pub fn merge(
-        &mut self,
-        chain: Chain,
-        kind: Kind,
-        block_size: NonZeroU32,
-        limit: u64,
-    ) -> Result<(), Chain> {
+    /// whole stays within [`MAX_REQUEST_BYTES`]; otherwise hands the chain
+    /// back.
+    pub fn merge(&mut self, chain: Chain, kind: Kind, block_size: NonZeroU32) -> Result<(), Chain> {
         let bs = u64::from(block_size.get());
         let grown = match (&mut self.kind, kind) {
             (
@@ -73,7 +68,7 @@ impl Group {
                     lba: next,
                     len: more,
                 },
-            ) if *lba + *len / bs == next && *len + more <= limit => {
+            ) if *lba + *len / bs == next && *len + more <= MAX_REQUEST_BYTES => {
                 let offset = *len;
                 *len += more;
                 Some((offset, more))
@@ -93,7 +88,7 @@ impl Group {
         Ok(match self.kind {
             Kind::Read { lba, len } => DiskOp::Read {
                 lba,
-                // At most the merge limit, far below 2^32 blocks.
+                // At most MAX_REQUEST_BYTES, far below 2^32 blocks.
                 blocks: u32::try_from(len / bs).unwrap_or(u32::MAX),
             },
             Kind::Write { lba, len } => {

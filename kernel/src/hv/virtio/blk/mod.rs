@@ -48,10 +48,9 @@ const HEADER: usize = 16;
 const ID_BYTES: usize = 20;
 /// Data segments a request may carry (the queue's 256 descriptors less header and status).
 const SEG_MAX: u32 = 254;
-/// The largest transfer served; Linux's default request limit is 1280 KiB.
+/// The largest transfer served, and the largest channel request merged
+/// requests make; Linux's default request limit is 1280 KiB.
 pub const MAX_REQUEST_BYTES: u64 = 4 << 20;
-/// The largest channel request merged requests make.
-pub const MAX_MERGE_BYTES: u64 = MAX_REQUEST_BYTES;
 /// Bytes of reads and writes in flight at most (more waits in the device):
 /// what a guest can make the host hold at once.
 pub const MAX_IN_FLIGHT_BYTES: u64 = 16 << 20;
@@ -328,7 +327,7 @@ impl Blk {
                     self.outstanding += 1;
                     let bs = self.disk.block_size;
                     let chain = match self.waiting.back_mut() {
-                        Some(g) => match g.merge(chain, kind, bs, MAX_MERGE_BYTES) {
+                        Some(g) => match g.merge(chain, kind, bs) {
                             Ok(()) => continue,
                             Err(chain) => chain,
                         },
