@@ -104,12 +104,13 @@ impl fmt::Display for BlkStats {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         write!(
             f,
-            "{} requests ({} failed), {} merged into others, {} disk requests, up to {} in flight",
+            "{} requests ({} failed), {} merged into others, {} disk requests, up to {} in flight, {} completed after a reset",
             n(&self.requests),
             n(&self.failed),
             n(&self.merged),
             n(&self.submitted),
-            n(&self.max_in_flight)
+            n(&self.max_in_flight),
+            n(&self.stale)
         )
     }
 }
