@@ -162,24 +162,12 @@ impl<P: Platform, N: Nic> Appliance<P, N> {
     pub fn poll(&mut self) -> Option<Duration> {
         let uptime = self.platform.now();
         let now = to_instant(uptime);
-        while let Some((_, change)) = self
-            .ip_changes
-            .first()
-            .filter(|(at, _)| *at <= uptime)
-            .cloned()
-        {
-            self.ip_changes.remove(0);
+        while let Some(change) = take_due(&mut self.ip_changes, uptime) {
             self.net
                 .primary_mut()
                 .reconfigure(Some(ip_change_config(&change)));
         }
-        while let Some((_, spec)) = self
-            .uplink_changes
-            .first()
-            .filter(|(at, _)| *at <= uptime)
-            .cloned()
-        {
-            self.uplink_changes.remove(0);
+        while let Some(spec) = take_due(&mut self.uplink_changes, uptime) {
             self.set_uplink(&spec);
         }
         let uplink_due = self.net.uplink_mut().poll(now);
@@ -674,6 +662,13 @@ fn idle_until(now: Duration, next: Option<Duration>) -> Option<Duration> {
 /// answer must leave from the address the client called (xapi's clients
 /// lose the connection when the management address changes under them).
 pub const RECONFIGURE_DELAY: Duration = Duration::from_secs(1);
+
+/// The first change of `queue` if it is due at `now` (the queue is in
+/// time order), taken out of the queue.
+fn take_due<T>(queue: &mut Vec<(Duration, T)>, now: Duration) -> Option<T> {
+    let due = queue.first().is_some_and(|(at, _)| *at <= now);
+    due.then(|| queue.remove(0).1)
+}
 
 /// The interface configuration `PIF.reconfigure_ip` asked for.
 fn ip_change_config(change: &crate::xenapi::IpChange) -> IpConfig {
