@@ -263,15 +263,7 @@ impl XenApi {
         if let Some(pif) = self.refs_in(&NETWORK, network, "PIFs").first() {
             return Err(ApiError::new("NETWORK_ALREADY_CONNECTED", &[network, pif]));
         }
-        let taken: Vec<String> = self
-            .db
-            .objects(PIF.name)
-            .map(|(r, _)| self.text(&PIF, r, "device"))
-            .collect();
-        let name = (0..)
-            .map(|n| format!("bond{n}"))
-            .find(|d| !taken.contains(d))
-            .unwrap_or_default();
+        let name = self.free_name(&PIF, "device", "bond");
         let mut spec = BondSpec::new(&name, &[], mode);
         spec.members = devices;
         let given = properties_of(properties);

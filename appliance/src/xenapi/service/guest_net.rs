@@ -146,6 +146,25 @@ impl XenApi {
         }
     }
 
+    /// The first of `prefix0`, `prefix1`, ... that no `class` object has
+    /// in `field` (xapi's `xapi<N>` bridges, `bond<N>` devices).
+    pub(super) fn free_name(
+        &self,
+        class: &'static crate::xenapi::schema::Class,
+        field: &str,
+        prefix: &str,
+    ) -> String {
+        let taken: Vec<String> = self
+            .db
+            .objects(class.name)
+            .map(|(r, _)| self.text(class, r, field))
+            .collect();
+        (0..)
+            .map(|n| format!("{prefix}{n}"))
+            .find(|name| !taken.contains(name))
+            .unwrap_or_default()
+    }
+
     /// Whether an owner applies [`NetRequest`]s (the image's appliance).
     pub(super) fn live_network(&self) -> bool {
         self.ip_changes.is_some()
@@ -226,15 +245,7 @@ impl XenApi {
             return Err(ApiError::invalid_value("MTU", &mtu.to_string()));
         }
         // A bridge name no other network has, as xapi's `xapi<N>`.
-        let taken: Vec<String> = self
-            .db
-            .objects(NETWORK.name)
-            .map(|(r, _)| self.text(&NETWORK, r, "bridge"))
-            .collect();
-        let bridge = (0..)
-            .map(|n| format!("xapi{n}"))
-            .find(|b| !taken.contains(b))
-            .unwrap_or_default();
+        let bridge = self.free_name(&NETWORK, "bridge", "xapi");
         if let Some(slot) = NETWORK.field("bridge").and_then(|(i, _)| fields.get_mut(i)) {
             *slot = Value::String(bridge);
         }
