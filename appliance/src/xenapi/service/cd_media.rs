@@ -6,7 +6,6 @@
 //! emulated IDE drive; this host has no such device.
 
 use super::XenApi;
-use super::srs::field_index;
 use crate::xenapi::db::NULL_REF;
 use crate::xenapi::error::ApiError;
 use crate::xenapi::schema::{VBD, VDI, VM};
@@ -41,14 +40,8 @@ impl XenApi {
             let old = alloc::string::String::from(old);
             self.remove_from_set(&VDI, &old, "VBDs", vbd);
         }
-        self.db
-            .set_field(&VBD, vbd, field_index(&VBD, "VDI"), Value::str(vdi));
-        self.db.set_field(
-            &VBD,
-            vbd,
-            field_index(&VBD, "empty"),
-            Value::Bool(vdi == NULL_REF),
-        );
+        self.set(&VBD, vbd, "VDI", Value::str(vdi));
+        self.set(&VBD, vbd, "empty", Value::Bool(vdi == NULL_REF));
         if vdi != NULL_REF {
             self.add_to_set(&VDI, vdi, "VBDs", vbd);
         }

@@ -18,10 +18,7 @@ const STAYS_DISABLED_KEY: &str = "keel/host_stays_disabled";
 
 impl XenApi {
     fn host_enabled(&self) -> bool {
-        let host = &self.refs.host;
-        HOST.field("enabled")
-            .and_then(|(i, _)| self.db.get(&HOST, host).map(|o| o.field(i).clone()))
-            != Some(Value::Bool(false))
+        self.field(&HOST, &self.refs.host, "enabled") != Value::Bool(false)
     }
 
     /// `HOST_DISABLED` while the host is disabled (`VM.start`).
@@ -44,9 +41,7 @@ impl XenApi {
         let stays = !enabled && !auto_enable;
         let record = stays.then(|| Vec::from(&b"1"[..]));
         self.save_internal(STAYS_DISABLED_KEY, record, "the host's state")?;
-        if let Some((i, _)) = HOST.field("enabled") {
-            self.db.set_field(&HOST, host, i, Value::Bool(enabled));
-        }
+        self.set(&HOST, host, "enabled", Value::Bool(enabled));
         log::info!(
             "host: {} through the API{}",
             if enabled { "enabled" } else { "disabled" },
@@ -65,9 +60,7 @@ impl XenApi {
             (false, false) => log::info!("host: it was disabled before the restart; enabled again"),
             (true, false) => {}
         }
-        if let Some((i, _)) = HOST.field("enabled") {
-            self.db.set_field(&HOST, &host, i, Value::Bool(!stays));
-        }
+        self.set(&HOST, &host, "enabled", Value::Bool(!stays));
     }
 
     /// The first VM running here, if any.

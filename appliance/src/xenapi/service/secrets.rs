@@ -184,12 +184,7 @@ impl XenApi {
         };
         let old = self.field(&PBD, pbd, "device_config");
         let config = self.hide_passwords(config, platform);
-        self.db.set_field(
-            &PBD,
-            pbd,
-            field_index(&PBD, "device_config"),
-            Value::Struct(config),
-        );
+        self.set(&PBD, pbd, "device_config", Value::Struct(config));
         self.drop_config_secrets(&old);
         Ok(Value::str(""))
     }
