@@ -18,7 +18,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::XenApi;
-use super::srs::{XML_HEAD, element, field_index};
+use super::srs::{XML_HEAD, config_str, element, field_index};
 use crate::iscsi::{JobSpec, SrOp};
 use crate::local_disks::HostDiskInfo;
 use crate::xenapi::error::ApiError;
@@ -77,11 +77,7 @@ pub(crate) fn devlist_xml(disks: &[HostDiskInfo]) -> String {
 }
 
 fn device_of(config: &BTreeMap<String, Value>) -> Option<&str> {
-    config
-        .get("device")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+    config_str(config, "device")
 }
 
 /// Whether `config` names a host disk (a local SR's PBD) rather than a target.

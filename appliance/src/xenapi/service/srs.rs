@@ -235,7 +235,8 @@ pub(crate) fn sr_list_xml(found: Option<&SrSummary>) -> String {
     out
 }
 
-fn config_str<'a>(config: &'a BTreeMap<String, Value>, key: &str) -> Option<&'a str> {
+/// The trimmed, non-empty value of `key` in a `device_config`.
+pub(super) fn config_str<'a>(config: &'a BTreeMap<String, Value>, key: &str) -> Option<&'a str> {
     config
         .get(key)
         .and_then(Value::as_str)
