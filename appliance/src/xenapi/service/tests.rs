@@ -125,16 +125,21 @@ impl FakePlatform {
     }
 }
 
+/// A host config whose root password is `secret` (what [`login`] gives).
+fn root_config() -> HostConfig {
+    HostConfig {
+        root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
+        ..HostConfig::default()
+    }
+}
+
 fn service() -> (XenApi, FakePlatform) {
     let mut platform = FakePlatform {
         now: Duration::from_secs(10),
         counter: 0,
         hv: None,
     };
-    let config = HostConfig {
-        root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
-        ..HostConfig::default()
-    };
+    let config = root_config();
     let facts = HostFacts {
         hostname: String::from("xen1"),
         system: platform.system_info(),

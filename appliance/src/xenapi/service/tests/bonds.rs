@@ -23,11 +23,7 @@ fn nics(api: &XenApi, count: u8) -> HostFacts {
 /// A boot with `count` NICs: live unless `hosted`, on `store` if given.
 fn boot(count: u8, store: Option<&SharedStore>, hosted: bool) -> (XenApi, FakePlatform, String) {
     let (old, mut p) = service();
-    let config = HostConfig {
-        root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
-        ..HostConfig::default()
-    };
-    let mut api = XenApi::new(&config, nics(&old, count), &mut p);
+    let mut api = XenApi::new(&root_config(), nics(&old, count), &mut p);
     if !hosted {
         api.enable_live_network();
     }
@@ -388,10 +384,6 @@ fn an_api_bond_is_made_again_after_a_reboot() {
 #[test]
 fn a_tagged_management_network_moves_onto_the_bond() {
     let (old, mut p) = service();
-    let config = HostConfig {
-        root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
-        ..HostConfig::default()
-    };
     let mut facts = nics(&old, 2);
     facts.networks.management_vlan = Some(5);
     facts.networks.vlans = vec![crate::xenapi::VlanFacts {
@@ -402,7 +394,7 @@ fn a_tagged_management_network_moves_onto_the_bond() {
         dhcp: false,
         address: None,
     }];
-    let mut api = XenApi::new(&config, facts, &mut p);
+    let mut api = XenApi::new(&root_config(), facts, &mut p);
     api.enable_live_network();
     let s = login(&mut api, &mut p);
     let (api, p) = (&mut api, &mut p);

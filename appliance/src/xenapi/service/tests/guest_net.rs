@@ -18,11 +18,7 @@ pub(super) fn live() -> (XenApi, FakePlatform, String) {
 fn live_on(store: &SharedStore) -> (XenApi, FakePlatform, String) {
     let (old, mut p) = service();
     p.hv = Some(FakeHv::default());
-    let config = HostConfig {
-        root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
-        ..HostConfig::default()
-    };
-    let mut api = XenApi::new(&config, old.facts().clone(), &mut p);
+    let mut api = XenApi::new(&root_config(), old.facts().clone(), &mut p);
     api.enable_live_network();
     api.attach_store(Box::new(store.clone()), &mut p).unwrap();
     api.poll_vms(&mut p);

@@ -15,10 +15,7 @@ fn boot(store: &SharedStore, config: &HostConfig) -> (XenApi, FakePlatform) {
 }
 
 fn config(ip: host_config::IpMode) -> HostConfig {
-    let mut c = HostConfig {
-        root_password_hash: Some(host_config::hash_password("secret", [3; 16], 1_000)),
-        ..HostConfig::default()
-    };
+    let mut c = root_config();
     c.management.ip = ip;
     c
 }
