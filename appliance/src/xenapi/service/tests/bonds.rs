@@ -2,6 +2,7 @@
 //! would show, the errors it would give, the uplink changes queued for the
 //! appliance, and the bond made again after a reboot.
 
+use super::guest_net::{network, vif};
 use super::*;
 use crate::xenapi::{NetRequest, NicFacts, UplinkSpec};
 use host_config::{BondHashing, BondMode, LacpRate};
@@ -49,16 +50,6 @@ fn pif(
         .unwrap_or_else(|| panic!("no PIF {device}: {pifs}"))
 }
 
-fn network(api: &mut XenApi, p: &mut FakePlatform, s: &str, label: &str) -> String {
-    let net = ok(
-        api,
-        p,
-        "network.create",
-        json!([s, {"name_label": label, "name_description": "", "MTU": "1500", "other_config": {}}]),
-    );
-    net.as_str().unwrap().to_string()
-}
-
 fn uplinks(api: &mut XenApi) -> Vec<UplinkSpec> {
     api.take_net_requests()
         .into_iter()
@@ -83,8 +74,10 @@ fn a_bond_takes_management_over_and_destroy_gives_it_back() {
         api,
         p,
         "VIF.create",
-        json!([s, {"device": "0", "network": eth0_net, "VM": vm, "MAC": "", "MTU": "1500",
-                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}}]),
+        json!([
+            s,
+            vif(eth0_net.as_str().unwrap(), vm.as_str().unwrap(), "0", "")
+        ]),
     );
     // Members in any order: the management NIC is the primary one.
     let bond = ok(
@@ -443,8 +436,10 @@ fn a_plugged_vif_moved_onto_the_bond_takes_its_networks_locking() {
         api,
         p,
         "VIF.create",
-        json!([s, {"device": "0", "network": eth0_net, "VM": vm, "MAC": "", "MTU": "1500",
-                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}}]),
+        json!([
+            s,
+            vif(eth0_net.as_str().unwrap(), vm.as_str().unwrap(), "0", "")
+        ]),
     );
     let vif = vif.as_str().unwrap().to_string();
     // As if its VM ran: the VIF is plugged.

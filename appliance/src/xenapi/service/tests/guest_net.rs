@@ -46,6 +46,15 @@ pub(super) fn management_pif(api: &mut XenApi, p: &mut FakePlatform, s: &str) ->
         .unwrap()
 }
 
+/// The network of the management PIF.
+pub(super) fn management_network(api: &mut XenApi, p: &mut FakePlatform, s: &str) -> String {
+    let pif = management_pif(api, p, s);
+    ok(api, p, "PIF.get_network", json!([s, pif]))
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 pub(super) fn vm(api: &mut XenApi, p: &mut FakePlatform, s: &str, name: &str) -> String {
     let template = ok(
         api,
@@ -263,11 +272,7 @@ fn a_vlan_network_is_carried_and_a_vif_on_it_follows_its_vm() {
 fn a_vif_on_the_management_network_plugs_there() {
     let (mut api, mut p, s) = live();
     let (api, p) = (&mut api, &mut p);
-    let pif = management_pif(api, p, &s);
-    let net = ok(api, p, "PIF.get_network", json!([s, pif]))
-        .as_str()
-        .unwrap()
-        .to_string();
+    let net = management_network(api, p, &s);
     let guest = vm(api, p, &s, "g");
     ok(
         api,

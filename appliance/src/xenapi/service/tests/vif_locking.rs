@@ -5,7 +5,7 @@ use core::net::{Ipv4Addr, Ipv6Addr};
 
 use netstack::switch::VifPolicy;
 
-use super::guest_net::{live, management_pif, network, vif, vm};
+use super::guest_net::{live, management_network, network, vif, vm};
 use super::*;
 use crate::xenapi::NetRequest;
 use serde_json::json;
@@ -144,11 +144,7 @@ fn locking_fields_are_validated_and_kept_canonical() {
 fn a_plugged_vif_follows_every_locking_change_at_once() {
     let (mut api, mut p, s) = live();
     let (api, p) = (&mut api, &mut p);
-    let pif = management_pif(api, p, &s);
-    let net = ok(api, p, "PIF.get_network", json!([s, pif]))
-        .as_str()
-        .unwrap()
-        .to_string();
+    let net = management_network(api, p, &s);
     let guest = vm(api, p, &s, "web");
     let v = ok(api, p, "VIF.create", json!([s, vif(&net, &guest, "0", "")]))
         .as_str()
