@@ -327,28 +327,33 @@ fn without_a_network_owner_vlans_are_not_implemented_and_vifs_are_records() {
     assert!(api.take_net_requests().is_empty());
 }
 
+/// VLAN 30 made on the management PIF for a new network, and a new VM
+/// `web` with a VIF on it: the VLAN's untagged PIF and the VM. The switch
+/// changes this queued are taken.
+fn web_on_vlan30(api: &mut XenApi, p: &mut FakePlatform, s: &str) -> (String, String) {
+    let net = network(api, p, s, "vlan30");
+    let mgmt = management_pif(api, p, s);
+    let untagged = ok(
+        api,
+        p,
+        "pool.create_VLAN_from_PIF",
+        json!([s, mgmt, net, "30"]),
+    )[0]
+    .as_str()
+    .unwrap()
+    .to_string();
+    let guest = vm(api, p, s, "web");
+    ok(api, p, "VIF.create", json!([s, vif(&net, &guest, "0", "")]));
+    api.take_net_requests();
+    (untagged, guest)
+}
+
 #[test]
 fn after_a_reboot_api_vlans_are_carried_before_any_vif_is_plugged() {
     let store = SharedStore::default();
     let boot = || live_on(&store);
     let (mut api, mut p, s) = boot();
-    let (api1, p1) = (&mut api, &mut p);
-    let net = network(api1, p1, &s, "vlan30");
-    let pif = management_pif(api1, p1, &s);
-    ok(
-        api1,
-        p1,
-        "pool.create_VLAN_from_PIF",
-        json!([s, pif, net, "30"]),
-    );
-    let guest = vm(api1, p1, &s, "web");
-    ok(
-        api1,
-        p1,
-        "VIF.create",
-        json!([s, vif(&net, &guest, "0", "")]),
-    );
-    api1.take_net_requests();
+    let (_, guest) = web_on_vlan30(&mut api, &mut p, &s);
     drop(api);
 
     let (mut api, mut p, s) = boot();
@@ -378,25 +383,8 @@ fn an_api_vlan_pif_unplugs_and_plugs_and_stays_down_across_a_reboot() {
     let boot = || live_on(&store);
     let (mut api, mut p, s) = boot();
     let (api1, p1) = (&mut api, &mut p);
-    let net = network(api1, p1, &s, "vlan30");
+    let (untagged, guest) = web_on_vlan30(api1, p1, &s);
     let mgmt = management_pif(api1, p1, &s);
-    let untagged = ok(
-        api1,
-        p1,
-        "pool.create_VLAN_from_PIF",
-        json!([s, mgmt, net, "30"]),
-    )[0]
-    .as_str()
-    .unwrap()
-    .to_string();
-    let guest = vm(api1, p1, &s, "web");
-    ok(
-        api1,
-        p1,
-        "VIF.create",
-        json!([s, vif(&net, &guest, "0", "")]),
-    );
-    api1.take_net_requests();
     assert_eq!(
         err(api1, p1, "PIF.unplug", json!([s, mgmt])),
         json!(["PIF_IS_MANAGEMENT_INTERFACE", mgmt])
