@@ -26,7 +26,7 @@ use crate::platform::Platform;
 use crate::xenapi::db::{NULL_REF, default_record};
 use crate::xenapi::error::ApiError;
 use crate::xenapi::layout;
-use crate::xenapi::schema::{BOND, HOST, NETWORK, PIF, VIF, VLAN};
+use crate::xenapi::schema::{BOND, HOST, NETWORK, PIF, VLAN};
 use crate::xenapi::value::Value;
 
 /// Most members a bond takes (netstack's and XenServer's limit).
@@ -170,9 +170,7 @@ impl XenApi {
             return;
         }
         for vif in self.refs_in(&NETWORK, from, "VIFs") {
-            self.set(&VIF, &vif, "network", Value::str(to));
-            self.remove_from_set(&NETWORK, from, "VIFs", &vif);
-            self.add_to_set(&NETWORK, to, "VIFs", &vif);
+            self.relink_vif(&vif, from, to);
             // A `network_default` VIF follows its new network's default.
             self.apply_vif_policy(&vif);
         }

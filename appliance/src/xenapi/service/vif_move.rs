@@ -13,6 +13,14 @@ use crate::xenapi::schema::{NETWORK, VIF, VM};
 use crate::xenapi::value::Value;
 
 impl XenApi {
+    /// VIF `vif` moves from network `from` to `to` in the records: its
+    /// `network` and both networks' `VIFs`.
+    pub(super) fn relink_vif(&mut self, vif: &str, from: &str, to: &str) {
+        self.set(&VIF, vif, "network", Value::str(to));
+        self.remove_from_set(&NETWORK, from, "VIFs", vif);
+        self.add_to_set(&NETWORK, to, "VIFs", vif);
+    }
+
     pub(super) fn vif_move(&mut self, vif: &str, network: &str) -> Result<Value, ApiError> {
         if !self.db.contains(VIF.name, vif) {
             return Err(ApiError::handle_invalid("VIF", vif));
@@ -31,9 +39,7 @@ impl XenApi {
             true => Some(self.vif_target(&vm, network)?),
             false => None,
         };
-        self.set(&VIF, vif, "network", Value::str(network));
-        self.remove_from_set(&NETWORK, &from, "VIFs", vif);
-        self.add_to_set(&NETWORK, network, "VIFs", vif);
+        self.relink_vif(vif, &from, network);
         if let Some(target) = target {
             let mac_text = self.text(&VIF, vif, "MAC");
             let mac =
