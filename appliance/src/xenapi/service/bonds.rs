@@ -113,6 +113,21 @@ impl XenApi {
         master.as_str().is_some_and(|m| self.made_by_api(m))
     }
 
+    /// `OPERATION_NOT_ALLOWED` unless `bond` was made through the API: the
+    /// host config's bonds change with the host config (`verb`: what the
+    /// caller wanted to do).
+    fn check_bond_made_by_api(&self, bond: &str, verb: &str) -> Result<(), ApiError> {
+        if self.bond_made_by_api(bond) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            "OPERATION_NOT_ALLOWED",
+            &[&format!(
+                "this bond comes from the host config; change the host config to {verb} it"
+            )],
+        ))
+    }
+
     /// What the Bond record `bond` describes, primary member first.
     fn bond_spec(&self, bond: &str) -> Option<BondSpec> {
         let master = String::from(self.field(&BOND, bond, "master").as_str()?);
@@ -322,12 +337,7 @@ impl XenApi {
         bond: &str,
         platform: &mut dyn Platform,
     ) -> Result<Value, ApiError> {
-        if !self.bond_made_by_api(bond) {
-            return Err(ApiError::new(
-                "OPERATION_NOT_ALLOWED",
-                &["this bond comes from the host config; change the host config to remove it"],
-            ));
-        }
+        self.check_bond_made_by_api(bond, "remove")?;
         let master = self.text(&BOND, bond, "master");
         let primary = self.text(&BOND, bond, "primary_slave");
         let Some(nic) = self.nic_device(&primary) else {
@@ -358,12 +368,7 @@ impl XenApi {
         property: Option<(&str, &str)>,
         platform: &mut dyn Platform,
     ) -> Result<Value, ApiError> {
-        if !self.bond_made_by_api(bond) {
-            return Err(ApiError::new(
-                "OPERATION_NOT_ALLOWED",
-                &["this bond comes from the host config; change the host config to change it"],
-            ));
-        }
+        self.check_bond_made_by_api(bond, "change")?;
         let mut spec = self
             .bond_spec(bond)
             .ok_or_else(|| ApiError::internal("the bond's record cannot be read"))?;
