@@ -74,9 +74,14 @@ def phc(password, salt=b"keel-pytest-salt", iterations=1000):
     return f"$pbkdf2-sha256$i={iterations},l=32${b64(salt)}${b64(raw)}"
 
 
-def start_with_config(config, state):
+@contextlib.contextmanager
+def configured(config, state):
+    """A keel-hosted with host config `config` on `state` for the block: its URL."""
     proc, url, _ = launch_hosted("--host-config", config, "--state", state)
-    return proc, url
+    try:
+        yield url
+    finally:
+        stop(proc)
 
 
 def login_fails(url, password):
@@ -90,8 +95,7 @@ def login_fails(url, password):
 def test_a_changed_password_survives_a_restart_until_the_config_changes(tmp_path):
     config, state = tmp_path / "host.toml", tmp_path / "state.img"
     config.write_text(f'root_password_hash = "{phc("first-password")}"\n')
-    proc, url = start_with_config(config, state)
-    try:
+    with configured(config, state) as url:
         s = XenAPI.Session(url)
         s.xenapi.login_with_password("root", "first-password", "2.21", "pytest")
         x = s.xenapi
@@ -106,24 +110,16 @@ def test_a_changed_password_survives_a_restart_until_the_config_changes(tmp_path
         assert x.pool.get_all()
         assert login_fails(url, "first-password") == "SESSION_AUTHENTICATION_FAILED"
         assert login_fails(url, "second-password") is None
-    finally:
-        stop(proc)
 
-    proc, url = start_with_config(config, state)
-    try:
+    with configured(config, state) as url:
         assert login_fails(url, "second-password") is None
         assert login_fails(url, "first-password") == "SESSION_AUTHENTICATION_FAILED"
-    finally:
-        stop(proc)
 
     # A host config provisioning another password (a reset) wins.
     config.write_text(f'root_password_hash = "{phc("reset-password", salt=b"another-salt-123")}"\n')
-    proc, url = start_with_config(config, state)
-    try:
+    with configured(config, state) as url:
         assert login_fails(url, "reset-password") is None
         assert login_fails(url, "second-password") == "SESSION_AUTHENTICATION_FAILED"
-    finally:
-        stop(proc)
 
 
 @contextlib.contextmanager
