@@ -48,10 +48,8 @@ const CREATE_FLOW: &str = r#"
 import os, sys, time, urllib.request, xml.dom.minidom
 sys.path.insert(0, os.environ["FLOW_DIR"])
 import XenAPI
-from storage_flow import imported_vdi
-url = os.environ["KEEL_URL"]
-s = XenAPI.Session(url)
-s.xenapi.login_with_password("root", os.environ["KEEL_PASSWORD"], "2.21", "local-sr-test")
+from storage_flow import imported_vdi, login
+s, url = login("local-sr-test")
 x = s.xenapi
 host = x.host.get_all()[0]
 try:
@@ -93,13 +91,10 @@ print("CREATED", rec["uuid"], x.VDI.get_uuid(vdi))
 
 /// Second boot: the SR is plugged, the VDI holds its data; a guest reads it.
 const AGAIN_FLOW: &str = r#"
-import os, sys, time, urllib.parse, urllib.request
+import os, sys, urllib.parse, urllib.request
 sys.path.insert(0, os.environ["FLOW_DIR"])
-import XenAPI
-from storage_flow import debian_vm
-url = os.environ["KEEL_URL"]
-s = XenAPI.Session(url)
-s.xenapi.login_with_password("root", os.environ["KEEL_PASSWORD"], "2.21", "local-sr-test")
+from storage_flow import debian_vm, login, wait_halted
+s, url = login("local-sr-test")
 x = s.xenapi
 sr = x.SR.get_by_uuid(os.environ["SR_UUID"])
 [pbd] = x.SR.get_PBDs(sr)
@@ -114,10 +109,7 @@ with urllib.request.urlopen(f"{url}/export_raw_vdi?{q}", timeout=200) as r:
     assert r.read() == data, "the VDI lost its data across the reboot"
 vm, _ = debian_vm(x, "local1", vdi)
 x.VM.start(vm, False, False)
-end = time.monotonic() + float(os.environ["GUEST_TIMEOUT"])
-while x.VM.get_power_state(vm) != "Halted" and time.monotonic() < end:
-    time.sleep(0.5)
-assert x.VM.get_power_state(vm) == "Halted", "the guest did not power off"
+wait_halted(x, vm, float(os.environ["GUEST_TIMEOUT"]))
 print("AGAIN-DONE")
 "#;
 

@@ -1,13 +1,24 @@
 """Storage steps the image tests' SDK flows share: xapi's lvmoiscsi SR on the
 tgtd LUN the test started (named by the ISCSI_* environment variables), a
-VDI filled through PUT /import_raw_vdi, and a Debian VM booting from a VDI."""
+VDI filled through PUT /import_raw_vdi, and a Debian VM booting from a VDI
+(waited for until its guest powers off); and the flows' login."""
 
 import os
+import time
 import urllib.parse
 import urllib.request
 import xml.dom.minidom
 
 import XenAPI
+
+
+def login(label):
+    """A session on KEEL_URL logged in as root with KEEL_PASSWORD (the
+    originator `label`); (session, url)."""
+    url = os.environ["KEEL_URL"]
+    session = XenAPI.Session(url)
+    session.xenapi.login_with_password("root", os.environ["KEEL_PASSWORD"], "2.21", label)
+    return session, url
 
 
 def _target_config():
@@ -80,3 +91,12 @@ def debian_vm(x, name, vdi, memory=256 << 20):
     vbd = x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True,
                         "mode": "RW", "type": "Disk", "empty": False, "other_config": {}})
     return vm, vbd
+
+
+def wait_halted(x, vm, timeout, what="the guest"):
+    """Polls `vm`'s power state until its guest has powered off (Halted),
+    `timeout` s at most; asserts it did."""
+    end = time.monotonic() + timeout
+    while x.VM.get_power_state(vm) != "Halted" and time.monotonic() < end:
+        time.sleep(0.5)
+    assert x.VM.get_power_state(vm) == "Halted", f"{what} did not power off"

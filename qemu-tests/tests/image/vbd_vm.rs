@@ -63,13 +63,10 @@ poweroff -f
 
 /// The SDK side: SR, VDI, import, VBD, VM, start, wait for Halted, export.
 const FLOW: &str = r#"
-import os, sys, time, urllib.request
+import os, sys, urllib.request
 sys.path.insert(0, os.environ["FLOW_DIR"])
-import XenAPI
-from storage_flow import debian_vm, imported_vdi, iscsi_sr, iso_library
-url = os.environ["KEEL_URL"]
-s = XenAPI.Session(url)
-s.xenapi.login_with_password("root", os.environ["KEEL_PASSWORD"], "2.21", "vbd-test")
+from storage_flow import debian_vm, imported_vdi, iscsi_sr, iso_library, login, wait_halted
+s, url = login("vbd-test")
 x = s.xenapi
 host = x.host.get_all()[0]
 sr = iscsi_sr(x, host, "vbd-sr")
@@ -83,10 +80,7 @@ x.VBD.create({"VM": vm, "VDI": iso, "userdevice": "3", "bootable": False, "mode"
               "type": "CD", "empty": False, "other_config": {}})
 x.VM.start(vm, False, False)
 assert x.VBD.get_currently_attached(vbd) is True
-end = time.monotonic() + float(os.environ["GUEST_TIMEOUT"])
-while x.VM.get_power_state(vm) != "Halted" and time.monotonic() < end:
-    time.sleep(0.5)
-assert x.VM.get_power_state(vm) == "Halted", "the guest did not power off"
+wait_halted(x, vm, float(os.environ["GUEST_TIMEOUT"]))
 assert x.VBD.get_currently_attached(vbd) is False
 # The guest discarded one whole cluster: the SR got it back.
 x.SR.scan(sr)
@@ -102,10 +96,7 @@ cvdi = x.VBD.get_VDI(cvbd)
 assert cvdi != vdi and x.VDI.get_SR(cvdi) == sr
 assert x.VBD.get_userdevice(cvbd) == "0" and x.VBD.get_bootable(cvbd) is True
 x.VM.start(clone, False, False)
-end = time.monotonic() + float(os.environ["GUEST_TIMEOUT"])
-while x.VM.get_power_state(clone) != "Halted" and time.monotonic() < end:
-    time.sleep(0.5)
-assert x.VM.get_power_state(clone) == "Halted", "the clone's guest did not power off"
+wait_halted(x, clone, float(os.environ["GUEST_TIMEOUT"]), "the clone's guest")
 print("FLOW-DONE", len(out))
 "#;
 
