@@ -160,8 +160,9 @@ fn boot(dir: &Path) -> Qemu {
     qemu
 }
 
-/// Runs an SDK flow against `qemu`; its stdout.
-fn flow(qemu: &Qemu, name: &str, script: &str, env: &[(&str, &str)]) -> String {
+/// Runs an SDK flow against `qemu`, asserted to exit 0 having printed
+/// `marker` (its FIGURE lines passed on); its stdout.
+fn flow(qemu: &Qemu, name: &str, script: &str, marker: &str, env: &[(&str, &str)]) -> String {
     let mut python = Command::new("python3");
     python
         .arg("-c")
@@ -176,14 +177,8 @@ fn flow(qemu: &Qemu, name: &str, script: &str, env: &[(&str, &str)]) -> String {
         python.env(k, v);
     }
     let finished = run_bounded(python, SCRIPT_TIMEOUT, qemu.dir(), name).expect("the flow ends");
-    assert!(
-        finished.status.success(),
-        "the {name} flow failed ({}):\n{}\nserial tail:\n{}",
-        finished.status,
-        finished.output(),
-        qemu.serial_tail(60)
-    );
-    finished.output()
+    super::assert_flow_passed(&finished, qemu, &format!("the {name} flow"), marker);
+    finished.stdout
 }
 
 #[test]
@@ -207,11 +202,9 @@ fn local_sr_on_a_host_disk_survives_a_reboot_and_serves_a_guest() {
         &qemu,
         "create",
         CREATE_FLOW,
+        "CREATED ",
         &[("VDI_PATTERN", &pattern_path), ("SR_DISK_BYTES", &size)],
     );
-    for figure in out.lines().filter(|l| l.starts_with("FIGURE ")) {
-        println!("{figure}");
-    }
     let created = out
         .lines()
         .find_map(|l| l.strip_prefix("CREATED "))
@@ -228,6 +221,7 @@ fn local_sr_on_a_host_disk_survives_a_reboot_and_serves_a_guest() {
         &qemu,
         "again",
         AGAIN_FLOW,
+        "AGAIN-DONE",
         &[
             ("VDI_PATTERN", &pattern_path),
             ("SR_UUID", &sr_uuid),

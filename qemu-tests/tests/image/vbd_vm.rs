@@ -170,14 +170,7 @@ fn vm_start_gives_the_guest_its_iscsi_vdi_as_virtio_blk() {
     tgtd.sdk_env(&mut python, "10.0.2.2");
     let finished =
         run_bounded(python, SCRIPT_TIMEOUT, qemu.dir(), "vbd-flow").expect("the flow finishes");
-    assert!(
-        finished.status.success(),
-        "the SDK flow failed ({}):\n{}\nserial tail:\n{}",
-        finished.status,
-        finished.output(),
-        qemu.serial_tail(80)
-    );
-    let serial = qemu.serial();
+    let serial = super::assert_flow_passed(&finished, &qemu, "the SDK flow", "FLOW-DONE");
     assert!(
         !serial.contains("KEEL-INSMOD-FAILED"),
         "a module did not load"
