@@ -100,10 +100,7 @@ fn bond_create_makes_the_management_nic_an_lacp_bond_that_survives_a_reboot() {
         return;
     }
     let dir = TestDir::new("bond-api").expect("test dir");
-    let disk = dir.path().join("state.img");
-    std::fs::File::create(&disk)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .expect("blank state disk");
+    let disk = super::blank_disk(dir.path().join("state.img"), DISK_BYTES);
     let module = super::compile_host_config(dir.path(), "bond-api", CONFIG);
     let switch = LacpSwitch::start(
         "qbapi",

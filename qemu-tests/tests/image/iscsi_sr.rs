@@ -87,10 +87,7 @@ impl Tgtd {
                 None => (free_port(), "127.0.0.1"),
             };
             let control = 25_000 + (std::process::id() % 5_000) as u16 + attempt * 13;
-            let backing = dir.join("lun1.img");
-            File::create(&backing)
-                .and_then(|f| f.set_len(lun_bytes))
-                .expect("backing file");
+            let backing = super::blank_disk(dir.join("lun1.img"), lun_bytes);
             let log = File::create(dir.join(format!("tgtd-{attempt}.log"))).expect("tgtd log");
             // `ip netns exec` execs tgtd: the child's pid is tgtd's.
             let mut command = match netns {
@@ -203,10 +200,7 @@ impl Tgtd {
     /// A second LUN (number 2) of `bytes` on the target, a sparse file
     /// beside the first one's (the `vbd_vm` test's ISO library).
     pub(super) fn add_lun(&self, bytes: u64) {
-        let backing = self.backing.with_file_name("lun2.img");
-        File::create(&backing)
-            .and_then(|f| f.set_len(bytes))
-            .expect("second backing file");
+        let backing = super::blank_disk(self.backing.with_file_name("lun2.img"), bytes);
         let b = backing.to_string_lossy().into_owned();
         self.admin(&[
             "--op",
@@ -321,10 +315,7 @@ fn sr_probe_create_and_vdis_on_tgtd_with_mutual_chap() {
     let dir = TestDir::for_current_test().expect("test dir");
     let tgtd = Tgtd::start(dir.path(), QEMU_HARD_TIMEOUT);
     let module = host_config(dir.path());
-    let disk = dir.path().join("state.img");
-    File::create(&disk)
-        .and_then(|f| f.set_len(STATE_DISK_BYTES))
-        .expect("blank state disk");
+    let disk = super::blank_disk(dir.path().join("state.img"), STATE_DISK_BYTES);
     let qemu = boot(&module, &disk);
 
     let script = workspace_root().join("appliance/tests/python/iscsi_flow.py");

@@ -120,12 +120,6 @@ fn pattern() -> Vec<u8> {
         .collect()
 }
 
-fn blank(path: &Path, bytes: u64) {
-    fs::File::create(path)
-        .and_then(|f| f.set_len(bytes))
-        .expect("a blank disk");
-}
-
 fn guest_initrd() -> Vec<u8> {
     let modules = [super::VIRTIO_PCI_MODULES, &["virtio_blk"]].concat();
     let init =
@@ -184,8 +178,8 @@ fn flow(qemu: &Qemu, name: &str, script: &str, marker: &str, env: &[(&str, &str)
 #[test]
 fn local_sr_on_a_host_disk_survives_a_reboot_and_serves_a_guest() {
     let dir = TestDir::for_current_test().expect("test dir");
-    blank(&dir.path().join("state.img"), STATE_BYTES);
-    blank(&dir.path().join("sr.img"), SR_DISK_BYTES);
+    super::blank_disk(dir.path().join("state.img"), STATE_BYTES);
+    super::blank_disk(dir.path().join("sr.img"), SR_DISK_BYTES);
     let data = pattern();
     let pattern_file = dir.path().join("pattern.bin");
     fs::write(&pattern_file, &data).expect("write the pattern");

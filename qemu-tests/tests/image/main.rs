@@ -74,6 +74,15 @@ pub fn compile_host_config(dir: &std::path::Path, name: &str, toml: &str) -> std
     module
 }
 
+/// A blank disk image of `bytes` at `path` (sparse, reads as zeros): a state
+/// disk, a data disk or a LUN's backing file; returns `path`.
+pub fn blank_disk(path: std::path::PathBuf, bytes: u64) -> std::path::PathBuf {
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(bytes))
+        .unwrap_or_else(|e| panic!("blank disk {}: {e}", path.display()));
+    path
+}
+
 /// The Debian peer's initramfs (`target/peer/initrd.gz`, from `cargo xtask
 /// setup`) with an overlay holding the peer's `modules` (`NAME.ko` under
 /// `modules/`) and `files` (path, mode, bytes), such as the guest's `init`.

@@ -186,10 +186,7 @@ fn pxe_runs_from_ram_without_a_disk_and_keeps_its_state_on_a_local_disk() {
     drop(qemu);
 
     let dir = TestDir::for_current_test().expect("test dir");
-    let disk = dir.path().join("local.img");
-    fs::File::create(&disk)
-        .and_then(|f| f.set_len(64 << 20))
-        .expect("blank local disk");
+    let disk = super::blank_disk(dir.path().join("local.img"), 64 << 20);
     let qemu = pxe(firmware_run().disk(&disk)).spawn().expect("spawn QEMU");
     qemu.wait_for_serial("cmdline: keel.boot=pxe", MEDIA_BOOT_TIMEOUT)
         .expect("booted over TFTP with a local disk");

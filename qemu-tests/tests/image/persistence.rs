@@ -52,11 +52,7 @@ fn host_config_with(dir: &Path, name: &str, extra: &str) -> PathBuf {
 
 /// A blank state disk of [`DISK_BYTES`] in `dir`.
 fn blank_disk(dir: &Path) -> PathBuf {
-    let disk = dir.join("state.img");
-    fs::File::create(&disk)
-        .and_then(|f| f.set_len(DISK_BYTES))
-        .expect("blank state disk");
-    disk
+    super::blank_disk(dir.join("state.img"), DISK_BYTES)
 }
 
 fn boot(disk: &Path, module: &Path) -> Qemu {
