@@ -29,10 +29,6 @@ def start(state, disks):
     return proc, session, url
 
 
-def stop(proc):
-    stop_hosted(proc)
-
-
 def devlist(x, host):
     try:
         x.SR.probe(host, {}, "lvm", {})
@@ -86,7 +82,7 @@ def test_local_sr_survives_a_restart(tmp_path):
         assert x.VDI.get_is_a_snapshot(snap) is True
         vdi_uuid = x.VDI.get_uuid(vdi)
     finally:
-        stop(proc)
+        stop_hosted(proc)
     # The other disk was never written.
     assert disks[0].read_bytes() == bytes(DISK_BYTES)
 
@@ -117,4 +113,4 @@ def test_local_sr_survives_a_restart(tmp_path):
         host = x.host.get_all()[0]
         assert "<SRlist/>" in x.SR.probe(host, {"device": "/dev/vdb"}, "lvm", {})
     finally:
-        stop(proc)
+        stop_hosted(proc)

@@ -60,10 +60,6 @@ def start(config_path, state_path):
     return proc, url
 
 
-def stop(proc):
-    stop_hosted(proc)
-
-
 def layout(url):
     s = XenAPI.Session(url)
     s.xenapi.login_with_password("root", PASSWORD, "2.21", "pytest")
@@ -89,7 +85,7 @@ def bonded(tmp_path):
     try:
         yield url, config, state, proc
     finally:
-        stop(proc)
+        stop_hosted(proc)
 
 
 def by_device(pifs):
@@ -171,12 +167,12 @@ def test_bond_vlans_and_pifs(bonded):
 def test_layout_keeps_its_identity_across_restarts(bonded):
     url, config, state, proc = bonded
     before = layout(url)
-    stop(proc)
+    stop_hosted(proc)
     proc, url = start(config, state)
     try:
         after = layout(url)
     finally:
-        stop(proc)
+        stop_hosted(proc)
     for cls in ["PIF", "network", "Bond", "VLAN"]:
         assert sorted(before[cls]) == sorted(after[cls]), cls
         assert {r: o["uuid"] for r, o in before[cls].items()} == \
